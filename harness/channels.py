@@ -1,0 +1,168 @@
+"""A thin typed seam over grpc: channels to the target and raw-bytes calls.
+
+Every call goes out as bytes through a generic stream-stream call, which on the wire is
+the same as any gRPC method kind. So the harness needs no generated code, can send what a
+generated stub never would (two messages to a unary method, malformed bytes), and gets
+back one :class:`CallResult` whatever happens.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+
+from harness.transport import Transport
+
+Metadata = tuple[tuple[str, "str | bytes"], ...]
+
+#: The receive limit the harness sets on its own side (responses larger than this are a
+#: client-side RESOURCE_EXHAUSTED, which LIMIT-003 reports as a server finding).
+CLIENT_MAX_RECEIVE = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where the target is and how to talk to it.
+
+    Attributes:
+        address: ``host:port`` as gRPC wants it.
+        transport: TLS or cleartext HTTP/2 (as detected).
+        server_name: Name to verify the server certificate against.
+        ca_pem: Trust anchors; ``None`` means the system roots.
+        client_cert_pem: Client certificate chain for mTLS, if configured.
+        client_key_pem: Its private key.
+    """
+
+    address: str
+    transport: Transport
+    server_name: str | None = None
+    ca_pem: bytes | None = None
+    client_cert_pem: bytes | None = field(default=None, repr=False)
+    client_key_pem: bytes | None = field(default=None, repr=False)
+
+    def open_channel(self, *, with_client_cert: bool = True) -> grpc.Channel:
+        """A new channel to the target; the caller closes it."""
+        options: list[tuple[str, str | int]] = [
+            ("grpc.max_send_message_length", -1),
+            ("grpc.max_receive_message_length", CLIENT_MAX_RECEIVE),
+            ("grpc.enable_retries", 0),
+            ("grpc.use_local_subchannel_pool", 1),
+        ]
+        if self.transport is Transport.H2C:
+            return grpc.insecure_channel(self.address, options=options)
+        if self.server_name:
+            options.append(("grpc.ssl_target_name_override", self.server_name))
+        cert = self.client_cert_pem if with_client_cert else None
+        key = self.client_key_pem if with_client_cert else None
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=self.ca_pem, private_key=key, certificate_chain=cert
+        )
+        return grpc.secure_channel(self.address, creds, options=options)
+
+
+def code_text(code: grpc.StatusCode) -> str:
+    """``UNIMPLEMENTED (12)``: the catalogue's way of writing a status code."""
+    return f"{code.name} ({code.value[0]})"
+
+
+@dataclass(frozen=True)
+class CallResult:
+    """Everything observable about one call.
+
+    Attributes:
+        method: Full method path, ``/pkg.Service/Method``.
+        code: Final status code.
+        details: Status message as the server sent it.
+        responses: Response messages, as bytes.
+        initial_metadata: Response headers.
+        trailing_metadata: Response trailers (``grpc-status-details-bin`` included).
+        request_id: The request ID the harness sent.
+        principal: Name of the principal whose credentials were sent, or ``None``.
+        elapsed_s: Wall time of the call.
+    """
+
+    method: str
+    code: grpc.StatusCode
+    details: str
+    responses: tuple[bytes, ...]
+    initial_metadata: Metadata
+    trailing_metadata: Metadata
+    request_id: str
+    principal: str | None
+    elapsed_s: float
+
+    @property
+    def status(self) -> str:
+        """The code as ``NAME (number)``."""
+        return code_text(self.code)
+
+    def summary(self) -> str:
+        """Code, message count and message text, for evidence."""
+        text = f" {self.details!r}" if self.details else ""
+        return f"{self.status} with {len(self.responses)} response message(s){text}"
+
+
+def new_request_id() -> str:
+    """A fresh UUIDv4 for ``x-request-id`` (or the configured key)."""
+    return str(uuid.uuid4())
+
+
+def invoke(
+    channel: grpc.Channel,
+    method: str,
+    requests: Sequence[bytes],
+    *,
+    metadata: Iterable[tuple[str, str | bytes]] = (),
+    request_id_key: str = "x-request-id",
+    principal: str | None = None,
+    timeout: float = 10.0,
+    max_responses: int = 1000,
+) -> CallResult:
+    """Make one call with raw request bytes and collect everything it returns.
+
+    Args:
+        channel: Channel to the target.
+        method: Full method path.
+        requests: Serialized request messages (one for a unary method).
+        metadata: Extra metadata (credentials), sent with a fresh request ID.
+        request_id_key: Metadata key for the request ID.
+        principal: Whose credentials ``metadata`` holds, for the record only.
+        timeout: Deadline in seconds.
+        max_responses: Stop reading (and cancel) after this many responses.
+
+    Returns:
+        The call's outcome. Transport failures come back as their status
+        (UNAVAILABLE, DEADLINE_EXCEEDED), never as exceptions.
+    """
+    request_id = new_request_id()
+    md = ((request_id_key, request_id), *metadata)
+    multicallable = channel.stream_stream(method)
+    start = time.monotonic()
+    responses: list[bytes] = []
+    call = multicallable(iter(list(requests)), metadata=md, timeout=timeout)
+    try:
+        for response in call:
+            responses.append(response)
+            if len(responses) >= max_responses:
+                call.cancel()
+                break
+        code, details = call.code(), call.details() or ""
+    except grpc.RpcError as err:
+        code = err.code()  # type: ignore[attr-defined]
+        details = err.details() or ""  # type: ignore[attr-defined]
+    elapsed = time.monotonic() - start
+    return CallResult(
+        method=method,
+        code=code,
+        details=details,
+        responses=tuple(responses),
+        initial_metadata=tuple(call.initial_metadata() or ()),
+        trailing_metadata=tuple(call.trailing_metadata() or ()),
+        request_id=request_id,
+        principal=principal,
+        elapsed_s=elapsed,
+    )

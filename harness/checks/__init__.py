@@ -1,0 +1,77 @@
+"""The check registry: one function per control, registered with :func:`check`.
+
+A check takes a :class:`~harness.run.Run` and returns an :class:`~harness.outcome.Outcome`.
+It never decides how it is reported. Its docstring is the procedure in words; the registry
+self-test holds every check to having one.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from harness.catalogue import CATALOGUE, Control
+from harness.errors import HarnessError
+from harness.outcome import Outcome
+from harness.run import Run
+
+CheckFn = Callable[[Run], Outcome]
+
+#: Modules that define checks; importing them fills the registry.
+CHECK_MODULES = ("harness.checks.surface", "harness.checks.transport")
+
+
+@dataclass(frozen=True)
+class Check:
+    """A registered check."""
+
+    control: Control
+    fn: CheckFn
+
+    @property
+    def doc(self) -> str:
+        """The check's docstring: its procedure in words."""
+        return (self.fn.__doc__ or "").strip()
+
+
+_REGISTRY: dict[str, Check] = {}
+
+
+def check(control_id: str) -> Callable[[CheckFn], CheckFn]:
+    """Register the decorated function as the check for ``control_id``.
+
+    Raises:
+        KeyError: the ID is not in the catalogue.
+        ValueError: the control already has a check, or the function has no docstring.
+    """
+    control = CATALOGUE[control_id]
+
+    def register(fn: CheckFn) -> CheckFn:
+        if control_id in _REGISTRY:
+            raise ValueError(f"{control_id} already has a check: {_REGISTRY[control_id].fn.__qualname__}")
+        if not (fn.__doc__ or "").strip():
+            raise ValueError(f"the check for {control_id} needs a docstring")
+        _REGISTRY[control_id] = Check(control, fn)
+        return fn
+
+    return register
+
+
+def registered() -> Mapping[str, Check]:
+    """Every registered check, by control ID."""
+    for module in CHECK_MODULES:
+        importlib.import_module(module)
+    return MappingProxyType(_REGISTRY)
+
+
+def run_check(control_id: str, run: Run) -> Outcome:
+    """Run the check for ``control_id``; a harness failure becomes ERROR, never PASS or FAIL."""
+    entry = registered()[control_id]
+    try:
+        return entry.fn(run)
+    except HarnessError as exc:
+        return Outcome.error(entry.control, str(exc))
+    except Exception as exc:  # the one broad boundary: a bug in a check is an ERROR
+        return Outcome.error(entry.control, f"harness error in {control_id}: {type(exc).__name__}: {exc}")

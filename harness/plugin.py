@@ -1,0 +1,262 @@
+"""The pytest plugin: a thin adapter from pytest's lifecycle to the harness core.
+
+* ``--hipaa-*`` options in one group; with ``--hipaa-target`` and no test paths, the bundled
+  conformance suites are collected.
+* ``hipaa_run`` (session): the target, spawned if needed, stopped at the end. A target that
+  cannot be used makes every control ERROR with one line that says why.
+* ``hipaa_verdict``: runs the registered check of the test's ``hipaa_control`` marker
+  during setup, so a harness failure shows as ERROR, a failed oracle as FAILED, and a
+  missing prerequisite as SKIPPED with its reason.
+* Every test with a ``hipaa_control`` marker gets ``hipaa_control`` / ``hipaa_status``
+  user properties (JUnit XML carries them) and a line in the "HIPAA controls" summary.
+
+Heavy imports (grpc, protobuf) happen inside the fixtures, so loading pytest stays fast.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from harness import __version__
+from harness.config import Config, discover_config
+from harness.errors import HarnessError, UsageError
+from harness.target import TargetSpec, parse_target
+
+if TYPE_CHECKING:
+    from harness.outcome import Outcome
+    from harness.run import Run
+
+PROFILES = ("hipaa-strict", "mozilla-modern", "mozilla-intermediate", "mozilla-intermediate-5.7", "nist-800-52r2")
+MARKER = "hipaa_control"
+
+
+@dataclass
+class _State:
+    spec: TargetSpec | None
+    config: Config
+    profile: str
+    seed: int
+    run: Run | None = None
+    results: _Results = field(default_factory=lambda: _Results())
+
+
+_STATE = pytest.StashKey[_State]()
+_OUTCOME = pytest.StashKey["Outcome"]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Register the ``--hipaa-*`` options."""
+    group = parser.getgroup("hipaa", "HIPAA technical safeguards (pytest-hipaa-grpc)")
+    group.addoption(
+        "--hipaa-target",
+        metavar="TARGET",
+        help="HOST:PORT, [IPV6]:PORT, or spawn:NAME[+DEFECT...] for a bundled target "
+        "(see 'hipaa-grpc targets list'). Without test paths, runs the bundled suites.",
+    )
+    group.addoption(
+        "--hipaa-config",
+        metavar="PATH",
+        help="hipaa.toml (default: ./hipaa.toml, else [tool.hipaa] in pyproject.toml)",
+    )
+    group.addoption(
+        "--hipaa-profile",
+        choices=PROFILES,
+        default="hipaa-strict",
+        help="TLS profile the transport controls judge against (default: hipaa-strict)",
+    )
+    group.addoption(
+        "--hipaa-seed",
+        type=int,
+        metavar="N",
+        help="seed for generated inputs and canary nonces (default: random, printed in the header)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Validate the target and config (exit 4 on bad input) and pick the suites."""
+    config.addinivalue_line(
+        "markers",
+        f"{MARKER}(id): the HIPAA control (catalogue ID, e.g. 'REFL-001') this test provides evidence for",
+    )
+    if hasattr(config, "workerinput"):
+        seed = int(config.workerinput.get("hipaa_seed", 0))
+    else:
+        seed = config.getoption("hipaa_seed")
+        seed = seed if seed is not None else random.SystemRandom().randrange(2**32)
+    target = config.getoption("hipaa_target")
+    explicit = config.getoption("hipaa_config")
+    try:
+        spec = parse_target(target) if target is not None else None
+        user_config = discover_config(Path(explicit) if explicit else None, config.rootpath)
+    except UsageError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    state = _State(spec, user_config, config.getoption("hipaa_profile"), seed)
+    config.stash[_STATE] = state
+    config.pluginmanager.register(state.results, "hipaa-results")
+    if spec is not None and config.args_source is not pytest.Config.ArgsSource.ARGS:
+        import suites
+
+        config.args[:] = [str(Path(suites.__file__).parent)]
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_XdistHooks(), "hipaa-xdist")
+
+
+class _XdistHooks:
+    """Registered only when pytest-xdist is installed: hand the seed to every worker."""
+
+    @pytest.hookimpl
+    def pytest_configure_node(self, node: Any) -> None:
+        node.workerinput["hipaa_seed"] = node.config.stash[_STATE].seed
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """What is needed to reproduce the run: target, profile, seed, config files."""
+    state = config.stash.get(_STATE, None)
+    if state is None or state.spec is None:
+        return [f"hipaa-grpc {__version__}: no --hipaa-target (plugin idle)"]
+    sources = ", ".join(state.config.sources) or "none"
+    return [
+        f"hipaa-grpc {__version__}: target={state.spec.raw} profile={state.profile} "
+        f"seed={state.seed} config={sources}"
+    ]
+
+
+@pytest.fixture(scope="session")
+def hipaa_run(request: pytest.FixtureRequest) -> Iterator[Run]:
+    """The run against ``--hipaa-target``: spawned if needed, stopped at session end."""
+    from harness.run import Run, RunOptions
+
+    state = request.config.stash[_STATE]
+    if state.spec is None:
+        pytest.skip("no --hipaa-target given")
+    options = RunOptions(seed=state.seed, profile=state.profile)
+    try:
+        run = Run.open(state.spec, state.config, options)
+    except HarnessError as exc:
+        problem = f"target {state.spec.raw}: {exc}"
+    else:
+        problem = ""
+    if problem:  # raised outside the except block, so no exception chain is printed
+        pytest.fail(problem, pytrace=False)
+    state.run = run
+    try:
+        yield run
+    finally:
+        run.close()
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of a registered check, ready to be turned into a pytest outcome."""
+
+    outcome: Outcome
+
+    def conclude(self) -> None:
+        """Pass, fail, or skip the test as the outcome says."""
+        from harness.outcome import Status
+
+        status = self.outcome.status
+        if status is Status.FAIL:
+            pytest.fail(self.outcome.render(), pytrace=False)
+        if status is Status.SKIP:
+            pytest.skip(f"{self.outcome.control.id}: {self.outcome.summary}")
+        if status is Status.INCONCLUSIVE:
+            pytest.skip(f"{self.outcome.control.id} INCONCLUSIVE: {self.outcome.summary}")
+
+
+@pytest.fixture
+def hipaa_verdict(request: pytest.FixtureRequest, hipaa_run: Run) -> Verdict:
+    """Run the check registered for this test's ``hipaa_control`` marker."""
+    from harness.checks import registered, run_check
+    from harness.outcome import Status
+
+    control_id = _control_of(request.node)
+    if control_id is None or control_id not in registered():
+        pytest.fail(
+            f"hipaa_verdict needs @pytest.mark.{MARKER}('ID') naming a control with a registered check; "
+            f"got {control_id!r}",
+            pytrace=False,
+        )
+    outcome = run_check(control_id, hipaa_run)
+    request.node.stash[_OUTCOME] = outcome
+    if outcome.status is Status.ERROR:
+        pytest.fail(outcome.render(), pytrace=False)
+    return Verdict(outcome)
+
+
+def _control_of(item: pytest.Item | Any) -> str | None:
+    marker = item.get_closest_marker(MARKER) if hasattr(item, "get_closest_marker") else None
+    if marker is None or not marker.args:
+        return None
+    return str(marker.args[0])
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Attach the control's status to the report of the phase that decided it."""
+    report: pytest.TestReport = yield
+    control_id = _control_of(item)
+    if control_id is None:
+        return report
+    decided = (report.when == "setup" and not report.passed) or report.when == "call"
+    if not decided:
+        return report
+    outcome = item.stash.get(_OUTCOME, None)
+    if report.when == "setup" and report.failed:
+        status, summary = "ERROR", str(report.longrepr).splitlines()[-1] if report.longrepr else ""
+    elif outcome is not None:
+        status, summary = outcome.status.value, outcome.summary
+    else:
+        status = {"passed": "PASS", "failed": "FAIL", "skipped": "SKIP"}[report.outcome]
+        summary = ""
+    if outcome is not None and report.when == "setup" and report.failed:
+        summary = outcome.summary
+    severity = outcome.severity.value if outcome is not None and outcome.severity else ""
+    report.user_properties += [
+        ("hipaa_control", control_id),
+        ("hipaa_status", status),
+        ("hipaa_severity", severity),
+        ("hipaa_summary", summary),
+    ]
+    return report
+
+
+class _Results:
+    """Per-session collector of control statuses; it sees xdist workers' reports too."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, str, str]] = []
+
+    @pytest.hookimpl
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        props = dict(report.user_properties)
+        if "hipaa_status" in props:
+            self.rows.append(
+                tuple(str(props[k]) for k in ("hipaa_control", "hipaa_status", "hipaa_severity", "hipaa_summary"))  # type: ignore[arg-type]
+            )
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """One line per control: status, severity, title, and why."""
+    from harness.catalogue import CATALOGUE
+
+    state = config.stash.get(_STATE, None)
+    if state is None or not state.results.rows:
+        return
+    terminalreporter.section("HIPAA controls")
+    if state.run is not None:
+        run = state.run
+        terminalreporter.write_line(f"target {run.spec.raw} at {run.spec.address}: {run.detected.note}")
+    for control_id, status, severity, summary in sorted(state.results.rows):
+        title = CATALOGUE[control_id].title if control_id in CATALOGUE else ""
+        sev = f" ({severity})" if severity else ""
+        line = f"{control_id:<10} {status + sev:<22} {title}"
+        terminalreporter.write_line(line)
+        if status != "PASS" and summary:
+            terminalreporter.write_line(f"{'':<10} {summary}")

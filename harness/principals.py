@@ -1,0 +1,107 @@
+"""Principals: the callers the harness impersonates, each with a bearer token source.
+
+Tokens come from a file, an environment variable or a command's stdout; they are read when
+first needed and never written anywhere (``repr`` hides them).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.errors import ConfigError
+
+_CMD_TIMEOUT_S = 15.0
+
+
+@dataclass
+class Principal:
+    """One configured caller.
+
+    Attributes:
+        name: The name in ``auth.principals`` (``admin``, ``least-privileged``...).
+        token_file: File holding the bearer token.
+        token_env: Environment variable holding it.
+        token_cmd: Command whose stdout is the token.
+        source: Config file that declared it, for error messages.
+    """
+
+    name: str
+    token_file: Path | None = None
+    token_env: str | None = None
+    token_cmd: list[str] | None = None
+    source: str = "config"
+    _token: str | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def has_token(self) -> bool:
+        """True if a token source is configured."""
+        return bool(self.token_file or self.token_env or self.token_cmd)
+
+    def token(self) -> str:
+        """The bearer token, read once.
+
+        Raises:
+            ConfigError: the source is empty, missing or failed.
+        """
+        with self._lock:
+            if self._token is None:
+                self._token = self._read()
+            return self._token
+
+    def _read(self) -> str:
+        key = f"auth.principals.{self.name}"
+        if self.token_file is not None:
+            try:
+                text = self.token_file.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ConfigError(self.source, f"{key}.token_file", f"cannot read: {exc.strerror}") from None
+            where = f"{key}.token_file"
+        elif self.token_env is not None:
+            text = os.environ.get(self.token_env, "")
+            where = f"{key}.token_env"
+            if not text:
+                raise ConfigError(self.source, where, f"environment variable {self.token_env} is not set")
+        elif self.token_cmd:
+            where = f"{key}.token_cmd"
+            try:
+                done = subprocess.run(
+                    self.token_cmd, capture_output=True, text=True, timeout=_CMD_TIMEOUT_S, check=False
+                )
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                raise ConfigError(self.source, where, f"command failed: {exc.__class__.__name__}") from None
+            if done.returncode != 0:
+                raise ConfigError(self.source, where, f"command exited {done.returncode}")
+            text = done.stdout
+        else:
+            raise ConfigError(self.source, key, "no token_file, token_env or token_cmd")
+        token = text.strip()
+        if not token or any(c.isspace() for c in token):
+            raise ConfigError(self.source, where, "does not hold exactly one token")
+        return token
+
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        """``authorization: Bearer <token>``."""
+        return (("authorization", f"Bearer {self.token()}"),)
+
+
+def principals_from(table: dict[str, Any], source: str) -> dict[str, Principal]:
+    """Build principals from a validated ``auth.principals`` table."""
+    out = {}
+    for name, spec in table.items():
+        sources = [k for k in ("token_file", "token_env", "token_cmd") if k in spec]
+        if len(sources) > 1:
+            raise ConfigError(source, f"auth.principals.{name}", f"give one token source, not {sources}")
+        out[name] = Principal(
+            name=name,
+            token_file=spec.get("token_file"),
+            token_env=spec.get("token_env"),
+            token_cmd=spec.get("token_cmd"),
+            source=source,
+        )
+    return out

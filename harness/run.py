@@ -1,0 +1,219 @@
+"""A run: one target, its config, the channel to it, and every call made.
+
+:meth:`Run.open` turns a target spec and the user's config into something checks can use:
+it spawns a bundled target if asked (whose generated config goes under the user's), finds
+out what the port speaks, and prepares credentials. Checks then call :meth:`Run.call`;
+every result is kept in :attr:`Run.journal` for the controls that judge all calls (ERR-*).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from harness.channels import CallResult, Endpoint, invoke
+from harness.config import Config, load_config
+from harness.descriptors import (
+    MethodCatalogue,
+    compile_protos,
+    fetch_via_reflection,
+    load_descriptor_set,
+)
+from harness.errors import DescriptorError, HarnessError, TargetError
+from harness.principals import Principal, principals_from
+from harness.spawn import Spawned, spawn
+from harness.target import TargetSpec
+from harness.transport import Detected, detect_transport
+
+DEFAULT_CALL_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Run-wide settings from the command line."""
+
+    seed: int = 0
+    profile: str = "hipaa-strict"
+    connect_timeout_s: float = 3.0
+    call_timeout_s: float = DEFAULT_CALL_TIMEOUT_S
+
+
+class Run:
+    """Everything a check needs to probe one target."""
+
+    def __init__(
+        self,
+        spec: TargetSpec,
+        config: Config,
+        endpoint: Endpoint,
+        detected: Detected,
+        options: RunOptions,
+        spawned: Spawned | None = None,
+    ) -> None:
+        self.spec = spec
+        self.config = config
+        self.endpoint = endpoint
+        self.detected = detected
+        self.options = options
+        self.spawned = spawned
+        self.journal: list[CallResult] = []
+        source = config.sources[-1] if config.sources else "config"
+        self.principals: dict[str, Principal] = principals_from(config.table("auth.principals"), source)
+        self._lock = threading.Lock()
+        self._channel: grpc.Channel | None = None
+        self._catalogue: MethodCatalogue | None = None
+        self._catalogue_problem: str | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, spec: TargetSpec, user_config: Config, options: RunOptions) -> Run:
+        """Spawn (if asked), detect the transport, and prepare the run.
+
+        Raises:
+            TargetError: the target cannot be started or reached.
+            ConfigError: the spawned target's generated config does not load.
+        """
+        spawned = None
+        config = user_config
+        if spec.is_spawn:
+            spawned = spawn(spec)
+            spec = spec.at(spawned.host, spawned.port)
+            try:
+                config = load_config(spawned.config_path).overlay(user_config)
+            except HarnessError:
+                spawned.stop()
+                raise
+        try:
+            assert spec.host is not None and spec.port is not None
+            cert, key = config.path("mtls.client_cert"), config.path("mtls.client_key")
+            detected = detect_transport(
+                spec.host, spec.port, client_cert=cert, client_key=key, timeout=options.connect_timeout_s
+            )
+            endpoint = Endpoint(
+                address=spec.address,
+                transport=detected.transport,
+                server_name=config.str_("tls.server_name"),
+                ca_pem=_read(config.path("tls.ca_bundle")),
+                client_cert_pem=_read(cert),
+                client_key_pem=_read(key),
+            )
+        except BaseException:
+            if spawned is not None:
+                spawned.stop()
+            raise
+        return cls(spec, config, endpoint, detected, options, spawned)
+
+    def close(self) -> None:
+        """Close the channel and stop a spawned target."""
+        with self._lock:
+            if self._channel is not None:
+                self._channel.close()
+                self._channel = None
+        if self.spawned is not None:
+            self.spawned.stop()
+
+    # -- calls --------------------------------------------------------------------------
+
+    def channel(self) -> grpc.Channel:
+        """The shared channel (with the client certificate, if configured)."""
+        with self._lock:
+            if self._channel is None:
+                self._channel = self.endpoint.open_channel()
+            return self._channel
+
+    @property
+    def request_id_key(self) -> str:
+        """Metadata key that carries the harness's request ID."""
+        return str(self.config.get("audit.request_id_key"))
+
+    def principal(self, name: str) -> Principal | None:
+        """The configured principal ``name`` with a token source, or ``None``."""
+        p = self.principals.get(name)
+        return p if p is not None and p.has_token else None
+
+    def call(
+        self,
+        method: str,
+        requests: Sequence[bytes] = (b"",),
+        *,
+        principal: Principal | None = None,
+        channel: grpc.Channel | None = None,
+        extra_metadata: Iterable[tuple[str, str | bytes]] = (),
+        timeout: float | None = None,
+        max_responses: int = 1000,
+    ) -> CallResult:
+        """One call to the target, recorded in the journal.
+
+        Args:
+            method: Full method path.
+            requests: Serialized request messages.
+            principal: Whose bearer token to send; ``None`` sends no credentials.
+            channel: Another channel (for example one without a client certificate).
+            extra_metadata: More metadata to send.
+            timeout: Deadline; the run's default when ``None``.
+            max_responses: Stop after this many response messages.
+        """
+        md: list[tuple[str, str | bytes]] = list(principal.metadata()) if principal else []
+        md.extend(extra_metadata)
+        result = invoke(
+            channel or self.channel(),
+            method,
+            requests,
+            metadata=md,
+            request_id_key=self.request_id_key,
+            principal=principal.name if principal else None,
+            timeout=timeout or self.options.call_timeout_s,
+            max_responses=max_responses,
+        )
+        with self._lock:
+            self.journal.append(result)
+        return result
+
+    # -- descriptors --------------------------------------------------------------------
+
+    def catalogue(self) -> MethodCatalogue | None:
+        """The target's methods from descriptors, or ``None`` (see :meth:`catalogue_problem`)."""
+        with self._lock:
+            if self._catalogue is not None or self._catalogue_problem is not None:
+                return self._catalogue
+        catalogue, problem = self._load_catalogue()
+        with self._lock:
+            self._catalogue, self._catalogue_problem = catalogue, problem
+        return catalogue
+
+    def catalogue_problem(self) -> str:
+        """Why :meth:`catalogue` is ``None``."""
+        self.catalogue()
+        return self._catalogue_problem or ""
+
+    def _load_catalogue(self) -> tuple[MethodCatalogue | None, str | None]:
+        try:
+            path = self.config.path("schema.descriptor_set")
+            if path is not None:
+                return load_descriptor_set(path), None
+            files = self.config.get("schema.proto_files")
+            if files:
+                return compile_protos(files, self.config.get("schema.proto_paths", [])), None
+            try:
+                return fetch_via_reflection(self.channel(), timeout=self.options.connect_timeout_s), None
+            except DescriptorError as exc:
+                return None, (
+                    "no schema.descriptor_set or schema.proto_files in the config, and "
+                    f"{exc}"
+                )
+        except DescriptorError as exc:
+            return None, str(exc)
+
+
+def _read(path: Path | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise TargetError(f"cannot read {path}: {exc.strerror}") from None

@@ -1,0 +1,66 @@
+"""Message classes of the reference service, built from its .proto at start-up.
+
+The .proto is compiled with grpcio-tools into a FileDescriptorSet and added to the default
+descriptor pool, so no generated code (tied to one protobuf release) is committed. The same
+FileDescriptorSet is handed to the harness, as a user would hand over theirs.
+"""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.message import Message
+from grpc_health.v1 import health_pb2
+
+PACKAGE = "hipaagrpc.reference.v1"
+SERVICE = f"{PACKAGE}.PatientRecords"
+PROTO = "targets/reference/v1/patient_records.proto"
+
+
+@functools.cache
+def descriptor_set() -> descriptor_pb2.FileDescriptorSet:
+    """The service's FileDescriptorSet with all imports, health.proto included."""
+    from grpc_tools import protoc
+
+    root = Path(__file__).resolve().parents[2]
+    wkt = resources.files("grpc_tools") / "_proto"
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "set.pb"
+        rc = protoc.main(
+            [
+                "protoc",
+                f"-I{root}",
+                f"-I{wkt}",
+                "--include_imports",
+                f"--descriptor_set_out={out}",
+                str(root / PROTO),
+            ]
+        )
+        if rc != 0:
+            raise RuntimeError(f"protoc failed on {PROTO} (exit {rc})")
+        fds = descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes())
+    health = descriptor_pb2.FileDescriptorProto()
+    health_pb2.DESCRIPTOR.CopyToProto(health)
+    fds.file.append(health)
+    return fds
+
+
+@functools.cache
+def _register() -> None:
+    pool = descriptor_pool.Default()
+    for fd in descriptor_set().file:
+        try:
+            pool.FindFileByName(fd.name)
+        except KeyError:
+            pool.Add(fd)
+
+
+def message(name: str) -> type[Message]:
+    """The message class for ``hipaagrpc.reference.v1.<name>``."""
+    _register()
+    desc = descriptor_pool.Default().FindMessageTypeByName(f"{PACKAGE}.{name}")
+    return message_factory.GetMessageClass(desc)

@@ -1,0 +1,572 @@
+"""PatientRecords: the compliant reference ePHI service, and its named defects.
+
+Built the way a careful team would build it:
+
+* TLS from grpcio with client certificates required (mTLS);
+* JWT bearer authentication in a server interceptor: one algorithm (ES256), iss, aud, exp,
+  nbf and typ checked, one identical message for every authentication failure;
+* per-method RBAC from a policy table, deny by default (a method missing from the table is
+  refused, reflection included);
+* an audit event per call, denied calls included, appended as JSON lines with a SHA-256
+  hash chain;
+* logs that name record IDs and request IDs, never field values;
+* sanitized errors: generic text, field paths but never values, no tracebacks;
+* a bounded receive size, reflection off.
+
+A defect (see :mod:`targets.catalog`) changes exactly one of these.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import logging
+import re
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import jwt
+from google.protobuf import field_mask_pb2
+from google.protobuf.message import Message
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from targets.reference import schema
+from targets.pki import Principal, TokenIssuer
+
+ISSUER = "https://issuer.reference.hipaa.test"
+AUDIENCE = "hipaagrpc.reference"
+MAX_RECV_BYTES = 4 * 1024 * 1024
+MAX_PAGE_SIZE = 50
+MAX_EXPORT_RECORDS = 100
+REQUEST_ID_KEY = "x-request-id"
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+PRINCIPALS = (
+    Principal("admin", "u-admin-01", ("admin",)),
+    Principal("clinician", "u-clin-01", ("clinician",)),
+    Principal("billing", "u-bill-01", ("billing",)),
+    Principal("auditor", "u-audit-01", ("auditor",)),
+    Principal("svc-export", "svc-export", ("exporter",)),
+    Principal("least-privileged", "u-min-01", ("billing",)),
+    Principal("no-roles", "u-none-01", ()),
+)
+
+HEALTH_SERVICE = "grpc.health.v1.Health"
+PUBLIC_METHODS = frozenset(
+    {f"/{HEALTH_SERVICE}/Check", f"/{HEALTH_SERVICE}/Watch"},
+)
+REFLECTION_SERVICES = (
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+)
+
+
+@dataclass(frozen=True)
+class MethodPolicy:
+    """Who may call a method, what the call does, and which record it names."""
+
+    roles: frozenset[str]
+    action: str
+    resource: Callable[[Any], str]
+
+
+def _m(name: str) -> str:
+    return f"/{schema.SERVICE}/{name}"
+
+
+POLICY: dict[str, MethodPolicy] = {
+    _m("GetPatient"): MethodPolicy(
+        frozenset({"admin", "clinician", "billing", "auditor"}), "read", lambda r: r.patient_id
+    ),
+    _m("SearchPatients"): MethodPolicy(
+        frozenset({"admin", "clinician", "auditor"}),
+        "search",
+        lambda r: f"search:{r.family_name_prefix}" if r.family_name_prefix else "search:*",
+    ),
+    _m("UpdatePatient"): MethodPolicy(
+        frozenset({"admin", "clinician"}), "update", lambda r: r.patient.patient_id
+    ),
+    _m("ExportPatients"): MethodPolicy(frozenset({"exporter"}), "export", lambda r: "export:*"),
+}
+
+
+@dataclass
+class Options:
+    """How to build the service: which defects are on and where files go."""
+
+    workdir: Path
+    defects: frozenset[str] = frozenset()
+    host: str = "127.0.0.1"
+    port: int = 0
+
+
+@dataclass(frozen=True)
+class Identity:
+    """The verified caller."""
+
+    subject: str
+    roles: frozenset[str]
+
+
+class _Denied(Exception):
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class AuditLog:
+    """Append-only JSON-lines audit log with a SHA-256 hash chain.
+
+    ``hash_i = SHA-256(hash_{i-1} || 0x0A || canonical_json(record_i without "hash"))``,
+    where canonical JSON has sorted keys, no spaces and UTF-8 text; the first record links
+    to 64 zeros.
+    """
+
+    GENESIS = "0" * 64
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._lock = threading.Lock()
+        self._seq = 0
+        self._prev = self.GENESIS
+        self._fh = path.open("a", encoding="utf-8")
+
+    @staticmethod
+    def canonical(record: dict[str, Any]) -> bytes:
+        """Canonical JSON of a record, as hashed."""
+        body = {k: v for k, v in record.items() if k != "hash"}
+        return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+    def append(self, event: dict[str, Any]) -> None:
+        """Add one event with its sequence number and chain hash."""
+        with self._lock:
+            self._seq += 1
+            record = {**event, "seq": self._seq, "prev_hash": self._prev}
+            digest = hashlib.sha256(self._prev.encode() + b"\n" + self.canonical(record))
+            record["hash"] = digest.hexdigest()
+            self._prev = record["hash"]
+            self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+            self._fh.flush()
+
+    def close(self) -> None:
+        """Close the file."""
+        with self._lock:
+            self._fh.close()
+
+
+@dataclass
+class _Store:
+    """Synthetic patient records, in memory."""
+
+    records: dict[str, Message] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def seeded(cls, count: int = 40) -> _Store:
+        patient = schema.message("Patient")
+        given = ("Avery", "Blake", "Casey", "Devon", "Emery", "Finley", "Harper", "Jordan")
+        family = ("Quill", "Rowan", "Sable", "Thorne", "Vale", "Wren", "Yarrow", "Zephyr")
+        store = cls()
+        for i in range(1, count + 1):
+            pid = f"p-{i:04d}"
+            rec = patient(
+                patient_id=pid,
+                given_name=given[i % len(given)],
+                family_name=family[(i * 3) % len(family)],
+                birth_date=f"19{50 + i % 50:02d}-0{1 + i % 9}-1{i % 10}",
+                ssn=f"9{i % 100:02d}-5{i % 10}-{1000 + i:04d}",
+                mrn=f"MRN-{100000 + i}",
+                email=f"patient{i}@example.com",
+                phone=f"+1-202-555-01{i % 100:02d}",
+                clinical_notes=f"synthetic note {i}",
+                insurance_plan_id=f"HPB-{5000 + i}",
+                billing_account=f"ACCT-{7000 + i}",
+            )
+            rec.address.street = f"{i} Example St"
+            rec.address.city = "Springfield"
+            rec.address.state = "ZZ"
+            rec.address.zip = "00000"
+            rec.updated_at.GetCurrentTime()
+            store.records[pid] = rec
+        return store
+
+
+def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> None:
+    context.abort(code, message)
+
+
+class PatientRecords:
+    """The business logic. Assumes the interceptor already authenticated and authorized."""
+
+    def __init__(self, store: _Store) -> None:
+        self._store = store
+        self._patient = schema.message("Patient")
+        self._page = schema.message("SearchPatientsResponse")
+
+    def _validate_mask(self, mask: field_mask_pb2.FieldMask, context: grpc.ServicerContext) -> None:
+        paths = [p for p in mask.paths if p != "*"]
+        valid = field_mask_pb2.FieldMask(paths=paths).IsValidForDescriptor(self._patient.DESCRIPTOR)
+        if not valid or not all(paths):
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "invalid field mask path")
+
+    def get_patient(self, request: Any, context: grpc.ServicerContext) -> Message:
+        """Read one record, limited to ``read_mask`` when one is given."""
+        if not request.patient_id:
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "patient_id is required")
+        self._validate_mask(request.read_mask, context)
+        with self._store.lock:
+            rec = self._store.records.get(request.patient_id)
+            if rec is None:
+                _abort(context, grpc.StatusCode.NOT_FOUND, "patient not found")
+            out = self._patient()
+            out.CopyFrom(rec)
+        paths = [p for p in request.read_mask.paths if p != "*"]
+        if paths and len(paths) == len(request.read_mask.paths):
+            masked = self._patient()
+            field_mask_pb2.FieldMask(paths=paths).MergeMessage(out, masked)
+            return masked
+        return out
+
+    def search_patients(self, request: Any, context: grpc.ServicerContext) -> Iterator[Message]:
+        """Stream pages of matching records; page size capped at MAX_PAGE_SIZE."""
+        if request.page_size < 0:
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "page_size must not be negative")
+        size = min(request.page_size or 20, MAX_PAGE_SIZE)
+        try:
+            start = int(request.page_token or "0")
+        except ValueError:
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "invalid page_token")
+        with self._store.lock:
+            hits = [
+                r
+                for _, r in sorted(self._store.records.items())
+                if r.family_name.startswith(request.family_name_prefix)
+            ]
+        for offset in range(start, len(hits), size):
+            page = self._page()
+            page.patients.extend(hits[offset : offset + size])
+            if offset + size < len(hits):
+                page.next_page_token = str(offset + size)
+            yield page
+
+    def update_patient(self, request: Any, context: grpc.ServicerContext) -> Message:
+        """Apply ``update_mask`` (required) to a record."""
+        pid = request.patient.patient_id
+        if not pid or not request.update_mask.paths:
+            _abort(
+                context, grpc.StatusCode.INVALID_ARGUMENT, "patient.patient_id and update_mask are required"
+            )
+        if "patient_id" in request.update_mask.paths:
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "patient_id cannot be updated")
+        self._validate_mask(request.update_mask, context)
+        with self._store.lock:
+            rec = self._store.records.get(pid)
+            if rec is None:
+                _abort(context, grpc.StatusCode.NOT_FOUND, "patient not found")
+            request.update_mask.MergeMessage(request.patient, rec, replace_message_field=True)
+            rec.updated_at.GetCurrentTime()
+            out = self._patient()
+            out.CopyFrom(rec)
+        return out
+
+    def export_patients(self, request: Any, context: grpc.ServicerContext) -> Iterator[Message]:
+        """Stream records for bulk export, at most MAX_EXPORT_RECORDS per call."""
+        limit = min(request.max_records or MAX_EXPORT_RECORDS, MAX_EXPORT_RECORDS)
+        with self._store.lock:
+            records = [r for _, r in sorted(self._store.records.items())][:limit]
+        yield from records
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        """The generic handler that registers the service with a grpc server."""
+        m = schema.message
+        return grpc.method_handlers_generic_handler(
+            schema.SERVICE,
+            {
+                "GetPatient": grpc.unary_unary_rpc_method_handler(
+                    self.get_patient,
+                    request_deserializer=m("GetPatientRequest").FromString,
+                    response_serializer=m("Patient").SerializeToString,
+                ),
+                "SearchPatients": grpc.unary_stream_rpc_method_handler(
+                    self.search_patients,
+                    request_deserializer=m("SearchPatientsRequest").FromString,
+                    response_serializer=m("SearchPatientsResponse").SerializeToString,
+                ),
+                "UpdatePatient": grpc.unary_unary_rpc_method_handler(
+                    self.update_patient,
+                    request_deserializer=m("UpdatePatientRequest").FromString,
+                    response_serializer=m("Patient").SerializeToString,
+                ),
+                "ExportPatients": grpc.unary_stream_rpc_method_handler(
+                    self.export_patients,
+                    request_deserializer=m("ExportPatientsRequest").FromString,
+                    response_serializer=m("Patient").SerializeToString,
+                ),
+            },
+        )
+
+
+class Gatekeeper(grpc.ServerInterceptor):
+    """Authentication, authorization and audit for every method, in one interceptor."""
+
+    def __init__(
+        self,
+        issuer: TokenIssuer,
+        audit: AuditLog,
+        log: logging.Logger,
+        public: frozenset[str],
+    ) -> None:
+        self._issuer = issuer
+        self._audit = audit
+        self._log = log
+        self._public = public
+
+    # -- policy -------------------------------------------------------------------------
+
+    def authenticate(self, metadata: tuple[tuple[str, Any], ...]) -> Identity:
+        """Verify the single bearer token; every failure reads the same to the caller."""
+        values = [v for k, v in metadata if k == "authorization"]
+        if len(values) != 1 or not isinstance(values[0], str):
+            raise _Denied(grpc.StatusCode.UNAUTHENTICATED, "authentication required")
+        scheme, _, token = values[0].partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise _Denied(grpc.StatusCode.UNAUTHENTICATED, "authentication required")
+        try:
+            header = jwt.get_unverified_header(token)
+            if header.get("kid") != self._issuer.kid or header.get("typ") != "at+jwt":
+                raise jwt.InvalidTokenError("unexpected header")
+            claims = jwt.decode(
+                token,
+                self._issuer.public_key,
+                algorithms=[TokenIssuer.algorithm],
+                audience=self._issuer.audience,
+                issuer=self._issuer.issuer,
+                leeway=30,
+                options={"require": ["exp", "iat", "nbf", "iss", "aud", "sub"]},
+            )
+        except jwt.InvalidTokenError:
+            raise _Denied(grpc.StatusCode.UNAUTHENTICATED, "authentication required") from None
+        roles = claims.get("roles", [])
+        if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+            raise _Denied(grpc.StatusCode.UNAUTHENTICATED, "authentication required")
+        return Identity(str(claims["sub"]), frozenset(roles))
+
+    def authorize(self, identity: Identity, method: str) -> MethodPolicy | None:
+        """The method's policy if the identity may call it; deny by default."""
+        policy = POLICY.get(method)
+        if policy is None or not (policy.roles & identity.roles):
+            raise _Denied(grpc.StatusCode.PERMISSION_DENIED, "permission denied")
+        return policy
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        """Wrap the handler so that every call is checked and audited."""
+        handler = continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or method in self._public:
+            return handler
+        return _wrap_handler(handler, lambda behavior, streaming: self._guarded(method, behavior, streaming))
+
+    def _guarded(self, method: str, behavior: Callable[..., Any], streaming: bool) -> Callable[..., Any]:
+        if streaming:
+
+            def stream_behavior(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+                call = _Call(self, method, request, context)
+                call.begin()
+                count = 0
+                try:
+                    for item in behavior(request, context):
+                        count += 1
+                        yield item
+                except BaseException as exc:
+                    call.finish(exc, count)
+                    raise
+                call.finish(None, count)
+
+            return stream_behavior
+
+        def unary_behavior(request: Any, context: grpc.ServicerContext) -> Any:
+            call = _Call(self, method, request, context)
+            call.begin()
+            try:
+                response = behavior(request, context)
+            except BaseException as exc:
+                call.finish(exc, 0)
+                raise
+            call.finish(None, 1)
+            return response
+
+        return unary_behavior
+
+
+class _Call:
+    """One call through the gatekeeper: request ID, identity, and its audit event."""
+
+    def __init__(
+        self, gate: Gatekeeper, method: str, request: Any, context: grpc.ServicerContext
+    ) -> None:
+        self.gate = gate
+        self.method = method
+        self.request = request
+        self.context = context
+        self.metadata = tuple(context.invocation_metadata())
+        sent = next((v for k, v in self.metadata if k == REQUEST_ID_KEY), None)
+        ok = isinstance(sent, str) and _REQUEST_ID_RE.match(sent)
+        self.request_id = sent if ok and isinstance(sent, str) else str(uuid.uuid4())
+        self.identity: Identity | None = None
+        self.policy: MethodPolicy | None = POLICY.get(method)
+
+    def begin(self) -> None:
+        try:
+            self.identity = self.gate.authenticate(self.metadata)
+            self.policy = self.gate.authorize(self.identity, self.method)
+        except _Denied as denied:
+            self.finish(None, 0, denied.code)
+            self.context.abort(denied.code, denied.message)
+
+    def finish(
+        self, exc: BaseException | None, messages: int, code: grpc.StatusCode | None = None
+    ) -> None:
+        if code is None:
+            code = self.context.code() if exc is not None else None
+            if exc is not None and code is None:
+                # An unexpected error: log its type only (values may hold PHI), answer INTERNAL.
+                self.gate._log.error(
+                    "rpc failed method=%s request_id=%s error=%s",
+                    self.method,
+                    self.request_id,
+                    type(exc).__name__,
+                )
+                code = grpc.StatusCode.INTERNAL
+                self._record(code, messages)
+                self.context.abort(grpc.StatusCode.INTERNAL, "internal error")
+            code = code or grpc.StatusCode.OK
+        self._record(code, messages)
+
+    def _record(self, code: grpc.StatusCode, messages: int) -> None:
+        resource = ""
+        if self.policy is not None and not hasattr(self.request, "__next__"):
+            with contextlib.suppress(Exception):
+                resource = self.policy.resource(self.request)
+        now = dt.datetime.now(dt.timezone.utc)
+        event = {
+            "ts": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "request_id": self.request_id,
+            "identity": self.identity.subject if self.identity else "",
+            "identity_verified": self.identity is not None,
+            "method": self.method,
+            "action": self.policy.action if self.policy else "unknown",
+            "resource": resource,
+            "outcome": code.name,
+            "messages": messages,
+            "source": self.context.peer(),
+        }
+        self.gate._audit.append(event)
+        self.gate._log.info(
+            "rpc method=%s request_id=%s outcome=%s identity=%s",
+            self.method,
+            self.request_id,
+            code.name,
+            event["identity"] or "-",
+        )
+
+
+def _wrap_handler(
+    handler: grpc.RpcMethodHandler,
+    guard: Callable[[Callable[..., Any], bool], Callable[..., Any]],
+) -> grpc.RpcMethodHandler:
+    kw = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(guard(handler.unary_unary, False), **kw)
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(guard(handler.unary_stream, True), **kw)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(guard(handler.stream_unary, False), **kw)
+    return grpc.stream_stream_rpc_method_handler(guard(handler.stream_stream, True), **kw)
+
+
+def _reflection_handlers() -> list[grpc.GenericRpcHandler]:
+    """Reflection v1alpha (grpcio-reflection) and v1 (same messages, v1 service name)."""
+    from grpc_reflection.v1alpha import reflection, reflection_pb2
+
+    servicer = reflection.ReflectionServicer([schema.SERVICE, HEALTH_SERVICE, *REFLECTION_SERVICES])
+    handlers = []
+    for service in REFLECTION_SERVICES:
+        handlers.append(
+            grpc.method_handlers_generic_handler(
+                service,
+                {
+                    "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
+                        servicer.ServerReflectionInfo,
+                        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+                        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+                    )
+                },
+            )
+        )
+    return handlers
+
+
+@dataclass
+class Running:
+    """A started reference server and what a client needs to reach it."""
+
+    server: grpc.Server
+    port: int
+    audit: AuditLog
+
+    def stop(self, grace: float = 1.0) -> None:
+        """Stop serving and close the audit log."""
+        self.server.stop(grace).wait(grace + 1)
+        self.audit.close()
+
+
+def start(options: Options, issuer: TokenIssuer, server_credentials: grpc.ServerCredentials | None) -> Running:
+    """Build and start the server; ``server_credentials=None`` means cleartext."""
+    schema.message("Patient")  # registers the descriptors before any handler is built
+    log = logging.getLogger("hipaagrpc.reference")
+    audit = AuditLog(options.workdir / "audit.jsonl")
+    public = set(PUBLIC_METHODS)
+    handlers: list[grpc.GenericRpcHandler] = [PatientRecords(_Store.seeded()).handler()]
+    if "reflection" in options.defects:
+        handlers.extend(_reflection_handlers())
+        public |= {f"/{s}/ServerReflectionInfo" for s in REFLECTION_SERVICES}
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=16),
+        interceptors=[Gatekeeper(issuer, audit, log, frozenset(public))],
+        options=[
+            ("grpc.max_receive_message_length", MAX_RECV_BYTES),
+            ("grpc.so_reuseport", 0),
+        ],
+        handlers=handlers,
+    )
+    health_servicer = health.HealthServicer()
+    health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    health_servicer.set(schema.SERVICE, health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    address = f"{options.host}:{options.port}"
+    if server_credentials is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, server_credentials)
+    if port == 0:
+        raise RuntimeError(f"could not bind {address}")
+    server.start()
+    return Running(server, port, audit)

@@ -1,0 +1,177 @@
+"""Start a bundled target, describe it for clients, and keep it running.
+
+``python -m targets serve reference+reflection --workdir DIR`` is what the harness runs for
+``--hipaa-target=spawn:...``; ``hipaa-grpc targets serve`` runs the same code in the
+foreground for a person. The target writes ``DIR/hipaa.toml``: the config its operators
+would hand to the harness (CA bundle, client certificate, tokens per role, descriptor set,
+RBAC matrix, audit and log locations), with paths relative to that file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+import grpc
+
+from targets.catalog import BUNDLED
+from targets.pki import Pki, TokenIssuer
+
+READY_PREFIX = "HIPAA-TARGET-READY "
+
+
+@dataclass(frozen=True)
+class Served:
+    """What a client needs: the address and the generated config file."""
+
+    address: str
+    config: Path
+    workdir: Path
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} as TOML")
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
+
+
+def _toml(tables: dict[str, dict[str, object]], top: dict[str, object]) -> str:
+    lines = ["# Written by the bundled target: what its operators would give the harness.", ""]
+    lines += [f"{k} = {_toml_value(v)}" for k, v in top.items()]
+    for name, table in tables.items():
+        lines += ["", f"[{name}]"]
+        lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in table.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _reference_config(workdir: Path, issuer: TokenIssuer, defects: frozenset[str]) -> Path:
+    from targets.reference import schema, server
+
+    (workdir / "descriptors.pb").write_bytes(schema.descriptor_set().SerializeToString())
+    tokens = workdir / "tokens"
+    tokens.mkdir()
+    principals: dict[str, dict[str, object]] = {}
+    for p in server.PRINCIPALS:
+        path = tokens / f"{p.name}.jwt"
+        path.write_text(issuer.mint(p))
+        path.chmod(0o600)
+        principals[f"auth.principals.{p.name}"] = {"token_file": f"tokens/{p.name}.jwt"}
+    matrix = {
+        method: [p.name for p in server.PRINCIPALS if policy.roles & set(p.roles)]
+        for method, policy in server.POLICY.items()
+    }
+    templates = {
+        f"/{schema.SERVICE}/GetPatient": '{"patientId": "p-0001"}',
+        f"/{schema.SERVICE}/SearchPatients": '{"familyNamePrefix": "", "pageSize": 5}',
+        f"/{schema.SERVICE}/UpdatePatient": (
+            '{"patient": {"patientId": "p-0002", "clinicalNotes": "harness update"},'
+            ' "updateMask": "clinicalNotes"}'
+        ),
+        f"/{schema.SERVICE}/ExportPatients": '{"maxRecords": 3}',
+    }
+    tables: dict[str, dict[str, object]] = {
+        "tls": {"server_name": "localhost", "ca_bundle": "ca.pem"},
+        "mtls": {"required": True, "client_cert": "client.pem", "client_key": "client-key.pem"},
+        "schema": {
+            "descriptor_set": "descriptors.pb",
+            "public_methods": sorted(server.PUBLIC_METHODS),
+            "liveness_method": "/grpc.health.v1.Health/Check",
+        },
+        "schema.request_templates": dict(templates),
+        "auth": {
+            "issuer": issuer.issuer,
+            "audience": issuer.audience,
+            "jwks_file": "jwks.json",
+            "issuer_private_key": "issuer-key.pem",
+        },
+        **principals,
+        "auth.rbac_matrix": dict(matrix),
+        "audit": {"source": "audit.jsonl", "format": "jsonl", "request_id_key": server.REQUEST_ID_KEY},
+        "logs": {"sinks": ["app.log"]},
+    }
+    path = workdir / "hipaa.toml"
+    path.write_text(_toml(tables, {"environment": "production"}))
+    return path
+
+
+def start(name: str, defects: frozenset[str], workdir: Path) -> tuple[Served, threading.Event, object]:
+    """Start the bundled target ``name`` with ``defects``; return it, a stop event and a handle."""
+    target = BUNDLED[name]
+    for d in defects:
+        target.defect(d)  # KeyError for an unknown defect
+    from targets.reference import server
+
+    logging.basicConfig(
+        filename=workdir / "app.log",
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    issuer = TokenIssuer(server.ISSUER, server.AUDIENCE)
+    issuer.write(workdir)
+    pki = Pki.generate("svc-harness.reference.hipaa.test")
+    pki.write_client_side(workdir)
+    creds = None
+    if "plaintext" not in defects:
+        creds = grpc.ssl_server_credentials(
+            [(pki.server_key_pem, pki.server_chain_pem)],
+            root_certificates=pki.ca_pem,
+            require_client_auth=True,
+        )
+    running = server.start(server.Options(workdir=workdir, defects=defects), issuer, creds)
+    config = _reference_config(workdir, issuer, defects)
+    served = Served(f"127.0.0.1:{running.port}", config, workdir)
+    return served, threading.Event(), running
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m targets serve SPEC --workdir DIR``: serve until SIGTERM or stdin EOF."""
+    parser = argparse.ArgumentParser(prog="python -m targets")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="start a bundled target")
+    serve.add_argument("spec", help="NAME[+DEFECT...], e.g. reference+reflection")
+    serve.add_argument("--workdir", type=Path, required=True)
+    serve.add_argument("--exit-on-stdin-eof", action="store_true")
+    args = parser.parse_args(argv)
+    name, *defects = args.spec.split("+")
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        served, stop, running = start(name, frozenset(defects), args.workdir)
+    except KeyError as exc:
+        print(f"unknown bundled target or defect: {exc}", file=sys.stderr)
+        return 2
+
+    def _on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    if args.exit_on_stdin_eof:
+
+        def _watch() -> None:
+            sys.stdin.read()
+            stop.set()
+
+        threading.Thread(target=_watch, daemon=True).start()
+    ready = {"address": served.address, "config": str(served.config), "workdir": str(served.workdir)}
+    print(READY_PREFIX + json.dumps(ready), flush=True)
+    stop.wait()
+    running.stop()  # type: ignore[attr-defined]
+    return 0
