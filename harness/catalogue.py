@@ -7,14 +7,12 @@ here. The rows come from ``docs/controls.md``; :mod:`harness._catalogue_data` ho
 from __future__ import annotations
 
 import enum
-import functools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from harness._catalogue_data import ROWS
 
 
-@functools.total_ordering
 class Severity(str, enum.Enum):
     """How bad a finding is, ordered from ``low`` to ``critical``."""
 
@@ -28,10 +26,24 @@ class Severity(str, enum.Enum):
         """Position in the order low < medium < high < critical."""
         return _SEVERITY_ORDER.index(self)
 
+    # str already defines the comparisons, so functools.total_ordering would not apply.
     def __lt__(self, other: object) -> bool:
-        if not isinstance(other, Severity):
-            return NotImplemented
-        return self.rank < other.rank
+        return self.rank < _rank(other)
+
+    def __le__(self, other: object) -> bool:
+        return self.rank <= _rank(other)
+
+    def __gt__(self, other: object) -> bool:
+        return self.rank > _rank(other)
+
+    def __ge__(self, other: object) -> bool:
+        return self.rank >= _rank(other)
+
+
+def _rank(other: object) -> int:
+    if not isinstance(other, Severity):
+        raise TypeError(f"cannot order Severity against {type(other).__name__}")
+    return other.rank
 
 
 _SEVERITY_ORDER = (Severity.LOW, Severity.MEDIUM, Severity.HIGH, Severity.CRITICAL)

@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 
@@ -140,10 +141,12 @@ def invoke(
     """
     request_id = new_request_id()
     md = ((request_id_key, request_id), *metadata)
-    multicallable = channel.stream_stream(method)
+    multicallable = channel.stream_stream(
+        method, request_serializer=None, response_deserializer=None
+    )
     start = time.monotonic()
     responses: list[bytes] = []
-    call = multicallable(iter(list(requests)), metadata=md, timeout=timeout)
+    call: Any = multicallable(iter(list(requests)), metadata=md, timeout=timeout)
     try:
         for response in call:
             responses.append(response)
@@ -151,9 +154,9 @@ def invoke(
                 call.cancel()
                 break
         code, details = call.code(), call.details() or ""
-    except grpc.RpcError as err:
-        code = err.code()  # type: ignore[attr-defined]
-        details = err.details() or ""  # type: ignore[attr-defined]
+    except grpc.RpcError:
+        code = call.code()
+        details = call.details() or ""
     elapsed = time.monotonic() - start
     return CallResult(
         method=method,

@@ -86,7 +86,10 @@ def _list(item: Checker) -> Checker:
     def check(value: Any, where: _Where) -> list[Any]:
         if not isinstance(value, list):
             raise where.fail(f"expected an array, got {_describe(value)}")
-        return [item(v, _Where(where.source, f"{where.key}[{i}]", where.base)) for i, v in enumerate(value)]
+        return [
+            item(v, _Where(where.source, f"{where.key}[{i}]", where.base))
+            for i, v in enumerate(value)
+        ]
 
     return check
 
@@ -113,7 +116,10 @@ def _map(item: Checker) -> Checker:
     def check(value: Any, where: _Where) -> dict[str, Any]:
         if not isinstance(value, dict):
             raise where.fail(f"expected a table, got {_describe(value)}")
-        return {k: item(v, _Where(where.source, f"{where.key}.{k}", where.base)) for k, v in value.items()}
+        return {
+            k: item(v, _Where(where.source, f"{where.key}.{k}", where.base))
+            for k, v in value.items()
+        }
 
     return check
 
@@ -332,7 +338,9 @@ def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
 class Config:
     """A validated configuration: typed look-ups by dotted key, with defaults."""
 
-    def __init__(self, data: Mapping[str, Any] | None = None, sources: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, data: Mapping[str, Any] | None = None, sources: tuple[str, ...] = ()
+    ) -> None:
         self._data: dict[str, Any] = dict(data or {})
         self.sources = sources
 

@@ -26,7 +26,10 @@ REFLECTION_PATHS = {
     "v1": "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
     "v1alpha": "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
 }
-_REFLECTION_SERVICES = {"grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"}
+_REFLECTION_SERVICES = {
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+}
 
 
 @dataclass(frozen=True)
@@ -117,7 +120,8 @@ class MethodCatalogue:
                 json_format.Parse(text, msg)
             except (json_format.ParseError, ValueError) as exc:
                 raise DescriptorError(
-                    f"schema.request_templates.{path}: not a valid {cls.DESCRIPTOR.full_name}: {exc}"
+                    f"schema.request_templates.{path}: "
+                    f"not a valid {cls.DESCRIPTOR.full_name}: {exc}"
                 ) from None
         return msg.SerializeToString()
 
@@ -128,7 +132,9 @@ def load_descriptor_set(path: Path) -> MethodCatalogue:
         data = path.read_bytes()
         files = descriptor_pb2.FileDescriptorSet.FromString(data)
     except OSError as exc:
-        raise DescriptorError(f"schema.descriptor_set: cannot read {path}: {exc.strerror}") from None
+        raise DescriptorError(
+            f"schema.descriptor_set: cannot read {path}: {exc.strerror}"
+        ) from None
     except DecodeError:
         raise DescriptorError(f"schema.descriptor_set: {path} is not a FileDescriptorSet") from None
     if not files.file:
@@ -148,7 +154,9 @@ def compile_protos(files: Sequence[Path], include_paths: Sequence[Path]) -> Meth
         args += [f"--descriptor_set_out={out}", *(str(f) for f in files)]
         if protoc.main(args) != 0 or not out.exists():
             names = ", ".join(f.name for f in files)
-            raise DescriptorError(f"schema.proto_files: protoc could not compile {names} (see its output above)")
+            raise DescriptorError(
+                f"schema.proto_files: protoc could not compile {names} (see its output above)"
+            )
         fds = descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes())
     return MethodCatalogue(fds, "schema.proto_files")
 
@@ -201,11 +209,12 @@ def fetch_via_reflection(
                 wanted += [rpb.ServerReflectionRequest(file_by_filename=n) for n in sorted(missing)]
             if files:
                 return MethodCatalogue(
-                    descriptor_pb2.FileDescriptorSet(file=list(files.values())), f"reflection {version}"
+                    descriptor_pb2.FileDescriptorSet(file=list(files.values())),
+                    f"reflection {version}",
                 )
             problems.append(f"{version}: no descriptors")
         except grpc.RpcError as err:
-            problems.append(f"{version}: {err.code().name}")  # type: ignore[attr-defined]
+            problems.append(f"{version}: {err.code().name}")
         except DecodeError:
             problems.append(f"{version}: undecodable reply")
     raise DescriptorError("reflection gave no descriptors (" + "; ".join(problems) + ")")

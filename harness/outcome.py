@@ -94,7 +94,9 @@ class Outcome:
                 continue
             if status is Status.PASS:
                 return cls(control, Status.PASS, passed, obs)
-            severity = max(o.severity or control.severity for o in hits)
+            severity = None
+            if status in (Status.FAIL, Status.WARN):
+                severity = max(o.severity or control.severity for o in hits)
             first = hits[0]
             more = f" (+{len(hits) - 1} more)" if len(hits) > 1 else ""
             summary = f"{first.probe}: {first.observed}{more}"

@@ -16,7 +16,7 @@ Heavy imports (grpc, protobuf) happen inside the fixtures, so loading pytest sta
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,7 +32,13 @@ if TYPE_CHECKING:
     from harness.outcome import Outcome
     from harness.run import Run
 
-PROFILES = ("hipaa-strict", "mozilla-modern", "mozilla-intermediate", "mozilla-intermediate-5.7", "nist-800-52r2")
+PROFILES = (
+    "hipaa-strict",
+    "mozilla-modern",
+    "mozilla-intermediate",
+    "mozilla-intermediate-5.7",
+    "nist-800-52r2",
+)
 MARKER = "hipaa_control"
 
 
@@ -82,7 +88,8 @@ def pytest_configure(config: pytest.Config) -> None:
     """Validate the target and config (exit 4 on bad input) and pick the suites."""
     config.addinivalue_line(
         "markers",
-        f"{MARKER}(id): the HIPAA control (catalogue ID, e.g. 'REFL-001') this test provides evidence for",
+        f"{MARKER}(id): the HIPAA control (catalogue ID, e.g. 'REFL-001') "
+        "this test provides evidence for",
     )
     if hasattr(config, "workerinput"):
         seed = int(config.workerinput.get("hipaa_seed", 0))
@@ -179,7 +186,8 @@ def hipaa_verdict(request: pytest.FixtureRequest, hipaa_run: Run) -> Verdict:
     control_id = _control_of(request.node)
     if control_id is None or control_id not in registered():
         pytest.fail(
-            f"hipaa_verdict needs @pytest.mark.{MARKER}('ID') naming a control with a registered check; "
+            f"hipaa_verdict needs @pytest.mark.{MARKER}('ID') "
+            "naming a control with a registered check; "
             f"got {control_id!r}",
             pytrace=False,
         )
@@ -198,9 +206,11 @@ def _control_of(item: pytest.Item | Any) -> str | None:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """Attach the control's status to the report of the phase that decided it."""
-    report: pytest.TestReport = yield
+    report = yield
     control_id = _control_of(item)
     if control_id is None:
         return report
@@ -218,7 +228,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if outcome is not None and report.when == "setup" and report.failed:
         summary = outcome.summary
     severity = outcome.severity.value if outcome is not None and outcome.severity else ""
-    report.user_properties += [
+    # On the item, so the teardown report (which JUnit XML and xdist carry) has them.
+    item.user_properties += [
         ("hipaa_control", control_id),
         ("hipaa_status", status),
         ("hipaa_severity", severity),
@@ -236,9 +247,12 @@ class _Results:
     @pytest.hookimpl
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         props = dict(report.user_properties)
-        if "hipaa_status" in props:
+        if report.when == "teardown" and "hipaa_status" in props:
             self.rows.append(
-                tuple(str(props[k]) for k in ("hipaa_control", "hipaa_status", "hipaa_severity", "hipaa_summary"))  # type: ignore[arg-type]
+                tuple(
+                    str(props[k])
+                    for k in ("hipaa_control", "hipaa_status", "hipaa_severity", "hipaa_summary")
+                )  # type: ignore[arg-type]
             )
 
 
@@ -252,7 +266,9 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     terminalreporter.section("HIPAA controls")
     if state.run is not None:
         run = state.run
-        terminalreporter.write_line(f"target {run.spec.raw} at {run.spec.address}: {run.detected.note}")
+        terminalreporter.write_line(
+            f"target {run.spec.raw} at {run.spec.address}: {run.detected.note}"
+        )
     for control_id, status, severity, summary in sorted(state.results.rows):
         title = CATALOGUE[control_id].title if control_id in CATALOGUE else ""
         sev = f" ({severity})" if severity else ""

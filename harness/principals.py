@@ -60,21 +60,31 @@ class Principal:
             try:
                 text = self.token_file.read_text(encoding="utf-8")
             except OSError as exc:
-                raise ConfigError(self.source, f"{key}.token_file", f"cannot read: {exc.strerror}") from None
+                raise ConfigError(
+                    self.source, f"{key}.token_file", f"cannot read: {exc.strerror}"
+                ) from None
             where = f"{key}.token_file"
         elif self.token_env is not None:
             text = os.environ.get(self.token_env, "")
             where = f"{key}.token_env"
             if not text:
-                raise ConfigError(self.source, where, f"environment variable {self.token_env} is not set")
+                raise ConfigError(
+                    self.source, where, f"environment variable {self.token_env} is not set"
+                )
         elif self.token_cmd:
             where = f"{key}.token_cmd"
             try:
                 done = subprocess.run(
-                    self.token_cmd, capture_output=True, text=True, timeout=_CMD_TIMEOUT_S, check=False
+                    self.token_cmd,
+                    capture_output=True,
+                    text=True,
+                    timeout=_CMD_TIMEOUT_S,
+                    check=False,
                 )
             except (OSError, subprocess.TimeoutExpired) as exc:
-                raise ConfigError(self.source, where, f"command failed: {exc.__class__.__name__}") from None
+                raise ConfigError(
+                    self.source, where, f"command failed: {exc.__class__.__name__}"
+                ) from None
             if done.returncode != 0:
                 raise ConfigError(self.source, where, f"command exited {done.returncode}")
             text = done.stdout
@@ -96,7 +106,9 @@ def principals_from(table: dict[str, Any], source: str) -> dict[str, Principal]:
     for name, spec in table.items():
         sources = [k for k in ("token_file", "token_env", "token_cmd") if k in spec]
         if len(sources) > 1:
-            raise ConfigError(source, f"auth.principals.{name}", f"give one token source, not {sources}")
+            raise ConfigError(
+                source, f"auth.principals.{name}", f"give one token source, not {sources}"
+            )
         out[name] = Principal(
             name=name,
             token_file=spec.get("token_file"),

@@ -62,7 +62,9 @@ class Run:
         self.spawned = spawned
         self.journal: list[CallResult] = []
         source = config.sources[-1] if config.sources else "config"
-        self.principals: dict[str, Principal] = principals_from(config.table("auth.principals"), source)
+        self.principals: dict[str, Principal] = principals_from(
+            config.table("auth.principals"), source
+        )
         self._lock = threading.Lock()
         self._channel: grpc.Channel | None = None
         self._catalogue: MethodCatalogue | None = None
@@ -89,10 +91,15 @@ class Run:
                 spawned.stop()
                 raise
         try:
-            assert spec.host is not None and spec.port is not None
+            assert spec.host is not None
+            assert spec.port is not None
             cert, key = config.path("mtls.client_cert"), config.path("mtls.client_key")
             detected = detect_transport(
-                spec.host, spec.port, client_cert=cert, client_key=key, timeout=options.connect_timeout_s
+                spec.host,
+                spec.port,
+                client_cert=cert,
+                client_key=key,
+                timeout=options.connect_timeout_s,
             )
             endpoint = Endpoint(
                 address=spec.address,
@@ -200,11 +207,12 @@ class Run:
             if files:
                 return compile_protos(files, self.config.get("schema.proto_paths", [])), None
             try:
-                return fetch_via_reflection(self.channel(), timeout=self.options.connect_timeout_s), None
+                return fetch_via_reflection(
+                    self.channel(), timeout=self.options.connect_timeout_s
+                ), None
             except DescriptorError as exc:
                 return None, (
-                    "no schema.descriptor_set or schema.proto_files in the config, and "
-                    f"{exc}"
+                    f"no schema.descriptor_set or schema.proto_files in the config, and {exc}"
                 )
         except DescriptorError as exc:
             return None, str(exc)

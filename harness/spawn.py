@@ -9,6 +9,7 @@ with :mod:`atexit`) terminates the group and removes the work directory.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import selectors
@@ -53,17 +54,13 @@ class Spawned:
 
 def _terminate(process: subprocess.Popen[bytes], timeout: float) -> None:
     if process.poll() is None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
         try:
             process.wait(timeout)
         except subprocess.TimeoutExpired:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             process.wait(timeout)
     for stream in (process.stdin, process.stdout):
         if stream is not None:
@@ -81,7 +78,16 @@ def spawn(spec: TargetSpec, *, timeout: float = 30.0) -> Spawned:
     workdir = Path(tempfile.mkdtemp(prefix="hipaa-target-"))
     name = "+".join((spec.bundled, *spec.defects))
     stderr_path = workdir / "target.stderr"
-    cmd = [sys.executable, "-m", "targets", "serve", name, "--workdir", str(workdir), "--exit-on-stdin-eof"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "targets",
+        "serve",
+        name,
+        "--workdir",
+        str(workdir),
+        "--exit-on-stdin-eof",
+    ]
     with stderr_path.open("wb") as stderr:
         process = subprocess.Popen(
             cmd,
@@ -116,7 +122,9 @@ def _wait_ready(process: subprocess.Popen[bytes], timeout: float) -> dict[str, s
                 break
             chunk = os.read(process.stdout.fileno(), 65536)
             if not chunk:
-                raise TargetError(f"bundled target exited with code {process.wait()} before it was ready")
+                raise TargetError(
+                    f"bundled target exited with code {process.wait()} before it was ready"
+                )
             buffer += chunk
             for line in buffer.decode(errors="replace").splitlines():
                 if line.startswith(READY_PREFIX):

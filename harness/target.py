@@ -48,11 +48,12 @@ class TargetSpec:
         return TargetSpec(self.raw, host, port, self.bundled, self.defects)
 
 
-def parse_target(text: str) -> TargetSpec:
+def parse_target(text: str, *, option: str = "--hipaa-target") -> TargetSpec:
     """Parse ``--hipaa-target``.
 
     Args:
         text: ``HOST:PORT``, ``[IPV6]:PORT`` or ``spawn:NAME[+DEFECT...]``.
+        option: How to name the input in messages.
 
     Returns:
         The parsed spec.
@@ -62,49 +63,47 @@ def parse_target(text: str) -> TargetSpec:
     """
     raw = text.strip()
     if not raw:
-        raise TargetSpecError(f"--hipaa-target is empty: {_USAGE}")
+        raise TargetSpecError(f"{option} is empty: {_USAGE}")
     if raw.startswith("spawn:"):
-        return _parse_spawn(raw)
+        return _parse_spawn(raw, option)
     if raw.startswith("["):
         host, sep, port_text = raw[1:].partition("]:")
         if not sep or not host:
-            raise TargetSpecError(f"--hipaa-target={raw!r}: {_USAGE}")
+            raise TargetSpecError(f"{option}={raw!r}: {_USAGE}")
         if ":" not in host:
-            raise TargetSpecError(f"--hipaa-target={raw!r}: brackets are only for IPv6 addresses")
+            raise TargetSpecError(f"{option}={raw!r}: brackets are only for IPv6 addresses")
     else:
         host, sep, port_text = raw.rpartition(":")
         if not sep or not host:
-            raise TargetSpecError(f"--hipaa-target={raw!r}: no port; {_USAGE}")
+            raise TargetSpecError(f"{option}={raw!r}: no port; {_USAGE}")
         if ":" in host:
             raise TargetSpecError(
-                f"--hipaa-target={raw!r}: put IPv6 addresses in brackets, e.g. [::1]:50051"
+                f"{option}={raw!r}: put IPv6 addresses in brackets, e.g. [::1]:50051"
             )
         if not _HOST_RE.match(host):
-            raise TargetSpecError(f"--hipaa-target={raw!r}: {host!r} is not a host name or address")
+            raise TargetSpecError(f"{option}={raw!r}: {host!r} is not a host name or address")
     if not port_text.isdigit():
-        raise TargetSpecError(f"--hipaa-target={raw!r}: port {port_text!r} is not a number")
+        raise TargetSpecError(f"{option}={raw!r}: port {port_text!r} is not a number")
     port = int(port_text)
     if not 1 <= port <= 65535:
-        raise TargetSpecError(f"--hipaa-target={raw!r}: port {port} is out of range 1-65535")
+        raise TargetSpecError(f"{option}={raw!r}: port {port} is out of range 1-65535")
     return TargetSpec(raw, host=host, port=port)
 
 
-def _parse_spawn(raw: str) -> TargetSpec:
+def _parse_spawn(raw: str, option: str) -> TargetSpec:
     name, *defects = raw[len("spawn:") :].split("+")
     known = ", ".join(sorted(BUNDLED))
     if name not in BUNDLED:
-        raise TargetSpecError(
-            f"--hipaa-target={raw!r}: unknown bundled target {name!r} (known: {known})"
-        )
+        raise TargetSpecError(f"{option}={raw!r}: unknown bundled target {name!r} (known: {known})")
     target = BUNDLED[name]
     for d in defects:
         names = ", ".join(x.name for x in target.defects)
         if not d:
-            raise TargetSpecError(f"--hipaa-target={raw!r}: empty defect name after '+'")
+            raise TargetSpecError(f"{option}={raw!r}: empty defect name after '+'")
         if d not in {x.name for x in target.defects}:
             raise TargetSpecError(
-                f"--hipaa-target={raw!r}: unknown defect {d!r} for {name} (known: {names})"
+                f"{option}={raw!r}: unknown defect {d!r} for {name} (known: {names})"
             )
     if len(set(defects)) != len(defects):
-        raise TargetSpecError(f"--hipaa-target={raw!r}: a defect is named twice")
+        raise TargetSpecError(f"{option}={raw!r}: a defect is named twice")
     return TargetSpec(raw, bundled=name, defects=tuple(defects))

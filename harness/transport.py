@@ -19,7 +19,12 @@ from harness.errors import TargetError
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 _FRAME_SETTINGS = 0x04
 _TLS_ALERT = 0x15
-_NOT_TLS_REASONS = {"WRONG_VERSION_NUMBER", "HTTP_REQUEST", "PACKET_LENGTH_TOO_LONG", "RECORD_LAYER_FAILURE"}
+_NOT_TLS_REASONS = {
+    "WRONG_VERSION_NUMBER",
+    "HTTP_REQUEST",
+    "PACKET_LENGTH_TOO_LONG",
+    "RECORD_LAYER_FAILURE",
+}
 
 
 class Transport(str, enum.Enum):
@@ -67,8 +72,10 @@ def connect(host: str, port: int, timeout: float) -> socket.socket:
     """Open a TCP connection or raise :class:`TargetError` with the reason in words."""
     try:
         return socket.create_connection((host, port), timeout=timeout)
-    except socket.timeout:
-        raise TargetError(f"{_fmt(host, port)} is unreachable: no answer within {timeout:g} s") from None
+    except TimeoutError:
+        raise TargetError(
+            f"{_fmt(host, port)} is unreachable: no answer within {timeout:g} s"
+        ) from None
     except ConnectionRefusedError:
         raise TargetError(f"{_fmt(host, port)} is unreachable: connection refused") from None
     except OSError as exc:
@@ -88,7 +95,7 @@ def probe_preface(host: str, port: int, timeout: float = 3.0) -> PrefaceProbe:
                 if not chunk:
                     break
                 data += chunk
-        except socket.timeout:
+        except TimeoutError:
             if not data:
                 return PrefaceProbe(port, PrefaceReply.SILENT, b"")
         except OSError:
@@ -146,9 +153,10 @@ def detect_transport(
                 version = tls.version()
                 alpn = tls.selected_alpn_protocol()
                 return Detected(Transport.TLS, f"{version}, ALPN {alpn or 'none'}")
-        except socket.timeout:
+        except TimeoutError:
             raise TargetError(
-                f"{_fmt(host, port)} accepted TCP but did not answer a TLS ClientHello within {timeout:g} s"
+                f"{_fmt(host, port)} accepted TCP but did not answer a TLS ClientHello "
+                f"within {timeout:g} s"
             ) from None
         except ssl.SSLError as exc:
             tls_problem = exc.reason or str(exc)

@@ -100,7 +100,9 @@ class Pki:
         ca = trustme.CA(organization_name="hipaa-grpc reference CA")
         now = dt.datetime.now(dt.timezone.utc)
         server = ca.issue_cert(
-            *SERVER_NAMES, not_before=now - dt.timedelta(minutes=5), not_after=now + dt.timedelta(days=30)
+            *SERVER_NAMES,
+            not_before=now - dt.timedelta(minutes=5),
+            not_after=now + dt.timedelta(days=30),
         )
         client = ca.issue_cert(
             client_identity,

@@ -104,7 +104,11 @@ def _reference_config(workdir: Path, issuer: TokenIssuer, defects: frozenset[str
         },
         **principals,
         "auth.rbac_matrix": dict(matrix),
-        "audit": {"source": "audit.jsonl", "format": "jsonl", "request_id_key": server.REQUEST_ID_KEY},
+        "audit": {
+            "source": "audit.jsonl",
+            "format": "jsonl",
+            "request_id_key": server.REQUEST_ID_KEY,
+        },
         "logs": {"sinks": ["app.log"]},
     }
     path = workdir / "hipaa.toml"
@@ -112,7 +116,9 @@ def _reference_config(workdir: Path, issuer: TokenIssuer, defects: frozenset[str
     return path
 
 
-def start(name: str, defects: frozenset[str], workdir: Path) -> tuple[Served, threading.Event, object]:
+def start(
+    name: str, defects: frozenset[str], workdir: Path
+) -> tuple[Served, threading.Event, object]:
     """Start the bundled target ``name`` with ``defects``; return it, a stop event and a handle."""
     target = BUNDLED[name]
     for d in defects:
@@ -170,7 +176,11 @@ def main(argv: list[str] | None = None) -> int:
             stop.set()
 
         threading.Thread(target=_watch, daemon=True).start()
-    ready = {"address": served.address, "config": str(served.config), "workdir": str(served.workdir)}
+    ready = {
+        "address": served.address,
+        "config": str(served.config),
+        "workdir": str(served.workdir),
+    }
     print(READY_PREFIX + json.dumps(ready), flush=True)
     stop.wait()
     running.stop()  # type: ignore[attr-defined]

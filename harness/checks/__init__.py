@@ -50,7 +50,9 @@ def check(control_id: str) -> Callable[[CheckFn], CheckFn]:
 
     def register(fn: CheckFn) -> CheckFn:
         if control_id in _REGISTRY:
-            raise ValueError(f"{control_id} already has a check: {_REGISTRY[control_id].fn.__qualname__}")
+            raise ValueError(
+                f"{control_id} already has a check: {_REGISTRY[control_id].fn.__qualname__}"
+            )
         if not (fn.__doc__ or "").strip():
             raise ValueError(f"the check for {control_id} needs a docstring")
         _REGISTRY[control_id] = Check(control, fn)
@@ -74,4 +76,6 @@ def run_check(control_id: str, run: Run) -> Outcome:
     except HarnessError as exc:
         return Outcome.error(entry.control, str(exc))
     except Exception as exc:  # the one broad boundary: a bug in a check is an ERROR
-        return Outcome.error(entry.control, f"harness error in {control_id}: {type(exc).__name__}: {exc}")
+        return Outcome.error(
+            entry.control, f"harness error in {control_id}: {type(exc).__name__}: {exc}"
+        )

@@ -17,7 +17,8 @@ from harness.run import Run
 _UNREACHED = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 _REFUSED_AUTH = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
 _EXPECTED_PROD = (
-    f"{code_text(grpc.StatusCode.UNIMPLEMENTED)}, or {code_text(grpc.StatusCode.UNAUTHENTICATED)} / "
+    f"{code_text(grpc.StatusCode.UNIMPLEMENTED)}, or "
+    f"{code_text(grpc.StatusCode.UNAUTHENTICATED)} / "
     f"{code_text(grpc.StatusCode.PERMISSION_DENIED)} with no response message"
 )
 
@@ -67,12 +68,18 @@ def reflection_disabled(run: Run) -> Outcome:
     for version, path in REFLECTION_PATHS.items():
         for label, principal in callers:
             result = run.call(path, requests, principal=principal, timeout=5.0)
-            probe = f"reflection {version} list_services + file_containing_symbol({symbol}), {label}"
+            probe = (
+                f"reflection {version} list_services + file_containing_symbol({symbol}), {label}"
+            )
             revealed, names = _revealed(result)
             observed = result.summary()
+            if revealed:
+                observed += f"; {revealed} of them disclosed services or descriptors"
             if names:
                 observed += f"; services disclosed: {', '.join(sorted(set(names)))}"
-            may_answer = not production and principal is not None and principal.name in allowed_roles
+            may_answer = (
+                not production and principal is not None and principal.name in allowed_roles
+            )
             if production:
                 expected = _EXPECTED_PROD
                 refused = result.code == grpc.StatusCode.UNIMPLEMENTED or (

@@ -9,7 +9,9 @@ from harness.outcome import Observation, Outcome, Status
 from harness.run import Run
 from harness.transport import probe_preface
 
-_EXPECTED = "closed connection, TLS alert, or an HTTP/1.x error: never a cleartext HTTP/2 SETTINGS frame"
+_EXPECTED = (
+    "closed connection, TLS alert, or an HTTP/1.x error: never a cleartext HTTP/2 SETTINGS frame"
+)
 
 
 @check("TLS-001")
@@ -24,7 +26,8 @@ def cleartext_refused(run: Run) -> Outcome:
     version probes of TLS-001 belong to the sslyze transport suite.)
     """
     control = CATALOGUE["TLS-001"]
-    assert run.spec.host is not None and run.spec.port is not None
+    assert run.spec.host is not None
+    assert run.spec.port is not None
     ports = [run.spec.port, *run.config.get("tls.extra_ports", [])]
     observations = []
     for port in dict.fromkeys(ports):
@@ -40,5 +43,7 @@ def cleartext_refused(run: Run) -> Outcome:
             observed += ": ePHI would cross the network unencrypted"
         observations.append(Observation(probe, observed, _EXPECTED, status))
     return Outcome.from_observations(
-        control, observations, passed=f"no cleartext HTTP/2 on port(s) {', '.join(map(str, dict.fromkeys(ports)))}"
+        control,
+        observations,
+        passed=f"no cleartext HTTP/2 on port(s) {', '.join(map(str, dict.fromkeys(ports)))}",
     )

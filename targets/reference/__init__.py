@@ -1,0 +1,1 @@
+"""The compliant reference ePHI service and its named defects."""

@@ -11,9 +11,9 @@ import functools
 import tempfile
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2
 
 PACKAGE = "hipaagrpc.reference.v1"
@@ -59,8 +59,8 @@ def _register() -> None:
             pool.Add(fd)
 
 
-def message(name: str) -> type[Message]:
-    """The message class for ``hipaagrpc.reference.v1.<name>``."""
+def message(name: str) -> Any:
+    """The message class for ``hipaagrpc.reference.v1.<name>`` (typed Any: built at run time)."""
     _register()
     desc = descriptor_pool.Default().FindMessageTypeByName(f"{PACKAGE}.{name}")
     return message_factory.GetMessageClass(desc)

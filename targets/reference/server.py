@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 import jwt
@@ -38,8 +38,8 @@ from google.protobuf import field_mask_pb2
 from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from targets.reference import schema
 from targets.pki import Principal, TokenIssuer
+from targets.reference import schema
 
 ISSUER = "https://issuer.reference.hipaa.test"
 AUDIENCE = "hipaagrpc.reference"
@@ -167,7 +167,7 @@ class AuditLog:
 class _Store:
     """Synthetic patient records, in memory."""
 
-    records: dict[str, Message] = field(default_factory=dict)
+    records: dict[str, Any] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
@@ -200,8 +200,9 @@ class _Store:
         return store
 
 
-def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> None:
+def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
     context.abort(code, message)
+    raise AssertionError("unreachable: abort raises")
 
 
 class PatientRecords:
@@ -214,7 +215,8 @@ class PatientRecords:
 
     def _validate_mask(self, mask: field_mask_pb2.FieldMask, context: grpc.ServicerContext) -> None:
         paths = [p for p in mask.paths if p != "*"]
-        valid = field_mask_pb2.FieldMask(paths=paths).IsValidForDescriptor(self._patient.DESCRIPTOR)
+        descriptor: Any = self._patient.DESCRIPTOR
+        valid = field_mask_pb2.FieldMask(paths=paths).IsValidForDescriptor(descriptor)
         if not valid or not all(paths):
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "invalid field mask path")
 
@@ -263,7 +265,9 @@ class PatientRecords:
         pid = request.patient.patient_id
         if not pid or not request.update_mask.paths:
             _abort(
-                context, grpc.StatusCode.INVALID_ARGUMENT, "patient.patient_id and update_mask are required"
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "patient.patient_id and update_mask are required",
             )
         if "patient_id" in request.update_mask.paths:
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "patient_id cannot be updated")
@@ -379,9 +383,13 @@ class Gatekeeper(grpc.ServerInterceptor):
         method = handler_call_details.method
         if handler is None or method in self._public:
             return handler
-        return _wrap_handler(handler, lambda behavior, streaming: self._guarded(method, behavior, streaming))
+        return _wrap_handler(
+            handler, lambda behavior, streaming: self._guarded(method, behavior, streaming)
+        )
 
-    def _guarded(self, method: str, behavior: Callable[..., Any], streaming: bool) -> Callable[..., Any]:
+    def _guarded(
+        self, method: str, behavior: Callable[..., Any], streaming: bool
+    ) -> Callable[..., Any]:
         if streaming:
 
             def stream_behavior(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
@@ -442,7 +450,8 @@ class _Call:
         self, exc: BaseException | None, messages: int, code: grpc.StatusCode | None = None
     ) -> None:
         if code is None:
-            code = self.context.code() if exc is not None else None
+            context: Any = self.context  # ServicerContext.code() exists since grpcio 1.38
+            code = context.code() if exc is not None else None
             if exc is not None and code is None:
                 # An unexpected error: log its type only (values may hold PHI), answer INTERNAL.
                 self.gate._log.error(
@@ -499,7 +508,9 @@ def _wrap_handler(
         return grpc.unary_stream_rpc_method_handler(guard(handler.unary_stream, True), **kw)
     if handler.stream_unary:
         return grpc.stream_unary_rpc_method_handler(guard(handler.stream_unary, False), **kw)
-    return grpc.stream_stream_rpc_method_handler(guard(handler.stream_stream, True), **kw)
+    if handler.stream_stream:
+        return grpc.stream_stream_rpc_method_handler(guard(handler.stream_stream, True), **kw)
+    raise ValueError("RPC method handler without a behaviour")
 
 
 def _reflection_handlers() -> list[grpc.GenericRpcHandler]:
@@ -538,7 +549,9 @@ class Running:
         self.audit.close()
 
 
-def start(options: Options, issuer: TokenIssuer, server_credentials: grpc.ServerCredentials | None) -> Running:
+def start(
+    options: Options, issuer: TokenIssuer, server_credentials: grpc.ServerCredentials | None
+) -> Running:
     """Build and start the server; ``server_credentials=None`` means cleartext."""
     schema.message("Patient")  # registers the descriptors before any handler is built
     log = logging.getLogger("hipaagrpc.reference")

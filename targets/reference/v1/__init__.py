@@ -1,0 +1,1 @@
+"""Protocol buffer definitions of the reference service (compiled at start-up)."""

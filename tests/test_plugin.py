@@ -1,0 +1,155 @@
+"""The plugin as a user meets it: options, bad input, statuses, reports, xdist."""
+
+import time
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from conftest import closed_port
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--hipaa-target=nonsense"], "--hipaa-target='nonsense': no port"),
+        (["--hipaa-target=127.0.0.1:70000"], "port 70000 is out of range 1-65535"),
+        (["--hipaa-target=spawn:reference+bogus"], "unknown defect 'bogus' for reference"),
+        (
+            ["--hipaa-target=127.0.0.1:1", "--hipaa-config=missing.toml"],
+            "missing.toml: file not found",
+        ),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_4(pytester, args, message):
+    result = pytester.runpytest_subprocess(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    errors = [line for line in result.stderr.lines if line.strip()]
+    assert len(errors) == 1, result.stderr.str()
+    assert message in errors[0]
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+
+
+def test_bad_toml_and_unknown_key_are_usage_errors(pytester):
+    pytester.makefile(".toml", hipaa="[tls\n")
+    result = pytester.runpytest_subprocess("--hipaa-target=127.0.0.1:1")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "hipaa.toml: not valid TOML" in result.stderr.str()
+    pytester.makefile(".toml", hipaa="[tls]\nservername = 'x'\n")
+    result = pytester.runpytest_subprocess("--hipaa-target=127.0.0.1:1")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "tls.servername: unknown key (did you mean tls.server_name?)" in result.stderr.str()
+
+
+def test_unreachable_target_makes_every_control_error_quickly(pytester):
+    port = closed_port()
+    start = time.monotonic()
+    result = pytester.runpytest_subprocess(f"--hipaa-target=127.0.0.1:{port}", "-rE")
+    elapsed = time.monotonic() - start
+    assert elapsed < 30
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("errors", 0) >= 2
+    assert "passed" not in outcomes
+    assert "failed" not in outcomes
+    assert f"127.0.0.1:{port} is unreachable: connection refused" in result.stdout.str()
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_no_target_leaves_the_plugin_idle(pytester):
+    pytester.makepyfile(
+        """
+        def test_plain():
+            assert 1 + 1 == 2
+
+        def test_needs_target(hipaa_run):
+            pass
+        """
+    )
+    result = pytester.runpytest("-rs")
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(
+        ["*hipaa-grpc * no --hipaa-target (plugin idle)*", "*no --hipaa-target given*"]
+    )
+
+
+@pytest.mark.slow
+def test_header_selection_and_control_ids_in_node_ids(pytester):
+    result = pytester.runpytest(
+        "--hipaa-target=spawn:reference", "--hipaa-seed=42", "-k", "REFL", "-v"
+    )
+    result.assert_outcomes(passed=1, deselected=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*hipaa-grpc * target=spawn:reference profile=hipaa-strict seed=42 config=none*",
+            "*test_REFL_001_reflection_disabled PASSED*",
+            "*HIPAA controls*",
+            "REFL-001 *PASS*",
+        ]
+    )
+
+
+@pytest.mark.slow
+def test_failed_control_in_short_summary(pytester):
+    result = pytester.runpytest("--hipaa-target=spawn:reference+reflection", "-rf", "-k", "REFL")
+    result.assert_outcomes(failed=1, deselected=1)
+    out = result.stdout.str()
+    assert "FAILED" in out
+    assert "test_REFL_001_reflection_disabled" in out
+    assert "REFL-001 FAIL (high)" in out
+    assert "HIPAA: S: 164.312(a)(1), 164.308(a)(1)(ii)(B)" in out
+    assert "services disclosed: " in out
+    assert "hipaagrpc.reference.v1.PatientRecords" in out
+
+
+@pytest.mark.slow
+def test_user_tests_with_marker_and_junit_properties(pytester):
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.hipaa_control("AUTHZ-001")
+        def test_billing_cannot_search(hipaa_run):
+            path = "/hipaagrpc.reference.v1.PatientRecords/SearchPatients"
+            result = hipaa_run.call(path, principal=hipaa_run.principal("billing"))
+            assert result.code.name == "PERMISSION_DENIED"
+            assert not result.responses
+
+        @pytest.mark.hipaa_control("AUTHZ-001")
+        def test_deliberately_wrong(hipaa_run):
+            path = "/hipaagrpc.reference.v1.PatientRecords/SearchPatients"
+            result = hipaa_run.call(path, principal=hipaa_run.principal("billing"))
+            assert result.code.name == "OK"
+
+        @pytest.mark.hipaa_control("AUTHZ-001")
+        def test_verdict_needs_a_registered_check(hipaa_verdict):
+            pass
+        """
+    )
+    result = pytester.runpytest(
+        "--hipaa-target=spawn:reference",
+        "--junitxml=out.xml",
+        "test_user_tests_with_marker_and_junit_properties.py",
+    )
+    result.assert_outcomes(passed=1, failed=1, errors=1)
+    assert (
+        "hipaa_verdict needs @pytest.mark.hipaa_control('ID') naming a control"
+        in result.stdout.str()
+    )
+    tree = ET.parse(pytester.path / "out.xml")
+    props = {
+        case.get("name"): {p.get("name"): p.get("value") for p in case.iter("property")}
+        for case in tree.iter("testcase")
+    }
+    assert props["test_billing_cannot_search"]["hipaa_control"] == "AUTHZ-001"
+    assert props["test_billing_cannot_search"]["hipaa_status"] == "PASS"
+    assert props["test_deliberately_wrong"]["hipaa_status"] == "FAIL"
+    assert props["test_verdict_needs_a_registered_check"]["hipaa_status"] == "ERROR"
+
+
+@pytest.mark.slow
+def test_xdist_runs_the_suites_on_two_workers(pytester):
+    pytest.importorskip("xdist")
+    result = pytester.runpytest_subprocess(
+        "--hipaa-target=spawn:reference+reflection", "-n", "2", "-p", "xdist"
+    )
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*REFL-001 *FAIL (high)*", "*TLS-001 *PASS*"])
