@@ -101,11 +101,23 @@ class Run:
                 client_key=key,
                 timeout=options.connect_timeout_s,
             )
+            ca_pem = _read(config.path("tls.ca_bundle"))
+            server_name = config.str_("tls.server_name")
+            if ca_pem is None and detected.leaf_der is not None:
+                pinned = _self_signed_anchor(detected.leaf_der, spec.host, server_name)
+                if pinned is not None:
+                    ca_pem, server_name = pinned
+                    detected = Detected(
+                        detected.transport,
+                        f"{detected.note}; no tls.ca_bundle: trusting the presented "
+                        "self-signed certificate for probing (CERT-* judge it)",
+                        detected.leaf_der,
+                    )
             endpoint = Endpoint(
                 address=spec.address,
                 transport=detected.transport,
-                server_name=config.str_("tls.server_name"),
-                ca_pem=_read(config.path("tls.ca_bundle")),
+                server_name=server_name,
+                ca_pem=ca_pem,
                 client_cert_pem=_read(cert),
                 client_key_pem=_read(key),
             )
@@ -216,6 +228,34 @@ class Run:
                 )
         except DescriptorError as exc:
             return None, str(exc)
+
+
+def _self_signed_anchor(
+    leaf_der: bytes, host: str, server_name: str | None
+) -> tuple[bytes, str | None] | None:
+    """Trust a self-signed leaf for probing when no CA bundle is configured.
+
+    Returns the leaf as PEM and the name to verify it against (the configured name, the
+    host if the certificate names it, else its first DNS name), or ``None`` when the leaf
+    is not self-signed (then the system roots apply and a failure is reported as such).
+    """
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    try:
+        cert = x509.load_der_x509_certificate(leaf_der)
+        if cert.issuer != cert.subject:
+            return None
+        cert.verify_directly_issued_by(cert)
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (ValueError, TypeError, x509.ExtensionNotFound, InvalidSignature):
+        return None
+    names = [str(n) for n in sans.get_values_for_type(x509.DNSName)]
+    ips = [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)]
+    if server_name is None and host not in names + ips and names:
+        server_name = names[0]
+    return cert.public_bytes(Encoding.PEM), server_name
 
 
 def _read(path: Path | None) -> bytes | None:

@@ -121,6 +121,7 @@ class Detected:
 
     transport: Transport
     note: str
+    leaf_der: bytes | None = None
 
 
 def detect_transport(
@@ -152,7 +153,8 @@ def detect_transport(
             with ctx.wrap_socket(sock, server_hostname=host if not _is_ip(host) else None) as tls:
                 version = tls.version()
                 alpn = tls.selected_alpn_protocol()
-                return Detected(Transport.TLS, f"{version}, ALPN {alpn or 'none'}")
+                leaf = tls.getpeercert(binary_form=True)
+                return Detected(Transport.TLS, f"{version}, ALPN {alpn or 'none'}", leaf)
         except TimeoutError:
             raise TargetError(
                 f"{_fmt(host, port)} accepted TCP but did not answer a TLS ClientHello "

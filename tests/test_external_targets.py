@@ -1,0 +1,69 @@
+"""Targets the harness knows nothing about: no config, self-signed TLS, cleartext."""
+
+import datetime as dt
+from collections.abc import Iterator
+from concurrent import futures
+
+import grpc
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from grpc_health.v1 import health, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+pytestmark = pytest.mark.slow
+
+
+def self_signed(name: str) -> tuple[bytes, bytes]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+@pytest.fixture(params=["tls-self-signed", "cleartext"])
+def foreign_server(request) -> Iterator[tuple[str, int]]:
+    """A plain grpcio server with health and reflection on, built the way tutorials do."""
+    server = grpc.server(futures.ThreadPoolExecutor(4))
+    health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
+    reflection.enable_server_reflection(["grpc.health.v1.Health", reflection.SERVICE_NAME], server)
+    if request.param == "cleartext":
+        port = server.add_insecure_port("127.0.0.1:0")
+    else:
+        cert, key = self_signed("svc.local")
+        port = server.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials([(key, cert)]))
+    server.start()
+    yield request.param, port
+    server.stop(0)
+
+
+def test_no_config_still_probes_and_finds_reflection(pytester, foreign_server):
+    kind, port = foreign_server
+    result = pytester.runpytest(f"--hipaa-target=127.0.0.1:{port}", "-rfs")
+    out = result.stdout.str()
+    assert "REFL-001 FAIL (high)" in out
+    assert "reflection v1alpha" in out
+    if kind == "cleartext":
+        result.assert_outcomes(failed=2)
+        assert "TLS-001 FAIL (critical)" in out
+    else:
+        result.assert_outcomes(failed=1, passed=1)
+        assert "trusting the presented self-signed certificate" in out
