@@ -72,3 +72,14 @@ def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def control_statuses(pytester: pytest.Pytester, *args: str) -> dict[str, str]:
+    """Run pytest in process with ``args`` and return {control ID: status}."""
+    reprec = pytester.inline_run(*args, "--hipaa-seed=7", "-p", "no:cacheprovider")
+    statuses = {}
+    for report in reprec.getreports("pytest_runtest_logreport"):
+        props = dict(report.user_properties)
+        if report.when == "teardown" and "hipaa_status" in props:
+            statuses[str(props["hipaa_control"])] = str(props["hipaa_status"])
+    return statuses

@@ -175,6 +175,7 @@ SCHEMA: dict[str, Any] = {
         "proto_paths": _list(_path),
         "request_templates": _map(_json_or_table),
         "public_methods": _list(_str),
+        "write_methods": _list(_str),
         "liveness_method": _str,
     },
     "auth": {

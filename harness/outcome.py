@@ -88,6 +88,9 @@ class Outcome:
         obs = tuple(observations)
         if not obs:
             return cls.inconclusive(control, "no probe could be made")
+        if all(o.status is Status.SKIP for o in obs):
+            reasons = "; ".join(f"{o.probe}: needs {o.expected}" for o in obs)
+            return cls(control, Status.SKIP, f"nothing could be sent ({reasons})", obs)
         for status in _PRECEDENCE:
             hits = [o for o in obs if o.status is status]
             if not hits:

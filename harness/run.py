@@ -9,9 +9,11 @@ every result is kept in :attr:`Run.journal` for the controls that judge all call
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import grpc
 
@@ -27,9 +29,15 @@ from harness.errors import DescriptorError, HarnessError, TargetError
 from harness.principals import Principal, principals_from
 from harness.spawn import Spawned, spawn
 from harness.target import TargetSpec
+from harness.tokens import IssuerKeys, load_issuer_keys
 from harness.transport import Detected, detect_transport
 
 DEFAULT_CALL_TIMEOUT_S = 10.0
+#: Calls in flight at once when a control fans out (one channel, HTTP/2 streams).
+CALL_CONCURRENCY = 16
+
+T = TypeVar("T")
+U = TypeVar("U")
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,8 @@ class Run:
         self._channel: grpc.Channel | None = None
         self._catalogue: MethodCatalogue | None = None
         self._catalogue_problem: str | None = None
+        self._memo: dict[str, Any] = {}
+        self._memo_locks: dict[str, threading.Lock] = {}
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -192,6 +202,36 @@ class Run:
         with self._lock:
             self.journal.append(result)
         return result
+
+    def map(self, fn: Callable[[T], U], items: Iterable[T]) -> list[U]:
+        """``fn`` over ``items``, at most :data:`CALL_CONCURRENCY` at a time, in order."""
+        todo = list(items)
+        if len(todo) <= 1:
+            return [fn(i) for i in todo]
+        with ThreadPoolExecutor(max_workers=min(CALL_CONCURRENCY, len(todo))) as pool:
+            return list(pool.map(fn, todo))
+
+    def memo(self, key: str, compute: Callable[[], T]) -> T:
+        """``compute()`` once per run: controls that judge the same calls share them."""
+        with self._lock:
+            lock = self._memo_locks.setdefault(key, threading.Lock())
+        with lock:
+            if key not in self._memo:
+                self._memo[key] = compute()
+            value: T = self._memo[key]
+            return value
+
+    def issuer_keys(self) -> IssuerKeys:
+        """The token issuer's keys as far as the config gives them (spawned targets: all)."""
+        source = self.config.sources[-1] if self.config.sources else "config"
+        return self.memo(
+            "issuer-keys",
+            lambda: load_issuer_keys(
+                self.config.path("auth.jwks_file"),
+                self.config.path("auth.issuer_private_key"),
+                source,
+            ),
+        )
 
     # -- descriptors --------------------------------------------------------------------
 

@@ -6,3 +6,8 @@ import pytest
 @pytest.mark.hipaa_control("REFL-001")
 def test_REFL_001_reflection_disabled(hipaa_verdict):
     hipaa_verdict.conclude()
+
+
+@pytest.mark.hipaa_control("REFL-002")
+def test_REFL_002_admin_services_not_exposed(hipaa_verdict):
+    hipaa_verdict.conclude()

@@ -58,6 +58,61 @@ REFERENCE = BundledTarget(
             "the main port serves cleartext HTTP/2 (h2c) instead of TLS",
             ("TLS-001",),
         ),
+        Defect(
+            "channelz",
+            "channelz admin service registered on the public port without authentication",
+            ("REFL-002",),
+        ),
+        Defect(
+            "no-auth",
+            "calls without credentials skip authentication and authorization "
+            "(fail-open interceptor)",
+            ("AUTHN-001",),
+        ),
+        Defect(
+            "wrong-code",
+            "missing or malformed credentials get PERMISSION_DENIED instead of UNAUTHENTICATED",
+            ("AUTHN-001",),
+        ),
+        Defect("alg-none", "tokens with alg none (any case) are accepted unsigned", ("AUTHN-002",)),
+        Defect(
+            "sig-cache",
+            "signatures verified once are cached by signature alone, so changed claims pass "
+            "(tampered claims, and mutated tokens that keep the signature)",
+            ("AUTHN-001", "AUTHN-003"),
+        ),
+        Defect("jwk-header", "a key embedded in the token's jwk header is trusted", ("AUTHN-004",)),
+        Defect("expired-ok", "exp is not enforced: expired tokens are accepted", ("AUTHN-005",)),
+        Defect(
+            "aud-ignored",
+            "the audience is not checked: tokens for any resource pass",
+            ("AUTHN-006",),
+        ),
+        Defect(
+            "typ-ignored",
+            "the token type is not checked: ID, refresh and other JWTs pass as access tokens",
+            ("AUTHN-007",),
+        ),
+        Defect(
+            "no-step-up",
+            "the privileged method accepts tokens without MFA evidence (amr)",
+            ("AUTHN-008",),
+        ),
+        Defect(
+            "rbac-hole",
+            "SearchPatients lets every authenticated caller in, whatever its roles",
+            ("AUTHZ-001",),
+        ),
+        Defect(
+            "verbose-errors",
+            "status messages carry stack traces with file paths",
+            ("ERR-001",),
+        ),
+        Defect(
+            "auth-oracle",
+            "authentication failures say why (expired, bad signature, unknown key...)",
+            ("ERR-002",),
+        ),
     ),
 )
 

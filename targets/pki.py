@@ -30,6 +30,7 @@ class Principal:
     name: str
     subject: str
     roles: tuple[str, ...]
+    amr: tuple[str, ...] = ("pwd",)
 
 
 class TokenIssuer:
@@ -60,6 +61,7 @@ class TokenIssuer:
             "aud": self.audience,
             "sub": principal.subject,
             "roles": list(principal.roles),
+            "amr": list(principal.amr),
             "client_id": "hipaa-harness",
             "iat": now,
             "nbf": now,

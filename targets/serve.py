@@ -92,6 +92,7 @@ def _reference_config(workdir: Path, issuer: TokenIssuer, defects: frozenset[str
         "mtls": {"required": True, "client_cert": "client.pem", "client_key": "client-key.pem"},
         "schema": {
             "descriptor_set": "descriptors.pb",
+            "write_methods": [f"/{schema.SERVICE}/UpdatePatient"],
             "public_methods": sorted(server.PUBLIC_METHODS),
             "liveness_method": "/grpc.health.v1.Health/Check",
         },
@@ -99,8 +100,13 @@ def _reference_config(workdir: Path, issuer: TokenIssuer, defects: frozenset[str
         "auth": {
             "issuer": issuer.issuer,
             "audience": issuer.audience,
+            "require_typ": "at+jwt",
             "jwks_file": "jwks.json",
             "issuer_private_key": "issuer-key.pem",
+            "max_token_ttl_s": 3600,
+            "max_privileged_ttl_s": 900,
+            "privileged_methods": [f"/{schema.SERVICE}/UpdatePatient"],
+            "required_amr": ["mfa"],
         },
         **principals,
         "auth.rbac_matrix": dict(matrix),

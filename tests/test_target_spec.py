@@ -45,7 +45,7 @@ def test_spawn_with_defects():
         ("spawn:nope", "unknown bundled target 'nope' (known: reference)"),
         (
             "spawn:reference+bogus",
-            "unknown defect 'bogus' for reference (known: reflection, plaintext)",
+            "unknown defect 'bogus' for reference (known: reflection, plaintext, ",
         ),
         ("spawn:reference+", "empty defect name"),
         ("spawn:reference+reflection+reflection", "named twice"),

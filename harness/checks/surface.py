@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 from google.protobuf.message import DecodeError
 from grpc_reflection.v1alpha import reflection_pb2 as rpb
@@ -104,3 +106,151 @@ def reflection_disabled(run: Run) -> Outcome:
     if least is None:
         passed += " (anonymous probes only: no least-privileged principal configured)"
     return Outcome.from_observations(control, observations, passed=passed)
+
+
+_ADMIN_PROBES = (
+    "/grpc.channelz.v1.Channelz/GetTopChannels",
+    "/grpc.channelz.v1.Channelz/GetServers",
+    "/envoy.service.status.v3.ClientStatusDiscoveryService/FetchClientStatus",
+)
+_HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+
+
+@check("REFL-002")
+def admin_surface(run: Run) -> Outcome:
+    """Admin and debug services not exposed; health answers correctly.
+
+    Channelz ``GetTopChannels`` / ``GetServers`` and CSDS ``FetchClientStatus`` with empty
+    requests, without credentials and with the ``least-privileged`` token: each must end
+    UNIMPLEMENTED, or UNAUTHENTICATED / PERMISSION_DENIED with no data; any response
+    message fails (it exposes sockets, peers, security and xDS state). Health ``Check``
+    with ``service=""`` must return SERVING, and with a random name NOT_FOUND with no
+    response and no status details. If reflection answers, every listed service must be in
+    the descriptors, health, or ``admin.allowlist``.
+    """
+    from grpc_health.v1 import health_pb2
+
+    control = CATALOGUE["REFL-002"]
+    least = run.principal("least-privileged")
+    callers: list[tuple[str, Principal | None]] = [("no credentials", None)]
+    if least is not None:
+        callers.append(("least-privileged token", least))
+    observations = []
+    for path in _ADMIN_PROBES:
+        for label, principal in callers:
+            result = run.call(path, [b""], principal=principal, timeout=5.0)
+            probe = f"{path}, {label}"
+            refused = result.code == grpc.StatusCode.UNIMPLEMENTED or (
+                result.code in _REFUSED_AUTH and not result.responses
+            )
+            status = Status.PASS if refused else Status.FAIL
+            if not refused and not result.responses and result.code in _UNREACHED:
+                status = Status.INCONCLUSIVE
+            observations.append(
+                Observation(
+                    probe, result.summary(), _EXPECTED_PROD, status, None, result.request_id
+                )
+            )
+    observations += _health(run, least, health_pb2)
+    observations += _listed_services(run)
+    return Outcome.from_observations(
+        control, observations, passed="no admin service answered; health correct"
+    )
+
+
+def _health(run: Run, least: Principal | None, health_pb2: Any) -> list[Observation]:
+    out = []
+    serving = run.call(
+        _HEALTH_CHECK, [health_pb2.HealthCheckRequest(service="").SerializeToString()]
+    )
+    if serving.code in _REFUSED_AUTH and least is not None:
+        serving = run.call(
+            _HEALTH_CHECK,
+            [health_pb2.HealthCheckRequest(service="").SerializeToString()],
+            principal=least,
+        )
+    status_value = None
+    if serving.responses:
+        try:
+            status_value = health_pb2.HealthCheckResponse.FromString(serving.responses[0]).status
+        except DecodeError:
+            status_value = None
+    ok = (
+        serving.code == grpc.StatusCode.OK
+        and status_value == health_pb2.HealthCheckResponse.SERVING
+    )
+    out.append(
+        Observation(
+            'health Check(service="")',
+            serving.summary(),
+            "OK with status SERVING",
+            Status.PASS
+            if ok
+            else (Status.INCONCLUSIVE if serving.code in _UNREACHED else Status.FAIL),
+            Severity.LOW,
+            serving.request_id,
+        )
+    )
+    name = f"h{run.options.seed:08x}"
+    unknown = run.call(
+        _HEALTH_CHECK,
+        [health_pb2.HealthCheckRequest(service=name).SerializeToString()],
+        principal=least,
+    )
+    details = [k for k, _ in unknown.trailing_metadata if k == "grpc-status-details-bin"]
+    # Some stacks (grpcio's own health service) send an empty message with NOT_FOUND.
+    ok = (
+        unknown.code == grpc.StatusCode.NOT_FOUND
+        and not details
+        and all(not r for r in unknown.responses)
+    )
+    out.append(
+        Observation(
+            f'health Check(service="{name}")',
+            unknown.summary() + (" with status details" if details else ""),
+            f"{code_text(grpc.StatusCode.NOT_FOUND)} with no status details",
+            Status.PASS
+            if ok
+            else (Status.INCONCLUSIVE if unknown.code in _UNREACHED else Status.FAIL),
+            Severity.LOW,
+            unknown.request_id,
+        )
+    )
+    return out
+
+
+def _listed_services(run: Run) -> list[Observation]:
+    """Services reflection lists (if it answers) that nobody declared."""
+    catalogue = run.catalogue()
+    if catalogue is None or catalogue.source.startswith("reflection"):
+        return []
+    request = rpb.ServerReflectionRequest(list_services="").SerializeToString()
+    listed: set[str] = set()
+    for path in REFLECTION_PATHS.values():
+        result = run.call(path, [request], timeout=5.0)
+        for blob in result.responses:
+            try:
+                listed |= {
+                    s.name
+                    for s in rpb.ServerReflectionResponse.FromString(
+                        blob
+                    ).list_services_response.service
+                }
+            except DecodeError:
+                continue
+    if not listed:
+        return []
+    declared = (
+        set(catalogue.services)
+        | {"grpc.health.v1.Health"}
+        | set(run.config.str_list("admin.allowlist"))
+    )
+    extra = sorted(s for s in listed - declared if not s.startswith("grpc.reflection."))
+    return [
+        Observation(
+            "services listed by reflection vs. declared",
+            ", ".join(extra) or "none undeclared",
+            "only descriptor-set services, health, and admin.allowlist",
+            Status.FAIL if extra else Status.PASS,
+        )
+    ]

@@ -25,6 +25,7 @@ import json
 import logging
 import re
 import threading
+import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent import futures
@@ -50,8 +51,8 @@ REQUEST_ID_KEY = "x-request-id"
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 PRINCIPALS = (
-    Principal("admin", "u-admin-01", ("admin",)),
-    Principal("clinician", "u-clin-01", ("clinician",)),
+    Principal("admin", "u-admin-01", ("admin",), ("pwd", "mfa")),
+    Principal("clinician", "u-clin-01", ("clinician",), ("pwd", "mfa")),
     Principal("billing", "u-bill-01", ("billing",)),
     Principal("auditor", "u-audit-01", ("auditor",)),
     Principal("svc-export", "svc-export", ("exporter",)),
@@ -62,6 +63,15 @@ PRINCIPALS = (
 HEALTH_SERVICE = "grpc.health.v1.Health"
 PUBLIC_METHODS = frozenset(
     {f"/{HEALTH_SERVICE}/Check", f"/{HEALTH_SERVICE}/Watch"},
+)
+CHANNELZ_METHODS = (
+    "GetTopChannels",
+    "GetServers",
+    "GetServer",
+    "GetServerSockets",
+    "GetChannel",
+    "GetSubchannel",
+    "GetSocket",
 )
 REFLECTION_SERVICES = (
     "grpc.reflection.v1.ServerReflection",
@@ -76,6 +86,7 @@ class MethodPolicy:
     roles: frozenset[str]
     action: str
     resource: Callable[[Any], str]
+    step_up: bool = False  # requires MFA evidence (amr contains "mfa")
 
 
 def _m(name: str) -> str:
@@ -92,7 +103,7 @@ POLICY: dict[str, MethodPolicy] = {
         lambda r: f"search:{r.family_name_prefix}" if r.family_name_prefix else "search:*",
     ),
     _m("UpdatePatient"): MethodPolicy(
-        frozenset({"admin", "clinician"}), "update", lambda r: r.patient.patient_id
+        frozenset({"admin", "clinician"}), "update", lambda r: r.patient.patient_id, step_up=True
     ),
     _m("ExportPatients"): MethodPolicy(frozenset({"exporter"}), "export", lambda r: "export:*"),
 }
@@ -114,6 +125,7 @@ class Identity:
 
     subject: str
     roles: frozenset[str]
+    amr: tuple[str, ...] = ()
 
 
 class _Denied(Exception):
@@ -208,27 +220,33 @@ def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -
 class PatientRecords:
     """The business logic. Assumes the interceptor already authenticated and authorized."""
 
-    def __init__(self, store: _Store) -> None:
+    def __init__(self, store: _Store, verbose: bool = False) -> None:
         self._store = store
+        self._verbose = verbose
         self._patient = schema.message("Patient")
         self._page = schema.message("SearchPatientsResponse")
+
+    def _fail(self, context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
+        if self._verbose:  # defect: the stack goes to the caller
+            message += "\n" + "".join(traceback.format_stack(limit=4))
+        _abort(context, code, message)
 
     def _validate_mask(self, mask: field_mask_pb2.FieldMask, context: grpc.ServicerContext) -> None:
         paths = [p for p in mask.paths if p != "*"]
         descriptor: Any = self._patient.DESCRIPTOR
         valid = field_mask_pb2.FieldMask(paths=paths).IsValidForDescriptor(descriptor)
         if not valid or not all(paths):
-            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "invalid field mask path")
+            self._fail(context, grpc.StatusCode.INVALID_ARGUMENT, "invalid field mask path")
 
     def get_patient(self, request: Any, context: grpc.ServicerContext) -> Message:
         """Read one record, limited to ``read_mask`` when one is given."""
         if not request.patient_id:
-            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "patient_id is required")
+            self._fail(context, grpc.StatusCode.INVALID_ARGUMENT, "patient_id is required")
         self._validate_mask(request.read_mask, context)
         with self._store.lock:
             rec = self._store.records.get(request.patient_id)
             if rec is None:
-                _abort(context, grpc.StatusCode.NOT_FOUND, "patient not found")
+                self._fail(context, grpc.StatusCode.NOT_FOUND, "patient not found")
             out = self._patient()
             out.CopyFrom(rec)
         paths = [p for p in request.read_mask.paths if p != "*"]
@@ -241,12 +259,12 @@ class PatientRecords:
     def search_patients(self, request: Any, context: grpc.ServicerContext) -> Iterator[Message]:
         """Stream pages of matching records; page size capped at MAX_PAGE_SIZE."""
         if request.page_size < 0:
-            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "page_size must not be negative")
+            self._fail(context, grpc.StatusCode.INVALID_ARGUMENT, "page_size must not be negative")
         size = min(request.page_size or 20, MAX_PAGE_SIZE)
         try:
             start = int(request.page_token or "0")
         except ValueError:
-            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "invalid page_token")
+            self._fail(context, grpc.StatusCode.INVALID_ARGUMENT, "invalid page_token")
         with self._store.lock:
             hits = [
                 r
@@ -264,18 +282,18 @@ class PatientRecords:
         """Apply ``update_mask`` (required) to a record."""
         pid = request.patient.patient_id
         if not pid or not request.update_mask.paths:
-            _abort(
+            self._fail(
                 context,
                 grpc.StatusCode.INVALID_ARGUMENT,
                 "patient.patient_id and update_mask are required",
             )
         if "patient_id" in request.update_mask.paths:
-            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "patient_id cannot be updated")
+            self._fail(context, grpc.StatusCode.INVALID_ARGUMENT, "patient_id cannot be updated")
         self._validate_mask(request.update_mask, context)
         with self._store.lock:
             rec = self._store.records.get(pid)
             if rec is None:
-                _abort(context, grpc.StatusCode.NOT_FOUND, "patient not found")
+                self._fail(context, grpc.StatusCode.NOT_FOUND, "patient not found")
             request.update_mask.MergeMessage(request.patient, rec, replace_message_field=True)
             rec.updated_at.GetCurrentTime()
             out = self._patient()
@@ -328,46 +346,94 @@ class Gatekeeper(grpc.ServerInterceptor):
         audit: AuditLog,
         log: logging.Logger,
         public: frozenset[str],
+        defects: frozenset[str] = frozenset(),
     ) -> None:
         self._issuer = issuer
         self._audit = audit
         self._log = log
         self._public = public
+        self._defects = defects
+        self._verified_signatures: set[str] = set()  # used only by the sig-cache defect
 
     # -- policy -------------------------------------------------------------------------
+
+    def _refuse(self, reason: str) -> _Denied:
+        if "auth-oracle" in self._defects:  # defect: tells the caller why
+            return _Denied(grpc.StatusCode.UNAUTHENTICATED, f"authentication failed: {reason}")
+        return _Denied(grpc.StatusCode.UNAUTHENTICATED, "authentication required")
 
     def authenticate(self, metadata: tuple[tuple[str, Any], ...]) -> Identity:
         """Verify the single bearer token; every failure reads the same to the caller."""
         values = [v for k, v in metadata if k == "authorization"]
+        if not values and "no-auth" in self._defects:  # defect: fail open without credentials
+            return Identity(
+                "anonymous", frozenset(r for p in POLICY.values() for r in p.roles), ("mfa",)
+            )
         if len(values) != 1 or not isinstance(values[0], str):
-            raise _Denied(grpc.StatusCode.UNAUTHENTICATED, "authentication required")
+            raise self._anonymous()
         scheme, _, token = values[0].partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise _Denied(grpc.StatusCode.UNAUTHENTICATED, "authentication required")
+            raise self._anonymous()
         try:
-            header = jwt.get_unverified_header(token)
-            if header.get("kid") != self._issuer.kid or header.get("typ") != "at+jwt":
-                raise jwt.InvalidTokenError("unexpected header")
-            claims = jwt.decode(
-                token,
-                self._issuer.public_key,
-                algorithms=[TokenIssuer.algorithm],
-                audience=self._issuer.audience,
-                issuer=self._issuer.issuer,
-                leeway=30,
-                options={"require": ["exp", "iat", "nbf", "iss", "aud", "sub"]},
-            )
-        except jwt.InvalidTokenError:
-            raise _Denied(grpc.StatusCode.UNAUTHENTICATED, "authentication required") from None
+            claims = self._verify(token)
+        except jwt.InvalidTokenError as exc:
+            raise self._refuse(type(exc).__name__) from None
         roles = claims.get("roles", [])
+        amr = claims.get("amr", [])
         if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
-            raise _Denied(grpc.StatusCode.UNAUTHENTICATED, "authentication required")
-        return Identity(str(claims["sub"]), frozenset(roles))
+            raise self._refuse("roles")
+        if not isinstance(amr, list):
+            raise self._refuse("amr")
+        return Identity(str(claims["sub"]), frozenset(roles), tuple(str(a) for a in amr))
+
+    def _anonymous(self) -> _Denied:
+        if "wrong-code" in self._defects:  # defect: PERMISSION_DENIED for "who are you?"
+            return _Denied(grpc.StatusCode.PERMISSION_DENIED, "permission denied")
+        return self._refuse("missing credentials")
+
+    def _verify(self, token: str) -> dict[str, Any]:
+        header = jwt.get_unverified_header(token)
+        d = self._defects
+        alg = str(header.get("alg", ""))
+        signature = token.rsplit(".", 1)[-1]
+        options: dict[str, Any] = {"require": ["exp", "iat", "nbf", "iss", "aud", "sub"]}
+        key: Any = self._issuer.public_key
+        unsigned_ok = "alg-none" in d and alg.lower() == "none"  # defect: unsigned accepted
+        cached = "sig-cache" in d and signature in self._verified_signatures  # defect
+        if unsigned_ok or cached:
+            options["verify_signature"] = False
+        elif "jwk-header" in d and isinstance(header.get("jwk"), dict):  # defect: trusts the token
+            key = jwt.algorithms.ECAlgorithm.from_jwk(json.dumps(header["jwk"]))
+        elif header.get("kid") != self._issuer.kid:
+            raise jwt.InvalidTokenError("unknown key")
+        if header.get("typ") != "at+jwt" and "typ-ignored" not in d:
+            raise jwt.InvalidTokenError("unexpected token type")
+        if "expired-ok" in d:  # defect: exp not enforced
+            options["verify_exp"] = False
+        if "aud-ignored" in d:  # defect: any audience, or none
+            options["verify_aud"] = False
+            options["require"] = [c for c in options["require"] if c != "aud"]
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            key,
+            algorithms=[TokenIssuer.algorithm],
+            audience=self._issuer.audience,
+            issuer=self._issuer.issuer,
+            leeway=30,
+            options=options,  # type: ignore[arg-type]
+        )
+        if "sig-cache" in d:
+            self._verified_signatures.add(signature)
+        return claims
 
     def authorize(self, identity: Identity, method: str) -> MethodPolicy | None:
         """The method's policy if the identity may call it; deny by default."""
         policy = POLICY.get(method)
+        if policy is not None and "rbac-hole" in self._defects and method == _m("SearchPatients"):
+            return policy  # defect: every authenticated caller may search
         if policy is None or not (policy.roles & identity.roles):
+            raise _Denied(grpc.StatusCode.PERMISSION_DENIED, "permission denied")
+        if policy.step_up and "mfa" not in identity.amr and "no-step-up" not in self._defects:
             raise _Denied(grpc.StatusCode.PERMISSION_DENIED, "permission denied")
         return policy
 
@@ -462,7 +528,10 @@ class _Call:
                 )
                 code = grpc.StatusCode.INTERNAL
                 self._record(code, messages)
-                self.context.abort(grpc.StatusCode.INTERNAL, "internal error")
+                detail = "internal error"
+                if "verbose-errors" in self.gate._defects:  # defect
+                    detail += "\n" + "".join(traceback.format_exception(exc))
+                self.context.abort(grpc.StatusCode.INTERNAL, detail)
             code = code or grpc.StatusCode.OK
         self._record(code, messages)
 
@@ -557,13 +626,16 @@ def start(
     log = logging.getLogger("hipaagrpc.reference")
     audit = AuditLog(options.workdir / "audit.jsonl")
     public = set(PUBLIC_METHODS)
-    handlers: list[grpc.GenericRpcHandler] = [PatientRecords(_Store.seeded()).handler()]
+    verbose = "verbose-errors" in options.defects
+    handlers: list[grpc.GenericRpcHandler] = [PatientRecords(_Store.seeded(), verbose).handler()]
     if "reflection" in options.defects:
         handlers.extend(_reflection_handlers())
         public |= {f"/{s}/ServerReflectionInfo" for s in REFLECTION_SERVICES}
+    if "channelz" in options.defects:
+        public |= {f"/grpc.channelz.v1.Channelz/{m}" for m in CHANNELZ_METHODS}
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=16),
-        interceptors=[Gatekeeper(issuer, audit, log, frozenset(public))],
+        interceptors=[Gatekeeper(issuer, audit, log, frozenset(public), options.defects)],
         options=[
             ("grpc.max_receive_message_length", MAX_RECV_BYTES),
             ("grpc.so_reuseport", 0),
@@ -581,5 +653,9 @@ def start(
         port = server.add_secure_port(address, server_credentials)
     if port == 0:
         raise RuntimeError(f"could not bind {address}")
+    if "channelz" in options.defects:  # defect: admin services on the public port, no auth
+        from grpc_channelz.v1 import channelz
+
+        channelz.add_channelz_servicer(server)
     server.start()
     return Running(server, port, audit)

@@ -1,0 +1,103 @@
+"""The declared access policy joined with the method catalogue.
+
+Which methods are public, which write, who may call what (``auth.rbac_matrix``), and what
+request to send for each. Writes get their template only under ``safety.allow_mutations``;
+otherwise the empty default message, which a correct server refuses before it touches any
+record and a broken one cannot use to change a real record.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from harness.descriptors import MethodCatalogue, MethodInfo
+from harness.errors import DescriptorError
+from harness.run import Run
+
+_WRITE_NAME = re.compile(
+    r"^(Create|Update|Delete|Remove|Set|Put|Patch|Insert|Upsert|Write|Add|Modify|Replace|Purge|Erase)"
+)
+_INFRA_SERVICES = (
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Methods and the declared policy for them."""
+
+    catalogue: MethodCatalogue
+    public: frozenset[str]
+    writes: frozenset[str]
+    matrix: dict[str, frozenset[str]]
+    allow_mutations: bool
+
+    @classmethod
+    def of(cls, run: Run) -> Policy | None:
+        """The policy of ``run``'s target, or ``None`` when there are no descriptors."""
+        catalogue = run.catalogue()
+        if catalogue is None:
+            return None
+        methods = [m.path for m in catalogue.methods]
+        declared_writes = run.config.str_list("schema.write_methods")
+        writes = (
+            set(declared_writes)
+            if run.config.has("schema.write_methods")
+            else {m.path for m in catalogue.methods if _WRITE_NAME.match(m.name)}
+        )
+        matrix = {
+            k: frozenset(v) for k, v in run.config.table("auth.rbac_matrix").items() if k in methods
+        }
+        return cls(
+            catalogue=catalogue,
+            public=frozenset(run.config.str_list("schema.public_methods")),
+            writes=frozenset(writes),
+            matrix=matrix,
+            allow_mutations=bool(run.config.get("safety.allow_mutations")),
+        )
+
+    def protected(self) -> list[MethodInfo]:
+        """Every declared method that is not public and not gRPC infrastructure."""
+        return [
+            m
+            for m in self.catalogue.methods
+            if m.path not in self.public and m.service not in _INFRA_SERVICES
+        ]
+
+    def is_write(self, path: str) -> bool:
+        """True for methods that change state (declared, or named like it)."""
+        return path in self.writes
+
+    def allowed(self, path: str) -> frozenset[str] | None:
+        """Principals the matrix allows on ``path``; ``None`` when the matrix has no entry."""
+        return self.matrix.get(path)
+
+    def representative_read(self, principal: str) -> MethodInfo | None:
+        """The first non-write method ``principal`` may call, per the matrix."""
+        for m in self.protected():
+            allowed = self.matrix.get(m.path)
+            if allowed is not None and principal in allowed and not self.is_write(m.path):
+                return m
+        return None
+
+    def any_read(self) -> MethodInfo | None:
+        """The first protected non-write method (for probes that need one method)."""
+        reads = [m for m in self.protected() if not self.is_write(m.path)]
+        return reads[0] if reads else None
+
+    def request(self, run: Run, path: str) -> bytes:
+        """The request to send: the template, or the default instance for guarded writes.
+
+        Raises:
+            DescriptorError: the configured template does not parse.
+        """
+        templates = run.config.table("schema.request_templates")
+        if self.is_write(path) and not self.allow_mutations:
+            return self.catalogue.request_bytes(path, None)
+        try:
+            return self.catalogue.request_bytes(path, templates.get(path))
+        except KeyError:
+            raise DescriptorError(f"{path} is not in the descriptors") from None

@@ -1,0 +1,48 @@
+"""Access control: authentication (164.312(d)) and authorization (164.312(a)(1))."""
+
+import pytest
+
+
+@pytest.mark.hipaa_control("AUTHN-001")
+def test_AUTHN_001_credentials_required_on_every_method(hipaa_verdict):
+    hipaa_verdict.conclude()
+
+
+@pytest.mark.hipaa_control("AUTHN-002")
+def test_AUTHN_002_algorithm_allowlist(hipaa_verdict):
+    hipaa_verdict.conclude()
+
+
+@pytest.mark.hipaa_control("AUTHN-003")
+def test_AUTHN_003_signature_integrity(hipaa_verdict):
+    hipaa_verdict.conclude()
+
+
+@pytest.mark.hipaa_control("AUTHN-004")
+def test_AUTHN_004_key_selection_headers_ignored(hipaa_verdict):
+    hipaa_verdict.conclude()
+
+
+@pytest.mark.hipaa_control("AUTHN-005")
+def test_AUTHN_005_time_claims_and_lifetime(hipaa_verdict):
+    hipaa_verdict.conclude()
+
+
+@pytest.mark.hipaa_control("AUTHN-006")
+def test_AUTHN_006_audience_and_issuer(hipaa_verdict):
+    hipaa_verdict.conclude()
+
+
+@pytest.mark.hipaa_control("AUTHN-007")
+def test_AUTHN_007_token_type(hipaa_verdict):
+    hipaa_verdict.conclude()
+
+
+@pytest.mark.hipaa_control("AUTHN-008")
+def test_AUTHN_008_mfa_for_privileged_methods(hipaa_verdict):
+    hipaa_verdict.conclude()
+
+
+@pytest.mark.hipaa_control("AUTHZ-001")
+def test_AUTHZ_001_rbac_matrix(hipaa_verdict):
+    hipaa_verdict.conclude()
