@@ -46,3 +46,8 @@ def test_AUTHN_008_mfa_for_privileged_methods(hipaa_verdict):
 @pytest.mark.hipaa_control("AUTHZ-001")
 def test_AUTHZ_001_rbac_matrix(hipaa_verdict):
     hipaa_verdict.conclude()
+
+
+@pytest.mark.hipaa_control("AUTHZ-002")
+def test_AUTHZ_002_object_level_authorization(hipaa_verdict):
+    hipaa_verdict.conclude()

@@ -104,6 +104,11 @@ REFERENCE = BundledTarget(
             ("AUTHZ-001",),
         ),
         Defect(
+            "idor",
+            "clinicians can read and search every patient, not only their care team's",
+            ("AUTHZ-002",),
+        ),
+        Defect(
             "verbose-errors",
             "status messages carry stack traces with file paths",
             ("ERR-001",),

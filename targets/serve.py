@@ -110,6 +110,9 @@ def _reference_config(workdir: Path, issuer: TokenIssuer, defects: frozenset[str
         },
         **principals,
         "auth.rbac_matrix": dict(matrix),
+        "authz": {"existence_hiding": False},
+        "authz.own_ids": {"clinician": ["p-0001", "p-0002"]},
+        "authz.foreign_ids": {"clinician": ["p-0031", "p-0032"]},
         "audit": {
             "source": "audit.jsonl",
             "format": "jsonl",

@@ -83,7 +83,7 @@ def test_read_mask_is_honoured_and_unknown_paths_rejected(reference_run):
 def test_search_pages_are_capped(reference_run):
     req = schema.message("SearchPatientsRequest")(page_size=2**31 - 1).SerializeToString()
     result = reference_run.call(
-        f"{SVC}/SearchPatients", [req], principal=reference_run.principal("clinician")
+        f"{SVC}/SearchPatients", [req], principal=reference_run.principal("auditor")
     )
     assert result.code == grpc.StatusCode.OK
     pages = [schema.message("SearchPatientsResponse").FromString(r) for r in result.responses]
@@ -91,9 +91,26 @@ def test_search_pages_are_capped(reference_run):
     assert sum(len(p.patients) for p in pages) == 40
 
 
+def test_clinicians_see_only_their_care_team(reference_run):
+    clinician = reference_run.principal("clinician")
+    own = reference_run.call(f"{SVC}/GetPatient", [get_request("p-0002")], principal=clinician)
+    assert own.code == grpc.StatusCode.OK
+    foreign = reference_run.call(f"{SVC}/GetPatient", [get_request("p-0031")], principal=clinician)
+    assert foreign.code == grpc.StatusCode.PERMISSION_DENIED
+    assert not foreign.responses
+    req = schema.message("SearchPatientsRequest")(page_size=50).SerializeToString()
+    listed = reference_run.call(f"{SVC}/SearchPatients", [req], principal=clinician)
+    ids = {
+        p.patient_id
+        for r in listed.responses
+        for p in schema.message("SearchPatientsResponse").FromString(r).patients
+    }
+    assert ids == {f"p-{i:04d}" for i in range(1, 21)}
+
+
 def test_not_found_is_generic(reference_run):
     result = reference_run.call(
-        f"{SVC}/GetPatient", [get_request("p-9999")], principal=reference_run.principal("clinician")
+        f"{SVC}/GetPatient", [get_request("p-9999")], principal=reference_run.principal("admin")
     )
     assert result.code == grpc.StatusCode.NOT_FOUND
     assert result.details == "patient not found"

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
@@ -912,3 +913,167 @@ def rbac_matrix(run: Run) -> Outcome:
     return Outcome.from_observations(
         control, observations, passed="every (method, principal) pair matched the declared matrix"
     )
+
+
+# -- AUTHZ-002 --------------------------------------------------------------------------
+
+
+def _strings(message: Any) -> set[str]:
+    """Every string value in a decoded message, nested messages and maps included."""
+    found: set[str] = set()
+    for field, value in message.ListFields():
+        repeated = getattr(field, "is_repeated", None)  # protobuf >= 6.32; label before
+        if repeated is None:
+            repeated = field.label == field.LABEL_REPEATED
+        values = value if repeated else [value]
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            values = [value[k] for k in value] + list(value)
+        for v in values:
+            if isinstance(v, str):
+                found.add(v)
+            elif hasattr(v, "ListFields"):
+                found |= _strings(v)
+    return found
+
+
+@check("AUTHZ-002")
+def object_level(run: Run) -> Outcome:
+    """Object-level authorization: another patient's records stay out of reach.
+
+    For each principal with ``authz.foreign_ids``: every method it may call whose template
+    names one of its ``authz.own_ids`` is called with each foreign ID instead, and with an
+    ID that does not exist. Foreign IDs must get PERMISSION_DENIED (or, with
+    ``authz.existence_hiding``, NOT_FOUND exactly like the nonexistent ID) and never data.
+    Streaming and list methods are called with their template and every response is
+    decoded: no foreign ID may appear in it. Writes are skipped unless mutations are
+    allowed.
+    """
+    import json
+
+    control = CATALOGUE["AUTHZ-002"]
+    own, foreign = run.config.table("authz.own_ids"), run.config.table("authz.foreign_ids")
+    if not foreign:
+        return Outcome.skip(control, "no authz.foreign_ids (and authz.own_ids) declared")
+    policy = _policy_or_skip(run, "AUTHZ-002")
+    if isinstance(policy, Outcome):
+        return policy
+    hiding = bool(run.config.get("authz.existence_hiding", False))
+    templates = run.config.table("schema.request_templates")
+    nonce = _nonce(run)
+    observations: list[Observation] = []
+    pending: list[tuple[str, Probe, set[str]]] = []
+    for name, foreign_ids in foreign.items():
+        principal = run.principal(name)
+        if principal is None:
+            observations.append(
+                Observation(
+                    f"objects of {name}", "not sent", f"auth.principals.{name}", Status.SKIP
+                )
+            )
+            continue
+        for m in policy.protected():
+            if name not in (policy.allowed(m.path) or ()):
+                continue
+            if policy.is_write(m.path) and not policy.allow_mutations:
+                continue
+            template = templates.get(m.path)
+            text = (
+                template if isinstance(template, str) else json.dumps(template) if template else ""
+            )
+            named = [i for i in own.get(name, []) if json.dumps(i) in text]
+            if named:
+                mine = json.dumps(named[0])
+                for fid in foreign_ids:
+                    request = policy.catalogue.request_bytes(
+                        m.path, text.replace(mine, json.dumps(fid))
+                    )
+                    pending.append(
+                        (
+                            "foreign",
+                            Probe(f"{name} asks for foreign {fid}", m.path, (request,), principal),
+                            set(foreign_ids),
+                        )
+                    )
+                request = policy.catalogue.request_bytes(
+                    m.path, text.replace(mine, json.dumps(f"nonexistent-{nonce}"))
+                )
+                pending.append(
+                    (
+                        "absent",
+                        Probe(f"{name} asks for a nonexistent ID", m.path, (request,), principal),
+                        set(),
+                    )
+                )
+            elif m.server_streaming:
+                request = policy.request(run, m.path)
+                pending.append(
+                    (
+                        "listing",
+                        Probe(f"{name} lists", m.path, (request,), principal),
+                        set(foreign_ids),
+                    )
+                )
+    results = send(run, [p for _, p, _ in pending])
+    absent = {
+        p.method: r
+        for (kind, _, _), (p, r) in zip(pending, results, strict=True)
+        if kind == "absent"
+    }
+    for (kind, _, foreign_set), (probe, result) in zip(pending, results, strict=True):
+        where = f"{probe.label} -> {probe.method}"
+        if kind == "foreign":
+            twin = absent.get(probe.method)
+            hidden = (
+                hiding
+                and result.code == grpc.StatusCode.NOT_FOUND
+                and twin is not None
+                and (twin.code, twin.details) == (result.code, result.details)
+            )
+            if result.responses or result.code == grpc.StatusCode.OK:
+                status, sev = Status.FAIL, Severity.CRITICAL
+            elif result.code == grpc.StatusCode.PERMISSION_DENIED or hidden:
+                status, sev = Status.PASS, None
+            else:
+                status, sev = Status.FAIL, Severity.HIGH
+            expected = (
+                "PERMISSION_DENIED (7)"
+                + (", or NOT_FOUND (5) exactly as for a nonexistent ID" if hiding else "")
+                + ", no data"
+            )
+            observations.append(
+                Observation(where, result.summary(), expected, status, sev, result.request_id)
+            )
+        elif kind == "listing":
+            cls = policy.catalogue.message_class(policy.catalogue.method(probe.method).output_type)
+            leaked: set[str] = set()
+            undecodable = 0
+            for blob in result.responses:
+                try:
+                    decoded = cls.FromString(blob)
+                except DecodeError:  # undecodable: no evidence either way; counted below
+                    undecodable += 1
+                    continue
+                leaked |= _strings(decoded) & foreign_set
+            status = Status.FAIL if leaked else Status.INCONCLUSIVE if undecodable else Status.PASS
+            observed = result.summary() + (
+                f"; foreign IDs returned: {', '.join(sorted(leaked))}" if leaked else ""
+            )
+            if undecodable:
+                observed += (
+                    f"; {undecodable} response(s) did not decode as {cls.DESCRIPTOR.full_name}"
+                )
+            observations.append(
+                Observation(
+                    where,
+                    observed,
+                    "no foreign ID in any response",
+                    status,
+                    Severity.CRITICAL if leaked else None,
+                    result.request_id,
+                )
+            )
+    if not pending and not observations:
+        return Outcome.skip(
+            control, "no allowed method names an own ID in its template, and none lists records"
+        )
+    return Outcome.from_observations(control, observations, passed="no foreign record reachable")

@@ -19,6 +19,7 @@ A defect (see :mod:`targets.catalog`) changes exactly one of these.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import datetime as dt
 import hashlib
 import json
@@ -58,6 +59,13 @@ PRINCIPALS = (
     Principal("svc-export", "svc-export", ("exporter",)),
     Principal("least-privileged", "u-min-01", ("billing",)),
     Principal("no-roles", "u-none-01", ()),
+)
+
+#: Clinicians see only the patients of their care team; organisation-wide roles see all.
+CARE_TEAMS = {"u-clin-01": frozenset(f"p-{i:04d}" for i in range(1, 21))}
+ORG_WIDE_ROLES = frozenset({"admin", "billing", "auditor", "exporter"})
+CURRENT_IDENTITY: contextvars.ContextVar[Identity | None] = contextvars.ContextVar(
+    "current_identity", default=None
 )
 
 HEALTH_SERVICE = "grpc.health.v1.Health"
@@ -220,11 +228,19 @@ def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -
 class PatientRecords:
     """The business logic. Assumes the interceptor already authenticated and authorized."""
 
-    def __init__(self, store: _Store, verbose: bool = False) -> None:
+    def __init__(self, store: _Store, verbose: bool = False, idor: bool = False) -> None:
         self._store = store
         self._verbose = verbose
+        self._idor = idor
         self._patient = schema.message("Patient")
         self._page = schema.message("SearchPatientsResponse")
+
+    def _may_see(self, patient_id: str) -> bool:
+        """Object-level authorization: org-wide roles see all, clinicians their care team."""
+        identity = CURRENT_IDENTITY.get()
+        if identity is None or identity.roles & ORG_WIDE_ROLES or self._idor:
+            return True
+        return patient_id in CARE_TEAMS.get(identity.subject, frozenset())
 
     def _fail(self, context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
         if self._verbose:  # defect: the stack goes to the caller
@@ -243,6 +259,8 @@ class PatientRecords:
         if not request.patient_id:
             self._fail(context, grpc.StatusCode.INVALID_ARGUMENT, "patient_id is required")
         self._validate_mask(request.read_mask, context)
+        if not self._may_see(request.patient_id):
+            self._fail(context, grpc.StatusCode.PERMISSION_DENIED, "permission denied")
         with self._store.lock:
             rec = self._store.records.get(request.patient_id)
             if rec is None:
@@ -270,6 +288,7 @@ class PatientRecords:
                 r
                 for _, r in sorted(self._store.records.items())
                 if r.family_name.startswith(request.family_name_prefix)
+                and self._may_see(r.patient_id)
             ]
         for offset in range(start, len(hits), size):
             page = self._page()
@@ -290,6 +309,8 @@ class PatientRecords:
         if "patient_id" in request.update_mask.paths:
             self._fail(context, grpc.StatusCode.INVALID_ARGUMENT, "patient_id cannot be updated")
         self._validate_mask(request.update_mask, context)
+        if not self._may_see(pid):
+            self._fail(context, grpc.StatusCode.PERMISSION_DENIED, "permission denied")
         with self._store.lock:
             rec = self._store.records.get(pid)
             if rec is None:
@@ -507,6 +528,7 @@ class _Call:
     def begin(self) -> None:
         try:
             self.identity = self.gate.authenticate(self.metadata)
+            CURRENT_IDENTITY.set(self.identity)
             self.policy = self.gate.authorize(self.identity, self.method)
         except _Denied as denied:
             self.finish(None, 0, denied.code)
@@ -627,7 +649,8 @@ def start(
     audit = AuditLog(options.workdir / "audit.jsonl")
     public = set(PUBLIC_METHODS)
     verbose = "verbose-errors" in options.defects
-    handlers: list[grpc.GenericRpcHandler] = [PatientRecords(_Store.seeded(), verbose).handler()]
+    records = PatientRecords(_Store.seeded(), verbose, idor="idor" in options.defects)
+    handlers: list[grpc.GenericRpcHandler] = [records.handler()]
     if "reflection" in options.defects:
         handlers.extend(_reflection_handlers())
         public |= {f"/{s}/ServerReflectionInfo" for s in REFLECTION_SERVICES}
