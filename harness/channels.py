@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,6 +95,7 @@ class CallResult:
     request_id: str
     principal: str | None
     elapsed_s: float
+    arrivals: tuple[float, ...] = ()  # seconds from the call's start to each response
 
     @property
     def status(self) -> str:
@@ -115,7 +116,7 @@ def new_request_id() -> str:
 def invoke(
     channel: grpc.Channel,
     method: str,
-    requests: Sequence[bytes],
+    requests: Sequence[bytes] | Iterator[bytes],
     *,
     metadata: Iterable[tuple[str, str | bytes]] = (),
     request_id_key: str = "x-request-id",
@@ -146,10 +147,13 @@ def invoke(
     )
     start = time.monotonic()
     responses: list[bytes] = []
-    call: Any = multicallable(iter(list(requests)), metadata=md, timeout=timeout)
+    arrivals: list[float] = []
+    outgoing = requests if isinstance(requests, Iterator) else iter(list(requests))
+    call: Any = multicallable(outgoing, metadata=md, timeout=timeout)
     try:
         for response in call:
             responses.append(response)
+            arrivals.append(time.monotonic() - start)
             if len(responses) >= max_responses:
                 call.cancel()
                 break
@@ -168,4 +172,5 @@ def invoke(
         request_id=request_id,
         principal=principal,
         elapsed_s=elapsed,
+        arrivals=tuple(arrivals),
     )

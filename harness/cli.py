@@ -44,6 +44,8 @@ def _targets_serve(spec_text: str, workdir: Path | None) -> int:
     directory = Path(tempfile.mkdtemp(prefix="hipaa-target-")) if workdir is None else workdir
     directory.mkdir(parents=True, exist_ok=True)
     served, stop, running = serve.start(spec.bundled, frozenset(spec.defects), directory)
+    # Before anything is printed: whoever reads the address may send SIGTERM at once.
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     print(f"serving {spec.raw} at {served.address}")
     print(f"  config (CA, client certificate, tokens, descriptors): {served.config}")
     print(f"  CA bundle:          {directory / 'ca.pem'}")
@@ -52,7 +54,6 @@ def _targets_serve(spec_text: str, workdir: Path | None) -> int:
     print(f"  audit log:          {directory / 'audit.jsonl'}")
     print(f"test it:  pytest --hipaa-target={served.address} --hipaa-config={served.config}")
     print("Ctrl-C stops it.", flush=True)
-    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     try:
         stop.wait()
     except KeyboardInterrupt:

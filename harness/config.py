@@ -104,6 +104,17 @@ def _choice(*options: str) -> Checker:
     return check
 
 
+def _source(value: Any, where: _Where) -> Path | list[str]:
+    """A file or glob (resolved, may not exist yet) or a read-only command (an array)."""
+    if isinstance(value, list):
+        return [
+            _str(v, _Where(where.source, f"{where.key}[{i}]", where.base))
+            for i, v in enumerate(value)
+        ]
+    text = _str(value, where)
+    return Path(text) if Path(text).is_absolute() else where.base / text
+
+
 def _json_or_table(value: Any, where: _Where) -> str | dict[str, Any]:
     if isinstance(value, (str, dict)):
         return value
@@ -197,6 +208,7 @@ SCHEMA: dict[str, Any] = {
         "required_acr": _str,
         "step_up_code": _int,
         "stream_methods": _list(_str),
+        "stream_templates": _map(_json_or_table),
         "stream_grace_s": _int,
         "stream_event_cmd": _list(_str),
         "canary_callback_url": _str,
@@ -215,7 +227,7 @@ SCHEMA: dict[str, Any] = {
         "per_message_errors": _bool,
     },
     "audit": {
-        "source": _any,
+        "source": _source,
         "format": _choice("jsonl"),
         "field_map": _map(_str),
         "action_map": _map(_str),

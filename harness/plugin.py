@@ -77,6 +77,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="TLS profile the transport controls judge against (default: hipaa-strict)",
     )
     group.addoption(
+        "--hipaa-allow-mutations",
+        action="store_true",
+        help="let controls that write (AUTHZ-003, MIN-004) change sandbox records "
+        "(authz.sandbox_ids); same as safety.allow_mutations = true",
+    )
+    group.addoption(
         "--hipaa-seed",
         type=int,
         metavar="N",
@@ -101,6 +107,10 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         spec = parse_target(target) if target is not None else None
         user_config = discover_config(Path(explicit) if explicit else None, config.rootpath)
+        if config.getoption("hipaa_allow_mutations"):
+            user_config = user_config.overlay(
+                Config({"safety": {"allow_mutations": True}}, ("--hipaa-allow-mutations",))
+            )
     except UsageError as exc:
         raise pytest.UsageError(str(exc)) from None
     state = _State(spec, user_config, config.getoption("hipaa_profile"), seed)

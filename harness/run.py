@@ -9,7 +9,7 @@ every result is kept in :attr:`Run.journal` for the controls that judge all call
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,7 +168,7 @@ class Run:
     def call(
         self,
         method: str,
-        requests: Sequence[bytes] = (b"",),
+        requests: Sequence[bytes] | Iterator[bytes] = (b"",),
         *,
         principal: Principal | None = None,
         channel: grpc.Channel | None = None,

@@ -105,8 +105,34 @@ REFERENCE = BundledTarget(
         ),
         Defect(
             "idor",
-            "clinicians can read and search every patient, not only their care team's",
-            ("AUTHZ-002",),
+            "clinicians can read, search, watch and stream every patient, not only their "
+            "care team's (so break-glass tokens reach beyond emergency reads too)",
+            ("AUTHZ-002", "AUTHZ-004", "AUTHZ-005"),
+        ),
+        Defect(
+            "stream-outlives-token",
+            "WatchPatient checks the credential only when the stream opens",
+            ("AUTHN-009",),
+        ),
+        Defect(
+            "stream-authz-once",
+            "ReadPatients authorizes only the first message of the stream",
+            ("AUTHZ-004",),
+        ),
+        Defect(
+            "mass-assignment",
+            "callers may set managing_clinician, which the service owns",
+            ("AUTHZ-003",),
+        ),
+        Defect(
+            "write-before-check",
+            "a refused UpdatePatient is applied before the refusal",
+            ("AUTHZ-003",),
+        ),
+        Defect(
+            "silent-break-glass",
+            "break-glass reads are allowed but not flagged in the audit log",
+            ("AUTHZ-005",),
         ),
         Defect(
             "verbose-errors",

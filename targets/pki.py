@@ -53,7 +53,7 @@ class TokenIssuer:
         """The verification key."""
         return self._key.public_key()
 
-    def mint(self, principal: Principal, **overrides: object) -> str:
+    def mint(self, principal: Principal, exp_in: int | None = None, **overrides: object) -> str:
         """A signed access token for ``principal``; ``overrides`` replace claims."""
         now = int(dt.datetime.now(dt.timezone.utc).timestamp())
         claims: dict[str, object] = {
@@ -65,7 +65,7 @@ class TokenIssuer:
             "client_id": "hipaa-harness",
             "iat": now,
             "nbf": now,
-            "exp": now + self.ttl_s,
+            "exp": now + (self.ttl_s if exp_in is None else exp_in),
             "jti": uuid.uuid4().hex,
         }
         claims.update(overrides)

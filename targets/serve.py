@@ -86,7 +86,18 @@ def _reference_config(workdir: Path, issuer: TokenIssuer, defects: frozenset[str
             ' "updateMask": "clinicalNotes"}'
         ),
         f"/{schema.SERVICE}/ExportPatients": '{"maxRecords": 3}',
+        f"/{schema.SERVICE}/WatchPatient": (
+            '{"patientId": "p-0001", "intervalMs": 100, "maxEvents": 2}'
+        ),
+        f"/{schema.SERVICE}/ReadPatients": '{"patientId": "p-0001"}',
     }
+    clinician = next(p for p in server.PRINCIPALS if p.name == "clinician")
+    glass = tokens / "break-glass.jwt"
+    glass.write_text(
+        issuer.mint(clinician, emergency_reason="harness break-glass drill", exp_in=300)
+    )
+    glass.chmod(0o600)
+    svc = f"/{schema.SERVICE}"
     tables: dict[str, dict[str, object]] = {
         "tls": {"server_name": "localhost", "ca_bundle": "ca.pem"},
         "mtls": {"required": True, "client_cert": "client.pem", "client_key": "client-key.pem"},
@@ -98,6 +109,10 @@ def _reference_config(workdir: Path, issuer: TokenIssuer, defects: frozenset[str
         },
         "schema.request_templates": dict(templates),
         "auth": {
+            "clock_skew_s": server.LEEWAY_S,
+            "stream_methods": [f"{svc}/WatchPatient"],
+            "stream_grace_s": 2,
+            "max_wait_s": 15,
             "issuer": issuer.issuer,
             "audience": issuer.audience,
             "require_typ": "at+jwt",
@@ -109,14 +124,38 @@ def _reference_config(workdir: Path, issuer: TokenIssuer, defects: frozenset[str
             "required_amr": ["mfa"],
         },
         **principals,
+        "auth.fixtures.break_glass": {"token_file": "tokens/break-glass.jwt"},
+        "auth.stream_templates": {
+            f"{svc}/WatchPatient": '{"patientId": "p-0001", "intervalMs": 200}'
+        },
         "auth.rbac_matrix": dict(matrix),
-        "authz": {"existence_hiding": False},
+        "authz": {
+            "existence_hiding": False,
+            "stream_methods": [f"{svc}/ReadPatients", f"{svc}/WatchPatient"],
+            "sensitive_fields": ["patient.managing_clinician"],
+            "sandbox_ids": ["p-0002", "p-0003"],
+            "emergency_methods": [f"{svc}/GetPatient"],
+        },
+        "safety": {"allow_mutations": True},
         "authz.own_ids": {"clinician": ["p-0001", "p-0002"]},
         "authz.foreign_ids": {"clinician": ["p-0031", "p-0032"]},
         "audit": {
             "source": "audit.jsonl",
             "format": "jsonl",
             "request_id_key": server.REQUEST_ID_KEY,
+            "delivery_timeout_s": 3,
+        },
+        "audit.field_map": {
+            "identity": "identity",
+            "method": "method",
+            "resource": "resource",
+            "action": "action",
+            "outcome": "outcome",
+            "request_id": "request_id",
+            "timestamp": "ts",
+            "source": "source",
+            "emergency": "emergency",
+            "reason": "reason",
         },
         "logs": {"sinks": ["app.log"]},
     }

@@ -29,6 +29,8 @@ def test_proto_files_compile_with_grpcio_tools():
         "SearchPatients",
         "UpdatePatient",
         "ExportPatients",
+        "WatchPatient",
+        "ReadPatients",
     ]
 
 

@@ -24,6 +24,7 @@ CHECK_MODULES = (
     "harness.checks.surface",
     "harness.checks.transport",
     "harness.checks.access",
+    "harness.checks.authz",
     "harness.checks.errors",
 )
 

@@ -26,6 +26,7 @@ import json
 import logging
 import re
 import threading
+import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterator
@@ -48,6 +49,9 @@ AUDIENCE = "hipaagrpc.reference"
 MAX_RECV_BYTES = 4 * 1024 * 1024
 MAX_PAGE_SIZE = 50
 MAX_EXPORT_RECORDS = 100
+MAX_WATCH_S = 120.0
+#: Clock-skew leeway on exp/nbf, at the door and on every message of a long stream.
+LEEWAY_S = 2
 REQUEST_ID_KEY = "x-request-id"
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -114,6 +118,12 @@ POLICY: dict[str, MethodPolicy] = {
         frozenset({"admin", "clinician"}), "update", lambda r: r.patient.patient_id, step_up=True
     ),
     _m("ExportPatients"): MethodPolicy(frozenset({"exporter"}), "export", lambda r: "export:*"),
+    _m("WatchPatient"): MethodPolicy(
+        frozenset({"admin", "clinician", "auditor"}), "watch", lambda r: r.patient_id
+    ),
+    _m("ReadPatients"): MethodPolicy(
+        frozenset({"admin", "clinician", "billing", "auditor"}), "read", lambda r: "stream"
+    ),
 }
 
 
@@ -134,6 +144,8 @@ class Identity:
     subject: str
     roles: frozenset[str]
     amr: tuple[str, ...] = ()
+    expires: float = float("inf")
+    emergency_reason: str = ""  # break-glass: a non-empty reason claim
 
 
 class _Denied(Exception):
@@ -216,6 +228,7 @@ class _Store:
             rec.address.state = "ZZ"
             rec.address.zip = "00000"
             rec.updated_at.GetCurrentTime()
+            rec.managing_clinician = "u-clin-01" if i <= 20 else "u-clin-02"
             store.records[pid] = rec
         return store
 
@@ -228,19 +241,36 @@ def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -
 class PatientRecords:
     """The business logic. Assumes the interceptor already authenticated and authorized."""
 
-    def __init__(self, store: _Store, verbose: bool = False, idor: bool = False) -> None:
+    def __init__(self, store: _Store, defects: frozenset[str] = frozenset()) -> None:
         self._store = store
-        self._verbose = verbose
-        self._idor = idor
+        self._verbose = "verbose-errors" in defects
+        self._idor = "idor" in defects
+        self._mass_assignment = "mass-assignment" in defects
+        self._recheck_streams = "stream-outlives-token" not in defects
+        self._per_message_authz = "stream-authz-once" not in defects
         self._patient = schema.message("Patient")
         self._page = schema.message("SearchPatientsResponse")
 
-    def _may_see(self, patient_id: str) -> bool:
-        """Object-level authorization: org-wide roles see all, clinicians their care team."""
+    def _may_see(self, patient_id: str, *, emergency_ok: bool = False) -> bool:
+        """Object-level authorization: org-wide roles see all, clinicians their care team.
+
+        A break-glass token (``emergency_reason``) opens single-record reads only.
+        """
         identity = CURRENT_IDENTITY.get()
         if identity is None or identity.roles & ORG_WIDE_ROLES or self._idor:
             return True
+        if emergency_ok and identity.emergency_reason:
+            return True
         return patient_id in CARE_TEAMS.get(identity.subject, frozenset())
+
+    def _get(self, patient_id: str, context: grpc.ServicerContext) -> Message:
+        with self._store.lock:
+            rec = self._store.records.get(patient_id)
+            if rec is None:
+                self._fail(context, grpc.StatusCode.NOT_FOUND, "patient not found")
+            out = self._patient()
+            out.CopyFrom(rec)
+            return out
 
     def _fail(self, context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
         if self._verbose:  # defect: the stack goes to the caller
@@ -259,7 +289,7 @@ class PatientRecords:
         if not request.patient_id:
             self._fail(context, grpc.StatusCode.INVALID_ARGUMENT, "patient_id is required")
         self._validate_mask(request.read_mask, context)
-        if not self._may_see(request.patient_id):
+        if not self._may_see(request.patient_id, emergency_ok=True):
             self._fail(context, grpc.StatusCode.PERMISSION_DENIED, "permission denied")
         with self._store.lock:
             rec = self._store.records.get(request.patient_id)
@@ -308,6 +338,10 @@ class PatientRecords:
             )
         if "patient_id" in request.update_mask.paths:
             self._fail(context, grpc.StatusCode.INVALID_ARGUMENT, "patient_id cannot be updated")
+        if "managing_clinician" in request.update_mask.paths and not self._mass_assignment:
+            self._fail(
+                context, grpc.StatusCode.INVALID_ARGUMENT, "managing_clinician cannot be updated"
+            )
         self._validate_mask(request.update_mask, context)
         if not self._may_see(pid):
             self._fail(context, grpc.StatusCode.PERMISSION_DENIED, "permission denied")
@@ -327,6 +361,57 @@ class PatientRecords:
         with self._store.lock:
             records = [r for _, r in sorted(self._store.records.items())][:limit]
         yield from records
+
+    def apply_unchecked(self, request: Any) -> None:
+        """The write-before-check defect: apply an update that will then be refused."""
+        with self._store.lock:
+            rec = self._store.records.get(request.patient.patient_id)
+            if rec is not None and request.update_mask.paths:
+                with contextlib.suppress(ValueError):
+                    request.update_mask.MergeMessage(
+                        request.patient, rec, replace_message_field=True
+                    )
+
+    def watch_patient(self, request: Any, context: grpc.ServicerContext) -> Iterator[Message]:
+        """Stream a record's state every ``interval_ms`` while the credential is valid."""
+        identity = CURRENT_IDENTITY.get()
+        if request.patient_id == "*":
+            if identity is None or not identity.roles & ORG_WIDE_ROLES:
+                self._fail(context, grpc.StatusCode.PERMISSION_DENIED, "permission denied")
+        elif not self._may_see(request.patient_id):
+            self._fail(context, grpc.StatusCode.PERMISSION_DENIED, "permission denied")
+        interval = max(request.interval_ms or 500, 100) / 1000
+        deadline = time.monotonic() + MAX_WATCH_S
+        sent = 0
+        event = schema.message("PatientEvent")
+        while context.is_active() and time.monotonic() < deadline:
+            if request.max_events and sent >= request.max_events:
+                return
+            if (
+                self._recheck_streams
+                and identity is not None
+                and time.time() > identity.expires + LEEWAY_S
+            ):
+                self._fail(context, grpc.StatusCode.UNAUTHENTICATED, "authentication required")
+            ids = sorted(self._store.records) if request.patient_id == "*" else [request.patient_id]
+            for pid in ids:
+                out = event(patient=self._get(pid, context))
+                out.observed_at.GetCurrentTime()
+                yield out
+            sent += 1
+            time.sleep(interval)
+
+    def read_patients(
+        self, requests: Iterator[Any], context: grpc.ServicerContext
+    ) -> Iterator[Message]:
+        """One record per request message, each authorized on its own."""
+        for i, request in enumerate(requests):
+            if not request.patient_id:
+                self._fail(context, grpc.StatusCode.INVALID_ARGUMENT, "patient_id is required")
+            checked = i == 0 or self._per_message_authz
+            if checked and not self._may_see(request.patient_id):
+                self._fail(context, grpc.StatusCode.PERMISSION_DENIED, "permission denied")
+            yield self._get(request.patient_id, context)
 
     def handler(self) -> grpc.GenericRpcHandler:
         """The generic handler that registers the service with a grpc server."""
@@ -354,6 +439,16 @@ class PatientRecords:
                     request_deserializer=m("ExportPatientsRequest").FromString,
                     response_serializer=m("Patient").SerializeToString,
                 ),
+                "WatchPatient": grpc.unary_stream_rpc_method_handler(
+                    self.watch_patient,
+                    request_deserializer=m("WatchPatientRequest").FromString,
+                    response_serializer=m("PatientEvent").SerializeToString,
+                ),
+                "ReadPatients": grpc.stream_stream_rpc_method_handler(
+                    self.read_patients,
+                    request_deserializer=m("GetPatientRequest").FromString,
+                    response_serializer=m("Patient").SerializeToString,
+                ),
             },
         )
 
@@ -375,6 +470,8 @@ class Gatekeeper(grpc.ServerInterceptor):
         self._public = public
         self._defects = defects
         self._verified_signatures: set[str] = set()  # used only by the sig-cache defect
+        self.write_before_check: Callable[[Any], None] | None = None  # the defect's hook
+        self.silent_break_glass = "silent-break-glass" in defects  # defect: not flagged
 
     # -- policy -------------------------------------------------------------------------
 
@@ -405,7 +502,14 @@ class Gatekeeper(grpc.ServerInterceptor):
             raise self._refuse("roles")
         if not isinstance(amr, list):
             raise self._refuse("amr")
-        return Identity(str(claims["sub"]), frozenset(roles), tuple(str(a) for a in amr))
+        reason = claims.get("emergency_reason", "")
+        return Identity(
+            str(claims["sub"]),
+            frozenset(roles),
+            tuple(str(a) for a in amr),
+            float(claims["exp"]),
+            reason if isinstance(reason, str) else "",
+        )
 
     def _anonymous(self) -> _Denied:
         if "wrong-code" in self._defects:  # defect: PERMISSION_DENIED for "who are you?"
@@ -440,7 +544,7 @@ class Gatekeeper(grpc.ServerInterceptor):
             algorithms=[TokenIssuer.algorithm],
             audience=self._issuer.audience,
             issuer=self._issuer.issuer,
-            leeway=30,
+            leeway=LEEWAY_S,
             options=options,  # type: ignore[arg-type]
         )
         if "sig-cache" in d:
@@ -531,6 +635,12 @@ class _Call:
             CURRENT_IDENTITY.set(self.identity)
             self.policy = self.gate.authorize(self.identity, self.method)
         except _Denied as denied:
+            if (
+                self.gate.write_before_check is not None
+                and denied.code == grpc.StatusCode.PERMISSION_DENIED
+                and self.method == _m("UpdatePatient")
+            ):
+                self.gate.write_before_check(self.request)  # defect: the write lands anyway
             self.finish(None, 0, denied.code)
             self.context.abort(denied.code, denied.message)
 
@@ -574,6 +684,14 @@ class _Call:
             "outcome": code.name,
             "messages": messages,
             "source": self.context.peer(),
+            "emergency": bool(
+                self.identity
+                and self.identity.emergency_reason
+                and not self.gate.silent_break_glass
+            ),
+            "reason": self.identity.emergency_reason
+            if self.identity and not self.gate.silent_break_glass
+            else "",
         }
         self.gate._audit.append(event)
         self.gate._log.info(
@@ -648,17 +766,19 @@ def start(
     log = logging.getLogger("hipaagrpc.reference")
     audit = AuditLog(options.workdir / "audit.jsonl")
     public = set(PUBLIC_METHODS)
-    verbose = "verbose-errors" in options.defects
-    records = PatientRecords(_Store.seeded(), verbose, idor="idor" in options.defects)
+    records = PatientRecords(_Store.seeded(), options.defects)
     handlers: list[grpc.GenericRpcHandler] = [records.handler()]
     if "reflection" in options.defects:
         handlers.extend(_reflection_handlers())
         public |= {f"/{s}/ServerReflectionInfo" for s in REFLECTION_SERVICES}
     if "channelz" in options.defects:
         public |= {f"/grpc.channelz.v1.Channelz/{m}" for m in CHANNELZ_METHODS}
+    gatekeeper = Gatekeeper(issuer, audit, log, frozenset(public), options.defects)
+    if "write-before-check" in options.defects:
+        gatekeeper.write_before_check = records.apply_unchecked
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=16),
-        interceptors=[Gatekeeper(issuer, audit, log, frozenset(public), options.defects)],
+        interceptors=[gatekeeper],
         options=[
             ("grpc.max_receive_message_length", MAX_RECV_BYTES),
             ("grpc.so_reuseport", 0),

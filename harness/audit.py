@@ -1,0 +1,93 @@
+"""Reading the target's audit events: a JSON-lines file (or glob), or a read-only command.
+
+Field names come from ``audit.field_map`` (identity, method, resource, action, outcome,
+request_id, timestamp, source, emergency, reason), so services with other event shapes can
+be checked. Unparseable lines are counted, never fatal.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import subprocess
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.run import Run
+
+_CMD_TIMEOUT_S = 15.0
+
+
+@dataclass(frozen=True)
+class Events:
+    """Events read from the audit source, or why none could be read."""
+
+    events: tuple[dict[str, Any], ...]
+    problem: str = ""
+    unparsed: int = 0
+
+
+def field(run: Run, event: dict[str, Any], name: str) -> Any:
+    """The value of logical field ``name`` in ``event``, through ``audit.field_map``."""
+    return event.get(str(run.config.table("audit.field_map").get(name, name)))
+
+
+def read(run: Run) -> Events:
+    """Every event the source holds now."""
+    source = run.config.get("audit.source")
+    if source is None:
+        return Events((), "no audit.source configured")
+    lines: list[str] = []
+    if isinstance(source, list):
+        try:
+            done = subprocess.run(
+                source, capture_output=True, text=True, timeout=_CMD_TIMEOUT_S, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return Events((), f"audit.source command failed: {type(exc).__name__}")
+        if done.returncode != 0:
+            return Events((), f"audit.source command exited {done.returncode}")
+        lines = done.stdout.splitlines()
+    else:
+        paths = sorted(glob.glob(str(source))) if glob.has_magic(str(source)) else [str(source)]
+        for path in paths:
+            try:
+                lines += Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
+            except OSError as exc:
+                return Events((), f"audit.source {path}: {exc.strerror}")
+    events, unparsed = [], 0
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            event = json.loads(line)
+        except ValueError:
+            unparsed += 1
+            continue
+        if isinstance(event, dict):
+            events.append(event)
+        else:
+            unparsed += 1
+    return Events(tuple(events), "", unparsed)
+
+
+def wait_for(run: Run, request_ids: Iterable[str]) -> tuple[dict[str, list[dict[str, Any]]], str]:
+    """Poll the source until every request ID has an event, or ``audit.delivery_timeout_s``.
+
+    Returns the events per request ID (possibly empty lists) and a problem, if any.
+    """
+    wanted = set(request_ids)
+    deadline = time.monotonic() + float(run.config.get("audit.delivery_timeout_s", 30))
+    while True:
+        got = read(run)
+        found: dict[str, list[dict[str, Any]]] = {rid: [] for rid in wanted}
+        for event in got.events:
+            rid = field(run, event, "request_id")
+            if rid in found:
+                found[rid].append(event)
+        if got.problem or all(found.values()) or time.monotonic() >= deadline:
+            return found, got.problem
+        time.sleep(0.1)

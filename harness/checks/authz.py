@@ -1,0 +1,598 @@
+"""Stream, mutation and break-glass controls (AUTHN-009, AUTHZ-003, AUTHZ-004, AUTHZ-005).
+
+IDs are swapped in request templates as JSON strings (an own ID for a foreign, sandbox or
+wildcard one), and responses are judged by decoding them with the descriptors, so the
+checks need no knowledge of the target's field names beyond its config.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+
+from harness import audit
+from harness.catalogue import CATALOGUE, Severity
+from harness.channels import CallResult
+from harness.checks import check
+from harness.checks._calls import Probe, bearer, refused, send
+from harness.checks.access import _policy_or_skip, _strings, bases
+from harness.outcome import Observation, Outcome, Status
+from harness.policy import Policy
+from harness.principals import principals_from
+from harness.run import Run
+
+
+def _template(run: Run, path: str, key: str = "schema.request_templates") -> str:
+    value = run.config.table(key).get(path)
+    if value is None and key != "schema.request_templates":
+        value = run.config.table("schema.request_templates").get(path)
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _swap(text: str, old: str, new: str) -> str:
+    return text.replace(json.dumps(old), json.dumps(new))
+
+
+def _named_id(text: str, ids: list[str]) -> str | None:
+    return next((i for i in ids if json.dumps(i) in text), None)
+
+
+def _foreign_ids_in(policy: Policy, path: str, result: CallResult, foreign: set[str]) -> set[str]:
+    cls = policy.catalogue.message_class(policy.catalogue.method(path).output_type)
+    leaked: set[str] = set()
+    for blob in result.responses:
+        try:
+            leaked |= _strings(cls.FromString(blob)) & foreign
+        except DecodeError:
+            continue
+    return leaked
+
+
+# -- AUTHN-009 --------------------------------------------------------------------------
+
+
+@check("AUTHN-009")
+def streams_end_at_expiry(run: Run) -> Outcome:
+    """Long-lived streams end when the credential expires (automatic logoff).
+
+    For each ``auth.stream_methods`` entry, a principal allowed on it opens the stream
+    (``auth.stream_templates``, else the request template) with a token that has a few
+    seconds of life left: minted with the issuer key, or its own token when its remaining
+    life is within ``auth.max_wait_s``. Bidi streams get the template again every second.
+    The stream must end UNAUTHENTICATED by ``exp + auth.clock_skew_s +
+    auth.stream_grace_s`` and deliver nothing after ``exp + skew``.
+    """
+    control = CATALOGUE["AUTHN-009"]
+    methods = run.config.str_list("auth.stream_methods")
+    if not methods:
+        return Outcome.skip(control, "no auth.stream_methods declared")
+    policy = _policy_or_skip(run, "AUTHN-009")
+    if isinstance(policy, Outcome):
+        return policy
+    skew = int(run.config.get("auth.clock_skew_s", 60))
+    grace = int(run.config.get("auth.stream_grace_s", 60))
+    max_wait = float(run.config.get("auth.max_wait_s", 120))
+    keys = run.issuer_keys()
+    found, why = bases(run)
+    observations = []
+    for path in methods:
+        allowed = policy.allowed(path) or frozenset()
+        base = next((b for b in found if b.principal.name in allowed and b.accepted), None)
+        if base is None:
+            observations.append(
+                Observation(
+                    path, "not sent", "an allowed principal with a working JWT", Status.SKIP
+                )
+            )
+            continue
+        now = time.time()
+        if keys.private_key is not None:
+            life = 2
+            token = keys.mint(
+                {**base.token.claims, "iat": int(now), "nbf": int(now) - 1, "exp": int(now) + life},
+                base.token.header,
+            )
+            exp = int(now) + life
+        else:
+            exp = int(base.token.claims.get("exp", 0))
+            token = base.principal.token()
+        wait = exp + skew + grace - now
+        if wait > max_wait:
+            observations.append(
+                Observation(
+                    path,
+                    f"token expires in {exp - now:.0f} s",
+                    f"a token that expires within auth.max_wait_s ({max_wait:g} s), "
+                    "or auth.issuer_private_key",
+                    Status.SKIP,
+                )
+            )
+            continue
+        method = policy.catalogue.method(path)
+        request = policy.catalogue.request_bytes(
+            path, _template(run, path, "auth.stream_templates")
+        )
+        requests: Any = (request,)
+        if method.client_streaming:
+            requests = _every_second(request, wait)
+        started = time.time()
+        result = run.call(
+            path, requests, extra_metadata=bearer(token), timeout=wait + 1, max_responses=100_000
+        )
+        late = sum(1 for t in result.arrivals if started + t > exp + skew)
+        where = f"{path} with a token expiring in {exp - now:.1f} s ({base.principal.name})"
+        expected = (
+            f"ends UNAUTHENTICATED (16) within exp + {skew + grace} s, nothing after exp + {skew} s"
+        )
+        observed = f"{result.summary()}, {late} message(s) after exp + skew"
+        if late or result.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            status, sev = Status.FAIL, Severity.HIGH
+        elif result.code == grpc.StatusCode.UNAUTHENTICATED:
+            status, sev = Status.PASS, None
+        elif result.code == grpc.StatusCode.OK and time.time() < exp:
+            status, sev = Status.INCONCLUSIVE, None
+            observed += (
+                " (the stream ended by itself before the token expired: "
+                "use a long-lived auth.stream_templates entry)"
+            )
+        else:
+            status, sev = Status.FAIL, Severity.MEDIUM
+        observations.append(Observation(where, observed, expected, status, sev, result.request_id))
+    if not observations:
+        return Outcome.skip(control, why)
+    return Outcome.from_observations(
+        control, observations, passed="streams end when their credential expires"
+    )
+
+
+def _every_second(request: bytes, seconds: float) -> Iterator[bytes]:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        yield request
+        time.sleep(1.0)
+
+
+# -- AUTHZ-003 --------------------------------------------------------------------------
+
+
+def _set_path(message: Any, dotted: str, value: str) -> bool:
+    """Set string field ``dotted`` (proto names) in ``message``; False if there is none."""
+    *parents, leaf = dotted.split(".")
+    node = message
+    for name in parents:
+        if name not in node.DESCRIPTOR.fields_by_name:
+            return False
+        node = getattr(node, name)
+    fd = node.DESCRIPTOR.fields_by_name.get(leaf)
+    if fd is None or fd.type != fd.TYPE_STRING:
+        return False
+    setattr(node, leaf, value)
+    for fm in message.DESCRIPTOR.fields:  # keep AIP-134 update masks in step
+        if fm.message_type is not None and fm.message_type.full_name == "google.protobuf.FieldMask":
+            mask = getattr(message, fm.name)
+            relative = ".".join(dotted.split(".")[1:]) if parents else dotted
+            if relative and relative not in mask.paths:
+                mask.paths.append(relative)
+    return True
+
+
+def _marked(cls: Any, text: str, nonce: str, ids: set[str]) -> bytes:
+    """The template with every non-ID string value suffixed with ``nonce``.
+
+    A denied write must leave no trace; marking its values makes any trace visible even if
+    an earlier, allowed write stored the template's own values.
+    """
+    msg = cls()
+    json_format.Parse(text, msg)
+
+    def mark(node: Any) -> None:
+        for fd, value in node.ListFields():
+            if fd.type == fd.TYPE_STRING and isinstance(value, str) and value and value not in ids:
+                setattr(node, fd.name, f"{value}-{nonce}")
+            elif (
+                fd.message_type is not None
+                and hasattr(value, "ListFields")
+                and fd.message_type.full_name != "google.protobuf.FieldMask"
+            ):
+                mark(value)
+
+    mark(msg)
+    data: bytes = msg.SerializeToString()
+    return data
+
+
+@check("AUTHZ-003")
+def no_escalation_by_tampering(run: Run) -> Outcome:
+    """No escalation or side effects from tampered or denied requests.
+
+    Needs ``--hipaa-allow-mutations`` and ``authz.sandbox_ids``; only sandbox records are
+    touched. A reader (``auditor``, else the first principal that can read) snapshots a
+    sandbox record. The ``least-privileged`` principal then attempts each write the
+    matrix denies it: PERMISSION_DENIED, and the record must read back byte-identical.
+    Every principal allowed to write then sends the write with each
+    ``authz.sensitive_fields`` path set to a harness value: it must be refused
+    (INVALID_ARGUMENT or PERMISSION_DENIED) or the stored value must not be the injected
+    one.
+    """
+    control = CATALOGUE["AUTHZ-003"]
+    if not run.config.get("safety.allow_mutations"):
+        return Outcome.skip(
+            control, "needs --hipaa-allow-mutations (or safety.allow_mutations = true)"
+        )
+    sandbox = run.config.str_list("authz.sandbox_ids")
+    if not sandbox:
+        return Outcome.skip(control, "no authz.sandbox_ids: no record may be changed")
+    policy = _policy_or_skip(run, "AUTHZ-003")
+    if isinstance(policy, Outcome):
+        return policy
+    known = sandbox + [i for ids in run.config.table("authz.own_ids").values() for i in ids]
+    writes = [
+        m
+        for m in policy.protected()
+        if policy.is_write(m.path) and _named_id(_template(run, m.path), known)
+    ]
+    reads = [
+        m
+        for m in policy.protected()
+        if not policy.is_write(m.path)
+        and not m.server_streaming
+        and not m.client_streaming
+        and _named_id(_template(run, m.path), known)
+    ]
+    if not writes or not reads:
+        return Outcome.skip(
+            control,
+            "needs a write and a unary read method whose templates name an own or sandbox ID",
+        )
+    read = reads[0]
+    reader = run.principal("auditor") or next(
+        (run.principal(n) for n in sorted(policy.allowed(read.path) or ()) if run.principal(n)),
+        None,
+    )
+    if reader is None:
+        return Outcome.skip(control, f"no principal may call {read.path} to read records back")
+    sid = sandbox[0]
+    read_request = policy.catalogue.request_bytes(
+        read.path,
+        _swap(_template(run, read.path), _named_id(_template(run, read.path), known) or "", sid),
+    )
+
+    def snapshot() -> CallResult:
+        return run.call(read.path, [read_request], principal=reader)
+
+    nonce = f"hipaa-{run.options.seed:08x}"
+    sensitive = run.config.str_list("authz.sensitive_fields")
+    least = run.principal("least-privileged")
+    observations = []
+    for w in writes:
+        text = _swap(_template(run, w.path), _named_id(_template(run, w.path), known) or "", sid)
+        allowed = policy.allowed(w.path) or frozenset()
+        if least is not None and least.name not in allowed:
+            before = snapshot()
+            marked = _marked(policy.catalogue.message_class(w.input_type), text, nonce, set(known))
+            attempt = run.call(w.path, [marked], principal=least)
+            after = snapshot()
+            same = before.responses == after.responses and before.code == after.code
+            observations.append(
+                refused(
+                    Probe("least-privileged attempts a denied write", w.path, ()),
+                    attempt,
+                    expected=(grpc.StatusCode.PERMISSION_DENIED,),
+                    low=(),
+                )
+            )
+            observations.append(
+                Observation(
+                    f"{sid} read back by {reader.name} after the denied write",
+                    "unchanged" if same else "changed",
+                    "byte-identical",
+                    Status.PASS if same else Status.FAIL,
+                    Severity.CRITICAL,
+                    after.request_id,
+                )
+            )
+        for name in sorted(allowed):
+            writer = run.principal(name)
+            if writer is None:
+                continue
+            for path in sensitive:
+                cls = policy.catalogue.message_class(w.input_type)
+                msg = cls()
+                json_format.Parse(text, msg)
+                if not _set_path(msg, path, nonce):
+                    continue
+                result = run.call(w.path, [msg.SerializeToString()], principal=writer)
+                back = snapshot()
+                stored = any(
+                    nonce
+                    in _strings(policy.catalogue.message_class(read.output_type).FromString(b))
+                    for b in back.responses
+                )
+                ok = (
+                    result.code
+                    in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED)
+                    or not stored
+                )
+                observations.append(
+                    Observation(
+                        f"{name} sets {path} -> {w.path}",
+                        result.summary() + ("; the injected value was stored" if stored else ""),
+                        "refused (3 or 7), or the value not stored",
+                        Status.PASS if ok else Status.FAIL,
+                        Severity.CRITICAL,
+                        result.request_id,
+                    )
+                )
+    if not observations:
+        return Outcome.skip(
+            control, "no denied write for least-privileged and no sensitive field to inject"
+        )
+    return Outcome.from_observations(
+        control, observations, passed="no write across owners, no partial write"
+    )
+
+
+# -- AUTHZ-004 --------------------------------------------------------------------------
+
+
+@check("AUTHZ-004")
+def per_message_authorization(run: Run) -> Outcome:
+    """Per-message authorization on streams.
+
+    For each ``authz.stream_methods`` entry and each principal with ``authz.own_ids`` and
+    ``authz.foreign_ids`` allowed on it: a client-streaming or bidi call sends own, foreign,
+    own; no foreign ID may come back and the stream must end PERMISSION_DENIED (or carry a
+    per-message error under ``authz.per_message_errors``). A server stream is subscribed to
+    a foreign ID and to the wildcard ``*``: PERMISSION_DENIED with zero messages.
+    """
+    control = CATALOGUE["AUTHZ-004"]
+    methods = run.config.str_list("authz.stream_methods")
+    own, foreign = run.config.table("authz.own_ids"), run.config.table("authz.foreign_ids")
+    if not methods or not foreign:
+        return Outcome.skip(
+            control, "needs authz.stream_methods, authz.own_ids and authz.foreign_ids"
+        )
+    policy = _policy_or_skip(run, "AUTHZ-004")
+    if isinstance(policy, Outcome):
+        return policy
+    per_message = bool(run.config.get("authz.per_message_errors", False))
+    observations = []
+    probes: list[tuple[str, Probe, set[str]]] = []
+    for name, foreign_ids in foreign.items():
+        principal = run.principal(name)
+        mine = own.get(name, [])
+        if principal is None or not mine:
+            continue
+        for path in methods:
+            if name not in (policy.allowed(path) or ()):
+                continue
+            text = _template(run, path)
+            named = _named_id(text, mine)
+            if named is None:
+                observations.append(
+                    Observation(
+                        f"{path} as {name}",
+                        "not sent",
+                        "a template naming one of its own IDs",
+                        Status.SKIP,
+                    )
+                )
+                continue
+            method = policy.catalogue.method(path)
+            build = policy.catalogue.request_bytes
+            if method.client_streaming:
+                msgs = (
+                    build(path, text),
+                    build(path, _swap(text, named, foreign_ids[0])),
+                    build(path, text),
+                )
+                probes.append(
+                    (
+                        "stream",
+                        Probe(
+                            f"{name} sends own, foreign {foreign_ids[0]}, own",
+                            path,
+                            msgs,
+                            principal,
+                        ),
+                        set(foreign_ids),
+                    )
+                )
+            else:
+                probes.append(
+                    (
+                        "subscribe",
+                        Probe(
+                            f"{name} subscribes to foreign {foreign_ids[0]}",
+                            path,
+                            (build(path, _swap(text, named, foreign_ids[0])),),
+                            principal,
+                        ),
+                        set(foreign_ids),
+                    )
+                )
+                probes.append(
+                    (
+                        "subscribe",
+                        Probe(
+                            f"{name} subscribes to the wildcard",
+                            path,
+                            (build(path, _swap(text, named, "*")),),
+                            principal,
+                        ),
+                        set(foreign_ids),
+                    )
+                )
+    for (kind, _, foreign_set), (probe, result) in zip(
+        probes, send(run, [p for _, p, _ in probes]), strict=True
+    ):
+        leaked = _foreign_ids_in(policy, probe.method, result, foreign_set)
+        where = f"{probe.label} -> {probe.method}"
+        if leaked:
+            observations.append(
+                Observation(
+                    where,
+                    f"{result.summary()}; foreign IDs delivered: {', '.join(sorted(leaked))}",
+                    "no foreign data",
+                    Status.FAIL,
+                    Severity.CRITICAL,
+                    result.request_id,
+                )
+            )
+        elif kind == "stream":
+            ended = result.code == grpc.StatusCode.PERMISSION_DENIED or (
+                per_message and result.code == grpc.StatusCode.OK
+            )
+            observations.append(
+                Observation(
+                    where,
+                    result.summary(),
+                    "the foreign message refused: stream ends PERMISSION_DENIED (7)",
+                    Status.PASS if ended else Status.FAIL,
+                    Severity.HIGH,
+                    result.request_id,
+                )
+            )
+        else:
+            observations.append(
+                refused(
+                    probe,
+                    result,
+                    expected=(grpc.StatusCode.PERMISSION_DENIED,),
+                    low=(grpc.StatusCode.NOT_FOUND,),
+                )
+            )
+    if not observations:
+        return Outcome.skip(
+            control, "no principal with own and foreign IDs may call an authz.stream_methods entry"
+        )
+    return Outcome.from_observations(
+        control, observations, passed="every stream message authorized on its own"
+    )
+
+
+# -- AUTHZ-005 --------------------------------------------------------------------------
+
+
+@check("AUTHZ-005")
+def break_glass(run: Run) -> Outcome:
+    """Emergency (break-glass) access constrained and flagged.
+
+    With ``auth.fixtures.break_glass``: each ``authz.emergency_methods`` entry, called for
+    a record outside the normal scope (a foreign ID), must succeed; other methods called
+    for a foreign record must get PERMISSION_DENIED; and every emergency call must have an
+    audit event with the emergency marker true and a non-empty reason
+    (``audit.field_map.emergency`` / ``reason``). SKIP when no break-glass mechanism is
+    declared (ATT-006 must then cover the procedure); INCONCLUSIVE when the audit source
+    cannot be read.
+    """
+    control = CATALOGUE["AUTHZ-005"]
+    fixtures = principals_from(run.config.table("auth.fixtures"), "config")
+    emergency = run.config.str_list("authz.emergency_methods")
+    if "break_glass" not in fixtures or not emergency:
+        return Outcome.skip(
+            control,
+            "no break-glass mechanism declared (auth.fixtures.break_glass, "
+            "authz.emergency_methods); ATT-006 must cover it",
+        )
+    policy = _policy_or_skip(run, "AUTHZ-005")
+    if isinstance(policy, Outcome):
+        return policy
+    token = fixtures["break_glass"].token()
+    own = [i for ids in run.config.table("authz.own_ids").values() for i in ids]
+    foreign = [i for ids in run.config.table("authz.foreign_ids").values() for i in ids]
+    if not foreign:
+        return Outcome.skip(control, "needs authz.foreign_ids: a record outside the normal scope")
+    probes = []
+    for m in policy.protected():
+        if policy.is_write(m.path) and not policy.allow_mutations:
+            continue
+        text = _template(run, m.path)
+        named = _named_id(text, own)
+        if named is None:
+            continue
+        request = policy.catalogue.request_bytes(m.path, _swap(text, named, foreign[0]))
+        kind = "emergency" if m.path in emergency else "other"
+        probes.append(
+            (
+                kind,
+                Probe(
+                    f"break-glass {kind} call for {foreign[0]}",
+                    m.path,
+                    (request,),
+                    None,
+                    bearer(token),
+                ),
+            )
+        )
+    results = send(run, [p for _, p in probes])
+    observations = []
+    emergency_ids = []
+    for (kind, _), (probe, result) in zip(probes, results, strict=True):
+        where = f"{probe.label} -> {probe.method}"
+        if kind == "emergency":
+            ok = result.code not in (
+                grpc.StatusCode.PERMISSION_DENIED,
+                grpc.StatusCode.UNAUTHENTICATED,
+            )
+            observations.append(
+                Observation(
+                    where,
+                    result.summary(),
+                    "allowed",
+                    Status.PASS if ok else Status.FAIL,
+                    Severity.MEDIUM,
+                    result.request_id,
+                )
+            )
+            if ok:
+                emergency_ids.append(result.request_id)
+        else:
+            observations.append(
+                refused(probe, result, expected=(grpc.StatusCode.PERMISSION_DENIED,), low=())
+            )
+    if emergency_ids:
+        events, problem = audit.wait_for(run, emergency_ids)
+        for rid in emergency_ids:
+            evs = events.get(rid, [])
+            if problem or not evs:
+                observations.append(
+                    Observation(
+                        f"audit event for {rid}",
+                        problem or "none within audit.delivery_timeout_s",
+                        "an event flagged emergency with a reason",
+                        Status.INCONCLUSIVE,
+                        request_id=rid,
+                    )
+                )
+                continue
+            flagged = all(
+                audit.field(run, e, "emergency") is True
+                and str(audit.field(run, e, "reason") or "").strip()
+                for e in evs
+            )
+            observations.append(
+                Observation(
+                    f"audit event for {rid}",
+                    "flagged with a reason"
+                    if flagged
+                    else "not flagged as emergency, or no reason",
+                    "emergency marker true and a non-empty reason",
+                    Status.PASS if flagged else Status.FAIL,
+                    Severity.HIGH,
+                    rid,
+                )
+            )
+    return Outcome.from_observations(
+        control,
+        observations,
+        passed="break-glass limited to emergency methods and flagged in the audit log",
+    )
