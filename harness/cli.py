@@ -30,7 +30,8 @@ def _targets_list() -> int:
         print(f"{target.name}: {target.summary}")
         print(f"  spawn:{target.name}  (compliant)")
         for d in target.defects:
-            print(f"  spawn:{target.name}+{d.name:<20} trips {', '.join(d.trips):<12} {d.summary}")
+            print(f"  spawn:{target.name}+{d.name}")
+            print(f"      trips {', '.join(d.trips)}: {d.summary}")
     return EXIT_OK
 
 

@@ -34,6 +34,8 @@ class Principal:
     token_file: Path | None = None
     token_env: str | None = None
     token_cmd: list[str] | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
     source: str = "config"
     _token: str | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -42,6 +44,11 @@ class Principal:
     def has_token(self) -> bool:
         """True if a token source is configured."""
         return bool(self.token_file or self.token_env or self.token_cmd)
+
+    @property
+    def has_cert(self) -> bool:
+        """True if the principal presents its own client certificate (an mTLS identity)."""
+        return self.client_cert is not None
 
     def token(self) -> str:
         """The bearer token, read once.
@@ -96,8 +103,8 @@ class Principal:
         return token
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
-        """``authorization: Bearer <token>``."""
-        return (("authorization", f"Bearer {self.token()}"),)
+        """``authorization: Bearer <token>``, or nothing for a certificate-only identity."""
+        return (("authorization", f"Bearer {self.token()}"),) if self.has_token else ()
 
 
 def principals_from(table: dict[str, Any], source: str) -> dict[str, Principal]:
@@ -109,11 +116,21 @@ def principals_from(table: dict[str, Any], source: str) -> dict[str, Principal]:
             raise ConfigError(
                 source, f"auth.principals.{name}", f"give one token source, not {sources}"
             )
+        if ("client_cert" in spec) != ("client_key" in spec):
+            raise ConfigError(
+                source, f"auth.principals.{name}", "client_cert and client_key go together"
+            )
+        if not sources and "client_cert" not in spec:
+            raise ConfigError(
+                source, f"auth.principals.{name}", "needs a token source or a client_cert"
+            )
         out[name] = Principal(
             name=name,
             token_file=spec.get("token_file"),
             token_env=spec.get("token_env"),
             token_cmd=spec.get("token_cmd"),
+            client_cert=spec.get("client_cert"),
+            client_key=spec.get("client_key"),
             source=source,
         )
     return out

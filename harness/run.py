@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -78,6 +78,7 @@ class Run:
         self._catalogue: MethodCatalogue | None = None
         self._catalogue_problem: str | None = None
         self._memo: dict[str, Any] = {}
+        self._extra_channels: list[grpc.Channel] = []
         self._memo_locks: dict[str, threading.Lock] = {}
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -143,6 +144,9 @@ class Run:
             if self._channel is not None:
                 self._channel.close()
                 self._channel = None
+            for extra in self._extra_channels:
+                extra.close()
+            self._extra_channels.clear()
         if self.spawned is not None:
             self.spawned.stop()
 
@@ -161,9 +165,26 @@ class Run:
         return str(self.config.get("audit.request_id_key"))
 
     def principal(self, name: str) -> Principal | None:
-        """The configured principal ``name`` with a token source, or ``None``."""
-        p = self.principals.get(name)
-        return p if p is not None and p.has_token else None
+        """The configured principal ``name``, or ``None``."""
+        return self.principals.get(name)
+
+    def channel_for(self, principal: Principal) -> grpc.Channel:
+        """A channel presenting ``principal``'s client certificate (one per principal)."""
+        if not principal.has_cert:
+            return self.channel()
+
+        def open_() -> grpc.Channel:
+            endpoint = replace(
+                self.endpoint,
+                client_cert_pem=_read(principal.client_cert),
+                client_key_pem=_read(principal.client_key),
+            )
+            channel = endpoint.open_channel()
+            with self._lock:
+                self._extra_channels.append(channel)
+            return channel
+
+        return self.memo(f"channel:{principal.name}", open_)
 
     def call(
         self,
@@ -189,8 +210,10 @@ class Run:
         """
         md: list[tuple[str, str | bytes]] = list(principal.metadata()) if principal else []
         md.extend(extra_metadata)
+        if channel is None:
+            channel = self.channel_for(principal) if principal is not None else self.channel()
         result = invoke(
-            channel or self.channel(),
+            channel,
             method,
             requests,
             metadata=md,

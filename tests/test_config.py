@@ -117,3 +117,20 @@ def test_overlay_user_config_wins(tmp_path):
     merged = base.overlay(top)
     assert merged.get("tls.server_name") == "b"
     assert merged.get("tls.extra_ports") == [1]
+
+
+@pytest.mark.parametrize(
+    ("principal", "message"),
+    [
+        ("client_cert = 'c.pem'\n", "client_cert and client_key go together"),
+        ("token_env = 'A'\ntoken_file = 'c.pem'\n", "give one token source"),
+        ("", "needs a token source or a client_cert"),
+    ],
+)
+def test_principal_errors(tmp_path, principal, message):
+    from harness.principals import principals_from
+
+    (tmp_path / "c.pem").write_text("x")
+    cfg = load_config(write(tmp_path, f"[auth.principals.svc]\n{principal}"))
+    with pytest.raises(ConfigError, match=message):
+        principals_from(cfg.table("auth.principals"), "hipaa.toml")

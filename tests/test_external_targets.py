@@ -80,3 +80,26 @@ def test_no_config_still_probes_and_finds_reflection(pytester, foreign_server):
         assert statuses[control] == "SKIP", control
     # Only infrastructure services are declared: AUTHN-001 has nothing to probe, and says so.
     assert statuses["AUTHN-001"] == "SKIP"
+
+
+def test_no_config_service_without_auth_runs_authn_001(pytester):
+    """A service whose descriptors come from reflection alone: AUTHN-001 still runs."""
+    from targets.reference.server import PatientRecords, _Store
+
+    server = grpc.server(futures.ThreadPoolExecutor(4))
+    server.add_generic_rpc_handlers([PatientRecords(_Store.seeded()).handler()])
+    health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
+    reflection.enable_server_reflection(
+        ["hipaagrpc.reference.v1.PatientRecords", "grpc.health.v1.Health", reflection.SERVICE_NAME],
+        server,
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        statuses = control_statuses(pytester, f"--hipaa-target=127.0.0.1:{port}")
+    finally:
+        server.stop(0)
+    assert statuses["AUTHN-001"] == "FAIL"  # every method answers without credentials
+    assert statuses["REFL-001"] == "FAIL"
+    for control in ("AUTHN-002", "AUTHN-005", "AUTHZ-001", "AUTHZ-002", "AUTHZ-005", "AUTHN-009"):
+        assert statuses[control] == "SKIP", control

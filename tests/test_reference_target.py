@@ -182,3 +182,19 @@ def test_oversized_requests_are_refused(reference_run):
         f"{SVC}/GetPatient", [big], principal=reference_run.principal("clinician")
     )
     assert result.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_certificate_principals_get_their_own_channel(reference_run, tmp_path):
+    import trustme
+
+    from harness.principals import Principal
+
+    rogue = trustme.CA().issue_cert("svc-rogue.example")
+    cert, key = tmp_path / "rogue.pem", tmp_path / "rogue-key.pem"
+    rogue.cert_chain_pems[0].write_to_path(str(cert))
+    rogue.private_key_pem.write_to_path(str(key))
+    principal = Principal("svc-rogue", client_cert=cert, client_key=key)
+    result = reference_run.call("/grpc.health.v1.Health/Check", principal=principal, timeout=5)
+    # The server requires certificates from its own CA: the rogue identity never gets in.
+    assert result.code == grpc.StatusCode.UNAVAILABLE
+    assert reference_run.call("/grpc.health.v1.Health/Check").code == grpc.StatusCode.OK

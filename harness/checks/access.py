@@ -204,7 +204,11 @@ def authn_basic_calls(run: Run) -> list[tuple[Probe, CallResult]] | str:
             request = policy.request(run, m.path)
             probes += [Probe(label, m.path, (request,), None, md) for label, md in variants]
             allowed = policy.allowed(m.path) or frozenset()
-            if least and admin and "admin" in allowed and "least-privileged" not in allowed:
+            pair = (
+                (least, admin) if least and admin and least.has_token and admin.has_token else None
+            )
+            if pair and "admin" in allowed and "least-privileged" not in allowed:
+                least, admin = pair
                 for first, second, order in (
                     (least, admin, "least-privileged then admin"),
                     (admin, least, "admin then least-privileged"),
@@ -836,9 +840,9 @@ def authz_matrix_calls(run: Run) -> list[tuple[Probe, CallResult]] | str:
         policy = Policy.of(run)
         if policy is None:
             return _NO_DESCRIPTORS.format(run.catalogue_problem())
-        principals = [p for p in run.principals.values() if p.has_token]
+        principals = [p for p in run.principals.values() if p.has_token or p.has_cert]
         if not principals:
-            return "no auth.principals with a token"
+            return "no auth.principals with a token or a client certificate"
         probes = [
             Probe(f"{p.name}", m.path, (policy.request(run, m.path),), p)
             for m in policy.protected()
