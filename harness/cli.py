@@ -15,6 +15,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from harness import __version__
 from harness.errors import UsageError
@@ -66,6 +67,52 @@ def _targets_serve(spec_text: str, workdir: Path | None) -> int:
     return EXIT_OK
 
 
+EXIT_FINDINGS = 1
+
+
+def _report_verify(directory: Path) -> int:
+    from harness.report import verify
+
+    if not directory.is_dir():
+        raise UsageError(f"{directory}: no such directory")
+    problems = verify(directory)
+    for problem in problems:
+        print(f"FAIL {problem}")
+    print(f"{directory}: {'INVALID' if problems else 'verified'} ({len(problems)} problem(s))")
+    return EXIT_FINDINGS if problems else EXIT_OK
+
+
+def _load_results(directory: Path) -> dict[str, Any]:
+    import json
+
+    path = directory / "results.json"
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"{path}: not found (is {directory} an evidence bundle?)") from None
+    except ValueError as exc:
+        raise UsageError(f"{path}: not JSON ({exc})") from None
+    return data
+
+
+def _report_diff(old: Path, new: Path) -> int:
+    from harness.report import diff
+
+    before, after = _load_results(old), _load_results(new)
+    status = {c["id"]: c for c in after["controls"]}
+    status_before = {c["id"]: c for c in before["controls"]}
+    added, fixed, same = diff(before, after)
+    for cid in added:
+        c = status[cid]
+        print(f"NEW        {cid} {c['status']} {c['severity'] or ''}: {c['summary'][:160]}")
+    for cid in fixed:
+        print(f"FIXED      {cid} (was {status_before[cid]['status']})")
+    for cid in same:
+        print(f"UNCHANGED  {cid} {status[cid]['status']}")
+    print(f"{len(added)} new, {len(fixed)} fixed, {len(same)} unchanged finding(s)")
+    return EXIT_FINDINGS if added else EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``hipaa-grpc``; returns the exit code."""
     parser = argparse.ArgumentParser(
@@ -82,8 +129,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument(
         "--workdir", type=Path, help="keep keys, tokens and logs here (default: a temp dir)"
     )
+    report = sub.add_parser("report", help="evidence bundles").add_subparsers(
+        dest="action", required=True
+    )
+    verify = report.add_parser("verify", help="check SHA256SUMS and self-scan (exit 1 if invalid)")
+    verify.add_argument("bundle", type=Path)
+    differ = report.add_parser("diff", help="new, fixed, unchanged findings (exit 1 if any is new)")
+    differ.add_argument("old", type=Path)
+    differ.add_argument("new", type=Path)
     args = parser.parse_args(argv)
     try:
+        if args.command == "report":
+            if args.action == "verify":
+                return _report_verify(args.bundle)
+            return _report_diff(args.old, args.new)
         if args.action == "list":
             return _targets_list()
         return _targets_serve(args.spec, args.workdir)

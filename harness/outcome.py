@@ -137,3 +137,26 @@ class Outcome:
                 f"- {o.status.value} {o.probe}{rid}: observed {o.observed}; expected {o.expected}"
             )
         return "\n".join(lines)
+
+
+def observation_dict(o: Observation) -> dict[str, str | None]:
+    """JSON form of an observation (what reports and xdist carry)."""
+    return {
+        "probe": o.probe,
+        "observed": o.observed,
+        "expected": o.expected,
+        "status": o.status.value,
+        "severity": o.severity.value if o.severity else None,
+        "request_id": o.request_id,
+    }
+
+
+def outcome_dict(outcome: Outcome) -> dict[str, object]:
+    """JSON form of an outcome: control ID, status, severity, summary, observations."""
+    return {
+        "control": outcome.control.id,
+        "status": outcome.status.value,
+        "severity": outcome.severity.value if outcome.severity else None,
+        "summary": outcome.summary,
+        "observations": [observation_dict(o) for o in outcome.observations],
+    }

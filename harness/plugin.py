@@ -50,10 +50,41 @@ class _State:
     seed: int
     run: Run | None = None
     results: _Results = field(default_factory=lambda: _Results())
+    report_dir: Path | None = None
+    attestations: dict[str, Any] | None = None
+    started: str = ""
 
 
 _STATE = pytest.StashKey[_State]()
 _OUTCOME = pytest.StashKey["Outcome"]()
+_ROW = pytest.StashKey[dict[str, Any]]()
+
+
+def _row(
+    item: pytest.Item,
+    control_id: str,
+    status: str,
+    severity: str,
+    summary: str,
+    outcome: Outcome | None,
+) -> dict[str, Any]:
+    """The control's result as the report wants it, redacted where the tokens are known."""
+    from harness.outcome import outcome_dict
+    from harness.report import _redact_tree
+
+    row: dict[str, Any] = outcome_dict(outcome) if outcome is not None else {"observations": []}
+    row.update(
+        {"control": control_id, "status": status, "severity": severity or None, "summary": summary}
+    )
+    row["tests"] = [item.nodeid]
+    state = item.config.stash.get(_STATE, None)
+    run = state.run if state is not None else None
+    secrets: tuple[str, ...] = ()
+    if run is not None:
+        row["run"] = {"address": run.spec.address, "transport": run.detected.note}
+        secrets = tuple(p.token() for p in run.principals.values() if p.has_token)
+    redacted: dict[str, Any] = _redact_tree(row, secrets)
+    return redacted
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -81,6 +112,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="let controls that write (AUTHZ-003, MIN-004) change sandbox records "
         "(authz.sandbox_ids); same as safety.allow_mutations = true",
+    )
+    group.addoption(
+        "--hipaa-report",
+        metavar="DIR",
+        help="write the evidence bundle here: report.html, results.json, junit.xml, "
+        "results.sarif, summary.md, manifest.json, SHA256SUMS (default: evidence.dir)",
+    )
+    group.addoption(
+        "--hipaa-attestations",
+        metavar="FILE",
+        help="TOML attestations for the manual controls ATT-001...ATT-009",
     )
     group.addoption(
         "--hipaa-seed",
@@ -111,9 +153,17 @@ def pytest_configure(config: pytest.Config) -> None:
             user_config = user_config.overlay(
                 Config({"safety": {"allow_mutations": True}}, ("--hipaa-allow-mutations",))
             )
+        report = config.getoption("hipaa_report") or user_config.get("evidence.dir")
+        attestations = None
+        if config.getoption("hipaa_attestations"):
+            from harness.attest import load_attestations
+
+            attestations = load_attestations(Path(config.getoption("hipaa_attestations")))
     except UsageError as exc:
         raise pytest.UsageError(str(exc)) from None
     state = _State(spec, user_config, config.getoption("hipaa_profile"), seed)
+    state.report_dir = Path(report) if report else None
+    state.attestations = attestations
     config.stash[_STATE] = state
     config.pluginmanager.register(state.results, "hipaa-results")
     if spec is not None and config.args_source is not pytest.Config.ArgsSource.ARGS:
@@ -224,6 +274,9 @@ def pytest_runtest_makereport(
     control_id = _control_of(item)
     if control_id is None:
         return report
+    if report.when == "teardown":
+        report.hipaa_result = item.stash.get(_ROW, None)  # type: ignore[attr-defined]
+        return report
     decided = (report.when == "setup" and not report.passed) or report.when == "call"
     if not decided:
         return report
@@ -238,6 +291,7 @@ def pytest_runtest_makereport(
     if outcome is not None and report.when == "setup" and report.failed:
         summary = outcome.summary
     severity = outcome.severity.value if outcome is not None and outcome.severity else ""
+    item.stash[_ROW] = _row(item, control_id, status, severity, summary, outcome)
     # On the item, so the teardown report (which JUnit XML and xdist carry) has them.
     item.user_properties += [
         ("hipaa_control", control_id),
@@ -253,10 +307,15 @@ class _Results:
 
     def __init__(self) -> None:
         self.rows: list[tuple[str, str, str, str]] = []
+        self.details: list[dict[str, Any]] = []
+        self.bundle: Path | None = None
 
     @pytest.hookimpl
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         props = dict(report.user_properties)
+        detail = getattr(report, "hipaa_result", None)
+        if report.when == "teardown" and isinstance(detail, dict):
+            self.details.append(detail)
         if report.when == "teardown" and "hipaa_status" in props:
             self.rows.append(
                 tuple(
@@ -274,6 +333,10 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     if state is None or not state.results.rows:
         return
     terminalreporter.section("HIPAA controls")
+    if state.results.bundle is not None:
+        terminalreporter.write_line(
+            f"evidence bundle: {state.results.bundle.resolve()}/report.html"
+        )
     if state.run is not None:
         run = state.run
         terminalreporter.write_line(
@@ -286,3 +349,52 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         terminalreporter.write_line(line)
         if status != "PASS" and summary:
             terminalreporter.write_line(f"{'':<10} {summary}")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Note the start time for the evidence bundle."""
+    from harness.report import now_utc
+
+    state = session.config.stash.get(_STATE, None)
+    if state is not None:
+        state.started = now_utc()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Write the evidence bundle (on the xdist controller, with every worker's results)."""
+    config = session.config
+    state = config.stash.get(_STATE, None)
+    if state is None or state.report_dir is None or hasattr(config, "workerinput"):
+        return
+    from harness.report import build_results, bundle_files, now_utc, operator, write_bundle
+
+    details = state.results.details
+    run_info: dict[str, Any] = next((d["run"] for d in details if "run" in d), {})
+    run = {
+        "target": state.spec.raw if state.spec else "",
+        "address": run_info.get("address", ""),
+        "transport": run_info.get("transport", ""),
+        "profile": state.profile,
+        "seed": state.seed,
+        "started": state.started,
+        "finished": now_utc(),
+        "operator": operator(),
+        "pytest_exit_status": int(exitstatus),
+    }
+    attestations = None
+    if state.attestations is not None:
+        import datetime as dt
+
+        from harness.attest import attestation_results
+
+        attestations = attestation_results(state.attestations, dt.date.today())
+    from harness.checks import registered
+
+    secrets = (
+        tuple(p.token() for p in state.run.principals.values() if p.has_token) if state.run else ()
+    )
+    data = build_results(details, run, attestations, registered=registered(), secrets=secrets)
+    files = bundle_files(data, state.config._data, secrets=secrets)
+    write_bundle(state.report_dir, files)
+    state.results.bundle = state.report_dir
