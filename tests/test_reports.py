@@ -264,3 +264,27 @@ def test_tokens_are_redacted_and_caught():
     assert self_scan({"c.txt": b"saw MRN-X"}, [], ["MRN-X"]) == [
         "c.txt: holds a canary value outside canaries.json"
     ]
+
+
+def test_evid_001_fails_and_marks_the_report_invalid():
+    from harness.report import build_results, bundle_files
+
+    row = {
+        "control": "REFL-001",
+        "status": "FAIL",
+        "severity": "high",
+        "summary": "server echoed MRN-CC-CANARY1",
+        "observations": [],
+        "tests": ["t"],
+    }
+    data = build_results(
+        [row],
+        {"target": "x", "profile": "p", "seed": 1, "started": "", "finished": ""},
+        None,
+        registered=["REFL-001"],
+    )
+    files = bundle_files(data, {}, canaries=["MRN-CC-CANARY1"])
+    evidence = json.loads(files["results.json"])["evidence"]
+    assert evidence["status"] == "FAIL"
+    assert "canary" in evidence["summary"]
+    assert b"REPORT INVALID (EVID-001)" in files["report.html"]
