@@ -35,42 +35,51 @@ def field(run: Run, event: dict[str, Any], name: str) -> Any:
     return event.get(str(run.config.table("audit.field_map").get(name, name)))
 
 
-def read(run: Run) -> Events:
-    """Every event the source holds now."""
-    source = run.config.get("audit.source")
+def read_raw(
+    source: Path | list[str] | None, what: str = "audit.source"
+) -> tuple[list[tuple[str, bytes]], str]:
+    """The bytes of a file, a glob's files, or a command's stdout, and a problem if any."""
     if source is None:
-        return Events((), "no audit.source configured")
-    lines: list[str] = []
+        return [], f"no {what} configured"
     if isinstance(source, list):
         try:
-            done = subprocess.run(
-                source, capture_output=True, text=True, timeout=_CMD_TIMEOUT_S, check=False
-            )
+            done = subprocess.run(source, capture_output=True, timeout=_CMD_TIMEOUT_S, check=False)
         except (OSError, subprocess.TimeoutExpired) as exc:
-            return Events((), f"audit.source command failed: {type(exc).__name__}")
+            return [], f"{what} command failed: {type(exc).__name__}"
         if done.returncode != 0:
-            return Events((), f"audit.source command exited {done.returncode}")
-        lines = done.stdout.splitlines()
-    else:
-        paths = sorted(glob.glob(str(source))) if glob.has_magic(str(source)) else [str(source)]
-        for path in paths:
-            try:
-                lines += Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
-            except OSError as exc:
-                return Events((), f"audit.source {path}: {exc.strerror}")
-    events, unparsed = [], 0
-    for line in lines:
-        if not line.strip():
-            continue
+            return [], f"{what} command exited {done.returncode}"
+        return [(" ".join(source), done.stdout)], ""
+    paths = sorted(glob.glob(str(source))) if glob.has_magic(str(source)) else [str(source)]
+    chunks = []
+    for path in paths:
         try:
-            event = json.loads(line)
-        except ValueError:
-            unparsed += 1
-            continue
-        if isinstance(event, dict):
-            events.append(event)
-        else:
-            unparsed += 1
+            chunks.append((path, Path(path).read_bytes()))
+        except OSError as exc:
+            return [], f"{what} {path}: {exc.strerror}"
+    return chunks, ""
+
+
+def read(run: Run) -> Events:
+    """Every event the source holds now."""
+    chunks, problem = read_raw(run.config.get("audit.source"))
+    if problem:
+        return Events((), problem)
+    events, unparsed = [], 0
+    for _, blob in chunks:
+        # JSON lines split on "\n" only: str.splitlines() also splits on U+2028 and
+        # friends, which JSON allows unescaped inside strings.
+        for line in blob.decode("utf-8", "replace").split("\n"):
+            if not line.strip():
+                continue
+            try:
+                event = json.loads(line)
+            except ValueError:
+                unparsed += 1
+                continue
+            if isinstance(event, dict):
+                events.append(event)
+            else:
+                unparsed += 1
     return Events(tuple(events), "", unparsed)
 
 

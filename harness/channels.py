@@ -96,6 +96,7 @@ class CallResult:
     principal: str | None
     elapsed_s: float
     arrivals: tuple[float, ...] = ()  # seconds from the call's start to each response
+    started_at: float = 0.0  # wall-clock time (time.time()) when the call was made
 
     @property
     def status(self) -> str:
@@ -141,6 +142,7 @@ def invoke(
         (UNAVAILABLE, DEADLINE_EXCEEDED), never as exceptions.
     """
     request_id = new_request_id()
+    wall = time.time()
     md = ((request_id_key, request_id), *metadata)
     multicallable = channel.stream_stream(
         method, request_serializer=None, response_deserializer=None
@@ -173,4 +175,5 @@ def invoke(
         principal=principal,
         elapsed_s=elapsed,
         arrivals=tuple(arrivals),
+        started_at=wall,
     )

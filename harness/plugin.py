@@ -15,6 +15,7 @@ Heavy imports (grpc, protobuf) happen inside the fixtures, so loading pytest sta
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
@@ -84,6 +85,13 @@ def _row(
         row["run"] = {"address": run.spec.address, "transport": run.detected.note}
         secrets = tuple(p.token() for p in run.principals.values() if p.has_token)
     redacted: dict[str, Any] = _redact_tree(row, secrets)
+    if state is not None:  # a target may echo canaries anywhere: evidence names categories only
+        from harness.canary import CanarySet
+
+        masked: dict[str, Any] = json.loads(
+            CanarySet.for_seed(state.seed).mask(json.dumps(redacted))
+        )
+        return masked
     return redacted
 
 
@@ -395,6 +403,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         tuple(p.token() for p in state.run.principals.values() if p.has_token) if state.run else ()
     )
     data = build_results(details, run, attestations, registered=registered(), secrets=secrets)
-    files = bundle_files(data, state.config._data, secrets=secrets)
+    from harness.canary import CanarySet
+
+    manifest = CanarySet.for_seed(state.seed).manifest()
+    files = bundle_files(data, state.config._data, secrets=secrets, canaries=manifest)
     write_bundle(state.report_dir, files)
     state.results.bundle = state.report_dir

@@ -134,6 +134,48 @@ REFERENCE = BundledTarget(
             "break-glass reads are allowed but not flagged in the audit log",
             ("AUTHZ-005",),
         ),
+        Defect("no-audit-on-deny", "refused calls leave no audit event", ("AUDIT-001",)),
+        Defect(
+            "audit-missing-fields",
+            "audit events lack the source and the resource",
+            ("AUDIT-002",),
+        ),
+        Defect(
+            "forged-actor",
+            "events for refused tokens name the token's unverified sub as the actor",
+            ("AUDIT-003",),
+        ),
+        Defect("no-alert", "bursts of failed authentication raise no alert", ("AUDIT-003",)),
+        Defect("clock-skew", "audit timestamps run five minutes fast", ("AUDIT-004",)),
+        Defect("broken-chain", "every seventh audit record's hash skips the chain", ("AUDIT-005",)),
+        Defect(
+            "log-rewrite",
+            "the audit log is truncated and rewritten (with a fresh chain) as it grows, "
+            "losing events and alerts",
+            ("AUDIT-001", "AUDIT-003", "AUDIT-005", "AUDIT-006"),
+        ),
+        Defect(
+            "phi-in-logs",
+            "update requests, values and all, go to the application log",
+            ("REDACT-001",),
+        ),
+        Defect("phi-in-audit", "audit events carry patient names, SSN and email", ("REDACT-002",)),
+        Defect(
+            "phi-in-error",
+            "an invalid birth date is echoed, with the patient's name, in the status message",
+            ("REDACT-003",),
+        ),
+        Defect(
+            "phi-in-trailers",
+            "update responses carry the patient's name in a trailer",
+            ("REDACT-003",),
+        ),
+        Defect(
+            "token-in-logs",
+            "failed authentications log the presented authorization header "
+            "(the canary JWT among them)",
+            ("REDACT-001", "REDACT-004"),
+        ),
         Defect(
             "verbose-errors",
             "status messages carry stack traces with file paths",

@@ -139,12 +139,48 @@ def _reference_config(workdir: Path, issuer: TokenIssuer, defects: frozenset[str
         "safety": {"allow_mutations": True},
         "authz.own_ids": {"clinician": ["p-0001", "p-0002"]},
         "authz.foreign_ids": {"clinician": ["p-0031", "p-0032"]},
+        "phi": {"methods": [f"{svc}/UpdatePatient"]},
+        "phi.field_paths": {
+            "names": [
+                f"{svc}/UpdatePatient.patient.given_name",
+                f"{svc}/UpdatePatient.patient.family_name",
+            ],
+            "ssn": [f"{svc}/UpdatePatient.patient.ssn"],
+            "email": [f"{svc}/UpdatePatient.patient.email"],
+            "phone": [f"{svc}/UpdatePatient.patient.phone"],
+            "geographic": [f"{svc}/UpdatePatient.patient.address.city"],
+            "dates": [f"{svc}/UpdatePatient.patient.birth_date"],
+        },
         "audit": {
             "source": "audit.jsonl",
+            "phi_methods": [
+                f"{svc}/{m}"
+                for m in (
+                    "GetPatient",
+                    "SearchPatients",
+                    "UpdatePatient",
+                    "ExportPatients",
+                    "WatchPatient",
+                    "ReadPatients",
+                )
+            ],
+            "max_events_per_call": 1,
+            "alert_type": "auth_failure_burst",
+            "failure_burst": server.ALERT_BURST,
+            "alert_timeout_s": 3,
+            "logged_fields": [f"{svc}/GetPatient.patient_id"],
             "format": "jsonl",
             "request_id_key": server.REQUEST_ID_KEY,
             "delivery_timeout_s": 3,
         },
+        "audit.hash_chain": {
+            "algorithm": "sha256",
+            "canonicalization": "json-sorted-compact",
+            "seq_field": "seq",
+            "prev_field": "prev_hash",
+            "hash_field": "hash",
+        },
+        "clock": {"tolerance_ms": 1000},
         "audit.field_map": {
             "identity": "identity",
             "method": "method",
@@ -156,6 +192,7 @@ def _reference_config(workdir: Path, issuer: TokenIssuer, defects: frozenset[str
             "source": "source",
             "emergency": "emergency",
             "reason": "reason",
+            "event_type": "event_type",
         },
         "logs": {"sinks": ["app.log"]},
     }

@@ -26,6 +26,7 @@ CHECK_MODULES = (
     "harness.checks.access",
     "harness.checks.authz",
     "harness.checks.errors",
+    "harness.checks.audit",
 )
 
 

@@ -54,6 +54,10 @@ MAX_WATCH_S = 120.0
 LEEWAY_S = 2
 REQUEST_ID_KEY = "x-request-id"
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+#: Failed authentications from one peer within ALERT_WINDOW_S that raise a security alert.
+ALERT_BURST = 20
+ALERT_WINDOW_S = 60.0
 
 PRINCIPALS = (
     Principal("admin", "u-admin-01", ("admin",), ("pwd", "mfa")),
@@ -165,12 +169,15 @@ class AuditLog:
 
     GENESIS = "0" * 64
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, defects: frozenset[str] = frozenset()) -> None:
         self._path = path
         self._lock = threading.Lock()
         self._seq = 0
         self._prev = self.GENESIS
         self._fh = path.open("a", encoding="utf-8")
+        self._broken_chain = "broken-chain" in defects
+        self._rewrite = "log-rewrite" in defects
+        self._kept: list[dict[str, Any]] = []
 
     @staticmethod
     def canonical(record: dict[str, Any]) -> bytes:
@@ -178,14 +185,37 @@ class AuditLog:
         body = {k: v for k, v in record.items() if k != "hash"}
         return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
+    def _link(self, event: dict[str, Any]) -> dict[str, Any]:
+        self._seq += 1
+        record = {**event, "seq": self._seq, "prev_hash": self._prev}
+        digest = hashlib.sha256(self._prev.encode() + b"\n" + self.canonical(record))
+        if self._broken_chain and self._seq % 7 == 0:  # defect: a link computed wrongly
+            digest = hashlib.sha256(self.canonical(record))
+        record["hash"] = digest.hexdigest()
+        self._prev = record["hash"]
+        return record
+
     def append(self, event: dict[str, Any]) -> None:
         """Add one event with its sequence number and chain hash."""
         with self._lock:
-            self._seq += 1
-            record = {**event, "seq": self._seq, "prev_hash": self._prev}
-            digest = hashlib.sha256(self._prev.encode() + b"\n" + self.canonical(record))
-            record["hash"] = digest.hexdigest()
-            self._prev = record["hash"]
+            record = self._link(event)
+            self._kept.append(record)
+            if self._rewrite and len(self._kept) >= 40:  # defect: truncate and rewrite
+                survivors = [
+                    {k: v for k, v in r.items() if k not in ("seq", "prev_hash", "hash")}
+                    for r in self._kept[-10:]
+                ]
+                self._seq, self._prev, self._kept = 0, self.GENESIS, []
+                self._fh.close()
+                self._fh = self._path.open("w", encoding="utf-8")
+                for old in survivors:
+                    rec = self._link(old)
+                    self._kept.append(rec)
+                    self._fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                self._fh.flush()
+                return
+            if not self._rewrite:
+                self._kept.clear()
             self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
             self._fh.flush()
 
@@ -248,6 +278,9 @@ class PatientRecords:
         self._mass_assignment = "mass-assignment" in defects
         self._recheck_streams = "stream-outlives-token" not in defects
         self._per_message_authz = "stream-authz-once" not in defects
+        self._phi_in_error = "phi-in-error" in defects
+        self._phi_in_logs = "phi-in-logs" in defects
+        self._phi_in_trailers = "phi-in-trailers" in defects
         self._patient = schema.message("Patient")
         self._page = schema.message("SearchPatientsResponse")
 
@@ -343,6 +376,24 @@ class PatientRecords:
                 context, grpc.StatusCode.INVALID_ARGUMENT, "managing_clinician cannot be updated"
             )
         self._validate_mask(request.update_mask, context)
+        if "birth_date" in request.update_mask.paths and not _DATE_RE.match(
+            request.patient.birth_date
+        ):
+            detail = "invalid patient.birth_date"
+            if self._phi_in_error:  # defect: the value goes back to the caller
+                detail += f": {request.patient.birth_date!r} for {request.patient.given_name}"
+            self._fail(context, grpc.StatusCode.INVALID_ARGUMENT, detail)
+        if self._phi_in_logs:  # defect: the request, values and all, in the application log
+            logging.getLogger("hipaagrpc.reference").info("update request %s", request)
+        if self._phi_in_trailers and request.patient.given_name:  # defect
+            context.set_trailing_metadata(
+                (
+                    (
+                        "x-debug-patient",
+                        f"{request.patient.given_name} {request.patient.family_name}",
+                    ),
+                )
+            )
         if not self._may_see(pid):
             self._fail(context, grpc.StatusCode.PERMISSION_DENIED, "permission denied")
         with self._store.lock:
@@ -470,10 +521,46 @@ class Gatekeeper(grpc.ServerInterceptor):
         self._public = public
         self._defects = defects
         self._verified_signatures: set[str] = set()  # used only by the sig-cache defect
+        self._failures: dict[str, list[float]] = {}
+        self._alerted: dict[str, float] = {}
+        self._burst_lock = threading.Lock()
         self.write_before_check: Callable[[Any], None] | None = None  # the defect's hook
         self.silent_break_glass = "silent-break-glass" in defects  # defect: not flagged
 
     # -- policy -------------------------------------------------------------------------
+
+    def failed_authentication(self, peer: str, metadata: tuple[tuple[str, Any], ...]) -> None:
+        """Count failures per peer address; a burst raises one security alert event."""
+        if "token-in-logs" in self._defects:  # defect: the credential goes to the log
+            presented = [v for k, v in metadata if k == "authorization"]
+            self._log.warning("authentication failed peer=%s authorization=%s", peer, presented)
+        address = peer.rsplit(":", 1)[0]
+        now = time.monotonic()
+        with self._burst_lock:
+            times = [t for t in self._failures.get(address, []) if now - t < ALERT_WINDOW_S]
+            times.append(now)
+            self._failures[address] = times
+            fire = (
+                len(times) >= ALERT_BURST
+                and now - self._alerted.get(address, -1e9) > ALERT_WINDOW_S
+            )
+            if fire:
+                self._alerted[address] = now
+        if fire and "no-alert" not in self._defects:
+            ts = (
+                dt.datetime.now(dt.timezone.utc)
+                .isoformat(timespec="milliseconds")
+                .replace("+00:00", "Z")
+            )
+            self._audit.append(
+                {
+                    "ts": ts,
+                    "event_type": "security_alert",
+                    "alert": "auth_failure_burst",
+                    "source": address,
+                    "count": len(times),
+                }
+            )
 
     def _refuse(self, reason: str) -> _Denied:
         if "auth-oracle" in self._defects:  # defect: tells the caller why
@@ -668,6 +755,12 @@ class _Call:
         self._record(code, messages)
 
     def _record(self, code: grpc.StatusCode, messages: int) -> None:
+        d = self.gate._defects
+        refused = code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+        if code == grpc.StatusCode.UNAUTHENTICATED:
+            self.gate.failed_authentication(self.context.peer(), self.metadata)
+        if refused and "no-audit-on-deny" in d:  # defect: refusals leave no trace
+            return
         resource = ""
         if self.policy is not None and not hasattr(self.request, "__next__"):
             with contextlib.suppress(Exception):
@@ -693,6 +786,21 @@ class _Call:
             if self.identity and not self.gate.silent_break_glass
             else "",
         }
+        if self.identity is None and "forged-actor" in d:  # defect: the unverified sub is the actor
+            event["identity"] = _unverified_subject(self.metadata)
+        if "clock-skew" in d:  # defect: the service clock runs five minutes fast
+            event["ts"] = (
+                (now + dt.timedelta(minutes=5))
+                .isoformat(timespec="milliseconds")
+                .replace("+00:00", "Z")
+            )
+        if "audit-missing-fields" in d:  # defect
+            del event["source"], event["resource"]
+        if "phi-in-audit" in d and hasattr(
+            self.request, "patient"
+        ):  # defect: values, not references
+            p = self.request.patient
+            event["details"] = f"{p.given_name} {p.family_name} ssn={p.ssn} email={p.email}"
         self.gate._audit.append(event)
         self.gate._log.info(
             "rpc method=%s request_id=%s outcome=%s identity=%s",
@@ -701,6 +809,16 @@ class _Call:
             code.name,
             event["identity"] or "-",
         )
+
+
+def _unverified_subject(metadata: tuple[tuple[str, Any], ...]) -> str:
+    """The ``sub`` a presented token claims, unverified (only the forged-actor defect uses it)."""
+    for key, value in metadata:
+        if key == "authorization" and isinstance(value, str):
+            with contextlib.suppress(jwt.InvalidTokenError, ValueError):
+                claims = jwt.decode(value.partition(" ")[2], options={"verify_signature": False})
+                return str(claims.get("sub", ""))
+    return ""
 
 
 def _wrap_handler(
@@ -764,7 +882,7 @@ def start(
     """Build and start the server; ``server_credentials=None`` means cleartext."""
     schema.message("Patient")  # registers the descriptors before any handler is built
     log = logging.getLogger("hipaagrpc.reference")
-    audit = AuditLog(options.workdir / "audit.jsonl")
+    audit = AuditLog(options.workdir / "audit.jsonl", options.defects)
     public = set(PUBLIC_METHODS)
     records = PatientRecords(_Store.seeded(), options.defects)
     handlers: list[grpc.GenericRpcHandler] = [records.handler()]
