@@ -31,8 +31,19 @@ class Events:
 
 
 def field(run: Run, event: dict[str, Any], name: str) -> Any:
-    """The value of logical field ``name`` in ``event``, through ``audit.field_map``."""
-    return event.get(str(run.config.table("audit.field_map").get(name, name)))
+    """The value of logical field ``name`` in ``event``, through ``audit.field_map``.
+
+    A mapped name may be a dotted path into nested objects (``actor.id``).
+    """
+    path = str(run.config.table("audit.field_map").get(name, name))
+    if path in event:
+        return event[path]
+    node: Any = event
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
 
 
 def read_raw(

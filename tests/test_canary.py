@@ -75,3 +75,16 @@ def test_mask_replaces_values_with_categories(canaries):
 
 def test_clean_text_has_no_hits(canaries):
     assert canaries.scan(b"2026-11-22 INFO rpc method=/a.B/C outcome=OK " * 1000, "x") == []
+
+
+def test_field_map_reaches_nested_fields():
+    from harness.audit import field
+    from harness.config import Config
+
+    class _Run:
+        config = Config({"audit": {"field_map": {"identity": "actor.id", "method": "rpc"}}})
+
+    event = {"actor": {"id": "u-1"}, "rpc": "/a.B/C"}
+    assert field(_Run(), event, "identity") == "u-1"  # type: ignore[arg-type]
+    assert field(_Run(), event, "method") == "/a.B/C"  # type: ignore[arg-type]
+    assert field(_Run(), event, "source") is None  # type: ignore[arg-type]

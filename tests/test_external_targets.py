@@ -103,3 +103,20 @@ def test_no_config_service_without_auth_runs_authn_001(pytester):
     assert statuses["REFL-001"] == "FAIL"
     for control in ("AUTHN-002", "AUTHN-005", "AUTHZ-001", "AUTHZ-002", "AUTHZ-005", "AUTHN-009"):
         assert statuses[control] == "SKIP", control
+
+
+def test_unreadable_audit_source_is_inconclusive_not_fatal(pytester):
+    pytester.makefile(".toml", hipaa='[audit]\nsource = "/nonexistent/hipaa/audit.jsonl"\n')
+    statuses = control_statuses(pytester, "--hipaa-target=spawn:reference")
+    for control in (
+        "AUDIT-001",
+        "AUDIT-002",
+        "AUDIT-003",
+        "AUDIT-004",
+        "AUDIT-005",
+        "AUDIT-006",
+        "REDACT-002",
+    ):
+        assert statuses[control] == "INCONCLUSIVE", control
+    # Everything else still ran and passed.
+    assert statuses["AUTHZ-001"] == statuses["REDACT-001"] == statuses["REFL-001"] == "PASS"
