@@ -258,6 +258,7 @@ SCHEMA: dict[str, Any] = {
         "token_patterns": _map(_str),
         "detokenize_method": _str,
         "cache_ttl_s": _num,
+        "privileged_principals": _list(_str),
     },
     "limits": {
         "max_recv_bytes": _int,

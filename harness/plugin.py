@@ -133,6 +133,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="TOML attestations for the manual controls ATT-001...ATT-009",
     )
     group.addoption(
+        "--hipaa-allow-transport-abuse",
+        action="store_true",
+        help="let LIMIT-002/003 send bursts, concurrent exports and huge pages (bounded by "
+        "safety.max_requests); same as safety.allow_transport_abuse = true",
+    )
+    group.addoption(
         "--hipaa-seed",
         type=int,
         metavar="N",
@@ -157,6 +163,11 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         spec = parse_target(target) if target is not None else None
         user_config = discover_config(Path(explicit) if explicit else None, config.rootpath)
+        if config.getoption("hipaa_allow_transport_abuse"):
+            flag = Config(
+                {"safety": {"allow_transport_abuse": True}}, ("--hipaa-allow-transport-abuse",)
+            )
+            user_config = user_config.overlay(flag)
         if config.getoption("hipaa_allow_mutations"):
             user_config = user_config.overlay(
                 Config({"safety": {"allow_mutations": True}}, ("--hipaa-allow-mutations",))

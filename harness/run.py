@@ -9,6 +9,7 @@ every result is kept in :attr:`Run.journal` for the controls that judge all call
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -196,8 +197,13 @@ class Run:
         extra_metadata: Iterable[tuple[str, str | bytes]] = (),
         timeout: float | None = None,
         max_responses: int = 1000,
+        retry_exhausted: bool = True,
     ) -> CallResult:
         """One call to the target, recorded in the journal.
+
+        A RESOURCE_EXHAUSTED answer (a rate limit) is retried up to three times with
+        backoff (0.25, 0.5, 1 s), so that throttling is never mistaken for a verdict;
+        probes for which RESOURCE_EXHAUSTED *is* the answer pass ``retry_exhausted=False``.
 
         Args:
             method: Full method path.
@@ -207,21 +213,28 @@ class Run:
             extra_metadata: More metadata to send.
             timeout: Deadline; the run's default when ``None``.
             max_responses: Stop after this many response messages.
+            retry_exhausted: Retry RESOURCE_EXHAUSTED (False where it is the answer).
         """
         md: list[tuple[str, str | bytes]] = list(principal.metadata()) if principal else []
         md.extend(extra_metadata)
         if channel is None:
             channel = self.channel_for(principal) if principal is not None else self.channel()
-        result = invoke(
-            channel,
-            method,
-            requests,
-            metadata=md,
-            request_id_key=self.request_id_key,
-            principal=principal.name if principal else None,
-            timeout=timeout or self.options.call_timeout_s,
-            max_responses=max_responses,
-        )
+        replayable = not isinstance(requests, Iterator)
+        for backoff in (0.25, 0.5, 1.0, None):
+            result = invoke(
+                channel,
+                method,
+                list(requests) if replayable else requests,
+                metadata=md,
+                request_id_key=self.request_id_key,
+                principal=principal.name if principal else None,
+                timeout=timeout or self.options.call_timeout_s,
+                max_responses=max_responses,
+            )
+            throttled = result.code == grpc.StatusCode.RESOURCE_EXHAUSTED and not result.responses
+            if backoff is None or not (throttled and retry_exhausted and replayable):
+                break
+            time.sleep(backoff)
         with self._lock:
             self.journal.append(result)
         return result

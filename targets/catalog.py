@@ -145,14 +145,18 @@ REFERENCE = BundledTarget(
             "events for refused tokens name the token's unverified sub as the actor",
             ("AUDIT-003",),
         ),
-        Defect("no-alert", "bursts of failed authentication raise no alert", ("AUDIT-003",)),
+        Defect(
+            "no-alert",
+            "bursts of failed authentication raise no alert (nor are they throttled)",
+            ("AUDIT-003", "LIMIT-002"),
+        ),
         Defect("clock-skew", "audit timestamps run five minutes fast", ("AUDIT-004",)),
         Defect("broken-chain", "every seventh audit record's hash skips the chain", ("AUDIT-005",)),
         Defect(
             "log-rewrite",
             "the audit log is truncated and rewritten (with a fresh chain) as it grows, "
             "losing events and alerts",
-            ("AUDIT-001", "AUDIT-003", "AUDIT-005", "AUDIT-006"),
+            ("AUDIT-001", "AUDIT-003", "AUDIT-005", "AUDIT-006", "LIMIT-002"),
         ),
         Defect(
             "phi-in-logs",
@@ -175,6 +179,23 @@ REFERENCE = BundledTarget(
             "failed authentications log the presented authorization header "
             "(the canary JWT among them)",
             ("REDACT-001", "REDACT-004"),
+        ),
+        Defect("mask-ignored", "GetPatient ignores read_mask", ("MIN-001",)),
+        Defect(
+            "overshare",
+            "billing also sees clinical notes and birth dates (with '*' or empty masks too)",
+            ("MIN-001", "MIN-002"),
+        ),
+        Defect("raw-ssn", "SSNs go out in clear to every role", ("MIN-003",)),
+        Defect("stale-cache", "the read cache is neither invalidated nor expired", ("MIN-004",)),
+        Defect("no-rate-limit", "no per-identity rate limit", ("LIMIT-002",)),
+        Defect(
+            "unbounded-export",
+            "exports return every record and run without a concurrency limit",
+            ("LIMIT-003",),
+        ),
+        Defect(
+            "page-size-uncapped", "SearchPatients serves any page size asked for", ("LIMIT-003",)
         ),
         Defect(
             "verbose-errors",

@@ -19,6 +19,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import grpc
 
@@ -40,8 +41,8 @@ class Served:
 def _toml_value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
+    if isinstance(value, (int, float)):
+        return repr(value)
     if isinstance(value, str):
         return json.dumps(value)
     if isinstance(value, (list, tuple)):
@@ -111,7 +112,7 @@ def _reference_config(workdir: Path, issuer: TokenIssuer, defects: frozenset[str
         "auth": {
             "clock_skew_s": server.LEEWAY_S,
             "stream_methods": [f"{svc}/WatchPatient"],
-            "stream_grace_s": 2,
+            "stream_grace_s": 1,
             "max_wait_s": 15,
             "issuer": issuer.issuer,
             "audience": issuer.audience,
@@ -136,7 +137,25 @@ def _reference_config(workdir: Path, issuer: TokenIssuer, defects: frozenset[str
             "sandbox_ids": ["p-0002", "p-0003"],
             "emergency_methods": [f"{svc}/GetPatient"],
         },
-        "safety": {"allow_mutations": True},
+        "safety": {"allow_mutations": True, "allow_transport_abuse": True},
+        "min": {
+            "unknown_path_policy": "reject",
+            "privileged_principals": [
+                p.name for p in server.PRINCIPALS if set(p.roles) & server.PRIVILEGED_ROLES
+            ],
+            "cache_ttl_s": server.CACHE_TTL_S,
+        },
+        "min.mask_methods": {f"{svc}/GetPatient": "read_mask"},
+        "min.role_field_allowlist": _allowlists(server),
+        "min.token_patterns": {"ssn": r"^\*{3}-\*{2}-\d{4}$"},
+        "limits": {
+            "max_recv_bytes": server.MAX_RECV_BYTES,
+            "bulk_methods": [f"{svc}/ExportPatients"],
+            "max_export_records": server.MAX_EXPORT_RECORDS,
+            "max_concurrent_exports": server.MAX_CONCURRENT_EXPORTS,
+            "max_page_size": server.MAX_PAGE_SIZE,
+        },
+        "limits.rate": {"rps": int(server.RATE_RPS), "window_s": 1, "cooldown_s": 0.5},
         "authz.own_ids": {"clinician": ["p-0001", "p-0002"]},
         "authz.foreign_ids": {"clinician": ["p-0031", "p-0032"]},
         "phi": {"methods": [f"{svc}/UpdatePatient"]},
@@ -193,12 +212,28 @@ def _reference_config(workdir: Path, issuer: TokenIssuer, defects: frozenset[str
             "emergency": "emergency",
             "reason": "reason",
             "event_type": "event_type",
+            "records": "messages",
         },
         "logs": {"sinks": ["app.log"]},
     }
     path = workdir / "hipaa.toml"
     path.write_text(_toml(tables, {"environment": "production"}))
     return path
+
+
+def _allowlists(server: Any) -> dict[str, object]:
+    """Fields each principal may see, from the reference's role table."""
+    from targets.reference import schema
+
+    every = [f.name for f in schema.message("Patient").DESCRIPTOR.fields]
+    out: dict[str, object] = {}
+    for p in server.PRINCIPALS:
+        fields: set[str] = set()
+        for role in p.roles:
+            allowed = server.ROLE_FIELDS.get(role, frozenset())
+            fields |= set(every) if allowed is None else set(allowed)
+        out[p.name] = sorted(fields)
+    return out
 
 
 def start(

@@ -27,6 +27,7 @@ CHECK_MODULES = (
     "harness.checks.authz",
     "harness.checks.errors",
     "harness.checks.audit",
+    "harness.checks.minimize",
 )
 
 

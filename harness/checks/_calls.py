@@ -32,13 +32,20 @@ class Probe:
     requests: tuple[bytes, ...]
     principal: Principal | None = None
     metadata: tuple[tuple[str, str | bytes], ...] = ()
+    retry_exhausted: bool = True  # False where RESOURCE_EXHAUSTED is itself the answer
 
 
 def send(run: Run, probes: Sequence[Probe]) -> list[tuple[Probe, CallResult]]:
     """Make every probe's call, concurrently over the run's channel, in order."""
 
     def one(p: Probe) -> tuple[Probe, CallResult]:
-        return p, run.call(p.method, p.requests, principal=p.principal, extra_metadata=p.metadata)
+        return p, run.call(
+            p.method,
+            p.requests,
+            principal=p.principal,
+            extra_metadata=p.metadata,
+            retry_exhausted=p.retry_exhausted,
+        )
 
     return run.map(one, probes)
 

@@ -631,8 +631,16 @@ def _growth(run: Run) -> tuple[audit.Events, audit.Events, int]:
         base = next((b for b in found if b.accepted and b.method.path in phi), None)
         sent = []
         if base is not None:  # allowed calls: audited whatever the service does with refusals
-            probe = Probe("audited call", base.method.path, (base.request,), base.principal)
-            sent = [r for _, r in send(run, [probe] * 50)]
+            policy = Policy.of(run)
+            allowed = sorted(policy.allowed(base.method.path) or ()) if policy else []
+            callers = [p for n in allowed if (p := run.principal(n)) and p.has_token] or [
+                base.principal
+            ]
+            probes = [
+                Probe("audited call", base.method.path, (base.request,), callers[i % len(callers)])
+                for i in range(50)
+            ]  # spread over identities, so per-identity rate limits do not slow this down
+            sent = [r for _, r in send(run, probes)]
         audit.wait_for(run, [r.request_id for r in sent])
         return before, audit.read(run), len(sent)
 

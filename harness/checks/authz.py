@@ -95,7 +95,7 @@ def streams_end_at_expiry(run: Run) -> Outcome:
             continue
         now = time.time()
         if keys.private_key is not None:
-            life = 2
+            life = 1
             token = keys.mint(
                 {**base.token.claims, "iat": int(now), "nbf": int(now) - 1, "exp": int(now) + life},
                 base.token.header,

@@ -47,11 +47,41 @@ from targets.reference import schema
 ISSUER = "https://issuer.reference.hipaa.test"
 AUDIENCE = "hipaagrpc.reference"
 MAX_RECV_BYTES = 4 * 1024 * 1024
-MAX_PAGE_SIZE = 50
-MAX_EXPORT_RECORDS = 100
+MAX_PAGE_SIZE = 25
+MAX_EXPORT_RECORDS = 25
+MAX_CONCURRENT_EXPORTS = 2
+EXPORT_RECORD_DELAY_S = 0.02  # an export takes a while, as real ones do
+RATE_RPS, RATE_BURST = 50.0, 5.0  # per identity (token bucket)
+CACHE_TTL_S = 1.0
+_CLINICAL = (
+    "patient_id",
+    "given_name",
+    "family_name",
+    "birth_date",
+    "ssn",
+    "mrn",
+    "email",
+    "phone",
+)
+#: Fields each role may see (top-level Patient fields); roles not listed see none.
+ROLE_FIELDS: dict[str, frozenset[str] | None] = {
+    "admin": None,  # everything
+    "clinician": frozenset(
+        {*_CLINICAL, "address", "clinical_notes", "updated_at", "managing_clinician"}
+    ),
+    "billing": frozenset(
+        {"patient_id", "given_name", "family_name", "ssn", "address", "insurance_plan_id"}
+        | {"billing_account", "updated_at"}
+    ),
+    "auditor": frozenset({"patient_id", "mrn", "updated_at", "managing_clinician"}),
+    "exporter": frozenset(
+        {"patient_id", "given_name", "family_name", "birth_date", "mrn", "updated_at"}
+    ),
+}
+PRIVILEGED_ROLES = frozenset({"admin"})  # see SSNs in clear
 MAX_WATCH_S = 120.0
 #: Clock-skew leeway on exp/nbf, at the door and on every message of a long stream.
-LEEWAY_S = 2
+LEEWAY_S = 1
 REQUEST_ID_KEY = "x-request-id"
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -281,6 +311,14 @@ class PatientRecords:
         self._phi_in_error = "phi-in-error" in defects
         self._phi_in_logs = "phi-in-logs" in defects
         self._phi_in_trailers = "phi-in-trailers" in defects
+        self._overshare = "overshare" in defects
+        self._raw_ssn = "raw-ssn" in defects
+        self._mask_ignored = "mask-ignored" in defects
+        self._stale_cache = "stale-cache" in defects
+        self._unbounded_export = "unbounded-export" in defects
+        self._page_uncapped = "page-size-uncapped" in defects
+        self._cache: dict[str, tuple[float, Message]] = {}
+        self._exports: dict[str, int] = {}
         self._patient = schema.message("Patient")
         self._page = schema.message("SearchPatientsResponse")
 
@@ -296,14 +334,53 @@ class PatientRecords:
             return True
         return patient_id in CARE_TEAMS.get(identity.subject, frozenset())
 
-    def _get(self, patient_id: str, context: grpc.ServicerContext) -> Message:
+    def _visible(self) -> tuple[frozenset[str] | None, bool]:
+        """The caller's field allowlist (None: all) and whether it sees SSNs in clear."""
+        identity = CURRENT_IDENTITY.get()
+        if identity is None:  # no interceptor (in-process use): everything
+            return None, True
+        fields: set[str] = set()
+        for role in identity.roles:
+            allowed = ROLE_FIELDS.get(role, frozenset())
+            if allowed is None:
+                return None, True
+            fields |= allowed
+        if self._overshare and "billing" in identity.roles:  # defect
+            fields |= {"clinical_notes", "birth_date"}
+        return frozenset(fields), bool(identity.roles & PRIVILEGED_ROLES) or self._raw_ssn
+
+    def _project(self, rec: Message) -> Message:
+        """``rec`` as the caller may see it: allowed fields only, SSN tokenized if need be."""
+        allowed, clear_ssn = self._visible()
+        out = self._patient()
+        if allowed is None:
+            out.CopyFrom(rec)
+        elif allowed:
+            field_mask_pb2.FieldMask(paths=sorted(allowed)).MergeMessage(rec, out)
+        if out.ssn and not clear_ssn:
+            out.ssn = f"***-**-{out.ssn[-4:]}"
+        return out
+
+    def _load(self, patient_id: str) -> Message | None:
+        """A record through the read cache (TTL, invalidated on every write)."""
+        now = time.monotonic()
         with self._store.lock:
+            hit = self._cache.get(patient_id)
+            if hit is not None and (hit[0] > now or self._stale_cache):
+                return hit[1]
             rec = self._store.records.get(patient_id)
             if rec is None:
-                self._fail(context, grpc.StatusCode.NOT_FOUND, "patient not found")
-            out = self._patient()
-            out.CopyFrom(rec)
-            return out
+                return None
+            copy = self._patient()
+            copy.CopyFrom(rec)
+            self._cache[patient_id] = (now + CACHE_TTL_S, copy)
+            return copy
+
+    def _get(self, patient_id: str, context: grpc.ServicerContext) -> Message:
+        rec = self._load(patient_id)
+        if rec is None:
+            self._fail(context, grpc.StatusCode.NOT_FOUND, "patient not found")
+        return self._project(rec)
 
     def _fail(self, context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
         if self._verbose:  # defect: the stack goes to the caller
@@ -324,14 +401,9 @@ class PatientRecords:
         self._validate_mask(request.read_mask, context)
         if not self._may_see(request.patient_id, emergency_ok=True):
             self._fail(context, grpc.StatusCode.PERMISSION_DENIED, "permission denied")
-        with self._store.lock:
-            rec = self._store.records.get(request.patient_id)
-            if rec is None:
-                self._fail(context, grpc.StatusCode.NOT_FOUND, "patient not found")
-            out = self._patient()
-            out.CopyFrom(rec)
+        out = self._get(request.patient_id, context)
         paths = [p for p in request.read_mask.paths if p != "*"]
-        if paths and len(paths) == len(request.read_mask.paths):
+        if paths and len(paths) == len(request.read_mask.paths) and not self._mask_ignored:
             masked = self._patient()
             field_mask_pb2.FieldMask(paths=paths).MergeMessage(out, masked)
             return masked
@@ -341,7 +413,9 @@ class PatientRecords:
         """Stream pages of matching records; page size capped at MAX_PAGE_SIZE."""
         if request.page_size < 0:
             self._fail(context, grpc.StatusCode.INVALID_ARGUMENT, "page_size must not be negative")
-        size = min(request.page_size or 20, MAX_PAGE_SIZE)
+        size = request.page_size or 20
+        if not self._page_uncapped:  # the defect serves whatever size is asked for
+            size = min(size, MAX_PAGE_SIZE)
         try:
             start = int(request.page_token or "0")
         except ValueError:
@@ -355,7 +429,7 @@ class PatientRecords:
             ]
         for offset in range(start, len(hits), size):
             page = self._page()
-            page.patients.extend(hits[offset : offset + size])
+            page.patients.extend(self._project(r) for r in hits[offset : offset + size])
             if offset + size < len(hits):
                 page.next_page_token = str(offset + size)
             yield page
@@ -402,16 +476,35 @@ class PatientRecords:
                 self._fail(context, grpc.StatusCode.NOT_FOUND, "patient not found")
             request.update_mask.MergeMessage(request.patient, rec, replace_message_field=True)
             rec.updated_at.GetCurrentTime()
+            if not self._stale_cache:
+                self._cache.pop(pid, None)
             out = self._patient()
             out.CopyFrom(rec)
         return out
 
     def export_patients(self, request: Any, context: grpc.ServicerContext) -> Iterator[Message]:
-        """Stream records for bulk export, at most MAX_EXPORT_RECORDS per call."""
-        limit = min(request.max_records or MAX_EXPORT_RECORDS, MAX_EXPORT_RECORDS)
+        """Stream records for bulk export, bounded per call and in concurrency per identity."""
+        identity = CURRENT_IDENTITY.get()
+        who = identity.subject if identity else ""
         with self._store.lock:
-            records = [r for _, r in sorted(self._store.records.items())][:limit]
-        yield from records
+            running = self._exports.get(who, 0)
+            busy = running >= MAX_CONCURRENT_EXPORTS and not self._unbounded_export
+            if not busy:
+                self._exports[who] = running + 1
+        if busy:
+            self._fail(context, grpc.StatusCode.RESOURCE_EXHAUSTED, "too many concurrent exports")
+        try:
+            limit = request.max_records or MAX_EXPORT_RECORDS
+            if not self._unbounded_export:
+                limit = min(limit, MAX_EXPORT_RECORDS)
+            with self._store.lock:
+                records = [r for _, r in sorted(self._store.records.items())][:limit]
+            for rec in records:
+                time.sleep(EXPORT_RECORD_DELAY_S)
+                yield self._project(rec)
+        finally:
+            with self._store.lock:
+                self._exports[who] -= 1
 
     def apply_unchecked(self, request: Any) -> None:
         """The write-before-check defect: apply an update that will then be refused."""
@@ -422,6 +515,8 @@ class PatientRecords:
                     request.update_mask.MergeMessage(
                         request.patient, rec, replace_message_field=True
                     )
+                    rec.updated_at.GetCurrentTime()
+                    self._cache.pop(request.patient.patient_id, None)
 
     def watch_patient(self, request: Any, context: grpc.ServicerContext) -> Iterator[Message]:
         """Stream a record's state every ``interval_ms`` while the credential is valid."""
@@ -522,6 +617,7 @@ class Gatekeeper(grpc.ServerInterceptor):
         self._defects = defects
         self._verified_signatures: set[str] = set()  # used only by the sig-cache defect
         self._failures: dict[str, list[float]] = {}
+        self._buckets: dict[str, tuple[float, float]] = {}
         self._alerted: dict[str, float] = {}
         self._burst_lock = threading.Lock()
         self.write_before_check: Callable[[Any], None] | None = None  # the defect's hook
@@ -638,8 +734,22 @@ class Gatekeeper(grpc.ServerInterceptor):
             self._verified_signatures.add(signature)
         return claims
 
+    def _rate_ok(self, subject: str) -> bool:
+        """Token bucket per identity: RATE_RPS sustained, RATE_BURST at once."""
+        if "no-rate-limit" in self._defects:
+            return True
+        now = time.monotonic()
+        with self._burst_lock:
+            tokens, last = self._buckets.get(subject, (RATE_BURST, now))
+            tokens = min(RATE_BURST, tokens + (now - last) * RATE_RPS)
+            ok = tokens >= 1
+            self._buckets[subject] = (tokens - 1 if ok else tokens, now)
+        return ok
+
     def authorize(self, identity: Identity, method: str) -> MethodPolicy | None:
         """The method's policy if the identity may call it; deny by default."""
+        if not self._rate_ok(identity.subject):
+            raise _Denied(grpc.StatusCode.RESOURCE_EXHAUSTED, "rate limit exceeded")
         policy = POLICY.get(method)
         if policy is not None and "rbac-hole" in self._defects and method == _m("SearchPatients"):
             return policy  # defect: every authenticated caller may search
