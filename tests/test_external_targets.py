@@ -120,3 +120,25 @@ def test_unreadable_audit_source_is_inconclusive_not_fatal(pytester):
         assert statuses[control] == "INCONCLUSIVE", control
     # Everything else still ran and passed.
     assert statuses["AUTHZ-001"] == statuses["REDACT-001"] == statuses["REFL-001"] == "PASS"
+
+
+def test_abusive_controls_skip_without_their_opt_in(pytester):
+    pytester.makefile(
+        ".toml", hipaa="[safety]\nallow_transport_abuse = false\nallow_mutations = false\n"
+    )
+    reprec = pytester.inline_run(
+        "--hipaa-target=spawn:reference",
+        "-k",
+        "LIMIT or AUTHZ_003 or MIN_004",
+        "-p",
+        "no:cacheprovider",
+    )
+    skipped = {
+        r.nodeid.split("::")[-1]: str(r.longrepr[2])
+        for r in reprec.getreports("pytest_runtest_logreport")
+        if r.skipped
+    }
+    assert "--hipaa-allow-transport-abuse" in skipped["test_LIMIT_002_rate_limits"]
+    assert "--hipaa-allow-transport-abuse" in skipped["test_LIMIT_003_export_and_page_bounds"]
+    assert "--hipaa-allow-mutations" in skipped["test_AUTHZ_003_no_escalation_or_side_effects"]
+    assert "--hipaa-allow-mutations" in skipped["test_MIN_004_cache_honours_updates"]

@@ -80,6 +80,17 @@ def _record_type(policy: Policy, run: Run) -> str | None:
     return reads[0].output_type if reads else None
 
 
+def _record_setup(run: Run, control_id: str) -> tuple[Policy, str] | Outcome:
+    """The policy and the record type MIN-002/003 judge, or the SKIP that says why not."""
+    policy = _policy_or_skip(run, control_id)
+    if isinstance(policy, Outcome):
+        return policy
+    record = _record_type(policy, run)
+    if record is None:
+        return Outcome.skip(CATALOGUE[control_id], "no read method to take the record type from")
+    return policy, record
+
+
 def _reads(policy: Policy) -> list[MethodInfo]:
     return [m for m in policy.protected() if not policy.is_write(m.path)]
 
@@ -241,12 +252,10 @@ def responses_minimised_by_role(run: Run) -> Outcome:
     allowlists = run.config.table("min.role_field_allowlist")
     if not allowlists:
         return Outcome.skip(control, "no min.role_field_allowlist declared")
-    policy = _policy_or_skip(run, "MIN-002")
-    if isinstance(policy, Outcome):
-        return policy
-    record = _record_type(policy, run)
-    if record is None:
-        return Outcome.skip(control, "no read method to take the record type from")
+    setup = _record_setup(run, "MIN-002")
+    if isinstance(setup, Outcome):
+        return setup
+    policy, record = setup
     c = canaries(run)
     observations = []
     for probe, result in _role_reads(run, policy):
@@ -295,12 +304,10 @@ def identifiers_tokenised(run: Run) -> Outcome:
     patterns = {k: re.compile(str(v)) for k, v in run.config.table("min.token_patterns").items()}
     if not patterns:
         return Outcome.skip(control, "no min.token_patterns declared")
-    policy = _policy_or_skip(run, "MIN-003")
-    if isinstance(policy, Outcome):
-        return policy
-    record = _record_type(policy, run)
-    if record is None:
-        return Outcome.skip(control, "no read method to take the record type from")
+    setup = _record_setup(run, "MIN-003")
+    if isinstance(setup, Outcome):
+        return setup
+    policy, record = setup
     privileged = set(run.config.str_list("min.privileged_principals"))
     planted = set(canaries(run).values.values())
     observations = []

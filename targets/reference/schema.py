@@ -64,3 +64,9 @@ def message(name: str) -> Any:
     _register()
     desc = descriptor_pool.Default().FindMessageTypeByName(f"{PACKAGE}.{name}")
     return message_factory.GetMessageClass(desc)
+
+
+def service_descriptor() -> Any:
+    """The PatientRecords service descriptor."""
+    _register()
+    return descriptor_pool.Default().FindServiceByName(SERVICE)

@@ -560,43 +560,27 @@ class PatientRecords:
             yield self._get(request.patient_id, context)
 
     def handler(self) -> grpc.GenericRpcHandler:
-        """The generic handler that registers the service with a grpc server."""
-        m = schema.message
-        return grpc.method_handlers_generic_handler(
-            schema.SERVICE,
-            {
-                "GetPatient": grpc.unary_unary_rpc_method_handler(
-                    self.get_patient,
-                    request_deserializer=m("GetPatientRequest").FromString,
-                    response_serializer=m("Patient").SerializeToString,
-                ),
-                "SearchPatients": grpc.unary_stream_rpc_method_handler(
-                    self.search_patients,
-                    request_deserializer=m("SearchPatientsRequest").FromString,
-                    response_serializer=m("SearchPatientsResponse").SerializeToString,
-                ),
-                "UpdatePatient": grpc.unary_unary_rpc_method_handler(
-                    self.update_patient,
-                    request_deserializer=m("UpdatePatientRequest").FromString,
-                    response_serializer=m("Patient").SerializeToString,
-                ),
-                "ExportPatients": grpc.unary_stream_rpc_method_handler(
-                    self.export_patients,
-                    request_deserializer=m("ExportPatientsRequest").FromString,
-                    response_serializer=m("Patient").SerializeToString,
-                ),
-                "WatchPatient": grpc.unary_stream_rpc_method_handler(
-                    self.watch_patient,
-                    request_deserializer=m("WatchPatientRequest").FromString,
-                    response_serializer=m("PatientEvent").SerializeToString,
-                ),
-                "ReadPatients": grpc.stream_stream_rpc_method_handler(
-                    self.read_patients,
-                    request_deserializer=m("GetPatientRequest").FromString,
-                    response_serializer=m("Patient").SerializeToString,
-                ),
-            },
-        )
+        """The generic handler for the service, built from its descriptor.
+
+        Each RPC ``FooBar`` is served by the method ``foo_bar``; kinds and message types
+        come from the .proto, so the two cannot drift apart.
+        """
+        service = schema.service_descriptor()
+        handlers = {}
+        for method in service.methods:
+            behavior = getattr(self, re.sub(r"(?<!^)(?=[A-Z])", "_", method.name).lower())
+            kind = {
+                (False, False): grpc.unary_unary_rpc_method_handler,
+                (False, True): grpc.unary_stream_rpc_method_handler,
+                (True, False): grpc.stream_unary_rpc_method_handler,
+                (True, True): grpc.stream_stream_rpc_method_handler,
+            }[(method.client_streaming, method.server_streaming)]
+            handlers[method.name] = kind(
+                behavior,
+                request_deserializer=schema.message(method.input_type.name).FromString,
+                response_serializer=schema.message(method.output_type.name).SerializeToString,
+            )
+        return grpc.method_handlers_generic_handler(schema.SERVICE, handlers)
 
 
 class Gatekeeper(grpc.ServerInterceptor):
