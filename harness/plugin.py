@@ -139,6 +139,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "safety.max_requests); same as safety.allow_transport_abuse = true",
     )
     group.addoption(
+        "--hipaa-call-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="deadline of each gRPC call (default 10); after three calls in a row hit it, "
+        "the target counts as unresponsive and the remaining controls are INCONCLUSIVE",
+    )
+    group.addoption(
         "--hipaa-seed",
         type=int,
         metavar="N",
@@ -221,7 +229,8 @@ def hipaa_run(request: pytest.FixtureRequest) -> Iterator[Run]:
     state = request.config.stash[_STATE]
     if state.spec is None:
         pytest.skip("no --hipaa-target given")
-    options = RunOptions(seed=state.seed, profile=state.profile)
+    timeout = float(request.config.getoption("hipaa_call_timeout"))
+    options = RunOptions(seed=state.seed, profile=state.profile, call_timeout_s=timeout)
     try:
         run = Run.open(state.spec, state.config, options)
     except HarnessError as exc:

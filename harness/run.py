@@ -36,6 +36,8 @@ from harness.transport import Detected, detect_transport
 DEFAULT_CALL_TIMEOUT_S = 10.0
 #: Calls in flight at once when a control fans out (one channel, HTTP/2 streams).
 CALL_CONCURRENCY = 16
+#: Consecutive calls that hit their deadline before the target counts as unresponsive.
+UNRESPONSIVE_AFTER = 3
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -79,6 +81,8 @@ class Run:
         self._catalogue: MethodCatalogue | None = None
         self._catalogue_problem: str | None = None
         self._memo: dict[str, Any] = {}
+        self._deadline_streak = 0
+        self.unresponsive = ""  # why the run stopped sending, once the target stopped answering
         self._extra_channels: list[grpc.Channel] = []
         self._memo_locks: dict[str, threading.Lock] = {}
 
@@ -215,6 +219,8 @@ class Run:
             max_responses: Stop after this many response messages.
             retry_exhausted: Retry RESOURCE_EXHAUSTED (False where it is the answer).
         """
+        if self.unresponsive:
+            return self._not_sent(method, principal)
         md: list[tuple[str, str | bytes]] = list(principal.metadata()) if principal else []
         md.extend(extra_metadata)
         if channel is None:
@@ -237,7 +243,29 @@ class Run:
             time.sleep(backoff)
         with self._lock:
             self.journal.append(result)
+            hung = result.code == grpc.StatusCode.DEADLINE_EXCEEDED and not result.responses
+            self._deadline_streak = self._deadline_streak + 1 if hung else 0
+            if self._deadline_streak >= UNRESPONSIVE_AFTER and not self.unresponsive:
+                self.unresponsive = (
+                    f"the target stopped answering: {self._deadline_streak} calls in a row "
+                    "hit their deadline; nothing more was sent"
+                )
         return result
+
+    def _not_sent(self, method: str, principal: Principal | None) -> CallResult:
+        """What a call returns once the target is unresponsive: nothing was sent."""
+        return CallResult(
+            method=method,
+            code=grpc.StatusCode.DEADLINE_EXCEEDED,
+            details=f"not sent: {self.unresponsive}",
+            responses=(),
+            initial_metadata=(),
+            trailing_metadata=(),
+            request_id="",
+            principal=principal.name if principal else None,
+            elapsed_s=0.0,
+            started_at=time.time(),
+        )
 
     def map(self, fn: Callable[[T], U], items: Iterable[T]) -> list[U]:
         """``fn`` over ``items``, at most :data:`CALL_CONCURRENCY` at a time, in order."""

@@ -142,3 +142,34 @@ def test_abusive_controls_skip_without_their_opt_in(pytester):
     assert "--hipaa-allow-transport-abuse" in skipped["test_LIMIT_003_export_and_page_bounds"]
     assert "--hipaa-allow-mutations" in skipped["test_AUTHZ_003_no_escalation_or_side_effects"]
     assert "--hipaa-allow-mutations" in skipped["test_MIN_004_cache_honours_updates"]
+
+
+def test_a_target_that_stops_answering_ends_quickly_and_inconclusive(pytester):
+    """Every method hangs: the run stops sending after three deadlines and says so."""
+    import time
+
+    from targets.reference.server import PatientRecords, _Store
+
+    class Hang(grpc.ServerInterceptor):
+        def intercept_service(self, continuation, details):
+            if details.method.startswith("/hipaagrpc."):
+                time.sleep(2)  # longer than the call deadline below
+            return continuation(details)
+
+    server = grpc.server(futures.ThreadPoolExecutor(32), interceptors=[Hang()])
+    server.add_generic_rpc_handlers([PatientRecords(_Store.seeded()).handler()])
+    reflection.enable_server_reflection(
+        ["hipaagrpc.reference.v1.PatientRecords", reflection.SERVICE_NAME], server
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    start = time.monotonic()
+    try:
+        statuses = control_statuses(
+            pytester, f"--hipaa-target=127.0.0.1:{port}", "--hipaa-call-timeout=1"
+        )
+    finally:
+        server.stop(3).wait(5)  # let the sleeping handlers finish
+    assert time.monotonic() - start < 60
+    assert statuses["AUTHN-001"] == "INCONCLUSIVE"
+    assert "PASS" not in {statuses[c] for c in ("AUTHN-001", "ERR-001", "ERR-002")}

@@ -14,7 +14,7 @@ from types import MappingProxyType
 
 from harness.catalogue import CATALOGUE, Control
 from harness.errors import HarnessError
-from harness.outcome import Outcome
+from harness.outcome import Outcome, Status
 from harness.run import Run
 
 CheckFn = Callable[[Run], Outcome]
@@ -83,11 +83,16 @@ def registered() -> Mapping[str, Check]:
 def run_check(control_id: str, run: Run) -> Outcome:
     """Run the check for ``control_id``; a harness failure becomes ERROR, never PASS or FAIL."""
     entry = registered()[control_id]
+    if run.unresponsive:
+        return Outcome.inconclusive(entry.control, run.unresponsive)
     try:
-        return entry.fn(run)
+        outcome = entry.fn(run)
     except HarnessError as exc:
         return Outcome.error(entry.control, str(exc))
     except Exception as exc:  # the one broad boundary: a bug in a check is an ERROR
-        return Outcome.error(
-            entry.control, f"harness error in {control_id}: {type(exc).__name__}: {exc}"
-        )
+        reason = f"harness error in {control_id}: {type(exc).__name__}: {exc}"
+        return Outcome.error(entry.control, reason)
+    if run.unresponsive and outcome.status in (Status.PASS, Status.FAIL, Status.WARN):
+        # Probes after the target hung were never sent: the verdict cannot stand.
+        return Outcome.inconclusive(entry.control, run.unresponsive, outcome.observations)
+    return outcome
