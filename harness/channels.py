@@ -124,6 +124,7 @@ def invoke(
     principal: str | None = None,
     timeout: float = 10.0,
     max_responses: int = 1000,
+    compression: grpc.Compression | None = None,
 ) -> CallResult:
     """Make one call with raw request bytes and collect everything it returns.
 
@@ -136,6 +137,7 @@ def invoke(
         principal: Whose credentials ``metadata`` holds, for the record only.
         timeout: Deadline in seconds.
         max_responses: Stop reading (and cancel) after this many responses.
+        compression: Compress the request (gzip for decompression-bomb probes).
 
     Returns:
         The call's outcome. Transport failures come back as their status
@@ -151,7 +153,7 @@ def invoke(
     responses: list[bytes] = []
     arrivals: list[float] = []
     outgoing = requests if isinstance(requests, Iterator) else iter(list(requests))
-    call: Any = multicallable(outgoing, metadata=md, timeout=timeout)
+    call: Any = multicallable(outgoing, metadata=md, timeout=timeout, compression=compression)
     try:
         for response in call:
             responses.append(response)

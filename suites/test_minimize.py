@@ -31,3 +31,8 @@ def test_LIMIT_002_rate_limits(hipaa_verdict):
 @pytest.mark.hipaa_control("LIMIT-003")
 def test_LIMIT_003_export_and_page_bounds(hipaa_verdict):
     hipaa_verdict.conclude()
+
+
+@pytest.mark.hipaa_control("LIMIT-001")
+def test_LIMIT_001_size_limits(hipaa_verdict):
+    hipaa_verdict.conclude()

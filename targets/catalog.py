@@ -180,6 +180,11 @@ REFERENCE = BundledTarget(
             "(the canary JWT among them)",
             ("REDACT-001", "REDACT-004"),
         ),
+        Defect(
+            "no-size-limit",
+            "the receive limit is 256 MiB, so oversized and decompression-bomb requests get in",
+            ("LIMIT-001",),
+        ),
         Defect("mask-ignored", "GetPatient ignores read_mask", ("MIN-001",)),
         Defect(
             "overshare",

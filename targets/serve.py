@@ -150,6 +150,7 @@ def _reference_config(workdir: Path, issuer: TokenIssuer, defects: frozenset[str
         "min.token_patterns": {"ssn": r"^\*{3}-\*{2}-\d{4}$"},
         "limits": {
             "max_recv_bytes": server.MAX_RECV_BYTES,
+            "size_probe_method": f"{svc}/GetPatient",
             "bulk_methods": [f"{svc}/ExportPatients"],
             "max_export_records": server.MAX_EXPORT_RECORDS,
             "max_concurrent_exports": server.MAX_CONCURRENT_EXPORTS,

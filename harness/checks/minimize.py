@@ -737,3 +737,157 @@ def export_and_page_bounds(run: Run) -> Outcome:
             control, "no limits.bulk_methods and no page_size method with limits.max_page_size"
         )
     return Outcome.from_observations(control, observations, passed="exports and pages bounded")
+
+
+# -- LIMIT-001 ----------------------------------------------------------------------------
+
+
+def _sized(policy: Policy, run: Run, path: str, size: int) -> bytes | None:
+    """The template with its first string/bytes field padded so the message is ``size`` bytes."""
+    cls = policy.catalogue.message_class(policy.catalogue.method(path).input_type)
+    field = next(
+        (
+            f
+            for f in cls.DESCRIPTOR.fields
+            if f.type in (f.TYPE_STRING, f.TYPE_BYTES) and not _repeated(f)
+        ),
+        None,
+    )
+    if field is None:
+        return None
+    msg = cls()
+    json_format.Parse(_template(run, path) or "{}", msg)
+    pad = size
+    for _ in range(4):  # the length prefix grows with the payload: converge on the size
+        setattr(msg, field.name, "x" * pad if field.type == field.TYPE_STRING else b"x" * pad)
+        over = len(msg.SerializeToString()) - size
+        if over == 0:
+            break
+        pad -= over
+    data: bytes = msg.SerializeToString()
+    return data
+
+
+@check("LIMIT-001")
+def size_limits(run: Run) -> Outcome:
+    """Size limits: messages, metadata and decompressed payloads.
+
+    Through ``limits.size_probe_method`` (else the first unary method with a string or
+    bytes field), on a channel of its own with no send limit: (a) a request of
+    ``limits.max_recv_bytes`` + 1 bytes (4 MiB + 1) must get RESOURCE_EXHAUSTED; (b) one of
+    the limit - 1024 must not; (c) a 20 KiB and a 1 MiB metadata header must be refused
+    (any non-OK code); (d) a gzip message under 64 KiB that inflates to 8 x the limit must
+    get RESOURCE_EXHAUSTED (or UNIMPLEMENTED without gzip). The service must stay healthy
+    after every step (health Check, or ``schema.liveness_method``).
+    """
+    control = CATALOGUE["LIMIT-001"]
+    policy = _policy_or_skip(run, "LIMIT-001")
+    if isinstance(policy, Outcome):
+        return policy
+    limit = int(run.config.get("limits.max_recv_bytes"))
+    path = run.config.str_("limits.size_probe_method")
+    if path is None:
+        unary = [
+            m
+            for m in policy.protected()
+            if not m.client_streaming and not m.server_streaming and not policy.is_write(m.path)
+        ]
+        path = next((m.path for m in unary if _sized(policy, run, m.path, 64) is not None), None)
+    if path is None:
+        return Outcome.skip(
+            control, "no unary method with a string or bytes field (set limits.size_probe_method)"
+        )
+    who = next(
+        (run.principal(n) for n in sorted(policy.allowed(path) or ()) if run.principal(n)), None
+    )
+    md = who.metadata() if who is not None else ()
+    liveness = run.config.str_("schema.liveness_method") or "/grpc.health.v1.Health/Check"
+    channel = run.endpoint.open_channel()
+    observations = []
+
+    def call(
+        requests: list[bytes], extra: tuple[tuple[str, str], ...] = (), gzip: bool = False
+    ) -> CallResult:
+        return invoke(
+            channel, path, requests, metadata=(*md, *extra), request_id_key=run.request_id_key,
+            timeout=run.options.call_timeout_s, compression=grpc.Compression.Gzip if gzip else None,
+        )  # fmt: skip
+
+    def healthy(after: str) -> None:
+        check_channel = run.endpoint.open_channel()
+        try:
+            r = invoke(check_channel, liveness, [b""], request_id_key=run.request_id_key, timeout=5)
+        finally:
+            check_channel.close()
+        ok = r.code == grpc.StatusCode.OK
+        observations.append(
+            Observation(
+                f"health after {after}",
+                r.summary(),
+                "OK",
+                Status.PASS if ok else Status.FAIL,
+                Severity.HIGH,
+                r.request_id,
+            )
+        )
+
+    try:
+        big, fits = _sized(policy, run, path, limit + 1), _sized(policy, run, path, limit - 1024)
+        assert big is not None
+        assert fits is not None
+        r = call([big])
+        observations.append(
+            Observation(
+                f"(a) {limit + 1}-byte request -> {path}",
+                r.summary(),
+                "RESOURCE_EXHAUSTED (8)",
+                Status.PASS if r.code == grpc.StatusCode.RESOURCE_EXHAUSTED else Status.FAIL,
+                Severity.HIGH,
+                r.request_id,
+            )
+        )
+        healthy("(a)")
+        r = call([fits])
+        observations.append(
+            Observation(
+                f"(b) {limit - 1024}-byte request -> {path}",
+                r.summary(),
+                "not RESOURCE_EXHAUSTED",
+                Status.PASS if r.code != grpc.StatusCode.RESOURCE_EXHAUSTED else Status.FAIL,
+                Severity.MEDIUM,
+                r.request_id,
+            )
+        )
+        for size in (20 * 1024, 1024 * 1024):
+            r = call([_sized(policy, run, path, 64) or b""], (("x-hipaa-probe", "h" * size),))
+            observations.append(
+                Observation(
+                    f"(c) {size // 1024} KiB metadata header -> {path}",
+                    r.summary(),
+                    "refused (any non-OK code)",
+                    Status.PASS if r.code != grpc.StatusCode.OK else Status.FAIL,
+                    Severity.HIGH,
+                    r.request_id,
+                )
+            )
+            healthy(f"(c) {size // 1024} KiB header")
+        bomb = _sized(policy, run, path, 8 * limit)
+        assert bomb is not None
+        r = call([bomb], gzip=True)
+        ok = r.code in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNIMPLEMENTED)
+        observations.append(
+            Observation(
+                f"(d) gzip request inflating to {8 * limit} bytes -> {path}",
+                r.summary(),
+                "RESOURCE_EXHAUSTED (8), or UNIMPLEMENTED (12) without gzip",
+                Status.PASS if ok else Status.FAIL,
+                Severity.HIGH,
+                r.request_id,
+            )
+        )
+        healthy("(d)")
+    finally:
+        channel.close()
+    return Outcome.from_observations(
+        control, observations, passed="size limits enforced; the service stayed healthy"
+    )

@@ -988,11 +988,13 @@ def start(
     gatekeeper = Gatekeeper(issuer, audit, log, frozenset(public), options.defects)
     if "write-before-check" in options.defects:
         gatekeeper.write_before_check = records.apply_unchecked
+    recv_limit = 256 * 1024 * 1024 if "no-size-limit" in options.defects else MAX_RECV_BYTES
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=16),
         interceptors=[gatekeeper],
         options=[
-            ("grpc.max_receive_message_length", MAX_RECV_BYTES),
+            # The no-size-limit defect raises the limit far past what the service needs.
+            ("grpc.max_receive_message_length", recv_limit),
             ("grpc.so_reuseport", 0),
         ],
         handlers=handlers,
