@@ -185,6 +185,17 @@ REFERENCE = BundledTarget(
             "the receive limit is 256 MiB, so oversized and decompression-bomb requests get in",
             ("LIMIT-001",),
         ),
+        Defect(
+            "crash-enum",
+            "an undeclared SortOrder number raises, unhandled (UNKNOWN)",
+            ("FUZZ-001", "ERR-002"),
+        ),
+        Defect(
+            "crash-nested",
+            "filters nested past 8 levels raise, unhandled (UNKNOWN)",
+            ("FUZZ-001", "ERR-002"),
+        ),
+        Defect("hang-input", "a negative page_size blocks for 1.5 s", ("FUZZ-001",)),
         Defect("mask-ignored", "GetPatient ignores read_mask", ("MIN-001",)),
         Defect(
             "overshare",

@@ -88,3 +88,30 @@ def test_field_map_reaches_nested_fields():
     assert field(_Run(), event, "identity") == "u-1"  # type: ignore[arg-type]
     assert field(_Run(), event, "method") == "/a.B/C"  # type: ignore[arg-type]
     assert field(_Run(), event, "source") is None  # type: ignore[arg-type]
+
+
+def test_fuzz_strategies_round_trip_and_go_deep():
+    from hypothesis import HealthCheck, given, settings
+
+    from harness.fuzz import messages
+    from targets.reference import schema
+
+    request = schema.message("SearchPatientsRequest")
+    depths = []
+
+    def depth(f, d=1):
+        return max([d, *(depth(x, d + 1) for x in f.any_of)])
+
+    @settings(
+        max_examples=60, database=None, deadline=None, suppress_health_check=list(HealthCheck)
+    )
+    @given(messages(request))
+    def check(msg):
+        assert (
+            request.FromString(msg.SerializeToString()).SerializeToString()
+            == msg.SerializeToString()
+        )
+        depths.append(depth(msg.filter) if msg.HasField("filter") else 0)
+
+    check()
+    assert max(depths) > 8  # deep nesting is generated, not left to chance

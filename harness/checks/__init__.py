@@ -28,6 +28,7 @@ CHECK_MODULES = (
     "harness.checks.errors",
     "harness.checks.audit",
     "harness.checks.minimize",
+    "harness.checks.fuzz",
 )
 
 

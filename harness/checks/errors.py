@@ -79,6 +79,9 @@ def _all_calls(run: Run) -> list[CallResult]:
     """Every call of the run, after making sure AUTHN-001's and AUTHZ-001's calls exist."""
     authn_basic_calls(run)
     authz_matrix_calls(run)
+    from harness.checks.fuzz import fuzz_calls
+
+    fuzz_calls(run)
     with run._lock:
         return list(run.journal)
 

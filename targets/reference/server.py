@@ -53,6 +53,12 @@ MAX_CONCURRENT_EXPORTS = 2
 EXPORT_RECORD_DELAY_S = 0.02  # an export takes a while, as real ones do
 RATE_RPS, RATE_BURST = 50.0, 5.0  # per identity (token bucket)
 CACHE_TTL_S = 1.0
+MAX_FILTER_DEPTH = 8
+SORT_KEYS: dict[int, Callable[[Any], Any]] = {
+    0: lambda r: r.patient_id,
+    1: lambda r: r.patient_id,
+    2: lambda r: (r.family_name, r.given_name),
+}
 _CLINICAL = (
     "patient_id",
     "given_name",
@@ -318,6 +324,9 @@ class PatientRecords:
         self._unbounded_export = "unbounded-export" in defects
         self._page_uncapped = "page-size-uncapped" in defects
         self._cache: dict[str, tuple[float, Message]] = {}
+        self._crash_enum = "crash-enum" in defects
+        self._crash_nested = "crash-nested" in defects
+        self._hang_input = "hang-input" in defects
         self._exports: dict[str, int] = {}
         self._patient = schema.message("Patient")
         self._page = schema.message("SearchPatientsResponse")
@@ -409,8 +418,25 @@ class PatientRecords:
             return masked
         return out
 
+    def _depth(self, flt: Any, depth: int = 1) -> int:
+        return max([depth, *(self._depth(f, depth + 1) for f in flt.any_of)])
+
+    def _matches(self, flt: Any, rec: Any) -> bool:
+        own = bool(rec.family_name.startswith(flt.family_name_prefix))
+        return own and (not flt.any_of or any(self._matches(f, rec) for f in flt.any_of))
+
     def search_patients(self, request: Any, context: grpc.ServicerContext) -> Iterator[Message]:
         """Stream pages of matching records; page size capped at MAX_PAGE_SIZE."""
+        if request.page_size < 0 and self._hang_input:  # defect: a slow path for bad input
+            time.sleep(1.5)
+        if request.HasField("filter") and self._depth(request.filter) > MAX_FILTER_DEPTH:
+            if self._crash_nested:  # defect: an unchecked recursion limit
+                raise RecursionError("filter nesting")
+            self._fail(context, grpc.StatusCode.INVALID_ARGUMENT, "filter nested too deeply")
+        if request.sort not in SORT_KEYS:
+            if self._crash_enum:  # defect: unknown enum numbers reach a dict lookup
+                raise KeyError(request.sort)
+            self._fail(context, grpc.StatusCode.INVALID_ARGUMENT, "unknown sort order")
         if request.page_size < 0:
             self._fail(context, grpc.StatusCode.INVALID_ARGUMENT, "page_size must not be negative")
         size = request.page_size or 20
@@ -427,6 +453,9 @@ class PatientRecords:
                 if r.family_name.startswith(request.family_name_prefix)
                 and self._may_see(r.patient_id)
             ]
+        if request.HasField("filter"):
+            hits = [r for r in hits if self._matches(request.filter, r)]
+        hits.sort(key=SORT_KEYS[request.sort])
         for offset in range(start, len(hits), size):
             page = self._page()
             page.patients.extend(self._project(r) for r in hits[offset : offset + size])
@@ -831,6 +860,10 @@ class _Call:
         if code is None:
             context: Any = self.context  # ServicerContext.code() exists since grpcio 1.38
             code = context.code() if exc is not None else None
+            crash_defect = bool(self.gate._defects & {"crash-enum", "crash-nested"})
+            if exc is not None and code is None and crash_defect and isinstance(exc, Exception):
+                self._record(grpc.StatusCode.UNKNOWN, messages)  # defect: no catch-all
+                return
             if exc is not None and code is None:
                 # An unexpected error: log its type only (values may hold PHI), answer INTERNAL.
                 self.gate._log.error(

@@ -1,0 +1,8 @@
+"""Fuzzing: malformed and extreme inputs (164.308(a)(8), 164.312(c)(1))."""
+
+import pytest
+
+
+@pytest.mark.hipaa_control("FUZZ-001")
+def test_FUZZ_001_schema_aware_property_fuzzing(hipaa_verdict):
+    hipaa_verdict.conclude()
