@@ -80,14 +80,15 @@ def messages(cls: type[Any], *, max_depth: int = 20, max_items: int = 4) -> st.S
     The nesting depth is drawn uniformly (``sampled_from``): integer strategies favour
     small values, and deep nesting is exactly what a parser or handler gets wrong.
     """
-    return st.sampled_from(range(max_depth + 1)).flatmap(lambda d: _message(cls, d, max_items))
+    return st.sampled_from(range(max_depth + 1)).flatmap(lambda d: _message(cls, d, 3, max_items))
 
 
-def _message(cls: type[Any], depth: int, max_items: int) -> st.SearchStrategy[Any]:
-    """Every nesting level uses up one unit of ``depth``; at 0, message fields stay unset.
+def _message(cls: type[Any], depth: int, levels: int, max_items: int) -> st.SearchStrategy[Any]:
+    """A message with a self-recursive chain ``depth`` long and other nesting ``levels`` deep.
 
     A field of the message's own type is always set while depth remains, so the chain
-    reaches the drawn depth.
+    reaches the drawn depth; every other message field uses up one level (which also
+    bounds mutual recursion).
     """
     desc: Descriptor = cls.DESCRIPTOR
     optional: dict[str, st.SearchStrategy[Any]] = {}
@@ -102,16 +103,18 @@ def _message(cls: type[Any], depth: int, max_items: int) -> st.SearchStrategy[An
                 )
             continue
         if field.message_type is not None:
-            if depth <= 0:
-                continue
             sample = getattr(cls(), field.name)
             sub_cls = type(sample.add()) if _repeated(field) else type(sample)
-            child = _message(sub_cls, depth - 1, max_items)
             if field.message_type.full_name == desc.full_name:
+                if depth <= 0:
+                    continue
+                # Self-recursion grows one linear chain: a tree would be exponential in depth.
+                chain = _message(sub_cls, depth - 1, levels, max_items)
                 required[field.name] = (
-                    st.lists(child, min_size=1, max_size=2) if _repeated(field) else child
+                    st.lists(chain, min_size=1, max_size=1) if _repeated(field) else chain
                 )
-            else:
+            elif levels > 0:
+                child = _message(sub_cls, depth, levels - 1, max_items)
                 optional[field.name] = (
                     st.lists(child, max_size=max_items) if _repeated(field) else child
                 )
