@@ -18,7 +18,6 @@ import base64
 import hashlib
 import random
 import re
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 _B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
@@ -44,7 +43,6 @@ CATEGORIES = {
     "BI": ("biometric", True),
     "UI": ("other_id", True),
 }
-CATEGORY_CODES = {name: code for code, (name, _) in CATEGORIES.items()}
 _WEAK = {name for name, strong in CATEGORIES.values() if not strong} | {"ssn", "phone"}
 
 
@@ -219,9 +217,3 @@ class CanarySet:
             if len(value) >= 8:
                 text = text.replace(value, f"<canary:{self.category_of[key]}>")
         return re.sub(re.escape(self.nonce), "<canary>", text, flags=re.I)
-
-
-def scan_all(canaries: CanarySet, chunks: Iterable[tuple[str, bytes]]) -> Iterator[Hit]:
-    """Scan (source, bytes) chunks in turn."""
-    for source, data in chunks:
-        yield from canaries.scan(data, source)

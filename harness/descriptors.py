@@ -32,6 +32,12 @@ _REFLECTION_SERVICES = {
 }
 
 
+def is_repeated(field: Any) -> bool:
+    """True for repeated fields (protobuf >= 6.32 has ``is_repeated``; ``label`` before)."""
+    flag = getattr(field, "is_repeated", None)
+    return bool(flag) if flag is not None else bool(field.label == field.LABEL_REPEATED)
+
+
 @dataclass(frozen=True)
 class MethodInfo:
     """One RPC method as the descriptors declare it."""

@@ -14,6 +14,8 @@ from typing import Any
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from hypothesis import strategies as st
 
+from harness.descriptors import is_repeated
+
 _I32, _I64 = 2**31, 2**63
 _INTS = {
     FieldDescriptor.TYPE_INT32: (-_I32, _I32 - 1),
@@ -69,11 +71,6 @@ def _scalar(field: Any) -> st.SearchStrategy[Any]:
     raise ValueError(f"no strategy for field type {t}")
 
 
-def _repeated(field: Any) -> bool:
-    flag = getattr(field, "is_repeated", None)
-    return bool(flag) if flag is not None else field.label == field.LABEL_REPEATED
-
-
 def messages(cls: type[Any], *, max_depth: int = 20, max_items: int = 4) -> st.SearchStrategy[Any]:
     """Instances of the message class ``cls``, every field possibly set.
 
@@ -104,23 +101,25 @@ def _message(cls: type[Any], depth: int, levels: int, max_items: int) -> st.Sear
             continue
         if field.message_type is not None:
             sample = getattr(cls(), field.name)
-            sub_cls = type(sample.add()) if _repeated(field) else type(sample)
+            sub_cls = type(sample.add()) if is_repeated(field) else type(sample)
             if field.message_type.full_name == desc.full_name:
                 if depth <= 0:
                     continue
                 # Self-recursion grows one linear chain: a tree would be exponential in depth.
                 chain = _message(sub_cls, depth - 1, levels, max_items)
                 required[field.name] = (
-                    st.lists(chain, min_size=1, max_size=1) if _repeated(field) else chain
+                    st.lists(chain, min_size=1, max_size=1) if is_repeated(field) else chain
                 )
             elif levels > 0:
                 child = _message(sub_cls, depth, levels - 1, max_items)
                 optional[field.name] = (
-                    st.lists(child, max_size=max_items) if _repeated(field) else child
+                    st.lists(child, max_size=max_items) if is_repeated(field) else child
                 )
             continue
         scalar = _scalar(field)
-        optional[field.name] = st.lists(scalar, max_size=max_items) if _repeated(field) else scalar
+        optional[field.name] = (
+            st.lists(scalar, max_size=max_items) if is_repeated(field) else scalar
+        )
     parts = {name: st.one_of(st.none(), s) for name, s in optional.items()} | required
     return st.fixed_dictionaries(parts).map(lambda values: _build(cls, values))
 
@@ -134,12 +133,12 @@ def _build(cls: type[Any], values: dict[str, Any]) -> Any:
         target = getattr(msg, name)
         if field.message_type is not None and field.message_type.GetOptions().map_entry:
             target.update(value)
-        elif field.message_type is not None and _repeated(field):
+        elif field.message_type is not None and is_repeated(field):
             for item in value:
                 target.add().CopyFrom(item)
         elif field.message_type is not None:
             target.CopyFrom(value)
-        elif _repeated(field):
+        elif is_repeated(field):
             target.extend(value)
         else:
             setattr(msg, name, value)

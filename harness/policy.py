@@ -83,11 +83,6 @@ class Policy:
                 return m
         return None
 
-    def any_read(self) -> MethodInfo | None:
-        """The first protected non-write method (for probes that need one method)."""
-        reads = [m for m in self.protected() if not self.is_write(m.path)]
-        return reads[0] if reads else None
-
     def request(self, run: Run, path: str) -> bytes:
         """The request to send: the template, or the default instance for guarded writes.
 

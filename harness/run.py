@@ -267,6 +267,11 @@ class Run:
             started_at=time.time(),
         )
 
+    def calls(self) -> list[CallResult]:
+        """Every call made so far (a copy of the journal)."""
+        with self._lock:
+            return list(self.journal)
+
     def map(self, fn: Callable[[T], U], items: Iterable[T]) -> list[U]:
         """``fn`` over ``items``, at most :data:`CALL_CONCURRENCY` at a time, in order."""
         todo = list(items)

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
+from google.protobuf import json_format
 
-from harness.catalogue import Severity
+from harness.catalogue import CATALOGUE, Severity
 from harness.channels import CallResult, code_text
-from harness.outcome import Observation, Status
+from harness.descriptors import is_repeated
+from harness.outcome import Observation, Outcome, Status
+from harness.policy import Policy
 from harness.principals import Principal
 from harness.run import Run
 
+_NO_DESCRIPTORS = "no method descriptors: {}"
 UNREACHED = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
 PERMISSION_DENIED = grpc.StatusCode.PERMISSION_DENIED
@@ -78,3 +84,88 @@ def refused(
     if result.code in tuple(low):
         return Observation(where, observed, expect, Status.FAIL, Severity.LOW, result.request_id)
     return Observation(where, observed, expect, Status.FAIL, None, result.request_id)
+
+
+def policy_or_skip(run: Run, control_id: str) -> Policy | Outcome:
+    policy = Policy.of(run)
+    if policy is None:
+        return Outcome.skip(CATALOGUE[control_id], _NO_DESCRIPTORS.format(run.catalogue_problem()))
+    return policy
+
+
+def strings_in(message: Any) -> set[str]:
+    """Every string value in a decoded message, nested messages and maps included."""
+    found: set[str] = set()
+    for field, value in message.ListFields():
+        values = value if is_repeated(field) else [value]
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            values = [value[k] for k in value] + list(value)
+        for v in values:
+            if isinstance(v, str):
+                found.add(v)
+            elif hasattr(v, "ListFields"):
+                found |= strings_in(v)
+    return found
+
+
+def template_text(run: Run, path: str, key: str = "schema.request_templates") -> str:
+    value = run.config.table(key).get(path)
+    if value is None and key != "schema.request_templates":
+        value = run.config.table("schema.request_templates").get(path)
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def swap_id(text: str, old: str, new: str) -> str:
+    return text.replace(json.dumps(old), json.dumps(new))
+
+
+def named_id(text: str, ids: list[str]) -> str | None:
+    return next((i for i in ids if json.dumps(i) in text), None)
+
+
+def set_path(message: Any, dotted: str, value: str) -> bool:
+    """Set string field ``dotted`` (proto names) in ``message``; False if there is none."""
+    *parents, leaf = dotted.split(".")
+    node = message
+    for name in parents:
+        if name not in node.DESCRIPTOR.fields_by_name:
+            return False
+        node = getattr(node, name)
+    fd = node.DESCRIPTOR.fields_by_name.get(leaf)
+    if fd is None or fd.type != fd.TYPE_STRING:
+        return False
+    setattr(node, leaf, value)
+    for fm in message.DESCRIPTOR.fields:  # keep AIP-134 update masks in step
+        if fm.message_type is not None and fm.message_type.full_name == "google.protobuf.FieldMask":
+            mask = getattr(message, fm.name)
+            relative = ".".join(dotted.split(".")[1:]) if parents else dotted
+            if relative and relative not in mask.paths:
+                mask.paths.append(relative)
+    return True
+
+
+def marked(cls: Any, text: str, nonce: str, ids: set[str]) -> bytes:
+    """The template with every non-ID string value suffixed with ``nonce``.
+
+    A denied write must leave no trace; marking its values makes any trace visible even if
+    an earlier, allowed write stored the template's own values.
+    """
+    msg = cls()
+    json_format.Parse(text, msg)
+
+    def mark(node: Any) -> None:
+        for fd, value in node.ListFields():
+            if fd.type == fd.TYPE_STRING and isinstance(value, str) and value and value not in ids:
+                setattr(node, fd.name, f"{value}-{nonce}")
+            elif (
+                fd.message_type is not None
+                and hasattr(value, "ListFields")
+                and fd.message_type.full_name != "google.protobuf.FieldMask"
+            ):
+                mark(value)
+
+    mark(msg)
+    data: bytes = msg.SerializeToString()
+    return data

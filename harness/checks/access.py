@@ -20,7 +20,15 @@ from hypothesis import strategies as st
 from harness.catalogue import CATALOGUE, Severity
 from harness.channels import CallResult
 from harness.checks import check
-from harness.checks._calls import Probe, bearer, refused, send
+from harness.checks._calls import (
+    _NO_DESCRIPTORS,
+    Probe,
+    bearer,
+    policy_or_skip,
+    refused,
+    send,
+    strings_in,
+)
 from harness.descriptors import MethodInfo
 from harness.outcome import Observation, Outcome, Status
 from harness.policy import Policy
@@ -39,14 +47,6 @@ from harness.tokens import (
 )
 
 _B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-_NO_DESCRIPTORS = "no method descriptors: {}"
-
-
-def _policy_or_skip(run: Run, control_id: str) -> Policy | Outcome:
-    policy = Policy.of(run)
-    if policy is None:
-        return Outcome.skip(CATALOGUE[control_id], _NO_DESCRIPTORS.format(run.catalogue_problem()))
-    return policy
 
 
 def _nonce(run: Run) -> str:
@@ -765,7 +765,7 @@ def mfa_for_privileged(run: Run) -> Outcome:
     required = run.config.str_list("auth.required_amr") or ["mfa"]
     if not privileged:
         return Outcome.skip(control, "no auth.privileged_methods declared")
-    policy = _policy_or_skip(run, "AUTHN-008")
+    policy = policy_or_skip(run, "AUTHN-008")
     if isinstance(policy, Outcome):
         return policy
     found, why = bases(run)
@@ -871,7 +871,7 @@ def rbac_matrix(run: Run) -> Outcome:
     control = CATALOGUE["AUTHZ-001"]
     if not run.config.table("auth.rbac_matrix"):
         return Outcome.skip(control, "no auth.rbac_matrix declared")
-    policy = _policy_or_skip(run, "AUTHZ-001")
+    policy = policy_or_skip(run, "AUTHZ-001")
     if isinstance(policy, Outcome):
         return policy
     calls = authz_matrix_calls(run)
@@ -928,24 +928,6 @@ def rbac_matrix(run: Run) -> Outcome:
 # -- AUTHZ-002 --------------------------------------------------------------------------
 
 
-def _strings(message: Any) -> set[str]:
-    """Every string value in a decoded message, nested messages and maps included."""
-    found: set[str] = set()
-    for field, value in message.ListFields():
-        repeated = getattr(field, "is_repeated", None)  # protobuf >= 6.32; label before
-        if repeated is None:
-            repeated = field.label == field.LABEL_REPEATED
-        values = value if repeated else [value]
-        if field.message_type is not None and field.message_type.GetOptions().map_entry:
-            values = [value[k] for k in value] + list(value)
-        for v in values:
-            if isinstance(v, str):
-                found.add(v)
-            elif hasattr(v, "ListFields"):
-                found |= _strings(v)
-    return found
-
-
 @check("AUTHZ-002")
 def object_level(run: Run) -> Outcome:
     """Object-level authorization: another patient's records stay out of reach.
@@ -964,7 +946,7 @@ def object_level(run: Run) -> Outcome:
     own, foreign = run.config.table("authz.own_ids"), run.config.table("authz.foreign_ids")
     if not foreign:
         return Outcome.skip(control, "no authz.foreign_ids (and authz.own_ids) declared")
-    policy = _policy_or_skip(run, "AUTHZ-002")
+    policy = policy_or_skip(run, "AUTHZ-002")
     if isinstance(policy, Outcome):
         return policy
     hiding = bool(run.config.get("authz.existence_hiding", False))
@@ -1063,7 +1045,7 @@ def object_level(run: Run) -> Outcome:
                 except DecodeError:  # undecodable: no evidence either way; counted below
                     undecodable += 1
                     continue
-                leaked |= _strings(decoded) & foreign_set
+                leaked |= strings_in(decoded) & foreign_set
             status = Status.FAIL if leaked else Status.INCONCLUSIVE if undecodable else Status.PASS
             observed = result.summary() + (
                 f"; foreign IDs returned: {', '.join(sorted(leaked))}" if leaked else ""

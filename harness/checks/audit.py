@@ -27,9 +27,8 @@ from harness.canary import CanarySet, Hit
 from harness.catalogue import CATALOGUE, Severity
 from harness.channels import CallResult
 from harness.checks import check
-from harness.checks._calls import Probe, bearer, send
-from harness.checks.access import _policy_or_skip, authn_basic_calls, authz_matrix_calls, bases
-from harness.checks.authz import _set_path
+from harness.checks._calls import Probe, bearer, policy_or_skip, send, set_path
+from harness.checks.access import authn_basic_calls, authz_matrix_calls, bases
 from harness.outcome import Observation, Outcome, Status
 from harness.policy import Policy
 from harness.run import Run
@@ -117,7 +116,7 @@ def planted_calls(run: Run) -> tuple[list[Planted], list[Observation]]:
                 msg = cls()
                 json_format.Parse(text, msg)
                 for path, value in overrides.items():
-                    _set_path(msg, path, value)
+                    set_path(msg, path, value)
                 data: bytes = msg.SerializeToString()
                 return data
 
@@ -179,8 +178,7 @@ def _audited_calls(run: Run) -> list[CallResult]:
     authn_basic_calls(run)
     authz_matrix_calls(run)
     phi = set(run.config.str_list("audit.phi_methods"))
-    with run._lock:
-        journal = list(run.journal)
+    journal = run.calls()
     return [r for r in journal if r.method in phi and r.code not in _CLIENT_SIDE]
 
 
@@ -354,7 +352,7 @@ def _injection(run: Run) -> list[Observation]:
         json_format.Parse(
             template if isinstance(template, str) else json.dumps(template or {}), msg
         )
-        if not _set_path(msg, entry[len(method) + 1 :], payload):
+        if not set_path(msg, entry[len(method) + 1 :], payload):
             continue
         allowed = policy.allowed(method) or frozenset()
         who = next((run.principal(n) for n in sorted(allowed) if run.principal(n)), None)
@@ -521,7 +519,7 @@ def timestamps_accurate(run: Run) -> Outcome:
     control = CATALOGUE["AUDIT-004"]
     if run.config.get("audit.source") is None or not run.config.str_list("audit.phi_methods"):
         return Outcome.skip(control, "needs audit.source and audit.phi_methods")
-    policy = _policy_or_skip(run, "AUDIT-004")
+    policy = policy_or_skip(run, "AUDIT-004")
     if isinstance(policy, Outcome):
         return policy
     phi = run.config.str_list("audit.phi_methods")

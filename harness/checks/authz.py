@@ -7,7 +7,6 @@ checks need no knowledge of the target's field names beyond its config.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -20,29 +19,24 @@ from harness import audit
 from harness.catalogue import CATALOGUE, Severity
 from harness.channels import CallResult
 from harness.checks import check
-from harness.checks._calls import Probe, bearer, refused, send
-from harness.checks.access import _policy_or_skip, _strings, bases
+from harness.checks._calls import (
+    Probe,
+    bearer,
+    marked,
+    named_id,
+    policy_or_skip,
+    refused,
+    send,
+    set_path,
+    strings_in,
+    swap_id,
+    template_text,
+)
+from harness.checks.access import bases
 from harness.outcome import Observation, Outcome, Status
 from harness.policy import Policy
 from harness.principals import principals_from
 from harness.run import Run
-
-
-def _template(run: Run, path: str, key: str = "schema.request_templates") -> str:
-    value = run.config.table(key).get(path)
-    if value is None and key != "schema.request_templates":
-        value = run.config.table("schema.request_templates").get(path)
-    if value is None:
-        return ""
-    return value if isinstance(value, str) else json.dumps(value)
-
-
-def _swap(text: str, old: str, new: str) -> str:
-    return text.replace(json.dumps(old), json.dumps(new))
-
-
-def _named_id(text: str, ids: list[str]) -> str | None:
-    return next((i for i in ids if json.dumps(i) in text), None)
 
 
 def _foreign_ids_in(policy: Policy, path: str, result: CallResult, foreign: set[str]) -> set[str]:
@@ -50,7 +44,7 @@ def _foreign_ids_in(policy: Policy, path: str, result: CallResult, foreign: set[
     leaked: set[str] = set()
     for blob in result.responses:
         try:
-            leaked |= _strings(cls.FromString(blob)) & foreign
+            leaked |= strings_in(cls.FromString(blob)) & foreign
         except DecodeError:
             continue
     return leaked
@@ -74,7 +68,7 @@ def streams_end_at_expiry(run: Run) -> Outcome:
     methods = run.config.str_list("auth.stream_methods")
     if not methods:
         return Outcome.skip(control, "no auth.stream_methods declared")
-    policy = _policy_or_skip(run, "AUTHN-009")
+    policy = policy_or_skip(run, "AUTHN-009")
     if isinstance(policy, Outcome):
         return policy
     skew = int(run.config.get("auth.clock_skew_s", 60))
@@ -118,7 +112,7 @@ def streams_end_at_expiry(run: Run) -> Outcome:
             continue
         method = policy.catalogue.method(path)
         request = policy.catalogue.request_bytes(
-            path, _template(run, path, "auth.stream_templates")
+            path, template_text(run, path, "auth.stream_templates")
         )
         requests: Any = (request,)
         if method.client_streaming:
@@ -163,52 +157,6 @@ def _every_second(request: bytes, seconds: float) -> Iterator[bytes]:
 # -- AUTHZ-003 --------------------------------------------------------------------------
 
 
-def _set_path(message: Any, dotted: str, value: str) -> bool:
-    """Set string field ``dotted`` (proto names) in ``message``; False if there is none."""
-    *parents, leaf = dotted.split(".")
-    node = message
-    for name in parents:
-        if name not in node.DESCRIPTOR.fields_by_name:
-            return False
-        node = getattr(node, name)
-    fd = node.DESCRIPTOR.fields_by_name.get(leaf)
-    if fd is None or fd.type != fd.TYPE_STRING:
-        return False
-    setattr(node, leaf, value)
-    for fm in message.DESCRIPTOR.fields:  # keep AIP-134 update masks in step
-        if fm.message_type is not None and fm.message_type.full_name == "google.protobuf.FieldMask":
-            mask = getattr(message, fm.name)
-            relative = ".".join(dotted.split(".")[1:]) if parents else dotted
-            if relative and relative not in mask.paths:
-                mask.paths.append(relative)
-    return True
-
-
-def _marked(cls: Any, text: str, nonce: str, ids: set[str]) -> bytes:
-    """The template with every non-ID string value suffixed with ``nonce``.
-
-    A denied write must leave no trace; marking its values makes any trace visible even if
-    an earlier, allowed write stored the template's own values.
-    """
-    msg = cls()
-    json_format.Parse(text, msg)
-
-    def mark(node: Any) -> None:
-        for fd, value in node.ListFields():
-            if fd.type == fd.TYPE_STRING and isinstance(value, str) and value and value not in ids:
-                setattr(node, fd.name, f"{value}-{nonce}")
-            elif (
-                fd.message_type is not None
-                and hasattr(value, "ListFields")
-                and fd.message_type.full_name != "google.protobuf.FieldMask"
-            ):
-                mark(value)
-
-    mark(msg)
-    data: bytes = msg.SerializeToString()
-    return data
-
-
 @check("AUTHZ-003")
 def no_escalation_by_tampering(run: Run) -> Outcome:
     """No escalation or side effects from tampered or denied requests.
@@ -230,14 +178,14 @@ def no_escalation_by_tampering(run: Run) -> Outcome:
     sandbox = run.config.str_list("authz.sandbox_ids")
     if not sandbox:
         return Outcome.skip(control, "no authz.sandbox_ids: no record may be changed")
-    policy = _policy_or_skip(run, "AUTHZ-003")
+    policy = policy_or_skip(run, "AUTHZ-003")
     if isinstance(policy, Outcome):
         return policy
     known = sandbox + [i for ids in run.config.table("authz.own_ids").values() for i in ids]
     writes = [
         m
         for m in policy.protected()
-        if policy.is_write(m.path) and _named_id(_template(run, m.path), known)
+        if policy.is_write(m.path) and named_id(template_text(run, m.path), known)
     ]
     reads = [
         m
@@ -245,7 +193,7 @@ def no_escalation_by_tampering(run: Run) -> Outcome:
         if not policy.is_write(m.path)
         and not m.server_streaming
         and not m.client_streaming
-        and _named_id(_template(run, m.path), known)
+        and named_id(template_text(run, m.path), known)
     ]
     if not writes or not reads:
         return Outcome.skip(
@@ -262,7 +210,9 @@ def no_escalation_by_tampering(run: Run) -> Outcome:
     sid = sandbox[0]
     read_request = policy.catalogue.request_bytes(
         read.path,
-        _swap(_template(run, read.path), _named_id(_template(run, read.path), known) or "", sid),
+        swap_id(
+            template_text(run, read.path), named_id(template_text(run, read.path), known) or "", sid
+        ),
     )
 
     def snapshot() -> CallResult:
@@ -273,12 +223,16 @@ def no_escalation_by_tampering(run: Run) -> Outcome:
     least = run.principal("least-privileged")
     observations = []
     for w in writes:
-        text = _swap(_template(run, w.path), _named_id(_template(run, w.path), known) or "", sid)
+        text = swap_id(
+            template_text(run, w.path), named_id(template_text(run, w.path), known) or "", sid
+        )
         allowed = policy.allowed(w.path) or frozenset()
         if least is not None and least.name not in allowed:
             before = snapshot()
-            marked = _marked(policy.catalogue.message_class(w.input_type), text, nonce, set(known))
-            attempt = run.call(w.path, [marked], principal=least)
+            denied_write = marked(
+                policy.catalogue.message_class(w.input_type), text, nonce, set(known)
+            )
+            attempt = run.call(w.path, [denied_write], principal=least)
             after = snapshot()
             same = before.responses == after.responses and before.code == after.code
             observations.append(
@@ -307,13 +261,13 @@ def no_escalation_by_tampering(run: Run) -> Outcome:
                 cls = policy.catalogue.message_class(w.input_type)
                 msg = cls()
                 json_format.Parse(text, msg)
-                if not _set_path(msg, path, nonce):
+                if not set_path(msg, path, nonce):
                     continue
                 result = run.call(w.path, [msg.SerializeToString()], principal=writer)
                 back = snapshot()
                 stored = any(
                     nonce
-                    in _strings(policy.catalogue.message_class(read.output_type).FromString(b))
+                    in strings_in(policy.catalogue.message_class(read.output_type).FromString(b))
                     for b in back.responses
                 )
                 ok = (
@@ -360,7 +314,7 @@ def per_message_authorization(run: Run) -> Outcome:
         return Outcome.skip(
             control, "needs authz.stream_methods, authz.own_ids and authz.foreign_ids"
         )
-    policy = _policy_or_skip(run, "AUTHZ-004")
+    policy = policy_or_skip(run, "AUTHZ-004")
     if isinstance(policy, Outcome):
         return policy
     per_message = bool(run.config.get("authz.per_message_errors", False))
@@ -374,8 +328,8 @@ def per_message_authorization(run: Run) -> Outcome:
         for path in methods:
             if name not in (policy.allowed(path) or ()):
                 continue
-            text = _template(run, path)
-            named = _named_id(text, mine)
+            text = template_text(run, path)
+            named = named_id(text, mine)
             if named is None:
                 observations.append(
                     Observation(
@@ -391,7 +345,7 @@ def per_message_authorization(run: Run) -> Outcome:
             if method.client_streaming:
                 msgs = (
                     build(path, text),
-                    build(path, _swap(text, named, foreign_ids[0])),
+                    build(path, swap_id(text, named, foreign_ids[0])),
                     build(path, text),
                 )
                 probes.append(
@@ -413,7 +367,7 @@ def per_message_authorization(run: Run) -> Outcome:
                         Probe(
                             f"{name} subscribes to foreign {foreign_ids[0]}",
                             path,
-                            (build(path, _swap(text, named, foreign_ids[0])),),
+                            (build(path, swap_id(text, named, foreign_ids[0])),),
                             principal,
                         ),
                         set(foreign_ids),
@@ -425,7 +379,7 @@ def per_message_authorization(run: Run) -> Outcome:
                         Probe(
                             f"{name} subscribes to the wildcard",
                             path,
-                            (build(path, _swap(text, named, "*")),),
+                            (build(path, swap_id(text, named, "*")),),
                             principal,
                         ),
                         set(foreign_ids),
@@ -503,7 +457,7 @@ def break_glass(run: Run) -> Outcome:
             "no break-glass mechanism declared (auth.fixtures.break_glass, "
             "authz.emergency_methods); ATT-006 must cover it",
         )
-    policy = _policy_or_skip(run, "AUTHZ-005")
+    policy = policy_or_skip(run, "AUTHZ-005")
     if isinstance(policy, Outcome):
         return policy
     token = fixtures["break_glass"].token()
@@ -515,11 +469,11 @@ def break_glass(run: Run) -> Outcome:
     for m in policy.protected():
         if policy.is_write(m.path) and not policy.allow_mutations:
             continue
-        text = _template(run, m.path)
-        named = _named_id(text, own)
+        text = template_text(run, m.path)
+        named = named_id(text, own)
         if named is None:
             continue
-        request = policy.catalogue.request_bytes(m.path, _swap(text, named, foreign[0]))
+        request = policy.catalogue.request_bytes(m.path, swap_id(text, named, foreign[0]))
         kind = "emergency" if m.path in emergency else "other"
         probes.append(
             (

@@ -82,8 +82,7 @@ def _all_calls(run: Run) -> list[CallResult]:
     from harness.checks.fuzz import fuzz_calls
 
     fuzz_calls(run)
-    with run._lock:
-        return list(run.journal)
+    return run.calls()
 
 
 def _texts(result: CallResult) -> Iterable[tuple[str, str]]:

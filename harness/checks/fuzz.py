@@ -25,7 +25,7 @@ from hypothesis.errors import HypothesisWarning
 from harness.catalogue import CATALOGUE, Severity
 from harness.channels import CallResult
 from harness.checks import check
-from harness.checks.access import _policy_or_skip
+from harness.checks._calls import policy_or_skip
 from harness.checks.audit import canaries
 from harness.fuzz import messages
 from harness.outcome import Observation, Outcome, Status
@@ -176,7 +176,7 @@ def property_fuzzing(run: Run) -> Outcome:
     after each method.
     """
     control = CATALOGUE["FUZZ-001"]
-    policy = _policy_or_skip(run, "FUZZ-001")
+    policy = policy_or_skip(run, "FUZZ-001")
     if isinstance(policy, Outcome):
         return policy
     runs = fuzz_calls(run)

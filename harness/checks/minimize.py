@@ -21,11 +21,20 @@ from harness import audit
 from harness.catalogue import CATALOGUE, Severity
 from harness.channels import CallResult, invoke
 from harness.checks import check
-from harness.checks._calls import Probe, bearer, send
-from harness.checks.access import _policy_or_skip, _strings, bases
+from harness.checks._calls import (
+    Probe,
+    bearer,
+    marked,
+    named_id,
+    policy_or_skip,
+    send,
+    strings_in,
+    swap_id,
+    template_text,
+)
+from harness.checks.access import bases
 from harness.checks.audit import _wait_alert, canaries, planted_calls
-from harness.checks.authz import _marked, _named_id, _swap, _template
-from harness.descriptors import MethodInfo
+from harness.descriptors import MethodInfo, is_repeated
 from harness.outcome import Observation, Outcome, Status
 from harness.policy import Policy
 from harness.run import Run
@@ -51,7 +60,7 @@ def _records(policy: Policy, path: str, result: CallResult, record_type: str) ->
         for fd, value in msg.ListFields():
             if fd.message_type is None or fd.message_type.GetOptions().map_entry:
                 continue
-            for v in value if _repeated(fd) else [value]:
+            for v in value if is_repeated(fd) else [value]:
                 walk(v)
 
     for blob in result.responses:
@@ -60,11 +69,6 @@ def _records(policy: Policy, path: str, result: CallResult, record_type: str) ->
         except DecodeError:
             continue
     return found
-
-
-def _repeated(fd: Any) -> bool:
-    flag = getattr(fd, "is_repeated", None)
-    return bool(flag) if flag is not None else fd.label == fd.LABEL_REPEATED
 
 
 def _record_type(policy: Policy, run: Run) -> str | None:
@@ -82,7 +86,7 @@ def _record_type(policy: Policy, run: Run) -> str | None:
 
 def _record_setup(run: Run, control_id: str) -> tuple[Policy, str] | Outcome:
     """The policy and the record type MIN-002/003 judge, or the SKIP that says why not."""
-    policy = _policy_or_skip(run, control_id)
+    policy = policy_or_skip(run, control_id)
     if isinstance(policy, Outcome):
         return policy
     record = _record_type(policy, run)
@@ -113,7 +117,7 @@ def field_mask_honoured(run: Run) -> Outcome:
     masks = run.config.table("min.mask_methods")
     if not masks:
         return Outcome.skip(control, "no min.mask_methods declared")
-    policy = _policy_or_skip(run, "MIN-001")
+    policy = policy_or_skip(run, "MIN-001")
     if isinstance(policy, Outcome):
         return policy
     allowlists = run.config.table("min.role_field_allowlist")
@@ -128,7 +132,7 @@ def field_mask_honoured(run: Run) -> Outcome:
         out_fields = [
             f.name for f in policy.catalogue.message_class(method.output_type).DESCRIPTOR.fields
         ]
-        text = _template(run, path) or "{}"
+        text = template_text(run, path) or "{}"
         for name in sorted(policy.allowed(path) or ()):
             principal = run.principal(name)
             if principal is None:
@@ -368,7 +372,7 @@ def cache_honours_updates(run: Run) -> Outcome:
         )
     if not run.config.has("min.cache_ttl_s"):
         return Outcome.skip(control, "no min.cache_ttl_s declared")
-    policy = _policy_or_skip(run, "MIN-004")
+    policy = policy_or_skip(run, "MIN-004")
     if isinstance(policy, Outcome):
         return policy
     sandbox = run.config.str_list("authz.sandbox_ids")
@@ -377,7 +381,7 @@ def cache_honours_updates(run: Run) -> Outcome:
         (
             m
             for m in policy.protected()
-            if policy.is_write(m.path) and _named_id(_template(run, m.path), known)
+            if policy.is_write(m.path) and named_id(template_text(run, m.path), known)
         ),
         None,
     )
@@ -387,7 +391,7 @@ def cache_honours_updates(run: Run) -> Outcome:
             for m in _reads(policy)
             if not m.server_streaming
             and not m.client_streaming
-            and _named_id(_template(run, m.path), known)
+            and named_id(template_text(run, m.path), known)
         ),
         None,
     )
@@ -396,10 +400,12 @@ def cache_honours_updates(run: Run) -> Outcome:
             control, "needs authz.sandbox_ids and a write and a read whose templates name a record"
         )
     sid = sandbox[0]
-    wtext = _swap(
-        _template(run, write.path), _named_id(_template(run, write.path), known) or "", sid
+    wtext = swap_id(
+        template_text(run, write.path), named_id(template_text(run, write.path), known) or "", sid
     )
-    rtext = _swap(_template(run, read.path), _named_id(_template(run, read.path), known) or "", sid)
+    rtext = swap_id(
+        template_text(run, read.path), named_id(template_text(run, read.path), known) or "", sid
+    )
     # The reader must see every field (a privileged principal); the writer is someone else.
     privileged = run.config.str_list("min.privileged_principals")
     readers = [p for n in sorted(policy.allowed(read.path) or ()) if (p := run.principal(n))]
@@ -413,7 +419,7 @@ def cache_honours_updates(run: Run) -> Outcome:
     run.call(read.path, [read_req], principal=reader)  # warm the cache
     result = run.call(
         write.path,
-        [_marked(policy.catalogue.message_class(write.input_type), wtext, nonce, set(known))],
+        [marked(policy.catalogue.message_class(write.input_type), wtext, nonce, set(known))],
         principal=writer,
     )
     if result.code != grpc.StatusCode.OK:
@@ -437,7 +443,7 @@ def cache_honours_updates(run: Run) -> Outcome:
             )
         finally:
             channel.close()
-        fresh = any(nonce in s for b in got.responses for s in _strings(cls.FromString(b)))
+        fresh = any(nonce in s for b in got.responses for s in strings_in(cls.FromString(b)))
         if fresh or time.monotonic() >= deadline:
             break
         time.sleep(0.5)
@@ -586,14 +592,14 @@ def rate_limits(run: Run) -> Outcome:
 def _maxed(policy: Policy, run: Run, path: str) -> bytes:
     """The template with every integer field at 2^31 - 1 (ask for everything)."""
     msg = policy.catalogue.message_class(policy.catalogue.method(path).input_type)()
-    json_format.Parse(_template(run, path) or "{}", msg)
+    json_format.Parse(template_text(run, path) or "{}", msg)
     for fd in msg.DESCRIPTOR.fields:
         if fd.type in (
             fd.TYPE_INT32,
             fd.TYPE_INT64,
             fd.TYPE_UINT32,
             fd.TYPE_UINT64,
-        ) and not _repeated(fd):
+        ) and not is_repeated(fd):
             setattr(msg, fd.name, _BIG)
     data: bytes = msg.SerializeToString()
     return data
@@ -614,7 +620,7 @@ def export_and_page_bounds(run: Run) -> Outcome:
     control = CATALOGUE["LIMIT-003"]
     if not run.config.get("safety.allow_transport_abuse"):
         return Outcome.skip(control, _TRANSPORT_ABUSE)
-    policy = _policy_or_skip(run, "LIMIT-003")
+    policy = policy_or_skip(run, "LIMIT-003")
     if isinstance(policy, Outcome):
         return policy
     observations: list[Observation] = []
@@ -708,7 +714,7 @@ def export_and_page_bounds(run: Run) -> Outcome:
                 None,
             )
             msg: Any = policy.catalogue.message_class(m.input_type)()
-            json_format.Parse(_template(run, m.path) or "{}", msg)
+            json_format.Parse(template_text(run, m.path) or "{}", msg)
             msg.page_size = _BIG
             r = run.call(m.path, [msg.SerializeToString()], principal=who)
             cls = policy.catalogue.message_class(m.output_type)
@@ -718,7 +724,9 @@ def export_and_page_bounds(run: Run) -> Outcome:
                     page = cls.FromString(blob)
                 except DecodeError:
                     continue
-                biggest = max([biggest, *(len(v) for fd, v in page.ListFields() if _repeated(fd))])
+                biggest = max(
+                    [biggest, *(len(v) for fd, v in page.ListFields() if is_repeated(fd))]
+                )
             ok = r.code == grpc.StatusCode.INVALID_ARGUMENT or (
                 r.code == grpc.StatusCode.OK and biggest <= int(max_page)
             )
@@ -749,14 +757,14 @@ def _sized(policy: Policy, run: Run, path: str, size: int) -> bytes | None:
         (
             f
             for f in cls.DESCRIPTOR.fields
-            if f.type in (f.TYPE_STRING, f.TYPE_BYTES) and not _repeated(f)
+            if f.type in (f.TYPE_STRING, f.TYPE_BYTES) and not is_repeated(f)
         ),
         None,
     )
     if field is None:
         return None
     msg = cls()
-    json_format.Parse(_template(run, path) or "{}", msg)
+    json_format.Parse(template_text(run, path) or "{}", msg)
     pad = size
     for _ in range(4):  # the length prefix grows with the payload: converge on the size
         setattr(msg, field.name, "x" * pad if field.type == field.TYPE_STRING else b"x" * pad)
@@ -781,7 +789,7 @@ def size_limits(run: Run) -> Outcome:
     after every step (health Check, or ``schema.liveness_method``).
     """
     control = CATALOGUE["LIMIT-001"]
-    policy = _policy_or_skip(run, "LIMIT-001")
+    policy = policy_or_skip(run, "LIMIT-001")
     if isinstance(policy, Outcome):
         return policy
     limit = int(run.config.get("limits.max_recv_bytes"))
