@@ -36,6 +36,9 @@ class Endpoint:
         ca_pem: Trust anchors; ``None`` means the system roots.
         client_cert_pem: Client certificate chain for mTLS, if configured.
         client_key_pem: Its private key.
+        pin_der: Set when a gRPC client would refuse the server's TLS (see
+            :mod:`harness.relay`): channels then go through a relay pinned to this
+            certificate. :meth:`~harness.run.Run.new_channel` honours it.
     """
 
     address: str
@@ -44,6 +47,7 @@ class Endpoint:
     ca_pem: bytes | None = None
     client_cert_pem: bytes | None = field(default=None, repr=False)
     client_key_pem: bytes | None = field(default=None, repr=False)
+    pin_der: bytes | None = field(default=None, repr=False)
 
     def open_channel(self, *, with_client_cert: bool = True) -> grpc.Channel:
         """A new channel to the target; the caller closes it."""

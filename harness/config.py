@@ -135,10 +135,6 @@ def _map(item: Checker) -> Checker:
     return check
 
 
-def _any(value: Any, where: _Where) -> Any:
-    return value
-
-
 def _table(schema: Mapping[str, Any]) -> Checker:
     def check(value: Any, where: _Where) -> dict[str, Any]:
         if not isinstance(value, dict):
@@ -147,6 +143,8 @@ def _table(schema: Mapping[str, Any]) -> Checker:
 
     return check
 
+
+_KEYPAIR = {"cert": _path, "key": _path}
 
 _PRINCIPAL = {
     "token_file": _path,
@@ -178,7 +176,13 @@ SCHEMA: dict[str, Any] = {
         "client_cert": _path,
         "client_key": _path,
         "s2s_methods": _list(_str),
-        "fixtures": _map(_any),
+        "fixtures": _table(
+            {
+                "expired": _table(_KEYPAIR),
+                "wrong_eku": _table(_KEYPAIR),
+                "revoked": _table(_KEYPAIR),
+            }
+        ),
     },
     "schema": {
         "descriptor_set": _path,

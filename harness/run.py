@@ -28,10 +28,17 @@ from harness.descriptors import (
 )
 from harness.errors import DescriptorError, HarnessError, TargetError
 from harness.principals import Principal, principals_from
+from harness.relay import Relay
 from harness.spawn import Spawned, spawn
 from harness.target import TargetSpec
 from harness.tokens import IssuerKeys, load_issuer_keys
-from harness.transport import Detected, detect_transport
+from harness.transport import (
+    Detected,
+    Transport,
+    client_context,
+    detect_transport,
+    verified_handshake_problem,
+)
 
 DEFAULT_CALL_TIMEOUT_S = 10.0
 #: Calls in flight at once when a control fans out (one channel, HTTP/2 streams).
@@ -85,6 +92,7 @@ class Run:
         self.unresponsive = ""  # why the run stopped sending, once the target stopped answering
         self._extra_channels: list[grpc.Channel] = []
         self._memo_locks: dict[str, threading.Lock] = {}
+        self._relays: list[Relay] = []
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -137,6 +145,24 @@ class Run:
                 client_cert_pem=_read(cert),
                 client_key_pem=_read(key),
             )
+            if detected.transport is Transport.TLS and detected.leaf_der is not None:
+                problem = verified_handshake_problem(
+                    spec.host,
+                    spec.port,
+                    ca_pem=ca_pem,
+                    server_name=server_name,
+                    client_cert_pem=endpoint.client_cert_pem,
+                    client_key_pem=endpoint.client_key_pem,
+                    timeout=options.connect_timeout_s,
+                )
+                if problem is not None:
+                    endpoint = replace(endpoint, pin_der=detected.leaf_der)
+                    detected = replace(
+                        detected,
+                        note=f"{detected.note}; {problem}: the transport controls judge "
+                        "that, and the other controls probe through a local relay pinned "
+                        "to the presented certificate",
+                    )
         except BaseException:
             if spawned is not None:
                 spawned.stop()
@@ -144,7 +170,7 @@ class Run:
         return cls(spec, config, endpoint, detected, options, spawned)
 
     def close(self) -> None:
-        """Close the channel and stop a spawned target."""
+        """Close the channels and relays, and stop a spawned target."""
         with self._lock:
             if self._channel is not None:
                 self._channel.close()
@@ -152,6 +178,9 @@ class Run:
             for extra in self._extra_channels:
                 extra.close()
             self._extra_channels.clear()
+            for relay in self._relays:
+                relay.stop()
+            self._relays.clear()
         if self.spawned is not None:
             self.spawned.stop()
 
@@ -160,9 +189,70 @@ class Run:
     def channel(self) -> grpc.Channel:
         """The shared channel (with the client certificate, if configured)."""
         with self._lock:
-            if self._channel is None:
-                self._channel = self.endpoint.open_channel()
-            return self._channel
+            channel = self._channel
+        if channel is None:
+            channel = self.new_channel()
+            with self._lock:
+                if self._channel is None:
+                    self._channel = channel
+                else:
+                    channel.close()
+                channel = self._channel
+        return channel
+
+    def new_channel(
+        self, endpoint: Endpoint | None = None, *, with_client_cert: bool = True
+    ) -> grpc.Channel:
+        """A new channel to the target; the caller closes it.
+
+        It goes through a relay pinned to the certificate when the endpoint needs one.
+        """
+        endpoint = endpoint or self.endpoint
+        if endpoint.pin_der is not None:
+            assert self.spec.host is not None
+            assert self.spec.port is not None
+            with_cert = with_client_cert and endpoint.client_cert_pem is not None
+            context = client_context(
+                ca_pem=None,
+                verify=False,
+                client_cert_pem=endpoint.client_cert_pem if with_cert else None,
+                client_key_pem=endpoint.client_key_pem if with_cert else None,
+            )
+            relay = Relay(
+                self.spec.host,
+                self.spec.port,
+                context,
+                endpoint.pin_der,
+                endpoint.server_name or self.spec.host,
+                self.options.connect_timeout_s,
+            )
+            with self._lock:
+                self._relays.append(relay)
+            endpoint = replace(
+                endpoint, address=relay.address, transport=Transport.H2C, pin_der=None
+            )
+        return endpoint.open_channel(with_client_cert=with_client_cert)
+
+    def channel_problem(self) -> str:
+        """Why the harness's gRPC client cannot open a channel to the target, or ``""``.
+
+        Checked once per run; the controls that need application calls are INCONCLUSIVE
+        with this reason instead of judging connection failures as the service's answers.
+        """
+
+        def probe() -> str:
+            try:
+                grpc.channel_ready_future(self.channel()).result(
+                    timeout=self.options.connect_timeout_s
+                )
+            except grpc.FutureTimeoutError:
+                return (
+                    f"the harness's gRPC client could not open a channel to {self.spec.address} "
+                    f"within {self.options.connect_timeout_s:g} s ({self.detected.note})"
+                )
+            return ""
+
+        return self.memo("channel-problem", probe)
 
     @property
     def request_id_key(self) -> str:
@@ -184,7 +274,7 @@ class Run:
                 client_cert_pem=_read(principal.client_cert),
                 client_key_pem=_read(principal.client_key),
             )
-            channel = endpoint.open_channel()
+            channel = self.new_channel(endpoint)
             with self._lock:
                 self._extra_channels.append(channel)
             return channel

@@ -7,8 +7,10 @@ never depend on one library's error strings.
 from __future__ import annotations
 
 import enum
+import os
 import socket
 import ssl
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,12 +76,14 @@ def connect(host: str, port: int, timeout: float) -> socket.socket:
         return socket.create_connection((host, port), timeout=timeout)
     except TimeoutError:
         raise TargetError(
-            f"{_fmt(host, port)} is unreachable: no answer within {timeout:g} s"
+            f"{fmt_address(host, port)} is unreachable: no answer within {timeout:g} s"
         ) from None
     except ConnectionRefusedError:
-        raise TargetError(f"{_fmt(host, port)} is unreachable: connection refused") from None
+        raise TargetError(f"{fmt_address(host, port)} is unreachable: connection refused") from None
     except OSError as exc:
-        raise TargetError(f"{_fmt(host, port)} is unreachable: {exc.strerror or exc}") from None
+        raise TargetError(
+            f"{fmt_address(host, port)} is unreachable: {exc.strerror or exc}"
+        ) from None
 
 
 def probe_preface(host: str, port: int, timeout: float = 3.0) -> PrefaceProbe:
@@ -157,7 +161,7 @@ def detect_transport(
                 return Detected(Transport.TLS, f"{version}, ALPN {alpn or 'none'}", leaf)
         except TimeoutError:
             raise TargetError(
-                f"{_fmt(host, port)} accepted TCP but did not answer a TLS ClientHello "
+                f"{fmt_address(host, port)} accepted TCP but did not answer a TLS ClientHello "
                 f"within {timeout:g} s"
             ) from None
         except ssl.SSLError as exc:
@@ -169,7 +173,7 @@ def detect_transport(
         return Detected(Transport.H2C, "cleartext HTTP/2 (no TLS)")
     if tls_problem in _NOT_TLS_REASONS:
         raise TargetError(
-            f"{_fmt(host, port)} speaks neither TLS nor HTTP/2: TLS said {tls_problem}, "
+            f"{fmt_address(host, port)} speaks neither TLS nor HTTP/2: TLS said {tls_problem}, "
             f"the HTTP/2 preface got {probe.describe()}"
         )
     return Detected(Transport.TLS, f"TLS handshake refused without verification ({tls_problem})")
@@ -183,5 +187,83 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-def _fmt(host: str, port: int) -> str:
+def fmt_address(host: str, port: int) -> str:
+    """``host:port``, with brackets around an IPv6 address."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def client_context(
+    *,
+    ca_pem: bytes | None,
+    verify: bool,
+    client_cert_pem: bytes | None = None,
+    client_key_pem: bytes | None = None,
+    alpn: tuple[str, ...] = ("h2",),
+) -> ssl.SSLContext:
+    """A Python ``ssl`` client context offering ``alpn``.
+
+    It verifies against ``ca_pem`` (system roots when ``None``) or not at all, and presents
+    the client certificate if one is given.
+    """
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if verify:
+        if ca_pem is None:
+            ctx.load_default_certs()
+        else:
+            ctx.load_verify_locations(cadata=ca_pem.decode("ascii", "replace"))
+    else:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if alpn:
+        ctx.set_alpn_protocols(list(alpn))
+    if client_cert_pem is not None and client_key_pem is not None:
+        load_pem_pair(ctx, client_cert_pem, client_key_pem)
+    return ctx
+
+
+def load_pem_pair(ctx: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) -> None:
+    """Load a certificate chain and key given as bytes (``ssl`` only reads files)."""
+    with tempfile.TemporaryDirectory(prefix="hipaa-tls-") as tmp:
+        cert, key = Path(tmp) / "cert.pem", Path(tmp) / "key.pem"
+        cert.write_bytes(cert_pem)
+        fd = os.open(key, os.O_WRONLY | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(key_pem)
+        try:
+            ctx.load_cert_chain(cert, key)
+        except (ssl.SSLError, ValueError) as exc:
+            raise TargetError(f"the client certificate or key does not load: {exc}") from None
+
+
+def verified_handshake_problem(
+    host: str,
+    port: int,
+    *,
+    ca_pem: bytes | None,
+    server_name: str | None,
+    client_cert_pem: bytes | None,
+    client_key_pem: bytes | None,
+    timeout: float,
+) -> str | None:
+    """What a strict gRPC client would object to in the server's TLS, or ``None``.
+
+    Only the server's side counts: a certificate that fails verification (the reason in
+    OpenSSL's words), or ALPN not selecting ``h2``. Anything else (a refused client
+    certificate, a reset) is left to the channel to report.
+    """
+    ctx = client_context(
+        ca_pem=ca_pem, verify=True, client_cert_pem=client_cert_pem, client_key_pem=client_key_pem
+    )
+    try:
+        with (
+            connect(host, port, timeout) as sock,
+            ctx.wrap_socket(sock, server_hostname=server_name or host) as tls,
+        ):
+            alpn = tls.selected_alpn_protocol()
+    except ssl.SSLCertVerificationError as exc:
+        return f"the server certificate fails verification ({exc.verify_message})"
+    except (OSError, TargetError):
+        return None
+    if alpn != "h2":
+        return f"the server did not select ALPN h2 (selected: {alpn or 'nothing'})"
+    return None

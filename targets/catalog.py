@@ -18,11 +18,14 @@ class Defect:
         name: What goes after ``+`` in a ``spawn:`` spec.
         summary: What the defect does to the service.
         trips: Control IDs that must FAIL when it is on (and no others).
+        blinds: Control IDs the defect leaves the harness unable to judge (INCONCLUSIVE),
+            each for a reason given in the summary.
     """
 
     name: str
     summary: str
     trips: tuple[str, ...]
+    blinds: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -222,6 +225,54 @@ REFERENCE = BundledTarget(
             "auth-oracle",
             "authentication failures say why (expired, bad signature, unknown key...)",
             ("ERR-002",),
+        ),
+        # Transport defects: the service sits behind the TLS edge of targets/edge.py.
+        Defect(
+            "edge",
+            "served through a Python-ssl TLS edge proxy, configured as strictly as the service",
+            (),
+        ),
+        Defect(
+            "tls10",
+            "the edge accepts TLS 1.0 and 1.1; TLS 1.0 has only CBC suites and OpenSSL cannot "
+            "restrict a suite to one version, so TLS 1.2 accepts that CBC suite too",
+            ("TLS-001", "TLS-003"),
+        ),
+        Defect("cbc", "the edge accepts an ECDHE CBC suite under TLS 1.2", ("TLS-003",)),
+        Defect(
+            "no-pfs",
+            "the edge (RSA certificate) accepts static RSA key exchange under TLS 1.2; "
+            "sslyze cannot run its ROBOT probe against a server that requires client "
+            "certificates, so TLS-006 is INCONCLUSIVE",
+            ("TLS-004",),
+            blinds=("TLS-006",),
+        ),
+        Defect("no-tls13", "the edge stops at TLS 1.2", ("TLS-002",)),
+        Defect("no-alpn", "the edge does not negotiate ALPN", ("TLS-005",)),
+        Defect("expired-cert", "the edge's certificate expired ten days ago", ("CERT-003",)),
+        Defect(
+            "wrong-san",
+            "the edge's certificate names another host (wrong-host.hipaa.test)",
+            ("CERT-002",),
+        ),
+        Defect("long-lived-cert", "the edge's certificate is valid for 825 days", ("CERT-003",)),
+        Defect("weak-key", "the edge's certificate has an RSA 1024-bit key", ("CERT-001",)),
+        Defect("sha1-cert", "the edge's certificate is signed with SHA-1", ("CERT-001",)),
+        Defect(
+            "client-cert-optional",
+            "the edge asks for a client certificate but lets callers in without one",
+            ("MTLS-001",),
+        ),
+        Defect(
+            "no-client-auth",
+            "the edge never asks for a client certificate, so a forged one is never checked "
+            "and the calls it carries succeed",
+            ("MTLS-001", "MTLS-002"),
+        ),
+        Defect(
+            "client-cert-expiry-unchecked",
+            "the edge does not check client certificate validity dates",
+            ("MTLS-002",),
         ),
     ),
 )

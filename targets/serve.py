@@ -10,13 +10,15 @@ RBAC matrix, audit and log locations), with paths relative to that file.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import logging
 import re
 import signal
+import ssl
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -24,7 +26,8 @@ from typing import Any
 import grpc
 
 from targets.catalog import BUNDLED
-from targets.pki import Pki, TokenIssuer
+from targets.edge import STRICT_TLS12, Edge, EdgeSettings
+from targets.pki import SERVER_NAMES, Issued, Pki, TokenIssuer
 
 READY_PREFIX = "HIPAA-TARGET-READY "
 
@@ -101,7 +104,20 @@ def _reference_config(workdir: Path, issuer: TokenIssuer, defects: frozenset[str
     svc = f"/{schema.SERVICE}"
     tables: dict[str, dict[str, object]] = {
         "tls": {"server_name": "localhost", "ca_bundle": "ca.pem"},
-        "mtls": {"required": True, "client_cert": "client.pem", "client_key": "client-key.pem"},
+        "mtls": {
+            "required": True,
+            "client_cert": "client.pem",
+            "client_key": "client-key.pem",
+            "s2s_methods": [f"/{schema.SERVICE}/GetPatient", f"/{schema.SERVICE}/ExportPatients"],
+        },
+        "mtls.fixtures.expired": {
+            "cert": "mtls-fixtures/expired.pem",
+            "key": "mtls-fixtures/expired-key.pem",
+        },
+        "mtls.fixtures.wrong_eku": {
+            "cert": "mtls-fixtures/wrong-eku.pem",
+            "key": "mtls-fixtures/wrong-eku-key.pem",
+        },
         "schema": {
             "descriptor_set": "descriptors.pb",
             "write_methods": [f"/{schema.SERVICE}/UpdatePatient"],
@@ -238,6 +254,87 @@ def _allowlists(server: Any) -> dict[str, object]:
     return out
 
 
+CLIENT_IDENTITY = "svc-harness.reference.hipaa.test"
+
+#: Defects that put the TLS edge (targets/edge.py) in front of the service.
+EDGE_DEFECTS = frozenset(
+    {
+        "edge",
+        "tls10",
+        "cbc",
+        "no-pfs",
+        "no-tls13",
+        "no-alpn",
+        "expired-cert",
+        "wrong-san",
+        "long-lived-cert",
+        "weak-key",
+        "sha1-cert",
+        "client-cert-optional",
+        "no-client-auth",
+        "client-cert-expiry-unchecked",
+    }
+)
+
+
+def _edge_variant(defects: frozenset[str], pki: Pki) -> tuple[EdgeSettings, Issued] | None:
+    """The edge's TLS settings and server certificate for ``defects``, or ``None``."""
+    if not defects & EDGE_DEFECTS:
+        return None
+    settings = EdgeSettings()
+    leaf: dict[str, Any] = {}
+    if "tls10" in defects:
+        # TLS 1.0 has no AEAD suite, and OpenSSL cannot limit a suite to one protocol
+        # version: the CBC suite it needs is accepted under TLS 1.2 as well.
+        settings = replace(
+            settings,
+            minimum=ssl.TLSVersion.TLSv1,
+            ciphers=f"{STRICT_TLS12}:ECDHE-ECDSA-AES128-SHA:@SECLEVEL=0",
+        )
+    if "cbc" in defects:
+        settings = replace(settings, ciphers=f"{STRICT_TLS12}:ECDHE-ECDSA-AES128-SHA256")
+    if "no-pfs" in defects:  # static RSA key exchange needs an RSA certificate
+        settings = replace(settings, ciphers=f"{STRICT_TLS12}:AES128-GCM-SHA256")
+        leaf["key"] = "rsa-2048"
+    if "no-tls13" in defects:
+        settings = replace(settings, maximum=ssl.TLSVersion.TLSv1_2)
+    if "no-alpn" in defects:
+        settings = replace(settings, alpn=False)
+    if "expired-cert" in defects:
+        leaf.update(valid_from=-dt.timedelta(days=40), valid_for=dt.timedelta(days=30))
+    if "wrong-san" in defects:
+        leaf["names"] = ("wrong-host.hipaa.test",)
+    if "long-lived-cert" in defects:
+        leaf["valid_for"] = dt.timedelta(days=825)
+    if "weak-key" in defects:
+        leaf["key"] = "rsa-1024"
+        settings = replace(settings, ciphers=f"{settings.ciphers}:@SECLEVEL=1")
+    if "sha1-cert" in defects:
+        leaf["sha1"] = True  # OpenSSL 3 refuses SHA-1 certificates above level 0
+        settings = replace(settings, ciphers=f"{settings.ciphers}:@SECLEVEL=0")
+    if "client-cert-optional" in defects:
+        settings = replace(settings, client_auth=ssl.CERT_OPTIONAL)
+    if "no-client-auth" in defects:
+        settings = replace(settings, client_auth=ssl.CERT_NONE)
+    if "client-cert-expiry-unchecked" in defects:
+        settings = replace(settings, check_client_cert_dates=False)
+    names = leaf.pop("names", SERVER_NAMES)
+    return settings, pki.ca.issue(names, **leaf)
+
+
+class _Fronted:
+    """The service and the edge in front of it, stopped together."""
+
+    def __init__(self, running: Any, edge: Edge) -> None:
+        self._running = running
+        self._edge = edge
+        self.port = edge.port
+
+    def stop(self) -> None:
+        self._edge.stop()
+        self._running.stop()
+
+
 def start(
     name: str, defects: frozenset[str], workdir: Path
 ) -> tuple[Served, threading.Event, object]:
@@ -254,19 +351,34 @@ def start(
     )
     issuer = TokenIssuer(server.ISSUER, server.AUDIENCE)
     issuer.write(workdir)
-    pki = Pki.generate("svc-harness.reference.hipaa.test")
-    pki.write_client_side(workdir)
+    pki = Pki.generate(CLIENT_IDENTITY)
+    pki.write_client_side(workdir, CLIENT_IDENTITY)
+    edge = _edge_variant(defects, pki)
     creds = None
-    if "plaintext" not in defects:
+    if "plaintext" not in defects and edge is None:
         creds = grpc.ssl_server_credentials(
-            [(pki.server_key_pem, pki.server_chain_pem)],
+            [(pki.server.key_pem, pki.server.chain_pem)],
             root_certificates=pki.ca_pem,
             require_client_auth=True,
         )
-    running = server.start(server.Options(workdir=workdir, defects=defects), issuer, creds)
+    options = server.Options(workdir=workdir, defects=defects)
+    running = server.start(options, issuer, creds)
+    if edge is not None:
+        settings, leaf = edge
+        leaf.write(workdir / "edge", "server")
+        context = settings.context(
+            str(workdir / "edge" / "server.pem"),
+            str(workdir / "edge" / "server-key.pem"),
+            str(workdir / "ca.pem"),
+        )
+        backend = (options.host, running.port)
+        front = Edge(context, backend, options.host, require_h2=settings.alpn).start()
+        handle: Any = _Fronted(running, front)
+    else:
+        handle = running
     config = _reference_config(workdir, issuer, defects)
-    served = Served(f"127.0.0.1:{running.port}", config, workdir)
-    return served, threading.Event(), running
+    served = Served(f"127.0.0.1:{handle.port}", config, workdir)
+    return served, threading.Event(), handle
 
 
 def main(argv: list[str] | None = None) -> int:

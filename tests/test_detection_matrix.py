@@ -20,13 +20,16 @@ def test_compliant_target_passes_every_control(pytester, name):
     assert statuses == dict.fromkeys(registered(), "PASS")
 
 
-ROWS = [(t.name, d.name, d.trips) for t in BUNDLED.values() for d in t.defects]
+ROWS = [(t.name, d.name, d.trips, d.blinds) for t in BUNDLED.values() for d in t.defects]
 
 
-@pytest.mark.parametrize(("name", "defect", "trips"), ROWS, ids=[f"{n}+{d}" for n, d, _ in ROWS])
-def test_defect_fails_exactly_its_controls(pytester, name, defect, trips):
+@pytest.mark.parametrize(
+    ("name", "defect", "trips", "blinds"), ROWS, ids=[f"{n}+{d}" for n, d, _, _ in ROWS]
+)
+def test_defect_fails_exactly_its_controls(pytester, name, defect, trips, blinds):
     statuses = control_statuses(pytester, f"--hipaa-target=spawn:{name}+{defect}")
     expected = {c: ("FAIL" if c in trips else "PASS") for c in registered()}
+    expected.update(dict.fromkeys(blinds, "INCONCLUSIVE"))
     assert statuses == expected
 
 

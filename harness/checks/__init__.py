@@ -23,6 +23,8 @@ CheckFn = Callable[[Run], Outcome]
 CHECK_MODULES = (
     "harness.checks.surface",
     "harness.checks.transport",
+    "harness.checks.certs",
+    "harness.checks.mtls",
     "harness.checks.access",
     "harness.checks.authz",
     "harness.checks.errors",
@@ -38,6 +40,7 @@ class Check:
 
     control: Control
     fn: CheckFn
+    needs_channel: bool = True
 
     @property
     def doc(self) -> str:
@@ -48,8 +51,11 @@ class Check:
 _REGISTRY: dict[str, Check] = {}
 
 
-def check(control_id: str) -> Callable[[CheckFn], CheckFn]:
+def check(control_id: str, *, needs_channel: bool = True) -> Callable[[CheckFn], CheckFn]:
     """Register the decorated function as the check for ``control_id``.
+
+    ``needs_channel=False`` marks checks that probe below gRPC (TLS, certificates): they
+    still run when the harness's gRPC client cannot connect.
 
     Raises:
         KeyError: the ID is not in the catalogue.
@@ -64,7 +70,7 @@ def check(control_id: str) -> Callable[[CheckFn], CheckFn]:
             raise ValueError(f"{control_id} already has a check: {existing.fn.__qualname__}")
         if not (fn.__doc__ or "").strip():
             raise ValueError(f"the check for {control_id} needs a docstring")
-        _REGISTRY[control_id] = Check(control, fn)
+        _REGISTRY[control_id] = Check(control, fn, needs_channel)
         return fn
 
     return register
@@ -87,6 +93,8 @@ def run_check(control_id: str, run: Run) -> Outcome:
     if run.unresponsive:
         return Outcome.inconclusive(entry.control, run.unresponsive)
     try:
+        if entry.needs_channel and (problem := run.channel_problem()):
+            return Outcome.inconclusive(entry.control, problem)
         outcome = entry.fn(run)
     except HarnessError as exc:
         return Outcome.error(entry.control, str(exc))

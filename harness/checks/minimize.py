@@ -431,7 +431,7 @@ def cache_honours_updates(run: Run) -> Outcome:
     polls = 0
     while True:
         polls += 1
-        channel = run.endpoint.open_channel()
+        channel = run.new_channel()
         try:
             got = invoke(
                 channel,
@@ -810,7 +810,7 @@ def size_limits(run: Run) -> Outcome:
     )
     md = who.metadata() if who is not None else ()
     liveness = run.config.str_("schema.liveness_method") or "/grpc.health.v1.Health/Check"
-    channel = run.endpoint.open_channel()
+    channel = run.new_channel()
     observations = []
 
     def call(
@@ -822,7 +822,7 @@ def size_limits(run: Run) -> Outcome:
         )  # fmt: skip
 
     def healthy(after: str) -> None:
-        check_channel = run.endpoint.open_channel()
+        check_channel = run.new_channel()
         try:
             r = invoke(check_channel, liveness, [b""], request_id_key=run.request_id_key, timeout=5)
         finally:

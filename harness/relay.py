@@ -1,0 +1,93 @@
+"""A local relay that lets the harness probe a target whose TLS a gRPC client would refuse.
+
+When the target's certificate fails verification for a reason the CERT-* controls judge
+(expired, wrong name, unknown issuer) or the server does not negotiate ALPN ``h2`` (TLS-005),
+grpcio cannot open a channel, and every application-level control would be left without
+evidence. The relay connects to the target with Python's ``ssl``, accepts only the exact
+certificate seen when the run started (pinned by its DER bytes), and offers the harness's
+gRPC client cleartext HTTP/2 on an ephemeral 127.0.0.1 port. The transport controls never go
+through it: they probe the target directly.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import ssl
+import threading
+
+_IDLE_SELECT_S = 30.0
+
+
+class Relay:
+    """Listens on 127.0.0.1 and relays each connection to ``host:port`` over pinned TLS."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        context: ssl.SSLContext,
+        pin_der: bytes,
+        server_hostname: str | None,
+        timeout: float,
+    ) -> None:
+        self._target = (host, port)
+        self._context = context
+        self._pin = pin_der
+        self._server_hostname = server_hostname
+        self._timeout = timeout
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self._listener.getsockname()[1]}"
+        self._stopped = threading.Event()
+        threading.Thread(target=self._accept, name="harness-relay", daemon=True).start()
+
+    def stop(self) -> None:
+        """Stop accepting new connections; open ones end when either side closes."""
+        self._stopped.set()
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                raw = socket.create_connection(self._target, timeout=self._timeout)
+                tls = self._context.wrap_socket(raw, server_hostname=self._server_hostname)
+            except OSError:
+                return  # the client sees the connection close: UNAVAILABLE, as without us
+            with tls:
+                if tls.getpeercert(binary_form=True) != self._pin:
+                    return  # a different certificate than the one judged: never relay
+                tls.settimeout(None)
+                pump(tls, conn)
+
+
+def pump(tls: ssl.SSLSocket, plain: socket.socket) -> None:
+    """Copy bytes both ways between a TLS socket and a plain one until either side closes.
+
+    One thread does both directions: an SSL object must not be read and written from two
+    threads at once.
+    """
+    try:
+        while True:
+            readable: list[socket.socket] = [tls] if tls.pending() else []
+            if not readable:
+                readable, _, _ = select.select([tls, plain], [], [], _IDLE_SELECT_S)
+            if tls in readable:
+                data = tls.recv(65536)
+                if not data:
+                    return
+                plain.sendall(data)
+            if plain in readable:
+                data = plain.recv(65536)
+                if not data:
+                    return
+                tls.sendall(data)
+    except OSError:
+        return  # ssl.SSLError is an OSError: a reset or alert ends the relay

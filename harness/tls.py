@@ -1,0 +1,455 @@
+"""TLS facts about a target, gathered once per run and shared by the TLS, CERT and MTLS checks.
+
+Most facts come from sslyze's Python API: accepted suites per protocol version, supported
+groups, the certificate chain, and the vulnerability and behaviour probes. sslyze runs its
+scan commands concurrently; one scan takes well under a second against a local target.
+
+Three things are done around sslyze, not by hand:
+
+* The client-certificate requirement is read from a connectivity probe made *without* a
+  certificate. sslyze reports DISABLED whenever it scans with one, and a server that closes
+  the connection without an alert (grpcio does) makes that probe fail: then, if the same
+  probe succeeds with the configured certificate, the requirement is REQUIRED.
+* The full scan uses the configured client certificate, so mTLS servers can be scanned.
+* sslyze's early-data probe speaks HTTP/1.1 and fails against gRPC servers. When it errors,
+  the same probe is made with nassl (sslyze's OpenSSL binding) speaking the HTTP/2 preface.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import socket
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.transport import H2_PREFACE, fmt_address
+
+#: Protocol versions as the reports name them, with sslyze's scan command for each.
+VERSIONS = {
+    "SSL 2.0": "SSL_2_0_CIPHER_SUITES",
+    "SSL 3.0": "SSL_3_0_CIPHER_SUITES",
+    "TLS 1.0": "TLS_1_0_CIPHER_SUITES",
+    "TLS 1.1": "TLS_1_1_CIPHER_SUITES",
+    "TLS 1.2": "TLS_1_2_CIPHER_SUITES",
+    "TLS 1.3": "TLS_1_3_CIPHER_SUITES",
+}
+LEGACY_VERSIONS = ("SSL 2.0", "SSL 3.0", "TLS 1.0", "TLS 1.1")
+_HYGIENE_COMMANDS = (
+    "HEARTBLEED",
+    "OPENSSL_CCS_INJECTION",
+    "ROBOT",
+    "TLS_COMPRESSION",
+    "SESSION_RENEGOTIATION",
+    "TLS_EXTENDED_MASTER_SECRET",
+    "TLS_FALLBACK_SCSV",
+    "TLS_1_3_EARLY_DATA",
+)
+#: A whole scan that takes longer than this is abandoned and reported as an ERROR.
+SCAN_LIMIT_S = 60.0
+
+
+@dataclass(frozen=True)
+class Suite:
+    """One accepted cipher suite.
+
+    Attributes:
+        name: IANA name (``TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256``).
+        key_exchange: ``ECDH`` or ``DH`` for an ephemeral exchange, ``None`` when static.
+        key_size: Ephemeral key size in bits, if any.
+        curve: The ECDH curve's name, if any.
+    """
+
+    name: str
+    key_exchange: str | None = None
+    key_size: int | None = None
+    curve: str | None = None
+
+    def describe(self) -> str:
+        """``TLS_ECDHE_...`` with its ephemeral key, for evidence."""
+        if self.key_exchange is None:
+            return self.name
+        what = self.curve or f"{self.key_size}-bit"
+        return f"{self.name} ({self.key_exchange} {what})"
+
+
+@dataclass
+class TlsFacts:
+    """What the scan found. ``problem`` non-empty means it could not scan at all.
+
+    Attributes:
+        target: ``host:port`` scanned, and the SNI used.
+        problem: Why sslyze could not connect, in one line; ``""`` when it could.
+        client_auth: REQUIRED, OPTIONAL, DISABLED, or UNKNOWN.
+        client_auth_evidence: How ``client_auth`` was decided.
+        versions: Protocol version -> supported (``None``: that scan command failed).
+        suites: Protocol version -> accepted suites.
+        groups: Supported key-exchange groups (``None``: not measured).
+        hygiene: sslyze result objects by scan command name (``None``: failed).
+        errors: Scan command name -> why it failed.
+        chain_der: The certificate chain as the server sent it, leaf first.
+        chain_order_valid: sslyze's view of the received chain's order.
+        sslyze_trust: sslyze's path validation verdict against the configured CA, in words.
+        ocsp_staple_trusted: Whether a trusted OCSP staple came with the certificate.
+    """
+
+    target: str
+    problem: str = ""
+    client_auth: str = "UNKNOWN"
+    client_auth_evidence: str = ""
+    versions: dict[str, bool | None] = field(default_factory=dict)
+    suites: dict[str, tuple[Suite, ...]] = field(default_factory=dict)
+    groups: tuple[str, ...] | None = None
+    hygiene: dict[str, Any] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    chain_der: tuple[bytes, ...] = ()
+    chain_order_valid: bool | None = None
+    sslyze_trust: str = ""
+    ocsp_staple_trusted: bool | None = None
+
+
+@dataclass(frozen=True)
+class ScanTarget:
+    """Where and how to scan."""
+
+    host: str
+    port: int
+    server_name: str | None
+    ca_bundle: Path | None
+    client_cert: Path | None
+    client_key: Path | None
+    timeout_s: float
+
+
+def scan(target: ScanTarget) -> TlsFacts:
+    """Scan ``target`` with sslyze, bounded by :data:`SCAN_LIMIT_S`."""
+    box: list[TlsFacts] = []
+    where = fmt_address(target.host, target.port)
+
+    def work() -> None:
+        try:
+            box.append(_scan(target))
+        except Exception as exc:  # sslyze and nassl raise plain exceptions on odd peers
+            box.append(TlsFacts(where, problem=f"sslyze failed: {type(exc).__name__}: {exc}"))
+
+    worker = threading.Thread(target=work, name="sslyze-scan", daemon=True)
+    worker.start()
+    worker.join(SCAN_LIMIT_S)
+    if not box:
+        return TlsFacts(where, problem=f"the sslyze scan did not finish within {SCAN_LIMIT_S:g} s")
+    return box[0]
+
+
+def _scan(target: ScanTarget) -> TlsFacts:
+    import sslyze
+    from sslyze.errors import ConnectionToServerFailed
+    from sslyze.server_connectivity import check_connectivity_to_server
+
+    where = f"{fmt_address(target.host, target.port)} (SNI {target.server_name or target.host})"
+    location = sslyze.ServerNetworkLocation(
+        hostname=target.server_name or target.host, port=target.port, ip_address=target.host
+    )
+    creds = None
+    if target.client_cert is not None and target.client_key is not None:
+        creds = sslyze.ClientAuthenticationCredentials(
+            certificate_chain_path=target.client_cert, key_path=target.client_key
+        )
+
+    def config(with_creds: bool) -> Any:
+        return sslyze.ServerNetworkConfiguration(
+            tls_server_name_indication=target.server_name or target.host,
+            tls_client_auth_credentials=creds if with_creds else None,
+            network_timeout=max(1, math.ceil(target.timeout_s)),
+            network_max_retries=0,
+        )
+
+    # 1. Without a certificate: what the server requires of clients.
+    no_cert_error = ""
+    requirement = "UNKNOWN"
+    try:
+        probing = check_connectivity_to_server(location, config(False))
+        requirement = probing.client_auth_requirement.value
+    except ConnectionToServerFailed as exc:
+        no_cert_error = exc.error_message
+    # 2. The full scan, with the client certificate when there is one.
+    commands = {sslyze.ScanCommand[name] for name in (*VERSIONS.values(), *_HYGIENE_COMMANDS)}
+    commands |= {sslyze.ScanCommand.CERTIFICATE_INFO, sslyze.ScanCommand.ELLIPTIC_CURVES}
+    extra = sslyze.ScanCommandsExtraArguments(
+        certificate_info=sslyze.CertificateInfoExtraArgument(custom_ca_file=target.ca_bundle)
+        if target.ca_bundle is not None
+        else None
+    )
+    scanner = sslyze.Scanner(per_server_concurrent_connections_limit=5)
+    scanner.queue_scans(
+        [
+            sslyze.ServerScanRequest(
+                server_location=location,
+                network_configuration=config(creds is not None),
+                scan_commands=commands,
+                scan_commands_extra_arguments=extra,
+            )
+        ]
+    )
+    result = next(iter(scanner.get_results()))
+    if result.scan_result is None or result.connectivity_result is None:
+        trace = result.connectivity_error_trace
+        reason = str(trace).strip().splitlines()[-1] if trace else "no reason given"
+        return TlsFacts(where, problem=f"sslyze could not complete a TLS handshake: {reason}")
+    if no_cert_error:
+        if creds is not None:
+            requirement = "REQUIRED"
+            evidence = (
+                "a handshake without a client certificate was refused "
+                f"({no_cert_error}); with the configured certificate it succeeded"
+            )
+        else:
+            evidence = f"a handshake without a client certificate failed: {no_cert_error}"
+    else:
+        evidence = f"sslyze's probe without a client certificate reports {requirement}"
+    facts = _facts(where, result.scan_result, requirement, evidence)
+    if "TLS_1_3_EARLY_DATA" in facts.errors and facts.versions.get("TLS 1.3"):
+        _early_data_over_h2(target, facts)
+    return facts
+
+
+def _facts(where: str, scan_result: Any, requirement: str, evidence: str) -> TlsFacts:
+    from sslyze import ScanCommandAttemptStatusEnum
+
+    facts = TlsFacts(where, client_auth=requirement, client_auth_evidence=evidence)
+
+    def attempt(name: str) -> Any:
+        a = getattr(scan_result, name.lower())
+        if a.status is ScanCommandAttemptStatusEnum.COMPLETED:
+            return a.result
+        trace = a.error_trace
+        last = str(trace).strip().splitlines()[-1] if trace else ""
+        reason = a.error_reason.value if a.error_reason else "error"
+        facts.errors[name] = f"{reason}: {last}" if last else reason
+        return None
+
+    for version, command in VERSIONS.items():
+        res = attempt(command)
+        if res is None:
+            facts.versions[version] = None
+            continue
+        facts.versions[version] = bool(res.is_tls_version_supported)
+        facts.suites[version] = tuple(_suite(s) for s in res.accepted_cipher_suites)
+    curves = attempt("ELLIPTIC_CURVES")
+    if curves is not None:
+        facts.groups = tuple(c.name for c in curves.supported_curves or ())
+    for name in _HYGIENE_COMMANDS:
+        facts.hygiene[name] = attempt(name)
+    info = attempt("CERTIFICATE_INFO")
+    if info is not None and info.certificate_deployments:
+        _certificate(facts, info.certificate_deployments[0])
+    return facts
+
+
+def _suite(accepted: Any) -> Suite:
+    key = accepted.ephemeral_key
+    if key is None:
+        return Suite(accepted.cipher_suite.name)
+    kind = key.type_name  # "ECDH" or "DH"
+    return Suite(accepted.cipher_suite.name, kind, key.size, getattr(key, "curve_name", None))
+
+
+def _certificate(facts: TlsFacts, deployment: Any) -> None:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    chain = tuple(c.public_bytes(Encoding.DER) for c in deployment.received_certificate_chain)
+    verdicts = []
+    results = deployment.path_validation_results
+    custom = [pv for pv in results if pv.trust_store.name == "Supplied CA file"]
+    for pv in custom or results:
+        store = pv.trust_store.name
+        ok = pv.was_validation_successful
+        verdicts.append(f"{store}: {'trusted' if ok else pv.validation_error or 'not trusted'}")
+    facts.chain_der = chain
+    facts.chain_order_valid = deployment.received_chain_has_valid_order
+    facts.sslyze_trust = "; ".join(verdicts)
+    facts.ocsp_staple_trusted = deployment.ocsp_response_is_trusted
+
+
+def _early_data_over_h2(target: ScanTarget, facts: TlsFacts) -> None:
+    """Sslyze's early-data probe, made with its OpenSSL binding but speaking HTTP/2.
+
+    Handshake with TLS 1.3, send the HTTP/2 preface and read the reply (session tickets
+    arrive with it), then resume that session sending the preface as early data, and ask
+    OpenSSL whether the server accepted it. No ticket means no resumption, so no 0-RTT.
+    """
+    from nassl._nassl import OpenSSLError
+    from nassl.ssl_client import (
+        OpenSslEarlyDataStatusEnum,
+        OpenSslVerifyEnum,
+        OpenSslVersionEnum,
+        SslClient,
+    )
+
+    def client() -> SslClient:
+        sock = socket.create_connection((target.host, target.port), timeout=target.timeout_s)
+        return SslClient(
+            underlying_socket=sock,
+            ssl_version=OpenSslVersionEnum.TLSV1_3,
+            ssl_verify=OpenSslVerifyEnum.NONE,
+            client_certificate_chain=target.client_cert,
+            client_key=target.client_key,
+            server_name_indication=target.server_name or target.host,
+        )
+
+    try:
+        first = client()
+        try:
+            first.do_handshake()
+            first.write(H2_PREFACE)
+            # Servers that insist on ALPN h2 (nassl offers none) close here; the session
+            # ticket, sent right after the handshake, is already in.
+            with contextlib.suppress(OSError):
+                first.read(16384)
+            session = first.get_session()
+        finally:
+            first.shutdown()
+        if session is None:
+            facts.hygiene["TLS_1_3_EARLY_DATA"] = _EarlyData(False, "no session ticket")
+            facts.errors.pop("TLS_1_3_EARLY_DATA", None)
+            return
+        second = client()
+        try:
+            second.set_session(session)
+            try:
+                second.write_early_data(H2_PREFACE)
+            except OpenSSLError as exc:
+                # What sslyze's own probe concludes from this error: the ticket the server
+                # issued allows no early data (max_early_data is 0).
+                if "function you should not call" not in str(exc):
+                    raise
+                facts.hygiene["TLS_1_3_EARLY_DATA"] = _EarlyData(
+                    False, "the server's session ticket allows no early data"
+                )
+                facts.errors.pop("TLS_1_3_EARLY_DATA", None)
+                return
+            second.do_handshake()
+            accepted = second.get_early_data_status() == OpenSslEarlyDataStatusEnum.ACCEPTED
+        finally:
+            second.shutdown()
+    except Exception as exc:  # nassl raises OpenSSLError, OSError and plain Exceptions
+        note = facts.errors["TLS_1_3_EARLY_DATA"]
+        facts.errors["TLS_1_3_EARLY_DATA"] = (
+            f"{note}; the HTTP/2 retry failed too: {type(exc).__name__}: {exc}"
+        )
+        return
+    facts.hygiene["TLS_1_3_EARLY_DATA"] = _EarlyData(accepted, "probed over HTTP/2 with nassl")
+    facts.errors.pop("TLS_1_3_EARLY_DATA", None)
+
+
+@dataclass(frozen=True)
+class _EarlyData:
+    """Shaped like sslyze's EarlyDataScanResult, for the fallback probe."""
+
+    supports_early_data: bool
+    how: str
+
+
+# -- profiles (catalogue 1.3 and 1.4) -----------------------------------------------------
+
+_GCM_CHACHA = frozenset({"AES_128_GCM", "AES_256_GCM", "CHACHA20_POLY1305"})
+_CCM = frozenset({"AES_128_CCM", "AES_256_CCM"})
+_CCM_8 = frozenset({"AES_128_CCM_8", "AES_256_CCM_8"})
+_TLS13_MOZILLA = frozenset(
+    {"TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"}
+)
+_TLS13_CCM = frozenset({"TLS_AES_128_CCM_SHA256", "TLS_AES_128_CCM_8_SHA256"})
+RECOMMENDED_GROUPS = frozenset({"X25519MLKEM768", "X25519", "secp256r1", "prime256v1", "secp384r1"})
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What one TLS profile allows (catalogue 1.4).
+
+    Attributes:
+        name: ``--hipaa-profile`` value.
+        tls12: Whether TLS 1.2 may be enabled.
+        tls12_ciphers: Bulk ciphers allowed in TLS 1.2 suites (``AES_128_GCM``...).
+        tls13_suites: TLS 1.3 suites allowed.
+        dhe: Whether finite-field DHE key exchange is allowed.
+        other_groups_warn: Strong groups outside the recommended set are a WARN.
+        max_lifetime_days: Longest allowed leaf lifetime.
+        warn_lifetime_days: A lifetime above this warns (``None``: no warning).
+        ecdsa_only: Leaf keys must be ECDSA.
+        staple: A trusted OCSP staple is expected (WARN when missing).
+    """
+
+    name: str
+    tls12: bool
+    tls12_ciphers: frozenset[str]
+    tls13_suites: frozenset[str]
+    dhe: bool
+    other_groups_warn: bool
+    max_lifetime_days: int
+    warn_lifetime_days: int | None
+    ecdsa_only: bool
+    staple: bool
+
+
+def profile(name: str, *, allow_ccm: bool = False, fips_required: bool = False) -> Profile:
+    """The profile ``name`` with the ``tls.allow_ccm`` / ``tls.fips_required`` adjustments."""
+    mozilla = name.startswith("mozilla-")
+    base = Profile(
+        name=name,
+        tls12=name != "mozilla-modern",
+        tls12_ciphers=_GCM_CHACHA,
+        tls13_suites=_TLS13_MOZILLA,
+        dhe=name == "mozilla-intermediate-5.7",
+        other_groups_warn=mozilla,
+        max_lifetime_days=90 if name == "mozilla-modern" else 366,
+        warn_lifetime_days=None if name == "mozilla-modern" else 90,
+        ecdsa_only=name == "mozilla-modern",
+        staple=mozilla,
+    )
+    if name == "nist-800-52r2":
+        base = Profile(
+            name=name,
+            tls12=True,
+            tls12_ciphers=frozenset({"AES_128_GCM", "AES_256_GCM"}) | _CCM | _CCM_8,
+            tls13_suites=frozenset({"TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384"})
+            | _TLS13_CCM,
+            dhe=True,
+            other_groups_warn=False,
+            max_lifetime_days=1095,
+            warn_lifetime_days=None,
+            ecdsa_only=False,
+            staple=False,
+        )
+    ciphers, suites13 = base.tls12_ciphers, base.tls13_suites
+    if allow_ccm:
+        ciphers, suites13 = ciphers | _CCM, suites13 | _TLS13_CCM
+    if fips_required:
+        ciphers = frozenset(c for c in ciphers if "CHACHA" not in c)
+        suites13 = frozenset(s for s in suites13 if "CHACHA" not in s)
+    return Profile(**{**vars(base), "tls12_ciphers": ciphers, "tls13_suites": suites13})
+
+
+def suite_parts(name: str) -> tuple[str, str]:
+    """Key exchange + authentication, and bulk cipher, of a TLS 1.2-style IANA name.
+
+    ``TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256`` -> (``ECDHE_RSA``, ``AES_128_GCM``).
+    """
+    head, _, bulk = name.removeprefix("TLS_").removeprefix("SSL_").partition("_WITH_")
+    for mac in ("_SHA384", "_SHA256", "_SHA", "_MD5"):
+        if bulk.endswith(mac):
+            bulk = bulk.removesuffix(mac)
+            break
+    return head, bulk
+
+
+def group_bits(name: str) -> int | None:
+    """Security-relevant size of a named group (curve bits, or FF modulus bits)."""
+    if name.startswith(("X25519", "x25519")):
+        return 256
+    if name in ("X448", "x448"):
+        return 448
+    digits = "".join(ch if ch.isdigit() else " " for ch in name).split()
+    if name.startswith(("prime", "secp", "sect", "brainpool", "ffdhe")) and digits:
+        return int(digits[0])
+    return None
