@@ -305,6 +305,8 @@ def alpn_h2(run: Run) -> Outcome:
     control = CATALOGUE["TLS-005"]
     if run.endpoint.transport.value != "tls":
         return Outcome.skip(control, "the target serves cleartext HTTP/2: no TLS to negotiate")
+    if (error := scan_error(tls_facts(run))) is not None:
+        return Outcome.from_observations(control, [error], passed="")
     observations = []
     for label, offer in (("(a) offering h2", ("h2",)), ("(b) offering http/1.1", ("http/1.1",))):
         observations.append(_alpn_handshake(run, label, offer))
