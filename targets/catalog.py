@@ -44,6 +44,16 @@ class BundledTarget:
         raise KeyError(name)
 
 
+#: Controls that judge a TLS endpoint: not applicable when the port is cleartext.
+TLS_ONLY = (
+    *(f"TLS-00{i}" for i in range(2, 7)),
+    "CERT-001",
+    "CERT-002",
+    "CERT-003",
+    "MTLS-001",
+    "MTLS-002",
+)
+
 REFERENCE = BundledTarget(
     name="reference",
     summary=(
@@ -58,8 +68,10 @@ REFERENCE = BundledTarget(
         ),
         Defect(
             "plaintext",
-            "the main port serves cleartext HTTP/2 (h2c) instead of TLS",
+            "the main port serves cleartext HTTP/2 (h2c) instead of TLS; with no TLS at all, "
+            "the other transport controls have nothing to judge (SKIP)",
             ("TLS-001",),
+            blinds=TLS_ONLY,
         ),
         Defect(
             "channelz",
@@ -268,6 +280,11 @@ REFERENCE = BundledTarget(
             "the edge never asks for a client certificate, so a forged one is never checked "
             "and the calls it carries succeed",
             ("MTLS-001", "MTLS-002"),
+        ),
+        Defect(
+            "client-renegotiation",
+            "the edge accepts client-initiated TLS 1.2 renegotiation (a CPU-exhaustion lever)",
+            ("TLS-006",),
         ),
         Defect(
             "client-cert-expiry-unchecked",

@@ -11,6 +11,7 @@ client-initiated renegotiation refused.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import threading
@@ -26,6 +27,8 @@ STRICT_TLS12 = (
 )
 #: OpenSSL's X509_V_FLAG_NO_CHECK_TIME: certificate validity dates are not checked.
 _NO_CHECK_TIME = 0x200000
+#: OpenSSL 3's SSL_OP_ALLOW_CLIENT_RENEGOTIATION (Python's ssl has no name for it).
+_ALLOW_CLIENT_RENEGOTIATION = 0x100
 _HANDSHAKE_TIMEOUT_S = 5.0
 
 
@@ -39,6 +42,7 @@ class EdgeSettings:
     alpn: bool = True
     client_auth: ssl.VerifyMode = ssl.CERT_REQUIRED
     check_client_cert_dates: bool = True
+    client_renegotiation: bool = False
 
     def context(self, chain: str, key: str, client_ca: str) -> ssl.SSLContext:
         """A server context with these settings, the server chain and the client CA."""
@@ -46,7 +50,11 @@ class EdgeSettings:
         ctx.minimum_version = self.minimum
         ctx.maximum_version = self.maximum
         ctx.set_ciphers(self.ciphers)
-        ctx.options |= ssl.OP_NO_RENEGOTIATION | ssl.OP_NO_COMPRESSION
+        ctx.options |= ssl.OP_NO_COMPRESSION
+        if self.client_renegotiation:
+            ctx.options |= _ALLOW_CLIENT_RENEGOTIATION  # OpenSSL 3 refuses it by default
+        else:
+            ctx.options |= ssl.OP_NO_RENEGOTIATION
         ctx.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
         ctx.load_cert_chain(chain, key)
         ctx.verify_mode = self.client_auth
@@ -99,7 +107,7 @@ class Edge:
             conn.close()  # a refused handshake: OpenSSL has already sent its alert
             return
         if self._require_h2 and tls.selected_alpn_protocol() != "h2":
-            tls.close()  # like grpc-go >= 1.67: no h2 negotiated, no HTTP/2 served
+            _drain(tls)  # like grpc-go >= 1.67: no h2 negotiated, no HTTP/2 served
             return
         try:
             tls.settimeout(None)
@@ -110,3 +118,17 @@ class Edge:
             return
         with tls, backend:
             pump(tls, backend)
+
+
+def _drain(tls: ssl.SSLSocket) -> None:
+    """Serve nothing on a connection without ALPN h2.
+
+    Read and drop what the client sends (OpenSSL handles any renegotiation inside the read)
+    until it sends the HTTP/2 preface, closes, or goes quiet for the handshake timeout.
+    """
+    with contextlib.suppress(OSError):
+        while True:
+            data = tls.recv(4096)
+            if not data or data.startswith(b"PRI * HTTP/2.0"):
+                break
+    tls.close()

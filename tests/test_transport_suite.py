@@ -44,7 +44,8 @@ def test_profiles_differ_where_the_catalogue_says():
         profile("mozilla-modern"),
         profile("nist-800-52r2"),
     )
-    assert strict.tls12 and not modern.tls12
+    assert strict.tls12
+    assert not modern.tls12
     assert "CHACHA20_POLY1305" in strict.tls12_ciphers
     assert "CHACHA20_POLY1305" not in nist.tls12_ciphers
     assert "CHACHA20_POLY1305" not in profile("hipaa-strict", fips_required=True).tls12_ciphers
@@ -54,7 +55,8 @@ def test_profiles_differ_where_the_catalogue_says():
         90,
         1095,
     )
-    assert not strict.dhe and profile("mozilla-intermediate-5.7").dhe
+    assert not strict.dhe
+    assert profile("mozilla-intermediate-5.7").dhe
 
 
 @pytest.mark.parametrize(
@@ -108,8 +110,10 @@ def openssl_server(tmp_path: Path):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     proc = subprocess.Popen(
-        [openssl, "s_server", "-accept", f"127.0.0.1:{port}", "-no_tls1_3", "-alpn", "h2"]
-        + ["-cert", "server.pem", "-key", "server-key.pem", "-quiet"],
+        [
+            *(openssl, "s_server", "-accept", f"127.0.0.1:{port}", "-no_tls1_3", "-alpn", "h2"),
+            *("-cert", "server.pem", "-key", "server-key.pem", "-quiet"),
+        ],
         cwd=tmp_path,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,

@@ -22,7 +22,7 @@ from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsag
 
 from harness.catalogue import CATALOGUE, Severity
 from harness.checks import check
-from harness.checks.transport import run_profile, scan_error, tls_facts
+from harness.checks.transport import not_tls, run_profile, scan_error, tls_facts
 from harness.outcome import Observation, Outcome, Status
 from harness.run import Run
 from harness.transport import client_context, connect
@@ -35,9 +35,9 @@ _ANY_EKU = x509.ObjectIdentifier("2.5.29.37.0")
 
 def _chain(run: Run) -> list[x509.Certificate] | Outcome:
     """The presented chain, leaf first, or the outcome that explains why there is none."""
+    if (skip := not_tls(run, "CERT-001")) is not None:
+        return skip
     facts = tls_facts(run)
-    if run.endpoint.transport.value != "tls":
-        return Outcome.skip(CATALOGUE["CERT-001"], "the target serves cleartext HTTP/2")
     if (error := scan_error(facts)) is not None:
         return Outcome.from_observations(CATALOGUE["CERT-001"], [error], passed="")
     if not facts.chain_der:

@@ -61,6 +61,15 @@ def run_profile(run: Run) -> Profile:
     )
 
 
+def not_tls(run: Run, control_id: str) -> Outcome | None:
+    """SKIP when the port is cleartext HTTP/2: TLS-001 fails it, nothing else to judge."""
+    if run.endpoint.transport.value == "tls":
+        return None
+    return Outcome.skip(
+        CATALOGUE[control_id], "the target serves cleartext HTTP/2 (TLS-001): no TLS to judge"
+    )
+
+
 def scan_error(facts: TlsFacts) -> Observation | None:
     """An ERROR observation when sslyze could not scan at all."""
     if not facts.problem:
@@ -136,6 +145,8 @@ def tls13_offered(run: Run) -> Outcome:
     not be. The other profiles allow TLS 1.2 (``nist-800-52r2`` expects it).
     """
     control = CATALOGUE["TLS-002"]
+    if (skip := not_tls(run, "TLS-002")) is not None:
+        return skip
     facts = tls_facts(run)
     if (error := scan_error(facts)) is not None:
         return Outcome.from_observations(control, [error], passed="")
@@ -176,6 +187,8 @@ def aead_only(run: Run) -> Outcome:
     a suite is TLS-004's to judge. TLS 1.0 and 1.1 suites belong to TLS-001.
     """
     control = CATALOGUE["TLS-003"]
+    if (skip := not_tls(run, "TLS-003")) is not None:
+        return skip
     facts = tls_facts(run)
     if (error := scan_error(facts)) is not None:
         return Outcome.from_observations(control, [error], passed="")
@@ -227,6 +240,8 @@ def forward_secrecy(run: Run) -> Outcome:
     ``mozilla-*`` profiles and pass under the others.
     """
     control = CATALOGUE["TLS-004"]
+    if (skip := not_tls(run, "TLS-004")) is not None:
+        return skip
     facts = tls_facts(run)
     if (error := scan_error(facts)) is not None:
         return Outcome.from_observations(control, [error], passed="")
@@ -303,8 +318,8 @@ def alpn_h2(run: Run) -> Outcome:
     closed connection or an HTTP/1.x error is recorded as a pass.
     """
     control = CATALOGUE["TLS-005"]
-    if run.endpoint.transport.value != "tls":
-        return Outcome.skip(control, "the target serves cleartext HTTP/2: no TLS to negotiate")
+    if (skip := not_tls(run, "TLS-005")) is not None:
+        return skip
     if (error := scan_error(tls_facts(run))) is not None:
         return Outcome.from_observations(control, [error], passed="")
     observations = []
@@ -388,6 +403,8 @@ def protocol_hygiene(run: Run) -> Outcome:
     INCONCLUSIVE with sslyze's reason.
     """
     control = CATALOGUE["TLS-006"]
+    if (skip := not_tls(run, "TLS-006")) is not None:
+        return skip
     facts = tls_facts(run)
     if (error := scan_error(facts)) is not None:
         return Outcome.from_observations(control, [error], passed="")
