@@ -173,8 +173,9 @@ def _reference_config(workdir: Path, issuer: TokenIssuer, defects: frozenset[str
             "max_concurrent_exports": server.MAX_CONCURRENT_EXPORTS,
             "max_page_size": server.MAX_PAGE_SIZE,
         },
-        # Behind the Python TLS edge every byte takes one more hop: budgets allow for it.
-        "fuzz": {"examples_per_method": 30, "latency_budget_ms": 1000 if edge else 400},
+        # A sandbox on a shared CI machine: the budget allows for load (hang-input blocks
+        # 1.5 s, well past it). Behind the Python TLS edge every byte takes one more hop.
+        "fuzz": {"examples_per_method": 30, "latency_budget_ms": 1000},
         "limits.rate": {"rps": int(server.RATE_RPS), "window_s": 1, "cooldown_s": 0.5},
         "authz.own_ids": {"clinician": ["p-0001", "p-0002"]},
         "authz.foreign_ids": {"clinician": ["p-0031", "p-0032"]},
