@@ -19,7 +19,38 @@ import threading
 _IDLE_SELECT_S = 30.0
 
 
-class Relay:
+class Listener:
+    """A TCP listener on an ephemeral port.
+
+    Each accepted connection goes to :meth:`serve` on a thread of its own, until
+    :meth:`stop`.
+    """
+
+    def __init__(self, host: str, name: str) -> None:
+        self._listener = socket.create_server((host, 0))
+        self.port: int = self._listener.getsockname()[1]
+        self._stopped = threading.Event()
+        threading.Thread(target=self._accept, name=name, daemon=True).start()
+
+    def stop(self) -> None:
+        """Stop accepting new connections; open ones end when either side closes."""
+        self._stopped.set()
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
+
+    def serve(self, conn: socket.socket) -> None:
+        """Handle one accepted connection (and close it)."""
+        raise NotImplementedError
+
+
+class Relay(Listener):
     """Listens on 127.0.0.1 and relays each connection to ``host:port`` over pinned TLS."""
 
     def __init__(
@@ -36,25 +67,11 @@ class Relay:
         self._pin = pin_der
         self._server_hostname = server_hostname
         self._timeout = timeout
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.address = f"127.0.0.1:{self._listener.getsockname()[1]}"
-        self._stopped = threading.Event()
-        threading.Thread(target=self._accept, name="harness-relay", daemon=True).start()
+        super().__init__("127.0.0.1", "harness-relay")
+        self.address = f"127.0.0.1:{self.port}"
 
-    def stop(self) -> None:
-        """Stop accepting new connections; open ones end when either side closes."""
-        self._stopped.set()
-        self._listener.close()
-
-    def _accept(self) -> None:
-        while not self._stopped.is_set():
-            try:
-                conn, _ = self._listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
+    def serve(self, conn: socket.socket) -> None:
+        """Connect to the target, check the pin, and relay until either side closes."""
         with conn:
             try:
                 raw = socket.create_connection(self._target, timeout=self._timeout)

@@ -104,10 +104,11 @@ def probe_preface(host: str, port: int, timeout: float = 3.0) -> PrefaceProbe:
                 return PrefaceProbe(port, PrefaceReply.SILENT, b"")
         except OSError:
             pass  # reset by peer: judge what arrived before it
-    return PrefaceProbe(port, _classify(data), data[:64])
+    return PrefaceProbe(port, classify_reply(data), data[:64])
 
 
-def _classify(data: bytes) -> PrefaceReply:
+def classify_reply(data: bytes) -> PrefaceReply:
+    """What the first bytes a port sent back after the HTTP/2 preface say it speaks."""
     if not data:
         return PrefaceReply.CLOSED
     if data[0] == _TLS_ALERT:

@@ -14,10 +14,9 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
-import threading
 from dataclasses import dataclass
 
-from harness.relay import pump
+from harness.relay import Listener, pump
 
 #: TLS 1.2 suites of the compliant edge (OpenSSL names): ECDHE with AES-GCM or ChaCha20.
 STRICT_TLS12 = (
@@ -67,7 +66,7 @@ class EdgeSettings:
         return ctx
 
 
-class Edge:
+class Edge(Listener):
     """Listens on ``host`` (an ephemeral port) and relays each TLS connection to ``backend``."""
 
     def __init__(
@@ -76,30 +75,10 @@ class Edge:
         self._context = context
         self._require_h2 = require_h2
         self._backend = backend
-        self._listener = socket.create_server((host, 0))
-        self.port: int = self._listener.getsockname()[1]
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._accept, name="edge-accept", daemon=True)
+        super().__init__(host, "edge-accept")
 
-    def start(self) -> Edge:
-        """Start accepting; returns self."""
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop accepting. Open connections end with the process."""
-        self._stopped.set()
-        self._listener.close()
-
-    def _accept(self) -> None:
-        while not self._stopped.is_set():
-            try:
-                conn, _ = self._listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
+    def serve(self, conn: socket.socket) -> None:
+        """Handshake, then relay to the service (or drain a connection without h2)."""
         conn.settimeout(_HANDSHAKE_TIMEOUT_S)
         try:
             tls = self._context.wrap_socket(conn, server_side=True)

@@ -378,7 +378,7 @@ def start(
             str(workdir / "ca.pem"),
         )
         backend = (options.host, running.port)
-        front = Edge(context, backend, options.host, require_h2=settings.alpn).start()
+        front = Edge(context, backend, options.host, require_h2=settings.alpn)
         handle: Any = _Fronted(running, front)
     else:
         handle = running

@@ -22,7 +22,7 @@ from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsag
 
 from harness.catalogue import CATALOGUE, Severity
 from harness.checks import check
-from harness.checks.transport import not_tls, run_profile, scan_error, tls_facts
+from harness.checks.transport import run_profile, scanned, tls_facts
 from harness.outcome import Observation, Outcome, Status
 from harness.run import Run
 from harness.transport import client_context, connect
@@ -33,20 +33,14 @@ _WEAK_HASHES = ("md5", "sha1", "sha224")
 _ANY_EKU = x509.ObjectIdentifier("2.5.29.37.0")
 
 
-def _chain(run: Run) -> list[x509.Certificate] | Outcome:
+def _chain(run: Run, control_id: str) -> list[x509.Certificate] | Outcome:
     """The presented chain, leaf first, or the outcome that explains why there is none."""
-    if (skip := not_tls(run, "CERT-001")) is not None:
-        return skip
-    facts = tls_facts(run)
-    if (error := scan_error(facts)) is not None:
-        return Outcome.from_observations(CATALOGUE["CERT-001"], [error], passed="")
+    facts = scanned(run, control_id)
+    if isinstance(facts, Outcome):
+        return facts
     if not facts.chain_der:
-        return Outcome.inconclusive(CATALOGUE["CERT-001"], "sslyze received no certificate")
+        return Outcome.inconclusive(CATALOGUE[control_id], "sslyze received no certificate")
     return [x509.load_der_x509_certificate(der) for der in facts.chain_der]
-
-
-def _relabel(outcome: Outcome, control_id: str) -> Outcome:
-    return Outcome(CATALOGUE[control_id], outcome.status, outcome.summary, outcome.observations)
 
 
 def _anchors(run: Run) -> tuple[list[x509.Certificate], str]:
@@ -121,7 +115,7 @@ def chain_and_strength(run: Run) -> Outcome:
     staple WARNs (low).
     """
     control = CATALOGUE["CERT-001"]
-    chain = _chain(run)
+    chain = _chain(run, "CERT-001")
     if isinstance(chain, Outcome):
         return chain
     facts = tls_facts(run)
@@ -228,9 +222,9 @@ def server_identity(run: Run) -> Outcome:
     which certificate a client with a wrong name would get.
     """
     control = CATALOGUE["CERT-002"]
-    chain = _chain(run)
+    chain = _chain(run, "CERT-002")
     if isinstance(chain, Outcome):
-        return _relabel(chain, "CERT-002")
+        return chain
     leaf = chain[0]
     dns, ips = _leaf_names(leaf)
     assert run.spec.host is not None
@@ -330,9 +324,9 @@ def lifetime(run: Run) -> Outcome:
     the leaf's serial is recorded there, and a serial seen for longer than the cap fails.
     """
     control = CATALOGUE["CERT-003"]
-    chain = _chain(run)
+    chain = _chain(run, "CERT-003")
     if isinstance(chain, Outcome):
-        return _relabel(chain, "CERT-003")
+        return chain
     leaf = chain[0]
     prof = run_profile(run)
     now = dt.datetime.now(dt.timezone.utc)

@@ -51,6 +51,10 @@ def _not_applicable(run: Run, control_id: str) -> Outcome | None:
 
 def _calls(run: Run) -> list[_Call]:
     """One call per ``mtls.s2s_methods`` entry, with a token allowed on that method."""
+    return run.memo("mtls-calls", lambda: _plan(run))
+
+
+def _plan(run: Run) -> list[_Call]:
     policy = Policy.of(run)
     out = []
     for method in run.config.str_list("mtls.s2s_methods"):

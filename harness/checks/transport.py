@@ -28,7 +28,14 @@ from harness.tls import (
     scan,
     suite_parts,
 )
-from harness.transport import H2_PREFACE, client_context, connect, probe_preface
+from harness.transport import (
+    H2_PREFACE,
+    PrefaceReply,
+    classify_reply,
+    client_context,
+    connect,
+    probe_preface,
+)
 
 _EXPECTED_H2C = (
     "closed connection, TLS alert, or an HTTP/1.x error: never a cleartext HTTP/2 SETTINGS frame"
@@ -68,6 +75,19 @@ def not_tls(run: Run, control_id: str) -> Outcome | None:
     return Outcome.skip(
         CATALOGUE[control_id], "the target serves cleartext HTTP/2 (TLS-001): no TLS to judge"
     )
+
+
+def scanned(run: Run, control_id: str) -> TlsFacts | Outcome:
+    """The scan's facts, or the outcome that stands in for them.
+
+    That is SKIP on a cleartext port, and ERROR when sslyze could not scan.
+    """
+    if (skip := not_tls(run, control_id)) is not None:
+        return skip
+    facts = tls_facts(run)
+    if (error := scan_error(facts)) is not None:
+        return Outcome.from_observations(CATALOGUE[control_id], [error], passed="")
+    return facts
 
 
 def scan_error(facts: TlsFacts) -> Observation | None:
@@ -145,11 +165,9 @@ def tls13_offered(run: Run) -> Outcome:
     not be. The other profiles allow TLS 1.2 (``nist-800-52r2`` expects it).
     """
     control = CATALOGUE["TLS-002"]
-    if (skip := not_tls(run, "TLS-002")) is not None:
-        return skip
-    facts = tls_facts(run)
-    if (error := scan_error(facts)) is not None:
-        return Outcome.from_observations(control, [error], passed="")
+    facts = scanned(run, "TLS-002")
+    if isinstance(facts, Outcome):
+        return facts
     prof = run_profile(run)
     observations = []
     wanted = {"TLS 1.3": True} | ({} if prof.tls12 else {"TLS 1.2": False})
@@ -187,11 +205,9 @@ def aead_only(run: Run) -> Outcome:
     a suite is TLS-004's to judge. TLS 1.0 and 1.1 suites belong to TLS-001.
     """
     control = CATALOGUE["TLS-003"]
-    if (skip := not_tls(run, "TLS-003")) is not None:
-        return skip
-    facts = tls_facts(run)
-    if (error := scan_error(facts)) is not None:
-        return Outcome.from_observations(control, [error], passed="")
+    facts = scanned(run, "TLS-003")
+    if isinstance(facts, Outcome):
+        return facts
     prof = run_profile(run)
     observations = []
     for version in ("TLS 1.2", "TLS 1.3"):
@@ -240,16 +256,14 @@ def forward_secrecy(run: Run) -> Outcome:
     ``mozilla-*`` profiles and pass under the others.
     """
     control = CATALOGUE["TLS-004"]
-    if (skip := not_tls(run, "TLS-004")) is not None:
-        return skip
-    facts = tls_facts(run)
-    if (error := scan_error(facts)) is not None:
-        return Outcome.from_observations(control, [error], passed="")
+    facts = scanned(run, "TLS-004")
+    if isinstance(facts, Outcome):
+        return facts
     prof = run_profile(run)
     observations = []
     for version in ("TLS 1.2", "TLS 1.3"):
         for suite in facts.suites.get(version, ()):
-            observations.append(_judge_exchange(version, suite.name, suite, prof))
+            observations.append(_judge_exchange(version, suite, prof))
     if facts.groups is None:
         why = facts.errors.get("ELLIPTIC_CURVES", "not measured")
         observations.append(
@@ -262,12 +276,12 @@ def forward_secrecy(run: Run) -> Outcome:
     )
 
 
-def _judge_exchange(version: str, name: str, suite: Suite, prof: Profile) -> Observation:
+def _judge_exchange(version: str, suite: Suite, prof: Profile) -> Observation:
     probe = f"{version} suite {suite.describe()}"
     kinds = "ECDHE or DHE" if prof.dhe else "ECDHE"
     expected = f"{kinds}, ECDH >= 256 bits, DH >= 2048 bits"
     if version == "TLS 1.2":
-        exchange, _ = suite_parts(name)
+        exchange, _ = suite_parts(suite.name)
         ephemeral = exchange.startswith("ECDHE_") or (prof.dhe and exchange.startswith("DHE_"))
         if not ephemeral:
             why = "static key exchange: no forward secrecy"
@@ -318,10 +332,8 @@ def alpn_h2(run: Run) -> Outcome:
     closed connection or an HTTP/1.x error is recorded as a pass.
     """
     control = CATALOGUE["TLS-005"]
-    if (skip := not_tls(run, "TLS-005")) is not None:
-        return skip
-    if (error := scan_error(tls_facts(run))) is not None:
-        return Outcome.from_observations(control, [error], passed="")
+    if isinstance(facts := scanned(run, "TLS-005"), Outcome):
+        return facts
     observations = []
     for label, offer in (("(a) offering h2", ("h2",)), ("(b) offering http/1.1", ("http/1.1",))):
         observations.append(_alpn_handshake(run, label, offer))
@@ -361,7 +373,7 @@ def _alpn_handshake(run: Run, label: str, offer: tuple[str, ...]) -> Observation
         return Observation(
             probe, observed, expected, Status.PASS if selected == "h2" else Status.FAIL
         )
-    if len(reply) >= 9 and reply[3] == 0x04:
+    if classify_reply(reply) is PrefaceReply.H2_SETTINGS:
         observed += "; answered the HTTP/2 preface with SETTINGS (HTTP/2 served without h2)"
         return Observation(probe, observed, expected, Status.WARN, Severity.LOW)
     what = "closed" if not reply else f"first bytes {reply[:16].hex(' ')}"
@@ -403,11 +415,9 @@ def protocol_hygiene(run: Run) -> Outcome:
     INCONCLUSIVE with sslyze's reason.
     """
     control = CATALOGUE["TLS-006"]
-    if (skip := not_tls(run, "TLS-006")) is not None:
-        return skip
-    facts = tls_facts(run)
-    if (error := scan_error(facts)) is not None:
-        return Outcome.from_observations(control, [error], passed="")
+    facts = scanned(run, "TLS-006")
+    if isinstance(facts, Outcome):
+        return facts
     below_13 = any(facts.versions.get(v) for v in ("TLS 1.2", *LEGACY_VERSIONS))
     crit = Severity.CRITICAL
     items = [
