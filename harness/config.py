@@ -82,6 +82,10 @@ def _path(value: Any, where: _Where) -> Path:
     return path
 
 
+def _any(value: Any, where: _Where) -> Any:
+    return value
+
+
 def _list(item: Checker) -> Checker:
     def check(value: Any, where: _Where) -> list[Any]:
         if not isinstance(value, list):
@@ -283,6 +287,7 @@ SCHEMA: dict[str, Any] = {
         "atheris_seconds": _num,
         "seed_corpus": _path,
         "inprocess_entrypoint": _str,
+        "inprocess_options": _map(_any),
         "h2_burst": _int,
     },
     "safety": {

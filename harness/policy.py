@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from harness.config import Config
 from harness.descriptors import MethodCatalogue, MethodInfo
 from harness.errors import DescriptorError
 from harness.run import Run
@@ -41,22 +42,27 @@ class Policy:
         catalogue = run.catalogue()
         if catalogue is None:
             return None
+        return cls.from_config(catalogue, run.config)
+
+    @classmethod
+    def from_config(cls, catalogue: MethodCatalogue, config: Config) -> Policy:
+        """The policy ``config`` declares for ``catalogue``'s methods."""
         methods = [m.path for m in catalogue.methods]
-        declared_writes = run.config.str_list("schema.write_methods")
+        declared_writes = config.str_list("schema.write_methods")
         writes = (
             set(declared_writes)
-            if run.config.has("schema.write_methods")
+            if config.has("schema.write_methods")
             else {m.path for m in catalogue.methods if _WRITE_NAME.match(m.name)}
         )
         matrix = {
-            k: frozenset(v) for k, v in run.config.table("auth.rbac_matrix").items() if k in methods
+            k: frozenset(v) for k, v in config.table("auth.rbac_matrix").items() if k in methods
         }
         return cls(
             catalogue=catalogue,
-            public=frozenset(run.config.str_list("schema.public_methods")),
+            public=frozenset(config.str_list("schema.public_methods")),
             writes=frozenset(writes),
             matrix=matrix,
-            allow_mutations=bool(run.config.get("safety.allow_mutations")),
+            allow_mutations=bool(config.get("safety.allow_mutations")),
         )
 
     def protected(self) -> list[MethodInfo]:
@@ -89,7 +95,11 @@ class Policy:
         Raises:
             DescriptorError: the configured template does not parse.
         """
-        templates = run.config.table("schema.request_templates")
+        return self.request_from(run.config, path)
+
+    def request_from(self, config: Config, path: str) -> bytes:
+        """:meth:`request` with the templates of ``config``."""
+        templates = config.table("schema.request_templates")
         if self.is_write(path) and not self.allow_mutations:
             return self.catalogue.request_bytes(path, None)
         try:

@@ -6,3 +6,8 @@ import pytest
 @pytest.mark.hipaa_control("FUZZ-001")
 def test_FUZZ_001_schema_aware_property_fuzzing(hipaa_verdict):
     hipaa_verdict.conclude()
+
+
+@pytest.mark.hipaa_control("FUZZ-002")
+def test_FUZZ_002_wire_mutation_and_atheris(hipaa_verdict):
+    hipaa_verdict.conclude()

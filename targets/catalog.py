@@ -203,12 +203,12 @@ REFERENCE = BundledTarget(
         Defect(
             "crash-enum",
             "an undeclared SortOrder number raises, unhandled (UNKNOWN)",
-            ("FUZZ-001", "ERR-002"),
+            ("FUZZ-001", "FUZZ-002", "ERR-002"),
         ),
         Defect(
             "crash-nested",
             "filters nested past 8 levels raise, unhandled (UNKNOWN)",
-            ("FUZZ-001", "ERR-002"),
+            ("FUZZ-001", "FUZZ-002", "ERR-002"),
         ),
         Defect("hang-input", "a negative page_size blocks for 1.5 s", ("FUZZ-001",)),
         Defect("mask-ignored", "GetPatient ignores read_mask", ("MIN-001",)),

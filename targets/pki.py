@@ -46,11 +46,17 @@ class TokenIssuer:
 
     algorithm = "ES256"
 
-    def __init__(self, issuer: str, audience: str, ttl_s: int = 900) -> None:
+    def __init__(
+        self,
+        issuer: str,
+        audience: str,
+        ttl_s: int = 900,
+        key: ec.EllipticCurvePrivateKey | None = None,
+    ) -> None:
         self.issuer = issuer
         self.audience = audience
         self.ttl_s = ttl_s
-        self._key = ec.generate_private_key(ec.SECP256R1())
+        self._key = key or ec.generate_private_key(ec.SECP256R1())
         der = self._key.public_key().public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
@@ -80,6 +86,16 @@ class TokenIssuer:
         return jwt.encode(
             claims, self._key, algorithm=self.algorithm, headers={"kid": self.kid, "typ": "at+jwt"}
         )
+
+    @classmethod
+    def load(cls, directory: Path, issuer: str, audience: str) -> TokenIssuer:
+        """The issuer whose key :meth:`write` put in ``directory``."""
+        key = serialization.load_pem_private_key(
+            (directory / "issuer-key.pem").read_bytes(), password=None
+        )
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise ValueError(f"{directory / 'issuer-key.pem'}: not an EC key")
+        return cls(issuer, audience, key=key)
 
     def write(self, directory: Path) -> None:
         """Write the public JWKS and the private key (mode 0600) for harness-side minting."""

@@ -175,7 +175,14 @@ def _reference_config(workdir: Path, issuer: TokenIssuer, defects: frozenset[str
         },
         # A sandbox on a shared CI machine: the budget allows for load (hang-input blocks
         # 1.5 s, well past it). Behind the Python TLS edge every byte takes one more hop.
-        "fuzz": {"examples_per_method": 30, "latency_budget_ms": 1000},
+        "fuzz": {
+            "examples_per_method": 30,
+            "latency_budget_ms": 1000,
+            "atheris_seconds": 2,
+            # White-box: the same service and defects in-process, trusting the same issuer.
+            "inprocess_entrypoint": "targets.reference.inprocess:target",
+        },
+        "fuzz.inprocess_options": {"workdir": str(workdir.resolve()), "defects": sorted(defects)},
         "limits.rate": {"rps": int(server.RATE_RPS), "window_s": 1, "cooldown_s": 0.5},
         "authz.own_ids": {"clinician": ["p-0001", "p-0002"]},
         "authz.foreign_ids": {"clinician": ["p-0031", "p-0032"]},

@@ -11,10 +11,18 @@ each method. A method stops at its first violation, which is reported with the i
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import tempfile
 import time
 import warnings
 import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -27,22 +35,12 @@ from harness.channels import CallResult
 from harness.checks import check
 from harness.checks._calls import policy_or_skip
 from harness.checks.audit import canaries
+from harness.engine import Finding, FuzzMethod, Surface, judge, surface_from
 from harness.fuzz import messages
 from harness.outcome import Observation, Outcome, Status
 from harness.policy import Policy
 from harness.run import Run
-
-_FINE = {
-    grpc.StatusCode.OK,
-    grpc.StatusCode.INVALID_ARGUMENT,
-    grpc.StatusCode.NOT_FOUND,
-    grpc.StatusCode.ALREADY_EXISTS,
-    grpc.StatusCode.PERMISSION_DENIED,
-    grpc.StatusCode.RESOURCE_EXHAUSTED,
-    grpc.StatusCode.FAILED_PRECONDITION,
-    grpc.StatusCode.OUT_OF_RANGE,
-    grpc.StatusCode.CANCELLED,  # the harness stopped reading a long stream
-}
+from harness.wire import BOMB_DEPTHS, MUTATIONS, mutate, nesting_bomb
 
 
 @dataclass
@@ -61,19 +59,14 @@ class _Violation(Exception):
 
 
 def _verdict(result: CallResult, slow_ms: float) -> str:
-    """Why ``result`` breaks the oracle, or ``""``."""
-    from harness.checks.errors import LEAKS
-
-    if result.code == grpc.StatusCode.DEADLINE_EXCEEDED and result.responses:
-        return ""  # a stream that was still delivering when the harness stopped it
-    if result.elapsed_s * 1000 > slow_ms:
-        return f"took {result.elapsed_s * 1000:.0f} ms (limit {slow_ms:.0f} ms)"
-    if result.code == grpc.StatusCode.INTERNAL:
-        leaks = [kind for kind, pattern, _ in LEAKS if pattern.search(result.details)]
-        return f"INTERNAL (13) with {leaks[0]} in its message" if leaks else ""
-    if result.code not in _FINE:
-        return f"{result.status}"
-    return ""
+    """Why ``result`` breaks the oracle every fuzz mode shares (:func:`harness.engine.judge`)."""
+    return judge(
+        result.code,
+        result.details,
+        elapsed_ms=result.elapsed_s * 1000,
+        slow_ms=slow_ms,
+        streaming=bool(result.responses),
+    )
 
 
 def fuzz_calls(run: Run) -> list[MethodRun] | str:
@@ -232,3 +225,152 @@ def property_fuzzing(run: Run) -> Outcome:
     return Outcome.from_observations(
         control, observations, passed="every generated request got a well-formed answer"
     )
+
+
+# -- FUZZ-002 ---------------------------------------------------------------------------
+
+
+@check("FUZZ-002")
+def wire_mutation(run: Run) -> Outcome:
+    """Wire-level mutation (black-box) and coverage-guided Atheris in-process (white-box).
+
+    Black-box: for every method FUZZ-001 fuzzes, its valid request damaged by each
+    :mod:`harness.wire` mutation in turn (truncated and over-long varints, wrong wire
+    types, field number 0, over-long length prefixes, duplicated singular fields, unknown
+    fields, invalid UTF-8, deep unknown groups), ``fuzz.examples_per_method`` // 2 in all,
+    plus a nesting bomb at each depth of :data:`harness.wire.BOMB_DEPTHS` where a field
+    recurses. Seeded from ``--hipaa-seed``; the oracle is FUZZ-001's; the service must be
+    healthy after each method.
+
+    White-box, when ``fuzz.inprocess_entrypoint`` is set and ``fuzz.atheris_seconds`` is
+    above 0: the Atheris fuzzer :mod:`harness.fuzzers.whitebox` runs that long in a
+    subprocess; each distinct finding (an escaped exception, an interceptor bypass, or a
+    FUZZ-001 oracle failure) fails.
+    """
+    control = CATALOGUE["FUZZ-002"]
+    policy = policy_or_skip(run, "FUZZ-002")
+    if isinstance(policy, Outcome):
+        return policy
+    surface = surface_from(run)
+    if isinstance(surface, str):
+        return Outcome.skip(control, surface)
+    observations = [_mutants(run, surface, m) for m in surface.methods if m.callers]
+    observations += _whitebox(run)
+    if not observations:
+        return Outcome.skip(control, "no method with an authorised principal to fuzz with")
+    return Outcome.from_observations(
+        control, observations, passed="every damaged request got a well-formed answer"
+    )
+
+
+def _mutants(run: Run, surface: Surface, m: FuzzMethod) -> Observation:
+    count = max(len(MUTATIONS), int(run.config.get("fuzz.examples_per_method", 200)) // 2)
+    kinds = sorted(MUTATIONS)
+    desc: Any = m.cls.DESCRIPTOR
+    payloads = [
+        mutate(m.seed, kinds[i % len(kinds)], random.Random(run.options.seed * 7919 + i), desc)
+        for i in range(count)
+    ]
+    payloads += [b for d in BOMB_DEPTHS if (b := nesting_bomb(desc, d)) is not None]
+    codes: dict[str, int] = {}
+    for i, payload in enumerate(payloads):
+        caller = run.principal(m.callers[i % len(m.callers)])
+        result = run.call(
+            m.path, [payload], principal=caller, timeout=surface.slow_ms / 1000 + 1, max_responses=1
+        )
+        codes[result.code.name] = codes.get(result.code.name, 0) + 1
+        why = _verdict(result, surface.slow_ms)
+        if why:
+            kind = kinds[i % len(kinds)] if i < count else "recursion-bomb"
+            return Observation(
+                f"wire mutants of {m.path}",
+                f"{kind} mutant ({len(payload)} bytes, {payload[:24].hex()}...): {why}",
+                "only OK, application codes or INTERNAL with generic text",
+                Status.FAIL,
+                Severity.HIGH,
+                result.request_id,
+            )
+    liveness = run.config.str_("schema.liveness_method") or "/grpc.health.v1.Health/Check"
+    healthy = run.call(liveness, [b""], timeout=5)
+    summary = ", ".join(f"{n} {k}" for k, n in sorted(codes.items()))
+    ok = healthy.code == grpc.StatusCode.OK
+    return Observation(
+        f"wire mutants of {m.path}",
+        f"{len(payloads)} mutants: {summary}; health {healthy.status}",
+        "only OK, application codes or INTERNAL with generic text; healthy after",
+        Status.PASS if ok else Status.FAIL,
+        None if ok else Severity.HIGH,
+        healthy.request_id,
+    )
+
+
+def _whitebox(run: Run) -> list[Observation]:
+    entry = run.config.str_("fuzz.inprocess_entrypoint")
+    seconds = float(run.config.get("fuzz.atheris_seconds", 0) or 0)
+    config_file = run.spawned.config_path if run.spawned else _config_file(run)
+    if not entry or seconds <= 0 or config_file is None:
+        return []
+    with tempfile.TemporaryDirectory(prefix="hipaa-whitebox-") as tmp:
+        crashes = Path(tmp) / "crashes"
+        env = {
+            **os.environ,
+            "HIPAA_FUZZ_CONFIG": str(config_file),
+            "HIPAA_FUZZ_CRASHES": str(crashes),
+            "HIPAA_FUZZ_KEEP_GOING": "1",
+        }
+        command = [
+            sys.executable,
+            "-m",
+            "harness.fuzzers.whitebox",
+            f"-max_total_time={max(1, round(seconds))}",
+            f"-seed={run.options.seed or 1}",
+            "-timeout=10",
+            "-use_value_profile=1",
+            str(Path(tmp) / "corpus"),
+        ]
+        try:
+            done = subprocess.run(
+                command, env=env, capture_output=True, text=True, timeout=seconds + 60
+            )
+        except subprocess.TimeoutExpired:
+            return [
+                Observation(
+                    "white-box Atheris",
+                    "did not stop",
+                    f"done within {seconds + 60:.0f} s",
+                    Status.ERROR,
+                )
+            ]
+        found = [
+            Finding.from_json(json.loads(f.read_text())) for f in sorted(crashes.glob("*.json"))
+        ]
+        runs = re.findall(r"Done (\d+) runs", done.stderr)
+    if not runs and not found:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return [
+            Observation(
+                f"white-box Atheris on {entry}",
+                f"did not run: {tail}",
+                "a fuzzing run",
+                Status.ERROR,
+            )
+        ]
+    where = f"white-box Atheris on {entry} ({seconds:g} s)"
+    if not found:
+        return [Observation(where, f"{runs[-1]} inputs, no finding", "no finding", Status.PASS)]
+    return [
+        Observation(
+            where,
+            f"{f.method} as {f.caller}: {f.why} ({f.code}); request {f.payload[:24].hex()}",
+            "no escaped exception, no handler reached without credentials, FUZZ-001's oracle",
+            Status.FAIL,
+            Severity.HIGH,
+        )
+        for f in found
+    ]
+
+
+def _config_file(run: Run) -> Path | None:
+    source = run.config.sources[-1] if run.config.sources else ""
+    path = Path(source.split("[", 1)[0]) if source else None
+    return path if path is not None and path.is_file() else None

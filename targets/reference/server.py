@@ -51,6 +51,7 @@ MAX_PAGE_SIZE = 25
 MAX_EXPORT_RECORDS = 25
 MAX_CONCURRENT_EXPORTS = 2
 EXPORT_RECORD_DELAY_S = 0.02  # an export takes a while, as real ones do
+VERIFIED_CACHE_SIZE = 1024
 RATE_RPS, RATE_BURST = 50.0, 5.0  # per identity (token bucket)
 CACHE_TTL_S = 1.0
 MAX_FILTER_DEPTH = 8
@@ -86,6 +87,8 @@ ROLE_FIELDS: dict[str, frozenset[str] | None] = {
 }
 PRIVILEGED_ROLES = frozenset({"admin"})  # see SSNs in clear
 MAX_WATCH_S = 120.0
+#: Defects whose exceptions escape the service (grpcio answers UNKNOWN).
+CRASH_DEFECTS = frozenset({"crash-enum", "crash-nested"})
 #: Clock-skew leeway on exp/nbf, at the door and on every message of a long stream.
 LEEWAY_S = 1
 REQUEST_ID_KEY = "x-request-id"
@@ -175,6 +178,7 @@ class Options:
     defects: frozenset[str] = frozenset()
     host: str = "127.0.0.1"
     port: int = 0
+    simulated_io: bool = True  # exports pause per record, as real storage would
 
 
 @dataclass(frozen=True)
@@ -327,6 +331,7 @@ class PatientRecords:
         self._crash_enum = "crash-enum" in defects
         self._crash_nested = "crash-nested" in defects
         self._hang_input = "hang-input" in defects
+        self.export_delay_s = EXPORT_RECORD_DELAY_S
         self._exports: dict[str, int] = {}
         self._patient = schema.message("Patient")
         self._page = schema.message("SearchPatientsResponse")
@@ -529,7 +534,7 @@ class PatientRecords:
             with self._store.lock:
                 records = [r for _, r in sorted(self._store.records.items())][:limit]
             for rec in records:
-                time.sleep(EXPORT_RECORD_DELAY_S)
+                time.sleep(self.export_delay_s)
                 yield self._project(rec)
         finally:
             with self._store.lock:
@@ -629,6 +634,8 @@ class Gatekeeper(grpc.ServerInterceptor):
         self._public = public
         self._defects = defects
         self._verified_signatures: set[str] = set()  # used only by the sig-cache defect
+        self._verified: dict[str, dict[str, Any]] = {}  # whole tokens, as real gateways cache
+        self.rate_limited = True  # off in-process: a fuzzer calls far faster than any client
         self._failures: dict[str, list[float]] = {}
         self._buckets: dict[str, tuple[float, float]] = {}
         self._alerted: dict[str, float] = {}
@@ -713,8 +720,16 @@ class Gatekeeper(grpc.ServerInterceptor):
         return self._refuse("missing credentials")
 
     def _verify(self, token: str) -> dict[str, Any]:
-        header = jwt.get_unverified_header(token)
         d = self._defects
+        known = self._verified.get(token)  # this exact token verified before: only time moves
+        if known is not None:
+            now = time.time()
+            if now > float(known["exp"]) + LEEWAY_S and "expired-ok" not in d:
+                raise jwt.ExpiredSignatureError("Signature has expired")
+            if now < float(known["nbf"]) - LEEWAY_S:
+                raise jwt.ImmatureSignatureError("The token is not yet valid (nbf)")
+            return known
+        header = jwt.get_unverified_header(token)
         alg = str(header.get("alg", ""))
         signature = token.rsplit(".", 1)[-1]
         options: dict[str, Any] = {"require": ["exp", "iat", "nbf", "iss", "aud", "sub"]}
@@ -745,11 +760,14 @@ class Gatekeeper(grpc.ServerInterceptor):
         )
         if "sig-cache" in d:
             self._verified_signatures.add(signature)
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            self._verified.clear()
+        self._verified[token] = claims
         return claims
 
     def _rate_ok(self, subject: str) -> bool:
         """Token bucket per identity: RATE_RPS sustained, RATE_BURST at once."""
-        if "no-rate-limit" in self._defects:
+        if "no-rate-limit" in self._defects or not self.rate_limited:
             return True
         now = time.monotonic()
         with self._burst_lock:
@@ -860,7 +878,7 @@ class _Call:
         if code is None:
             context: Any = self.context  # ServicerContext.code() exists since grpcio 1.38
             code = context.code() if exc is not None else None
-            crash_defect = bool(self.gate._defects & {"crash-enum", "crash-nested"})
+            crash_defect = bool(self.gate._defects & CRASH_DEFECTS)
             if exc is not None and code is None and crash_defect and isinstance(exc, Exception):
                 self._record(grpc.StatusCode.UNKNOWN, messages)  # defect: no catch-all
                 return
@@ -1003,15 +1021,23 @@ class Running:
         self.audit.close()
 
 
-def start(
-    options: Options, issuer: TokenIssuer, server_credentials: grpc.ServerCredentials | None
-) -> Running:
-    """Build and start the server; ``server_credentials=None`` means cleartext."""
+@dataclass
+class Built:
+    """The service before it is bound to a port: handlers, interceptor, audit log."""
+
+    handlers: list[grpc.GenericRpcHandler]
+    gatekeeper: Gatekeeper
+    audit: AuditLog
+
+
+def build(options: Options, issuer: TokenIssuer) -> Built:
+    """The handlers and interceptor a server (or an in-process fuzzer) runs."""
     schema.message("Patient")  # registers the descriptors before any handler is built
     log = logging.getLogger("hipaagrpc.reference")
     audit = AuditLog(options.workdir / "audit.jsonl", options.defects)
     public = set(PUBLIC_METHODS)
     records = PatientRecords(_Store.seeded(), options.defects)
+    records.export_delay_s = EXPORT_RECORD_DELAY_S if options.simulated_io else 0.0
     handlers: list[grpc.GenericRpcHandler] = [records.handler()]
     if "reflection" in options.defects:
         handlers.extend(_reflection_handlers())
@@ -1021,6 +1047,15 @@ def start(
     gatekeeper = Gatekeeper(issuer, audit, log, frozenset(public), options.defects)
     if "write-before-check" in options.defects:
         gatekeeper.write_before_check = records.apply_unchecked
+    return Built(handlers, gatekeeper, audit)
+
+
+def start(
+    options: Options, issuer: TokenIssuer, server_credentials: grpc.ServerCredentials | None
+) -> Running:
+    """Build and start the server; ``server_credentials=None`` means cleartext."""
+    built = build(options, issuer)
+    handlers, gatekeeper, audit = built.handlers, built.gatekeeper, built.audit
     recv_limit = 256 * 1024 * 1024 if "no-size-limit" in options.defects else MAX_RECV_BYTES
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=16),

@@ -1,0 +1,287 @@
+"""Atheris entry points, runnable as OSS-Fuzz / ClusterFuzzLite run Python fuzzers.
+
+``python -m harness.fuzzers.blackbox [libFuzzer args]`` and ``python -m
+harness.fuzzers.whitebox [libFuzzer args]`` take every libFuzzer flag (corpus
+directories, ``-max_total_time``, ``-runs``, ``-seed``...) and read the rest from the
+environment, so a fuzzing service can run them unchanged:
+
+* ``HIPAA_FUZZ_CONFIG``: the harness config (required);
+* ``HIPAA_FUZZ_TARGET``: ``host:port`` of the service (black-box only);
+* ``HIPAA_FUZZ_CRASHES``: a directory for one JSON reproducer per distinct finding;
+* ``HIPAA_FUZZ_KEEP_GOING=1``: record findings and go on (the ``hipaa-grpc fuzz``
+  command sets it); without it the first finding raises, as OSS-Fuzz expects;
+* ``HIPAA_FUZZ_PROGRESS=1``: a progress line on stderr every two seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+from harness.engine import Case, Executor, Finding, Findings, Surface, dumps, surface_from
+from harness.errors import HarnessError
+from harness.wire import varint
+
+ENV_CONFIG, ENV_TARGET, ENV_CRASHES = "HIPAA_FUZZ_CONFIG", "HIPAA_FUZZ_TARGET", "HIPAA_FUZZ_CRASHES"
+ENV_KEEP_GOING, ENV_PROGRESS = "HIPAA_FUZZ_KEEP_GOING", "HIPAA_FUZZ_PROGRESS"
+
+
+class FuzzFinding(Exception):
+    """Raised on a finding when not keeping going (what a fuzzing service reports)."""
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers never see half of it."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def replay_command(path: Path) -> str:
+    """The one-line command that sends a reproducer again."""
+    config = os.environ.get(ENV_CONFIG, "hipaa.toml")
+    target = os.environ.get(ENV_TARGET)
+    where = f" --target {target}" if target else ""
+    return f"hipaa-grpc fuzz replay {path}{where} --config {config}"
+
+
+class Driver:
+    """Feeds engine inputs to an executor, records findings, shows progress."""
+
+    def __init__(self, surface: Surface, executor: Executor, crashes: Path | None) -> None:
+        self.surface = surface
+        self.executor = executor
+        self.crashes = crashes
+        self.keep_going = os.environ.get(ENV_KEEP_GOING) == "1"
+        self.progress = os.environ.get(ENV_PROGRESS) == "1"
+        self.execs = 0
+        self.started = time.monotonic()
+        self._shown = self.started
+        self.findings = Findings(on_new=self._record)
+        if crashes is not None:
+            crashes.mkdir(parents=True, exist_ok=True)
+            for old in crashes.glob("*.json"):
+                self.findings.known[old.stem] = None  # type: ignore[assignment]
+
+    def _record(self, finding: Finding) -> None:
+        line = f"[hipaa-fuzz] finding {finding.key}: {finding.method} {finding.why}"
+        if self.crashes is not None:
+            path = self.crashes / f"{finding.key}.json"
+            write_atomic(path, dumps(finding, replay_command(path)))
+            line += f" -> {path}"
+        print(line, file=sys.stderr, flush=True)
+
+    def one(self, data: bytes) -> None:
+        """Atheris' TestOneInput."""
+        self.execs += 1
+        case = self.surface.decode(data)
+        found = self.executor.check(case)
+        if found is not None:
+            found = dataclasses.replace(found, data=data)
+            new = self.findings.add(found)
+            if new and not self.keep_going:
+                raise FuzzFinding(f"{found.method}: {found.why}")
+        if self.progress and time.monotonic() - self._shown >= 2:
+            self._show()
+
+    def _show(self) -> None:
+        self._shown = now = time.monotonic()
+        rate = self.execs / max(now - self.started, 1e-9)
+        print(
+            f"[hipaa-fuzz] {now - self.started:6.0f} s  {self.execs:,} execs ({rate:,.0f}/s)  "
+            f"findings {len(self.findings.known)}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def wire_mutator(surface: Surface) -> Callable[[bytes, int, int], bytes]:
+    """LibFuzzer's mutator, and half of the time a wire-level mutation of a raw request."""
+    import random
+
+    import atheris
+
+    from harness.wire import MUTATIONS, mutate
+
+    kinds = sorted(MUTATIONS)
+
+    def mutator(data: bytes, max_size: int, seed: int) -> bytes:
+        rng = random.Random(seed)
+        if len(data) < 3 or rng.random() < 0.5:
+            return bytes(atheris.Mutate(data, max_size))
+        case = surface.decode(data)
+        desc: Any = case.method.cls.DESCRIPTOR
+        damaged = mutate(case.payload, rng.choice(kinds), rng, desc)
+        head = bytes([data[0], data[1], data[2] & 0xFE])
+        return (head + damaged)[:max_size]
+
+    return mutator
+
+
+def _fail(message: str) -> NoReturn:
+    print(f"hipaa-grpc fuzz: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def run(mode: str, argv: list[str]) -> None:
+    """Set up ``mode`` ("blackbox" or "whitebox") from the environment and fuzz forever."""
+    import atheris
+
+    config_path = os.environ.get(ENV_CONFIG)
+    if not config_path:
+        _fail(f"set {ENV_CONFIG} to the harness config file")
+    crashes = os.environ.get(ENV_CRASHES)
+    try:
+        setup = _blackbox(config_path) if mode == "blackbox" else _whitebox(config_path)
+    except HarnessError as exc:
+        _fail(str(exc))
+    surface, executor, mutator = setup
+    driver = Driver(surface, executor, Path(crashes) if crashes else None)
+    _seed_dir(surface, argv)
+    args = list(argv)
+    if mode == "whitebox" and not any(a.startswith("-dict=") for a in argv):
+        import tempfile
+
+        words = code_dictionary(getattr(executor, "modules", set()))
+        if words:
+            path = Path(tempfile.mkdtemp(prefix="hipaa-dict-")) / "code.dict"
+            write_dictionary(words, path)
+            args.append(f"-dict={path}")
+    atheris.Setup(args, driver.one, custom_mutator=mutator)
+    atheris.Fuzz()
+
+
+def _seed_dir(surface: Surface, argv: list[str]) -> None:
+    """Write one valid input per method into the first corpus directory if it is empty."""
+    dirs = [a for a in argv[1:] if not a.startswith("-")]
+    if not dirs:
+        return
+    corpus = Path(dirs[0])
+    corpus.mkdir(parents=True, exist_ok=True)
+    if not any(corpus.iterdir()):
+        import hashlib
+
+        for data in surface.seeds():
+            (corpus / hashlib.sha1(data).hexdigest()).write_bytes(data)
+
+
+def _blackbox(config_path: str) -> tuple[Surface, Executor, Any]:
+    import atheris
+
+    from harness import engine
+    from harness.config import load_config
+    from harness.engine import Remote
+    from harness.run import Run, RunOptions
+    from harness.target import parse_target
+
+    target = os.environ.get(ENV_TARGET)
+    if not target:
+        _fail(f"set {ENV_TARGET} to the service's host:port")
+    assert target is not None
+    run_ = Run.open(
+        parse_target(target, option=ENV_TARGET), load_config(Path(config_path)), RunOptions()
+    )
+    problem = run_.channel_problem()
+    if problem:
+        raise HarnessError(f"target {target}: {problem}")
+    surface = surface_from(run_)
+    if isinstance(surface, str):
+        raise HarnessError(surface)
+    # Coverage here is the harness's own: the oracle's branches tell status codes apart.
+    engine.judge = atheris.instrument_func(engine.judge)
+    executor = Remote(
+        surface, run_.channel(), str(run_.config.get("audit.request_id_key", "x-request-id"))
+    )
+    return surface, executor, wire_mutator(surface)
+
+
+def _whitebox(config_path: str) -> tuple[Surface, Executor, Any]:
+    import atheris
+
+    from harness.config import load_config
+    from harness.engine import Local
+    from harness.inprocess import InProcess, load
+
+    config = load_config(Path(config_path))
+    entry = config.str_("fuzz.inprocess_entrypoint")
+    if not entry:
+        raise HarnessError(f"{config_path}: white-box fuzzing needs fuzz.inprocess_entrypoint")
+    surface = surface_from(None, config)
+    if isinstance(surface, str):
+        raise HarnessError(surface)
+    package = entry.partition(":")[0].split(".")[0]
+    # Comparisons with str.startswith/endswith and regexes feed libFuzzer's dictionary too.
+    atheris.enabled_hooks.add("str")
+    atheris.enabled_hooks.add("RegEx")
+    with atheris.instrument_imports(include=[package]):
+        target = load(entry, config.table("fuzz.inprocess_options"), Path(config_path).parent)
+    executor = Local(surface, InProcess(target), target.public_methods)
+    executor.modules = service_modules(target)
+    return surface, executor, None
+
+
+def service_modules(target: Any) -> set[str]:
+    """The modules holding the service's interceptors and handler behaviours."""
+    modules = {type(i).__module__ for i in target.interceptors}
+    for generic in target.handlers:
+        for handler in getattr(generic, "_method_handlers", {}).values():
+            for kind in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
+                behavior = getattr(handler, kind, None)
+                if behavior is not None:
+                    modules.add(getattr(behavior, "__module__", "") or "")
+    return {m for m in modules if m and not m.startswith(("grpc", "harness"))}
+
+
+def code_dictionary(modules: set[str]) -> list[bytes]:
+    """Constants in the code of ``modules``, as libFuzzer dictionary entries (white-box only).
+
+    The integers (as 4-byte little-endian words, how :func:`harness.engine.structured`
+    reads numbers) and short strings the service compares its input with: what
+    AFL-style auto-dictionaries do, so that conditions on several fields are each one
+    dictionary insertion away instead of a search through 2**32 values.
+    """
+    import types
+
+    seen: set[bytes] = set()
+
+    def walk(code: types.CodeType) -> None:
+        for const in code.co_consts:
+            if isinstance(const, types.CodeType):
+                walk(const)
+            elif isinstance(const, bool):
+                continue
+            elif isinstance(const, int) and 16 < abs(const) < 2**31:
+                seen.add(const.to_bytes(4, "little", signed=True))
+                seen.add(varint(const))  # as raw requests carry it
+            elif isinstance(const, str) and 0 < len(const) <= 8 and const.isalnum():
+                seen.add(const.encode())  # short tokens; longer text is mostly messages
+
+    for name in modules:
+        module = sys.modules.get(name)
+        if module is None:
+            continue
+        for value in vars(module).values():
+            for fn in _functions(value):
+                if getattr(fn, "__module__", None) == name:  # not what it imported
+                    walk(fn.__code__)
+    return sorted(seen)
+
+
+def _functions(value: Any) -> list[Any]:
+    if isinstance(value, type):
+        return [v for v in vars(value).values() if hasattr(v, "__code__")]
+    return [value] if hasattr(value, "__code__") else []
+
+
+def write_dictionary(entries: list[bytes], path: Path) -> None:
+    """A libFuzzer ``-dict`` file."""
+    lines = ['"' + "".join(f"\\x{b:02x}" for b in e) + '"' for e in entries]
+    path.write_text("\n".join(lines) + "\n")
+
+
+__all__ = ["Case", "Driver", "FuzzFinding", "run", "write_atomic"]
