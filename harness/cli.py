@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import __version__
-from harness.errors import UsageError
+from harness.errors import HarnessError, UsageError
 from harness.target import parse_target
 
 EXIT_OK, EXIT_USAGE = 0, 4
@@ -137,8 +137,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     differ = report.add_parser("diff", help="new, fixed, unchanged findings (exit 1 if any is new)")
     differ.add_argument("old", type=Path)
     differ.add_argument("new", type=Path)
-    args = parser.parse_args(argv)
+    fuzz = sub.add_parser(
+        "fuzz",
+        help="time-boxed Atheris fuzzing with a kept corpus (or: fuzz replay FILE)",
+        description="Exit 0: no finding; 1: findings; 2: the fuzzer could not run; 4: usage.",
+    )
+    fuzz.add_argument("action", nargs="?", choices=("run", "replay"), default="run")
+    fuzz.add_argument("file", nargs="?", type=Path, help="reproducer to replay")
+    fuzz.add_argument("--target", help="HOST:PORT or spawn:NAME[+DEFECT...]")
+    fuzz.add_argument("--config", type=Path, help="harness config (hipaa.toml)")
+    fuzz.add_argument("--mode", choices=("blackbox", "whitebox"), default="blackbox")
+    fuzz.add_argument("--budget", default="10m", help="e.g. 90s, 10m, 1h (default 10m)")
+    fuzz.add_argument("--corpus", type=Path, default=Path("hipaa-fuzz/corpus"))
+    fuzz.add_argument("--crashes", type=Path, default=Path("hipaa-fuzz/crashes"))
+    fuzz.add_argument("--seed", type=int, default=0, help="libFuzzer seed (0: random)")
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "fuzz":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
+        if args.command == "fuzz":
+            return _fuzz(args, extra)
         if args.command == "report":
             if args.action == "verify":
                 return _report_verify(args.bundle)
@@ -149,6 +167,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"hipaa-grpc: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except HarnessError as exc:
+        print(f"hipaa-grpc: {exc}", file=sys.stderr)
+        return 2
+
+
+def _fuzz(args: argparse.Namespace, extra: list[str]) -> int:
+    from harness import fuzzcli
+
+    if any(not e.startswith("-") for e in extra):
+        raise UsageError(f"unrecognized arguments: {' '.join(extra)}")
+    budget = fuzzcli.parse_budget(args.budget)
+    if args.action == "replay":
+        if args.file is None:
+            raise UsageError("fuzz replay needs a reproducer FILE")
+        where = fuzzcli.resolve(args.target, args.config, args.mode)
+        try:
+            found = fuzzcli.replay(args.file, where, args.mode)
+        finally:
+            _stop(where)
+        if found is None:
+            print(f"{args.file}: passes now (fixed)")
+            return fuzzcli.EXIT_OK
+        print(f"{args.file}: still fails: {found.method} {found.why} ({found.code})")
+        return fuzzcli.EXIT_FINDINGS
+    where = fuzzcli.resolve(args.target, args.config, args.mode)
+    try:
+        return fuzzcli.run(where, args.mode, budget, args.corpus, args.crashes, args.seed, extra)
+    finally:
+        _stop(where)
+
+
+def _stop(where: Any) -> None:
+    if where.stop is not None:
+        where.stop.stop()
 
 
 if __name__ == "__main__":  # pragma: no cover

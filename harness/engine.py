@@ -3,7 +3,7 @@
 A :class:`Case` is one request: a method, a caller (a configured principal, no
 credentials, or a garbage token) and the request bytes. :func:`judge` is the oracle every
 mode shares: only OK or application codes; never UNKNOWN, UNAVAILABLE or DATA_LOSS;
-INTERNAL only with generic text; no stack trace or canary in the status; within the
+INTERNAL only with generic text; no canary in any status message; within the
 latency limit. Two executors run a case: :class:`Remote` over gRPC (black-box) and
 :class:`Local` through :mod:`harness.inprocess` (white-box), which also fails an escaped
 exception and a handler reached without credentials (an interceptor bypass).
@@ -73,7 +73,9 @@ def judge(
     if elapsed_ms > slow_ms:
         return f"took {elapsed_ms:.0f} ms (limit {slow_ms:.0f} ms)"
     if details and code != grpc.StatusCode.OK:
-        leak = _leak(details) or next(("a canary value" for s in secrets if s and s in details), "")
+        # Stack traces and the like in INTERNAL fail here; in other codes, ERR-001 judges them.
+        leak = _leak(details) if code == grpc.StatusCode.INTERNAL else ""
+        leak = leak or next(("a canary value" for s in secrets if s and s in details), "")
         if leak:
             return f"{code.name} with {leak} in its message"
     if code == grpc.StatusCode.INTERNAL or code in FINE:

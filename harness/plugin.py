@@ -149,6 +149,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "the target counts as unresponsive and the remaining controls are INCONCLUSIVE",
     )
     group.addoption(
+        "--hipaa-fuzz-budget",
+        type=float,
+        metavar="SECONDS",
+        help="seconds of white-box Atheris fuzzing in FUZZ-002 (default: fuzz.atheris_seconds; "
+        "0 turns it off); it stops at the first finding",
+    )
+    group.addoption(
         "--hipaa-seed",
         type=int,
         metavar="N",
@@ -188,6 +195,13 @@ def pytest_configure(config: pytest.Config) -> None:
         if config.getoption("hipaa_allow_mutations"):
             user_config = user_config.overlay(
                 Config({"safety": {"allow_mutations": True}}, ("--hipaa-allow-mutations",))
+            )
+        budget = config.getoption("hipaa_fuzz_budget")
+        if budget is not None:
+            if budget < 0:
+                raise UsageError(f"--hipaa-fuzz-budget must not be negative, got {budget:g}")
+            user_config = user_config.overlay(
+                Config({"fuzz": {"atheris_seconds": budget}}, ("--hipaa-fuzz-budget",))
             )
         report = config.getoption("hipaa_report") or user_config.get("evidence.dir")
         attestations = None

@@ -20,12 +20,15 @@ class Defect:
         trips: Control IDs that must FAIL when it is on (and no others).
         blinds: Control IDs the defect leaves the harness unable to judge (INCONCLUSIVE),
             each for a reason given in the summary.
+        fuzz_budget_s: White-box fuzzing time the defect needs to be found, when more than
+            the default (the detection matrix passes it as ``--hipaa-fuzz-budget``).
     """
 
     name: str
     summary: str
     trips: tuple[str, ...]
     blinds: tuple[str, ...] = ()
+    fuzz_budget_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,7 @@ REFERENCE = BundledTarget(
             "no-auth",
             "calls without credentials skip authentication and authorization "
             "(fail-open interceptor)",
-            ("AUTHN-001",),
+            ("AUTHN-001", "FUZZ-002"),
         ),
         Defect(
             "wrong-code",

@@ -242,10 +242,11 @@ def wire_mutation(run: Run) -> Outcome:
     recurses. Seeded from ``--hipaa-seed``; the oracle is FUZZ-001's; the service must be
     healthy after each method.
 
-    White-box, when ``fuzz.inprocess_entrypoint`` is set and ``fuzz.atheris_seconds`` is
-    above 0: the Atheris fuzzer :mod:`harness.fuzzers.whitebox` runs that long in a
-    subprocess; each distinct finding (an escaped exception, an interceptor bypass, or a
-    FUZZ-001 oracle failure) fails.
+    White-box, when ``fuzz.inprocess_entrypoint`` is set and ``fuzz.atheris_seconds`` (or
+    ``--hipaa-fuzz-budget``) is above 0: the Atheris fuzzer
+    :mod:`harness.fuzzers.whitebox` runs in a subprocess for that long or until its first
+    finding (an escaped exception, an interceptor bypass, or a FUZZ-001 oracle failure),
+    which fails.
     """
     control = CATALOGUE["FUZZ-002"]
     policy = policy_or_skip(run, "FUZZ-002")
@@ -316,8 +317,8 @@ def _whitebox(run: Run) -> list[Observation]:
             **os.environ,
             "HIPAA_FUZZ_CONFIG": str(config_file),
             "HIPAA_FUZZ_CRASHES": str(crashes),
-            "HIPAA_FUZZ_KEEP_GOING": "1",
         }
+        env.pop("HIPAA_FUZZ_KEEP_GOING", None)  # stop at the first finding
         command = [
             sys.executable,
             "-m",
@@ -326,6 +327,7 @@ def _whitebox(run: Run) -> list[Observation]:
             f"-seed={run.options.seed or 1}",
             "-timeout=10",
             "-use_value_profile=1",
+            f"-artifact_prefix={tmp}/",
             str(Path(tmp) / "corpus"),
         ]
         try:

@@ -10,7 +10,8 @@ environment, so a fuzzing service can run them unchanged:
 * ``HIPAA_FUZZ_CRASHES``: a directory for one JSON reproducer per distinct finding;
 * ``HIPAA_FUZZ_KEEP_GOING=1``: record findings and go on (the ``hipaa-grpc fuzz``
   command sets it); without it the first finding raises, as OSS-Fuzz expects;
-* ``HIPAA_FUZZ_PROGRESS=1``: a progress line on stderr every two seconds.
+* ``HIPAA_FUZZ_PROGRESS=1``: a progress line on stderr every two seconds;
+* ``HIPAA_FUZZ_METHODS``: fuzz only these methods (comma-separated, full paths or names).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from harness.wire import varint
 
 ENV_CONFIG, ENV_TARGET, ENV_CRASHES = "HIPAA_FUZZ_CONFIG", "HIPAA_FUZZ_TARGET", "HIPAA_FUZZ_CRASHES"
 ENV_KEEP_GOING, ENV_PROGRESS = "HIPAA_FUZZ_KEEP_GOING", "HIPAA_FUZZ_PROGRESS"
+ENV_MODE, ENV_METHODS = "HIPAA_FUZZ_MODE", "HIPAA_FUZZ_METHODS"
 
 
 class FuzzFinding(Exception):
@@ -47,7 +49,8 @@ def replay_command(path: Path) -> str:
     config = os.environ.get(ENV_CONFIG, "hipaa.toml")
     target = os.environ.get(ENV_TARGET)
     where = f" --target {target}" if target else ""
-    return f"hipaa-grpc fuzz replay {path}{where} --config {config}"
+    mode = os.environ.get(ENV_MODE, "blackbox")
+    return f"hipaa-grpc fuzz replay {path} --mode {mode}{where} --config {config}"
 
 
 class Driver:
@@ -100,8 +103,8 @@ class Driver:
         )
 
 
-def wire_mutator(surface: Surface) -> Callable[[bytes, int, int], bytes]:
-    """LibFuzzer's mutator, and half of the time a wire-level mutation of a raw request."""
+def wire_mutator(surface: Surface, share: float = 0.5) -> Callable[[bytes, int, int], bytes]:
+    """LibFuzzer's mutator, and for ``share`` of the inputs a wire-level mutation."""
     import random
 
     import atheris
@@ -112,7 +115,7 @@ def wire_mutator(surface: Surface) -> Callable[[bytes, int, int], bytes]:
 
     def mutator(data: bytes, max_size: int, seed: int) -> bytes:
         rng = random.Random(seed)
-        if len(data) < 3 or rng.random() < 0.5:
+        if len(data) < 3 or rng.random() >= share:
             return bytes(atheris.Mutate(data, max_size))
         case = surface.decode(data)
         desc: Any = case.method.cls.DESCRIPTOR
@@ -136,11 +139,21 @@ def run(mode: str, argv: list[str]) -> None:
     if not config_path:
         _fail(f"set {ENV_CONFIG} to the harness config file")
     crashes = os.environ.get(ENV_CRASHES)
+    assert config_path is not None
     try:
-        setup = _blackbox(config_path) if mode == "blackbox" else _whitebox(config_path)
+        if mode == "blackbox":
+            target = os.environ.get(ENV_TARGET)
+            if not target:
+                _fail(f"set {ENV_TARGET} to the service's host:port")
+            surface, executor = blackbox(config_path, target, instrument=True)
+            mutator: Any = wire_mutator(surface)
+        else:
+            surface, executor = whitebox(config_path, instrument=True)
+            # Mostly coverage-guided; a few nesting bombs and the like beside.
+            mutator = wire_mutator(surface, share=0.1)
     except HarnessError as exc:
         _fail(str(exc))
-    surface, executor, mutator = setup
+    os.environ[ENV_MODE] = mode
     driver = Driver(surface, executor, Path(crashes) if crashes else None)
     _seed_dir(surface, argv)
     args = list(argv)
@@ -170,39 +183,58 @@ def _seed_dir(surface: Surface, argv: list[str]) -> None:
             (corpus / hashlib.sha1(data).hexdigest()).write_bytes(data)
 
 
-def _blackbox(config_path: str) -> tuple[Surface, Executor, Any]:
-    import atheris
+def blackbox(config_path: str, target: str, *, instrument: bool) -> tuple[Surface, Executor]:
+    """Surface and executor for fuzzing ``target`` over gRPC.
 
+    Raises:
+        HarnessError: the config does not load, or the target cannot be reached.
+    """
     from harness import engine
     from harness.config import load_config
     from harness.engine import Remote
     from harness.run import Run, RunOptions
     from harness.target import parse_target
 
-    target = os.environ.get(ENV_TARGET)
-    if not target:
-        _fail(f"set {ENV_TARGET} to the service's host:port")
-    assert target is not None
-    run_ = Run.open(
-        parse_target(target, option=ENV_TARGET), load_config(Path(config_path)), RunOptions()
-    )
+    spec = parse_target(target, option="--target")
+    run_ = Run.open(spec, load_config(Path(config_path)), RunOptions())
     problem = run_.channel_problem()
     if problem:
         raise HarnessError(f"target {target}: {problem}")
     surface = surface_from(run_)
     if isinstance(surface, str):
         raise HarnessError(surface)
-    # Coverage here is the harness's own: the oracle's branches tell status codes apart.
-    engine.judge = atheris.instrument_func(engine.judge)
-    executor = Remote(
-        surface, run_.channel(), str(run_.config.get("audit.request_id_key", "x-request-id"))
-    )
-    return surface, executor, wire_mutator(surface)
+    surface = only_methods(surface)
+    if instrument:
+        import atheris
+
+        # Coverage here is the harness's own: the oracle's branches tell status codes apart.
+        engine.judge = atheris.instrument_func(engine.judge)
+    key = str(run_.config.get("audit.request_id_key", "x-request-id"))
+    return surface, Remote(surface, run_.channel(), key)
 
 
-def _whitebox(config_path: str) -> tuple[Surface, Executor, Any]:
-    import atheris
+def only_methods(surface: Surface) -> Surface:
+    """``surface`` narrowed to the methods ``HIPAA_FUZZ_METHODS`` names (comma-separated).
 
+    Raises:
+        HarnessError: a named method is not among the fuzzable ones.
+    """
+    names = [n.strip() for n in os.environ.get(ENV_METHODS, "").split(",") if n.strip()]
+    if not names:
+        return surface
+    chosen = [m for m in surface.methods if m.path in names or m.path.rsplit("/", 1)[-1] in names]
+    if len(chosen) < len(names):
+        known = ", ".join(m.path for m in surface.methods)
+        raise HarnessError(f"{ENV_METHODS}: not all of {names} are fuzzable methods ({known})")
+    return dataclasses.replace(surface, methods=chosen)
+
+
+def whitebox(config_path: str, *, instrument: bool) -> tuple[Surface, Executor]:
+    """Surface and executor for fuzzing ``fuzz.inprocess_entrypoint`` in-process.
+
+    Raises:
+        HarnessError: the config does not load or names no usable entry point.
+    """
     from harness.config import load_config
     from harness.engine import Local
     from harness.inprocess import InProcess, load
@@ -214,15 +246,20 @@ def _whitebox(config_path: str) -> tuple[Surface, Executor, Any]:
     surface = surface_from(None, config)
     if isinstance(surface, str):
         raise HarnessError(surface)
-    package = entry.partition(":")[0].split(".")[0]
-    # Comparisons with str.startswith/endswith and regexes feed libFuzzer's dictionary too.
-    atheris.enabled_hooks.add("str")
-    atheris.enabled_hooks.add("RegEx")
-    with atheris.instrument_imports(include=[package]):
-        target = load(entry, config.table("fuzz.inprocess_options"), Path(config_path).parent)
+    surface = only_methods(surface)
+    options = config.table("fuzz.inprocess_options")
+    if instrument:
+        import atheris
+
+        # Comparisons with str.startswith/endswith feed libFuzzer's dictionary.
+        atheris.enabled_hooks.add("str")
+        with atheris.instrument_imports(include=[entry.partition(":")[0].split(".")[0]]):
+            target = load(entry, options, Path(config_path).parent)
+    else:
+        target = load(entry, options, Path(config_path).parent)
     executor = Local(surface, InProcess(target), target.public_methods)
     executor.modules = service_modules(target)
-    return surface, executor, None
+    return surface, executor
 
 
 def service_modules(target: Any) -> set[str]:
