@@ -102,7 +102,6 @@ def _atheris(config_path: object, minutes: float) -> None:
             "harness.fuzzers.whitebox",
             f"-max_total_time={seconds}",
             "-seed=1",
-            "-use_value_profile=1",
         ],
         env=env,
         capture_output=True,

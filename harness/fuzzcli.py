@@ -207,7 +207,6 @@ def run(
         f"-seed={seed}",
         "-timeout=30",
         "-print_final_stats=1",
-        *(["-use_value_profile=1"] if mode == "whitebox" else []),
         *extra,
         str(corpus),
     ]

@@ -326,7 +326,6 @@ def _whitebox(run: Run) -> list[Observation]:
             f"-max_total_time={max(1, round(seconds))}",
             f"-seed={run.options.seed or 1}",
             "-timeout=10",
-            "-use_value_profile=1",
             f"-artifact_prefix={tmp}/",
             str(Path(tmp) / "corpus"),
         ]

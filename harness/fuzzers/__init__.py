@@ -17,6 +17,7 @@ environment, so a fuzzing service can run them unchanged:
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import sys
 import time
@@ -277,10 +278,11 @@ def service_modules(target: Any) -> set[str]:
 def code_dictionary(modules: set[str]) -> list[bytes]:
     """Constants in the code of ``modules``, as libFuzzer dictionary entries (white-box only).
 
-    The integers (as 4-byte little-endian words, how :func:`harness.engine.structured`
-    reads numbers) and short strings the service compares its input with: what
-    AFL-style auto-dictionaries do, so that conditions on several fields are each one
-    dictionary insertion away instead of a search through 2**32 values.
+    The integers, as 4-byte little-endian words (how :func:`harness.engine.structured`
+    reads numbers) and as varints (how raw requests carry them): what AFL-style
+    auto-dictionaries do, so that a condition on a number is one dictionary insertion away
+    instead of a search through 2**32 values. Strings need no entry: Atheris traces string
+    comparisons and ``startswith``/``endswith`` itself. Few entries keep each one likely.
     """
     import types
 
@@ -295,24 +297,19 @@ def code_dictionary(modules: set[str]) -> list[bytes]:
             elif isinstance(const, int) and 16 < abs(const) < 2**31:
                 seen.add(const.to_bytes(4, "little", signed=True))
                 seen.add(varint(const))  # as raw requests carry it
-            elif isinstance(const, str) and 0 < len(const) <= 8 and const.isalnum():
-                seen.add(const.encode())  # short tokens; longer text is mostly messages
 
+    # Compiled afresh from the source: the loaded code is instrumented, and Atheris'
+    # instrumentation adds integer constants of its own.
     for name in modules:
-        module = sys.modules.get(name)
-        if module is None:
+        spec = importlib.util.find_spec(name)
+        origin = spec.origin if spec is not None else None
+        if origin is None or not origin.endswith(".py"):
             continue
-        for value in vars(module).values():
-            for fn in _functions(value):
-                if getattr(fn, "__module__", None) == name:  # not what it imported
-                    walk(fn.__code__)
+        try:
+            walk(compile(Path(origin).read_text(), origin, "exec"))
+        except (OSError, SyntaxError, ValueError):
+            continue
     return sorted(seen)
-
-
-def _functions(value: Any) -> list[Any]:
-    if isinstance(value, type):
-        return [v for v in vars(value).values() if hasattr(v, "__code__")]
-    return [value] if hasattr(value, "__code__") else []
 
 
 def write_dictionary(entries: list[bytes], path: Path) -> None:

@@ -88,7 +88,8 @@ ROLE_FIELDS: dict[str, frozenset[str] | None] = {
 PRIVILEGED_ROLES = frozenset({"admin"})  # see SSNs in clear
 MAX_WATCH_S = 120.0
 #: Defects whose exceptions escape the service (grpcio answers UNKNOWN).
-CRASH_DEFECTS = frozenset({"crash-enum", "crash-nested"})
+CRASH_DEFECTS = frozenset({"crash-enum", "crash-nested", "deep-bug"})
+SORT_BY_NAME = 2
 #: Clock-skew leeway on exp/nbf, at the door and on every message of a long stream.
 LEEWAY_S = 1
 REQUEST_ID_KEY = "x-request-id"
@@ -331,6 +332,7 @@ class PatientRecords:
         self._crash_enum = "crash-enum" in defects
         self._crash_nested = "crash-nested" in defects
         self._hang_input = "hang-input" in defects
+        self._deep_bug = "deep-bug" in defects
         self.export_delay_s = EXPORT_RECORD_DELAY_S
         self._exports: dict[str, int] = {}
         self._patient = schema.message("Patient")
@@ -444,6 +446,10 @@ class PatientRecords:
             self._fail(context, grpc.StatusCode.INVALID_ARGUMENT, "unknown sort order")
         if request.page_size < 0:
             self._fail(context, grpc.StatusCode.INVALID_ARGUMENT, "page_size must not be negative")
+        # Defect: a corner no test reached. Two conditions, two branches (as code grows).
+        if self._deep_bug and request.page_size == 7919:  # noqa: SIM102
+            if request.sort == SORT_BY_NAME:
+                raise ZeroDivisionError("cursor arithmetic")
         size = request.page_size or 20
         if not self._page_uncapped:  # the defect serves whatever size is asked for
             size = min(size, MAX_PAGE_SIZE)
