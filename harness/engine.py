@@ -39,7 +39,7 @@ from harness.principals import principals_from
 from harness.run import Run
 
 #: Codes an application may answer a strange request with (FUZZ-001's list, plus
-#: UNAUTHENTICATED for the cases sent without valid credentials).
+#: CANCELLED); :func:`judge` also accepts UNAUTHENTICATED.
 FINE = frozenset(
     {
         grpc.StatusCode.OK,
@@ -372,7 +372,9 @@ def surface_from(
     for m in policy.protected():
         if policy.is_write(m.path) and not policy.allow_mutations:
             continue
-        allowed = sorted(policy.allowed(m.path) or (), key=lambda n: n != "least-privileged")
+        allowed = sorted(
+            sorted(policy.allowed(m.path) or ()), key=lambda n: n != "least-privileged"
+        )
         chosen.append((m.path, policy.request_from(config, m.path), allowed))
     if not chosen:
         return "no method to fuzz (all are public, or writes without mutations allowed)"
@@ -394,11 +396,9 @@ class Remote:
     surface: Surface
     channel: grpc.Channel
     request_id_key: str = "x-request-id"
-    calls: int = 0
 
     def check(self, case: Case) -> Finding | None:
         """Run ``case`` and judge it; ``None`` when it passes."""
-        self.calls += 1
         timeout = self.surface.slow_ms / 1000 + 1
         result = invoke(
             self.channel,
@@ -431,12 +431,10 @@ class Local:
     surface: Surface
     service: InProcess
     public: frozenset[str] = frozenset()
-    calls: int = 0
     modules: set[str] = field(default_factory=set)  # the service's own code
 
     def check(self, case: Case) -> Finding | None:
         """Run ``case`` and judge it; ``None`` when it passes."""
-        self.calls += 1
         start = time.monotonic()
         out = self.service.call(
             case.method.path,
@@ -469,12 +467,10 @@ class Findings:
     """Distinct findings, deduplicated by :attr:`Finding.key`, with a callback for new ones."""
 
     on_new: Callable[[Finding], None] | None = None
-    known: dict[str, Finding] = field(default_factory=dict)
-    total: int = 0
+    known: dict[str, Finding | None] = field(default_factory=dict)  # None: found by an earlier run
 
     def add(self, finding: Finding) -> bool:
         """Count ``finding``; True if it is new."""
-        self.total += 1
         if finding.key in self.known:
             return False
         self.known[finding.key] = finding

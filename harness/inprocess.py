@@ -16,7 +16,7 @@ import importlib
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -168,7 +168,6 @@ class Dispatched:
     responses: int = 0
     reached: bool = False
     crash: BaseException | None = None
-    trailers: tuple[tuple[str, str | bytes], ...] = field(default_factory=tuple)
 
 
 class InProcess:
@@ -266,7 +265,7 @@ class InProcess:
                 exc,
             )
         code = context.status or grpc.StatusCode.OK
-        return Dispatched(code, context.message, count, self._reached, None, context.trailers)
+        return Dispatched(code, context.message, count, self._reached)
 
 
 def _marked(

@@ -38,7 +38,6 @@ from harness.checks.audit import canaries
 from harness.engine import Finding, FuzzMethod, Surface, judge, surface_from
 from harness.fuzz import messages
 from harness.outcome import Observation, Outcome, Status
-from harness.policy import Policy
 from harness.run import Run
 from harness.wire import BOMB_DEPTHS, MUTATIONS, mutate, nesting_bomb
 
@@ -73,42 +72,26 @@ def fuzz_calls(run: Run) -> list[MethodRun] | str:
     """Fuzz every method once per run (memoised: ERR-002 judges these calls too)."""
 
     def compute() -> list[MethodRun] | str:
-        policy = Policy.of(run)
-        if policy is None:
-            return "no method descriptors: " + run.catalogue_problem()
+        surface = surface_from(run)
+        if isinstance(surface, str):
+            return surface
         per_method = int(run.config.get("fuzz.examples_per_method", 200))
-        budget_ms = float(run.config.get("fuzz.latency_budget_ms", 1000))
         deadline = time.monotonic() + float(run.config.get("safety.max_duration_s"))
-        runs = []
-        for m in policy.protected():
-            if policy.is_write(m.path) and not policy.allow_mutations:
-                continue
-            allowed = sorted(policy.allowed(m.path) or ())
-            callers = [p for n in allowed if (p := run.principal(n)) and p.has_token]
-            least = run.principal("least-privileged")
-            if least is not None and least.name in allowed:
-                callers = [least, *[c for c in callers if c is not least]]
-            if not callers:
-                continue
-            runs.append(_fuzz_method(run, policy, m.path, callers, per_method, budget_ms, deadline))
-        return runs
+        return [
+            _fuzz_method(run, m, per_method, surface.slow_ms, deadline)
+            for m in surface.methods
+            if m.callers
+        ]
 
     return run.memo("fuzz", compute)
 
 
 def _fuzz_method(
-    run: Run,
-    policy: Policy,
-    path: str,
-    callers: list[Any],
-    examples: int,
-    budget_ms: float,
-    deadline: float,
+    run: Run, m: FuzzMethod, examples: int, slow_ms: float, deadline: float
 ) -> MethodRun:
-    method = policy.catalogue.method(path)
-    cls = policy.catalogue.message_class(method.input_type)
+    path, cls = m.path, m.cls
+    callers = [run.principal(name) for name in m.callers]
     out = MethodRun(path)
-    slow_ms = 3 * budget_ms
     turn = [0]
 
     @settings(
@@ -308,9 +291,18 @@ def _mutants(run: Run, surface: Surface, m: FuzzMethod) -> Observation:
 def _whitebox(run: Run) -> list[Observation]:
     entry = run.config.str_("fuzz.inprocess_entrypoint")
     seconds = float(run.config.get("fuzz.atheris_seconds", 0) or 0)
-    config_file = run.spawned.config_path if run.spawned else _config_file(run)
-    if not entry or seconds <= 0 or config_file is None:
+    if not entry or seconds <= 0:
         return []
+    config_file = run.spawned.config_path if run.spawned else _config_file(run)
+    if config_file is None:
+        return [
+            Observation(
+                f"white-box Atheris on {entry}",
+                "not run: the config did not come from a file the fuzzer can read",
+                "a fuzzing run",
+                Status.ERROR,
+            )
+        ]
     with tempfile.TemporaryDirectory(prefix="hipaa-whitebox-") as tmp:
         crashes = Path(tmp) / "crashes"
         env = {
@@ -372,6 +364,9 @@ def _whitebox(run: Run) -> list[Observation]:
 
 
 def _config_file(run: Run) -> Path | None:
-    source = run.config.sources[-1] if run.config.sources else ""
-    path = Path(source.split("[", 1)[0]) if source else None
-    return path if path is not None and path.is_file() else None
+    """The last config file the run's config came from (flags like --hipaa-* are not files)."""
+    for source in reversed(run.config.sources):
+        path = Path(source.removesuffix(" [tool.hipaa]"))
+        if path.is_file():
+            return path
+    return None

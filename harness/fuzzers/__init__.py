@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from harness.engine import Case, Executor, Finding, Findings, Surface, dumps, surface_from
+from harness.engine import Executor, Finding, Findings, Surface, dumps, surface_from
 from harness.errors import HarnessError
 from harness.wire import varint
 
@@ -70,7 +70,7 @@ class Driver:
         if crashes is not None:
             crashes.mkdir(parents=True, exist_ok=True)
             for old in crashes.glob("*.json"):
-                self.findings.known[old.stem] = None  # type: ignore[assignment]
+                self.findings.known[old.stem] = None
 
     def _record(self, finding: Finding) -> None:
         line = f"[hipaa-fuzz] finding {finding.key}: {finding.method} {finding.why}"
@@ -318,4 +318,4 @@ def write_dictionary(entries: list[bytes], path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-__all__ = ["Case", "Driver", "FuzzFinding", "run", "write_atomic"]
+__all__ = ["Driver", "FuzzFinding", "run", "write_atomic"]

@@ -3,7 +3,7 @@
 ``target(workdir=..., defects=[...])`` builds the same handlers and interceptor the
 spawned server runs, verifying tokens with the issuer key the spawned target wrote to
 ``workdir``, so the harness's configured principals authenticate in-process too. The
-audit log goes to a private temporary directory, never to the running server's log.
+audit log goes to a private directory of its own, never to the running server's log.
 Simulated storage delays and the per-identity rate limit are off: a fuzzer calls far
 faster than any client, and each call should spend its time in the service's logic.
 """
@@ -25,7 +25,8 @@ def target(workdir: str, defects: list[str] | None = None) -> InProcessTarget:
     log = logging.getLogger("hipaagrpc.reference")
     log.propagate = False
     log.addHandler(logging.NullHandler())
-    scratch = Path(tempfile.mkdtemp(prefix="hipaa-inprocess-"))
+    # Under the spawned target's workdir, so it goes with it even when a fuzzer exits hard.
+    scratch = Path(tempfile.mkdtemp(prefix="inprocess-", dir=workdir))
     issuer = TokenIssuer.load(Path(workdir), server.ISSUER, server.AUDIENCE)
     options = server.Options(workdir=scratch, defects=frozenset(defects or ()), simulated_io=False)
     built = server.build(options, issuer)
