@@ -312,6 +312,7 @@ DEFAULTS: dict[str, Any] = {
     "safety.allow_transport_abuse": False,
     "safety.max_requests": 10_000,
     "safety.max_duration_s": 300.0,
+    "fuzz.h2_burst": 500,
     "tls.extra_ports": [],
     "refl.allowed_roles": [],
     "schema.public_methods": [],

@@ -84,8 +84,8 @@ REFERENCE = BundledTarget(
         Defect(
             "no-auth",
             "calls without credentials skip authentication and authorization "
-            "(fail-open interceptor)",
-            ("AUTHN-001", "FUZZ-002"),
+            "(fail-open interceptor), text/plain requests from a browser among them",
+            ("AUTHN-001", "FUZZ-002", "FUZZ-003"),
         ),
         Defect(
             "wrong-code",
@@ -221,6 +221,12 @@ REFERENCE = BundledTarget(
             "coverage-guided white-box Atheris does",
             ("FUZZ-002",),
             fuzz_budget_s=60,
+        ),
+        Defect(
+            "tarpit",
+            "calls without credentials are slowed 5 ms by a sleep in grpcio's dispatch thread, "
+            "which runs as soon as HEADERS arrive: a rapid-reset burst stalls every caller",
+            ("FUZZ-003",),
         ),
         Defect("mask-ignored", "GetPatient ignores read_mask", ("MIN-001",)),
         Defect(

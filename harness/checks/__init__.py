@@ -31,6 +31,7 @@ CHECK_MODULES = (
     "harness.checks.audit",
     "harness.checks.minimize",
     "harness.checks.fuzz",
+    "harness.checks.framing",
 )
 
 

@@ -50,6 +50,7 @@ MAX_RECV_BYTES = 4 * 1024 * 1024
 MAX_PAGE_SIZE = 25
 MAX_EXPORT_RECORDS = 25
 MAX_CONCURRENT_EXPORTS = 2
+TARPIT_S = 0.005  # the tarpit defect's delay per stream without credentials
 EXPORT_RECORD_DELAY_S = 0.02  # an export takes a while, as real ones do
 VERIFIED_CACHE_SIZE = 1024
 RATE_RPS, RATE_BURST = 50.0, 5.0  # per identity (token bucket)
@@ -808,6 +809,13 @@ class Gatekeeper(grpc.ServerInterceptor):
         method = handler_call_details.method
         if handler is None or method in self._public:
             return handler
+        if "tarpit" in self._defects and not any(
+            key == "authorization" for key, _ in handler_call_details.invocation_metadata or ()
+        ):
+            # Defect: a brute-force "tarpit" that sleeps in grpcio's dispatch thread, where
+            # interceptors run as soon as a stream's HEADERS arrive: every stream without
+            # credentials, even one reset at once, stalls every other caller.
+            time.sleep(TARPIT_S)
         return _wrap_handler(
             handler, lambda behavior, streaming: self._guarded(method, behavior, streaming)
         )

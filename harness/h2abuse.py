@@ -1,0 +1,307 @@
+"""A raw HTTP/2 client for FUZZ-003: gRPC requests no gRPC library will send, and bursts.
+
+The ``h2`` library keeps the connection state; header validation is switched off so that
+upper-case and malformed names go out as given. The one thing ``h2`` refuses to emit, a
+header block that never ends, is written as raw ``hyperframe`` frames and is always the
+last thing sent on its connection. Every read is bounded by a deadline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import h2.settings
+from hyperframe.frame import ContinuationFrame, HeadersFrame
+
+from harness.channels import Endpoint
+from harness.transport import Transport, client_context, connect
+
+_READ_CHUNK = 65536
+#: A literal header field with incremental indexing, name "a", value "b" (RFC 7541 6.2.1).
+_HPACK_FILLER = b"\x40\x01a\x01b"
+
+
+def grpc_frame(message: bytes, *, compressed: bool = False, length: int | None = None) -> bytes:
+    """A gRPC length-prefixed message; ``length`` overrides the declared length."""
+    declared = len(message) if length is None else length
+    return struct.pack(">BI", 1 if compressed else 0, declared) + message
+
+
+@dataclass
+class Reply:
+    """How the server answered one stream."""
+
+    http_status: int | None = None
+    grpc_status: int | None = None
+    grpc_message: str = ""
+    reset_code: int | None = None
+    goaway_code: int | None = None
+    closed: bool = False
+    timed_out: bool = False
+    elapsed_s: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """HTTP 200 with grpc-status 0: the request was served."""
+        return self.http_status == 200 and self.grpc_status == 0
+
+    @property
+    def ended(self) -> bool:
+        """The server ended the stream or the connection (any way but a timeout)."""
+        return not self.timed_out
+
+    def describe(self) -> str:
+        """One line: what came back and how fast."""
+        parts = []
+        if self.http_status is not None:
+            parts.append(f"HTTP {self.http_status}")
+        if self.grpc_status is not None:
+            message = f" ({self.grpc_message[:80]})" if self.grpc_message else ""
+            parts.append(f"grpc-status {self.grpc_status}{message}")
+        if self.reset_code is not None:
+            parts.append(f"RST_STREAM code {self.reset_code}")
+        if self.goaway_code is not None:
+            parts.append(f"GOAWAY code {self.goaway_code}")
+        if self.closed:
+            parts.append("connection closed")
+        if self.timed_out:
+            parts.append("no answer")
+        return f"{', '.join(parts) or 'nothing'} in {self.elapsed_s:.2f} s"
+
+
+class H2Client:
+    """One HTTP/2 connection to the target, TLS (ALPN h2) or cleartext as detected."""
+
+    def __init__(self, sock: socket.socket, authority: str, scheme: str) -> None:
+        self.sock = sock
+        self.authority = authority
+        self.scheme = scheme
+        self.conn = h2.connection.H2Connection(
+            h2.config.H2Configuration(
+                client_side=True,
+                header_encoding="utf-8",
+                validate_outbound_headers=False,
+                normalize_outbound_headers=False,
+                validate_inbound_headers=False,
+            )
+        )
+        self.replies: dict[int, Reply] = {}
+        self.goaway_code: int | None = None
+        self.closed = False
+        self.conn.initiate_connection()
+        self._flush()
+
+    @classmethod
+    def open(cls, endpoint: Endpoint, host: str, port: int, timeout: float) -> H2Client:
+        """Connect and send the preface.
+
+        Raises:
+            OSError: TCP or TLS failed, or the server did not select ALPN ``h2``.
+        """
+        sock = connect(host, port, timeout)
+        name = endpoint.server_name or host
+        if endpoint.transport is Transport.H2C:
+            return cls(sock, name, "http")
+        ctx = client_context(
+            ca_pem=endpoint.ca_pem,
+            verify=endpoint.pin_der is None,
+            client_cert_pem=endpoint.client_cert_pem,
+            client_key_pem=endpoint.client_key_pem,
+        )
+        if endpoint.pin_der is not None:
+            ctx.check_hostname = False
+        try:
+            tls = ctx.wrap_socket(sock, server_hostname=name)
+        except (OSError, ssl.SSLError):
+            sock.close()
+            raise
+        if tls.selected_alpn_protocol() != "h2":
+            tls.close()
+            raise OSError("the server did not select ALPN h2")
+        return cls(tls, name, "https")
+
+    def close(self) -> None:
+        """Close the socket (no GOAWAY: the probes end connections abruptly on purpose)."""
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    def __enter__(self) -> H2Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # -- sending ------------------------------------------------------------------------
+
+    def headers(
+        self,
+        path: str,
+        *,
+        content_type: str = "application/grpc",
+        metadata: tuple[tuple[str, str], ...] = (),
+    ) -> list[tuple[str, str]]:
+        """The header list of a gRPC request to ``path``."""
+        return [
+            (":method", "POST"),
+            (":scheme", self.scheme),
+            (":path", path),
+            (":authority", self.authority),
+            ("content-type", content_type),
+            ("te", "trailers"),
+            *metadata,
+        ]
+
+    def request(self, headers: list[tuple[str, str]], body: bytes | None) -> int:
+        """Open a stream; send ``body`` and end it, or leave it open when ``body`` is None."""
+        sid = self.conn.get_next_available_stream_id()
+        self.conn.send_headers(sid, headers, end_stream=False)
+        if body is not None:
+            self.conn.send_data(sid, body, end_stream=True)
+        self.replies[sid] = Reply()
+        self._flush()
+        return sid
+
+    def reset_burst(self, headers: list[tuple[str, str]], count: int) -> None:
+        """``count`` HEADERS frames, each followed at once by RST_STREAM (rapid reset)."""
+        for i in range(count):
+            sid = self.conn.get_next_available_stream_id()
+            self.conn.send_headers(sid, headers)
+            self.conn.reset_stream(sid)
+            if i % 50 == 49:
+                self._flush()
+        self._flush()
+
+    def ping_burst(self, count: int) -> None:
+        """``count`` PING frames."""
+        for i in range(count):
+            self.conn.ping(i.to_bytes(8, "big"))
+        self._flush()
+
+    def settings_burst(self, count: int) -> None:
+        """``count`` SETTINGS frames (initial window size changes, all valid)."""
+        for i in range(count):
+            self.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 65535 + i})
+        self._flush()
+
+    def endless_headers(self, headers: list[tuple[str, str]], count: int) -> None:
+        """HEADERS without END_HEADERS, then ``count`` CONTINUATION frames, none ending it.
+
+        Raw frames: the connection's ``h2`` state no longer matches, so this is the last
+        thing sent on it.
+        """
+        sid = self.conn.get_next_available_stream_id()
+        first = HeadersFrame(sid)
+        first.data = self.conn.encoder.encode(headers)
+        out = [first.serialize()]
+        for _ in range(count):
+            more = ContinuationFrame(sid)
+            more.data = _HPACK_FILLER
+            out.append(more.serialize())
+        self.sock.sendall(b"".join(out))
+
+    def _flush(self) -> None:
+        data = self.conn.data_to_send()
+        if data:
+            self.sock.sendall(data)
+
+    # -- reading ------------------------------------------------------------------------
+
+    def wait(self, sid: int, timeout: float) -> Reply:
+        """Read until stream ``sid`` ends, the connection ends, or ``timeout`` passes."""
+        reply = self.replies[sid]
+        start = time.monotonic()
+        done = self.pump(timeout, until=lambda: self._stream_done(sid))
+        reply.elapsed_s = time.monotonic() - start
+        reply.timed_out = not done
+        reply.goaway_code = self.goaway_code
+        reply.closed = self.closed
+        return reply
+
+    def drain(self, quiet_s: float, limit_s: float) -> None:
+        """Read until the server is quiet for ``quiet_s``, the connection ends, or ``limit_s``."""
+        end = time.monotonic() + limit_s
+        while not self.closed and time.monotonic() < end:
+            if not self._read_once(min(quiet_s, max(0.0, end - time.monotonic()))):
+                return
+
+    def pump(self, timeout: float, until: Callable[[], bool]) -> bool:
+        """Read until ``until()`` holds or the connection ends (True), or the deadline passes."""
+        end = time.monotonic() + timeout
+        while not until():
+            left = end - time.monotonic()
+            if self.closed:
+                return True
+            if left <= 0:
+                return False
+            self._read_once(left)
+        return True
+
+    def _stream_done(self, sid: int) -> bool:
+        reply = self.replies[sid]
+        return self.closed or reply.grpc_status is not None or reply.reset_code is not None
+
+    def _read_once(self, timeout: float) -> bool:
+        """One socket read; False when nothing came within ``timeout``."""
+        self.sock.settimeout(max(timeout, 0.001))
+        try:
+            data = self.sock.recv(_READ_CHUNK)
+        except TimeoutError:
+            return False
+        except OSError:
+            self.closed = True
+            return True
+        if not data:
+            self.closed = True
+            return True
+        try:
+            events = self.conn.receive_data(data)
+        except h2.exceptions.H2Error:
+            self.closed = True
+            return True
+        for event in events:
+            self._on(event)
+        with contextlib.suppress(OSError, h2.exceptions.H2Error):
+            self._flush()
+        return True
+
+    def _on(self, event: h2.events.Event) -> None:
+        sid = getattr(event, "stream_id", None)
+        reply = self.replies.get(sid) if isinstance(sid, int) else None
+        if isinstance(event, h2.events.ConnectionTerminated):
+            self.goaway_code = int(event.error_code or 0)
+            self.closed = True
+        elif isinstance(event, h2.events.DataReceived):
+            self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+        elif reply is None:
+            return
+        elif isinstance(event, (h2.events.ResponseReceived, h2.events.TrailersReceived)):
+            for raw_name, raw_value in event.headers or ():
+                name, value = _text(raw_name), _text(raw_value)
+                reply.headers[name] = value
+                if name == ":status" and value.isdigit():
+                    reply.http_status = int(value)
+                elif name == "grpc-status" and value.isdigit():
+                    reply.grpc_status = int(value)
+                elif name == "grpc-message":
+                    reply.grpc_message = value
+            if isinstance(event, h2.events.TrailersReceived) and reply.grpc_status is None:
+                reply.grpc_status = -1  # trailers without grpc-status: ended, not OK
+        elif isinstance(event, h2.events.StreamReset):
+            reply.reset_code = int(event.error_code)
+        elif isinstance(event, h2.events.StreamEnded) and reply.grpc_status is None:
+            reply.grpc_status = -1  # ended without a gRPC status (HTTP error page)
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
