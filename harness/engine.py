@@ -37,6 +37,7 @@ from harness.inprocess import InProcess
 from harness.policy import Policy
 from harness.principals import principals_from
 from harness.run import Run
+from harness.tokens import load_issuer_keys, renewer
 
 #: Codes an application may answer a strange request with (FUZZ-001's list, plus
 #: CANCELLED); :func:`judge` also accepts UNAUTHENTICATED.
@@ -169,7 +170,7 @@ class Surface:
     """What may be fuzzed, with whose credentials."""
 
     methods: list[FuzzMethod]
-    credentials: dict[str, tuple[tuple[str, str], ...]]
+    credentials: dict[str, Callable[[], tuple[tuple[str, str], ...]]]  # fresh on each call
     secrets: tuple[str, ...] = ()
     slow_ms: float = 3000.0
 
@@ -179,7 +180,8 @@ class Surface:
             return ()
         if caller == GARBAGE_TOKEN:
             return (("authorization", "Bearer eyJhbGciOiJub25lIn0.e30.AAAA"),)
-        return self.credentials.get(caller, ())
+        fresh = self.credentials.get(caller)
+        return fresh() if fresh is not None else ()
 
     def method(self, path: str) -> FuzzMethod:
         """The method with this path."""
@@ -318,7 +320,7 @@ def _fill(msg: Message, slots: _Slots, depth: int) -> Message:
 def surface_of(
     catalogue: MethodCatalogue,
     methods: Sequence[tuple[str, bytes, Sequence[str]]],
-    credentials: dict[str, tuple[tuple[str, str], ...]],
+    credentials: dict[str, Callable[[], tuple[tuple[str, str], ...]]],
     *,
     secrets: Sequence[str] = (),
     slow_ms: float = 3000.0,
@@ -366,8 +368,18 @@ def surface_from(
             return "white-box fuzzing needs schema.descriptor_set or schema.proto_files"
         policy = Policy.from_config(catalogue, config)
         source = config.sources[-1] if config.sources else "config"
-        principals = principals_from(config.table("auth.principals"), source)
-    credentials = {n: p.metadata() for n, p in principals.items() if p.has_token}
+        keys = functools.cache(
+            functools.partial(
+                load_issuer_keys,
+                config.path("auth.jwks_file"),
+                config.path("auth.issuer_private_key"),
+                source,
+            )
+        )
+        principals = principals_from(
+            config.table("auth.principals"), source, refresh=True, renew=renewer(keys)
+        )
+    credentials = {n: p.metadata for n, p in principals.items() if p.has_token}
     chosen = []
     for m in policy.protected():
         if policy.is_write(m.path) and not policy.allow_mutations:

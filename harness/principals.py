@@ -1,7 +1,11 @@
 """Principals: the callers the harness impersonates, each with a bearer token source.
 
 Tokens come from a file, an environment variable or a command's stdout; they are read when
-first needed and never written anywhere (``repr`` hides them).
+first needed and never written anywhere (``repr`` hides them). A principal of
+``auth.principals`` re-reads its source when its JWT is within 30 s of ``exp`` (a sidecar
+may have rotated the file, a command gives a fresh one), and re-signs it when the source
+still gives the old one and the issuer's key is configured: long fuzz runs keep calling as
+their principals instead of collecting UNAUTHENTICATED.
 """
 
 from __future__ import annotations
@@ -9,13 +13,21 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jwt
+
 from harness.errors import ConfigError
 
 _CMD_TIMEOUT_S = 15.0
+#: A token this close to ``exp`` is re-read (and, failing that, renewed).
+REFRESH_MARGIN_S = 30.0
+#: The source of an expiring token is read again at most this often.
+_REREAD_EVERY_S = 10.0
 
 
 @dataclass
@@ -37,7 +49,11 @@ class Principal:
     client_cert: Path | None = None
     client_key: Path | None = None
     source: str = "config"
+    refresh: bool = False
+    renew: Callable[[str], str | None] | None = field(default=None, repr=False, compare=False)
     _token: str | None = field(default=None, repr=False)
+    _expires: float | None = field(default=None, repr=False)
+    _read_at: float = field(default=0.0, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -51,15 +67,31 @@ class Principal:
         return self.client_cert is not None
 
     def token(self) -> str:
-        """The bearer token, read once.
+        """The bearer token: read once, and again near its expiry when ``refresh`` is set.
 
         Raises:
             ConfigError: the source is empty, missing or failed.
         """
         with self._lock:
+            now = time.time()
             if self._token is None:
-                self._token = self._read()
+                self._keep(self._read(), now)
+            elif (
+                self.refresh
+                and self._expires is not None
+                and self._expires - now < REFRESH_MARGIN_S
+                and now - self._read_at >= _REREAD_EVERY_S
+            ):
+                fresh = self._read()
+                expires = _expiry(fresh)
+                if expires is not None and expires - now < REFRESH_MARGIN_S and self.renew:
+                    fresh = self.renew(fresh) or fresh  # the source has nothing newer
+                self._keep(fresh, now)
+            assert self._token is not None
             return self._token
+
+    def _keep(self, token: str, now: float) -> None:
+        self._token, self._expires, self._read_at = token, _expiry(token), now
 
     def _read(self) -> str:
         key = f"auth.principals.{self.name}"
@@ -107,8 +139,27 @@ class Principal:
         return (("authorization", f"Bearer {self.token()}"),) if self.has_token else ()
 
 
-def principals_from(table: dict[str, Any], source: str) -> dict[str, Principal]:
-    """Build principals from a validated ``auth.principals`` table."""
+def _expiry(token: str) -> float | None:
+    """The token's ``exp`` if it is a JWT that has one (read, not verified)."""
+    try:
+        exp = jwt.decode(token, options={"verify_signature": False}).get("exp")
+    except jwt.PyJWTError:
+        return None
+    return float(exp) if isinstance(exp, (int, float)) else None
+
+
+def principals_from(
+    table: dict[str, Any],
+    source: str,
+    *,
+    refresh: bool = False,
+    renew: Callable[[str], str | None] | None = None,
+) -> dict[str, Principal]:
+    """Build principals from a validated ``auth.principals`` table.
+
+    ``refresh`` (for the run's own callers, never for fixtures such as an expired token)
+    re-reads tokens near expiry, and ``renew`` re-signs them when the source has no newer one.
+    """
     out = {}
     for name, spec in table.items():
         sources = [k for k in ("token_file", "token_env", "token_cmd") if k in spec]
@@ -132,5 +183,7 @@ def principals_from(table: dict[str, Any], source: str) -> dict[str, Principal]:
             client_cert=spec.get("client_cert"),
             client_key=spec.get("client_key"),
             source=source,
+            refresh=refresh,
+            renew=renew,
         )
     return out

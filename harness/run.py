@@ -31,7 +31,7 @@ from harness.principals import Principal, principals_from
 from harness.relay import Relay
 from harness.spawn import Spawned, spawn
 from harness.target import TargetSpec
-from harness.tokens import IssuerKeys, load_issuer_keys
+from harness.tokens import IssuerKeys, load_issuer_keys, renewer
 from harness.transport import (
     Detected,
     Transport,
@@ -81,7 +81,10 @@ class Run:
         self.journal: list[CallResult] = []
         source = config.sources[-1] if config.sources else "config"
         self.principals: dict[str, Principal] = principals_from(
-            config.table("auth.principals"), source
+            config.table("auth.principals"),
+            source,
+            refresh=True,
+            renew=renewer(lambda: self.issuer_keys()),
         )
         self._lock = threading.Lock()
         self._channel: grpc.Channel | None = None

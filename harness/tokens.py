@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import functools
 import json
+import time
+import uuid
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -205,3 +208,32 @@ def load_issuer_keys(
         if alg is None:
             alg = "ES256" if isinstance(private, ec.EllipticCurvePrivateKey) else "RS256"
     return IssuerKeys(tuple(public), private, alg, kid)
+
+
+def renewer(keys: Callable[[], IssuerKeys]) -> Callable[[str], str | None]:
+    """A function that re-signs an expiring token with fresh times, or gives ``None``.
+
+    Only possible when the config holds the issuer's private key (``auth.issuer_private_key``,
+    test issuers only); the claims, ``kid`` and ``typ`` stay, ``iat``/``nbf``/``exp`` move to
+    now with the original lifetime, and a ``jti`` is renewed.
+    """
+
+    def renew(old: str) -> str | None:
+        try:
+            issuer = keys()
+            claims = jwt.decode(old, options={"verify_signature": False})
+            header = jwt.get_unverified_header(old)
+        except (ConfigError, jwt.PyJWTError):
+            return None
+        if issuer.private_key is None or not isinstance(claims.get("exp"), (int, float)):
+            return None
+        now = int(time.time())
+        lifetime = int(claims["exp"]) - int(claims.get("iat", int(claims["exp"]) - 900))
+        claims.update(iat=now, exp=now + max(lifetime, 60))
+        if "nbf" in claims:
+            claims["nbf"] = now
+        if "jti" in claims:
+            claims["jti"] = uuid.uuid4().hex
+        return issuer.mint(claims, header)
+
+    return renew
