@@ -5,7 +5,8 @@ from the input type's descriptor (:mod:`harness.fuzz`) and sends them with an au
 token. The oracle is the catalogue's: only OK or application codes (3, 5, 6, 7, 8, 9, 11);
 never UNKNOWN, UNAVAILABLE or DATA_LOSS; INTERNAL only with generic text; no call slower
 than three times ``fuzz.latency_budget_ms`` and p99 within it; the service healthy after
-each method. A method stops at its first violation, which is reported with the input.
+each method. A method stops at its first violation; the input is shrunk (bounded by
+:data:`SHRINK_CALLS` and :data:`SHRINK_SECONDS`) and the smallest failing one reported.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 from hypothesis import HealthCheck, Phase, Verbosity, given, seed, settings
-from hypothesis.errors import HypothesisWarning
+from hypothesis.errors import Flaky, HypothesisWarning
 
 from harness.catalogue import CATALOGUE, Severity
 from harness.channels import CallResult
@@ -55,6 +56,10 @@ class MethodRun:
 
 class _Violation(Exception):
     pass
+
+
+#: Shrinking a failing input costs at most this many more calls, and this long.
+SHRINK_CALLS, SHRINK_SECONDS = 60, 3.0
 
 
 def _verdict(result: CallResult, slow_ms: float) -> str:
@@ -93,12 +98,14 @@ def _fuzz_method(
     callers = [run.principal(name) for name in m.callers]
     out = MethodRun(path)
     turn = [0]
+    best: list[tuple[int, str, str]] = []  # (size, why, masked example) of real failures
+    shrink = {"calls": SHRINK_CALLS, "until": 0.0}
 
     @settings(
         max_examples=examples,
         database=None,
         deadline=None,
-        phases=[Phase.explicit, Phase.generate],
+        phases=[Phase.explicit, Phase.generate, Phase.shrink],
         suppress_health_check=list(HealthCheck),
         derandomize=False,
         verbosity=Verbosity.quiet,  # the harness reports the failing input itself, masked
@@ -106,32 +113,41 @@ def _fuzz_method(
     @seed(run.options.seed ^ zlib.crc32(path.encode()))
     @given(messages(cls))
     def one(msg: Any) -> None:
-        if out.violation:  # Hypothesis replays the failing input: it must fail again
-            raise _Violation(out.violation)
-        if time.monotonic() > deadline:
-            return
-        caller = callers[
-            turn[0] % len(callers)
-        ]  # spread over identities: rate limits are per identity
+        why = ""
+        if best and (shrink["calls"] <= 0 or time.monotonic() > shrink["until"]):
+            # Shrinking is bounded: past the budget every input "fails" unsent, so that
+            # Hypothesis stops; the smallest failure actually observed is what is reported.
+            why = best[0][1]
+        elif time.monotonic() <= deadline:
+            why = send(msg)
+        if why:
+            raise _Violation(why)  # one raise site: Hypothesis sees one failure, not two
+
+    def send(msg: Any) -> str:
+        caller = callers[turn[0] % len(callers)]  # spread: rate limits are per identity
         turn[0] += 1
+        if best:
+            shrink["calls"] -= 1
+        payload = msg.SerializeToString()
         result = run.call(
-            path,
-            [msg.SerializeToString()],
-            principal=caller,
-            timeout=slow_ms / 1000 + 1,
-            max_responses=1,
+            path, [payload], principal=caller, timeout=slow_ms / 1000 + 1, max_responses=1
         )
         out.results.append(result)
         why = _verdict(result, slow_ms)
         if why:
-            out.violation = f"{why}: {result.summary()}"
-            text = json_format.MessageToJson(msg, indent=None)
-            out.example = canaries(run).mask(text if len(text) < 400 else text[:400] + "...")
-            raise _Violation(out.violation)
+            if not best:
+                shrink["until"] = min(deadline, time.monotonic() + SHRINK_SECONDS)
+            if not best or len(payload) < best[0][0]:
+                text = json_format.MessageToJson(msg, indent=None)
+                example = canaries(run).mask(text if len(text) < 400 else text[:400] + "...")
+                best[:] = [(len(payload), f"{why}: {result.summary()}", example)]
+        return why
 
-    with warnings.catch_warnings(), contextlib.suppress(_Violation):
+    with warnings.catch_warnings(), contextlib.suppress(_Violation, Flaky):
         warnings.simplefilter("ignore", HypothesisWarning)  # e.g. "overly large repr"
         one()
+    if best:
+        out.violation, out.example = best[0][1], best[0][2]
     liveness = run.config.str_("schema.liveness_method") or "/grpc.health.v1.Health/Check"
     out.healthy = run.call(liveness, [b""], timeout=5)
     return out
