@@ -150,6 +150,7 @@ class _Progress:
     """Reads the child's stderr: keeps the log, tracks libFuzzer's counters, relays findings."""
 
     _STATS = re.compile(r"^#(\d+)\s+\w+.*?corp: (\d+)/.*?exec/s: (\d+)")
+    _OURS = re.compile(r"^\[hipaa-fuzz\]\s+\d+ s\s+([\d,]+) execs \(([\d,]+)/s\)")
 
     def __init__(self, log: Path) -> None:
         self.execs = 0
@@ -165,8 +166,12 @@ class _Progress:
             self._log.write(line + "\n")
             self.tail = [*self.tail[-19:], line]
             m = self._STATS.match(line)
+            ours = self._OURS.match(line)
             if m:
-                self.execs, self.corpus, self.rate = (int(g) for g in m.groups())
+                execs, self.corpus, rate = (int(g) for g in m.groups())
+                self.execs, self.rate = max(self.execs, execs), rate
+            elif ours:
+                self.execs, self.rate = (int(g.replace(",", "")) for g in ours.groups())
             elif line.startswith("[hipaa-fuzz] finding"):
                 self.findings.append(line)
                 print("\r" + line.removeprefix("[hipaa-fuzz] "), file=sys.stderr, flush=True)
@@ -196,6 +201,7 @@ def run(
         "HIPAA_FUZZ_CONFIG": str(where.config),
         "HIPAA_FUZZ_CRASHES": str(crashes),
         "HIPAA_FUZZ_KEEP_GOING": "1",
+        "HIPAA_FUZZ_PROGRESS": "1",  # exact counts every 2 s (libFuzzer's come at powers of 2)
     }
     if where.target:
         env["HIPAA_FUZZ_TARGET"] = where.target
