@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import glob
 import json
+import os
+import stat
 import subprocess
 import time
 from collections.abc import Iterable
@@ -64,6 +66,8 @@ def read_raw(
     chunks = []
     for path in paths:
         try:
+            if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or a device can block forever
+                return [], f"{what} {path} is not a regular file: the harness reads files"
             chunks.append((path, Path(path).read_bytes()))
         except OSError as exc:
             return [], f"{what} {path}: {exc.strerror}"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -244,6 +245,25 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     ]
 
 
+def _import_checks() -> None:
+    """Import the check modules (and Hypothesis, Atheris, sslyze with them) as plain Python.
+
+    pytest rewrites the asserts of every module of a distribution that has a pytest
+    plugin, ours and Hypothesis' included; with no bytecode cache (PYTHONDONTWRITEBYTECODE)
+    that recompiles hundreds of modules on every run, about a second. None of them holds
+    a test, so they are imported with the rewriting hook set aside.
+    """
+    from harness.checks import registered
+
+    hooks = [h for h in sys.meta_path if type(h).__name__ == "AssertionRewritingHook"]
+    for hook in hooks:
+        sys.meta_path.remove(hook)
+    try:
+        registered()
+    finally:
+        sys.meta_path[0:0] = hooks
+
+
 @pytest.fixture(scope="session")
 def hipaa_run(request: pytest.FixtureRequest) -> Iterator[Run]:
     """The run against ``--hipaa-target``: spawned if needed, stopped at session end."""
@@ -263,6 +283,12 @@ def hipaa_run(request: pytest.FixtureRequest) -> Iterator[Run]:
     if problem:  # raised outside the except block, so no exception chain is printed
         pytest.fail(problem, pytrace=False)
     state.run = run
+    _import_checks()
+    if not hasattr(request.config, "workerinput"):  # xdist workers each hold a share only
+        from harness.checks import start_warmups
+
+        selected = (_control_of(item) for item in request.session.items)
+        start_warmups(run, [c for c in selected if c is not None])
     try:
         yield run
     finally:
@@ -393,6 +419,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         terminalreporter.write_line(
             f"target {run.spec.raw} at {run.spec.address}: {run.detected.note}"
         )
+        if run.unresponsive:
+            terminalreporter.write_line(f"run cut short: {run.unresponsive}", red=True)
     for control_id, status, severity, summary in sorted(state.results.rows):
         title = CATALOGUE[control_id].title if control_id in CATALOGUE else ""
         sev = f" ({severity})" if severity else ""
@@ -416,6 +444,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Write the evidence bundle (on the xdist controller, with every worker's results)."""
     config = session.config
     state = config.stash.get(_STATE, None)
+    cut_short = state is not None and state.run is not None and bool(state.run.unresponsive)
+    if cut_short and session.exitstatus == pytest.ExitCode.OK:  # skips must not look green
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if state is None or state.report_dir is None or hasattr(config, "workerinput"):
         return
     from harness.report import build_results, bundle_files, now_utc, operator, write_bundle

@@ -8,6 +8,8 @@ every result is kept in :attr:`Run.journal` for the controls that judge all call
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -18,7 +20,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from harness.channels import CallResult, Endpoint, invoke
+from harness.channels import CLIENT_MAX_RECEIVE, CallResult, Endpoint, invoke
 from harness.config import Config, load_config
 from harness.descriptors import (
     MethodCatalogue,
@@ -27,6 +29,7 @@ from harness.descriptors import (
     load_descriptor_set,
 )
 from harness.errors import DescriptorError, HarnessError, TargetError
+from harness.h2abuse import H2Client, grpc_problem
 from harness.principals import Principal, principals_from
 from harness.relay import Relay
 from harness.spawn import Spawned, spawn
@@ -36,6 +39,7 @@ from harness.transport import (
     Detected,
     Transport,
     client_context,
+    connect,
     detect_transport,
     verified_handshake_problem,
 )
@@ -45,6 +49,8 @@ DEFAULT_CALL_TIMEOUT_S = 10.0
 CALL_CONCURRENCY = 16
 #: Consecutive calls that hit their deadline before the target counts as unresponsive.
 UNRESPONSIVE_AFTER = 3
+#: The liveness method when the config names none.
+HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -96,6 +102,8 @@ class Run:
         self._extra_channels: list[grpc.Channel] = []
         self._memo_locks: dict[str, threading.Lock] = {}
         self._relays: list[Relay] = []
+        self._children: list[subprocess.Popen[str]] = []
+        self._backoffs = _backoffs(config)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -172,8 +180,24 @@ class Run:
             raise
         return cls(spec, config, endpoint, detected, options, spawned)
 
+    def start_child(self, command: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+        """Start a helper process (a fuzzer); :meth:`close` kills it if it still runs."""
+        child = subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        with self._lock:
+            self._children.append(child)
+        return child
+
     def close(self) -> None:
-        """Close the channels and relays, and stop a spawned target."""
+        """Close the channels and relays, kill helper processes, and stop a spawned target."""
+        with self._lock:
+            children, self._children = self._children, []
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    child.wait(5)
         with self._lock:
             if self._channel is not None:
                 self._channel.close()
@@ -241,6 +265,9 @@ class Run:
 
         Checked once per run; the controls that need application calls are INCONCLUSIVE
         with this reason instead of judging connection failures as the service's answers.
+        A channel that opens is not enough: one raw HTTP/2 request to the liveness method
+        must get a gRPC answer (:func:`harness.h2abuse.grpc_problem`), or the server is
+        not one whose answers mean anything.
         """
 
         def probe() -> str:
@@ -253,7 +280,20 @@ class Run:
                     f"the harness's gRPC client could not open a channel to {self.spec.address} "
                     f"within {self.options.connect_timeout_s:g} s ({self.detected.note})"
                 )
-            return ""
+            assert self.spec.host is not None
+            assert self.spec.port is not None
+            liveness = self.config.str_("schema.liveness_method") or HEALTH_CHECK
+            timeout = min(5.0, self.options.call_timeout_s)
+            try:
+                with H2Client.open(
+                    self.endpoint, self.spec.host, self.spec.port, self.options.connect_timeout_s
+                ) as client:
+                    problem = grpc_problem(client, liveness, timeout, CLIENT_MAX_RECEIVE)
+            except OSError:
+                return ""  # the gRPC channel opened: leave connection trouble to the calls
+            return (
+                f"{self.spec.address} is not usable as a gRPC server: {problem}" if problem else ""
+            )
 
         return self.memo("channel-problem", probe)
 
@@ -298,8 +338,8 @@ class Run:
     ) -> CallResult:
         """One call to the target, recorded in the journal.
 
-        A RESOURCE_EXHAUSTED answer (a rate limit) is retried up to three times with
-        backoff (0.25, 0.5, 1 s), so that throttling is never mistaken for a verdict;
+        A RESOURCE_EXHAUSTED answer (a rate limit) is retried with backoff (1.75 s in all,
+        see :func:`_backoffs`), so that throttling is never mistaken for a verdict;
         probes for which RESOURCE_EXHAUSTED *is* the answer pass ``retry_exhausted=False``.
 
         Args:
@@ -319,7 +359,7 @@ class Run:
         if channel is None:
             channel = self.channel_for(principal) if principal is not None else self.channel()
         replayable = not isinstance(requests, Iterator)
-        for backoff in (0.25, 0.5, 1.0, None):
+        for backoff in (*self._backoffs, None):
             result = invoke(
                 channel,
                 method,
@@ -343,7 +383,30 @@ class Run:
                     f"the target stopped answering: {self._deadline_streak} calls in a row "
                     "hit their deadline; nothing more was sent"
                 )
+        if result.code == grpc.StatusCode.UNAVAILABLE and not result.responses:
+            self.still_there()  # UNAVAILABLE is also an answer (a refused client certificate)
         return result
+
+    def still_there(self) -> bool:
+        """Whether the target still accepts TCP connections; if not, the run stops sending.
+
+        Every control after that is INCONCLUSIVE with this one reason, and a control
+        that was running when it happened cannot keep its verdict (see ``run_check``).
+        """
+        if self.unresponsive:
+            return False
+        assert self.spec.host is not None
+        assert self.spec.port is not None
+        try:
+            connect(self.spec.host, self.spec.port, self.options.connect_timeout_s).close()
+        except TargetError as exc:
+            with self._lock:
+                if not self.unresponsive:
+                    self.unresponsive = (
+                        f"the target went away during the run ({exc}); nothing more was sent"
+                    )
+            return False
+        return True
 
     def _not_sent(self, method: str, principal: Principal | None) -> CallResult:
         """What a call returns once the target is unresponsive: nothing was sent."""
@@ -430,6 +493,24 @@ class Run:
                 )
         except DescriptorError as exc:
             return None, str(exc)
+
+
+def _backoffs(config: Config) -> tuple[float, ...]:
+    """Waits between retries of a throttled call: 0.25, 0.5 and 1 s by default.
+
+    When the config declares ``limits.rate.rps``, the waits double from two refill
+    intervals (2 / rps) instead, within the same 1.75 s in all: a token bucket has a token
+    again long before a quarter of a second.
+    """
+    rps = config.table("limits.rate").get("rps")
+    if not isinstance(rps, (int, float)) or rps <= 0:
+        return (0.25, 0.5, 1.0)
+    waits: list[float] = []
+    wait = 2.0 / float(rps)
+    while sum(waits) + wait <= 1.75:
+        waits.append(wait)
+        wait *= 2
+    return tuple(waits) or (1.75,)
 
 
 def _self_signed_anchor(

@@ -7,10 +7,13 @@ self-test holds every check to having one.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import TypeVar
 
 from harness.catalogue import CATALOGUE, Control
 from harness.errors import HarnessError
@@ -18,6 +21,7 @@ from harness.outcome import Outcome, Status
 from harness.run import Run
 
 CheckFn = Callable[[Run], Outcome]
+T = TypeVar("T")
 
 #: Modules that define checks; importing them fills the registry.
 CHECK_MODULES = (
@@ -88,6 +92,68 @@ def registered() -> Mapping[str, Check]:
     return MappingProxyType(_REGISTRY)
 
 
+#: Work that may start as soon as the run opens, by control ID (see :func:`warmup`).
+_WARMUPS: dict[str, Callable[[Run], object]] = {}
+#: Warm-ups that wait until the others are done (they are sensitive to load).
+_LATE: set[Callable[[Run], object]] = set()
+
+
+def warmup(
+    *control_ids: str, late: bool = False
+) -> Callable[[Callable[[Run], T]], Callable[[Run], T]]:
+    """Let the decorated function start in the background when the run opens.
+
+    Only for work that cannot disturb other probes or be disturbed by them: a subprocess
+    that never talks to the target, a handshake scan that makes no gRPC call, input
+    generation, or a wait. The function must keep its result with :meth:`Run.memo`, so
+    that the check, when its turn comes, waits for it instead of starting it again. It
+    starts when any of ``control_ids`` is selected; ``late`` ones once the others finish.
+    """
+
+    def register(fn: Callable[[Run], T]) -> Callable[[Run], T]:
+        for control_id in control_ids:
+            _WARMUPS[control_id] = fn
+        if late:
+            _LATE.add(fn)
+        return fn
+
+    return register
+
+
+def start_warmups(run: Run, control_ids: Iterable[str]) -> None:
+    """Start the warm-ups of the selected controls, each once, in daemon threads.
+
+    A warm-up that fails leaves nothing in the memo: the check then does the work itself
+    and reports the failure as usual.
+    """
+    registered()
+    chosen: list[Callable[[Run], object]] = []
+    for control_id in control_ids:
+        fn = _WARMUPS.get(control_id)
+        if fn is not None and fn not in chosen:
+            chosen.append(fn)
+
+    def work(fn: Callable[[Run], object]) -> None:
+        with contextlib.suppress(Exception):
+            fn(run)
+
+    early = [
+        threading.Thread(target=work, args=(fn,), daemon=True) for fn in chosen if fn not in _LATE
+    ]
+    for thread in early:
+        thread.start()
+    late = [fn for fn in chosen if fn in _LATE]
+    if late:
+
+        def then() -> None:
+            for thread in early:
+                thread.join()
+            for fn in late:
+                work(fn)
+
+        threading.Thread(target=then, name="hipaa-warmup-late", daemon=True).start()
+
+
 def run_check(control_id: str, run: Run) -> Outcome:
     """Run the check for ``control_id``; a harness failure becomes ERROR, never PASS or FAIL."""
     entry = registered()[control_id]
@@ -102,7 +168,10 @@ def run_check(control_id: str, run: Run) -> Outcome:
     except Exception as exc:  # the one broad boundary: a bug in a check is an ERROR
         reason = f"harness error in {control_id}: {type(exc).__name__}: {exc}"
         return Outcome.error(entry.control, reason)
-    if run.unresponsive and outcome.status in (Status.PASS, Status.FAIL, Status.WARN):
+    judged = outcome.status in (Status.PASS, Status.FAIL, Status.WARN)
+    if judged and run.spec.host is not None:
+        run.still_there()  # a verdict from a target that died meanwhile cannot stand
+    if run.unresponsive and judged:
         # Probes after the target hung were never sent: the verdict cannot stand.
         return Outcome.inconclusive(entry.control, run.unresponsive, outcome.observations)
     return outcome

@@ -467,13 +467,13 @@ def failures_audited_and_alerted(run: Run) -> Outcome:
             )
         )
     else:
-        seen = _wait_alert(run, alert_type, start - dt.timedelta(seconds=60))
+        seen, problem = _wait_alert(run, alert_type, start - dt.timedelta(seconds=60))
         observations.append(
             Observation(
                 "burst of failed authentications",
-                f"{alert_type} event {'seen' if seen else 'not seen'}",
+                problem or f"{alert_type} event {'seen' if seen else 'not seen'}",
                 f"a {alert_type} event within audit.alert_timeout_s",
-                Status.PASS if seen else Status.FAIL,
+                Status.INCONCLUSIVE if problem else Status.PASS if seen else Status.FAIL,
                 Severity.MEDIUM,
             )
         )
@@ -482,11 +482,14 @@ def failures_audited_and_alerted(run: Run) -> Outcome:
     )
 
 
-def _wait_alert(run: Run, alert_type: str, since: dt.datetime) -> bool:
+def _wait_alert(run: Run, alert_type: str, since: dt.datetime) -> tuple[bool, str]:
+    """Whether an ``alert_type`` event appears; a problem when the source cannot be read."""
     deadline = time.monotonic() + float(run.config.get("audit.alert_timeout_s", 30))
     source = run.config.get("audit.alert_source") or run.config.get("audit.source")
     while True:
-        chunks, _ = audit.read_raw(source)
+        chunks, problem = audit.read_raw(source)
+        if problem:
+            return False, problem
         for _, blob in chunks:
             for line in blob.decode("utf-8", "replace").split("\n"):
                 if alert_type not in line:
@@ -497,9 +500,9 @@ def _wait_alert(run: Run, alert_type: str, since: dt.datetime) -> bool:
                     continue
                 ts = _rfc3339(audit.field(run, event, "timestamp"))
                 if alert_type in event.values() and (ts is None or ts >= since):
-                    return True
+                    return True, ""
         if time.monotonic() >= deadline:
-            return False
+            return False, ""
         time.sleep(0.1)
 
 

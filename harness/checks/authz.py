@@ -18,7 +18,7 @@ from google.protobuf.message import DecodeError
 from harness import audit
 from harness.catalogue import CATALOGUE, Severity
 from harness.channels import CallResult
-from harness.checks import check
+from harness.checks import check, warmup
 from harness.checks._calls import (
     Probe,
     bearer,
@@ -64,7 +64,18 @@ def streams_end_at_expiry(run: Run) -> Outcome:
     The stream must end UNAUTHENTICATED by ``exp + auth.clock_skew_s +
     auth.stream_grace_s`` and deliver nothing after ``exp + skew``, as the client sees it
     less the stream's own transit time (twice its first message's latency, 0.25-1 s).
+    Most of it is waiting for the token to expire, so it starts in the background once
+    the run's other early work (scan, input generation) is done.
     """
+    return _expiring_streams(run)
+
+
+@warmup("AUTHN-009", late=True)
+def _expiring_streams(run: Run) -> Outcome:
+    return run.memo("authn-009", lambda: _open_expiring_streams(run))
+
+
+def _open_expiring_streams(run: Run) -> Outcome:
     control = CATALOGUE["AUTHN-009"]
     methods = run.config.str_list("auth.stream_methods")
     if not methods:

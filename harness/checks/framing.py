@@ -15,6 +15,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +40,7 @@ SAMPLE_EVERY_S = 0.02
 _BASELINE_SAMPLES = 20
 _AFTER_SAMPLES = 10
 _HEALTH_DEADLINE_S = 5.0
-_QUIET_S = 0.2
+_QUIET_S = 0.1
 _DRAIN_LIMIT_S = 2.0
 
 
@@ -87,7 +88,9 @@ def transport_abuse(run: Run) -> Outcome:
         H2Client.open(run.endpoint, *_host_port(run), run.options.connect_timeout_s).close()
     except OSError as exc:
         return Outcome.inconclusive(control, f"no raw HTTP/2 connection to the target: {exc}")
-    observations = [_malformed(run, p) for p in _probes(run, liveness)]
+    probes = _probes(run, liveness)
+    with ThreadPoolExecutor(len(probes), thread_name_prefix="hipaa-h2") as pool:
+        observations = list(pool.map(lambda p: _malformed(run, p), probes))  # own connections
     observations += _bursts(run, liveness)
     observations += _idle(run, liveness)
     observations.append(_health(run, liveness, "at the end"))

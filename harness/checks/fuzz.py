@@ -33,7 +33,7 @@ from hypothesis.errors import Flaky, HypothesisWarning
 
 from harness.catalogue import CATALOGUE, Severity
 from harness.channels import CallResult
-from harness.checks import check
+from harness.checks import check, warmup
 from harness.checks._calls import policy_or_skip
 from harness.checks.audit import canaries
 from harness.engine import Finding, FuzzMethod, Surface, judge, surface_from
@@ -74,7 +74,12 @@ def _verdict(result: CallResult, slow_ms: float) -> str:
 
 
 def fuzz_calls(run: Run) -> list[MethodRun] | str:
-    """Fuzz every method once per run (memoised: ERR-002 judges these calls too)."""
+    """Fuzz every method once per run (memoised: ERR-001 and ERR-002 judge these calls too).
+
+    The requests were generated in the background when the run opened (:func:`_generated`);
+    they go out one by one, and only a method where one fails runs Hypothesis again, with
+    the same seed, to find that input once more and shrink it.
+    """
 
     def compute() -> list[MethodRun] | str:
         surface = surface_from(run)
@@ -82,13 +87,86 @@ def fuzz_calls(run: Run) -> list[MethodRun] | str:
             return surface
         per_method = int(run.config.get("fuzz.examples_per_method", 200))
         deadline = time.monotonic() + float(run.config.get("safety.max_duration_s"))
-        return [
-            _fuzz_method(run, m, per_method, surface.slow_ms, deadline)
-            for m in surface.methods
-            if m.callers
-        ]
+        generated = _generated(run)
+        out = []
+        for m in surface.methods:
+            if not m.callers:
+                continue
+            first = _send_generated(run, m, generated.get(m.path, []), surface.slow_ms, deadline)
+            if first.violation:  # again under Hypothesis, to shrink it
+                again = _fuzz_method(run, m, per_method, surface.slow_ms, deadline)
+                first = again if again.violation else first
+            out.append(first)
+        return out
 
     return run.memo("fuzz", compute)
+
+
+@warmup("FUZZ-001", "ERR-001", "ERR-002")
+def _generated(run: Run) -> dict[str, list[Any]]:
+    """FUZZ-001's requests for every method, generated once (CPU only: no call is made)."""
+
+    def compute() -> dict[str, list[Any]]:
+        surface = surface_from(run)
+        if isinstance(surface, str):
+            return {}
+        count = int(run.config.get("fuzz.examples_per_method", 200))
+        return {m.path: _generate(m, count, run.options.seed) for m in surface.methods}
+
+    return run.memo("fuzz-generated", compute)
+
+
+def _generate(m: FuzzMethod, count: int, run_seed: int) -> list[Any]:
+    """The requests :func:`_fuzz_method` would send, in its order (same seed and settings)."""
+    got: list[Any] = []
+
+    @_settings_for(count)
+    @seed(run_seed ^ zlib.crc32(m.path.encode()))
+    @given(messages(m.cls))
+    def collect(msg: Any) -> None:
+        got.append(msg)
+
+    collect()  # no warning filter here: this runs in a thread, and filters are process-wide
+    return got
+
+
+def _settings_for(count: int) -> settings:
+    return settings(
+        max_examples=count,
+        database=None,
+        deadline=None,
+        phases=[Phase.explicit, Phase.generate, Phase.shrink],
+        suppress_health_check=list(HealthCheck),
+        derandomize=False,
+        verbosity=Verbosity.quiet,  # the harness reports the failing input itself, masked
+    )
+
+
+def _send_generated(
+    run: Run, m: FuzzMethod, messages_: list[Any], slow_ms: float, deadline: float
+) -> MethodRun:
+    callers = [run.principal(name) for name in m.callers]
+    out = MethodRun(m.path)
+    for i, msg in enumerate(messages_):
+        if time.monotonic() > deadline:
+            break
+        result = run.call(
+            m.path,
+            [msg.SerializeToString()],
+            principal=callers[i % len(callers)],  # spread: rate limits are per identity
+            timeout=slow_ms / 1000 + 1,
+            max_responses=1,
+        )
+        out.results.append(result)
+        why = _verdict(result, slow_ms)
+        if why:
+            out.violation = f"{why}: {result.summary()}"
+            text = json_format.MessageToJson(msg, indent=None)
+            out.example = canaries(run).mask(text if len(text) < 400 else text[:400] + "...")
+            break
+    liveness = run.config.str_("schema.liveness_method") or "/grpc.health.v1.Health/Check"
+    out.healthy = run.call(liveness, [b""], timeout=5)
+    return out
 
 
 def _fuzz_method(
@@ -101,15 +179,7 @@ def _fuzz_method(
     best: list[tuple[int, str, str]] = []  # (size, why, masked example) of real failures
     shrink = {"calls": SHRINK_CALLS, "until": 0.0}
 
-    @settings(
-        max_examples=examples,
-        database=None,
-        deadline=None,
-        phases=[Phase.explicit, Phase.generate, Phase.shrink],
-        suppress_health_check=list(HealthCheck),
-        derandomize=False,
-        verbosity=Verbosity.quiet,  # the harness reports the failing input itself, masked
-    )
+    @_settings_for(examples)
     @seed(run.options.seed ^ zlib.crc32(path.encode()))
     @given(messages(cls))
     def one(msg: Any) -> None:
@@ -304,7 +374,16 @@ def _mutants(run: Run, surface: Surface, m: FuzzMethod) -> Observation:
     )
 
 
+@warmup("FUZZ-002")
 def _whitebox(run: Run) -> list[Observation]:
+    """White-box Atheris, once per run, started when the run opens.
+
+    It never calls the target, so it runs in its own process while the other controls probe.
+    """
+    return run.memo("fuzz-whitebox", lambda: _whitebox_run(run))
+
+
+def _whitebox_run(run: Run) -> list[Observation]:
     entry = run.config.str_("fuzz.inprocess_entrypoint")
     seconds = float(run.config.get("fuzz.atheris_seconds", 0) or 0)
     if not entry or seconds <= 0:
@@ -337,11 +416,12 @@ def _whitebox(run: Run) -> list[Observation]:
             f"-artifact_prefix={tmp}/",
             str(Path(tmp) / "corpus"),
         ]
+        child = run.start_child(command, env)
         try:
-            done = subprocess.run(
-                command, env=env, capture_output=True, text=True, timeout=seconds + 60
-            )
+            _, stderr = child.communicate(timeout=seconds + 60)
         except subprocess.TimeoutExpired:
+            child.kill()
+            child.communicate()
             return [
                 Observation(
                     "white-box Atheris",
@@ -353,9 +433,9 @@ def _whitebox(run: Run) -> list[Observation]:
         found = [
             Finding.from_json(json.loads(f.read_text())) for f in sorted(crashes.glob("*.json"))
         ]
-        runs = re.findall(r"Done (\d+) runs", done.stderr)
+        runs = re.findall(r"Done (\d+) runs", stderr)
     if not runs and not found:
-        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        tail = (stderr.strip().splitlines() or ["no output"])[-1]
         return [
             Observation(
                 f"white-box Atheris on {entry}",

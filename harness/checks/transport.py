@@ -12,7 +12,7 @@ import ssl
 import grpc
 
 from harness.catalogue import CATALOGUE, Severity
-from harness.checks import check
+from harness.checks import check, warmup
 from harness.errors import TargetError
 from harness.outcome import Observation, Outcome, Status
 from harness.run import Run
@@ -31,6 +31,7 @@ from harness.tls import (
 from harness.transport import (
     H2_PREFACE,
     PrefaceReply,
+    Transport,
     classify_reply,
     client_context,
     connect,
@@ -44,7 +45,7 @@ _CRITICAL_MARKS = ("NULL", "anon", "EXPORT", "RC4", "DES")
 
 
 def tls_facts(run: Run) -> TlsFacts:
-    """The run's sslyze scan (made once, on first use)."""
+    """The run's sslyze scan (made once, on first use or by :func:`_early_scan`)."""
     assert run.spec.host is not None
     assert run.spec.port is not None
     target = ScanTarget(
@@ -57,6 +58,17 @@ def tls_facts(run: Run) -> TlsFacts:
         timeout_s=run.options.connect_timeout_s,
     )
     return run.memo("tls-facts", lambda: scan(target))
+
+
+#: The controls that judge the sslyze scan.
+SCANNED = (*(f"TLS-00{i}" for i in range(1, 7)), "CERT-001", "CERT-002", "CERT-003", "MTLS-001")
+
+
+@warmup(*SCANNED)
+def _early_scan(run: Run) -> None:
+    """Scan a TLS target while the gRPC controls run: handshakes only, no call is made."""
+    if run.endpoint.transport is Transport.TLS:
+        tls_facts(run)
 
 
 def run_profile(run: Run) -> Profile:

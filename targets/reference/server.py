@@ -88,6 +88,7 @@ ROLE_FIELDS: dict[str, frozenset[str] | None] = {
 }
 PRIVILEGED_ROLES = frozenset({"admin"})  # see SSNs in clear
 MAX_WATCH_S = 120.0
+MAX_WATCH_INTERVAL_MS = 5000  # a client cannot park a server thread for longer
 #: Defects whose exceptions escape the service (grpcio answers UNKNOWN).
 CRASH_DEFECTS = frozenset({"crash-enum", "crash-nested", "deep-bug"})
 SORT_BY_NAME = 2
@@ -567,7 +568,7 @@ class PatientRecords:
                 self._fail(context, grpc.StatusCode.PERMISSION_DENIED, "permission denied")
         elif not self._may_see(request.patient_id):
             self._fail(context, grpc.StatusCode.PERMISSION_DENIED, "permission denied")
-        interval = max(request.interval_ms or 500, 100) / 1000
+        interval = min(max(request.interval_ms or 500, 100), MAX_WATCH_INTERVAL_MS) / 1000
         deadline = time.monotonic() + MAX_WATCH_S
         sent = 0
         event = schema.message("PatientEvent")
@@ -586,7 +587,9 @@ class PatientRecords:
                 out.observed_at.GetCurrentTime()
                 yield out
             sent += 1
-            time.sleep(interval)
+            until = time.monotonic() + interval
+            while context.is_active() and time.monotonic() < until:  # a cancel frees the thread
+                time.sleep(min(0.05, max(0.0, until - time.monotonic())))
 
     def read_patients(
         self, requests: Iterator[Any], context: grpc.ServicerContext
@@ -1029,9 +1032,13 @@ class Running:
     port: int
     audit: AuditLog
 
-    def stop(self, grace: float = 1.0) -> None:
-        """Stop serving and close the audit log."""
-        self.server.stop(grace).wait(grace + 1)
+    def stop(self, grace: float = 0.25) -> None:
+        """Stop serving and close the audit log.
+
+        The wait is short: grpcio keeps a bidi call whose request failed to parse alive
+        until the grace period ends, even with no handler running.
+        """
+        self.server.stop(grace).wait(grace + 0.25)
         self.audit.close()
 
 
