@@ -79,6 +79,11 @@ def read(run: Run) -> Events:
     chunks, problem = read_raw(run.config.get("audit.source"))
     if problem:
         return Events((), problem)
+    return parse_events(chunks)
+
+
+def parse_events(chunks: Iterable[tuple[str, bytes]]) -> Events:
+    """JSON-lines events from raw chunks; lines that are not JSON objects are counted."""
     events, unparsed = [], 0
     for _, blob in chunks:
         # JSON lines split on "\n" only: str.splitlines() also splits on U+2028 and

@@ -52,6 +52,21 @@ def _standalone(blob: bytes, start: int, end: int) -> bool:
     return not (before.isalnum() or after.isalnum())
 
 
+def holds_standalone(blob: bytes, value: str) -> bool:
+    """Whether ``value`` occurs in ``blob`` with no letter or digit right before or after it.
+
+    A short value such as a five-digit ZIP code occurs by chance inside hex digests and
+    UUIDs; as a field of its own it does not.
+    """
+    needle = value.encode()
+    start = blob.find(needle)
+    while start != -1:
+        if _standalone(blob, start, start + len(needle)):
+            return True
+        start = blob.find(needle, start + 1)
+    return False
+
+
 @dataclass(frozen=True)
 class Hit:
     """One canary found: where, which category, in which encoding, and the line's hash."""

@@ -424,19 +424,30 @@ def load_config(path: Path) -> Config:
     """
     source = str(path)
     try:
-        text = path.read_bytes().decode("utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(source, None, "file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise ConfigError(source, None, f"cannot read: {exc}") from None
+    return parse_config(raw, source, path.resolve().parent, pyproject=path.name == "pyproject.toml")
+
+
+def parse_config(raw: bytes, source: str, base: Path, *, pyproject: bool = False) -> Config:
+    """Validate a config file's bytes; relative paths resolve against ``base``.
+
+    Raises:
+        ConfigError: not UTF-8, not TOML, or a wrong key or value (never anything else).
+    """
     try:
-        data = tomllib.loads(text)
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(source, None, f"cannot read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, None, f"not valid TOML: {exc}") from None
-    if path.name == "pyproject.toml":
-        data = data.get("tool", {}).get("hipaa", {})
+    if pyproject:
+        tool = data.get("tool", {})
+        data = tool.get("hipaa", {}) if isinstance(tool, dict) else {}
         source = f"{source} [tool.hipaa]"
-    base = path.resolve().parent
     return Config(_validate(data, SCHEMA, _Where(source, "", base)), (source,))
 
 

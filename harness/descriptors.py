@@ -63,6 +63,8 @@ class MethodCatalogue:
         def add(name: str, chain: tuple[str, ...]) -> None:
             if name in added:
                 return
+            if name in chain[:-1]:
+                raise DescriptorError(f"{source}: import cycle: {' -> '.join((*chain, name))}")
             if name not in by_name:
                 raise DescriptorError(
                     f"{source}: {chain[-1]} imports {name}, which is not in the set "
@@ -136,16 +138,29 @@ def load_descriptor_set(path: Path) -> MethodCatalogue:
     """Load a FileDescriptorSet file (``protoc --include_imports --descriptor_set_out``)."""
     try:
         data = path.read_bytes()
-        files = descriptor_pb2.FileDescriptorSet.FromString(data)
     except OSError as exc:
         raise DescriptorError(
             f"schema.descriptor_set: cannot read {path}: {exc.strerror}"
         ) from None
+    return catalogue_from_bytes(data, str(path))
+
+
+def catalogue_from_bytes(data: bytes, source: str) -> MethodCatalogue:
+    """A catalogue from a serialized FileDescriptorSet.
+
+    Raises:
+        DescriptorError: not a FileDescriptorSet, empty, or not loadable (never anything
+            else).
+    """
+    try:
+        files = descriptor_pb2.FileDescriptorSet.FromString(data)
     except DecodeError:
-        raise DescriptorError(f"schema.descriptor_set: {path} is not a FileDescriptorSet") from None
+        raise DescriptorError(
+            f"schema.descriptor_set: {source} is not a FileDescriptorSet"
+        ) from None
     if not files.file:
-        raise DescriptorError(f"schema.descriptor_set: {path} holds no files")
-    return MethodCatalogue(files, str(path))
+        raise DescriptorError(f"schema.descriptor_set: {source} holds no files")
+    return MethodCatalogue(files, source)
 
 
 def compile_protos(files: Sequence[Path], include_paths: Sequence[Path]) -> MethodCatalogue:

@@ -150,6 +150,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "the target counts as unresponsive and the remaining controls are INCONCLUSIVE",
     )
     group.addoption(
+        "--hipaa-run-budget",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="the whole run's time budget (same as safety.max_duration_s, default 300): "
+        "controls not started by then are INCONCLUSIVE",
+    )
+    group.addoption(
         "--hipaa-fuzz-budget",
         type=float,
         metavar="SECONDS",
@@ -196,6 +204,13 @@ def pytest_configure(config: pytest.Config) -> None:
         if config.getoption("hipaa_allow_mutations"):
             user_config = user_config.overlay(
                 Config({"safety": {"allow_mutations": True}}, ("--hipaa-allow-mutations",))
+            )
+        run_budget = config.getoption("hipaa_run_budget")
+        if run_budget is not None:
+            if run_budget <= 0:
+                raise UsageError(f"--hipaa-run-budget must be positive, got {run_budget:g}")
+            user_config = user_config.overlay(
+                Config({"safety": {"max_duration_s": run_budget}}, ("--hipaa-run-budget",))
             )
         budget = config.getoption("hipaa_fuzz_budget")
         if budget is not None:

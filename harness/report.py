@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import __version__
+from harness.canary import holds_standalone
 from harness.catalogue import CATALOGUE, Control
 
 SCHEMA_VERSION = "1.0"
@@ -530,7 +531,7 @@ def self_scan(
             problems.append(f"{name}: holds a bearer token")
         if _PRIVATE_KEY.search(text):
             problems.append(f"{name}: holds a private key")
-        if any(c in text for c in canaries):
+        if any(holds_standalone(blob, c) for c in canaries):
             problems.append(f"{name}: holds a canary value outside canaries.json")
     return problems
 

@@ -83,6 +83,7 @@ class Run:
         self.endpoint = endpoint
         self.detected = detected
         self.options = options
+        self.opened = time.monotonic()
         self.spawned = spawned
         self.journal: list[CallResult] = []
         source = config.sources[-1] if config.sources else "config"

@@ -19,6 +19,7 @@ from harness.checks import registered
             ["--hipaa-target=127.0.0.1:1", "--hipaa-config=missing.toml"],
             "missing.toml: file not found",
         ),
+        (["--hipaa-target=127.0.0.1:1", "--hipaa-run-budget=0"], "must be positive"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_4(pytester, args, message):
@@ -156,3 +157,13 @@ def test_xdist_runs_the_suites_on_two_workers(pytester):
     )
     result.assert_outcomes(passed=len(registered()) - 1, failed=1)
     result.stdout.fnmatch_lines(["*REFL-001 *FAIL (high)*", "*TLS-001 *PASS*"])
+
+
+def test_a_spent_run_budget_leaves_the_rest_inconclusive_with_the_reason(pytester):
+    result = pytester.runpytest_subprocess(
+        "--hipaa-target=spawn:reference", "--hipaa-run-budget=0.001", "-k", "REFL or TLS_001"
+    )
+    out = result.stdout.str()
+    assert "Traceback" not in out
+    assert out.count("time budget (safety.max_duration_s, 0.001 s) was spent") >= 3
+    assert result.ret == pytest.ExitCode.OK  # INCONCLUSIVE controls are skips

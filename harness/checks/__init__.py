@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -159,6 +160,12 @@ def run_check(control_id: str, run: Run) -> Outcome:
     entry = registered()[control_id]
     if run.unresponsive:
         return Outcome.inconclusive(entry.control, run.unresponsive)
+    budget = float(run.config.get("safety.max_duration_s"))
+    if time.monotonic() - run.opened > budget:
+        return Outcome.inconclusive(
+            entry.control,
+            f"not run: the run's time budget (safety.max_duration_s, {budget:g} s) was spent",
+        )
     try:
         if entry.needs_channel and (problem := run.channel_problem()):
             return Outcome.inconclusive(entry.control, problem)

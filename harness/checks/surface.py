@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
@@ -26,9 +27,13 @@ _EXPECTED_PROD = (
 
 
 def _revealed(result: CallResult) -> tuple[int, list[str]]:
+    return revealed(result.responses)
+
+
+def revealed(blobs: Sequence[bytes]) -> tuple[int, list[str]]:
     """How many responses disclosed services or descriptors, and the service names seen."""
     count, names = 0, []
-    for blob in result.responses:
+    for blob in blobs:
         try:
             response = rpb.ServerReflectionResponse.FromString(blob)
         except DecodeError:

@@ -1,0 +1,147 @@
+"""Atheris fuzzers for the harness's own parsers.
+
+Whatever a hostile target or a broken file feeds them must end in one of our typed
+errors, never in any other exception.
+
+``python -m harness.fuzzers.selffuzz TARGET [libFuzzer flags]``, TARGET one of:
+
+- ``config``: a config file's bytes (:func:`harness.config.parse_config`);
+- ``audit``: an audit source's bytes (:func:`harness.audit.parse_events`);
+- ``descriptors``: a FileDescriptorSet (:func:`harness.descriptors.catalogue_from_bytes`),
+  then every method's request built and fuzzed by the engine's decoder;
+- ``reflection``: a ServerReflectionResponse, read the way the harness reads one when it
+  fetches descriptors and when it judges REFL-001.
+
+With no corpus directory given, each starts from valid seeds (:func:`seeds`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import atheris
+
+TARGETS = ("config", "audit", "descriptors", "reflection")
+
+
+def seeds(target: str) -> list[bytes]:
+    """Valid inputs to start from."""
+    from grpc_reflection.v1alpha import reflection_pb2 as rpb
+
+    from targets.reference import schema
+
+    fds = schema.descriptor_set()
+    if target == "config":
+        return [
+            b'[schema]\ndescriptor_set = "d.pb"\n[auth.principals.admin]\ntoken_file = "t"\n'
+            b"[limits.rate]\nrps = 5\n[fuzz]\nexamples_per_method = 3\n",
+            b'environment = "production"\n[tls]\nserver_name = "x"\nextra_ports = [1, 2]\n',
+        ]
+    if target == "audit":
+        return [
+            b'{"request_id": "a", "actor": {"sub": "u"}, "outcome": "OK"}\n{"x": [1, 2]}\n',
+            b'not json\n["list"]\n{"ts": "2026-01-01T00:00:00Z"}\n',
+        ]
+    if target == "descriptors":
+        return [fds.SerializeToString()]
+    blobs = [f.SerializeToString() for f in fds.file]
+    return [
+        rpb.ServerReflectionResponse(
+            file_descriptor_response=rpb.FileDescriptorResponse(file_descriptor_proto=blobs)
+        ).SerializeToString(),
+        rpb.ServerReflectionResponse(
+            list_services_response=rpb.ListServiceResponse(
+                service=[rpb.ServiceResponse(name="a.B")]
+            )
+        ).SerializeToString(),
+    ]
+
+
+def _one_input(target: str) -> Callable[[bytes], None]:
+    from google.protobuf import descriptor_pb2
+    from google.protobuf.message import DecodeError
+    from grpc_reflection.v1alpha import reflection_pb2 as rpb
+
+    from harness.audit import parse_events
+    from harness.checks.surface import revealed
+    from harness.config import parse_config
+    from harness.descriptors import MethodCatalogue, catalogue_from_bytes
+    from harness.engine import surface_of
+    from harness.errors import ConfigError, DescriptorError
+
+    base = Path(tempfile.gettempdir())
+
+    def config(data: bytes) -> None:
+        with contextlib.suppress(ConfigError):
+            parse_config(data, "fuzz.toml", base)
+        with contextlib.suppress(ConfigError):
+            parse_config(data, "pyproject.toml", base, pyproject=True)
+
+    def audit(data: bytes) -> None:
+        events = parse_events([("fuzz", data)])
+        assert all(isinstance(e, dict) for e in events.events)
+
+    def exercise(catalogue: MethodCatalogue, data: bytes) -> None:
+        methods = [(m.path, b"", ("x",)) for m in catalogue.methods]
+        surface = surface_of(catalogue, methods, {"x": lambda: ()})
+        for m in surface.methods:
+            m.cls.FromString(m.cls().SerializeToString())
+        if surface.methods:
+            surface.decode(data)
+
+    def descriptors(data: bytes) -> None:
+        try:
+            catalogue = catalogue_from_bytes(data, "fuzz.pb")
+        except DescriptorError:
+            return
+        exercise(catalogue, data)
+
+    def reflection(data: bytes) -> None:
+        revealed([data])
+        try:
+            response = rpb.ServerReflectionResponse.FromString(data)
+            files = [
+                descriptor_pb2.FileDescriptorProto.FromString(blob)
+                for blob in response.file_descriptor_response.file_descriptor_proto
+            ]
+        except DecodeError:
+            return
+        if not files:
+            return
+        try:
+            catalogue = MethodCatalogue(descriptor_pb2.FileDescriptorSet(file=files), "reflection")
+        except DescriptorError:
+            return
+        exercise(catalogue, data)
+
+    return {
+        "config": config,
+        "audit": audit,
+        "descriptors": descriptors,
+        "reflection": reflection,
+    }[target]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the fuzzer for ``argv[1]`` with the rest of ``argv`` as libFuzzer flags."""
+    argv = list(sys.argv if argv is None else argv)
+    if len(argv) < 2 or argv[1] not in TARGETS:
+        sys.exit(f"usage: python -m harness.fuzzers.selffuzz {{{','.join(TARGETS)}}} [flags]")
+    target, flags = argv[1], [argv[0], *argv[2:]]
+    if not any(not f.startswith("-") for f in flags[1:]):  # no corpus: start from seeds
+        corpus = Path(tempfile.mkdtemp(prefix=f"hipaa-selffuzz-{target}-"))
+        for i, blob in enumerate(seeds(target)):
+            (corpus / f"seed-{i}").write_bytes(blob)
+        flags.append(str(corpus))
+    with atheris.instrument_imports(include=["harness", "tomllib", "tomli"]):
+        one_input = _one_input(target)
+    atheris.Setup(flags, one_input)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()
