@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import grpc
@@ -71,7 +71,8 @@ def transport_abuse(run: Run) -> Outcome:
     answer (no hang).
     (g) ``fuzz.h2_burst`` (500) each of HEADERS+RST_STREAM pairs, PINGs, SETTINGS, and
     CONTINUATION frames with no END_HEADERS, on four connections at once. GOAWAY is fine;
-    health p95 during and after must stay within max(2 x baseline, baseline + 0.25 s).
+    health p95 during and after must stay within max(2 x baseline, baseline + 0.25 s). A
+    degradation counts when it shows twice: in a burst alone, or in the four once more.
     (h) with ``limits.max_idle_s``: a stream that sends nothing must be closed within it.
     The service must be healthy at the end.
     """
@@ -460,12 +461,27 @@ def _bursts(run: Run, liveness: str) -> list[Observation]:
 
     kinds = _burst_kinds(run, liveness)
     during, notes = _run_bursts(run, pulses, kinds)
-    out = [judged("(g) bursts on four connections at once: " + "; ".join(notes), during, "during")]
-    if out[0].status is Status.FAIL:  # name the burst that did it: each alone
-        out += [
+    first = judged("(g) bursts on four connections at once: " + "; ".join(notes), during, "during")
+    out = [first]
+    if first.status is Status.FAIL:
+        # A degradation must show twice: each burst alone names the culprit; if none does,
+        # the four together run once more (a loaded host can miss once by a few ms).
+        alone = [
             judged(f"burst alone: {name}", _run_bursts(run, pulses, {name: burst})[0], "during")
             for name, burst in kinds.items()
         ]
+        out += alone
+        if all(o.status is Status.PASS for o in alone):
+            again = judged(
+                "(g) the four bursts at once, again", _run_bursts(run, pulses, kinds)[0], "during"
+            )
+            out.append(again)
+            if again.status is Status.PASS:
+                out[0] = replace(
+                    first,
+                    observed=first.observed + " (not reproduced: see below)",
+                    status=Status.PASS,
+                )
     out.append(judged("(g) after the bursts", _sequential(pulses, _AFTER_SAMPLES), "after"))
     return out
 
