@@ -97,10 +97,12 @@ def registered() -> Mapping[str, Check]:
 _WARMUPS: dict[str, Callable[[Run], object]] = {}
 #: Warm-ups that wait until the others are done (they are sensitive to load).
 _LATE: set[Callable[[Run], object]] = set()
+#: Warm-ups whose work runs in a child process: late ones need not wait for them.
+_CHILD: set[Callable[[Run], object]] = set()
 
 
 def warmup(
-    *control_ids: str, late: bool = False
+    *control_ids: str, late: bool = False, child_process: bool = False
 ) -> Callable[[Callable[[Run], T]], Callable[[Run], T]]:
     """Let the decorated function start in the background when the run opens.
 
@@ -108,7 +110,8 @@ def warmup(
     that never talks to the target, a handshake scan that makes no gRPC call, input
     generation, or a wait. The function must keep its result with :meth:`Run.memo`, so
     that the check, when its turn comes, waits for it instead of starting it again. It
-    starts when any of ``control_ids`` is selected; ``late`` ones once the others finish.
+    starts when any of ``control_ids`` is selected; ``late`` ones once the others in this
+    process finish (``child_process`` ones, which load another core, are not waited for).
     """
 
     def register(fn: Callable[[Run], T]) -> Callable[[Run], T]:
@@ -116,6 +119,8 @@ def warmup(
             _WARMUPS[control_id] = fn
         if late:
             _LATE.add(fn)
+        if child_process:
+            _CHILD.add(fn)
         return fn
 
     return register
@@ -139,16 +144,19 @@ def start_warmups(run: Run, control_ids: Iterable[str]) -> None:
             fn(run)
 
     early = [
-        threading.Thread(target=work, args=(fn,), daemon=True) for fn in chosen if fn not in _LATE
+        (fn, threading.Thread(target=work, args=(fn,), daemon=True))
+        for fn in chosen
+        if fn not in _LATE
     ]
-    for thread in early:
+    for _, thread in early:
         thread.start()
     late = [fn for fn in chosen if fn in _LATE]
     if late:
 
         def then() -> None:
-            for thread in early:
-                thread.join()
+            for fn, thread in early:
+                if fn not in _CHILD:
+                    thread.join()
             for fn in late:
                 work(fn)
 

@@ -374,7 +374,7 @@ def _mutants(run: Run, surface: Surface, m: FuzzMethod) -> Observation:
     )
 
 
-@warmup("FUZZ-002")
+@warmup("FUZZ-002", child_process=True)
 def _whitebox(run: Run) -> list[Observation]:
     """White-box Atheris, once per run, started when the run opens.
 
