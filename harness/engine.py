@@ -350,6 +350,12 @@ def surface_from(
     matrix allows on it that have a token, ``least-privileged`` first. A string says why
     there is nothing to fuzz.
     """
+    if run is not None and not secrets:  # the checks ask several times per run: once is enough
+        return run.memo("fuzz-surface", lambda: _surface(run, None, secrets))
+    return _surface(run, config, secrets)
+
+
+def _surface(run: Run | None, config: Config | None, secrets: Sequence[str]) -> Surface | str:
     if run is not None:
         config = run.config
         policy = Policy.of(run)

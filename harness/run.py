@@ -283,7 +283,7 @@ class Run:
                 )
             assert self.spec.host is not None
             assert self.spec.port is not None
-            liveness = self.config.str_("schema.liveness_method") or HEALTH_CHECK
+            liveness = self.liveness
             timeout = min(5.0, self.options.call_timeout_s)
             try:
                 with H2Client.open(
@@ -297,6 +297,11 @@ class Run:
             )
 
         return self.memo("channel-problem", probe)
+
+    @property
+    def liveness(self) -> str:
+        """The method that says whether the target is up (``schema.liveness_method``)."""
+        return self.config.str_("schema.liveness_method") or HEALTH_CHECK
 
     @property
     def request_id_key(self) -> str:

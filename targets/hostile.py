@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +67,6 @@ class Hostile:
     address: str
     config: Path
     stop: Callable[[], None]
-    pids: list[int] = field(default_factory=list)
 
 
 class _Tcp:
@@ -271,9 +270,9 @@ def _start_reference(kind: str, tmp: Path) -> Hostile:
 
     if kind == "dies":
         threading.Timer(DIES_AFTER_S, stop).start()
-        return Hostile(kind, address, config, stop, [child.pid])
+        return Hostile(kind, address, config, stop)
     fifo = tmp / "audit.fifo"
     os.mkfifo(fifo)
     text = config.read_text()
     config.write_text(text.replace('"audit.jsonl"', f'"{fifo}"'))
-    return Hostile(kind, address, config, stop, [child.pid])
+    return Hostile(kind, address, config, stop)

@@ -24,6 +24,10 @@ UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
 PERMISSION_DENIED = grpc.StatusCode.PERMISSION_DENIED
 
 
+#: Why a control that sends bursts or malformed transport traffic did not run.
+TRANSPORT_ABUSE = "needs --hipaa-allow-transport-abuse (or safety.allow_transport_abuse = true)"
+
+
 def bearer(token: str) -> tuple[tuple[str, str], ...]:
     """Metadata carrying ``token`` as a bearer credential."""
     return (("authorization", f"Bearer {token}"),)

@@ -23,14 +23,12 @@ import grpc
 
 from harness.catalogue import CATALOGUE, Severity
 from harness.checks import check
-from harness.checks._calls import policy_or_skip
+from harness.checks._calls import TRANSPORT_ABUSE, policy_or_skip
 from harness.engine import surface_from
 from harness.h2abuse import H2Client, Reply, grpc_frame
 from harness.outcome import Observation, Outcome, Status
 from harness.run import Run
 
-_TRANSPORT_ABUSE = "needs --hipaa-allow-transport-abuse (or safety.allow_transport_abuse = true)"
-_HEALTH = "/grpc.health.v1.Health/Check"
 #: Degradation is judged against max(2 x baseline p95, baseline p95 + this) [P]: on a
 #: loopback connection the baseline is well under a millisecond, and twice that is noise.
 DEGRADATION_FLOOR_S = 0.25
@@ -78,13 +76,11 @@ def transport_abuse(run: Run) -> Outcome:
     """
     control = CATALOGUE["FUZZ-003"]
     if not run.config.get("safety.allow_transport_abuse"):
-        return Outcome.skip(control, _TRANSPORT_ABUSE)
+        return Outcome.skip(control, TRANSPORT_ABUSE)
     policy = policy_or_skip(run, "FUZZ-003")
     if isinstance(policy, Outcome):
         return policy
-    if run.channel_problem():
-        return Outcome.inconclusive(control, run.channel_problem())
-    liveness = run.config.str_("schema.liveness_method") or _HEALTH
+    liveness = run.liveness
     try:
         H2Client.open(run.endpoint, *_host_port(run), run.options.connect_timeout_s).close()
     except OSError as exc:

@@ -164,7 +164,7 @@ def _send_generated(
             text = json_format.MessageToJson(msg, indent=None)
             out.example = canaries(run).mask(text if len(text) < 400 else text[:400] + "...")
             break
-    liveness = run.config.str_("schema.liveness_method") or "/grpc.health.v1.Health/Check"
+    liveness = run.liveness
     out.healthy = run.call(liveness, [b""], timeout=5)
     return out
 
@@ -218,7 +218,7 @@ def _fuzz_method(
         one()
     if best:
         out.violation, out.example = best[0][1], best[0][2]
-    liveness = run.config.str_("schema.liveness_method") or "/grpc.health.v1.Health/Check"
+    liveness = run.liveness
     out.healthy = run.call(liveness, [b""], timeout=5)
     return out
 
@@ -360,7 +360,7 @@ def _mutants(run: Run, surface: Surface, m: FuzzMethod) -> Observation:
                 Severity.HIGH,
                 result.request_id,
             )
-    liveness = run.config.str_("schema.liveness_method") or "/grpc.health.v1.Health/Check"
+    liveness = run.liveness
     healthy = run.call(liveness, [b""], timeout=5)
     summary = ", ".join(f"{n} {k}" for k, n in sorted(codes.items()))
     ok = healthy.code == grpc.StatusCode.OK

@@ -22,6 +22,7 @@ from harness.catalogue import CATALOGUE, Severity
 from harness.channels import CallResult, invoke
 from harness.checks import check
 from harness.checks._calls import (
+    TRANSPORT_ABUSE,
     Probe,
     bearer,
     marked,
@@ -41,7 +42,6 @@ from harness.run import Run
 from harness.tokens import with_signature
 
 _BIG = 2**31 - 1
-_TRANSPORT_ABUSE = "needs --hipaa-allow-transport-abuse (or safety.allow_transport_abuse = true)"
 
 
 def _populated(message: Any) -> set[str]:
@@ -477,7 +477,7 @@ def rate_limits(run: Run) -> Outcome:
     """
     control = CATALOGUE["LIMIT-002"]
     if not run.config.get("safety.allow_transport_abuse"):
-        return Outcome.skip(control, _TRANSPORT_ABUSE)
+        return Outcome.skip(control, TRANSPORT_ABUSE)
     rate = run.config.table("limits.rate")
     if "rps" not in rate:
         return Outcome.skip(control, "no limits.rate.rps declared")
@@ -625,7 +625,7 @@ def export_and_page_bounds(run: Run) -> Outcome:
     """
     control = CATALOGUE["LIMIT-003"]
     if not run.config.get("safety.allow_transport_abuse"):
-        return Outcome.skip(control, _TRANSPORT_ABUSE)
+        return Outcome.skip(control, TRANSPORT_ABUSE)
     policy = policy_or_skip(run, "LIMIT-003")
     if isinstance(policy, Outcome):
         return policy
@@ -815,7 +815,7 @@ def size_limits(run: Run) -> Outcome:
         (run.principal(n) for n in sorted(policy.allowed(path) or ()) if run.principal(n)), None
     )
     md = who.metadata() if who is not None else ()
-    liveness = run.config.str_("schema.liveness_method") or "/grpc.health.v1.Health/Check"
+    liveness = run.liveness
     channel = run.new_channel()
     observations = []
 

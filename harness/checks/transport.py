@@ -403,7 +403,7 @@ def _h2_reply(tls: ssl.SSLSocket, timeout: float) -> bytes:
 
 
 def _grpc_status(run: Run) -> Observation:
-    method = run.config.str_("schema.liveness_method") or "/grpc.health.v1.Health/Check"
+    method = run.liveness
     probe = f"(a) one gRPC call over h2: {method}"
     expected = "a gRPC status from the service"
     if problem := run.channel_problem():
