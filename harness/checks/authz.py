@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from typing import Any
 
 import grpc
@@ -32,7 +33,7 @@ from harness.checks._calls import (
     swap_id,
     template_text,
 )
-from harness.checks.access import bases
+from harness.checks.access import Base, bases
 from harness.outcome import Observation, Outcome, Status
 from harness.policy import Policy
 from harness.principals import principals_from
@@ -83,10 +84,6 @@ def _open_expiring_streams(run: Run) -> Outcome:
     policy = policy_or_skip(run, "AUTHN-009")
     if isinstance(policy, Outcome):
         return policy
-    skew = int(run.config.get("auth.clock_skew_s", 60))
-    grace = int(run.config.get("auth.stream_grace_s", 60))
-    max_wait = float(run.config.get("auth.max_wait_s", 120))
-    keys = run.issuer_keys()
     found, why = bases(run)
     observations = []
     for path in methods:
@@ -99,69 +96,101 @@ def _open_expiring_streams(run: Run) -> Outcome:
                 )
             )
             continue
-        now = time.time()
-        if keys.private_key is not None:
-            life = 1
-            token = keys.mint(
-                {**base.token.claims, "iat": int(now), "nbf": int(now) - 1, "exp": int(now) + life},
-                base.token.header,
-            )
-            exp = int(now) + life
-        else:
-            exp = int(base.token.claims.get("exp", 0))
-            token = base.principal.token()
-        wait = exp + skew + grace - now
-        if wait > max_wait:
-            observations.append(
-                Observation(
-                    path,
-                    f"token expires in {exp - now:.0f} s",
-                    f"a token that expires within auth.max_wait_s ({max_wait:g} s), "
-                    "or auth.issuer_private_key",
-                    Status.SKIP,
-                )
-            )
-            continue
-        method = policy.catalogue.method(path)
-        request = policy.catalogue.request_bytes(
-            path, template_text(run, path, "auth.stream_templates")
-        )
-        requests: Any = (request,)
-        if method.client_streaming:
-            requests = _every_second(request, wait)
-        started = time.time()
-        result = run.call(
-            path, requests, extra_metadata=bearer(token), timeout=wait + 1, max_responses=100_000
-        )
-        # Arrival times are the client's: a message the server sent just before
-        # exp + skew can land just after it on a loaded host. Allow for the transit time
-        # this stream showed on its first message (0.25 s to 1 s).
-        transit = min(1.0, max(0.25, 2 * result.arrivals[0])) if result.arrivals else 0.25
-        late = sum(1 for t in result.arrivals if started + t > exp + skew + transit)
-        where = f"{path} with a token expiring in {exp - now:.1f} s ({base.principal.name})"
-        expected = (
-            f"ends UNAUTHENTICATED (16) within exp + {skew + grace} s, "
-            f"nothing after exp + {skew} s (+ {transit:.2f} s transit)"
-        )
-        observed = f"{result.summary()}, {late} message(s) after exp + skew"
-        if late or result.code == grpc.StatusCode.DEADLINE_EXCEEDED:
-            status, sev = Status.FAIL, Severity.HIGH
-        elif result.code == grpc.StatusCode.UNAUTHENTICATED:
-            status, sev = Status.PASS, None
-        elif result.code == grpc.StatusCode.OK and time.time() < exp:
-            status, sev = Status.INCONCLUSIVE, None
-            observed += (
-                " (the stream ended by itself before the token expired: "
-                "use a long-lived auth.stream_templates entry)"
-            )
-        else:
-            status, sev = Status.FAIL, Severity.MEDIUM
-        observations.append(Observation(where, observed, expected, status, sev, result.request_id))
+        first = _expiring_stream(run, policy, path, base)
+        if first.marginal:
+            # A message a fraction of a second past the line, or an end that missed the
+            # deadline with nothing late, is what a loaded host does to an honest server
+            # too: it counts only when a second stream, with a fresh token, shows it again.
+            again = _expiring_stream(run, policy, path, base)
+            note = f"; a first stream showed {first.observation.observed}"
+            first = again if again.observation.status is not Status.PASS else again.noting(note)
+        observations.append(first.observation)
     if not observations:
         return Outcome.skip(control, why)
     return Outcome.from_observations(
         control, observations, passed="streams end when their credential expires"
     )
+
+
+@dataclass(frozen=True)
+class _Stream:
+    """One expiring stream's verdict, and whether it was within a loaded host's noise."""
+
+    observation: Observation
+    marginal: bool = False
+
+    def noting(self, note: str) -> _Stream:
+        return _Stream(replace(self.observation, observed=self.observation.observed + note))
+
+
+def _expiring_stream(run: Run, policy: Policy, path: str, base: Base) -> _Stream:
+    skew = int(run.config.get("auth.clock_skew_s", 60))
+    grace = int(run.config.get("auth.stream_grace_s", 60))
+    max_wait = float(run.config.get("auth.max_wait_s", 120))
+    keys = run.issuer_keys()
+    now = time.time()
+    if keys.private_key is not None:
+        exp = int(now) + 1
+        token = keys.mint(
+            {**base.token.claims, "iat": int(now), "nbf": int(now) - 1, "exp": exp},
+            base.token.header,
+        )
+    else:
+        exp = int(base.token.claims.get("exp", 0))
+        token = base.principal.token()
+    wait = exp + skew + grace - now
+    if wait > max_wait:
+        return _Stream(
+            Observation(
+                path,
+                f"token expires in {exp - now:.0f} s",
+                f"a token that expires within auth.max_wait_s ({max_wait:g} s), "
+                "or auth.issuer_private_key",
+                Status.SKIP,
+            )
+        )
+    method = policy.catalogue.method(path)
+    request = policy.catalogue.request_bytes(
+        path, template_text(run, path, "auth.stream_templates")
+    )
+    requests: Any = (request,)
+    if method.client_streaming:
+        requests = _every_second(request, wait)
+    started = time.time()
+    result = run.call(
+        path, requests, extra_metadata=bearer(token), timeout=wait + 1, max_responses=100_000
+    )
+    # Arrival times are the client's: a message the server sent just before exp + skew can
+    # land just after it on a loaded host. Allow for the transit time this stream showed
+    # on its first message (0.25 s to 1 s).
+    transit = min(1.0, max(0.25, 2 * result.arrivals[0])) if result.arrivals else 0.25
+    line = exp + skew + transit
+    past = [started + t - line for t in result.arrivals if started + t > line]
+    where = f"{path} with a token expiring in {exp - now:.1f} s ({base.principal.name})"
+    expected = (
+        f"ends UNAUTHENTICATED (16) within exp + {skew + grace} s, "
+        f"nothing after exp + {skew} s (+ {transit:.2f} s transit)"
+    )
+    observed = f"{result.summary()}, {len(past)} message(s) after exp + skew"
+    if past:
+        observed += f" (the last {max(past):.2f} s past the line)"
+    ended = result.code == grpc.StatusCode.UNAUTHENTICATED
+    deadline = result.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    marginal = (ended and len(past) <= 2 and max(past, default=0) < 1.0) or (deadline and not past)
+    if past or deadline:
+        status, sev = Status.FAIL, Severity.HIGH
+    elif ended:
+        status, sev = Status.PASS, None
+    elif result.code == grpc.StatusCode.OK and time.time() < exp:
+        status, sev = Status.INCONCLUSIVE, None
+        observed += (
+            " (the stream ended by itself before the token expired: "
+            "use a long-lived auth.stream_templates entry)"
+        )
+    else:
+        status, sev = Status.FAIL, Severity.MEDIUM
+    observation = Observation(where, observed, expected, status, sev, result.request_id)
+    return _Stream(observation, marginal=status is Status.FAIL and marginal)
 
 
 def _every_second(request: bytes, seconds: float) -> Iterator[bytes]:
