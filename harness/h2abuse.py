@@ -124,6 +124,8 @@ class H2Client:
         self.replies: dict[int, Reply] = {}
         self.goaway_code: int | None = None
         self.closed = False
+        #: The settings of the server's first SETTINGS frame, once it came (code: value).
+        self.server_settings: dict[int, int] | None = None
         self.conn.initiate_connection()
         self._flush()
 
@@ -308,6 +310,10 @@ class H2Client:
     def _on(self, event: h2.events.Event) -> None:
         sid = getattr(event, "stream_id", None)
         reply = self.replies.get(sid) if isinstance(sid, int) else None
+        if isinstance(event, h2.events.RemoteSettingsChanged) and self.server_settings is None:
+            self.server_settings = {
+                int(code): int(change.new_value) for code, change in event.changed_settings.items()
+            }
         if isinstance(event, h2.events.ConnectionTerminated):
             self.goaway_code = int(event.error_code or 0)
             self.closed = True

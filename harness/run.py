@@ -281,14 +281,10 @@ class Run:
                     f"the harness's gRPC client could not open a channel to {self.spec.address} "
                     f"within {self.options.connect_timeout_s:g} s ({self.detected.note})"
                 )
-            assert self.spec.host is not None
-            assert self.spec.port is not None
             liveness = self.liveness
             timeout = min(5.0, self.options.call_timeout_s)
             try:
-                with H2Client.open(
-                    self.endpoint, self.spec.host, self.spec.port, self.options.connect_timeout_s
-                ) as client:
+                with self.open_h2() as client:
                     problem = grpc_problem(client, liveness, timeout, CLIENT_MAX_RECEIVE)
             except OSError:
                 return ""  # the gRPC channel opened: leave connection trouble to the calls
@@ -297,6 +293,18 @@ class Run:
             )
 
         return self.memo("channel-problem", probe)
+
+    def open_h2(self) -> H2Client:
+        """A raw HTTP/2 connection to the target (the h2 library), preface sent.
+
+        Raises:
+            OSError: TCP or TLS failed.
+        """
+        assert self.spec.host is not None
+        assert self.spec.port is not None
+        return H2Client.open(
+            self.endpoint, self.spec.host, self.spec.port, self.options.connect_timeout_s
+        )
 
     @property
     def liveness(self) -> str:

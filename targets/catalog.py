@@ -133,6 +133,12 @@ REFERENCE = BundledTarget(
             ("AUTHN-009",),
         ),
         Defect(
+            "unbounded-streams",
+            "the server advertises no SETTINGS_MAX_CONCURRENT_STREAMS (grpcio's default): one "
+            "connection may open streams without limit",
+            ("LIMIT-003",),
+        ),
+        Defect(
             "stream-jitter",
             "not a defect: the first stream to outlive its token sends one more message half "
             "a second late, as a loaded host can make an honest server do; later streams end "

@@ -171,6 +171,7 @@ def _reference_config(workdir: Path, issuer: TokenIssuer, defects: frozenset[str
             "bulk_methods": [f"{svc}/ExportPatients"],
             "max_export_records": server.MAX_EXPORT_RECORDS,
             "max_concurrent_exports": server.MAX_CONCURRENT_EXPORTS,
+            "max_concurrent_streams": server.MAX_CONCURRENT_STREAMS,
             "max_page_size": server.MAX_PAGE_SIZE,
         },
         # A sandbox on a shared CI machine: the budget allows for load (hang-input blocks

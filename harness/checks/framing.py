@@ -82,7 +82,7 @@ def transport_abuse(run: Run) -> Outcome:
         return policy
     liveness = run.liveness
     try:
-        H2Client.open(run.endpoint, *_host_port(run), run.options.connect_timeout_s).close()
+        run.open_h2().close()
     except OSError as exc:
         return Outcome.inconclusive(control, f"no raw HTTP/2 connection to the target: {exc}")
     probes = _probes(run, liveness)
@@ -101,16 +101,6 @@ def transport_abuse(run: Run) -> Outcome:
         observations,
         passed="malformed framing refused and bursts absorbed without lasting harm" + idle,
     )
-
-
-def _host_port(run: Run) -> tuple[str, int]:
-    assert run.spec.host is not None
-    assert run.spec.port is not None
-    return run.spec.host, run.spec.port
-
-
-def _open(run: Run) -> H2Client:
-    return H2Client.open(run.endpoint, *_host_port(run), run.options.connect_timeout_s)
 
 
 def _deadline(run: Run) -> float:
@@ -195,7 +185,7 @@ def _probes(run: Run, liveness: str) -> list[_Malformed]:
 
 def _malformed(run: Run, probe: _Malformed) -> Observation:
     try:
-        with _open(run) as client:
+        with run.open_h2() as client:
             headers = client.headers(
                 probe.path, content_type=probe.content_type, metadata=probe.metadata
             )
@@ -407,7 +397,7 @@ def _run_bursts(
 
     def one(name: str, burst: Burst) -> None:
         try:
-            with _open(run) as client:
+            with run.open_h2() as client:
                 with contextlib.suppress(OSError):  # closed mid-burst: absorbed
                     burst(client)
                 client.drain(_QUIET_S, _DRAIN_LIMIT_S)
@@ -493,7 +483,7 @@ def _idle(run: Run, liveness: str) -> list[Observation]:
     wait = min(float(limit) + grace, float(run.config.get("safety.max_duration_s")))
     probe = f"(h) a stream that sends nothing (limits.max_idle_s = {limit:g})"
     try:
-        with _open(run) as client:
+        with run.open_h2() as client:
             reply = client.wait(client.request(client.headers(liveness), None), wait)
     except OSError as exc:
         return [Observation(probe, f"connection failed: {exc}", "an answer", Status.INCONCLUSIVE)]

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 import grpc
+import h2.settings
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
@@ -620,8 +621,10 @@ def export_and_page_bounds(run: Run) -> Outcome:
     the matrix does not allow, at most ``limits.max_export_records`` messages for one it
     does, and an audit event whose ``records`` field (``audit.field_map``) is the count;
     (b) ``limits.max_concurrent_exports`` + 1 such exports at once by one identity: the
-    extra gets RESOURCE_EXHAUSTED; (d) methods with a ``page_size`` field asked for 2^31 - 1
-    items per page: at most ``limits.max_page_size`` per response, or INVALID_ARGUMENT.
+    extra gets RESOURCE_EXHAUSTED; (c) the server's HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS
+    at most ``limits.max_concurrent_streams`` (a server that sends none allows any number);
+    (d) methods with a ``page_size`` field asked for 2^31 - 1 items per page: at most
+    ``limits.max_page_size`` per response, or INVALID_ARGUMENT.
     """
     control = CATALOGUE["LIMIT-003"]
     if not run.config.get("safety.allow_transport_abuse"):
@@ -705,6 +708,9 @@ def export_and_page_bounds(run: Run) -> Outcome:
                     Severity.HIGH,
                 )
             )
+    max_streams = run.config.get("limits.max_concurrent_streams")
+    if max_streams is not None:
+        observations.append(_advertised_streams(run, int(max_streams)))
     max_page = run.config.get("limits.max_page_size")
     if max_page is not None:
         for m in _reads(policy):
@@ -748,9 +754,46 @@ def export_and_page_bounds(run: Run) -> Outcome:
             )
     if not observations:
         return Outcome.skip(
-            control, "no limits.bulk_methods and no page_size method with limits.max_page_size"
+            control,
+            "no limits.bulk_methods, limits.max_concurrent_streams, "
+            "or page_size method with limits.max_page_size",
         )
     return Outcome.from_observations(control, observations, passed="exports and pages bounded")
+
+
+#: How long LIMIT-003 (c) waits for the server's first SETTINGS frame.
+SETTINGS_WAIT_S = 3.0
+
+
+def _advertised_streams(run: Run, limit: int) -> Observation:
+    """(c) The server's SETTINGS_MAX_CONCURRENT_STREAMS, read off a raw HTTP/2 connection.
+
+    A server that does not send the setting allows streams without limit (RFC 9113 §6.5.2).
+    """
+    probe = "HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS advertised by the server"
+    expected = f"at most {limit} (limits.max_concurrent_streams)"
+    try:
+        with run.open_h2() as client:
+            client.pump(SETTINGS_WAIT_S, lambda: client.server_settings is not None)
+            settings = client.server_settings
+    except OSError as exc:
+        return Observation(probe, f"no raw HTTP/2 connection: {exc}", expected, Status.INCONCLUSIVE)
+    if settings is None:
+        return Observation(
+            probe, f"no SETTINGS frame within {SETTINGS_WAIT_S:g} s", expected, Status.INCONCLUSIVE
+        )
+    value = settings.get(h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS)
+    if value is None:
+        return Observation(
+            probe, "not advertised: unlimited", expected, Status.FAIL, Severity.MEDIUM
+        )
+    return Observation(
+        probe,
+        str(value),
+        expected,
+        Status.PASS if value <= limit else Status.FAIL,
+        None if value <= limit else Severity.MEDIUM,
+    )
 
 
 # -- LIMIT-001 ----------------------------------------------------------------------------

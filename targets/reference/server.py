@@ -50,6 +50,7 @@ MAX_RECV_BYTES = 4 * 1024 * 1024
 MAX_PAGE_SIZE = 25
 MAX_EXPORT_RECORDS = 25
 MAX_CONCURRENT_EXPORTS = 2
+MAX_CONCURRENT_STREAMS = 100  # per connection, advertised in HTTP/2 SETTINGS
 TARPIT_S = 0.005  # the tarpit defect's delay per stream without credentials
 EXPORT_RECORD_DELAY_S = 0.02  # an export takes a while, as real ones do
 VERIFIED_CACHE_SIZE = 1024
@@ -1084,14 +1085,17 @@ def start(
     built = build(options, issuer)
     handlers, gatekeeper, audit = built.handlers, built.gatekeeper, built.audit
     recv_limit = 256 * 1024 * 1024 if "no-size-limit" in options.defects else MAX_RECV_BYTES
+    server_options: list[tuple[str, Any]] = [
+        # The no-size-limit defect raises the limit far past what the service needs.
+        ("grpc.max_receive_message_length", recv_limit),
+        ("grpc.so_reuseport", 0),
+    ]
+    if "unbounded-streams" not in options.defects:  # grpcio advertises no limit by default
+        server_options.append(("grpc.max_concurrent_streams", MAX_CONCURRENT_STREAMS))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=16),
         interceptors=[gatekeeper],
-        options=[
-            # The no-size-limit defect raises the limit far past what the service needs.
-            ("grpc.max_receive_message_length", recv_limit),
-            ("grpc.so_reuseport", 0),
-        ],
+        options=server_options,
         handlers=handlers,
     )
     health_servicer = health.HealthServicer()
