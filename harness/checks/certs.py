@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import json
-import os
 import ssl
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsag
 from harness.catalogue import CATALOGUE, Severity
 from harness.checks import check
 from harness.checks.transport import run_profile, scanned, tls_facts
+from harness.history import HistoryError, first_seen
 from harness.outcome import Observation, Outcome, Status
 from harness.run import Run
 from harness.transport import client_context, connect
@@ -372,24 +371,11 @@ def lifetime(run: Run) -> Outcome:
 
 def _rotation(directory: Path, leaf: x509.Certificate, now: dt.datetime, cap: int) -> Observation:
     """Record the serial in ``cert-serials.json`` and judge how long it has been seen."""
-    path = directory / "cert-serials.json"
     serial = format(leaf.serial_number, "x")
     try:
-        seen: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
-    except (OSError, ValueError) as exc:
-        return Observation(
-            "serial history", f"unreadable {path}: {exc}", "readable", Status.INCONCLUSIVE
-        )
-    first = dt.datetime.fromisoformat(seen.setdefault(serial, now.isoformat()))
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(seen, indent=2, sort_keys=True))
-        os.replace(tmp, path)
-    except OSError as exc:
-        return Observation(
-            "serial history", f"cannot write {path}: {exc}", "writable", Status.INCONCLUSIVE
-        )
+        first = first_seen(directory, "cert-serials", [serial], now)[serial]
+    except HistoryError as exc:
+        return Observation("serial history", str(exc), "readable and writable", Status.INCONCLUSIVE)
     age = (now - first).days
     expected = f"the same serial seen for <= {cap} days"
     status = Status.PASS if age <= cap else Status.FAIL
