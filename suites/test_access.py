@@ -71,3 +71,8 @@ def test_AUTHZ_004_per_message_authorization_on_streams(hipaa_verdict):
 @pytest.mark.hipaa_control("AUTHZ-005")
 def test_AUTHZ_005_break_glass_constrained_and_flagged(hipaa_verdict):
     hipaa_verdict.conclude()
+
+
+@pytest.mark.hipaa_control("KEY-001")
+def test_KEY_001_signing_keys_public_strong_rotated(hipaa_verdict):
+    hipaa_verdict.conclude()

@@ -139,6 +139,11 @@ REFERENCE = BundledTarget(
             ("LIMIT-003",),
         ),
         Defect(
+            "jwks-private",
+            "the issuer's published JWKS carries the signing key's private scalar (d)",
+            ("KEY-001",),
+        ),
+        Defect(
             "stream-jitter",
             "not a defect: the first stream to outlive its token sends one more message half "
             "a second late, as a loaded host can make an honest server do; later streams end "

@@ -18,6 +18,7 @@ import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import jwt
 import trustme
@@ -97,11 +98,16 @@ class TokenIssuer:
             raise ValueError(f"{directory / 'issuer-key.pem'}: not an EC key")
         return cls(issuer, audience, key=key)
 
+    def jwks(self, *, private: bool = False) -> dict[str, Any]:
+        """The JWKS that publishes the key: public members only unless ``private``."""
+        key = self._key if private else self.public_key
+        jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key))
+        jwk.update({"kid": self.kid, "alg": self.algorithm, "use": "sig"})
+        return {"keys": [jwk]}
+
     def write(self, directory: Path) -> None:
         """Write the public JWKS and the private key (mode 0600) for harness-side minting."""
-        jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(self.public_key))
-        jwk.update({"kid": self.kid, "alg": self.algorithm, "use": "sig"})
-        (directory / "jwks.json").write_text(json.dumps({"keys": [jwk]}, indent=2))
+        (directory / "jwks.json").write_text(json.dumps(self.jwks(), indent=2))
         pem = self._key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,

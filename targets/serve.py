@@ -27,6 +27,7 @@ import grpc
 
 from targets.catalog import BUNDLED
 from targets.edge import STRICT_TLS12, Edge, EdgeSettings
+from targets.issuer_http import IssuerEndpoint
 from targets.pki import SERVER_NAMES, Issued, Pki, TokenIssuer
 
 READY_PREFIX = "HIPAA-TARGET-READY "
@@ -66,7 +67,9 @@ def _toml(tables: dict[str, dict[str, object]], top: dict[str, object]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _reference_config(workdir: Path, issuer: TokenIssuer, defects: frozenset[str]) -> Path:
+def _reference_config(
+    workdir: Path, issuer: TokenIssuer, defects: frozenset[str], jwks_uri: str
+) -> Path:
     edge = bool(defects & EDGE_DEFECTS)
     from targets.reference import schema, server
 
@@ -135,6 +138,8 @@ def _reference_config(workdir: Path, issuer: TokenIssuer, defects: frozenset[str
             "audience": issuer.audience,
             "require_typ": "at+jwt",
             "jwks_file": "jwks.json",
+            "jwks_uri": jwks_uri,
+            "key_rotation_days": 90,
             "issuer_private_key": "issuer-key.pem",
             "max_token_ttl_s": 3600,
             "max_privileged_ttl_s": 900,
@@ -337,17 +342,16 @@ def _edge_variant(defects: frozenset[str], pki: Pki) -> tuple[EdgeSettings, Issu
     return settings, pki.ca.issue(names, **leaf)
 
 
-class _Fronted:
-    """The service and the edge in front of it, stopped together."""
+class _Parts:
+    """The service and what runs beside it (TLS edge, key publication), stopped together."""
 
-    def __init__(self, running: Any, edge: Edge) -> None:
-        self._running = running
-        self._edge = edge
-        self.port = edge.port
+    def __init__(self, port: int, *parts: Any) -> None:
+        self.port = port
+        self._parts = parts
 
     def stop(self) -> None:
-        self._edge.stop()
-        self._running.stop()
+        for part in self._parts:
+            part.stop()
 
 
 def start(
@@ -378,6 +382,8 @@ def start(
         )
     options = server.Options(workdir=workdir, defects=defects)
     running = server.start(options, issuer, creds)
+    # The jwks-private defect publishes the signing key's private scalar with it.
+    keys = IssuerEndpoint(issuer.issuer, issuer.jwks(private="jwks-private" in defects))
     if edge is not None:
         settings, leaf = edge
         leaf.write(workdir / "edge", "server")
@@ -388,10 +394,10 @@ def start(
         )
         backend = (options.host, running.port)
         front = Edge(context, backend, options.host, require_h2=settings.alpn)
-        handle: Any = _Fronted(running, front)
+        handle = _Parts(front.port, front, running, keys)
     else:
-        handle = running
-    config = _reference_config(workdir, issuer, defects)
+        handle = _Parts(running.port, running, keys)
+    config = _reference_config(workdir, issuer, defects, keys.jwks_uri)
     served = Served(f"127.0.0.1:{handle.port}", config, workdir)
     return served, threading.Event(), handle
 

@@ -84,6 +84,6 @@ def test_registering_twice_or_without_docstring_is_refused():
     with pytest.raises(ValueError, match="already has a check"):
         check("REFL-001")(lambda run: None)  # type: ignore[arg-type,return-value]
     with pytest.raises(ValueError, match="needs a docstring"):
-        check("KEY-001")(lambda run: None)  # type: ignore[arg-type,return-value]
+        check("EVID-001")(lambda run: None)  # type: ignore[arg-type,return-value]
     with pytest.raises(KeyError, match="unknown control ID"):
         check("NOPE-001")

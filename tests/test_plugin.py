@@ -123,7 +123,7 @@ def test_user_tests_with_marker_and_junit_properties(pytester):
             result = hipaa_run.call(path, principal=hipaa_run.principal("billing"))
             assert result.code.name == "OK"
 
-        @pytest.mark.hipaa_control("KEY-001")
+        @pytest.mark.hipaa_control("EVID-001")
         def test_verdict_needs_a_registered_check(hipaa_verdict):
             pass
         """

@@ -70,7 +70,7 @@ def test_bundle_files_and_json_schema(bundles):
     assert status["AUTHZ-001"] == "PASS"
     assert status["ATT-002"] == "ATTESTATION MISSING"
     assert status["EVID-001"] == "PASS"
-    assert status["KEY-001"] == "SKIP"  # no check yet: listed, never passed
+    assert status["KEY-001"] == "PASS"  # the bundled issuer's JWKS over HTTP
     assert status["FUZZ-003"] == "PASS"  # raw HTTP/2 over cleartext (h2c) too
     rollup = {r["standard"]: r for r in data["rollup"]}
     assert rollup["164.312(e)"]["worst_failure"] == "critical"

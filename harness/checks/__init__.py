@@ -29,6 +29,7 @@ CHECK_MODULES = (
     "harness.checks.surface",
     "harness.checks.transport",
     "harness.checks.certs",
+    "harness.checks.keys",
     "harness.checks.mtls",
     "harness.checks.access",
     "harness.checks.authz",

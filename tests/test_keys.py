@@ -1,0 +1,167 @@
+"""KEY-001 against JWKS documents served over HTTP on 127.0.0.1, one flaw at a time."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import socket
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import grpc
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from conftest import closed_port
+from harness.catalogue import Severity
+from harness.checks.keys import signing_key_hygiene, thumbprint
+from harness.config import Config
+from harness.outcome import Outcome, Status
+from harness.run import Run, RunOptions
+from harness.target import parse_target
+from targets.issuer_http import IssuerEndpoint
+
+
+def ec_jwk(curve: ec.EllipticCurve | None = None, **extra: str) -> dict[str, Any]:
+    key = ec.generate_private_key(curve or ec.SECP256R1()).public_key()
+    return {**json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key)), **extra}
+
+
+def rsa_jwk(bits: int, *, private: bool = False, **extra: str) -> dict[str, Any]:
+    key = rsa.generate_private_key(65537, bits)
+    jwk = jwt.algorithms.RSAAlgorithm.to_jwk(key if private else key.public_key())
+    return {**json.loads(jwk), **extra}
+
+
+@pytest.fixture(scope="module")
+def grpc_port() -> Iterator[int]:
+    """Any cleartext gRPC server: KEY-001 never calls it, but a run needs a target."""
+    server = grpc.server(futures.ThreadPoolExecutor(1))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield port
+    server.stop(0)
+
+
+@pytest.fixture
+def judge(grpc_port: int) -> Iterator[Callable[..., Outcome]]:
+    """Publish a JWKS, run KEY-001 with ``auth`` settings (and more) against it."""
+    endpoints: list[IssuerEndpoint] = []
+
+    def run_with(keys: list[dict[str, Any]] | None, **config: Any) -> Outcome:
+        if keys is not None:
+            endpoints.append(IssuerEndpoint("https://issuer.test", {"keys": keys}))
+            config.setdefault("auth", {}).setdefault("jwks_uri", endpoints[-1].jwks_uri)
+        run = Run.open(parse_target(f"127.0.0.1:{grpc_port}"), Config(config), RunOptions())
+        try:
+            return signing_key_hygiene(run)
+        finally:
+            run.close()
+
+    yield run_with
+    for endpoint in endpoints:
+        endpoint.stop()
+
+
+def by_probe(outcome: Outcome) -> dict[str, Status]:
+    return {o.probe.split(": ", 1)[1]: o.status for o in outcome.observations}
+
+
+def test_public_strong_distinct_keys_pass(judge):
+    outcome = judge([ec_jwk(kid="a", alg="ES256"), rsa_jwk(2048, kid="b", alg="RS256")])
+    assert outcome.status is Status.PASS, outcome.summary
+
+
+@pytest.mark.parametrize(
+    ("key", "severity", "why"),
+    [
+        (ec_jwk(kid="a", alg="ES256", d="AAAA"), Severity.CRITICAL, "private key members: d"),
+        (rsa_jwk(2048, private=True, kid="a", alg="RS256"), Severity.CRITICAL, "d, p, q"),
+        ({"kty": "oct", "k": "c2VjcmV0", "kid": "a", "alg": "HS256"}, Severity.CRITICAL, "k"),
+        (rsa_jwk(1024, kid="a", alg="RS256"), Severity.MEDIUM, "RSA modulus of 1024 bits"),
+        (ec_jwk(ec.SECP256K1(), kid="a", alg="ES256K"), Severity.MEDIUM, "secp256k1"),
+        (ec_jwk(kid="a"), Severity.MEDIUM, "no alg declared"),
+    ],
+    ids=["ec-d", "rsa-private", "oct", "rsa-1024", "secp256k1", "no-alg"],
+)
+def test_each_flawed_key_fails_with_its_severity(judge, key, severity, why):
+    outcome = judge([ec_jwk(kid="good", alg="ES256"), key])
+    assert outcome.status is Status.FAIL
+    assert outcome.severity is severity
+    flawed = [o for o in outcome.observations if o.status is Status.FAIL]
+    assert len(flawed) == 1, flawed
+    assert why in flawed[0].observed
+    assert key.get("d", "no-d") not in outcome.summary  # private values never recorded
+
+
+def test_repeated_kid_fails(judge):
+    outcome = judge([ec_jwk(kid="k1", alg="ES256"), ec_jwk(kid="k1", alg="ES256")])
+    assert outcome.status is Status.FAIL
+    assert by_probe(outcome)["key IDs"] is Status.FAIL
+
+
+def test_rotation_judged_from_history(judge, tmp_path: Path):
+    old = ec_jwk(kid="old", alg="ES256")
+    seen = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=200)).isoformat()
+    (tmp_path / "jwks-keys.json").write_text(json.dumps({thumbprint(old): seen}))
+    settings = {"evidence": {"history_dir": str(tmp_path)}}
+    stale = judge([old], auth={"key_rotation_days": 90}, **settings)
+    assert stale.status is Status.FAIL
+    assert stale.severity is Severity.LOW
+    assert "first seen 200 day(s) ago" in stale.summary
+    rotated = judge(
+        [old, ec_jwk(kid="new", alg="ES256")], auth={"key_rotation_days": 90}, **settings
+    )
+    assert rotated.status is Status.PASS, rotated.summary
+    assert len(json.loads((tmp_path / "jwks-keys.json").read_text())) == 2
+
+
+def test_jwks_found_through_openid_discovery(judge):
+    endpoint = IssuerEndpoint("https://issuer.test", {"keys": [ec_jwk(kid="a", alg="ES256")]})
+    try:
+        outcome = judge(None, auth={"issuer": endpoint.base})
+    finally:
+        endpoint.stop()
+    assert outcome.status is Status.PASS, outcome.summary
+    assert outcome.observations[0].probe.startswith(endpoint.jwks_uri)
+
+
+def test_unreachable_or_garbage_jwks_is_inconclusive_in_one_line(judge, tcp_server):
+    port = closed_port()
+    down = judge(None, auth={"jwks_uri": f"http://127.0.0.1:{port}/jwks.json"})
+    assert down.status is Status.INCONCLUSIVE
+    assert "not fetched" in down.summary
+
+    def html(conn: socket.socket) -> None:
+        conn.recv(4096)
+        conn.sendall(b"HTTP/1.0 200 OK\r\n\r\n<html>")
+
+    garbage = tcp_server(html)
+    bad = judge(None, auth={"jwks_uri": f"http://127.0.0.1:{garbage}/jwks.json"})
+    assert bad.status is Status.INCONCLUSIVE
+    assert "not JSON" in bad.summary
+    assert "\n" not in down.summary + bad.summary
+
+
+def test_no_source_is_a_skip(judge):
+    assert judge(None).status is Status.SKIP
+
+
+def test_thumbprint_matches_rfc7638_example():
+    key = {
+        "kty": "RSA",
+        "n": (
+            "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6t"
+            "Soc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-"
+            "65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qN"
+            "Lyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awap"
+            "JzKnqDKgw"
+        ),
+        "e": "AQAB",
+        "alg": "RS256",
+        "kid": "2011-04-29",
+    }
+    assert thumbprint(key) == "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
