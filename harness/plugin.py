@@ -260,6 +260,22 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     ]
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run the tests of controls whose work starts late in the background last.
+
+    AUTHN-009 waits for a token to expire; run after the others, its verdict is ready when
+    its turn comes. Only the order of execution changes: reports list controls in
+    catalogue order.
+    """
+    if config.stash[_STATE].spec is None or hasattr(config, "workerinput"):
+        return
+    _import_checks()
+    from harness.checks import judged_last
+
+    last = judged_last()
+    items.sort(key=lambda item: _control_of(item) in last)  # stable: the rest keep order
+
+
 def _import_checks() -> None:
     """Import the check modules (and Hypothesis, Atheris, sslyze with them) as plain Python.
 

@@ -127,6 +127,12 @@ def warmup(
     return register
 
 
+def judged_last() -> frozenset[str]:
+    """Controls whose work starts late in the background: their tests are best run last."""
+    registered()
+    return frozenset(c for c, fn in _WARMUPS.items() if fn in _LATE)
+
+
 def start_warmups(run: Run, control_ids: Iterable[str]) -> None:
     """Start the warm-ups of the selected controls, each once, in daemon threads.
 

