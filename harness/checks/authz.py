@@ -98,9 +98,9 @@ def _open_expiring_streams(run: Run) -> Outcome:
             continue
         first = _expiring_stream(run, policy, path, base)
         if first.marginal:
-            # A message a fraction of a second past the line, or an end that missed the
-            # deadline with nothing late, is what a loaded host does to an honest server
-            # too: it counts only when a second stream, with a fresh token, shows it again.
+            # Messages less than a second past the line, or an end that missed the deadline
+            # with nothing late, are what a loaded host does to an honest server too: they
+            # count only when a second stream, with a fresh token, fails again.
             again = _expiring_stream(run, policy, path, base)
             note = f"; a first stream showed {first.observation.observed}"
             first = again if again.observation.status is not Status.PASS else again.noting(note)
@@ -176,7 +176,10 @@ def _expiring_stream(run: Run, policy: Policy, path: str, base: Base) -> _Stream
         observed += f" (the last {max(past):.2f} s past the line)"
     ended = result.code == grpc.StatusCode.UNAUTHENTICATED
     deadline = result.code == grpc.StatusCode.DEADLINE_EXCEEDED
-    marginal = (ended and len(past) <= 2 and max(past, default=0) < 1.0) or (deadline and not past)
+    # Late messages bunched within a second of the line, on a stream that did end, are what
+    # a starved client thread or server makes of an honest cadence (seen in CI: three
+    # messages, the last 0.10 s past the line): they count only if a second stream agrees.
+    marginal = (ended and max(past, default=0) < 1.0) or (deadline and not past)
     if past or deadline:
         status, sev = Status.FAIL, Severity.HIGH
     elif ended:
