@@ -139,6 +139,12 @@ REFERENCE = BundledTarget(
             ("LIMIT-003",),
         ),
         Defect(
+            "cache-outlives-exp",
+            "a token verified once stays accepted from the verification cache after it expires "
+            "(fresh expired tokens are still refused)",
+            ("AUTHN-005",),
+        ),
+        Defect(
             "jwks-private",
             "the issuer's published JWKS carries the signing key's private scalar (d)",
             ("KEY-001",),

@@ -100,10 +100,12 @@ _WARMUPS: dict[str, Callable[[Run], object]] = {}
 _LATE: set[Callable[[Run], object]] = set()
 #: Warm-ups whose work runs in a child process: late ones need not wait for them.
 _CHILD: set[Callable[[Run], object]] = set()
+#: Warm-ups that are mostly a wait (for a token to expire): their tests are run last.
+_WAITS: set[Callable[[Run], object]] = set()
 
 
 def warmup(
-    *control_ids: str, late: bool = False, child_process: bool = False
+    *control_ids: str, late: bool = False, child_process: bool = False, waits: bool = False
 ) -> Callable[[Callable[[Run], T]], Callable[[Run], T]]:
     """Let the decorated function start in the background when the run opens.
 
@@ -113,6 +115,7 @@ def warmup(
     that the check, when its turn comes, waits for it instead of starting it again. It
     starts when any of ``control_ids`` is selected; ``late`` ones once the others in this
     process finish (``child_process`` ones, which load another core, are not waited for).
+    ``late`` and ``waits`` ones take seconds of waiting: their controls' tests run last.
     """
 
     def register(fn: Callable[[Run], T]) -> Callable[[Run], T]:
@@ -122,15 +125,17 @@ def warmup(
             _LATE.add(fn)
         if child_process:
             _CHILD.add(fn)
+        if waits:
+            _WAITS.add(fn)
         return fn
 
     return register
 
 
 def judged_last() -> frozenset[str]:
-    """Controls whose work starts late in the background: their tests are best run last."""
+    """Controls whose background work is mostly waiting: their tests are best run last."""
     registered()
-    return frozenset(c for c, fn in _WARMUPS.items() if fn in _LATE)
+    return frozenset(c for c, fn in _WARMUPS.items() if fn in _LATE or fn in _WAITS)
 
 
 def start_warmups(run: Run, control_ids: Iterable[str]) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import grpc
@@ -19,9 +19,12 @@ from hypothesis import strategies as st
 
 from harness.catalogue import CATALOGUE, Severity
 from harness.channels import CallResult
-from harness.checks import check
+from harness.checks import check, warmup
 from harness.checks._calls import (
     _NO_DESCRIPTORS,
+    PERMISSION_DENIED,
+    UNAUTHENTICATED,
+    UNREACHED,
     Probe,
     bearer,
     policy_or_skip,
@@ -610,7 +613,9 @@ def time_claims(run: Run) -> Outcome:
     ``auth.max_privileged_ttl_s`` (900) for principals allowed on
     ``auth.privileged_methods`` (FAIL medium). Issuer-signed fixtures (configured, or
     minted with ``auth.issuer_private_key``): (b) expired beyond ``auth.clock_skew_s``,
-    (c) ``nbf`` ten minutes ahead, (d) no ``exp``: each must get UNAUTHENTICATED.
+    (c) ``nbf`` ten minutes ahead, (d) no ``exp``: each must get UNAUTHENTICATED. (e) With
+    ``auth.max_wait_s`` set: a minted token used while valid, then again 5 s past
+    ``exp + skew``, must be refused the second time (see :func:`_held_token`).
     """
     policy = Policy.of(run)
     max_ttl = int(run.config.get("auth.max_token_ttl_s", 3600))
@@ -659,9 +664,75 @@ def time_claims(run: Run) -> Outcome:
         ),
         ("token without exp", "no_exp", lambda c, now: _without(c, "exp"), None),
     ]
+    held = _held_token(run)
     return _fixture_outcome(
-        run, "AUTHN-005", variants, "time claims enforced and lifetimes within policy", ttl_obs
+        run,
+        "AUTHN-005",
+        variants,
+        "time claims enforced and lifetimes within policy",
+        [*ttl_obs, *([held] if held is not None else [])],
     )
+
+
+#: (e) The token is held this long past ``exp + auth.clock_skew_s`` before it is used again.
+HOLD_PAST_SKEW_S = 5
+
+
+@warmup("AUTHN-005", waits=True)
+def _held_token(run: Run) -> Observation | None:
+    """(e) A token used while valid, held past ``exp + skew + 5 s``, then used again.
+
+    Runs only when ``auth.max_wait_s`` is set (the wait mode is optional) and
+    ``auth.issuer_private_key`` can mint a token that expires in 2 s. The second use must
+    get UNAUTHENTICATED: a server that caches a verified token past its ``exp`` fails
+    (critical). It is mostly a wait, so it starts in the background when the run opens.
+    """
+    return run.memo("authn-005-held", lambda: _hold(run))
+
+
+def _hold(run: Run) -> Observation | None:
+    if not run.config.has("auth.max_wait_s"):
+        return None
+    probe = "a token used while valid, then held past exp + skew + 5 s"
+    skew = int(run.config.get("auth.clock_skew_s", 60))
+    max_wait = float(run.config.get("auth.max_wait_s"))
+    keys = run.issuer_keys()
+    accepted = [b for b in bases(run)[0] if b.accepted]
+    if keys.private_key is None or not accepted:
+        needs = "auth.issuer_private_key" if keys.private_key is None else "an accepted token"
+        return Observation(probe, "not sent", f"{needs} (wait mode)", Status.SKIP)
+    if 2 + skew + HOLD_PAST_SKEW_S > max_wait:
+        return Observation(
+            probe,
+            "not sent",
+            f"exp + skew + {HOLD_PAST_SKEW_S} s within auth.max_wait_s ({max_wait:g} s)",
+            Status.SKIP,
+        )
+    base = accepted[0]
+    now = int(time.time())
+    exp = now + 2
+    claims = {**base.token.claims, "iat": now, "nbf": now - 1, "exp": exp}
+    token = keys.mint(claims, base.token.header)
+    who = f"{probe} ({base.principal.name})"
+    fresh = run.call(base.method.path, [base.request], extra_metadata=bearer(token))
+    if fresh.code in (UNAUTHENTICATED, PERMISSION_DENIED, *UNREACHED):
+        return Observation(
+            f"{who} -> {base.method.path}",
+            f"refused while valid: {fresh.summary()}",
+            "accepted while valid, so that its later use can be judged",
+            Status.INCONCLUSIVE,
+            request_id=fresh.request_id,
+        )
+    time.sleep(max(0.0, exp + skew + HOLD_PAST_SKEW_S - time.time()))
+    late = run.call(base.method.path, [base.request], extra_metadata=bearer(token))
+    observation = refused(
+        Probe(f"{who}, {time.time() - exp:.1f} s after exp", base.method.path, ()),
+        late,
+        data_severity=Severity.CRITICAL,
+    )
+    if observation.status is Status.FAIL:
+        return replace(observation, severity=Severity.CRITICAL)
+    return observation
 
 
 @check("AUTHN-006")
