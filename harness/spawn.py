@@ -87,6 +87,7 @@ def spawn(spec: TargetSpec, *, timeout: float = 30.0) -> Spawned:
         "--workdir",
         str(workdir),
         "--exit-on-stdin-eof",
+        "--remove-workdir",
     ]
     with stderr_path.open("wb") as stderr:
         process = subprocess.Popen(

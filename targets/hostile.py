@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import ssl
 import struct
@@ -31,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -230,8 +231,20 @@ def _reference(tmp: Path) -> tuple[subprocess.Popen[bytes], str, Path]:
 
 
 def start(kind: str) -> Hostile:
-    """Start the hostile target ``kind`` (one of :data:`KINDS`)."""
+    """Start the hostile target ``kind`` (one of :data:`KINDS`); its ``stop`` cleans up."""
     tmp = Path(tempfile.mkdtemp(prefix=f"hipaa-hostile-{kind}-"))
+    hostile = _start(kind, tmp)
+
+    def stop() -> None:
+        try:
+            hostile.stop()
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    return replace(hostile, stop=stop)
+
+
+def _start(kind: str, tmp: Path) -> Hostile:
     if kind in ("dies", "blocking-audit"):
         return _start_reference(kind, tmp)
     if kind in ("endless", "huge"):

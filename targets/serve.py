@@ -13,7 +13,9 @@ import argparse
 import datetime as dt
 import json
 import logging
+import os
 import re
+import shutil
 import signal
 import ssl
 import sys
@@ -410,6 +412,11 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("spec", help="NAME[+DEFECT...], e.g. reference+reflection")
     serve.add_argument("--workdir", type=Path, required=True)
     serve.add_argument("--exit-on-stdin-eof", action="store_true")
+    serve.add_argument(
+        "--remove-workdir",
+        action="store_true",
+        help="delete the work directory on exit (the harness's temporary one)",
+    )
     args = parser.parse_args(argv)
     name, *defects = args.spec.split("+")
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -436,10 +443,16 @@ def main(argv: list[str] | None = None) -> int:
         "config": str(served.config),
         "workdir": str(served.workdir),
     }
-    print(READY_PREFIX + json.dumps(ready), flush=True)
-    # A timed wait: with an untimed one, the harness's SIGTERM went unnoticed until its
-    # 5 s stop timeout sent SIGKILL (measured at the end of a run: 5.0 s, now 0.6 s).
-    while not stop.wait(0.05):
-        pass
-    running.stop()  # type: ignore[attr-defined]
+    try:
+        print(READY_PREFIX + json.dumps(ready), flush=True)
+        # A timed wait: with an untimed one, the harness's SIGTERM went unnoticed until its
+        # 5 s stop timeout sent SIGKILL (measured at the end of a run: 5.0 s, now 0.6 s).
+        while not stop.wait(0.05):
+            pass
+    except BrokenPipeError:  # the harness died before it read the ready line
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (interpreter exit flushes stdout)
+    finally:
+        running.stop()  # type: ignore[attr-defined]
+        if args.remove_workdir:  # also when the harness was killed and only closed stdin
+            shutil.rmtree(args.workdir, ignore_errors=True)
     return 0

@@ -26,6 +26,7 @@ def test_a_parser_survives_atheris(target, tmp_path):
             f"-max_total_time={BUDGET_S}",
             "-seed=1",
             f"-artifact_prefix={tmp_path}/",
+            str(tmp_path / "corpus"),  # created and seeded with valid inputs
         ],
         env={**os.environ, "GRPC_VERBOSITY": "NONE"},
         capture_output=True,
@@ -35,6 +36,7 @@ def test_a_parser_survives_atheris(target, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Done " in done.stderr
     assert not list(tmp_path.glob("crash-*"))
+    assert list((tmp_path / "corpus").glob("seed-*"))
 
 
 def test_an_import_cycle_is_a_descriptor_error_not_a_recursion_error():

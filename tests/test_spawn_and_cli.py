@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
@@ -43,16 +44,17 @@ def test_a_killed_harness_leaves_no_orphan(tmp_path):
         from harness.spawn import spawn
         from harness.target import parse_target
         spawned = spawn(parse_target("spawn:reference"))
-        print(spawned.process.pid, flush=True)
+        print(spawned.process.pid, spawned.workdir, flush=True)
         time.sleep(60)
         """
     )
     parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    child_pid = int(parent.stdout.readline())
+    pid, workdir = parent.stdout.readline().split(maxsplit=1)
     parent.send_signal(signal.SIGKILL)
     parent.wait(10)
     parent.stdout.close()
-    assert _gone(child_pid), "the target outlived a SIGKILLed harness"
+    assert _gone(int(pid)), "the target outlived a SIGKILLed harness"
+    assert not Path(workdir.strip()).exists(), "the target left its work directory"
 
 
 def test_a_target_that_fails_to_start_is_a_target_error(monkeypatch):

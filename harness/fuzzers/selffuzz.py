@@ -132,11 +132,17 @@ def main(argv: list[str] | None = None) -> None:
     if len(argv) < 2 or argv[1] not in TARGETS:
         sys.exit(f"usage: python -m harness.fuzzers.selffuzz {{{','.join(TARGETS)}}} [flags]")
     target, flags = argv[1], [argv[0], *argv[2:]]
-    if not any(not f.startswith("-") for f in flags[1:]):  # no corpus: start from seeds
-        corpus = Path(tempfile.mkdtemp(prefix=f"hipaa-selffuzz-{target}-"))
+    corpora = [f for f in flags[1:] if not f.startswith("-")]
+    if not corpora:
+        # One corpus per parser in the temp directory, kept between runs: libFuzzer ends
+        # the process without Python's clean-up, so a fresh directory per run would stay.
+        corpora = [str(Path(tempfile.gettempdir()) / f"hipaa-selffuzz-{target}")]
+        flags.append(corpora[0])
+    corpus = Path(corpora[0])
+    corpus.mkdir(parents=True, exist_ok=True)
+    if not any(corpus.iterdir()):  # start from valid seeds
         for i, blob in enumerate(seeds(target)):
             (corpus / f"seed-{i}").write_bytes(blob)
-        flags.append(str(corpus))
     with atheris.instrument_imports(include=["harness", "tomllib", "tomli"]):
         one_input = _one_input(target)
     atheris.Setup(flags, one_input)
