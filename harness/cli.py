@@ -57,11 +57,11 @@ def _targets_serve(spec_text: str, workdir: Path | None) -> int:
     print(f"test it:  pytest --hipaa-target={served.address} --hipaa-config={served.config}")
     print("Ctrl-C stops it.", flush=True)
     try:
-        stop.wait()
+        serve.wait_for(stop)
     except KeyboardInterrupt:
         pass
     finally:
-        running.stop()  # type: ignore[attr-defined]
+        running.stop()
         if own_dir:
             shutil.rmtree(directory, ignore_errors=True)
     return EXIT_OK

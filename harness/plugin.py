@@ -263,9 +263,9 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Run the tests of controls whose work starts late in the background last.
 
-    AUTHN-009 waits for a token to expire; run after the others, its verdict is ready when
-    its turn comes. Only the order of execution changes: reports list controls in
-    catalogue order.
+    AUTHN-005 (e) and AUTHN-009 wait for tokens to expire; run after the others, their
+    verdicts are ready when their turn comes. Only the order of execution changes: reports
+    list controls in catalogue order.
     """
     if config.stash[_STATE].spec is None or hasattr(config, "workerinput"):
         return

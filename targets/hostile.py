@@ -42,6 +42,7 @@ import h2.connection
 import h2.events
 import trustme
 
+from harness.relay import Listener
 from targets.reference import schema
 
 KINDS = (
@@ -70,34 +71,22 @@ class Hostile:
     stop: Callable[[], None]
 
 
-class _Tcp:
-    """A TCP listener whose connections are each served by ``handle`` in a thread."""
+class _Tcp(Listener):
+    """A listener whose connections are each served by ``handle``, all closed on stop."""
 
     def __init__(self, handle: Callable[[socket.socket], None]) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
         self.handle = handle
-        self.stopped = threading.Event()
         self.conns: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__("127.0.0.1", "hipaa-hostile")
 
-    def _accept(self) -> None:
-        while not self.stopped.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.conns.append(conn)
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
+    def serve(self, conn: socket.socket) -> None:
+        self.conns.append(conn)
         # A hostile server's connection ends however the client makes it end.
         with contextlib.suppress(Exception), conn:
             self.handle(conn)
 
     def stop(self) -> None:
-        self.stopped.set()
-        self.sock.close()
+        super().stop()
         for conn in self.conns:
             with contextlib.suppress(OSError):
                 conn.close()

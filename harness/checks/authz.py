@@ -130,11 +130,7 @@ def _expiring_stream(run: Run, policy: Policy, path: str, base: Base) -> _Stream
     keys = run.issuer_keys()
     now = time.time()
     if keys.private_key is not None:
-        exp = int(now) + 1
-        token = keys.mint(
-            {**base.token.claims, "iat": int(now), "nbf": int(now) - 1, "exp": exp},
-            base.token.header,
-        )
+        token, exp = base.expiring(keys, 1)
     else:
         exp = int(base.token.claims.get("exp", 0))
         token = base.principal.token()

@@ -114,13 +114,9 @@ def _judge(source: str, index: int, key: dict[str, Any]) -> Observation:
             Status.FAIL,
             Severity.CRITICAL,
         )
-    problems = []
-    strength = _strength(key)
-    if strength:
-        problems.append(strength)
+    described, problems = _strength(key)
     if "alg" not in key:
         problems.append("no alg declared (one algorithm per key, RFC 8725 §3.1)")
-    described = _describe(key)
     return Observation(
         name,
         "; ".join([described, *problems]),
@@ -130,32 +126,23 @@ def _judge(source: str, index: int, key: dict[str, Any]) -> Observation:
     )
 
 
-def _strength(key: dict[str, Any]) -> str:
-    """Why the key is too weak or unusable, or ``""``."""
-    kty = key.get("kty")
-    if kty in ("EC", "OKP") and key.get("crv") not in ALLOWED_CURVES:
-        return f"curve {key.get('crv')!r} not allowed"
+def _strength(key: dict[str, Any]) -> tuple[str, list[str]]:
+    """The key in a few words (algorithm, size or curve), and why it is weak or unusable."""
+    parts = [f"alg {key['alg']}"] if "alg" in key else []
+    if "crv" in key:
+        parts.append(f"curve {key['crv']}")
+    if key.get("kty") in ("EC", "OKP") and key.get("crv") not in ALLOWED_CURVES:
+        return ", ".join(parts), [f"curve {key.get('crv')!r} not allowed"]
     try:
         loaded = jwt.PyJWK(key).key
     except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError) as exc:
-        return f"not a usable key ({exc})"
-    if isinstance(loaded, rsa.RSAPublicKey) and loaded.key_size < MIN_RSA_BITS:
-        return f"RSA modulus of {loaded.key_size} bits"
-    return ""
-
-
-def _describe(key: dict[str, Any]) -> str:
-    parts = [f"alg {key['alg']}" if "alg" in key else ""]
-    if key.get("kty") == "RSA":
-        try:
-            loaded = jwt.PyJWK(key).key
-            if isinstance(loaded, rsa.RSAPublicKey):
-                parts.append(f"{loaded.key_size}-bit modulus")
-        except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError):
-            pass
-    elif "crv" in key:
-        parts.append(f"curve {key['crv']}")
-    return ", ".join(p for p in parts if p) or "public key"
+        return ", ".join(parts) or "a key", [f"not a usable key ({exc})"]
+    problems = []
+    if isinstance(loaded, rsa.RSAPublicKey):
+        parts.append(f"{loaded.key_size}-bit modulus")
+        if loaded.key_size < MIN_RSA_BITS:
+            problems.append(f"RSA modulus of {loaded.key_size} bits")
+    return ", ".join(parts) or "public key", problems
 
 
 def thumbprint(key: dict[str, Any]) -> str:
