@@ -7,8 +7,8 @@ plugin, the command line and the report writers each render it their own way.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 
 from harness.catalogue import Control, Severity
 
@@ -49,6 +49,85 @@ class Observation:
     status: Status
     severity: Severity | None = None
     request_id: str | None = None
+    ref: str = ""
+
+    def of(self, ref: str) -> Observation:
+        """This observation, filed under the declared probe ``ref`` (``"a"``, ``"V1"``)."""
+        return replace(self, ref=ref)
+
+
+def filed(ref: str, observations: Iterable[Observation]) -> list[Observation]:
+    """Every observation filed under the declared probe ``ref``."""
+    return [o.of(ref) for o in observations]
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One named probe of a control's procedure: a lettered item of its catalogue row.
+
+    Attributes:
+        ref: The catalogue's letter or label (``"a"``, ``"V1"``, ``"health"``).
+        title: What it sends or tests, in a few words.
+        required: Whether a PASS of the control needs it (catalogue section 6).
+        needs: Configuration keys any one of which, when set (truthy), enables the probe;
+            empty when it needs nothing beyond what its control needs.
+    """
+
+    ref: str
+    title: str
+    required: bool = True
+    needs: tuple[str, ...] = ()
+
+    def id_in(self, control_id: str) -> str:
+        """The probe's ID in reports: ``AUTHN-005(b)``."""
+        return f"{control_id}({self.ref})" if self.ref else control_id
+
+    @property
+    def enabled_by(self) -> str:
+        """The keys that would enable it, in words."""
+        return " or ".join(self.needs)
+
+
+#: What a control with no declared probes is judged as: its whole procedure, one probe.
+WHOLE = Probe("", "the whole procedure")
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """What became of one declared probe in this run.
+
+    Attributes:
+        id: ``AUTHN-005(b)``.
+        title: What the probe tests.
+        status: PASS, FAIL, WARN, SKIP (did not run), INCONCLUSIVE or ERROR.
+        required: Whether the control's PASS needs it.
+        request_ids: The request IDs of the calls it made.
+        reason: Why it did not run or could not observe (empty when it was judged).
+        enable: The configuration keys that would enable it, when that is why it did not run.
+        observations: How many observations it made.
+    """
+
+    id: str
+    title: str
+    status: Status
+    required: bool
+    request_ids: tuple[str, ...] = ()
+    reason: str = ""
+    enable: str = ""
+    observations: int = 0
+
+    @property
+    def ran(self) -> bool:
+        """It sent something and judged it (PASS, FAIL or WARN), or tried (INCONCLUSIVE)."""
+        return self.status not in (Status.SKIP, Status.ERROR)
+
+
+class NotApplicable(Exception):
+    """Raised by a check that does not apply, or lacks what it needs: the control is SKIP."""
+
+
+class CannotObserve(Exception):
+    """Raised by a check that ran but could not observe its outcome: INCONCLUSIVE."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +140,7 @@ class Outcome:
         summary: One line that says why.
         observations: Every probe with its verdict (the evidence).
         severity: Severity of the finding (the worst failing observation's).
+        probes: Every declared probe with what became of it (set by the registry).
     """
 
     control: Control
@@ -68,6 +148,7 @@ class Outcome:
     summary: str
     observations: tuple[Observation, ...] = field(default_factory=tuple)
     severity: Severity | None = None
+    probes: tuple[ProbeResult, ...] = ()
 
     @classmethod
     def from_observations(
@@ -139,6 +220,113 @@ class Outcome:
         return "\n".join(lines)
 
 
+# -- probes: from observations to per-probe results, and the control's status from them ---
+
+#: Per-probe precedence: a FAIL anywhere decides the probe (catalogue section 6).
+_PROBE_PRECEDENCE = (Status.FAIL, Status.ERROR, Status.INCONCLUSIVE, Status.WARN, Status.PASS)
+
+
+def probe_results(
+    control: Control,
+    declared: Sequence[Probe],
+    observations: Sequence[Observation],
+    configured: Callable[[str], bool],
+    *,
+    not_run: str = "",
+) -> tuple[ProbeResult, ...]:
+    """Each declared probe with the status its own observations give it.
+
+    A probe with no observation did not run: its reason is ``not_run`` (why the whole check
+    stopped) or the configuration it needs, or "not run" when neither says more.
+    """
+    declared = tuple(declared) or (WHOLE,)
+    out = []
+    for probe in declared:
+        mine = [o for o in observations if o.ref == probe.ref or probe is WHOLE]
+        ids = tuple(dict.fromkeys(o.request_id for o in mine if o.request_id))
+        common = (probe.id_in(control.id), probe.title)
+        judged = [o for o in mine if o.status is not Status.SKIP]
+        if judged:
+            status = next(s for s in _PROBE_PRECEDENCE if any(o.status is s for o in judged))
+            reason = "" if status is not Status.INCONCLUSIVE else _first(judged, status)
+            out.append(ProbeResult(*common, status, probe.required, ids, reason, "", len(mine)))
+            continue
+        unset = bool(probe.needs) and not any(configured(k) for k in probe.needs)
+        if mine:
+            reason = "; ".join(f"{o.probe}: needs {o.expected}" for o in mine)
+        elif unset:
+            reason = f"needs {probe.enabled_by}"
+        else:
+            reason = not_run or "not run"
+        enable = probe.enabled_by if unset else ""
+        out.append(ProbeResult(*common, Status.SKIP, probe.required, ids, reason, enable, 0))
+    return tuple(out)
+
+
+def _first(observations: Sequence[Observation], status: Status) -> str:
+    hit = next(o for o in observations if o.status is status)
+    return f"{hit.probe}: {hit.observed}"
+
+
+def settle(
+    outcome: Outcome, declared: Sequence[Probe], configured: Callable[[str], bool]
+) -> Outcome:
+    """The outcome with its probes, and its status derived from them (catalogue section 6).
+
+    A FAIL in any probe fails the control; an ERROR or INCONCLUSIVE probe leaves it so; a
+    required probe that did not run makes it INCONCLUSIVE, or SKIP when no probe ran at
+    all; a WARN warns; it PASSes only when every required probe passed. An outcome decided
+    before any probe (SKIP, INCONCLUSIVE, ERROR without observations) keeps its status, and
+    its probes say why they did not run; so does a FAIL, INCONCLUSIVE or SKIP the check
+    decided itself (a PASS or WARN is only ever made stricter here).
+    """
+    control = outcome.control
+    if not outcome.observations:
+        probes = probe_results(control, declared, (), configured, not_run=outcome.summary)
+        return replace(outcome, probes=probes)
+    probes = probe_results(control, declared, outcome.observations, configured)
+    if outcome.status not in (Status.PASS, Status.WARN):
+        return replace(outcome, probes=probes)  # a FAIL stands; so does a check's own doubt
+    status, summary = _derive(probes, outcome)
+    severity = outcome.severity if status is outcome.status else None
+    if status is not outcome.status and status in (Status.FAIL, Status.WARN):
+        hits = [o for o in outcome.observations if o.status is status]
+        severity = max(o.severity or control.severity for o in hits)
+    return replace(outcome, status=status, summary=summary, severity=severity, probes=probes)
+
+
+def _derive(probes: Sequence[ProbeResult], outcome: Outcome) -> tuple[Status, str]:
+    for status in (Status.FAIL, Status.ERROR, Status.INCONCLUSIVE):
+        if any(p.status is status for p in probes):
+            if outcome.status is status:
+                return status, outcome.summary
+            hit = next(p for p in probes if p.status is status)
+            return status, f"{hit.id}: {hit.reason or status.value}"
+    missing = [p for p in probes if p.required and p.status is Status.SKIP]
+    if missing:
+        said = "; ".join(f"{p.id} ({p.reason})" for p in missing)
+        if all(p.status is Status.SKIP for p in probes):
+            return Status.SKIP, f"nothing could be sent: {said}"
+        return Status.INCONCLUSIVE, f"required probes did not run: {said}"
+    if any(p.status is Status.WARN for p in probes):
+        return Status.WARN, outcome.summary
+    return Status.PASS, outcome.summary if outcome.status is Status.PASS else "every probe held"
+
+
+def probe_dict(p: ProbeResult) -> dict[str, object]:
+    """JSON form of a probe result."""
+    return {
+        "id": p.id,
+        "title": p.title,
+        "status": p.status.value,
+        "required": p.required,
+        "request_ids": list(p.request_ids),
+        "reason": p.reason,
+        "enable": p.enable,
+        "observations": p.observations,
+    }
+
+
 def observation_dict(o: Observation) -> dict[str, str | None]:
     """JSON form of an observation (what reports and xdist carry)."""
     return {
@@ -148,6 +336,7 @@ def observation_dict(o: Observation) -> dict[str, str | None]:
         "status": o.status.value,
         "severity": o.severity.value if o.severity else None,
         "request_id": o.request_id,
+        "ref": o.ref,
     }
 
 
@@ -159,4 +348,5 @@ def outcome_dict(outcome: Outcome) -> dict[str, object]:
         "severity": outcome.severity.value if outcome.severity else None,
         "summary": outcome.summary,
         "observations": [observation_dict(o) for o in outcome.observations],
+        "probes": [probe_dict(p) for p in outcome.probes],
     }

@@ -459,6 +459,10 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         terminalreporter.write_line(line)
         if status != "PASS" and summary:
             terminalreporter.write_line(f"{'':<10} {summary}")
+    if state.results.details:
+        from harness.report import coverage_line, probe_coverage
+
+        terminalreporter.write_line(coverage_line(probe_coverage(state.results.details)))
 
 
 @pytest.hookimpl(tryfirst=True)

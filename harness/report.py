@@ -33,7 +33,9 @@ from harness import __version__
 from harness.canary import holds_standalone
 from harness.catalogue import CATALOGUE, Control
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "2.0"
+#: Schema versions ``report diff`` and ``report verify`` still read (older bundles).
+READABLE_SCHEMAS = ("1.0", "2.0")
 DISCLAIMER = (
     "Automated testing provides evidence about specific technical behaviours of one endpoint "
     "at one point in time; it is not a determination of HIPAA compliance."
@@ -119,6 +121,7 @@ def _merge(rows: list[dict[str, Any]]) -> dict[str, Any]:
     )
     first = dict(rows[0])
     first["observations"] = [o for r in rows for o in r.get("observations", [])]
+    first["probes"] = [p for r in rows for p in r.get("probes", [])]
     first["tests"] = sorted({t for r in rows for t in r.get("tests", [])})
     return first
 
@@ -194,6 +197,7 @@ def _control_entry(control: Control, result: Mapping[str, Any]) -> dict[str, Any
         "severity": result.get("severity"),
         "summary": result.get("summary", ""),
         "observations": list(result.get("observations", [])),
+        "probes": list(result.get("probes", [])),
         "tests": list(result.get("tests", [])),
         "attestation": result.get("attestation"),
     }
@@ -205,6 +209,7 @@ def _finish(data: dict[str, Any]) -> None:
     for c in data["controls"]:
         totals[c["status"]] = totals.get(c["status"], 0) + 1
     data["totals"] = totals
+    data["probe_coverage"] = probe_coverage(data["controls"])
     rollup: dict[str, dict[str, Any]] = {}
     for c in data["controls"]:
         for std in c["standards"]:
@@ -229,6 +234,22 @@ def _finish(data: dict[str, Any]) -> None:
     data["rollup"] = [
         rollup[k] for k in sorted(rollup, key=lambda s: (not s.startswith("164.312"), s))
     ]
+
+
+def probe_coverage(controls: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """Probes declared, run (judged or tried), and required ones that did not run."""
+    probes = [p for c in controls for p in c.get("probes", [])]
+    ran = [p for p in probes if p["status"] not in ("SKIP", "ERROR")]
+    missing = [p for p in probes if p["required"] and p["status"] in ("SKIP", "ERROR")]
+    return {"declared": len(probes), "run": len(ran), "required_not_run": len(missing)}
+
+
+def coverage_line(coverage: Mapping[str, int]) -> str:
+    """``probe coverage: 180 of 190 probes run; 3 required probes did not run``."""
+    line = f"probe coverage: {coverage['run']} of {coverage['declared']} probes run"
+    if coverage.get("required_not_run"):
+        line += f"; {coverage['required_not_run']} required probes did not run"
+    return line
 
 
 def _worse(a: str | None, b: str | None) -> str | None:
@@ -286,6 +307,8 @@ def render_html(data: Mapping[str, Any], evidence: Mapping[str, Any]) -> str:
         )
     totals = " &middot; ".join(f"{_badge(k)} {v}" for k, v in sorted(data["totals"].items()))
     out.append(f"<p>{totals}</p>")
+    if "probe_coverage" in data:
+        out.append(f"<p>{e(coverage_line(data['probe_coverage']))}</p>")
     out.append(
         "<h2>By HIPAA standard</h2><table><tr><th>Standard</th><th>Automated controls</th>"
         "<th>Worst failure</th><th>Attestations</th></tr>"
@@ -317,6 +340,8 @@ def render_html(data: Mapping[str, Any], evidence: Mapping[str, Any]) -> str:
                     f"evidence {e(a['evidence'])} sha256:{e(a['evidence_sha256'][:16])}&hellip;"
                     f"<br>{e(a['statement'])}</div>"
                 )
+            if c.get("probes"):
+                body.append(_probes_html(c["probes"], c["status"]))
             if c["observations"]:
                 rows = "".join(
                     f"<tr><td>{_badge(o['status'])}</td><td><b>Sent:</b> {e(o['probe'])}"
@@ -346,6 +371,24 @@ def render_html(data: Mapping[str, Any], evidence: Mapping[str, Any]) -> str:
     )
     out.append("</body></html>")
     return "\n".join(out)
+
+
+def _probes_html(probes: list[Mapping[str, Any]], status: str) -> str:
+    e = html.escape
+    rows = "".join(
+        f"<tr><td>{_badge(p['status'])}</td><td><b>{e(p['id'])}</b> {e(p['title'])}"
+        + ("" if p["required"] else " <span class='sev'>(optional)</span>")
+        + (f"<br>{e(p['reason'])}" if p.get("reason") else "")
+        + (f"<br><b>Enable with:</b> <code>{e(p['enable'])}</code>" if p.get("enable") else "")
+        + "</td></tr>"
+        for p in probes
+    )
+    ran = sum(1 for p in probes if p["status"] not in ("SKIP", "ERROR"))
+    shown = " open" if status in ("INCONCLUSIVE", "SKIP") else ""
+    return (
+        f"<details{shown}><summary>{ran} of {len(probes)} declared probe(s) run</summary>"
+        f"<table class='obs'>{rows}</table></details>"
+    )
 
 
 def render_junit(data: Mapping[str, Any]) -> bytes:
@@ -484,6 +527,8 @@ def render_summary(data: Mapping[str, Any], evidence: Mapping[str, Any]) -> str:
     lines += [
         "",
         f"Passed: {', '.join(passed) or 'none'}",
+        "",
+        coverage_line(data.get("probe_coverage", probe_coverage(data["controls"]))),
         "",
         f"Evidence integrity (EVID-001): {evidence.get('status')}",
     ]
@@ -639,12 +684,28 @@ def verify(directory: Path) -> list[str]:
         if path.name != "SHA256SUMS" and path.name not in listed:
             problems.append(f"{path.name}: not listed in SHA256SUMS")
     files = {p.name: p.read_bytes() for p in directory.iterdir() if p.is_file()}
+    problems += _schema_problems(files.get("results.json"))
     try:
         canaries = json.loads(files.get("canaries.json", b"{}")).get("canaries", [])
     except ValueError:
         canaries = []
         problems.append("canaries.json: not JSON")
     return problems + self_scan(files, (), canaries)
+
+
+def _schema_problems(blob: bytes | None) -> list[str]:
+    if blob is None:
+        return ["results.json: missing"]
+    try:
+        version = json.loads(blob).get("schema_version")
+    except (ValueError, AttributeError):
+        return ["results.json: not a JSON object"]
+    if version not in READABLE_SCHEMAS:
+        readable = ", ".join(READABLE_SCHEMAS)
+        return [
+            f"results.json: schema version {version!r} is not one this harness reads ({readable})"
+        ]
+    return []
 
 
 def findings(data: Mapping[str, Any]) -> dict[str, str]:

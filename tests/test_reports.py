@@ -62,7 +62,7 @@ def test_bundle_files_and_json_schema(bundles):
         "canaries.json",
         "SHA256SUMS",
     }
-    schema = json.loads((resources.files("harness") / "schemas" / "results-1.0.json").read_text())
+    schema = json.loads((resources.files("harness") / "schemas" / "results-2.0.json").read_text())
     data = results(bad)
     jsonschema.validate(data, schema, format_checker=jsonschema.FormatChecker())
     status = {c["id"]: c["status"] for c in data["controls"]}
@@ -162,6 +162,61 @@ def test_diff_lists_exactly_the_new_findings(bundles, capsys):
         line.split()[1] for line in capsys.readouterr().out.splitlines() if line.startswith("FIXED")
     ]
     assert fixed == ["REFL-001", "TLS-001"]
+
+
+def test_every_automated_control_lists_its_probes(bundles):
+    good, _ = bundles
+    data = results(good)
+    for c in data["controls"]:
+        if not c["automated"] or c["id"] == "EVID-001":
+            continue
+        assert c["probes"], c["id"]
+        for p in c["probes"]:
+            assert p["id"].startswith(c["id"])
+            if c["status"] == "PASS" and p["required"]:
+                assert p["status"] == "PASS", (c["id"], p)
+    coverage = data["probe_coverage"]
+    assert 0 < coverage["run"] <= coverage["declared"]
+    assert "probe coverage:" in (good / "report.html").read_text()
+    assert "probe coverage:" in (good / "summary.md").read_text()
+
+
+def _as_version_1(bundle: Path, dest: Path) -> Path:
+    """The bundle as the 1.0 schema wrote it: no probes, no coverage, no refs."""
+    import hashlib
+
+    dest.mkdir()
+    data = results(bundle)
+    data["schema_version"] = "1.0"
+    del data["probe_coverage"]
+    for c in data["controls"]:
+        del c["probes"]
+        for o in c["observations"]:
+            del o["ref"]
+    schema = json.loads((resources.files("harness") / "schemas" / "results-1.0.json").read_text())
+    jsonschema.validate(data, schema)
+    files = {p.name: p.read_bytes() for p in bundle.iterdir() if p.name != "SHA256SUMS"}
+    files["results.json"] = json.dumps(data, indent=2).encode()
+    for name, blob in files.items():
+        (dest / name).write_bytes(blob)
+    sums = [f"{hashlib.sha256(b).hexdigest()}  {n}" for n, b in sorted(files.items())]
+    (dest / "SHA256SUMS").write_text("\n".join(sums) + "\n")
+    return dest
+
+
+def test_bundles_of_schema_1_are_still_verified_and_diffed(bundles, tmp_path, capsys):
+    good, bad = bundles
+    old = _as_version_1(bad, tmp_path / "old")
+    assert main(["report", "verify", str(old)]) == 0
+    assert main(["report", "diff", str(old), str(good)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    fixed = [line.split()[1] for line in out if line.startswith("FIXED")]
+    assert fixed == ["REFL-001", "TLS-001"]
+    data = results(old)
+    data["schema_version"] = "9.9"
+    (old / "results.json").write_text(json.dumps(data))
+    assert main(["report", "verify", str(old)]) == 1
+    assert "schema version '9.9' is not one I read" in capsys.readouterr().out
 
 
 def test_attestations(tmp_path):

@@ -18,7 +18,7 @@ from typing import TypeVar
 
 from harness.catalogue import CATALOGUE, Control
 from harness.errors import HarnessError
-from harness.outcome import Outcome, Status
+from harness.outcome import CannotObserve, NotApplicable, Outcome, Probe, Status, settle
 from harness.run import Run
 
 CheckFn = Callable[[Run], Outcome]
@@ -48,6 +48,7 @@ class Check:
     control: Control
     fn: CheckFn
     needs_channel: bool = True
+    probes: tuple[Probe, ...] = ()
 
     @property
     def doc(self) -> str:
@@ -58,17 +59,27 @@ class Check:
 _REGISTRY: dict[str, Check] = {}
 
 
-def check(control_id: str, *, needs_channel: bool = True) -> Callable[[CheckFn], CheckFn]:
+def check(
+    control_id: str, *, probes: Iterable[Probe] = (), needs_channel: bool = True
+) -> Callable[[CheckFn], CheckFn]:
     """Register the decorated function as the check for ``control_id``.
 
-    ``needs_channel=False`` marks checks that probe below gRPC (TLS, certificates): they
-    still run when the harness's gRPC client cannot connect.
+    ``probes`` declares the lettered probes of the control's catalogue row: the check files
+    each observation under one (:meth:`Observation.of`), and the control's status follows
+    from them (:func:`harness.outcome.settle`). ``needs_channel=False`` marks checks that
+    probe below gRPC (TLS, certificates): they still run when the harness's gRPC client
+    cannot connect.
 
     Raises:
         KeyError: the ID is not in the catalogue.
-        ValueError: the control already has a check, or the function has no docstring.
+        ValueError: the control already has a check, the function has no docstring, or two
+            probes share a letter.
     """
     control = CATALOGUE[control_id]
+    declared = tuple(probes)
+    refs = [p.ref for p in declared]
+    if len(set(refs)) != len(refs) or "" in refs:
+        raise ValueError(f"{control_id}: every probe needs its own non-empty letter: {refs}")
 
     def register(fn: CheckFn) -> CheckFn:
         existing = _REGISTRY.get(control_id)
@@ -77,7 +88,7 @@ def check(control_id: str, *, needs_channel: bool = True) -> Callable[[CheckFn],
             raise ValueError(f"{control_id} already has a check: {existing.fn.__qualname__}")
         if not (fn.__doc__ or "").strip():
             raise ValueError(f"the check for {control_id} needs a docstring")
-        _REGISTRY[control_id] = Check(control, fn, needs_channel)
+        _REGISTRY[control_id] = Check(control, fn, needs_channel, declared)
         return fn
 
     return register
@@ -176,29 +187,46 @@ def start_warmups(run: Run, control_ids: Iterable[str]) -> None:
 
 
 def run_check(control_id: str, run: Run) -> Outcome:
-    """Run the check for ``control_id``; a harness failure becomes ERROR, never PASS or FAIL."""
+    """Run the check for ``control_id``; a harness failure becomes ERROR, never PASS or FAIL.
+
+    The outcome carries every declared probe, and its status is derived from them.
+    """
     entry = registered()[control_id]
+
+    def configured(key: str) -> bool:
+        return bool(run.config.get(key))
+
+    outcome = _outcome(entry, run)
+    return settle(outcome, entry.probes, configured)
+
+
+def _outcome(entry: Check, run: Run) -> Outcome:
+    control = entry.control
     if run.unresponsive:
-        return Outcome.inconclusive(entry.control, run.unresponsive)
+        return Outcome.inconclusive(control, run.unresponsive)
     budget = float(run.config.get("safety.max_duration_s"))
     if time.monotonic() - run.opened > budget:
         return Outcome.inconclusive(
-            entry.control,
+            control,
             f"not run: the run's time budget (safety.max_duration_s, {budget:g} s) was spent",
         )
     try:
         if entry.needs_channel and (problem := run.channel_problem()):
-            return Outcome.inconclusive(entry.control, problem)
+            return Outcome.inconclusive(control, problem)
         outcome = entry.fn(run)
+    except NotApplicable as exc:
+        return Outcome.skip(control, str(exc))
+    except CannotObserve as exc:
+        return Outcome.inconclusive(control, str(exc))
     except HarnessError as exc:
-        return Outcome.error(entry.control, str(exc))
+        return Outcome.error(control, str(exc))
     except Exception as exc:  # the one broad boundary: a bug in a check is an ERROR
-        reason = f"harness error in {control_id}: {type(exc).__name__}: {exc}"
-        return Outcome.error(entry.control, reason)
+        reason = f"harness error in {control.id}: {type(exc).__name__}: {exc}"
+        return Outcome.error(control, reason)
     judged = outcome.status in (Status.PASS, Status.FAIL, Status.WARN)
     if judged and run.spec.host is not None:
         run.still_there()  # a verdict from a target that died meanwhile cannot stand
     if run.unresponsive and judged:
         # Probes after the target hung were never sent: the verdict cannot stand.
-        return Outcome.inconclusive(entry.control, run.unresponsive, outcome.observations)
+        return Outcome.inconclusive(control, run.unresponsive, outcome.observations)
     return outcome
