@@ -20,7 +20,7 @@ from pathlib import Path
 from harness.audit import read
 from harness.canary import CanarySet
 from harness.channels import Endpoint
-from harness.checks.audit import _chain_problems
+from harness.checks.audit import chain_problems
 from harness.config import Config
 from harness.run import Run, RunOptions
 from harness.target import parse_target
@@ -61,7 +61,7 @@ def bench_events() -> None:
         got = read(run)
         by_id = {e["request_id"]: e for e in got.events}
         missing = sum(1 for rid in ids if rid not in by_id)
-        problems = _chain_problems(run, got.events)
+        problems = chain_problems(run, got.events)
         elapsed = time.perf_counter() - start
         size = path.stat().st_size
     print(

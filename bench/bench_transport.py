@@ -13,8 +13,8 @@ from __future__ import annotations
 import time
 
 from harness.checks import registered, run_check
-from harness.checks.transport import tls_facts
 from harness.config import Config
+from harness.plans.tls import tls_facts
 from harness.run import Run, RunOptions
 from harness.target import parse_target
 

@@ -34,6 +34,7 @@ from harness.channels import invoke
 from harness.config import Config
 from harness.descriptors import MethodCatalogue, compile_protos, is_repeated, load_descriptor_set
 from harness.inprocess import InProcess
+from harness.oracles import LEAKS
 from harness.policy import Policy
 from harness.principals import principals_from
 from harness.run import Run
@@ -89,8 +90,6 @@ def judge(
 @functools.lru_cache(maxsize=4096)
 def _leak(details: str) -> str:
     """The first kind of leak (stack trace, SQL, path...) in ``details``, or ``""``."""
-    from harness.checks.errors import LEAKS
-
     return next((kind for kind, pattern, _ in LEAKS if pattern.search(details)), "")
 
 

@@ -29,7 +29,7 @@ from harness.descriptors import (
     load_descriptor_set,
 )
 from harness.errors import DescriptorError, HarnessError, TargetError
-from harness.h2abuse import H2Client, grpc_problem
+from harness.h2client import H2Client, grpc_problem
 from harness.principals import Principal, principals_from
 from harness.relay import Relay
 from harness.spawn import Spawned, spawn
@@ -267,7 +267,7 @@ class Run:
         Checked once per run; the controls that need application calls are INCONCLUSIVE
         with this reason instead of judging connection failures as the service's answers.
         A channel that opens is not enough: one raw HTTP/2 request to the liveness method
-        must get a gRPC answer (:func:`harness.h2abuse.grpc_problem`), or the server is
+        must get a gRPC answer (:func:`harness.h2client.grpc_problem`), or the server is
         not one whose answers mean anything.
         """
 

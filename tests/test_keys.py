@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from conftest import closed_port
 from harness.catalogue import Severity
-from harness.checks.keys import signing_key_hygiene, thumbprint
+from harness.checks.key import signing_key_hygiene, thumbprint
 from harness.config import Config
 from harness.outcome import Outcome, Status
 from harness.run import Run, RunOptions

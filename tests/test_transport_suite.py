@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import control_statuses
-from harness.checks.certs import _matches
+from harness.checks.cert import dns_name_matches
 from harness.tls import group_bits, profile, suite_parts
 from targets.pki import CertificateAuthority
 
@@ -72,7 +72,7 @@ def test_profiles_differ_where_the_catalogue_says():
     ],
 )
 def test_rfc6125_matching(pattern, host, ok):
-    assert _matches(pattern, host) is ok
+    assert dns_name_matches(pattern, host) is ok
 
 
 @pytest.mark.parametrize("behaviour", ["silent", "garbage"])

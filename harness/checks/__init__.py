@@ -26,18 +26,20 @@ T = TypeVar("T")
 
 #: Modules that define checks; importing them fills the registry.
 CHECK_MODULES = (
-    "harness.checks.surface",
-    "harness.checks.transport",
-    "harness.checks.certs",
-    "harness.checks.keys",
+    "harness.checks.refl",
+    "harness.checks.tls",
+    "harness.checks.cert",
+    "harness.checks.key",
     "harness.checks.mtls",
-    "harness.checks.access",
+    "harness.checks.authn",
     "harness.checks.authz",
-    "harness.checks.errors",
+    "harness.checks.err",
     "harness.checks.audit",
-    "harness.checks.minimize",
-    "harness.checks.fuzz",
-    "harness.checks.framing",
+    "harness.checks.redact",
+    "harness.checks.min",
+    "harness.checks.limit",
+    "harness.checks.fuzz.inputs",
+    "harness.checks.fuzz.framing",
 )
 
 

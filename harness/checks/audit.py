@@ -1,10 +1,8 @@
-"""Audit and redaction controls (AUDIT-*, REDACT-*).
+"""Audit controls (AUDIT-*).
 
 The harness tags every call with a fresh request ID and reconciles the target's audit
-events with its own journal. Canary PHI (:mod:`harness.canary`) goes into the request
-fields ``phi.field_paths`` names; then audit events, logs, status messages, details and
-metadata are searched for it in every encoding. Hits are reported by category, encoding,
-location and line hash, never by value.
+events with its own journal: every access audited, with the right content and time, in a
+hash chain that only grows.
 """
 
 from __future__ import annotations
@@ -12,27 +10,23 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import time
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from google.protobuf import json_format
-from google.protobuf.message import DecodeError
-from google.rpc import status_pb2
 from jwt.utils import base64url_decode
 
 from harness import audit
-from harness.canary import CanarySet, Hit
 from harness.catalogue import CATALOGUE, Severity
 from harness.channels import CallResult
 from harness.checks import check
-from harness.checks._calls import Probe, bearer, policy_or_skip, send, set_path
-from harness.checks.access import authn_basic_calls, authz_matrix_calls, bases
 from harness.outcome import Observation, Outcome, Status
+from harness.plans.calls import Call, bearer, policy_or_skip, send, set_path
+from harness.plans.canaries import planted_calls, rfc3339, wait_alert
+from harness.plans.tokens import authn_basic_calls, authz_matrix_calls, bases
 from harness.policy import Policy
 from harness.run import Run
-from harness.tokens import harness_key, parse, sign, tamper, with_signature
+from harness.tokens import parse, tamper, with_signature
 
 # Calls that never reached the service's own code: transport failures, and the gRPC
 # library's own size limits (RESOURCE_EXHAUSTED), which refuse before any handler runs.
@@ -43,130 +37,6 @@ _CLIENT_SIDE = {
 }
 _REFUSALS = {"UNAUTHENTICATED", "PERMISSION_DENIED", "16", "7"}
 GENESIS = "0" * 64
-
-
-def canaries(run: Run) -> CanarySet:
-    """The run's canaries (from its seed)."""
-    return run.memo("canaries", lambda: CanarySet.for_seed(run.options.seed))
-
-
-# -- planting canaries --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Planted:
-    """One canary-bearing call: valid, invalid, denied, or a canary token."""
-
-    kind: str
-    probe: Probe
-    result: CallResult
-
-
-def planted_calls(run: Run) -> tuple[list[Planted], list[Observation]]:
-    """Calls carrying canaries in ``phi.field_paths``, made once per run.
-
-    For each ``phi.methods`` entry: (a) valid, by a principal the matrix allows; (b)
-    invalid (a date field set to ``not-a-date-<N>``); (c) denied, by a principal it does
-    not allow. Writes need mutations. Plus one canary JWT (payload carrying ``N``) sent as a
-    credential.
-    """
-
-    def compute() -> tuple[list[Planted], list[Observation]]:
-        notes: list[Observation] = []
-        policy = Policy.of(run)
-        if policy is None:
-            return [], [Observation("canary calls", "not sent", "descriptors", Status.SKIP)]
-        c = canaries(run)
-        paths: dict[str, list[tuple[str, str]]] = {}
-        methods = run.config.str_list("phi.methods")
-        for category, entries in run.config.table("phi.field_paths").items():
-            for entry in entries:
-                method = next((m for m in methods if entry.startswith(m + ".")), None)
-                if method is not None:
-                    paths.setdefault(method, []).append((category, entry[len(method) + 1 :]))
-        templates = run.config.table("schema.request_templates")
-        probes: list[tuple[str, Probe]] = []
-        for method in methods:
-            if method not in {m.path for m in policy.catalogue.methods}:
-                notes.append(
-                    Observation(
-                        f"canaries in {method}",
-                        "not sent",
-                        "a method in the descriptors",
-                        Status.SKIP,
-                    )
-                )
-                continue
-            if policy.is_write(method) and not policy.allow_mutations:
-                notes.append(
-                    Observation(
-                        f"canaries in {method}",
-                        "not sent",
-                        "--hipaa-allow-mutations (it writes)",
-                        Status.SKIP,
-                    )
-                )
-                continue
-            info = policy.catalogue.method(method)
-            cls = policy.catalogue.message_class(info.input_type)
-            template = templates.get(method)
-            text = template if isinstance(template, str) else json.dumps(template or {})
-
-            def build(overrides: dict[str, str], cls: Any = cls, text: str = text) -> bytes:
-                msg = cls()
-                json_format.Parse(text, msg)
-                for path, value in overrides.items():
-                    set_path(msg, path, value)
-                data: bytes = msg.SerializeToString()
-                return data
-
-            fields = {path: c.value(category) for category, path in paths.get(method, [])}
-            if not fields:
-                continue
-            allowed = policy.allowed(method) or frozenset()
-            ok = next((run.principal(n) for n in sorted(allowed) if run.principal(n)), None)
-            denied = next((p for n, p in sorted(run.principals.items()) if n not in allowed), None)
-            probes.append(("valid", Probe(f"canaries in {method}", method, (build(fields),), ok)))
-            dates = [p for cat, p in paths.get(method, []) if cat == "dates"]
-            if dates:
-                bad = {**fields, dates[0]: f"not-a-date-{c.nonce}"}
-                probes.append(
-                    (
-                        "invalid",
-                        Probe(f"invalid canary request to {method}", method, (build(bad),), ok),
-                    )
-                )
-            probes.append(
-                (
-                    "denied",
-                    Probe(
-                        f"canaries in {method}, refused caller", method, (build(fields),), denied
-                    ),
-                )
-            )
-        found, _ = bases(run)
-        if found:
-            base = found[0]
-            claims = {**base.token.claims, "note": c.value("mrn")}  # the payload carries N
-            token = sign(claims, harness_key("ec"), "ES256", base.token.header)
-            probes.append(
-                (
-                    "token",
-                    Probe(
-                        "canary JWT as a credential",
-                        base.method.path,
-                        (base.request,),
-                        None,
-                        bearer(token),
-                    ),
-                )
-            )
-        results = send(run, [p for _, p in probes])
-        return [
-            Planted(kind, p, r) for (kind, _), (p, r) in zip(probes, results, strict=True)
-        ], notes
-
-    return run.memo("canary-calls", compute)
 
 
 # -- AUDIT-001 / 002 / 003 ----------------------------------------------------------------
@@ -255,15 +125,6 @@ def _subject(run: Run, principal_name: str | None) -> str | None:
     return str(token.claims.get("sub")) if token else None
 
 
-def _rfc3339(value: Any) -> dt.datetime | None:
-    if not isinstance(value, str) or not ("Z" in value or "+" in value[10:] or "-" in value[10:]):
-        return None
-    try:
-        return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
 @check("AUDIT-002")
 def event_content(run: Run) -> Outcome:
     """Audit event content complete, accurate and injection-safe.
@@ -291,7 +152,7 @@ def event_content(run: Run) -> Outcome:
             outcome = str(audit.field(run, e, "outcome"))
             if outcome not in (c.code.name, str(c.code.value[0])):
                 wrong.append(f"outcome {outcome!r} for {c.code.name}")
-            if _rfc3339(audit.field(run, e, "timestamp")) is None:
+            if rfc3339(audit.field(run, e, "timestamp")) is None:
                 wrong.append("timestamp not RFC 3339 with a zone")
             if not audit.field(run, e, "source"):
                 wrong.append("no source")
@@ -431,7 +292,7 @@ def failures_audited_and_alerted(run: Run) -> Outcome:
     start = dt.datetime.now(dt.timezone.utc)
     results = send(
         run,
-        [Probe("forged-sub token", base.method.path, (base.request,), None, bearer(token))] * burst,
+        [Call("forged-sub token", base.method.path, (base.request,), None, bearer(token))] * burst,
     )
     throttled = any(r.code == grpc.StatusCode.RESOURCE_EXHAUSTED for _, r in results)
     got, problem = audit.wait_for(run, [r.request_id for _, r in results])
@@ -467,7 +328,7 @@ def failures_audited_and_alerted(run: Run) -> Outcome:
             )
         )
     else:
-        seen, problem = _wait_alert(run, alert_type, start - dt.timedelta(seconds=60))
+        seen, problem = wait_alert(run, alert_type, start - dt.timedelta(seconds=60))
         observations.append(
             Observation(
                 "burst of failed authentications",
@@ -480,30 +341,6 @@ def failures_audited_and_alerted(run: Run) -> Outcome:
     return Outcome.from_observations(
         control, observations, passed="refusals audited, forged actors not believed, bursts alerted"
     )
-
-
-def _wait_alert(run: Run, alert_type: str, since: dt.datetime) -> tuple[bool, str]:
-    """Whether an ``alert_type`` event appears; a problem when the source cannot be read."""
-    deadline = time.monotonic() + float(run.config.get("audit.alert_timeout_s", 30))
-    source = run.config.get("audit.alert_source") or run.config.get("audit.source")
-    while True:
-        chunks, problem = audit.read_raw(source)
-        if problem:
-            return False, problem
-        for _, blob in chunks:
-            for line in blob.decode("utf-8", "replace").split("\n"):
-                if alert_type not in line:
-                    continue
-                try:
-                    event = json.loads(line)
-                except ValueError:
-                    continue
-                ts = _rfc3339(audit.field(run, event, "timestamp"))
-                if alert_type in event.values() and (ts is None or ts >= since):
-                    return True, ""
-        if time.monotonic() >= deadline:
-            return False, ""
-        time.sleep(0.1)
 
 
 # -- AUDIT-004 ----------------------------------------------------------------------------
@@ -542,7 +379,7 @@ def timestamps_accurate(run: Run) -> Outcome:
     for r in results:
         evs = events.get(r.request_id) or []
         raw = audit.field(run, evs[0], "timestamp") if evs else None
-        ts = _rfc3339(raw)
+        ts = rfc3339(raw)
         if ts is None:
             observations.append(
                 Observation(
@@ -589,7 +426,8 @@ def timestamps_accurate(run: Run) -> Outcome:
 # -- AUDIT-005 / 006: chain and growth ----------------------------------------------------
 
 
-def _chain_problems(run: Run, events: tuple[dict[str, Any], ...]) -> list[str]:
+def chain_problems(run: Run, events: tuple[dict[str, Any], ...]) -> list[str]:
+    """What breaks the hash chain of ``events`` under ``audit.hash_chain``, in words."""
     spec = run.config.table("audit.hash_chain")
     seq_f, prev_f, hash_f = (
         spec.get("seq_field", "seq"),
@@ -638,7 +476,7 @@ def _growth(run: Run) -> tuple[audit.Events, audit.Events, int]:
                 base.principal
             ]
             probes = [
-                Probe("audited call", base.method.path, (base.request,), callers[i % len(callers)])
+                Call("audited call", base.method.path, (base.request,), callers[i % len(callers)])
                 for i in range(50)
             ]  # spread over identities, so per-identity rate limits do not slow this down
             sent = [r for _, r in send(run, probes)]
@@ -669,7 +507,7 @@ def hash_chain(run: Run) -> Outcome:
     if before.problem or after.problem:
         return Outcome.inconclusive(control, before.problem or after.problem)
     hash_f = run.config.table("audit.hash_chain").get("hash_field", "hash")
-    problems = _chain_problems(run, after.events)
+    problems = chain_problems(run, after.events)
     observations = [
         Observation(
             f"hash chain over {len(after.events)} records",
@@ -769,254 +607,4 @@ def append_only(run: Run) -> Outcome:
         )
     return Outcome.from_observations(
         control, observations, passed="the log only grew during the run"
-    )
-
-
-# -- REDACT-* -----------------------------------------------------------------------------
-
-
-def _settle(run: Run, planted: list[Planted]) -> None:
-    """Wait until the planted calls are audited (logs are written by then), once per run."""
-
-    def compute() -> bool:
-        if run.config.get("audit.source") is not None:
-            audit.wait_for(run, [p.result.request_id for p in planted])
-        else:
-            time.sleep(min(float(run.config.get("audit.delivery_timeout_s", 30)), 5.0))
-        time.sleep(0.2)
-        return True
-
-    run.memo("canary-settled", compute)
-
-
-def _hits_outcome(
-    control_id: str,
-    hits: list[Hit],
-    observations: list[Observation],
-    severity: Severity,
-    passed: str,
-    allowed: set[str] | None = None,
-) -> Outcome:
-    control = CATALOGUE[control_id]
-    for h in hits:
-        if allowed and h.category in allowed:
-            continue
-        status = Status.FAIL if h.strong else Status.WARN
-        observations.append(
-            Observation(
-                "canary search",
-                h.describe(),
-                "no canary",
-                status,
-                severity if h.strong else Severity.LOW,
-            )
-        )
-    return Outcome.from_observations(control, observations, passed=passed)
-
-
-def _sinks(run: Run) -> list[tuple[str, bytes]] | str:
-    sinks = run.config.get("logs.sinks") or []
-    allowed = set(run.config.str_list("logs.allowed_phi_sinks"))
-    chunks: list[tuple[str, bytes]] = []
-    for sink in sinks:
-        if str(sink) in allowed:
-            continue
-        got, problem = audit.read_raw(sink, "logs.sinks entry")
-        if problem:
-            return problem
-        chunks += got
-    return chunks
-
-
-@check("REDACT-001")
-def no_phi_in_logs(run: Run) -> Outcome:
-    """Safe Harbor canaries never reach application logs.
-
-    Canary values go into every ``phi.field_paths`` field of each ``phi.methods`` entry
-    in a valid, an invalid and a refused request. After ``audit.delivery_timeout_s``, every
-    ``logs.sinks`` entry (files, globs, commands) except ``logs.allowed_phi_sinks`` is
-    searched in every encoding. A hit is FAIL (critical), reported by category, encoding,
-    location and line hash; a weak category (zip, dates) alone on its line is WARN.
-    """
-    control = CATALOGUE["REDACT-001"]
-    if not run.config.get("logs.sinks"):
-        return Outcome.skip(control, "no logs.sinks declared")
-    planted, notes = planted_calls(run)
-    if not planted:
-        return Outcome.skip(control, "no canary could be planted (phi.methods, phi.field_paths)")
-    _settle(run, planted)
-    chunks = _sinks(run)
-    if isinstance(chunks, str):
-        return Outcome.inconclusive(control, chunks)
-    c = canaries(run)
-    hits = [h for source, blob in chunks for h in c.scan(blob, source)]
-    observations = [
-        *notes,
-        Observation(
-            f"{len(chunks)} log source(s), {sum(len(b) for _, b in chunks)} bytes",
-            f"{len(hits)} hit(s)",
-            "no canary",
-            Status.PASS if not hits else Status.FAIL,
-        ),
-    ]
-    return _hits_outcome(
-        "REDACT-001", hits, observations, Severity.CRITICAL, "no canary in any log sink"
-    )
-
-
-@check("REDACT-002")
-def no_phi_in_audit(run: Run) -> Outcome:
-    """Audit records hold references, not PHI values.
-
-    After the canary calls, the audit source is searched for every canary, in every
-    encoding. Categories in ``audit.allowed_identifiers`` (an opaque ID, a tokenised MRN)
-    may appear; names, SSNs, dates, contact data and the like are FAIL (high).
-    """
-    control = CATALOGUE["REDACT-002"]
-    if run.config.get("audit.source") is None:
-        return Outcome.skip(control, "no audit.source declared")
-    planted, notes = planted_calls(run)
-    if not planted:
-        return Outcome.skip(control, "no canary could be planted (phi.methods, phi.field_paths)")
-    audit.wait_for(run, [p.result.request_id for p in planted])
-    chunks, problem = audit.read_raw(run.config.get("audit.source"))
-    if problem:
-        return Outcome.inconclusive(control, problem)
-    c = canaries(run)
-    hits = [h for source, blob in chunks for h in c.scan(blob, source)]
-    allowed = set(run.config.str_list("audit.allowed_identifiers"))
-    observations = [
-        *notes,
-        Observation(
-            "audit events searched",
-            f"{len([h for h in hits if h.category not in allowed])} hit(s)",
-            "no canary",
-            Status.PASS,
-        ),
-    ]
-    return _hits_outcome(
-        "REDACT-002", hits, observations, Severity.HIGH, "audit events hold no canary", allowed
-    )
-
-
-def _surfaces(result: CallResult) -> list[tuple[str, bytes]]:
-    out = [("status message", result.details.encode())]
-    for key, value in (*result.initial_metadata, *result.trailing_metadata):
-        if key == "grpc-status-details-bin" and isinstance(value, bytes):
-            out.append(("status details (raw)", value))
-            try:
-                for d in status_pb2.Status.FromString(value).details:
-                    out.append((f"status detail {d.type_url.rsplit('/', 1)[-1]}", d.value))
-            except DecodeError:
-                pass
-        else:
-            out.append(
-                (f"metadata {key}", value if isinstance(value, bytes) else str(value).encode())
-            )
-    return out
-
-
-@check("REDACT-003")
-def no_phi_in_errors(run: Run) -> Outcome:
-    """Errors, status details and response metadata carry no PHI.
-
-    For every canary call (valid, invalid, refused): the status message, the decoded
-    ``grpc-status-details-bin`` (every detail) and all initial and trailing metadata are
-    searched for every canary. Field paths may be named, values may not: a hit is FAIL
-    (high), critical when a refused call echoes it.
-    """
-    control = CATALOGUE["REDACT-003"]
-    planted, notes = planted_calls(run)
-    if not planted:
-        return Outcome.skip(control, "no canary could be planted (phi.methods, phi.field_paths)")
-    c = canaries(run)
-    observations = list(notes)
-    for p in planted:
-        if p.kind == "token":
-            continue
-        hits = [h for where, blob in _surfaces(p.result) for h in c.scan(blob, where)]
-        sev = Severity.CRITICAL if p.kind == "denied" else Severity.HIGH
-        if not hits:
-            observations.append(
-                Observation(
-                    f"{p.probe.label} ({p.kind})",
-                    p.result.status,
-                    "no canary in message, details or metadata",
-                    Status.PASS,
-                    None,
-                    p.result.request_id,
-                )
-            )
-        for h in hits:
-            observations.append(
-                Observation(
-                    f"{p.probe.label} ({p.kind})",
-                    f"{p.result.status}; {h.describe()}",
-                    "no canary in message, details or metadata",
-                    Status.FAIL if h.strong else Status.WARN,
-                    sev,
-                    p.result.request_id,
-                )
-            )
-    return Outcome.from_observations(
-        control, observations, passed="no canary in any error, detail or metadata"
-    )
-
-
-@check("REDACT-004")
-def no_secrets_in_logs(run: Run) -> Outcome:
-    """Credentials and secrets never logged.
-
-    Every ``logs.sinks`` entry and the audit source are searched for every bearer token
-    the run used (whole, and its signature segment alone) and for the canary JWT sent as a
-    credential (its payload carries the canary nonce). A ``kid``, ``jti`` or token hash may
-    appear; a token may not.
-    """
-    control = CATALOGUE["REDACT-004"]
-    sources: list[tuple[str, bytes]] = []
-    sinks = _sinks(run) if run.config.get("logs.sinks") else []
-    if isinstance(sinks, str):
-        return Outcome.inconclusive(control, sinks)
-    sources += sinks
-    chunks, problem = audit.read_raw(run.config.get("audit.source"))
-    if not problem:
-        sources += chunks
-    if not sources:
-        return Outcome.skip(control, "no logs.sinks or audit.source to search")
-    planted, _ = planted_calls(run)
-    secrets = {f"{p.name}'s token": p.token() for p in run.principals.values() if p.has_token}
-    for p in planted:
-        if p.kind == "token":
-            secrets["the canary JWT"] = str(p.probe.metadata[0][1]).removeprefix("Bearer ")
-    _settle(run, planted)
-    sinks_now = _sinks(run) if run.config.get("logs.sinks") else []
-    if isinstance(sinks_now, list):
-        sources = sinks_now + (chunks if not problem else [])
-    observations = []
-    for label, token in secrets.items():
-        signature = token.rsplit(".", 1)[-1]
-        for name, blob in sources:
-            text = blob.decode("utf-8", "replace")
-            for what, needle in (("token", token), ("signature segment", signature)):
-                if len(needle) >= 16 and needle in text:
-                    line = text.count("\n", 0, text.index(needle)) + 1
-                    observations.append(
-                        Observation(
-                            f"{label} ({what})",
-                            f"found at {name}:{line}",
-                            "never logged",
-                            Status.FAIL,
-                            Severity.HIGH,
-                        )
-                    )
-    observations.append(
-        Observation(
-            f"{len(secrets)} token(s) searched in {len(sources)} source(s)",
-            "searched",
-            "no token",
-            Status.PASS,
-        )
-    )
-    return Outcome.from_observations(
-        control, observations, passed="no token in any log or audit record"
     )

@@ -1,4 +1,4 @@
-"""Stream, mutation and break-glass controls (AUTHN-009, AUTHZ-003, AUTHZ-004, AUTHZ-005).
+"""Authorization controls (AUTHZ-*): the RBAC matrix, objects, writes, streams, break-glass.
 
 IDs are swapped in request templates as JSON strings (an own ID for a foreign, sandbox or
 wildcard one), and responses are judged by decoding them with the descriptors, so the
@@ -7,11 +7,6 @@ checks need no knowledge of the target's field names beyond its config.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
-from typing import Any
-
 import grpc
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
@@ -19,22 +14,22 @@ from google.protobuf.message import DecodeError
 from harness import audit
 from harness.catalogue import CATALOGUE, Severity
 from harness.channels import CallResult
-from harness.checks import check, warmup
-from harness.checks._calls import (
-    Probe,
+from harness.checks import check
+from harness.oracles import refused
+from harness.outcome import Observation, Outcome, Status
+from harness.plans.calls import (
+    Call,
     bearer,
     marked,
     named_id,
     policy_or_skip,
-    refused,
     send,
     set_path,
     strings_in,
     swap_id,
     template_text,
 )
-from harness.checks.access import Base, bases
-from harness.outcome import Observation, Outcome, Status
+from harness.plans.tokens import authz_matrix_calls, run_nonce
 from harness.policy import Policy
 from harness.principals import principals_from
 from harness.run import Run
@@ -51,152 +46,219 @@ def _foreign_ids_in(policy: Policy, path: str, result: CallResult, foreign: set[
     return leaked
 
 
-# -- AUTHN-009 --------------------------------------------------------------------------
+# -- AUTHZ-001 --------------------------------------------------------------------------
 
 
-@check("AUTHN-009")
-def streams_end_at_expiry(run: Run) -> Outcome:
-    """Long-lived streams end when the credential expires (automatic logoff).
+@check("AUTHZ-001")
+def rbac_matrix(run: Run) -> Outcome:
+    """Deny-by-default RBAC matrix per method.
 
-    For each ``auth.stream_methods`` entry, a principal allowed on it opens the stream
-    (``auth.stream_templates``, else the request template) with a token that has a few
-    seconds of life left: minted with the issuer key, or its own token when its remaining
-    life is within ``auth.max_wait_s``. Bidi streams get the template again every second.
-    The stream must end UNAUTHENTICATED by ``exp + auth.clock_skew_s +
-    auth.stream_grace_s`` and deliver nothing after ``exp + skew``, as the client sees it
-    less the stream's own transit time (twice its first message's latency, 0.25-1 s).
-    Most of it is waiting for the token to expire, so it starts in the background once
-    the run's other early work (scan, input generation) is done.
+    One call per (declared method, principal) with its template. Pairs the matrix does not
+    allow must get PERMISSION_DENIED and no data (OK or data is critical, UNAUTHENTICATED
+    for a valid identity is FAIL (low)); allowed pairs must get neither PERMISSION_DENIED
+    nor UNAUTHENTICATED; a method without a matrix entry is a "policy gap" FAIL.
     """
-    return _expiring_streams(run)
-
-
-@warmup("AUTHN-009", late=True)
-def _expiring_streams(run: Run) -> Outcome:
-    return run.memo("authn-009", lambda: _open_expiring_streams(run))
-
-
-def _open_expiring_streams(run: Run) -> Outcome:
-    control = CATALOGUE["AUTHN-009"]
-    methods = run.config.str_list("auth.stream_methods")
-    if not methods:
-        return Outcome.skip(control, "no auth.stream_methods declared")
-    policy = policy_or_skip(run, "AUTHN-009")
+    control = CATALOGUE["AUTHZ-001"]
+    if not run.config.table("auth.rbac_matrix"):
+        return Outcome.skip(control, "no auth.rbac_matrix declared")
+    policy = policy_or_skip(run, "AUTHZ-001")
     if isinstance(policy, Outcome):
         return policy
-    found, why = bases(run)
+    calls = authz_matrix_calls(run)
+    if isinstance(calls, str):
+        return Outcome.skip(control, calls)
     observations = []
-    for path in methods:
-        allowed = policy.allowed(path) or frozenset()
-        base = next((b for b in found if b.principal.name in allowed and b.accepted), None)
-        if base is None:
+    gaps = {m.path for m in policy.protected() if policy.allowed(m.path) is None}
+    for path in sorted(gaps):
+        observations.append(
+            Observation(
+                f"matrix entry for {path}",
+                "none",
+                "an explicit entry (policy gap)",
+                Status.FAIL,
+                Severity.HIGH,
+            )
+        )
+    for probe, result in calls:
+        allowed = policy.allowed(probe.method)
+        if allowed is None:
+            continue
+        if probe.principal is not None and probe.principal.name in allowed:
+            ok = result.code not in (
+                grpc.StatusCode.PERMISSION_DENIED,
+                grpc.StatusCode.UNAUTHENTICATED,
+            )
+            status = Status.PASS if ok else Status.FAIL
+            if result.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                status = Status.INCONCLUSIVE
             observations.append(
                 Observation(
-                    path, "not sent", "an allowed principal with a working JWT", Status.SKIP
+                    f"{probe.label} (allowed) -> {probe.method}",
+                    result.summary(),
+                    "neither PERMISSION_DENIED nor UNAUTHENTICATED",
+                    status,
+                    Severity.HIGH,
+                    result.request_id,
+                )
+            )
+        else:
+            observations.append(
+                refused(
+                    Call(f"{probe.label} (not allowed)", probe.method, probe.requests),
+                    result,
+                    expected=(grpc.StatusCode.PERMISSION_DENIED,),
+                    low=(grpc.StatusCode.UNAUTHENTICATED,),
+                )
+            )
+    return Outcome.from_observations(
+        control, observations, passed="every (method, principal) pair matched the declared matrix"
+    )
+
+
+# -- AUTHZ-002 --------------------------------------------------------------------------
+
+
+@check("AUTHZ-002")
+def object_level(run: Run) -> Outcome:
+    """Object-level authorization: another patient's records stay out of reach.
+
+    For each principal with ``authz.foreign_ids``: every method it may call whose template
+    names one of its ``authz.own_ids`` is called with each foreign ID instead, and with an
+    ID that does not exist. Foreign IDs must get PERMISSION_DENIED (or, with
+    ``authz.existence_hiding``, NOT_FOUND exactly like the nonexistent ID) and never data.
+    Streaming and list methods are called with their template and every response is
+    decoded: no foreign ID may appear in it. Writes are skipped unless mutations are
+    allowed.
+    """
+    import json
+
+    control = CATALOGUE["AUTHZ-002"]
+    own, foreign = run.config.table("authz.own_ids"), run.config.table("authz.foreign_ids")
+    if not foreign:
+        return Outcome.skip(control, "no authz.foreign_ids (and authz.own_ids) declared")
+    policy = policy_or_skip(run, "AUTHZ-002")
+    if isinstance(policy, Outcome):
+        return policy
+    hiding = bool(run.config.get("authz.existence_hiding", False))
+    templates = run.config.table("schema.request_templates")
+    nonce = run_nonce(run)
+    observations: list[Observation] = []
+    pending: list[tuple[str, Call, set[str]]] = []
+    for name, foreign_ids in foreign.items():
+        principal = run.principal(name)
+        if principal is None:
+            observations.append(
+                Observation(
+                    f"objects of {name}", "not sent", f"auth.principals.{name}", Status.SKIP
                 )
             )
             continue
-        first = _expiring_stream(run, policy, path, base)
-        if first.marginal:
-            # Messages less than a second past the line, or an end that missed the deadline
-            # with nothing late, are what a loaded host does to an honest server too: they
-            # count only when a second stream, with a fresh token, fails again.
-            again = _expiring_stream(run, policy, path, base)
-            note = f"; a first stream showed {first.observation.observed}"
-            first = again if again.observation.status is not Status.PASS else again.noting(note)
-        observations.append(first.observation)
-    if not observations:
-        return Outcome.skip(control, why)
-    return Outcome.from_observations(
-        control, observations, passed="streams end when their credential expires"
-    )
-
-
-@dataclass(frozen=True)
-class _Stream:
-    """One expiring stream's verdict, and whether it was within a loaded host's noise."""
-
-    observation: Observation
-    marginal: bool = False
-
-    def noting(self, note: str) -> _Stream:
-        return _Stream(replace(self.observation, observed=self.observation.observed + note))
-
-
-def _expiring_stream(run: Run, policy: Policy, path: str, base: Base) -> _Stream:
-    skew = int(run.config.get("auth.clock_skew_s", 60))
-    grace = int(run.config.get("auth.stream_grace_s", 60))
-    max_wait = float(run.config.get("auth.max_wait_s", 120))
-    keys = run.issuer_keys()
-    now = time.time()
-    if keys.private_key is not None:
-        token, exp = base.expiring(keys, 1)
-    else:
-        exp = int(base.token.claims.get("exp", 0))
-        token = base.principal.token()
-    wait = exp + skew + grace - now
-    if wait > max_wait:
-        return _Stream(
-            Observation(
-                path,
-                f"token expires in {exp - now:.0f} s",
-                f"a token that expires within auth.max_wait_s ({max_wait:g} s), "
-                "or auth.issuer_private_key",
-                Status.SKIP,
+        for m in policy.protected():
+            if name not in (policy.allowed(m.path) or ()):
+                continue
+            if policy.is_write(m.path) and not policy.allow_mutations:
+                continue
+            template = templates.get(m.path)
+            text = (
+                template if isinstance(template, str) else json.dumps(template) if template else ""
             )
+            named = [i for i in own.get(name, []) if json.dumps(i) in text]
+            if named:
+                mine = json.dumps(named[0])
+                for fid in foreign_ids:
+                    request = policy.catalogue.request_bytes(
+                        m.path, text.replace(mine, json.dumps(fid))
+                    )
+                    pending.append(
+                        (
+                            "foreign",
+                            Call(f"{name} asks for foreign {fid}", m.path, (request,), principal),
+                            set(foreign_ids),
+                        )
+                    )
+                request = policy.catalogue.request_bytes(
+                    m.path, text.replace(mine, json.dumps(f"nonexistent-{nonce}"))
+                )
+                pending.append(
+                    (
+                        "absent",
+                        Call(f"{name} asks for a nonexistent ID", m.path, (request,), principal),
+                        set(),
+                    )
+                )
+            elif m.server_streaming:
+                request = policy.request(run, m.path)
+                pending.append(
+                    (
+                        "listing",
+                        Call(f"{name} lists", m.path, (request,), principal),
+                        set(foreign_ids),
+                    )
+                )
+    results = send(run, [p for _, p, _ in pending])
+    absent = {
+        p.method: r
+        for (kind, _, _), (p, r) in zip(pending, results, strict=True)
+        if kind == "absent"
+    }
+    for (kind, _, foreign_set), (probe, result) in zip(pending, results, strict=True):
+        where = f"{probe.label} -> {probe.method}"
+        if kind == "foreign":
+            twin = absent.get(probe.method)
+            hidden = (
+                hiding
+                and result.code == grpc.StatusCode.NOT_FOUND
+                and twin is not None
+                and (twin.code, twin.details) == (result.code, result.details)
+            )
+            if result.responses or result.code == grpc.StatusCode.OK:
+                status, sev = Status.FAIL, Severity.CRITICAL
+            elif result.code == grpc.StatusCode.PERMISSION_DENIED or hidden:
+                status, sev = Status.PASS, None
+            else:
+                status, sev = Status.FAIL, Severity.HIGH
+            expected = (
+                "PERMISSION_DENIED (7)"
+                + (", or NOT_FOUND (5) exactly as for a nonexistent ID" if hiding else "")
+                + ", no data"
+            )
+            observations.append(
+                Observation(where, result.summary(), expected, status, sev, result.request_id)
+            )
+        elif kind == "listing":
+            cls = policy.catalogue.message_class(policy.catalogue.method(probe.method).output_type)
+            leaked: set[str] = set()
+            undecodable = 0
+            for blob in result.responses:
+                try:
+                    decoded = cls.FromString(blob)
+                except DecodeError:  # undecodable: no evidence either way; counted below
+                    undecodable += 1
+                    continue
+                leaked |= strings_in(decoded) & foreign_set
+            status = Status.FAIL if leaked else Status.INCONCLUSIVE if undecodable else Status.PASS
+            observed = result.summary() + (
+                f"; foreign IDs returned: {', '.join(sorted(leaked))}" if leaked else ""
+            )
+            if undecodable:
+                observed += (
+                    f"; {undecodable} response(s) did not decode as {cls.DESCRIPTOR.full_name}"
+                )
+            observations.append(
+                Observation(
+                    where,
+                    observed,
+                    "no foreign ID in any response",
+                    status,
+                    Severity.CRITICAL if leaked else None,
+                    result.request_id,
+                )
+            )
+    if not pending and not observations:
+        return Outcome.skip(
+            control, "no allowed method names an own ID in its template, and none lists records"
         )
-    method = policy.catalogue.method(path)
-    request = policy.catalogue.request_bytes(
-        path, template_text(run, path, "auth.stream_templates")
-    )
-    requests: Any = (request,)
-    if method.client_streaming:
-        requests = _every_second(request, wait)
-    started = time.time()
-    result = run.call(
-        path, requests, extra_metadata=bearer(token), timeout=wait + 1, max_responses=100_000
-    )
-    # Arrival times are the client's: a message the server sent just before exp + skew can
-    # land just after it on a loaded host. Allow for the transit time this stream showed
-    # on its first message (0.25 s to 1 s).
-    transit = min(1.0, max(0.25, 2 * result.arrivals[0])) if result.arrivals else 0.25
-    line = exp + skew + transit
-    past = [started + t - line for t in result.arrivals if started + t > line]
-    where = f"{path} with a token expiring in {exp - now:.1f} s ({base.principal.name})"
-    expected = (
-        f"ends UNAUTHENTICATED (16) within exp + {skew + grace} s, "
-        f"nothing after exp + {skew} s (+ {transit:.2f} s transit)"
-    )
-    observed = f"{result.summary()}, {len(past)} message(s) after exp + skew"
-    if past:
-        observed += f" (the last {max(past):.2f} s past the line)"
-    ended = result.code == grpc.StatusCode.UNAUTHENTICATED
-    deadline = result.code == grpc.StatusCode.DEADLINE_EXCEEDED
-    # Late messages bunched within a second of the line, on a stream that did end, are what
-    # a starved client thread or server makes of an honest cadence (seen in CI: three
-    # messages, the last 0.10 s past the line): they count only if a second stream agrees.
-    marginal = (ended and max(past, default=0) < 1.0) or (deadline and not past)
-    if past or deadline:
-        status, sev = Status.FAIL, Severity.HIGH
-    elif ended:
-        status, sev = Status.PASS, None
-    elif result.code == grpc.StatusCode.OK and time.time() < exp:
-        status, sev = Status.INCONCLUSIVE, None
-        observed += (
-            " (the stream ended by itself before the token expired: "
-            "use a long-lived auth.stream_templates entry)"
-        )
-    else:
-        status, sev = Status.FAIL, Severity.MEDIUM
-    observation = Observation(where, observed, expected, status, sev, result.request_id)
-    return _Stream(observation, marginal=status is Status.FAIL and marginal)
-
-
-def _every_second(request: bytes, seconds: float) -> Iterator[bytes]:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        yield request
-        time.sleep(1.0)
+    return Outcome.from_observations(control, observations, passed="no foreign record reachable")
 
 
 # -- AUTHZ-003 --------------------------------------------------------------------------
@@ -282,7 +344,7 @@ def no_escalation_by_tampering(run: Run) -> Outcome:
             same = before.responses == after.responses and before.code == after.code
             observations.append(
                 refused(
-                    Probe("least-privileged attempts a denied write", w.path, ()),
+                    Call("least-privileged attempts a denied write", w.path, ()),
                     attempt,
                     expected=(grpc.StatusCode.PERMISSION_DENIED,),
                     low=(),
@@ -364,7 +426,7 @@ def per_message_authorization(run: Run) -> Outcome:
         return policy
     per_message = bool(run.config.get("authz.per_message_errors", False))
     observations = []
-    probes: list[tuple[str, Probe, set[str]]] = []
+    probes: list[tuple[str, Call, set[str]]] = []
     for name, foreign_ids in foreign.items():
         principal = run.principal(name)
         mine = own.get(name, [])
@@ -396,7 +458,7 @@ def per_message_authorization(run: Run) -> Outcome:
                 probes.append(
                     (
                         "stream",
-                        Probe(
+                        Call(
                             f"{name} sends own, foreign {foreign_ids[0]}, own",
                             path,
                             msgs,
@@ -409,7 +471,7 @@ def per_message_authorization(run: Run) -> Outcome:
                 probes.append(
                     (
                         "subscribe",
-                        Probe(
+                        Call(
                             f"{name} subscribes to foreign {foreign_ids[0]}",
                             path,
                             (build(path, swap_id(text, named, foreign_ids[0])),),
@@ -421,7 +483,7 @@ def per_message_authorization(run: Run) -> Outcome:
                 probes.append(
                     (
                         "subscribe",
-                        Probe(
+                        Call(
                             f"{name} subscribes to the wildcard",
                             path,
                             (build(path, swap_id(text, named, "*")),),
@@ -523,7 +585,7 @@ def break_glass(run: Run) -> Outcome:
         probes.append(
             (
                 kind,
-                Probe(
+                Call(
                     f"break-glass {kind} call for {foreign[0]}",
                     m.path,
                     (request,),

@@ -21,9 +21,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from harness.catalogue import CATALOGUE, Severity
 from harness.checks import check
-from harness.checks.transport import scan_error, tls_facts
 from harness.errors import HarnessError
 from harness.outcome import Observation, Outcome, Status
+from harness.plans.tls import scan_error, tls_facts
 from harness.policy import Policy
 from harness.principals import Principal
 from harness.run import Run

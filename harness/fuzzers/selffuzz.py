@@ -67,7 +67,7 @@ def _one_input(target: str) -> Callable[[bytes], None]:
     from grpc_reflection.v1alpha import reflection_pb2 as rpb
 
     from harness.audit import parse_events
-    from harness.checks.surface import revealed
+    from harness.checks.refl import revealed
     from harness.config import parse_config
     from harness.descriptors import MethodCatalogue, catalogue_from_bytes
     from harness.engine import surface_of

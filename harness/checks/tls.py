@@ -1,8 +1,9 @@
 """Transport controls: TLS-001 ... TLS-006.
 
-The facts come from one sslyze scan per run (:func:`tls_facts`), shared with the CERT and
-MTLS checks; ALPN, which sslyze does not test, is probed with Python's ``ssl``. An sslyze
-connectivity failure makes every observation that depends on it an ERROR, never a verdict.
+The facts come from one sslyze scan per run (:func:`harness.plans.tls.tls_facts`), shared
+with the CERT and MTLS checks; ALPN, which sslyze does not test, is probed with Python's
+``ssl``. An sslyze connectivity failure makes every observation that depends on it an
+ERROR, never a verdict.
 """
 
 from __future__ import annotations
@@ -15,100 +16,33 @@ from harness.catalogue import CATALOGUE, Severity
 from harness.checks import check, warmup
 from harness.errors import TargetError
 from harness.outcome import Observation, Outcome, Status
+from harness.plans.tls import SCANNED, early_scan, run_profile, scan_error, scanned, tls_facts
 from harness.run import Run
 from harness.tls import (
     LEGACY_VERSIONS,
     RECOMMENDED_GROUPS,
     Profile,
-    ScanTarget,
     Suite,
     TlsFacts,
     group_bits,
-    profile,
-    scan,
     suite_parts,
 )
 from harness.transport import (
     H2_PREFACE,
     PrefaceReply,
-    Transport,
     classify_reply,
     client_context,
     connect,
     probe_preface,
 )
 
+# Scan a TLS target while the gRPC controls run: handshakes only, no call is made.
+warmup(*SCANNED)(early_scan)
+
 _EXPECTED_H2C = (
     "closed connection, TLS alert, or an HTTP/1.x error: never a cleartext HTTP/2 SETTINGS frame"
 )
 _CRITICAL_MARKS = ("NULL", "anon", "EXPORT", "RC4", "DES")
-
-
-def tls_facts(run: Run) -> TlsFacts:
-    """The run's sslyze scan (made once, on first use or by :func:`_early_scan`)."""
-    assert run.spec.host is not None
-    assert run.spec.port is not None
-    target = ScanTarget(
-        host=run.spec.host,
-        port=run.spec.port,
-        server_name=run.endpoint.server_name,
-        ca_bundle=run.config.path("tls.ca_bundle"),
-        client_cert=run.config.path("mtls.client_cert"),
-        client_key=run.config.path("mtls.client_key"),
-        timeout_s=run.options.connect_timeout_s,
-    )
-    return run.memo("tls-facts", lambda: scan(target))
-
-
-#: The controls that judge the sslyze scan.
-SCANNED = (*(f"TLS-00{i}" for i in range(1, 7)), "CERT-001", "CERT-002", "CERT-003", "MTLS-001")
-
-
-@warmup(*SCANNED)
-def _early_scan(run: Run) -> None:
-    """Scan a TLS target while the gRPC controls run: handshakes only, no call is made."""
-    if run.endpoint.transport is Transport.TLS:
-        tls_facts(run)
-
-
-def run_profile(run: Run) -> Profile:
-    """The run's TLS profile with the config's CCM / FIPS adjustments."""
-    return profile(
-        run.options.profile,
-        allow_ccm=bool(run.config.get("tls.allow_ccm", False)),
-        fips_required=bool(run.config.get("tls.fips_required", False)),
-    )
-
-
-def not_tls(run: Run, control_id: str) -> Outcome | None:
-    """SKIP when the port is cleartext HTTP/2: TLS-001 fails it, nothing else to judge."""
-    if run.endpoint.transport.value == "tls":
-        return None
-    return Outcome.skip(
-        CATALOGUE[control_id], "the target serves cleartext HTTP/2 (TLS-001): no TLS to judge"
-    )
-
-
-def scanned(run: Run, control_id: str) -> TlsFacts | Outcome:
-    """The scan's facts, or the outcome that stands in for them.
-
-    That is SKIP on a cleartext port, and ERROR when sslyze could not scan.
-    """
-    if (skip := not_tls(run, control_id)) is not None:
-        return skip
-    facts = tls_facts(run)
-    if (error := scan_error(facts)) is not None:
-        return Outcome.from_observations(CATALOGUE[control_id], [error], passed="")
-    return facts
-
-
-def scan_error(facts: TlsFacts) -> Observation | None:
-    """An ERROR observation when sslyze could not scan at all."""
-    if not facts.problem:
-        return None
-    return Observation(
-        f"sslyze scan of {facts.target}", facts.problem, "a completed scan", Status.ERROR
-    )
 
 
 @check("TLS-001", needs_channel=False)

@@ -17,9 +17,10 @@ from google.rpc import status_pb2
 from harness.catalogue import CATALOGUE, Severity
 from harness.channels import CallResult, code_text
 from harness.checks import check
-from harness.checks._calls import Probe, bearer, send
-from harness.checks.access import Base, authn_basic_calls, authz_matrix_calls, bases
+from harness.oracles import LEAKS
 from harness.outcome import Observation, Outcome, Status
+from harness.plans.calls import Call, bearer, send
+from harness.plans.tokens import Base, authn_basic_calls, authz_matrix_calls, bases
 from harness.policy import Policy
 from harness.run import Run
 from harness.tokens import harness_key, sign, with_signature
@@ -31,46 +32,6 @@ _CLIENT_SIDE = {
     grpc.StatusCode.CANCELLED,
 }
 
-LEAKS: tuple[tuple[str, re.Pattern[str], Severity], ...] = (
-    (
-        "stack trace",
-        re.compile(r"Traceback \(most recent call last\)|File \"[^\"]+\.py\", line \d+"),
-        Severity.HIGH,
-    ),
-    ("stack trace", re.compile(r"\.go:\d+\b|goroutine \d+"), Severity.HIGH),
-    ("stack trace", re.compile(r"at [\w.$<>]+\([\w.]+\.(?:java|kt|scala):\d+\)"), Severity.HIGH),
-    (
-        "stack trace",
-        re.compile(r"at .+\(.+\.[cm]?[jt]s:\d+:\d+\)|\bat .+ in .+:line \d+"),
-        Severity.HIGH,
-    ),
-    (
-        "SQL",
-        re.compile(r"\bSELECT\b.*\bFROM\b|syntax error at or near|ORA-\d{5}|SQLSTATE", re.I),
-        Severity.MEDIUM,
-    ),
-    (
-        "absolute path",
-        re.compile(r"(?<![\w/.:-])/(?:[\w.@+-]+/){2,}[\w.@+-]*|\b[A-Za-z]:\\(?:[^\\\s]+\\)+"),
-        Severity.MEDIUM,
-    ),
-    (
-        "private address",
-        re.compile(
-            r"\b(?:10\.\d{1,3}\.\d{1,3}\.\d{1,3}|172\.(?:1[6-9]|2\d|3[01])\.\d{1,3}\.\d{1,3}|192\.168\.\d{1,3}\.\d{1,3})\b"
-        ),
-        Severity.MEDIUM,
-    ),
-    (
-        "version banner",
-        re.compile(
-            r"\b(?:grpc-(?:go|java|python|node|dotnet|c\+\+|ruby)|grpcio|CPython|OpenJDK"
-            r"|Node\.js|nginx|envoy|Werkzeug)[/ ]v?\d+(?:\.\d+)+",
-            re.I,
-        ),
-        Severity.MEDIUM,
-    ),
-)
 _DEBUG_INFO = "google.rpc.DebugInfo"
 _SERVER_BANNER = re.compile(r"\d+\.\d+")
 
@@ -79,7 +40,7 @@ def _all_calls(run: Run) -> list[CallResult]:
     """Every call of the run, after making sure AUTHN-001's and AUTHZ-001's calls exist."""
     authn_basic_calls(run)
     authz_matrix_calls(run)
-    from harness.checks.fuzz import fuzz_calls
+    from harness.plans.fuzzcases import fuzz_calls
 
     fuzz_calls(run)
     return run.calls()
@@ -129,8 +90,8 @@ def _dedicated_probes(run: Run) -> list[Observation]:
         )
     service = unary.service if unary else "grpc.health.v1.Health"
     probes = [
-        Probe("unknown service", "/hipaa.harness.v1.Probe/Nope", (b"",), least),
-        Probe(
+        Call("unknown service", "/hipaa.harness.v1.Probe/Nope", (b"",), least),
+        Call(
             "unknown method on a declared service",
             f"/{service}/Nope{run.options.seed % 1000}",
             (b"",),
@@ -140,10 +101,8 @@ def _dedicated_probes(run: Run) -> list[Observation]:
     if unary is not None:
         request = policy.request(run, unary.path) if policy else b""
         probes += [
-            Probe("two request messages to a unary method", unary.path, (request, request), least),
-            Probe(
-                "malformed protobuf bytes", unary.path, (b"\x0a\xff\xff\xff\xff\x0f\x12",), least
-            ),
+            Call("two request messages to a unary method", unary.path, (request, request), least),
+            Call("malformed protobuf bytes", unary.path, (b"\x0a\xff\xff\xff\xff\x0f\x12",), least),
         ]
     out = []
     for probe, result in send(run, probes):
@@ -259,7 +218,7 @@ def errors_sanitised(run: Run) -> Outcome:
     )
 
 
-def _failure_variants(run: Run, base: Base) -> list[Probe]:
+def _failure_variants(run: Run, base: Base) -> list[Call]:
     """Differently-wrong tokens that a server must refuse alike."""
     t = base.token
     from jwt.utils import base64url_decode
@@ -291,7 +250,7 @@ def _failure_variants(run: Run, base: Base) -> list[Probe]:
             ),
         ]
     return [
-        Probe(label, base.method.path, (base.request,), None, bearer(token))
+        Call(label, base.method.path, (base.request,), None, bearer(token))
         for label, token in probes
     ]
 

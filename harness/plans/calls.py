@@ -1,27 +1,24 @@
-"""Shared plumbing of the call-based checks: probes, fan-out, and the refusal oracle."""
+"""Shared plumbing of the call-based checks: calls to make, fan-out, request templates."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
 from google.protobuf import json_format
 
-from harness.catalogue import CATALOGUE, Severity
-from harness.channels import CallResult, code_text
-from harness.descriptors import is_repeated
-from harness.outcome import Observation, Outcome, Status
+from harness.catalogue import CATALOGUE
+from harness.channels import CallResult
+from harness.descriptors import MethodInfo, is_repeated
+from harness.outcome import Outcome
 from harness.policy import Policy
 from harness.principals import Principal
 from harness.run import Run
 
-_NO_DESCRIPTORS = "no method descriptors: {}"
-UNREACHED = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
-UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
-PERMISSION_DENIED = grpc.StatusCode.PERMISSION_DENIED
+#: Why a control that needs the target's methods did not run ({}: the catalogue's problem).
+NO_DESCRIPTORS = "no method descriptors: {}"
 
 
 #: Why a control that sends bursts or malformed transport traffic did not run.
@@ -34,7 +31,7 @@ def bearer(token: str) -> tuple[tuple[str, str], ...]:
 
 
 @dataclass(frozen=True)
-class Probe:
+class Call:
     """One call to make: what to send, and how to describe it in evidence."""
 
     label: str
@@ -45,10 +42,10 @@ class Probe:
     retry_exhausted: bool = True  # False where RESOURCE_EXHAUSTED is itself the answer
 
 
-def send(run: Run, probes: Sequence[Probe]) -> list[tuple[Probe, CallResult]]:
-    """Make every probe's call, concurrently over the run's channel, in order."""
+def send(run: Run, calls: Sequence[Call]) -> list[tuple[Call, CallResult]]:
+    """Make every call, concurrently over the run's channel, in order."""
 
-    def one(p: Probe) -> tuple[Probe, CallResult]:
+    def one(p: Call) -> tuple[Call, CallResult]:
         return p, run.call(
             p.method,
             p.requests,
@@ -57,44 +54,20 @@ def send(run: Run, probes: Sequence[Probe]) -> list[tuple[Probe, CallResult]]:
             retry_exhausted=p.retry_exhausted,
         )
 
-    return run.map(one, probes)
-
-
-def refused(
-    probe: Probe,
-    result: CallResult,
-    *,
-    expected: Iterable[grpc.StatusCode] = (UNAUTHENTICATED,),
-    low: Iterable[grpc.StatusCode] = (PERMISSION_DENIED,),
-    data_severity: Severity = Severity.CRITICAL,
-) -> Observation:
-    """Judge a call that must be refused: one of ``expected`` and no response message.
-
-    Data or OK is a FAIL at ``data_severity``; a code in ``low`` (right refusal, wrong
-    semantics) a FAIL (low); a call that never reached the service INCONCLUSIVE; any other
-    code (UNKNOWN, INTERNAL, INVALID_ARGUMENT: the request was processed) a FAIL at the
-    control's severity.
-    """
-    want = tuple(expected)
-    expect = " or ".join(code_text(c) for c in want) + " with no response message"
-    where = f"{probe.label} -> {probe.method}"
-    observed = result.summary()
-    if result.responses or result.code == grpc.StatusCode.OK:
-        return Observation(where, observed, expect, Status.FAIL, data_severity, result.request_id)
-    if result.code in want:
-        return Observation(where, observed, expect, Status.PASS, None, result.request_id)
-    if result.code in UNREACHED:
-        return Observation(where, observed, expect, Status.INCONCLUSIVE, None, result.request_id)
-    if result.code in tuple(low):
-        return Observation(where, observed, expect, Status.FAIL, Severity.LOW, result.request_id)
-    return Observation(where, observed, expect, Status.FAIL, None, result.request_id)
+    return run.map(one, calls)
 
 
 def policy_or_skip(run: Run, control_id: str) -> Policy | Outcome:
+    """The run's policy, or the SKIP of ``control_id`` that says why there is none."""
     policy = Policy.of(run)
     if policy is None:
-        return Outcome.skip(CATALOGUE[control_id], _NO_DESCRIPTORS.format(run.catalogue_problem()))
+        return Outcome.skip(CATALOGUE[control_id], NO_DESCRIPTORS.format(run.catalogue_problem()))
     return policy
+
+
+def read_methods(policy: Policy) -> list[MethodInfo]:
+    """Every protected method that does not write (the MIN and LIMIT controls read them)."""
+    return [m for m in policy.protected() if not policy.is_write(m.path)]
 
 
 def strings_in(message: Any) -> set[str]:
@@ -113,6 +86,7 @@ def strings_in(message: Any) -> set[str]:
 
 
 def template_text(run: Run, path: str, key: str = "schema.request_templates") -> str:
+    """The request template of ``path`` as JSON text (from ``key``, else the request ones)."""
     value = run.config.table(key).get(path)
     if value is None and key != "schema.request_templates":
         value = run.config.table("schema.request_templates").get(path)
@@ -122,10 +96,12 @@ def template_text(run: Run, path: str, key: str = "schema.request_templates") ->
 
 
 def swap_id(text: str, old: str, new: str) -> str:
+    """``text`` with the JSON string ``old`` replaced by ``new``."""
     return text.replace(json.dumps(old), json.dumps(new))
 
 
 def named_id(text: str, ids: list[str]) -> str | None:
+    """The first of ``ids`` that ``text`` names as a JSON string, if any."""
     return next((i for i in ids if json.dumps(i) in text), None)
 
 

@@ -20,9 +20,9 @@ from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsag
 
 from harness.catalogue import CATALOGUE, Severity
 from harness.checks import check
-from harness.checks.transport import run_profile, scanned, tls_facts
 from harness.history import HistoryError, first_seen
 from harness.outcome import Observation, Outcome, Status
+from harness.plans.tls import run_profile, scanned, tls_facts
 from harness.run import Run
 from harness.transport import client_context, connect
 
@@ -230,7 +230,7 @@ def server_identity(run: Run) -> Outcome:
     name = run.config.str_("tls.server_name") or run.spec.host
     sans = ", ".join(dns + ips) or "none"
     expected = f"a SAN matching {name} (RFC 6125, CN ignored)"
-    matched = any(_matches(pattern, name) for pattern in dns) or name in ips
+    matched = any(dns_name_matches(pattern, name) for pattern in dns) or name in ips
     observations = [
         Observation(
             "SAN vs tls.server_name",
@@ -259,7 +259,7 @@ def server_identity(run: Run) -> Outcome:
     )
 
 
-def _matches(pattern: str, host: str) -> bool:
+def dns_name_matches(pattern: str, host: str) -> bool:
     """RFC 6125 section 6.4 matching of one dNSName against a host name."""
     pattern, host = pattern.lower().rstrip("."), host.lower().rstrip(".")
     if pattern == host:

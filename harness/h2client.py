@@ -1,4 +1,6 @@
-"""A raw HTTP/2 client for FUZZ-003: gRPC requests no gRPC library will send, and bursts.
+"""A raw HTTP/2 client: gRPC requests no gRPC library will send, and bursts (FUZZ-003).
+
+The run's gRPC preflight and LIMIT-003's SETTINGS read use it too.
 
 The ``h2`` library keeps the connection state; header validation is switched off so that
 upper-case and malformed names go out as given. The one thing ``h2`` refuses to emit, a

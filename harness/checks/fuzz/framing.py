@@ -1,6 +1,6 @@
 """gRPC framing and HTTP/2 transport abuse (FUZZ-003), opt-in.
 
-A raw HTTP/2 client (:mod:`harness.h2abuse`) sends what gRPC libraries never send:
+A raw HTTP/2 client (:mod:`harness.h2client`) sends what gRPC libraries never send:
 requests with the wrong content type, impossible length prefixes, a compressed flag without
 an encoding, a bad ``grpc-timeout``, illegal metadata names; then bursts of rapid resets,
 PINGs, SETTINGS and a header block that never ends; and, when ``limits.max_idle_s`` is set,
@@ -23,10 +23,10 @@ import grpc
 
 from harness.catalogue import CATALOGUE, Severity
 from harness.checks import check
-from harness.checks._calls import TRANSPORT_ABUSE, policy_or_skip
 from harness.engine import surface_from
-from harness.h2abuse import H2Client, Reply, grpc_frame
+from harness.h2client import H2Client, Reply, grpc_frame
 from harness.outcome import Observation, Outcome, Status
+from harness.plans.calls import TRANSPORT_ABUSE, policy_or_skip
 from harness.run import Run
 
 #: Degradation is judged against max(2 x baseline p95, baseline p95 + this) [P]: on a
