@@ -16,12 +16,15 @@ class Defect:
 
     Attributes:
         name: What goes after ``+`` in a ``spawn:`` spec.
-        summary: What the defect does to the service.
+        summary: What the defect does to the service, in Markdown (the README's defect
+            tables are generated from it: ``python -m harness.generate``).
         trips: Control IDs that must FAIL when it is on (and no others).
         blinds: Control IDs the defect leaves the harness unable to judge (INCONCLUSIVE),
             each for a reason given in the summary.
         fuzz_budget_s: White-box fuzzing time the defect needs to be found, when more than
             the default (the detection matrix passes it as ``--hipaa-fuzz-budget``).
+        edge: A transport defect: the service is served through the TLS edge proxy of
+            ``targets/edge.py``, configured with this defect.
     """
 
     name: str
@@ -29,6 +32,7 @@ class Defect:
     trips: tuple[str, ...]
     blinds: tuple[str, ...] = ()
     fuzz_budget_s: float | None = None
+    edge: bool = False
 
 
 @dataclass(frozen=True)
@@ -71,8 +75,8 @@ REFERENCE = BundledTarget(
         ),
         Defect(
             "plaintext",
-            "the main port serves cleartext HTTP/2 (h2c) instead of TLS; with no TLS at all, "
-            "the other transport controls have nothing to judge (SKIP)",
+            "the main port serves cleartext HTTP/2 (h2c) instead of TLS (the other TLS, CERT and "
+            "MTLS controls then SKIP: nothing to judge)",
             ("TLS-001",),
             blinds=TLS_ONLY,
         ),
@@ -83,8 +87,9 @@ REFERENCE = BundledTarget(
         ),
         Defect(
             "no-auth",
-            "calls without credentials skip authentication and authorization "
-            "(fail-open interceptor), text/plain requests from a browser among them",
+            "calls without credentials skip authentication and authorization (fail-open "
+            "interceptor): white-box fuzzing reaches a handler without credentials (FUZZ-002), "
+            "and a cross-site `text/plain` request is served (FUZZ-003)",
             ("AUTHN-001", "FUZZ-002", "FUZZ-003"),
         ),
         Defect(
@@ -92,15 +97,25 @@ REFERENCE = BundledTarget(
             "missing or malformed credentials get PERMISSION_DENIED instead of UNAUTHENTICATED",
             ("AUTHN-001",),
         ),
-        Defect("alg-none", "tokens with alg none (any case) are accepted unsigned", ("AUTHN-002",)),
+        Defect(
+            "alg-none", "tokens with `alg: none` (any case) are accepted unsigned", ("AUTHN-002",)
+        ),
         Defect(
             "sig-cache",
             "signatures verified once are cached by signature alone, so changed claims pass "
             "(tampered claims, and mutated tokens that keep the signature)",
             ("AUTHN-001", "AUTHN-003"),
         ),
-        Defect("jwk-header", "a key embedded in the token's jwk header is trusted", ("AUTHN-004",)),
-        Defect("expired-ok", "exp is not enforced: expired tokens are accepted", ("AUTHN-005",)),
+        Defect(
+            "jwk-header", "a key embedded in the token's `jwk` header is trusted", ("AUTHN-004",)
+        ),
+        Defect("expired-ok", "`exp` is not enforced: expired tokens are accepted", ("AUTHN-005",)),
+        Defect(
+            "cache-outlives-exp",
+            "a token verified once stays accepted from the verification cache after it expires "
+            "(fresh expired tokens are still refused)",
+            ("AUTHN-005",),
+        ),
         Defect(
             "aud-ignored",
             "the audience is not checked: tokens for any resource pass",
@@ -113,8 +128,20 @@ REFERENCE = BundledTarget(
         ),
         Defect(
             "no-step-up",
-            "the privileged method accepts tokens without MFA evidence (amr)",
+            "the privileged method accepts tokens without MFA evidence (`amr`)",
             ("AUTHN-008",),
+        ),
+        Defect(
+            "stream-outlives-token",
+            "WatchPatient checks the credential only when the stream opens",
+            ("AUTHN-009",),
+        ),
+        Defect(
+            "stream-jitter",
+            "not a defect: the first stream to outlive its token sends one more message half "
+            "a second late, as a loaded host can make an honest server do; later streams end "
+            "on time",
+            (),
         ),
         Defect(
             "rbac-hole",
@@ -128,48 +155,19 @@ REFERENCE = BundledTarget(
             ("AUTHZ-002", "AUTHZ-004", "AUTHZ-005"),
         ),
         Defect(
-            "stream-outlives-token",
-            "WatchPatient checks the credential only when the stream opens",
-            ("AUTHN-009",),
-        ),
-        Defect(
-            "unbounded-streams",
-            "the server advertises no SETTINGS_MAX_CONCURRENT_STREAMS (grpcio's default): one "
-            "connection may open streams without limit",
-            ("LIMIT-003",),
-        ),
-        Defect(
-            "cache-outlives-exp",
-            "a token verified once stays accepted from the verification cache after it expires "
-            "(fresh expired tokens are still refused)",
-            ("AUTHN-005",),
-        ),
-        Defect(
-            "jwks-private",
-            "the issuer's published JWKS carries the signing key's private scalar (d)",
-            ("KEY-001",),
-        ),
-        Defect(
-            "stream-jitter",
-            "not a defect: the first stream to outlive its token sends one more message half "
-            "a second late, as a loaded host can make an honest server do; later streams end "
-            "on time",
-            (),
-        ),
-        Defect(
-            "stream-authz-once",
-            "ReadPatients authorizes only the first message of the stream",
-            ("AUTHZ-004",),
-        ),
-        Defect(
             "mass-assignment",
-            "callers may set managing_clinician, which the service owns",
+            "callers may set `managing_clinician`, which the service owns",
             ("AUTHZ-003",),
         ),
         Defect(
             "write-before-check",
             "a refused UpdatePatient is applied before the refusal",
             ("AUTHZ-003",),
+        ),
+        Defect(
+            "stream-authz-once",
+            "ReadPatients authorizes only the first message of the stream",
+            ("AUTHZ-004",),
         ),
         Defect(
             "silent-break-glass",
@@ -184,7 +182,7 @@ REFERENCE = BundledTarget(
         ),
         Defect(
             "forged-actor",
-            "events for refused tokens name the token's unverified sub as the actor",
+            "events for refused tokens name the token's unverified `sub` as the actor",
             ("AUDIT-003",),
         ),
         Defect(
@@ -237,25 +235,26 @@ REFERENCE = BundledTarget(
             "filters nested past 8 levels raise, unhandled (UNKNOWN)",
             ("FUZZ-001", "FUZZ-002", "ERR-002"),
         ),
-        Defect("hang-input", "a negative page_size blocks for 1.5 s", ("FUZZ-001",)),
+        Defect("hang-input", "a negative `page_size` blocks for 1.5 s", ("FUZZ-001",)),
+        Defect(
+            "tarpit",
+            "calls without credentials sleep 5 ms in grpcio's dispatch thread, where "
+            "interceptors run as HEADERS arrive: 500 rapid resets stall the service's methods "
+            "for 2.5 s (health, dispatched apart, stays fast)",
+            ("FUZZ-003",),
+        ),
         Defect(
             "deep-bug",
             "SearchPatients raises, unhandled, for one combination of two fields (page size "
             "7919 with sort by name): random generation practically never gets there; "
-            "coverage-guided white-box Atheris does",
+            "coverage-guided white-box Atheris finds it in 3 to 45 s",
             ("FUZZ-002",),
             fuzz_budget_s=60,
         ),
-        Defect(
-            "tarpit",
-            "calls without credentials are slowed 5 ms by a sleep in grpcio's dispatch thread, "
-            "which runs as soon as HEADERS arrive: a rapid-reset burst stalls every caller",
-            ("FUZZ-003",),
-        ),
-        Defect("mask-ignored", "GetPatient ignores read_mask", ("MIN-001",)),
+        Defect("mask-ignored", "GetPatient ignores `read_mask`", ("MIN-001",)),
         Defect(
             "overshare",
-            "billing also sees clinical notes and birth dates (with '*' or empty masks too)",
+            "billing also sees clinical notes and birth dates (with `*` or empty masks too)",
             ("MIN-001", "MIN-002"),
         ),
         Defect("raw-ssn", "SSNs go out in clear to every role", ("MIN-003",)),
@@ -268,6 +267,17 @@ REFERENCE = BundledTarget(
         ),
         Defect(
             "page-size-uncapped", "SearchPatients serves any page size asked for", ("LIMIT-003",)
+        ),
+        Defect(
+            "jwks-private",
+            "the issuer's published JWKS carries the signing key's private scalar `d`",
+            ("KEY-001",),
+        ),
+        Defect(
+            "unbounded-streams",
+            "the server advertises no HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS` (grpcio's "
+            "default): one connection may open streams without limit",
+            ("LIMIT-003",),
         ),
         Defect(
             "verbose-errors",
@@ -284,14 +294,16 @@ REFERENCE = BundledTarget(
             "edge",
             "served through a Python-ssl TLS edge proxy, configured as strictly as the service",
             (),
+            edge=True,
         ),
         Defect(
             "tls10",
             "the edge accepts TLS 1.0 and 1.1; TLS 1.0 has only CBC suites and OpenSSL cannot "
             "restrict a suite to one version, so TLS 1.2 accepts that CBC suite too",
             ("TLS-001", "TLS-003"),
+            edge=True,
         ),
-        Defect("cbc", "the edge accepts an ECDHE CBC suite under TLS 1.2", ("TLS-003",)),
+        Defect("cbc", "the edge accepts an ECDHE CBC suite under TLS 1.2", ("TLS-003",), edge=True),
         Defect(
             "no-pfs",
             "the edge (RSA certificate) accepts static RSA key exchange under TLS 1.2; "
@@ -299,38 +311,59 @@ REFERENCE = BundledTarget(
             "certificates, so TLS-006 is INCONCLUSIVE",
             ("TLS-004",),
             blinds=("TLS-006",),
+            edge=True,
         ),
-        Defect("no-tls13", "the edge stops at TLS 1.2", ("TLS-002",)),
-        Defect("no-alpn", "the edge does not negotiate ALPN", ("TLS-005",)),
-        Defect("expired-cert", "the edge's certificate expired ten days ago", ("CERT-003",)),
+        Defect("no-tls13", "the edge stops at TLS 1.2", ("TLS-002",), edge=True),
+        Defect("no-alpn", "the edge does not negotiate ALPN", ("TLS-005",), edge=True),
+        Defect(
+            "expired-cert", "the edge's certificate expired ten days ago", ("CERT-003",), edge=True
+        ),
         Defect(
             "wrong-san",
             "the edge's certificate names another host (wrong-host.hipaa.test)",
             ("CERT-002",),
+            edge=True,
         ),
-        Defect("long-lived-cert", "the edge's certificate is valid for 825 days", ("CERT-003",)),
-        Defect("weak-key", "the edge's certificate has an RSA 1024-bit key", ("CERT-001",)),
-        Defect("sha1-cert", "the edge's certificate is signed with SHA-1", ("CERT-001",)),
+        Defect(
+            "long-lived-cert",
+            "the edge's certificate is valid for 825 days",
+            ("CERT-003",),
+            edge=True,
+        ),
+        Defect(
+            "weak-key", "the edge's certificate has an RSA 1024-bit key", ("CERT-001",), edge=True
+        ),
+        Defect(
+            "sha1-cert",
+            "the edge's certificate is signed with SHA-1 (made by the OS `openssl` command: "
+            "`cryptography` refuses to)",
+            ("CERT-001",),
+            edge=True,
+        ),
         Defect(
             "client-cert-optional",
             "the edge asks for a client certificate but lets callers in without one",
             ("MTLS-001",),
+            edge=True,
         ),
         Defect(
             "no-client-auth",
             "the edge never asks for a client certificate, so a forged one is never checked "
             "and the calls it carries succeed",
             ("MTLS-001", "MTLS-002"),
-        ),
-        Defect(
-            "client-renegotiation",
-            "the edge accepts client-initiated TLS 1.2 renegotiation (a CPU-exhaustion lever)",
-            ("TLS-006",),
+            edge=True,
         ),
         Defect(
             "client-cert-expiry-unchecked",
             "the edge does not check client certificate validity dates",
             ("MTLS-002",),
+            edge=True,
+        ),
+        Defect(
+            "client-renegotiation",
+            "the edge accepts client-initiated TLS 1.2 renegotiation (a CPU-exhaustion lever)",
+            ("TLS-006",),
+            edge=True,
         ),
     ),
 )

@@ -276,25 +276,7 @@ def _allowlists(server: Any) -> dict[str, object]:
 CLIENT_IDENTITY = "svc-harness.reference.hipaa.test"
 
 #: Defects that put the TLS edge (targets/edge.py) in front of the service.
-EDGE_DEFECTS = frozenset(
-    {
-        "edge",
-        "tls10",
-        "cbc",
-        "no-pfs",
-        "no-tls13",
-        "no-alpn",
-        "expired-cert",
-        "wrong-san",
-        "long-lived-cert",
-        "weak-key",
-        "sha1-cert",
-        "client-cert-optional",
-        "no-client-auth",
-        "client-cert-expiry-unchecked",
-        "client-renegotiation",
-    }
-)
+EDGE_DEFECTS = frozenset(d.name for t in BUNDLED.values() for d in t.defects if d.edge)
 
 
 def _edge_variant(defects: frozenset[str], pki: Pki) -> tuple[EdgeSettings, Issued] | None:

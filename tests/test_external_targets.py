@@ -140,7 +140,7 @@ def test_abusive_controls_skip_without_their_opt_in(pytester):
     }
     assert "--hipaa-allow-transport-abuse" in skipped["test_LIMIT_002_rate_limits"]
     assert "--hipaa-allow-transport-abuse" in skipped["test_LIMIT_003_export_and_page_bounds"]
-    assert "--hipaa-allow-mutations" in skipped["test_AUTHZ_003_no_escalation_or_side_effects"]
+    assert "--hipaa-allow-mutations" in skipped["test_AUTHZ_003_no_escalation_by_tampering"]
     assert "--hipaa-allow-mutations" in skipped["test_MIN_004_cache_honours_updates"]
 
 
