@@ -22,10 +22,11 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from harness.catalogue import CATALOGUE
+from harness.catalogue import CATALOGUE, Severity
 from harness.errors import ConfigError
+from harness.outcome import Status
+from harness.reporting.model import AttestationRecord, ControlResult
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -124,38 +125,28 @@ def load_attestations(path: Path) -> dict[str, Attestation]:
 
 def attestation_results(
     attestations: dict[str, Attestation], today: dt.date
-) -> list[dict[str, Any]]:
+) -> list[ControlResult]:
     """One result per ATT control: ATTESTED with its details, or ATTESTATION MISSING."""
-    results: list[dict[str, Any]] = []
+    results: list[ControlResult] = []
     for control in CATALOGUE.attestations():
         att = attestations.get(control.id)
         problem = "no attestation given" if att is None else att.problem(today)
-        if problem:
+        if problem or att is None:
             results.append(
-                {
-                    "status": "ATTESTATION MISSING",
-                    "severity": "high",
-                    "summary": problem,
-                    "attestation": None,
-                }
+                ControlResult.of(
+                    control, Status.ATTESTATION_MISSING, problem, severity=Severity.HIGH
+                )
             )
-        else:
-            assert att is not None
-            results.append(
-                {
-                    "status": "ATTESTED",
-                    "severity": None,
-                    "summary": "attested, not independently verified by automated testing",
-                    "attestation": {
-                        "attested_by": att.attested_by,
-                        "role": att.role,
-                        "date": att.date.isoformat(),
-                        "valid_until": att.valid_until.isoformat(),
-                        "evidence": att.evidence,
-                        "evidence_sha256": att.evidence_sha256,
-                        "statement": att.statement,
-                    },
-                }
-            )
-        results[-1]["control"] = control.id
+            continue
+        record = AttestationRecord(
+            attested_by=att.attested_by,
+            role=att.role,
+            date=att.date.isoformat(),
+            valid_until=att.valid_until.isoformat(),
+            evidence=att.evidence,
+            evidence_sha256=att.evidence_sha256,
+            statement=att.statement,
+        )
+        said = "attested, not independently verified by automated testing"
+        results.append(ControlResult.of(control, Status.ATTESTED, said, attestation=record))
     return results

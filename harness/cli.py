@@ -15,11 +15,14 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness import __version__
 from harness.errors import HarnessError, UsageError
 from harness.target import parse_target
+
+if TYPE_CHECKING:
+    from harness.reporting.model import Results
 
 EXIT_OK, EXIT_USAGE = 0, 4
 
@@ -71,7 +74,7 @@ EXIT_FINDINGS = 1
 
 
 def _report_verify(directory: Path) -> int:
-    from harness.report import verify
+    from harness.reporting.bundle import verify
 
     if not directory.is_dir():
         raise UsageError(f"{directory}: no such directory")
@@ -82,35 +85,43 @@ def _report_verify(directory: Path) -> int:
     return EXIT_FINDINGS if problems else EXIT_OK
 
 
-def _load_results(directory: Path) -> dict[str, Any]:
+def _load_results(directory: Path) -> Results:
     import json
+
+    from harness.reporting.model import Results
 
     path = directory / "results.json"
     try:
-        data: dict[str, Any] = json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except FileNotFoundError:
         raise UsageError(f"{path}: not found (is {directory} an evidence bundle?)") from None
     except ValueError as exc:
         raise UsageError(f"{path}: not JSON ({exc})") from None
-    return data
+    try:
+        return Results.from_json(data)
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
+        raise UsageError(f"{path}: not a results.json I read ({exc})") from None
 
 
 def _report_diff(old: Path, new: Path) -> int:
-    from harness.report import diff
+    from harness.reporting.diff import diff
 
     before, after = _load_results(old), _load_results(new)
-    status = {c["id"]: c for c in after["controls"]}
-    status_before = {c["id"]: c for c in before["controls"]}
-    added, fixed, same = diff(before, after)
-    for cid in added:
-        c = status[cid]
-        print(f"NEW        {cid} {c['status']} {c['severity'] or ''}: {c['summary'][:160]}")
-    for cid in fixed:
-        print(f"FIXED      {cid} (was {status_before[cid]['status']})")
-    for cid in same:
-        print(f"UNCHANGED  {cid} {status[cid]['status']}")
-    print(f"{len(added)} new, {len(fixed)} fixed, {len(same)} unchanged finding(s)")
-    return EXIT_FINDINGS if added else EXIT_OK
+    changes = diff(before, after)
+    for cid in changes.new:
+        c = after.control(cid)
+        assert c is not None
+        severity = c.severity.value if c.severity else ""
+        print(f"NEW        {cid} {c.status.value} {severity}: {c.summary[:160]}")
+    for cid in changes.fixed:
+        was = before.control(cid)
+        print(f"FIXED      {cid} (was {was.status.value if was else '?'})")
+    for cid in changes.unchanged:
+        c = after.control(cid)
+        print(f"UNCHANGED  {cid} {c.status.value if c else '?'}")
+    counts = (len(changes.new), len(changes.fixed), len(changes.unchanged))
+    print("{} new, {} fixed, {} unchanged finding(s)".format(*counts))
+    return EXIT_FINDINGS if changes.new else EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,7 +15,6 @@ Heavy imports (grpc, protobuf) happen inside the fixtures, so loading pytest sta
 
 from __future__ import annotations
 
-import json
 import random
 import sys
 from collections.abc import Generator, Iterator
@@ -31,7 +30,9 @@ from harness.errors import HarnessError, UsageError
 from harness.target import TargetSpec, parse_target
 
 if TYPE_CHECKING:
+    from harness.attest import Attestation
     from harness.outcome import Outcome
+    from harness.reporting.model import ControlResult, RunInfo
     from harness.run import Run
 
 PROFILES = (
@@ -53,47 +54,47 @@ class _State:
     run: Run | None = None
     results: _Results = field(default_factory=lambda: _Results())
     report_dir: Path | None = None
-    attestations: dict[str, Any] | None = None
+    attestations: dict[str, Attestation] | None = None
     started: str = ""
 
 
 _STATE = pytest.StashKey[_State]()
 _OUTCOME = pytest.StashKey["Outcome"]()
+#: The control's result as JSON (:meth:`ControlResult.to_json`), redacted: what the teardown
+#: report carries to the xdist controller as ``hipaa_result``.
 _ROW = pytest.StashKey[dict[str, Any]]()
 
 
-def _row(
-    item: pytest.Item,
-    control_id: str,
-    status: str,
-    severity: str,
-    summary: str,
-    outcome: Outcome | None,
-) -> dict[str, Any]:
-    """The control's result as the report wants it, redacted where the tokens are known."""
-    from harness.outcome import outcome_dict
-    from harness.report import _redact_tree
+def _secrets(run: Run | None) -> tuple[str, ...]:
+    """The run's bearer tokens: redacted wherever they appear."""
+    if run is None:
+        return ()
+    return tuple(p.token() for p in run.principals.values() if p.has_token)
 
-    row: dict[str, Any] = outcome_dict(outcome) if outcome is not None else {"observations": []}
-    row.update(
-        {"control": control_id, "status": status, "severity": severity or None, "summary": summary}
-    )
-    row["tests"] = [item.nodeid]
+
+def _control_result(
+    item: pytest.Item, control_id: str, status: str, summary: str, outcome: Outcome | None
+) -> ControlResult:
+    """The test's result for its control, typed from the outcome, redacted.
+
+    The run's tokens are hashed and its canaries masked (a target may echo canaries
+    anywhere: evidence names categories only).
+    """
+    from harness.outcome import Status
+    from harness.reporting.model import ControlResult, catalogued
+    from harness.reporting.redact import redact
+
+    tests = (item.nodeid,)
+    if outcome is not None:
+        result = ControlResult.from_outcome(
+            outcome, tests=tests, status=Status(status), summary=summary
+        )
+    else:
+        result = ControlResult.of(catalogued(control_id), Status(status), summary, tests=tests)
     state = item.config.stash.get(_STATE, None)
     run = state.run if state is not None else None
-    secrets: tuple[str, ...] = ()
-    if run is not None:
-        row["run"] = {"address": run.spec.address, "transport": run.detected.note}
-        secrets = tuple(p.token() for p in run.principals.values() if p.has_token)
-    redacted: dict[str, Any] = _redact_tree(row, secrets)
-    if state is not None:  # a target may echo canaries anywhere: evidence names categories only
-        from harness.canary import CanarySet
-
-        masked: dict[str, Any] = json.loads(
-            CanarySet.for_seed(state.seed).mask(json.dumps(redacted))
-        )
-        return masked
-    return redacted
+    seed = state.seed if state is not None else None
+    return redact(result, _secrets(run), seed=seed)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -195,30 +196,9 @@ def pytest_configure(config: pytest.Config) -> None:
     explicit = config.getoption("hipaa_config")
     try:
         spec = parse_target(target) if target is not None else None
-        user_config = discover_config(Path(explicit) if explicit else None, config.rootpath)
-        if config.getoption("hipaa_allow_transport_abuse"):
-            flag = Config(
-                {"safety": {"allow_transport_abuse": True}}, ("--hipaa-allow-transport-abuse",)
-            )
-            user_config = user_config.overlay(flag)
-        if config.getoption("hipaa_allow_mutations"):
-            user_config = user_config.overlay(
-                Config({"safety": {"allow_mutations": True}}, ("--hipaa-allow-mutations",))
-            )
-        run_budget = config.getoption("hipaa_run_budget")
-        if run_budget is not None:
-            if run_budget <= 0:
-                raise UsageError(f"--hipaa-run-budget must be positive, got {run_budget:g}")
-            user_config = user_config.overlay(
-                Config({"safety": {"max_duration_s": run_budget}}, ("--hipaa-run-budget",))
-            )
-        budget = config.getoption("hipaa_fuzz_budget")
-        if budget is not None:
-            if budget < 0:
-                raise UsageError(f"--hipaa-fuzz-budget must not be negative, got {budget:g}")
-            user_config = user_config.overlay(
-                Config({"fuzz": {"atheris_seconds": budget}}, ("--hipaa-fuzz-budget",))
-            )
+        user_config = _with_flags(
+            config, discover_config(Path(explicit) if explicit else None, config.rootpath)
+        )
         report = config.getoption("hipaa_report") or user_config.get("evidence.dir")
         attestations = None
         if config.getoption("hipaa_attestations"):
@@ -238,6 +218,34 @@ def pytest_configure(config: pytest.Config) -> None:
         config.args[:] = [str(Path(suites.__file__).parent)]
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(), "hipaa-xdist")
+
+
+def _with_flags(config: pytest.Config, user_config: Config) -> Config:
+    """The config with the command line's ``--hipaa-allow-*`` and budget flags over it."""
+    if config.getoption("hipaa_allow_transport_abuse"):
+        flag = Config(
+            {"safety": {"allow_transport_abuse": True}}, ("--hipaa-allow-transport-abuse",)
+        )
+        user_config = user_config.overlay(flag)
+    if config.getoption("hipaa_allow_mutations"):
+        user_config = user_config.overlay(
+            Config({"safety": {"allow_mutations": True}}, ("--hipaa-allow-mutations",))
+        )
+    run_budget = config.getoption("hipaa_run_budget")
+    if run_budget is not None:
+        if run_budget <= 0:
+            raise UsageError(f"--hipaa-run-budget must be positive, got {run_budget:g}")
+        user_config = user_config.overlay(
+            Config({"safety": {"max_duration_s": run_budget}}, ("--hipaa-run-budget",))
+        )
+    budget = config.getoption("hipaa_fuzz_budget")
+    if budget is not None:
+        if budget < 0:
+            raise UsageError(f"--hipaa-fuzz-budget must not be negative, got {budget:g}")
+        user_config = user_config.overlay(
+            Config({"fuzz": {"atheris_seconds": budget}}, ("--hipaa-fuzz-budget",))
+        )
+    return user_config
 
 
 class _XdistHooks:
@@ -383,7 +391,9 @@ def pytest_runtest_makereport(
     if control_id is None:
         return report
     if report.when == "teardown":
-        report.hipaa_result = item.stash.get(_ROW, None)  # type: ignore[attr-defined]
+        row = item.stash.get(_ROW, None)
+        report.hipaa_result = row  # type: ignore[attr-defined]
+        report.hipaa_run = _endpoint(item.config) if row else None  # type: ignore[attr-defined]
         return report
     decided = (report.when == "setup" and not report.passed) or report.when == "call"
     if not decided:
@@ -398,47 +408,59 @@ def pytest_runtest_makereport(
         summary = ""
     if outcome is not None and report.when == "setup" and report.failed:
         summary = outcome.summary
-    severity = outcome.severity.value if outcome is not None and outcome.severity else ""
-    item.stash[_ROW] = _row(item, control_id, status, severity, summary, outcome)
+    result = _control_result(item, control_id, status, summary, outcome)
+    item.stash[_ROW] = result.to_json()
     # On the item, so the teardown report (which JUnit XML and xdist carry) has them.
     item.user_properties += [
         ("hipaa_control", control_id),
-        ("hipaa_status", status),
-        ("hipaa_severity", severity),
-        ("hipaa_summary", summary),
+        ("hipaa_status", result.status.value),
+        ("hipaa_severity", result.severity.value if result.severity else ""),
+        ("hipaa_summary", result.summary),
     ]
     return report
 
 
+def _endpoint(config: pytest.Config) -> dict[str, Any] | None:
+    """Where this process reached the target (:meth:`RunInfo.to_json`), for the controller."""
+    from harness.reporting.model import RunInfo
+
+    state = config.stash.get(_STATE, None)
+    if state is None or state.run is None:
+        return None
+    from harness.reporting.redact import redact
+
+    run = state.run
+    endpoint = RunInfo(address=run.spec.address, transport=run.detected.note)
+    return redact(endpoint, _secrets(run), seed=state.seed).to_json()
+
+
 class _Results:
-    """Per-session collector of control statuses; it sees xdist workers' reports too."""
+    """Per-session collector of control results; it sees xdist workers' reports too."""
 
     def __init__(self) -> None:
-        self.rows: list[tuple[str, str, str, str]] = []
-        self.details: list[dict[str, Any]] = []
+        self.controls: list[ControlResult] = []
+        self.endpoint: RunInfo | None = None
         self.bundle: Path | None = None
 
     @pytest.hookimpl
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        props = dict(report.user_properties)
-        detail = getattr(report, "hipaa_result", None)
-        if report.when == "teardown" and isinstance(detail, dict):
-            self.details.append(detail)
-        if report.when == "teardown" and "hipaa_status" in props:
-            self.rows.append(
-                tuple(
-                    str(props[k])
-                    for k in ("hipaa_control", "hipaa_status", "hipaa_severity", "hipaa_summary")
-                )  # type: ignore[arg-type]
-            )
+        row = getattr(report, "hipaa_result", None)
+        if report.when != "teardown" or not isinstance(row, dict):
+            return
+        from harness.reporting.model import ControlResult, RunInfo
+
+        self.controls.append(ControlResult.from_json(row))
+        endpoint = getattr(report, "hipaa_run", None)
+        if self.endpoint is None and isinstance(endpoint, dict):
+            self.endpoint = RunInfo.from_json(endpoint)
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    """One line per control: status, severity, title, and why."""
-    from harness.catalogue import CATALOGUE
+    """One line per control: status, severity, title, and why; then the probe coverage."""
+    from harness.reporting.results import probe_coverage
 
     state = config.stash.get(_STATE, None)
-    if state is None or not state.results.rows:
+    if state is None or not state.results.controls:
         return
     terminalreporter.section("HIPAA controls")
     if state.results.bundle is not None:
@@ -452,23 +474,22 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         )
         if run.unresponsive:
             terminalreporter.write_line(f"run cut short: {run.unresponsive}", red=True)
-    for control_id, status, severity, summary in sorted(state.results.rows):
-        title = CATALOGUE[control_id].title if control_id in CATALOGUE else ""
+    rows = sorted(
+        (c.id, c.status.value, c.severity.value if c.severity else "", c.summary, c.title)
+        for c in state.results.controls
+    )
+    for control_id, status, severity, summary, title in rows:
         sev = f" ({severity})" if severity else ""
-        line = f"{control_id:<10} {status + sev:<22} {title}"
-        terminalreporter.write_line(line)
+        terminalreporter.write_line(f"{control_id:<10} {status + sev:<22} {title}")
         if status != "PASS" and summary:
             terminalreporter.write_line(f"{'':<10} {summary}")
-    if state.results.details:
-        from harness.report import coverage_line, probe_coverage
-
-        terminalreporter.write_line(coverage_line(probe_coverage(state.results.details)))
+    terminalreporter.write_line(probe_coverage(state.results.controls).line())
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Note the start time for the evidence bundle."""
-    from harness.report import now_utc
+    from harness.reporting.results import now_utc
 
     state = session.config.stash.get(_STATE, None)
     if state is not None:
@@ -484,37 +505,51 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if state is None or state.report_dir is None or hasattr(config, "workerinput"):
         return
-    from harness.report import build_results, bundle_files, now_utc, operator, write_bundle
-
-    details = state.results.details
-    run_info: dict[str, Any] = next((d["run"] for d in details if "run" in d), {})
-    run = {
-        "target": state.spec.raw if state.spec else "",
-        "address": run_info.get("address", ""),
-        "transport": run_info.get("transport", ""),
-        "profile": state.profile,
-        "seed": state.seed,
-        "started": state.started,
-        "finished": now_utc(),
-        "operator": operator(),
-        "pytest_exit_status": int(exitstatus),
-    }
-    attestations = None
-    if state.attestations is not None:
-        import datetime as dt
-
-        from harness.attest import attestation_results
-
-        attestations = attestation_results(state.attestations, dt.date.today())
-    from harness.checks import registered
-
-    secrets = (
-        tuple(p.token() for p in state.run.principals.values() if p.has_token) if state.run else ()
-    )
-    data = build_results(details, run, attestations, registered=registered(), secrets=secrets)
     from harness.canary import CanarySet
+    from harness.checks import registered
+    from harness.reporting.bundle import bundle_files, write_bundle
+    from harness.reporting.results import build_results
 
-    manifest = CanarySet.for_seed(state.seed).manifest()
-    files = bundle_files(data, state.config._data, secrets=secrets, canaries=manifest)
+    secrets = _secrets(state.run)
+    results = build_results(
+        state.results.controls,
+        _run_info(state, int(exitstatus)),
+        _attestations(state),
+        registered=registered(),
+        secrets=secrets,
+        seed=state.seed,
+    )
+    canaries = CanarySet.for_seed(state.seed).manifest()
+    files = bundle_files(results, state.config._data, secrets=secrets, canaries=canaries)
     write_bundle(state.report_dir, files)
     state.results.bundle = state.report_dir
+
+
+def _run_info(state: _State, exitstatus: int) -> RunInfo:
+    """The run as the bundle reports it; the address as a worker reached the target."""
+    from harness.reporting.model import RunInfo
+    from harness.reporting.results import now_utc, operator
+
+    endpoint = state.results.endpoint or RunInfo()
+    return RunInfo(
+        target=state.spec.raw if state.spec else "",
+        address=endpoint.address or "",
+        transport=endpoint.transport or "",
+        profile=state.profile,
+        seed=state.seed,
+        started=state.started,
+        finished=now_utc(),
+        operator=operator(),
+        pytest_exit_status=exitstatus,
+    )
+
+
+def _attestations(state: _State) -> list[ControlResult] | None:
+    """The ATT controls' results, or ``None`` when no attestation file was given."""
+    if state.attestations is None:
+        return None
+    import datetime as dt
+
+    from harness.attest import attestation_results
+
+    return attestation_results(state.attestations, dt.date.today())

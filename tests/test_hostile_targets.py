@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.report import verify
+from harness.reporting.bundle import verify
 from targets.hostile import KINDS, start
 
 pytestmark = pytest.mark.slow

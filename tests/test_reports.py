@@ -13,7 +13,9 @@ import jsonschema
 import pytest
 
 from harness.cli import main
-from harness.report import DISCLAIMER, redact, self_scan, write_bundle
+from harness.reporting.bundle import self_scan, write_bundle
+from harness.reporting.model import DISCLAIMER
+from harness.reporting.redact import redact
 
 pytestmark = pytest.mark.slow
 
@@ -325,19 +327,22 @@ def test_tokens_are_redacted_and_caught():
 
 
 def test_evid_001_fails_and_marks_the_report_invalid():
-    from harness.report import build_results, bundle_files
+    from harness.catalogue import CATALOGUE, Severity
+    from harness.outcome import Status
+    from harness.reporting.bundle import bundle_files
+    from harness.reporting.model import ControlResult, RunInfo
+    from harness.reporting.results import build_results
 
-    row = {
-        "control": "REFL-001",
-        "status": "FAIL",
-        "severity": "high",
-        "summary": "server echoed MRN-CC-CANARY1",
-        "observations": [],
-        "tests": ["t"],
-    }
+    result = ControlResult.of(
+        CATALOGUE["REFL-001"],
+        Status.FAIL,
+        "server echoed MRN-CC-CANARY1",
+        severity=Severity.HIGH,
+        tests=["t"],
+    )
     data = build_results(
-        [row],
-        {"target": "x", "profile": "p", "seed": 1, "started": "", "finished": ""},
+        [result],
+        RunInfo(target="x", profile="p", seed=1, started="", finished=""),
         None,
         registered=["REFL-001"],
     )

@@ -1,0 +1,57 @@
+"""Small typed results for the reporting tests: no server, no pytest run."""
+
+from __future__ import annotations
+
+from harness.catalogue import CATALOGUE, Severity
+from harness.outcome import Observation, Outcome, Probe, ProbeResult, Status, settle
+from harness.reporting.bundle import decide_evidence
+from harness.reporting.model import ControlResult, Results, RunInfo
+from harness.reporting.results import build_results, with_evidence
+
+RUN = RunInfo(
+    target="spawn:reference",
+    address="127.0.0.1:5000",
+    transport="TLS 1.3",
+    profile="hipaa-strict",
+    seed=7,
+    started="2026-01-01T00:00:00Z",
+    finished="2026-01-01T00:01:00Z",
+    operator="tester",
+    pytest_exit_status=1,
+)
+
+
+def refl_failed() -> ControlResult:
+    """REFL-001 FAIL with one observation and its declared probes (one optional, not run)."""
+    control = CATALOGUE["REFL-001"]
+    seen = Observation(
+        "ServerReflectionInfo list_services",
+        "services disclosed: 3",
+        "UNIMPLEMENTED",
+        Status.FAIL,
+        Severity.HIGH,
+        request_id="rid-1",
+    ).of("a")
+    outcome = Outcome.from_observations(control, [seen], passed="reflection off")
+    declared = (
+        Probe("a", "reflection v1 and v1alpha"),
+        Probe("b", "channelz", required=False, needs=("surface.channelz",)),
+    )
+    settled = settle(outcome, declared, lambda key: False)
+    return ControlResult.from_outcome(settled, tests=["suites/test_surface.py::test_REFL_001"])
+
+
+def passed(control_id: str, *probes: ProbeResult) -> ControlResult:
+    return ControlResult.of(
+        CATALOGUE[control_id],
+        Status.PASS,
+        "held",
+        probes=probes,
+        tests=[f"suites/t.py::test_{control_id}"],
+    )
+
+
+def finished(*results: ControlResult) -> Results:
+    """The document as the bundle writes it (EVID-001 decided)."""
+    built = build_results(results, RUN, None, registered=[r.id for r in results])
+    return with_evidence(built, decide_evidence(built))
