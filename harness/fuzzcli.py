@@ -196,6 +196,20 @@ def run(
         f"corpus {kept} input(s) ({removed} pruned), {len(still)} known finding(s) still fail",
         file=sys.stderr,
     )
+    command = _fuzzer_command(mode, budget_s, seed, extra, corpus)
+    env = _fuzzer_env(where, crashes)
+    child = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True, errors="replace")
+    progress = _Progress(crashes / "last-run.log")
+    reader = threading.Thread(target=progress.pump, args=(child.stderr,), daemon=True)
+    reader.start()
+    started = time.monotonic()
+    stopped = _supervise(child, progress, started, budget_s)
+    reader.join(timeout=5)
+    print("", file=sys.stderr)
+    return _conclude(progress, still, crashes, started, interrupted=bool(stopped))
+
+
+def _fuzzer_env(where: Where, crashes: Path) -> dict[str, str]:
     env = {
         **os.environ,
         "HIPAA_FUZZ_CONFIG": str(where.config),
@@ -205,7 +219,13 @@ def run(
     }
     if where.target:
         env["HIPAA_FUZZ_TARGET"] = where.target
-    command = [
+    return env
+
+
+def _fuzzer_command(
+    mode: str, budget_s: float, seed: int, extra: list[str], corpus: Path
+) -> list[str]:
+    return [
         sys.executable,
         "-m",
         f"harness.fuzzers.{mode}",
@@ -216,12 +236,16 @@ def run(
         *extra,
         str(corpus),
     ]
-    child = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True, errors="replace")
-    progress = _Progress(crashes / "last-run.log")
-    reader = threading.Thread(target=progress.pump, args=(child.stderr,), daemon=True)
-    reader.start()
+
+
+def _supervise(
+    child: subprocess.Popen[str], progress: _Progress, started: float, budget_s: float
+) -> list[tuple[int, float]]:
+    """Wait for the fuzzer with a progress line; bounded by the budget plus a minute.
+
+    Returns the stop signals forwarded to it (empty when it ran to its budget).
+    """
     stopped = _forward_signals(child)
-    started = time.monotonic()
     deadline = started + budget_s + 60
     while child.poll() is None:
         if time.monotonic() > deadline:
@@ -236,15 +260,19 @@ def run(
             child.wait(timeout=2)
         except subprocess.TimeoutExpired:
             continue
-    reader.join(timeout=5)
-    print("", file=sys.stderr)
+    return stopped
+
+
+def _conclude(
+    progress: _Progress, still: list[Path], crashes: Path, started: float, *, interrupted: bool
+) -> int:
     found = len(progress.findings)
     ran = progress.execs > 0 or any(line.startswith("Done ") for line in progress.tail)
     if not ran and not found:
         print("hipaa-grpc fuzz: the fuzzer did not run:", file=sys.stderr)
         print("\n".join(progress.tail[-5:]), file=sys.stderr)
         return EXIT_FAILED
-    why = "interrupted" if stopped else "budget spent"
+    why = "interrupted" if interrupted else "budget spent"
     print(
         f"hipaa-grpc fuzz: {why} after {time.monotonic() - started:.0f} s: "
         f"{progress.execs:,} inputs, corpus {progress.corpus}, {found} new finding(s), "

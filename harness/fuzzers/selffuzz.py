@@ -22,8 +22,12 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import atheris
+
+if TYPE_CHECKING:
+    from harness.descriptors import MethodCatalogue
 
 TARGETS = ("config", "audit", "descriptors", "reflection")
 
@@ -62,68 +66,79 @@ def seeds(target: str) -> list[bytes]:
 
 
 def _one_input(target: str) -> Callable[[bytes], None]:
+    return {
+        "config": _config,
+        "audit": _audit,
+        "descriptors": _descriptors,
+        "reflection": _reflection,
+    }[target]
+
+
+def _config(data: bytes) -> None:
+    from harness.config import parse_config
+    from harness.errors import ConfigError
+
+    base = Path(tempfile.gettempdir())
+    with contextlib.suppress(ConfigError):
+        parse_config(data, "fuzz.toml", base)
+    with contextlib.suppress(ConfigError):
+        parse_config(data, "pyproject.toml", base, pyproject=True)
+
+
+def _audit(data: bytes) -> None:
+    from harness.audit import parse_events
+
+    events = parse_events([("fuzz", data)])
+    assert all(isinstance(e, dict) for e in events.events)
+
+
+def _exercise(catalogue: MethodCatalogue, data: bytes) -> None:
+    from harness.engine import surface_of
+
+    methods = [(m.path, b"", ("x",)) for m in catalogue.methods]
+    surface = surface_of(catalogue, methods, {"x": lambda: ()})
+    for m in surface.methods:
+        m.cls.FromString(m.cls().SerializeToString())
+    if surface.methods:
+        surface.decode(data)
+
+
+def _descriptors(data: bytes) -> None:
+    from harness.descriptors import catalogue_from_bytes
+    from harness.errors import DescriptorError
+
+    try:
+        catalogue = catalogue_from_bytes(data, "fuzz.pb")
+    except DescriptorError:
+        return
+    _exercise(catalogue, data)
+
+
+def _reflection(data: bytes) -> None:
     from google.protobuf import descriptor_pb2
     from google.protobuf.message import DecodeError
     from grpc_reflection.v1alpha import reflection_pb2 as rpb
 
-    from harness.audit import parse_events
     from harness.checks.refl import revealed
-    from harness.config import parse_config
-    from harness.descriptors import MethodCatalogue, catalogue_from_bytes
-    from harness.engine import surface_of
-    from harness.errors import ConfigError, DescriptorError
+    from harness.descriptors import MethodCatalogue
+    from harness.errors import DescriptorError
 
-    base = Path(tempfile.gettempdir())
-
-    def config(data: bytes) -> None:
-        with contextlib.suppress(ConfigError):
-            parse_config(data, "fuzz.toml", base)
-        with contextlib.suppress(ConfigError):
-            parse_config(data, "pyproject.toml", base, pyproject=True)
-
-    def audit(data: bytes) -> None:
-        events = parse_events([("fuzz", data)])
-        assert all(isinstance(e, dict) for e in events.events)
-
-    def exercise(catalogue: MethodCatalogue, data: bytes) -> None:
-        methods = [(m.path, b"", ("x",)) for m in catalogue.methods]
-        surface = surface_of(catalogue, methods, {"x": lambda: ()})
-        for m in surface.methods:
-            m.cls.FromString(m.cls().SerializeToString())
-        if surface.methods:
-            surface.decode(data)
-
-    def descriptors(data: bytes) -> None:
-        try:
-            catalogue = catalogue_from_bytes(data, "fuzz.pb")
-        except DescriptorError:
-            return
-        exercise(catalogue, data)
-
-    def reflection(data: bytes) -> None:
-        revealed([data])
-        try:
-            response = rpb.ServerReflectionResponse.FromString(data)
-            files = [
-                descriptor_pb2.FileDescriptorProto.FromString(blob)
-                for blob in response.file_descriptor_response.file_descriptor_proto
-            ]
-        except DecodeError:
-            return
-        if not files:
-            return
-        try:
-            catalogue = MethodCatalogue(descriptor_pb2.FileDescriptorSet(file=files), "reflection")
-        except DescriptorError:
-            return
-        exercise(catalogue, data)
-
-    return {
-        "config": config,
-        "audit": audit,
-        "descriptors": descriptors,
-        "reflection": reflection,
-    }[target]
+    revealed([data])
+    try:
+        response = rpb.ServerReflectionResponse.FromString(data)
+        files = [
+            descriptor_pb2.FileDescriptorProto.FromString(blob)
+            for blob in response.file_descriptor_response.file_descriptor_proto
+        ]
+    except DecodeError:
+        return
+    if not files:
+        return
+    try:
+        catalogue = MethodCatalogue(descriptor_pb2.FileDescriptorSet(file=files), "reflection")
+    except DescriptorError:
+        return
+    _exercise(catalogue, data)
 
 
 def main(argv: list[str] | None = None) -> None:
