@@ -31,6 +31,7 @@ from harness.target import TargetSpec, parse_target
 
 if TYPE_CHECKING:
     from harness.attest import Attestation
+    from harness.failon import FailOn
     from harness.outcome import Outcome
     from harness.reporting.model import ControlResult, RunInfo
     from harness.run import Run
@@ -52,6 +53,8 @@ class _State:
     profile: str
     seed: int
     run: Run | None = None
+    fail_on: FailOn | None = None
+    failing: list[str] = field(default_factory=list)
     results: _Results = field(default_factory=lambda: _Results())
     report_dir: Path | None = None
     attestations: dict[str, Attestation] | None = None
@@ -166,6 +169,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "0 turns it off); it stops at the first finding",
     )
     group.addoption(
+        "--hipaa-fail-on",
+        default="low,inconclusive,error",
+        metavar="LIST",
+        help="what fails the run (exit 1): the lowest FAIL severity that does (low, medium, "
+        "high, critical), inconclusive, error, or none (default: low,inconclusive,error: "
+        "a run is green only when every selected control passed or does not apply)",
+    )
+    group.addoption(
         "--hipaa-seed",
         type=int,
         metavar="N",
@@ -200,6 +211,9 @@ def pytest_configure(config: pytest.Config) -> None:
             config, discover_config(Path(explicit) if explicit else None, config.rootpath)
         )
         report = config.getoption("hipaa_report") or user_config.get("evidence.dir")
+        from harness.failon import FailOn
+
+        fail_on = FailOn.parse(config.getoption("hipaa_fail_on"))
         attestations = None
         if config.getoption("hipaa_attestations"):
             from harness.attest import load_attestations
@@ -210,6 +224,7 @@ def pytest_configure(config: pytest.Config) -> None:
     state = _State(spec, user_config, config.getoption("hipaa_profile"), seed)
     state.report_dir = Path(report) if report else None
     state.attestations = attestations
+    state.fail_on = fail_on
     config.stash[_STATE] = state
     config.pluginmanager.register(state.results, "hipaa-results")
     if spec is not None and config.args_source is not pytest.Config.ArgsSource.ARGS:
@@ -367,7 +382,12 @@ def hipaa_verdict(request: pytest.FixtureRequest, hipaa_run: Run) -> Verdict:
             f"got {control_id!r}",
             pytrace=False,
         )
-    outcome = run_check(control_id, hipaa_run)
+    from harness.reporting.redact import redact
+
+    state = request.config.stash.get(_STATE, None)
+    seed = state.seed if state is not None else None
+    # Redacted before anything prints it: failure text, skip reasons, the terminal, JUnit.
+    outcome = redact(run_check(control_id, hipaa_run), _secrets(hipaa_run), seed=seed)
     request.node.stash[_OUTCOME] = outcome
     if outcome.status is Status.ERROR:
         pytest.fail(outcome.render(), pytrace=False)
@@ -438,12 +458,15 @@ class _Results:
     """Per-session collector of control results; it sees xdist workers' reports too."""
 
     def __init__(self) -> None:
+        self.failed: set[str] = set()  # node IDs of every test that failed or errored
         self.controls: list[ControlResult] = []
         self.endpoint: RunInfo | None = None
         self.bundle: Path | None = None
 
     @pytest.hookimpl
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.failed:
+            self.failed.add(report.nodeid)
         row = getattr(report, "hipaa_result", None)
         if report.when != "teardown" or not isinstance(row, dict):
             return
@@ -474,16 +497,50 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         )
         if run.unresponsive:
             terminalreporter.write_line(f"run cut short: {run.unresponsive}", red=True)
+    _control_lines(terminalreporter, state.results.controls)
+    coverage = probe_coverage(state.results.controls)
+    terminalreporter.write_line(coverage.line(), yellow=bool(coverage.required_not_run))
+    _exit_line(terminalreporter, state)
+
+
+#: How each status is shown: unjudged controls as prominently as findings.
+_MARKUP = {
+    "FAIL": {"red": True, "bold": True},
+    "ERROR": {"red": True, "bold": True},
+    "INCONCLUSIVE": {"yellow": True, "bold": True},
+    "WARN": {"yellow": True},
+    "SKIP": {"yellow": True},
+}
+
+
+def _control_lines(terminalreporter: Any, controls: list[ControlResult]) -> None:
     rows = sorted(
         (c.id, c.status.value, c.severity.value if c.severity else "", c.summary, c.title)
-        for c in state.results.controls
+        for c in controls
     )
     for control_id, status, severity, summary, title in rows:
         sev = f" ({severity})" if severity else ""
-        terminalreporter.write_line(f"{control_id:<10} {status + sev:<22} {title}")
+        markup = _MARKUP.get(status, {})
+        terminalreporter.write_line(f"{control_id:<10} {status + sev:<22} {title}", **markup)
         if status != "PASS" and summary:
             terminalreporter.write_line(f"{'':<10} {summary}")
-    terminalreporter.write_line(probe_coverage(state.results.controls).line())
+    counts: dict[str, int] = {}
+    for c in controls:
+        counts[c.status.value] = counts.get(c.status.value, 0) + 1
+    said = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    unjudged = counts.get("INCONCLUSIVE", 0) + counts.get("ERROR", 0)
+    terminalreporter.write_line(f"{len(controls)} controls: {said}", yellow=bool(unjudged))
+
+
+def _exit_line(terminalreporter: Any, state: _State) -> None:
+    if state.fail_on is None:
+        return
+    setting = f"--hipaa-fail-on={state.fail_on.text}"
+    if state.failing:
+        shown = "; ".join(state.failing[:8]) + (" ..." if len(state.failing) > 8 else "")
+        terminalreporter.write_line(f"run fails ({setting}): {shown}", red=True, bold=True)
+    else:
+        terminalreporter.write_line(f"run passes ({setting})", green=True)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -500,10 +557,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Write the evidence bundle (on the xdist controller, with every worker's results)."""
     config = session.config
     state = config.stash.get(_STATE, None)
-    cut_short = state is not None and state.run is not None and bool(state.run.unresponsive)
-    if cut_short and session.exitstatus == pytest.ExitCode.OK:  # skips must not look green
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
-    if state is None or state.report_dir is None or hasattr(config, "workerinput"):
+    if state is None or hasattr(config, "workerinput"):
+        return
+    _decide_exit(session, state)
+    if state.report_dir is None:
         return
     from harness.canary import CanarySet
     from harness.checks import registered
@@ -523,6 +580,26 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     files = bundle_files(results, state.config._data, secrets=secrets, canaries=canaries)
     write_bundle(state.report_dir, files)
     state.results.bundle = state.report_dir
+
+
+def _decide_exit(session: pytest.Session, state: _State) -> None:
+    """The run's exit status from its controls, as ``--hipaa-fail-on`` says.
+
+    Only when every failed test was a control's: a failure elsewhere keeps pytest's status.
+    A run cut short (the target went away) always fails: its skips must not look green.
+    """
+    if state.fail_on is None or not state.results.controls:
+        return
+    if session.exitstatus not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+        return
+    ours = {t for c in state.results.controls for t in c.tests}
+    if state.results.failed - ours:
+        return
+    state.failing = state.fail_on.reasons(state.results.controls)
+    if state.run is not None and state.run.unresponsive:
+        state.failing.append(f"run cut short: {state.run.unresponsive}")
+    failed = bool(state.failing)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED if failed else pytest.ExitCode.OK
 
 
 def _run_info(state: _State, exitstatus: int) -> RunInfo:

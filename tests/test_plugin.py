@@ -166,4 +166,51 @@ def test_a_spent_run_budget_leaves_the_rest_inconclusive_with_the_reason(pyteste
     out = result.stdout.str()
     assert "Traceback" not in out
     assert out.count("time budget (safety.max_duration_s, 0.001 s) was spent") >= 3
-    assert result.ret == pytest.ExitCode.OK  # INCONCLUSIVE controls are skips
+    # INCONCLUSIVE controls are skips, but by default they fail the run: nothing unjudged
+    # looks green.
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert "INCONCLUSIVE" in out
+    assert "run fails (--hipaa-fail-on=low,inconclusive,error)" in out
+
+
+@pytest.mark.slow
+def test_fail_on_sets_the_exit_status_and_findings_stay_visible(pytester):
+    args = ("--hipaa-target=spawn:reference+reflection", "-k", "REFL_001")
+    result = pytester.runpytest_subprocess(*args)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*REFL-001 *FAIL (high)*", "*run fails*REFL-001 FAIL (high)*"])
+    lenient = pytester.runpytest_subprocess(*args, "--hipaa-fail-on=critical")
+    assert lenient.ret == pytest.ExitCode.OK
+    lenient.stdout.fnmatch_lines(
+        ["*REFL-001 *FAIL (high)*", "*run passes (--hipaa-fail-on=critical)*"]
+    )
+    lenient.assert_outcomes(failed=1, deselected=len(registered()) - 1)
+
+
+def test_a_bad_fail_on_is_a_usage_error(pytester):
+    result = pytester.runpytest_subprocess("--hipaa-target=127.0.0.1:1", "--hipaa-fail-on=often")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--hipaa-fail-on='often'*"])
+
+
+@pytest.mark.slow
+def test_nothing_printed_carries_a_canary_or_a_token(pytester):
+    """A PHI-echoing, token-logging service: CI logs (failure text, skip reasons, the
+    terminal, JUnit properties) show categories and hashes, never the values."""
+    from harness.canary import CanarySet, holds_standalone
+
+    result = pytester.runpytest_subprocess(
+        "--hipaa-target=spawn:reference+phi-in-error+phi-in-trailers+verbose-errors+token-in-logs",
+        "--hipaa-seed=7",
+        "-rA",
+        "-v",
+        "--junitxml=out.xml",
+        "-k",
+        "REDACT or ERR or AUTHN_001",
+    )
+    printed = (result.stdout.str() + result.stderr.str()).encode()
+    printed += (pytester.path / "out.xml").read_bytes()
+    assert b"FAIL" in printed  # the defects were seen
+    leaked = [c for c in CanarySet.for_seed(7).manifest() if holds_standalone(printed, c)]
+    assert leaked == []
+    assert b"eyJ" not in printed
