@@ -195,6 +195,7 @@ SCHEMA: dict[str, Any] = {
         "request_templates": _map(_json_or_table),
         "public_methods": _list(_str),
         "write_methods": _list(_str),
+        "read_methods": _list(_str),
         "liveness_method": _str,
     },
     "auth": {

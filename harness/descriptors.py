@@ -49,6 +49,26 @@ class MethodInfo:
     output_type: str
     client_streaming: bool
     server_streaming: bool
+    idempotency: str = ""  # NO_SIDE_EFFECTS or IDEMPOTENT when the method options say so
+    http_verb: str = ""  # get, put, post, delete, patch, custom: its google.api.http rule
+
+
+def _idempotency(options: descriptor_pb2.MethodOptions) -> str:
+    level = options.idempotency_level
+    if level == descriptor_pb2.MethodOptions.IDEMPOTENCY_UNKNOWN:
+        return ""
+    return descriptor_pb2.MethodOptions.IdempotencyLevel.Name(level)
+
+
+def _http_verb(options: descriptor_pb2.MethodOptions) -> str:
+    """The verb of the method's ``google.api.http`` rule, or ``""`` without one."""
+    from google.api import annotations_pb2
+
+    # Re-parsed so that the extension, registered by the import above, is read.
+    parsed = descriptor_pb2.MethodOptions.FromString(options.SerializeToString())
+    if not parsed.HasExtension(annotations_pb2.http):
+        return ""
+    return parsed.Extensions[annotations_pb2.http].WhichOneof("pattern") or ""
 
 
 class MethodCatalogue:
@@ -94,6 +114,8 @@ class MethodCatalogue:
                             output_type=m.output_type.lstrip("."),
                             client_streaming=m.client_streaming,
                             server_streaming=m.server_streaming,
+                            idempotency=_idempotency(m.options),
+                            http_verb=_http_verb(m.options),
                         )
                     )
         self.methods: tuple[MethodInfo, ...] = tuple(methods)

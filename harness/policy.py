@@ -16,14 +16,33 @@ from harness.descriptors import MethodCatalogue, MethodInfo
 from harness.errors import DescriptorError
 from harness.run import Run
 
-_WRITE_NAME = re.compile(
-    r"^(Create|Update|Delete|Remove|Set|Put|Patch|Insert|Upsert|Write|Add|Modify|Replace|Purge|Erase)"
+#: Names that AIP-style APIs give to methods that only read (AIP-131, 132, 231; watch,
+#: search and lookup variants). Anything else may write.
+_READ_NAME = re.compile(
+    r"^(Get|BatchGet|List|Search|Query|Lookup|Find|Fetch|Read|Describe|Count|Watch|"
+    r"Subscribe)(?![a-z])"
 )
 _INFRA_SERVICES = (
     "grpc.health.v1.Health",
     "grpc.reflection.v1.ServerReflection",
     "grpc.reflection.v1alpha.ServerReflection",
 )
+
+
+def shown_read(method: MethodInfo, config: Config) -> bool:
+    """Whether ``method`` is shown to only read: declared so, or marked so by its schema.
+
+    ``schema.read_methods``, ``idempotency_level = NO_SIDE_EFFECTS``, a ``google.api.http``
+    GET, or an AIP read name (``Get``, ``List``, ``Search``...). A method not shown to be a
+    read is treated as a write: it gets its template only with ``safety.allow_mutations``.
+    """
+    if method.path in config.str_list("schema.read_methods"):
+        return True
+    if method.idempotency == "NO_SIDE_EFFECTS" or method.http_verb == "get":
+        return True
+    if method.http_verb in ("put", "post", "delete", "patch") or method.idempotency:
+        return method.http_verb == "post" and bool(_READ_NAME.match(method.name))
+    return bool(_READ_NAME.match(method.name))
 
 
 @dataclass(frozen=True)
@@ -48,11 +67,10 @@ class Policy:
     def from_config(cls, catalogue: MethodCatalogue, config: Config) -> Policy:
         """The policy ``config`` declares for ``catalogue``'s methods."""
         methods = [m.path for m in catalogue.methods]
-        declared_writes = config.str_list("schema.write_methods")
         writes = (
-            set(declared_writes)
+            set(config.str_list("schema.write_methods"))
             if config.has("schema.write_methods")
-            else {m.path for m in catalogue.methods if _WRITE_NAME.match(m.name)}
+            else {m.path for m in catalogue.methods if not shown_read(m, config)}
         )
         matrix = {
             k: frozenset(v) for k, v in config.table("auth.rbac_matrix").items() if k in methods
@@ -74,7 +92,7 @@ class Policy:
         ]
 
     def is_write(self, path: str) -> bool:
-        """True for methods that change state (declared, or named like it)."""
+        """True for methods that may change state (declared, or not shown to be a read)."""
         return path in self.writes
 
     def allowed(self, path: str) -> frozenset[str] | None:
