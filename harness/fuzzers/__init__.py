@@ -171,14 +171,16 @@ def _shared_dictionary(words: list[bytes]) -> Path:
 
     libFuzzer ends the process without Python's clean-up, so a fresh temporary file per
     run was left behind every time (278 after a day of test runs here); one file per
-    distinct dictionary is reused instead, each writer staging its own copy.
+    distinct dictionary is reused instead, each writer staging its own copy, in a
+    directory only this user can enter.
     """
     import hashlib
-    import tempfile
+
+    from harness.scratch import private_dir
 
     text = dictionary_text(words)
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-    path = Path(tempfile.gettempdir()) / f"hipaa-dict-{digest}.dict"
+    path = private_dir() / f"dict-{digest}.dict"
     if not path.exists():
         staged = path.with_name(f".{path.name}.{os.getpid()}")
         staged.write_text(text)

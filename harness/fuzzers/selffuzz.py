@@ -149,9 +149,12 @@ def main(argv: list[str] | None = None) -> None:
     target, flags = argv[1], [argv[0], *argv[2:]]
     corpora = [f for f in flags[1:] if not f.startswith("-")]
     if not corpora:
-        # One corpus per parser in the temp directory, kept between runs: libFuzzer ends
-        # the process without Python's clean-up, so a fresh directory per run would stay.
-        corpora = [str(Path(tempfile.gettempdir()) / f"hipaa-selffuzz-{target}")]
+        # One corpus per parser in this user's private scratch directory, kept between
+        # runs: libFuzzer ends the process without Python's clean-up, so a fresh directory
+        # per run would stay.
+        from harness.scratch import private_dir
+
+        corpora = [str(private_dir() / f"selffuzz-{target}")]
         flags.append(corpora[0])
     corpus = Path(corpora[0])
     corpus.mkdir(parents=True, exist_ok=True)
