@@ -5,12 +5,17 @@ When the target's certificate fails verification for a reason the CERT-* control
 grpcio cannot open a channel, and every application-level control would be left without
 evidence. The relay connects to the target with Python's ``ssl``, accepts only the exact
 certificate seen when the run started (pinned by its DER bytes), and offers the harness's
-gRPC client cleartext HTTP/2 on an ephemeral 127.0.0.1 port. The transport controls never go
+gRPC client cleartext HTTP/2 on a Unix socket in this user's private scratch directory (mode
+0600): it presents the harness's client certificate to the target, so no other local user or
+process may connect to it, as any could to a 127.0.0.1 port. The transport controls never go
 through it: they probe the target directly.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import secrets
 import select
 import socket
 import ssl
@@ -20,15 +25,26 @@ _IDLE_SELECT_S = 30.0
 
 
 class Listener:
-    """A TCP listener on an ephemeral port.
+    """A TCP listener on an ephemeral port, or a private Unix socket.
 
     Each accepted connection goes to :meth:`serve` on a thread of its own, until
     :meth:`stop`.
     """
 
-    def __init__(self, host: str, name: str) -> None:
-        self._listener = socket.create_server((host, 0))
-        self.port: int = self._listener.getsockname()[1]
+    def __init__(self, host: str, name: str, *, unix_path: str | None = None) -> None:
+        self.unix_path = unix_path
+        if unix_path is None:
+            self._listener = socket.create_server((host, 0))
+            self.port: int = self._listener.getsockname()[1]
+        else:
+            self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            old = os.umask(0o177)  # the socket file is made 0600, before anyone can connect
+            try:
+                self._listener.bind(unix_path)
+            finally:
+                os.umask(old)
+            self._listener.listen()
+            self.port = 0
         self._stopped = threading.Event()
         threading.Thread(target=self._accept, name=name, daemon=True).start()
 
@@ -36,6 +52,9 @@ class Listener:
         """Stop accepting new connections; open ones end when either side closes."""
         self._stopped.set()
         self._listener.close()
+        if self.unix_path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.unix_path)
 
     def _accept(self) -> None:
         while not self._stopped.is_set():
@@ -51,7 +70,7 @@ class Listener:
 
 
 class Relay(Listener):
-    """Listens on 127.0.0.1 and relays each connection to ``host:port`` over pinned TLS."""
+    """Listens on a private Unix socket; relays each connection to ``host:port``, pinned TLS."""
 
     def __init__(
         self,
@@ -67,8 +86,11 @@ class Relay(Listener):
         self._pin = pin_der
         self._server_hostname = server_hostname
         self._timeout = timeout
-        super().__init__("127.0.0.1", "harness-relay")
-        self.address = f"127.0.0.1:{self.port}"
+        from harness.scratch import private_dir
+
+        path = str(private_dir() / f"relay-{secrets.token_hex(8)}.sock")
+        super().__init__("", "harness-relay", unix_path=path)
+        self.address = f"unix:{path}"
 
     def serve(self, conn: socket.socket) -> None:
         """Connect to the target, check the pin, and relay until either side closes."""
@@ -85,6 +107,23 @@ class Relay(Listener):
                 pump(tls, conn)
 
 
+def _ready(tls: ssl.SSLSocket) -> bytes | None:
+    """What the TLS socket has for us now: data, ``b""`` at its end, ``None`` for nothing.
+
+    Readable may mean TLS records that carry no data (TLS 1.3 session tickets): a blocking
+    read would then wait for the server, while the server waits for the bytes the client
+    sent us, which we would never relay.
+    """
+    timeout = tls.gettimeout()
+    tls.settimeout(0.0)
+    try:
+        return tls.recv(65536)
+    except ssl.SSLWantReadError:
+        return None
+    finally:
+        tls.settimeout(timeout)
+
+
 def pump(tls: ssl.SSLSocket, plain: socket.socket) -> None:
     """Copy bytes both ways between a TLS socket and a plain one until either side closes.
 
@@ -97,10 +136,11 @@ def pump(tls: ssl.SSLSocket, plain: socket.socket) -> None:
             if not readable:
                 readable, _, _ = select.select([tls, plain], [], [], _IDLE_SELECT_S)
             if tls in readable:
-                data = tls.recv(65536)
-                if not data:
+                data = _ready(tls)
+                if data == b"":
                     return
-                plain.sendall(data)
+                if data is not None:
+                    plain.sendall(data)
             if plain in readable:
                 data = plain.recv(65536)
                 if not data:
