@@ -3,9 +3,19 @@
 IDs are swapped in request templates as JSON strings (an own ID for a foreign, sandbox or
 wildcard one), and responses are judged by decoding them with the descriptors, so the
 checks need no knowledge of the target's field names beyond its config.
+
+Each control is planned (config and descriptors -> :class:`Aimed` calls), sent, and judged
+(recorded :class:`~harness.channels.CallResult` s -> observations) by pure functions; the
+check functions only wire them. Judges decide by status codes and decoded payloads, never
+by a server's message text, and a call that never reached the service (UNAVAILABLE,
+DEADLINE_EXCEEDED) is INCONCLUSIVE, never a refusal and never a pass.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from google.protobuf import json_format
@@ -15,14 +25,15 @@ from harness import audit
 from harness.catalogue import CATALOGUE, Severity
 from harness.channels import CallResult
 from harness.checks import check
-from harness.oracles import refused
-from harness.outcome import Observation, Outcome, Status
+from harness.descriptors import MethodCatalogue, MethodInfo
+from harness.oracles import UNREACHED, refused
+from harness.outcome import NotApplicable, Observation, Outcome, Probe, Status
 from harness.plans.calls import (
+    NO_DESCRIPTORS,
     Call,
     bearer,
     marked,
     named_id,
-    policy_or_skip,
     send,
     set_path,
     strings_in,
@@ -31,94 +42,360 @@ from harness.plans.calls import (
 )
 from harness.plans.tokens import authz_matrix_calls, run_nonce
 from harness.policy import Policy
-from harness.principals import principals_from
+from harness.principals import Principal, principals_from
 from harness.run import Run
 
+OK = grpc.StatusCode.OK
+DENIED = grpc.StatusCode.PERMISSION_DENIED
+UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
+NOT_FOUND = grpc.StatusCode.NOT_FOUND
+INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT
 
-def _foreign_ids_in(policy: Policy, path: str, result: CallResult, foreign: set[str]) -> set[str]:
-    cls = policy.catalogue.message_class(policy.catalogue.method(path).output_type)
-    leaked: set[str] = set()
-    for blob in result.responses:
+#: The principal with a valid token and no roles or scopes (catalogue: AUTHZ-001).
+NO_ROLES = "no-roles"
+
+
+@dataclass(frozen=True)
+class Aimed:
+    """A planned call, the probe it is filed under, and the IDs its answer must not hold.
+
+    Attributes:
+        ref: The declared probe the call's observation is filed under.
+        call: What to send.
+        foreign: IDs of records the caller may not see.
+    """
+
+    ref: str
+    call: Call
+    foreign: frozenset[str] = frozenset()
+
+    @property
+    def where(self) -> str:
+        """The call in evidence: ``label -> method``."""
+        return f"{self.call.label} -> {self.call.method}"
+
+
+def _policy(run: Run) -> Policy:
+    policy = Policy.of(run)
+    if policy is None:
+        raise NotApplicable(NO_DESCRIPTORS.format(run.catalogue_problem()))
+    return policy
+
+
+def _templates(run: Run, policy: Policy) -> dict[str, str]:
+    return {m.path: template_text(run, m.path) for m in policy.protected()}
+
+
+def _sent(run: Run, aimed: Sequence[Aimed]) -> list[tuple[Aimed, CallResult]]:
+    results = send(run, [a.call for a in aimed])
+    return [(a, r) for a, (_, r) in zip(aimed, results, strict=True)]
+
+
+def ids_in(
+    catalogue: MethodCatalogue, method: str, responses: Iterable[bytes], ids: Iterable[str]
+) -> tuple[set[str], int]:
+    """Which of ``ids`` the decoded ``responses`` of ``method`` hold; how many did not decode."""
+    cls = catalogue.message_class(catalogue.method(method).output_type)
+    wanted, undecodable = set(ids), 0
+    found: set[str] = set()
+    for blob in responses:
         try:
-            leaked |= strings_in(cls.FromString(blob)) & foreign
+            found |= strings_in(cls.FromString(blob)) & wanted
         except DecodeError:
-            continue
-    return leaked
+            undecodable += 1
+    return found, undecodable
 
 
 # -- AUTHZ-001 --------------------------------------------------------------------------
 
+AUTHZ_001 = (
+    Probe("denied", "pairs the matrix does not allow get PERMISSION_DENIED and no data"),
+    Probe("allowed", "pairs the matrix allows get neither PERMISSION_DENIED nor UNAUTHENTICATED"),
+    Probe(
+        "no-roles",
+        "a valid token with no roles gets PERMISSION_DENIED on every protected method",
+        needs=("auth.principals.no-roles",),
+    ),
+    Probe("gaps", "every protected method has an explicit matrix entry"),
+)
 
-@check("AUTHZ-001")
+
+def judge_gaps(matrix: Mapping[str, frozenset[str]], protected: Sequence[str]) -> list[Observation]:
+    """AUTHZ-001 (gaps): a protected method without a matrix entry is a policy gap (FAIL)."""
+    gaps = sorted(p for p in protected if p not in matrix)
+    if not protected:
+        return []
+    if not gaps:
+        return [
+            Observation(
+                f"matrix entries for {len(protected)} protected method(s)",
+                "every one has an explicit entry",
+                "an explicit entry per method",
+                Status.PASS,
+            ).of("gaps")
+        ]
+    return [
+        Observation(
+            f"matrix entry for {path}",
+            "none",
+            "an explicit entry (policy gap)",
+            Status.FAIL,
+            Severity.HIGH,
+        ).of("gaps")
+        for path in gaps
+    ]
+
+
+def judge_allowed(call: Call, result: CallResult) -> Observation:
+    """AUTHZ-001 (allowed): an allowed pair gets a code other than 7 and 16."""
+    if result.code in UNREACHED:
+        status = Status.INCONCLUSIVE
+    elif result.code in (DENIED, UNAUTHENTICATED):
+        status = Status.FAIL
+    else:
+        status = Status.PASS
+    return Observation(
+        f"{call.label} (allowed) -> {call.method}",
+        result.summary(),
+        "neither PERMISSION_DENIED nor UNAUTHENTICATED",
+        status,
+        Severity.HIGH,
+        result.request_id,
+    ).of("allowed")
+
+
+def judge_matrix(
+    matrix: Mapping[str, frozenset[str]],
+    protected: Sequence[str],
+    calls: Iterable[tuple[Call, CallResult]],
+) -> list[Observation]:
+    """AUTHZ-001: every (method, principal) call against the declared matrix.
+
+    ``no-roles`` must get PERMISSION_DENIED on every protected method, whatever the matrix
+    says; other principals are judged as allowed or denied pairs; methods without an entry
+    are policy gaps, and their other calls are not judged.
+    """
+    observations = judge_gaps(matrix, protected)
+    for call, result in calls:
+        name = call.principal.name if call.principal is not None else ""
+        allowed = matrix.get(call.method)
+        if name != NO_ROLES and allowed is None:
+            continue
+        if name != NO_ROLES and allowed is not None and name in allowed:
+            observations.append(judge_allowed(call, result))
+            continue
+        observation = refused(
+            Call(f"{call.label} (not allowed)", call.method, call.requests),
+            result,
+            expected=(DENIED,),
+            low=(UNAUTHENTICATED,),
+        )
+        observations.append(observation.of(NO_ROLES if name == NO_ROLES else "denied"))
+    return observations
+
+
+@check("AUTHZ-001", probes=AUTHZ_001)
 def rbac_matrix(run: Run) -> Outcome:
     """Deny-by-default RBAC matrix per method.
 
     One call per (declared method, principal) with its template. Pairs the matrix does not
     allow must get PERMISSION_DENIED and no data (OK or data is critical, UNAUTHENTICATED
     for a valid identity is FAIL (low)); allowed pairs must get neither PERMISSION_DENIED
-    nor UNAUTHENTICATED; a method without a matrix entry is a "policy gap" FAIL.
+    nor UNAUTHENTICATED; ``no-roles`` must get PERMISSION_DENIED on every protected method;
+    a method without a matrix entry is a "policy gap" FAIL.
     """
-    control = CATALOGUE["AUTHZ-001"]
     if not run.config.table("auth.rbac_matrix"):
-        return Outcome.skip(control, "no auth.rbac_matrix declared")
-    policy = policy_or_skip(run, "AUTHZ-001")
-    if isinstance(policy, Outcome):
-        return policy
+        raise NotApplicable("no auth.rbac_matrix declared")
+    policy = _policy(run)
     calls = authz_matrix_calls(run)
     if isinstance(calls, str):
-        return Outcome.skip(control, calls)
-    observations = []
-    gaps = {m.path for m in policy.protected() if policy.allowed(m.path) is None}
-    for path in sorted(gaps):
-        observations.append(
-            Observation(
-                f"matrix entry for {path}",
-                "none",
-                "an explicit entry (policy gap)",
-                Status.FAIL,
-                Severity.HIGH,
-            )
-        )
-    for probe, result in calls:
-        allowed = policy.allowed(probe.method)
-        if allowed is None:
-            continue
-        if probe.principal is not None and probe.principal.name in allowed:
-            ok = result.code not in (
-                grpc.StatusCode.PERMISSION_DENIED,
-                grpc.StatusCode.UNAUTHENTICATED,
-            )
-            status = Status.PASS if ok else Status.FAIL
-            if result.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                status = Status.INCONCLUSIVE
-            observations.append(
-                Observation(
-                    f"{probe.label} (allowed) -> {probe.method}",
-                    result.summary(),
-                    "neither PERMISSION_DENIED nor UNAUTHENTICATED",
-                    status,
-                    Severity.HIGH,
-                    result.request_id,
-                )
-            )
-        else:
-            observations.append(
-                refused(
-                    Call(f"{probe.label} (not allowed)", probe.method, probe.requests),
-                    result,
-                    expected=(grpc.StatusCode.PERMISSION_DENIED,),
-                    low=(grpc.StatusCode.UNAUTHENTICATED,),
-                )
-            )
+        raise NotApplicable(calls)
+    protected = [m.path for m in policy.protected()]
     return Outcome.from_observations(
-        control, observations, passed="every (method, principal) pair matched the declared matrix"
+        CATALOGUE["AUTHZ-001"],
+        judge_matrix(policy.matrix, protected, calls),
+        passed="every (method, principal) pair matched the declared matrix",
     )
 
 
 # -- AUTHZ-002 --------------------------------------------------------------------------
 
+AUTHZ_002 = (
+    Probe("foreign", "Get, Update and Delete of another principal's records"),
+    Probe("listing", "List and Search results hold no foreign ID"),
+    Probe("nonexistent", "one ID that does not exist"),
+)
 
-@check("AUTHZ-002")
+
+def _object_calls(
+    catalogue: MethodCatalogue,
+    method: MethodInfo,
+    text: str,
+    mine: Sequence[str],
+    foreign_ids: Sequence[str],
+    principal: Principal,
+    nonce: str,
+) -> list[Aimed]:
+    """AUTHZ-002's calls on one method for one principal.
+
+    None when its template names no own ID and it lists nothing.
+    """
+    path, name, foreign = method.path, principal.name, frozenset(foreign_ids)
+
+    def aimed(ref: str, label: str, body: str | None) -> Aimed:
+        return Aimed(
+            ref, Call(label, path, (catalogue.request_bytes(path, body),), principal), foreign
+        )
+
+    named = named_id(text, list(mine))
+    if named is not None:
+        out = [
+            aimed("foreign", f"{name} asks for foreign {fid}", swap_id(text, named, fid))
+            for fid in foreign_ids
+        ]
+        absent = swap_id(text, named, f"nonexistent-{nonce}")
+        return [*out, aimed("nonexistent", f"{name} asks for a nonexistent ID", absent)]
+    if method.server_streaming:
+        return [aimed("listing", f"{name} lists", text or None)]
+    return []
+
+
+def plan_objects(
+    policy: Policy,
+    templates: Mapping[str, str],
+    own: Mapping[str, Sequence[str]],
+    foreign: Mapping[str, Sequence[str]],
+    principals: Mapping[str, Principal],
+    nonce: str,
+) -> tuple[list[Aimed], list[Observation]]:
+    """AUTHZ-002's calls: each principal's foreign, nonexistent and listing calls.
+
+    Every protected method a principal may call is used; writes only when mutations are
+    allowed. Returns the calls and a SKIP observation per principal with no credential.
+    """
+    aimed: list[Aimed] = []
+    skipped: list[Observation] = []
+    for name, foreign_ids in foreign.items():
+        principal = principals.get(name)
+        if principal is None:
+            skipped.append(
+                Observation(
+                    f"objects of {name}", "not sent", f"auth.principals.{name}", Status.SKIP
+                ).of("foreign")
+            )
+            continue
+        for m in policy.protected():
+            if name not in (policy.allowed(m.path) or ()):
+                continue
+            if policy.is_write(m.path) and not policy.allow_mutations:
+                continue
+            text = templates.get(m.path, "")
+            mine = own.get(name, [])
+            aimed += _object_calls(policy.catalogue, m, text, mine, foreign_ids, principal, nonce)
+    return aimed, skipped
+
+
+def judge_foreign(
+    aimed: Aimed, result: CallResult, twin: CallResult | None, hiding: bool
+) -> Observation:
+    """AUTHZ-002 (foreign): PERMISSION_DENIED and no data.
+
+    With existence hiding, NOT_FOUND exactly as the nonexistent ID (``twin``) got it.
+    """
+    expected = (
+        "PERMISSION_DENIED (7)"
+        + (", or NOT_FOUND (5) exactly as for a nonexistent ID" if hiding else "")
+        + ", no data"
+    )
+    hidden = hiding and result.code == NOT_FOUND
+    twin_unreached = twin is None or twin.code in UNREACHED
+    status: Status = Status.FAIL
+    severity: Severity | None = Severity.HIGH
+    if result.responses or result.code == OK:
+        severity = Severity.CRITICAL
+    elif result.code == DENIED:
+        status, severity = Status.PASS, None
+    elif result.code in UNREACHED or (hidden and twin_unreached):
+        status = Status.INCONCLUSIVE  # the foreign call, or the twin it must equal, got lost
+    elif hidden and twin is not None and (twin.code, twin.details) == (result.code, result.details):
+        status, severity = Status.PASS, None
+    return Observation(
+        aimed.where, result.summary(), expected, status, severity, result.request_id
+    ).of("foreign")
+
+
+def judge_nonexistent(catalogue: MethodCatalogue, aimed: Aimed, result: CallResult) -> Observation:
+    """AUTHZ-002 (nonexistent): the service answered, and with no foreign record.
+
+    This call is the reference point existence hiding is held to (:func:`judge_foreign`).
+    """
+    leaked, _ = ids_in(catalogue, aimed.call.method, result.responses, aimed.foreign)
+    observed = result.summary()
+    if leaked:
+        observed += f"; foreign IDs returned: {', '.join(sorted(leaked))}"
+        status = Status.FAIL
+    else:
+        status = Status.INCONCLUSIVE if result.code in UNREACHED else Status.PASS
+    return Observation(
+        aimed.where,
+        observed,
+        "an answer from the service, with no foreign record",
+        status,
+        Severity.CRITICAL if leaked else None,
+        result.request_id,
+    ).of("nonexistent")
+
+
+def judge_listing(catalogue: MethodCatalogue, aimed: Aimed, result: CallResult) -> Observation:
+    """AUTHZ-002 (listing): no foreign ID in any response.
+
+    A listing that did not reach the service (UNAVAILABLE, DEADLINE_EXCEEDED) or whose
+    responses do not decode shows nothing either way: INCONCLUSIVE unless it leaked.
+    """
+    leaked, undecodable = ids_in(catalogue, aimed.call.method, result.responses, aimed.foreign)
+    observed = result.summary()
+    if leaked:
+        observed += f"; foreign IDs returned: {', '.join(sorted(leaked))}"
+    if undecodable:
+        observed += f"; {undecodable} response(s) did not decode"
+    if leaked:
+        status = Status.FAIL
+    elif undecodable or result.code in UNREACHED:
+        status = Status.INCONCLUSIVE
+    else:
+        status = Status.PASS
+    return Observation(
+        aimed.where,
+        observed,
+        "no foreign ID in any response",
+        status,
+        Severity.CRITICAL if leaked else None,
+        result.request_id,
+    ).of("listing")
+
+
+def judge_objects(
+    catalogue: MethodCatalogue, sent: Sequence[tuple[Aimed, CallResult]], hiding: bool
+) -> list[Observation]:
+    """AUTHZ-002: every foreign, nonexistent and listing call, judged."""
+
+    def key(aimed: Aimed) -> tuple[str, str]:
+        who = aimed.call.principal.name if aimed.call.principal is not None else ""
+        return who, aimed.call.method
+
+    absent = {key(a): r for a, r in sent if a.ref == "nonexistent"}
+    out = []
+    for aimed, result in sent:
+        if aimed.ref == "foreign":
+            out.append(judge_foreign(aimed, result, absent.get(key(aimed)), hiding))
+        elif aimed.ref == "nonexistent":
+            out.append(judge_nonexistent(catalogue, aimed, result))
+        else:
+            out.append(judge_listing(catalogue, aimed, result))
+    return out
+
+
+@check("AUTHZ-002", probes=AUTHZ_002)
 def object_level(run: Run) -> Outcome:
     """Object-level authorization: another patient's records stay out of reach.
 
@@ -130,141 +407,261 @@ def object_level(run: Run) -> Outcome:
     decoded: no foreign ID may appear in it. Writes are skipped unless mutations are
     allowed.
     """
-    import json
-
-    control = CATALOGUE["AUTHZ-002"]
     own, foreign = run.config.table("authz.own_ids"), run.config.table("authz.foreign_ids")
     if not foreign:
-        return Outcome.skip(control, "no authz.foreign_ids (and authz.own_ids) declared")
-    policy = policy_or_skip(run, "AUTHZ-002")
-    if isinstance(policy, Outcome):
-        return policy
-    hiding = bool(run.config.get("authz.existence_hiding", False))
-    templates = run.config.table("schema.request_templates")
-    nonce = run_nonce(run)
-    observations: list[Observation] = []
-    pending: list[tuple[str, Call, set[str]]] = []
-    for name, foreign_ids in foreign.items():
-        principal = run.principal(name)
-        if principal is None:
-            observations.append(
-                Observation(
-                    f"objects of {name}", "not sent", f"auth.principals.{name}", Status.SKIP
-                )
-            )
-            continue
-        for m in policy.protected():
-            if name not in (policy.allowed(m.path) or ()):
-                continue
-            if policy.is_write(m.path) and not policy.allow_mutations:
-                continue
-            template = templates.get(m.path)
-            text = (
-                template if isinstance(template, str) else json.dumps(template) if template else ""
-            )
-            named = [i for i in own.get(name, []) if json.dumps(i) in text]
-            if named:
-                mine = json.dumps(named[0])
-                for fid in foreign_ids:
-                    request = policy.catalogue.request_bytes(
-                        m.path, text.replace(mine, json.dumps(fid))
-                    )
-                    pending.append(
-                        (
-                            "foreign",
-                            Call(f"{name} asks for foreign {fid}", m.path, (request,), principal),
-                            set(foreign_ids),
-                        )
-                    )
-                request = policy.catalogue.request_bytes(
-                    m.path, text.replace(mine, json.dumps(f"nonexistent-{nonce}"))
-                )
-                pending.append(
-                    (
-                        "absent",
-                        Call(f"{name} asks for a nonexistent ID", m.path, (request,), principal),
-                        set(),
-                    )
-                )
-            elif m.server_streaming:
-                request = policy.request(run, m.path)
-                pending.append(
-                    (
-                        "listing",
-                        Call(f"{name} lists", m.path, (request,), principal),
-                        set(foreign_ids),
-                    )
-                )
-    results = send(run, [p for _, p, _ in pending])
-    absent = {
-        p.method: r
-        for (kind, _, _), (p, r) in zip(pending, results, strict=True)
-        if kind == "absent"
-    }
-    for (kind, _, foreign_set), (probe, result) in zip(pending, results, strict=True):
-        where = f"{probe.label} -> {probe.method}"
-        if kind == "foreign":
-            twin = absent.get(probe.method)
-            hidden = (
-                hiding
-                and result.code == grpc.StatusCode.NOT_FOUND
-                and twin is not None
-                and (twin.code, twin.details) == (result.code, result.details)
-            )
-            if result.responses or result.code == grpc.StatusCode.OK:
-                status, sev = Status.FAIL, Severity.CRITICAL
-            elif result.code == grpc.StatusCode.PERMISSION_DENIED or hidden:
-                status, sev = Status.PASS, None
-            else:
-                status, sev = Status.FAIL, Severity.HIGH
-            expected = (
-                "PERMISSION_DENIED (7)"
-                + (", or NOT_FOUND (5) exactly as for a nonexistent ID" if hiding else "")
-                + ", no data"
-            )
-            observations.append(
-                Observation(where, result.summary(), expected, status, sev, result.request_id)
-            )
-        elif kind == "listing":
-            cls = policy.catalogue.message_class(policy.catalogue.method(probe.method).output_type)
-            leaked: set[str] = set()
-            undecodable = 0
-            for blob in result.responses:
-                try:
-                    decoded = cls.FromString(blob)
-                except DecodeError:  # undecodable: no evidence either way; counted below
-                    undecodable += 1
-                    continue
-                leaked |= strings_in(decoded) & foreign_set
-            status = Status.FAIL if leaked else Status.INCONCLUSIVE if undecodable else Status.PASS
-            observed = result.summary() + (
-                f"; foreign IDs returned: {', '.join(sorted(leaked))}" if leaked else ""
-            )
-            if undecodable:
-                observed += (
-                    f"; {undecodable} response(s) did not decode as {cls.DESCRIPTOR.full_name}"
-                )
-            observations.append(
-                Observation(
-                    where,
-                    observed,
-                    "no foreign ID in any response",
-                    status,
-                    Severity.CRITICAL if leaked else None,
-                    result.request_id,
-                )
-            )
-    if not pending and not observations:
-        return Outcome.skip(
-            control, "no allowed method names an own ID in its template, and none lists records"
+        raise NotApplicable("no authz.foreign_ids (and authz.own_ids) declared")
+    policy = _policy(run)
+    aimed, skipped = plan_objects(
+        policy, _templates(run, policy), own, foreign, run.principals, run_nonce(run)
+    )
+    if not aimed and not skipped:
+        raise NotApplicable(
+            "no allowed method names an own ID in its template, and none lists records"
         )
-    return Outcome.from_observations(control, observations, passed="no foreign record reachable")
+    hiding = bool(run.config.get("authz.existence_hiding", False))
+    observations = skipped + judge_objects(policy.catalogue, _sent(run, aimed), hiding)
+    return Outcome.from_observations(
+        CATALOGUE["AUTHZ-002"], observations, passed="no foreign record reachable"
+    )
 
 
 # -- AUTHZ-003 --------------------------------------------------------------------------
 
+AUTHZ_003 = (
+    Probe(
+        "1",
+        "writes setting authz.sensitive_fields are refused or not stored",
+        needs=("safety.allow_mutations",),
+    ),
+    Probe(
+        "2",
+        "least-privileged's denied mutation gets PERMISSION_DENIED",
+        needs=("safety.allow_mutations",),
+    ),
+    Probe(
+        "3",
+        "the record reads back byte-identical after the denied mutation",
+        needs=("safety.allow_mutations",),
+    ),
+)
 
-@check("AUTHZ-003")
+
+@dataclass(frozen=True)
+class Tampering:
+    """AUTHZ-003's plan: the read-back, and the writes in the order they are made.
+
+    Attributes:
+        read: A reader's read of the sandbox record (before and after each step).
+        read_type: The read's response message type.
+        steps: ``"2"`` steps (least-privileged's denied write, read before and after) and
+            ``"1"`` steps (a write setting a sensitive field, read after).
+        skipped: SKIP observations of steps that cannot be planned, with what they need.
+    """
+
+    read: Call
+    read_type: str
+    steps: tuple[Aimed, ...]
+    skipped: tuple[Observation, ...] = ()
+
+
+@dataclass(frozen=True)
+class Tried:
+    """One AUTHZ-003 step as sent: the write, and the record read back around it."""
+
+    aimed: Aimed
+    write: CallResult
+    after: CallResult
+    before: CallResult | None = None
+
+
+def _reads_and_writes(
+    policy: Policy, templates: Mapping[str, str], known: list[str]
+) -> tuple[list[MethodInfo], list[MethodInfo]]:
+    """Unary reads and the writes whose templates name a known (own or sandbox) ID."""
+    named = [m for m in policy.protected() if named_id(templates.get(m.path, ""), known)]
+    writes = [m for m in named if policy.is_write(m.path)]
+    reads = [
+        m
+        for m in named
+        if not policy.is_write(m.path) and not m.server_streaming and not m.client_streaming
+    ]
+    return reads, writes
+
+
+def _tamper_steps(
+    policy: Policy,
+    write: MethodInfo,
+    text: str,
+    principals: Mapping[str, Principal],
+    sensitive: Sequence[str],
+    nonce: str,
+    known: list[str],
+) -> list[Aimed]:
+    """One write method's steps.
+
+    Least-privileged's denied write, then each allowed writer setting each sensitive field
+    to the nonce.
+    """
+    cls = policy.catalogue.message_class(write.input_type)
+    allowed = policy.allowed(write.path) or frozenset()
+    least = principals.get("least-privileged")
+    steps = []
+    if least is not None and least.name not in allowed:
+        body = marked(cls, text, nonce, set(known))
+        label = "least-privileged attempts a denied write"
+        steps.append(Aimed("2", Call(label, write.path, (body,), least)))
+    writers = [principals[n] for n in sorted(allowed) if n in principals]
+    for writer in writers:
+        for path in sensitive:
+            msg = cls()
+            json_format.Parse(text, msg)
+            if set_path(msg, path, nonce):
+                label = f"{writer.name} sets {path}"
+                call = Call(label, write.path, (msg.SerializeToString(),), writer)
+                steps.append(Aimed("1", call))
+    return steps
+
+
+def plan_tampering(
+    policy: Policy,
+    templates: Mapping[str, str],
+    sandbox: list[str],
+    own_ids: list[str],
+    principals: Mapping[str, Principal],
+    sensitive: Sequence[str],
+    nonce: str,
+) -> Tampering:
+    """AUTHZ-003's plan on ``sandbox[0]``: only sandbox records are touched.
+
+    Raises:
+        NotApplicable: no write and unary read name an own or sandbox ID, or no principal
+            may read records back.
+    """
+    known = sandbox + own_ids
+    reads, writes = _reads_and_writes(policy, templates, known)
+    if not writes or not reads:
+        raise NotApplicable(
+            "needs a write and a unary read method whose templates name an own or sandbox ID"
+        )
+    read, sid = reads[0], sandbox[0]
+    allowed = sorted(policy.allowed(read.path) or ())
+    reader = principals.get("auditor") or next(
+        (principals[n] for n in allowed if n in principals), None
+    )
+    if reader is None:
+        raise NotApplicable(f"no principal may call {read.path} to read records back")
+    text = templates[read.path]
+    request = policy.catalogue.request_bytes(
+        read.path, swap_id(text, named_id(text, known) or "", sid)
+    )
+    steps: list[Aimed] = []
+    for w in writes:
+        text = swap_id(templates[w.path], named_id(templates[w.path], known) or "", sid)
+        steps += _tamper_steps(policy, w, text, principals, sensitive, nonce, known)
+    skipped = []
+    if not any(s.ref == "1" for s in steps):
+        need = "authz.sensitive_fields naming a string field of a write an allowed writer sends"
+        skipped.append(Observation("sensitive fields set", "not sent", need, Status.SKIP).of("1"))
+    if not any(s.ref == "2" for s in steps):
+        need = "auth.principals.least-privileged and a write the matrix denies it"
+        for ref in ("2", "3"):
+            skipped.append(Observation("a denied write", "not sent", need, Status.SKIP).of(ref))
+    read_call = Call(f"{sid} read back by {reader.name}", read.path, (request,), reader)
+    return Tampering(read_call, read.output_type, tuple(steps), tuple(skipped))
+
+
+def send_tampering(run: Run, plan: Tampering) -> list[Tried]:
+    """Each step in order: the denied write between two reads, each injection then a read."""
+
+    def one(call: Call) -> CallResult:
+        return send(run, [call])[0][1]
+
+    tried = []
+    for step in plan.steps:
+        before = one(plan.read) if step.ref == "2" else None
+        write = one(step.call)
+        tried.append(Tried(step, write, one(plan.read), before))
+    return tried
+
+
+def judge_unchanged(read: Call, before: CallResult, after: CallResult) -> Observation:
+    """AUTHZ-003 (3): the record reads back byte-identical after a denied write.
+
+    A read-back that did not reach the service, or a reader that could not read the record
+    before, shows nothing: INCONCLUSIVE.
+    """
+    where = f"{read.label} after the denied write"
+    same = before.responses == after.responses and before.code == after.code
+    if before.code in UNREACHED or after.code in UNREACHED:
+        observed = (
+            f"read-back did not reach the service: before {before.status}, after {after.status}"
+        )
+        status = Status.INCONCLUSIVE
+    elif before.code != OK:
+        observed, status = f"the record could not be read: {before.summary()}", Status.INCONCLUSIVE
+    else:
+        observed, status = ("unchanged", Status.PASS) if same else ("changed", Status.FAIL)
+    return Observation(
+        where, observed, "byte-identical", status, Severity.CRITICAL, after.request_id
+    ).of("3")
+
+
+def judge_injection(
+    catalogue: MethodCatalogue,
+    read_type: str,
+    step: Aimed,
+    result: CallResult,
+    back: CallResult,
+    nonce: str,
+) -> Observation:
+    """AUTHZ-003 (1): a write setting a sensitive field is refused (3 or 7) or not stored.
+
+    A refused write whose value shows in the read-back is a partial write (FAIL); an
+    accepted one needs a read-back that reached the service and decoded.
+    """
+    cls = catalogue.message_class(read_type)
+    stored, undecodable = False, 0
+    for blob in back.responses:
+        try:
+            stored = stored or nonce in strings_in(cls.FromString(blob))
+        except DecodeError:
+            undecodable += 1
+    observed = result.summary() + ("; the injected value was stored" if stored else "")
+    read_back = back.code == OK and not undecodable
+    if stored:
+        status = Status.FAIL
+    elif result.code in (INVALID_ARGUMENT, DENIED):
+        status = Status.PASS
+    elif result.code in UNREACHED or not read_back:
+        observed += f"; read back: {back.summary()}"
+        status = Status.INCONCLUSIVE
+    else:
+        status = Status.PASS
+    return Observation(
+        step.where,
+        observed,
+        "refused (3 or 7), or the value not stored",
+        status,
+        Severity.CRITICAL,
+        result.request_id,
+    ).of("1")
+
+
+def judge_tampering(
+    catalogue: MethodCatalogue, plan: Tampering, tried: Sequence[Tried], nonce: str
+) -> list[Observation]:
+    """AUTHZ-003: every step of ``plan`` as ``tried``, judged."""
+    out = list(plan.skipped)
+    for t in tried:
+        if t.aimed.ref == "2" and t.before is not None:
+            out.append(refused(t.aimed.call, t.write, expected=(DENIED,), low=()).of("2"))
+            out.append(judge_unchanged(plan.read, t.before, t.after))
+        else:
+            out.append(judge_injection(catalogue, plan.read_type, t.aimed, t.write, t.after, nonce))
+    return out
+
+
+@check("AUTHZ-003", probes=AUTHZ_003)
 def no_escalation_by_tampering(run: Run) -> Outcome:
     """No escalation or side effects from tampered or denied requests.
 
@@ -275,136 +672,145 @@ def no_escalation_by_tampering(run: Run) -> Outcome:
     Every principal allowed to write then sends the write with each
     ``authz.sensitive_fields`` path set to a harness value: it must be refused
     (INVALID_ARGUMENT or PERMISSION_DENIED) or the stored value must not be the injected
-    one.
+    one. A read-back that does not reach the service is INCONCLUSIVE.
     """
-    control = CATALOGUE["AUTHZ-003"]
     if not run.config.get("safety.allow_mutations"):
-        return Outcome.skip(
-            control, "needs --hipaa-allow-mutations (or safety.allow_mutations = true)"
-        )
+        raise NotApplicable("needs --hipaa-allow-mutations (or safety.allow_mutations = true)")
     sandbox = run.config.str_list("authz.sandbox_ids")
     if not sandbox:
-        return Outcome.skip(control, "no authz.sandbox_ids: no record may be changed")
-    policy = policy_or_skip(run, "AUTHZ-003")
-    if isinstance(policy, Outcome):
-        return policy
-    known = sandbox + [i for ids in run.config.table("authz.own_ids").values() for i in ids]
-    writes = [
-        m
-        for m in policy.protected()
-        if policy.is_write(m.path) and named_id(template_text(run, m.path), known)
-    ]
-    reads = [
-        m
-        for m in policy.protected()
-        if not policy.is_write(m.path)
-        and not m.server_streaming
-        and not m.client_streaming
-        and named_id(template_text(run, m.path), known)
-    ]
-    if not writes or not reads:
-        return Outcome.skip(
-            control,
-            "needs a write and a unary read method whose templates name an own or sandbox ID",
-        )
-    read = reads[0]
-    reader = run.principal("auditor") or next(
-        (run.principal(n) for n in sorted(policy.allowed(read.path) or ()) if run.principal(n)),
-        None,
+        raise NotApplicable("no authz.sandbox_ids: no record may be changed")
+    policy = _policy(run)
+    own = [i for ids in run.config.table("authz.own_ids").values() for i in ids]
+    nonce = f"hipaa-{run_nonce(run)}"
+    plan = plan_tampering(
+        policy,
+        _templates(run, policy),
+        sandbox,
+        own,
+        run.principals,
+        run.config.str_list("authz.sensitive_fields"),
+        nonce,
     )
-    if reader is None:
-        return Outcome.skip(control, f"no principal may call {read.path} to read records back")
-    sid = sandbox[0]
-    read_request = policy.catalogue.request_bytes(
-        read.path,
-        swap_id(
-            template_text(run, read.path), named_id(template_text(run, read.path), known) or "", sid
-        ),
-    )
-
-    def snapshot() -> CallResult:
-        return run.call(read.path, [read_request], principal=reader)
-
-    nonce = f"hipaa-{run.options.seed:08x}"
-    sensitive = run.config.str_list("authz.sensitive_fields")
-    least = run.principal("least-privileged")
-    observations = []
-    for w in writes:
-        text = swap_id(
-            template_text(run, w.path), named_id(template_text(run, w.path), known) or "", sid
-        )
-        allowed = policy.allowed(w.path) or frozenset()
-        if least is not None and least.name not in allowed:
-            before = snapshot()
-            denied_write = marked(
-                policy.catalogue.message_class(w.input_type), text, nonce, set(known)
-            )
-            attempt = run.call(w.path, [denied_write], principal=least)
-            after = snapshot()
-            same = before.responses == after.responses and before.code == after.code
-            observations.append(
-                refused(
-                    Call("least-privileged attempts a denied write", w.path, ()),
-                    attempt,
-                    expected=(grpc.StatusCode.PERMISSION_DENIED,),
-                    low=(),
-                )
-            )
-            observations.append(
-                Observation(
-                    f"{sid} read back by {reader.name} after the denied write",
-                    "unchanged" if same else "changed",
-                    "byte-identical",
-                    Status.PASS if same else Status.FAIL,
-                    Severity.CRITICAL,
-                    after.request_id,
-                )
-            )
-        for name in sorted(allowed):
-            writer = run.principal(name)
-            if writer is None:
-                continue
-            for path in sensitive:
-                cls = policy.catalogue.message_class(w.input_type)
-                msg = cls()
-                json_format.Parse(text, msg)
-                if not set_path(msg, path, nonce):
-                    continue
-                result = run.call(w.path, [msg.SerializeToString()], principal=writer)
-                back = snapshot()
-                stored = any(
-                    nonce
-                    in strings_in(policy.catalogue.message_class(read.output_type).FromString(b))
-                    for b in back.responses
-                )
-                ok = (
-                    result.code
-                    in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED)
-                    or not stored
-                )
-                observations.append(
-                    Observation(
-                        f"{name} sets {path} -> {w.path}",
-                        result.summary() + ("; the injected value was stored" if stored else ""),
-                        "refused (3 or 7), or the value not stored",
-                        Status.PASS if ok else Status.FAIL,
-                        Severity.CRITICAL,
-                        result.request_id,
-                    )
-                )
-    if not observations:
-        return Outcome.skip(
-            control, "no denied write for least-privileged and no sensitive field to inject"
-        )
+    observations = judge_tampering(policy.catalogue, plan, send_tampering(run, plan), nonce)
     return Outcome.from_observations(
-        control, observations, passed="no write across owners, no partial write"
+        CATALOGUE["AUTHZ-003"], observations, passed="no write across owners, no partial write"
     )
 
 
 # -- AUTHZ-004 --------------------------------------------------------------------------
 
+AUTHZ_004 = (
+    Probe("streams", "client-streaming and bidi: own, foreign, own; the foreign one refused"),
+    Probe("subscriptions", "server streams subscribed to a foreign ID and to a wildcard"),
+)
 
-@check("AUTHZ-004")
+
+def _stream_calls(
+    catalogue: MethodCatalogue,
+    path: str,
+    text: str,
+    named: str,
+    foreign_ids: Sequence[str],
+    principal: Principal,
+) -> list[Aimed]:
+    """One stream method's calls for one principal.
+
+    Own, foreign, own on a client stream; a foreign and a wildcard subscription on a server
+    stream.
+    """
+    build, name, foreign = catalogue.request_bytes, principal.name, frozenset(foreign_ids)
+    other = foreign_ids[0]
+    if catalogue.method(path).client_streaming:
+        msgs = (build(path, text), build(path, swap_id(text, named, other)), build(path, text))
+        label = f"{name} sends own, foreign {other}, own"
+        return [Aimed("streams", Call(label, path, msgs, principal), foreign)]
+    return [
+        Aimed(
+            "subscriptions",
+            Call(label, path, (build(path, swap_id(text, named, target)),), principal),
+            foreign,
+        )
+        for label, target in (
+            (f"{name} subscribes to foreign {other}", other),
+            (f"{name} subscribes to the wildcard", "*"),
+        )
+    ]
+
+
+def plan_streams(
+    policy: Policy,
+    methods: Sequence[str],
+    templates: Mapping[str, str],
+    own: Mapping[str, Sequence[str]],
+    foreign: Mapping[str, Sequence[str]],
+    principals: Mapping[str, Principal],
+) -> tuple[list[Aimed], list[Observation]]:
+    """AUTHZ-004's calls: each principal with own and foreign IDs on each stream it may call.
+
+    Returns the calls and a SKIP observation per method whose template names none of the
+    principal's own IDs.
+    """
+    aimed: list[Aimed] = []
+    skipped: list[Observation] = []
+    for name, foreign_ids in foreign.items():
+        principal, mine = principals.get(name), list(own.get(name, []))
+        if principal is None or not mine or not foreign_ids:
+            continue
+        for path in methods:
+            if name not in (policy.allowed(path) or ()):
+                continue
+            text = templates.get(path, "")
+            named = named_id(text, mine)
+            if named is not None:
+                aimed += _stream_calls(policy.catalogue, path, text, named, foreign_ids, principal)
+                continue
+            client = policy.catalogue.method(path).client_streaming
+            need = "a template naming one of its own IDs"
+            skip = Observation(f"{path} as {name}", "not sent", need, Status.SKIP)
+            skipped.append(skip.of("streams" if client else "subscriptions"))
+    return aimed, skipped
+
+
+def judge_stream(
+    catalogue: MethodCatalogue, aimed: Aimed, result: CallResult, per_message: bool
+) -> Observation:
+    """AUTHZ-004: no foreign data on any stream.
+
+    A client stream ends PERMISSION_DENIED (or OK with per-message errors under
+    ``authz.per_message_errors``); a subscription is refused with 7 and zero messages. A
+    stream that never reached the service is INCONCLUSIVE.
+    """
+    leaked, _ = ids_in(catalogue, aimed.call.method, result.responses, aimed.foreign)
+    if leaked:
+        observed = f"{result.summary()}; foreign IDs delivered: {', '.join(sorted(leaked))}"
+        return Observation(
+            aimed.where,
+            observed,
+            "no foreign data",
+            Status.FAIL,
+            Severity.CRITICAL,
+            result.request_id,
+        ).of(aimed.ref)
+    if aimed.ref == "subscriptions":
+        judged = refused(aimed.call, result, expected=(DENIED,), low=(NOT_FOUND,))
+        return judged.of(aimed.ref)
+    if result.code in UNREACHED:
+        status = Status.INCONCLUSIVE
+    elif result.code == DENIED or (per_message and result.code == OK):
+        status = Status.PASS
+    else:
+        status = Status.FAIL
+    return Observation(
+        aimed.where,
+        result.summary(),
+        "the foreign message refused: stream ends PERMISSION_DENIED (7)",
+        status,
+        Severity.HIGH,
+        result.request_id,
+    ).of(aimed.ref)
+
+
+@check("AUTHZ-004", probes=AUTHZ_004)
 def per_message_authorization(run: Run) -> Outcome:
     """Per-message authorization on streams.
 
@@ -414,136 +820,144 @@ def per_message_authorization(run: Run) -> Outcome:
     per-message error under ``authz.per_message_errors``). A server stream is subscribed to
     a foreign ID and to the wildcard ``*``: PERMISSION_DENIED with zero messages.
     """
-    control = CATALOGUE["AUTHZ-004"]
     methods = run.config.str_list("authz.stream_methods")
     own, foreign = run.config.table("authz.own_ids"), run.config.table("authz.foreign_ids")
     if not methods or not foreign:
-        return Outcome.skip(
-            control, "needs authz.stream_methods, authz.own_ids and authz.foreign_ids"
+        raise NotApplicable("needs authz.stream_methods, authz.own_ids and authz.foreign_ids")
+    policy = _policy(run)
+    templates = {path: template_text(run, path) for path in methods}
+    aimed, skipped = plan_streams(policy, methods, templates, own, foreign, run.principals)
+    if not aimed and not skipped:
+        raise NotApplicable(
+            "no principal with own and foreign IDs may call an authz.stream_methods entry"
         )
-    policy = policy_or_skip(run, "AUTHZ-004")
-    if isinstance(policy, Outcome):
-        return policy
     per_message = bool(run.config.get("authz.per_message_errors", False))
-    observations = []
-    probes: list[tuple[str, Call, set[str]]] = []
-    for name, foreign_ids in foreign.items():
-        principal = run.principal(name)
-        mine = own.get(name, [])
-        if principal is None or not mine:
-            continue
-        for path in methods:
-            if name not in (policy.allowed(path) or ()):
-                continue
-            text = template_text(run, path)
-            named = named_id(text, mine)
-            if named is None:
-                observations.append(
-                    Observation(
-                        f"{path} as {name}",
-                        "not sent",
-                        "a template naming one of its own IDs",
-                        Status.SKIP,
-                    )
-                )
-                continue
-            method = policy.catalogue.method(path)
-            build = policy.catalogue.request_bytes
-            if method.client_streaming:
-                msgs = (
-                    build(path, text),
-                    build(path, swap_id(text, named, foreign_ids[0])),
-                    build(path, text),
-                )
-                probes.append(
-                    (
-                        "stream",
-                        Call(
-                            f"{name} sends own, foreign {foreign_ids[0]}, own",
-                            path,
-                            msgs,
-                            principal,
-                        ),
-                        set(foreign_ids),
-                    )
-                )
-            else:
-                probes.append(
-                    (
-                        "subscribe",
-                        Call(
-                            f"{name} subscribes to foreign {foreign_ids[0]}",
-                            path,
-                            (build(path, swap_id(text, named, foreign_ids[0])),),
-                            principal,
-                        ),
-                        set(foreign_ids),
-                    )
-                )
-                probes.append(
-                    (
-                        "subscribe",
-                        Call(
-                            f"{name} subscribes to the wildcard",
-                            path,
-                            (build(path, swap_id(text, named, "*")),),
-                            principal,
-                        ),
-                        set(foreign_ids),
-                    )
-                )
-    for (kind, _, foreign_set), (probe, result) in zip(
-        probes, send(run, [p for _, p, _ in probes]), strict=True
-    ):
-        leaked = _foreign_ids_in(policy, probe.method, result, foreign_set)
-        where = f"{probe.label} -> {probe.method}"
-        if leaked:
-            observations.append(
-                Observation(
-                    where,
-                    f"{result.summary()}; foreign IDs delivered: {', '.join(sorted(leaked))}",
-                    "no foreign data",
-                    Status.FAIL,
-                    Severity.CRITICAL,
-                    result.request_id,
-                )
-            )
-        elif kind == "stream":
-            ended = result.code == grpc.StatusCode.PERMISSION_DENIED or (
-                per_message and result.code == grpc.StatusCode.OK
-            )
-            observations.append(
-                Observation(
-                    where,
-                    result.summary(),
-                    "the foreign message refused: stream ends PERMISSION_DENIED (7)",
-                    Status.PASS if ended else Status.FAIL,
-                    Severity.HIGH,
-                    result.request_id,
-                )
-            )
-        else:
-            observations.append(
-                refused(
-                    probe,
-                    result,
-                    expected=(grpc.StatusCode.PERMISSION_DENIED,),
-                    low=(grpc.StatusCode.NOT_FOUND,),
-                )
-            )
-    if not observations:
-        return Outcome.skip(
-            control, "no principal with own and foreign IDs may call an authz.stream_methods entry"
-        )
+    judged = [judge_stream(policy.catalogue, a, r, per_message) for a, r in _sent(run, aimed)]
     return Outcome.from_observations(
-        control, observations, passed="every stream message authorized on its own"
+        CATALOGUE["AUTHZ-004"],
+        skipped + judged,
+        passed="every stream message authorized on its own",
     )
 
 
 # -- AUTHZ-005 --------------------------------------------------------------------------
 
+AUTHZ_005 = (
+    Probe(
+        "emergency",
+        "break-glass calls of authz.emergency_methods succeed",
+        needs=("auth.fixtures.break_glass",),
+    ),
+    Probe(
+        "others",
+        "break-glass calls of other methods get PERMISSION_DENIED",
+        needs=("auth.fixtures.break_glass",),
+    ),
+    Probe(
+        "audit",
+        "each emergency call's audit event is flagged emergency with a reason",
+        needs=("auth.fixtures.break_glass",),
+    ),
+)
 
-@check("AUTHZ-005")
+
+def plan_break_glass(
+    policy: Policy,
+    templates: Mapping[str, str],
+    own_ids: list[str],
+    foreign_id: str,
+    emergency: Sequence[str],
+    token: str,
+) -> list[Aimed]:
+    """AUTHZ-005's calls, with the break-glass token, for a record outside the normal scope.
+
+    Every method whose template names an own ID is called for ``foreign_id``; writes only
+    when mutations are allowed.
+    """
+    aimed = []
+    for m in policy.protected():
+        if policy.is_write(m.path) and not policy.allow_mutations:
+            continue
+        text = templates.get(m.path, "")
+        named = named_id(text, own_ids)
+        if named is None:
+            continue
+        body = policy.catalogue.request_bytes(m.path, swap_id(text, named, foreign_id))
+        ref = "emergency" if m.path in emergency else "others"
+        label = (
+            f"break-glass {'emergency' if ref == 'emergency' else 'other'} call for {foreign_id}"
+        )
+        aimed.append(Aimed(ref, Call(label, m.path, (body,), None, bearer(token))))
+    return aimed
+
+
+def judge_break_glass(sent: Sequence[tuple[Aimed, CallResult]]) -> list[Observation]:
+    """AUTHZ-005 (emergency, others): emergency methods answered, the others refused.
+
+    Emergency methods must get neither 7 nor 16; the others PERMISSION_DENIED.
+    """
+    out = []
+    for aimed, result in sent:
+        if aimed.ref == "others":
+            out.append(refused(aimed.call, result, expected=(DENIED,), low=()).of("others"))
+            continue
+        if result.code in UNREACHED:
+            status = Status.INCONCLUSIVE
+        elif result.code in (DENIED, UNAUTHENTICATED):
+            status = Status.FAIL
+        else:
+            status = Status.PASS
+        out.append(
+            Observation(
+                aimed.where,
+                result.summary(),
+                "allowed",
+                status,
+                Severity.MEDIUM,
+                result.request_id,
+            ).of("emergency")
+        )
+    return out
+
+
+def judge_flags(
+    request_ids: Sequence[str],
+    events: Mapping[str, Sequence[dict[str, Any]]],
+    problem: str,
+    lookup: Callable[[dict[str, Any], str], Any],
+) -> list[Observation]:
+    """AUTHZ-005 (audit): each emergency call's events are flagged, with a reason.
+
+    Every event must have the emergency marker true and a non-empty reason;
+    ``lookup(event, name)`` reads a logical field through ``audit.field_map``. An
+    unreadable source or a missing event is INCONCLUSIVE.
+    """
+    out = []
+    for rid in request_ids:
+        evs = events.get(rid, [])
+        where = f"audit event for {rid}"
+        if problem or not evs:
+            observed = problem or "none within audit.delivery_timeout_s"
+            expected = "an event flagged emergency with a reason"
+            out.append(Observation(where, observed, expected, Status.INCONCLUSIVE, request_id=rid))
+            continue
+        flagged = all(
+            lookup(e, "emergency") is True and str(lookup(e, "reason") or "").strip() for e in evs
+        )
+        out.append(
+            Observation(
+                where,
+                "flagged with a reason" if flagged else "not flagged as emergency, or no reason",
+                "emergency marker true and a non-empty reason",
+                Status.PASS if flagged else Status.FAIL,
+                Severity.HIGH,
+                rid,
+            )
+        )
+    return [o.of("audit") for o in out]
+
+
+@check("AUTHZ-005", probes=AUTHZ_005)
 def break_glass(run: Run) -> Outcome:
     """Emergency (break-glass) access constrained and flagged.
 
@@ -555,105 +969,36 @@ def break_glass(run: Run) -> Outcome:
     declared (ATT-006 must then cover the procedure); INCONCLUSIVE when the audit source
     cannot be read.
     """
-    control = CATALOGUE["AUTHZ-005"]
     fixtures = principals_from(run.config.table("auth.fixtures"), "config")
     emergency = run.config.str_list("authz.emergency_methods")
     if "break_glass" not in fixtures or not emergency:
-        return Outcome.skip(
-            control,
+        raise NotApplicable(
             "no break-glass mechanism declared (auth.fixtures.break_glass, "
-            "authz.emergency_methods); ATT-006 must cover it",
+            "authz.emergency_methods); ATT-006 must cover it"
         )
-    policy = policy_or_skip(run, "AUTHZ-005")
-    if isinstance(policy, Outcome):
-        return policy
-    token = fixtures["break_glass"].token()
+    policy = _policy(run)
     own = [i for ids in run.config.table("authz.own_ids").values() for i in ids]
     foreign = [i for ids in run.config.table("authz.foreign_ids").values() for i in ids]
     if not foreign:
-        return Outcome.skip(control, "needs authz.foreign_ids: a record outside the normal scope")
-    probes = []
-    for m in policy.protected():
-        if policy.is_write(m.path) and not policy.allow_mutations:
-            continue
-        text = template_text(run, m.path)
-        named = named_id(text, own)
-        if named is None:
-            continue
-        request = policy.catalogue.request_bytes(m.path, swap_id(text, named, foreign[0]))
-        kind = "emergency" if m.path in emergency else "other"
-        probes.append(
-            (
-                kind,
-                Call(
-                    f"break-glass {kind} call for {foreign[0]}",
-                    m.path,
-                    (request,),
-                    None,
-                    bearer(token),
-                ),
-            )
-        )
-    results = send(run, [p for _, p in probes])
-    observations = []
-    emergency_ids = []
-    for (kind, _), (probe, result) in zip(probes, results, strict=True):
-        where = f"{probe.label} -> {probe.method}"
-        if kind == "emergency":
-            ok = result.code not in (
-                grpc.StatusCode.PERMISSION_DENIED,
-                grpc.StatusCode.UNAUTHENTICATED,
-            )
-            observations.append(
-                Observation(
-                    where,
-                    result.summary(),
-                    "allowed",
-                    Status.PASS if ok else Status.FAIL,
-                    Severity.MEDIUM,
-                    result.request_id,
-                )
-            )
-            if ok:
-                emergency_ids.append(result.request_id)
-        else:
-            observations.append(
-                refused(probe, result, expected=(grpc.StatusCode.PERMISSION_DENIED,), low=())
-            )
-    if emergency_ids:
-        events, problem = audit.wait_for(run, emergency_ids)
-        for rid in emergency_ids:
-            evs = events.get(rid, [])
-            if problem or not evs:
-                observations.append(
-                    Observation(
-                        f"audit event for {rid}",
-                        problem or "none within audit.delivery_timeout_s",
-                        "an event flagged emergency with a reason",
-                        Status.INCONCLUSIVE,
-                        request_id=rid,
-                    )
-                )
-                continue
-            flagged = all(
-                audit.field(run, e, "emergency") is True
-                and str(audit.field(run, e, "reason") or "").strip()
-                for e in evs
-            )
-            observations.append(
-                Observation(
-                    f"audit event for {rid}",
-                    "flagged with a reason"
-                    if flagged
-                    else "not flagged as emergency, or no reason",
-                    "emergency marker true and a non-empty reason",
-                    Status.PASS if flagged else Status.FAIL,
-                    Severity.HIGH,
-                    rid,
-                )
-            )
+        raise NotApplicable("needs authz.foreign_ids: a record outside the normal scope")
+    token = fixtures["break_glass"].token()
+    aimed = plan_break_glass(policy, _templates(run, policy), own, foreign[0], emergency, token)
+    sent = _sent(run, aimed)
+    observations = judge_break_glass(sent)
+    answered = [
+        o.request_id
+        for o in observations
+        if o.ref == "emergency" and o.status is Status.PASS and o.request_id
+    ]
+    if answered:
+        events, problem = audit.wait_for(run, answered)
+
+        def lookup(event: dict[str, Any], name: str) -> Any:
+            return audit.field(run, event, name)
+
+        observations += judge_flags(answered, events, problem, lookup)
     return Outcome.from_observations(
-        control,
+        CATALOGUE["AUTHZ-005"],
         observations,
         passed="break-glass limited to emergency methods and flagged in the audit log",
     )

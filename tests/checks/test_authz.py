@@ -1,0 +1,635 @@
+"""AUTHZ-001...005 judged on recorded answers: no server, a service that is not the reference.
+
+The service here is a made-up chart store (``acme.charts.v2``) with its own field names;
+the answers carry the status texts and metadata other stacks send (grpc-go, Node, an Envoy
+front proxy). The judges must decide by status codes and decoded payloads alone.
+"""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from google.protobuf import descriptor_pb2
+
+from harness.catalogue import CATALOGUE, Severity
+from harness.checks import registered
+from harness.checks.authz import (
+    AUTHZ_001,
+    AUTHZ_002,
+    AUTHZ_003,
+    AUTHZ_004,
+    AUTHZ_005,
+    Aimed,
+    Tampering,
+    Tried,
+    judge_break_glass,
+    judge_flags,
+    judge_foreign,
+    judge_injection,
+    judge_listing,
+    judge_matrix,
+    judge_nonexistent,
+    judge_objects,
+    judge_stream,
+    judge_tampering,
+    judge_unchanged,
+    plan_break_glass,
+    plan_objects,
+    plan_streams,
+    plan_tampering,
+)
+from harness.descriptors import MethodCatalogue
+from harness.outcome import NotApplicable, Outcome, Probe, Status, settle
+from harness.plans.calls import Call
+from harness.policy import Policy
+from harness.principals import Principal
+from tests.checks.recorded import answer
+
+C = grpc.StatusCode
+SVC = "/acme.charts.v2.Charts"
+GET, LIST, UPDATE = f"{SVC}/GetChart", f"{SVC}/ListCharts", f"{SVC}/UpdateChart"
+STREAM, WATCH = f"{SVC}/StreamCharts", f"{SVC}/WatchChart"
+ENVOY_DOWN = "upstream connect error or disconnect/reset before headers. reset reason: overflow"
+ENVOY_TRAILERS = (("server", "envoy"), ("x-envoy-upstream-service-time", "3"))
+GO_DENIED = "rpc error: code = PermissionDenied desc = caller lacks chart:read"
+
+
+# -- a service that is not the reference ------------------------------------------------
+
+
+def _catalogue() -> MethodCatalogue:
+    f = descriptor_pb2.FileDescriptorProto(name="acme/charts.proto", package="acme.charts.v2")
+    fdp = descriptor_pb2.FieldDescriptorProto
+
+    def msg(name: str, *fields: str) -> None:
+        """Fields as ``name`` (a string), ``name:Type`` or ``name:Type*`` (repeated)."""
+        m = f.message_type.add(name=name)
+        for number, spec in enumerate(fields, 1):
+            fname, _, type_name = spec.partition(":")
+            label = fdp.LABEL_REPEATED if type_name.endswith("*") else fdp.LABEL_OPTIONAL
+            fd = m.field.add(name=fname, number=number, label=label, type=fdp.TYPE_STRING)
+            if type_name:
+                fd.type = fdp.TYPE_MESSAGE
+                fd.type_name = f".acme.charts.v2.{type_name.rstrip('*')}"
+
+    msg("Chart", "chart_id", "owner", "body")
+    msg("ChartRef", "chart_id")
+    msg("ListChartsRequest", "tenant")
+    msg("ListChartsResponse", "charts:Chart*", "next")
+    msg("UpdateChartRequest", "chart:Chart")
+    s = f.service.add(name="Charts")
+    for name, req, resp, cs, ss in (
+        ("GetChart", "ChartRef", "Chart", False, False),
+        ("ListCharts", "ListChartsRequest", "ListChartsResponse", False, True),
+        ("UpdateChart", "UpdateChartRequest", "Chart", False, False),
+        ("StreamCharts", "ChartRef", "Chart", True, True),
+        ("WatchChart", "ChartRef", "Chart", False, True),
+    ):
+        s.method.add(
+            name=name,
+            input_type=f".acme.charts.v2.{req}",
+            output_type=f".acme.charts.v2.{resp}",
+            client_streaming=cs,
+            server_streaming=ss,
+        )
+    return MethodCatalogue(descriptor_pb2.FileDescriptorSet(file=[f]), "acme")
+
+
+CATALOGUE_ = _catalogue()
+MATRIX = {
+    GET: frozenset({"nurse", "auditor"}),
+    LIST: frozenset({"nurse", "auditor"}),
+    UPDATE: frozenset({"nurse"}),
+    STREAM: frozenset({"nurse"}),
+    WATCH: frozenset({"nurse"}),
+}
+TEMPLATES = {
+    GET: '{"chartId": "c-1"}',
+    LIST: '{"tenant": "north"}',
+    UPDATE: '{"chart": {"chartId": "c-1", "body": "note"}}',
+    STREAM: '{"chartId": "c-1"}',
+    WATCH: '{"chartId": "c-1"}',
+}
+NAMES = ("nurse", "auditor", "least-privileged", "no-roles")
+PRINCIPALS = {n: Principal(n) for n in NAMES}
+
+
+def policy(*, mutations: bool = False, matrix: dict[str, frozenset[str]] | None = None) -> Policy:
+    return Policy(
+        catalogue=CATALOGUE_,
+        public=frozenset(),
+        writes=frozenset({UPDATE}),
+        matrix=MATRIX if matrix is None else matrix,
+        allow_mutations=mutations,
+    )
+
+
+def chart(chart_id: str, owner: str = "u-nurse", body: str = "") -> bytes:
+    cls = CATALOGUE_.message_class("acme.charts.v2.Chart")
+    return cls(chart_id=chart_id, owner=owner, body=body).SerializeToString()
+
+
+def page(*ids: str) -> bytes:
+    cls = CATALOGUE_.message_class("acme.charts.v2.ListChartsResponse")
+    chart_cls = CATALOGUE_.message_class("acme.charts.v2.Chart")
+    return cls(charts=[chart_cls(chart_id=i) for i in ids]).SerializeToString()
+
+
+def call(label: str, method: str, principal: str | None = None) -> Call:
+    who = PRINCIPALS.get(principal or label)
+    return Call(label, method, (b"",), who)
+
+
+def aimed(ref: str, method: str, principal: str = "nurse", foreign=("c-7", "c-8")) -> Aimed:
+    return Aimed(ref, call(principal, method, principal), frozenset(foreign))
+
+
+def settled(control_id: str, probes: tuple[Probe, ...], observations, **configured) -> Outcome:
+    outcome = Outcome.from_observations(CATALOGUE[control_id], observations, passed="held")
+    return settle(outcome, probes, lambda key: bool(configured.get(key, True)))
+
+
+def refs(observations) -> dict[str, list[Status]]:
+    out: dict[str, list[Status]] = {}
+    for o in observations:
+        out.setdefault(o.ref, []).append(o.status)
+    return out
+
+
+# -- the declared probes are the catalogue's -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("control_id", "expected"),
+    [
+        ("AUTHZ-001", {"denied": (), "allowed": (), "no-roles": ("auth.principals.no-roles",),
+                       "gaps": ()}),
+        ("AUTHZ-002", {"foreign": (), "listing": (), "nonexistent": ()}),
+        ("AUTHZ-003", dict.fromkeys(("1", "2", "3"), ("safety.allow_mutations",))),
+        ("AUTHZ-004", {"streams": (), "subscriptions": ()}),
+        ("AUTHZ-005", dict.fromkeys(("emergency", "others", "audit"),
+                                    ("auth.fixtures.break_glass",))),
+    ],
+)  # fmt: skip
+def test_declared_probes_are_the_catalogue_items(control_id, expected):
+    probes = registered()[control_id].probes
+    assert {p.ref: p.needs for p in probes} == expected
+    assert all(p.required for p in probes), "the catalogue makes none of them optional"
+    module_level = {
+        "AUTHZ-001": AUTHZ_001,
+        "AUTHZ-002": AUTHZ_002,
+        "AUTHZ-003": AUTHZ_003,
+        "AUTHZ-004": AUTHZ_004,
+        "AUTHZ-005": AUTHZ_005,
+    }
+    assert probes == module_level[control_id]
+
+
+# -- AUTHZ-001 --------------------------------------------------------------------------
+
+
+def matrix_calls(**codes):
+    """One call per (method, principal) with the answer ``codes`` gives, OK otherwise."""
+    out = []
+    for method in (GET, LIST):
+        for name in NAMES:
+            code = codes.get(f"{name}@{method.rsplit('/', 1)[1]}")
+            if code is None:
+                code = C.OK if name in MATRIX[method] else C.PERMISSION_DENIED
+            body = (chart("c-1"),) if code == C.OK else ()
+            details = GO_DENIED if code == C.PERMISSION_DENIED else ""
+            out.append((call(name, method), answer(code, *body, details=details, method=method)))
+    return out
+
+
+def test_matrix_held_passes_every_probe():
+    observations = judge_matrix(MATRIX, [GET, LIST], matrix_calls())
+    assert refs(observations) == {
+        "gaps": [Status.PASS],
+        "allowed": [Status.PASS] * 4,
+        "denied": [Status.PASS] * 2,
+        "no-roles": [Status.PASS] * 2,
+    }
+    assert settled("AUTHZ-001", AUTHZ_001, observations).status is Status.PASS
+
+
+def test_denied_pair_answered_is_critical_and_unauthenticated_is_low():
+    observations = judge_matrix(
+        MATRIX,
+        [GET, LIST],
+        matrix_calls(
+            **{"least-privileged@GetChart": C.OK, "no-roles@ListCharts": C.UNAUTHENTICATED}
+        ),
+    )
+    failed = {(o.ref, o.severity) for o in observations if o.status is Status.FAIL}
+    assert failed == {("denied", Severity.CRITICAL), ("no-roles", Severity.LOW)}
+    outcome = settled("AUTHZ-001", AUTHZ_001, observations)
+    assert outcome.status is Status.FAIL
+    assert outcome.severity is Severity.CRITICAL
+
+
+def test_allowed_pair_refused_fails():
+    observations = judge_matrix(
+        MATRIX, [GET, LIST], matrix_calls(**{"nurse@GetChart": C.PERMISSION_DENIED})
+    )
+    assert [o.status for o in observations if o.ref == "allowed"].count(Status.FAIL) == 1
+
+
+def test_policy_gap_fails_and_no_roles_is_still_held_there():
+    calls = [
+        *matrix_calls(),
+        (call("nurse", UPDATE), answer(C.OK, chart("c-1"), method=UPDATE)),
+        (call("no-roles", UPDATE), answer(C.OK, chart("c-1"), method=UPDATE)),
+    ]
+    matrix = {k: v for k, v in MATRIX.items() if k != UPDATE}
+    observations = judge_matrix(matrix, [GET, LIST, UPDATE], calls)
+    gaps = [o for o in observations if o.ref == "gaps"]
+    assert [(o.status, o.severity) for o in gaps] == [(Status.FAIL, Severity.HIGH)]
+    assert UPDATE in gaps[0].probe
+    # The nurse's call to the gap is not judged; no-roles must be refused everywhere.
+    assert not [o for o in observations if o.ref == "allowed" and UPDATE in o.probe]
+    assert [o.status for o in observations if o.ref == "no-roles" and UPDATE in o.probe] == [
+        Status.FAIL
+    ]
+
+
+def test_unreachable_pairs_are_inconclusive_never_a_refusal():
+    observations = judge_matrix(
+        MATRIX,
+        [GET, LIST],
+        matrix_calls(
+            **{
+                "nurse@GetChart": C.UNAVAILABLE,
+                "least-privileged@GetChart": C.DEADLINE_EXCEEDED,
+                "no-roles@GetChart": C.UNAVAILABLE,
+            }
+        ),
+    )
+    unsure = {o.ref for o in observations if o.status is Status.INCONCLUSIVE}
+    assert unsure == {"allowed", "denied", "no-roles"}
+    assert settled("AUTHZ-001", AUTHZ_001, observations).status is Status.INCONCLUSIVE
+
+
+def test_without_a_no_roles_principal_the_control_cannot_pass():
+    calls = [(c, r) for c, r in matrix_calls() if c.principal.name != "no-roles"]
+    observations = judge_matrix(MATRIX, [GET, LIST], calls)
+    outcome = settled("AUTHZ-001", AUTHZ_001, observations, **{"auth.principals.no-roles": False})
+    assert outcome.status is Status.INCONCLUSIVE
+    missing = next(p for p in outcome.probes if p.id == "AUTHZ-001(no-roles)")
+    assert missing.enable == "auth.principals.no-roles"
+
+
+# -- AUTHZ-002 --------------------------------------------------------------------------
+
+
+def test_objects_plan_foreign_nonexistent_and_listing_calls():
+    principals = {k: v for k, v in PRINCIPALS.items() if k != "auditor"}
+    planned, skipped = plan_objects(
+        policy(),
+        TEMPLATES,
+        {"nurse": ["c-1"]},
+        {"nurse": ["c-7", "c-8"], "auditor": ["c-1"]},
+        principals,
+        "0badf00d",
+    )
+    kinds = [(a.ref, a.call.method) for a in planned]
+    assert kinds == [
+        ("foreign", GET),
+        ("foreign", GET),
+        ("nonexistent", GET),
+        ("listing", LIST),
+        ("foreign", STREAM),
+        ("foreign", STREAM),
+        ("nonexistent", STREAM),
+        ("foreign", WATCH),
+        ("foreign", WATCH),
+        ("nonexistent", WATCH),
+    ]  # no UpdateChart: mutations are not allowed
+    ref = CATALOGUE_.message_class("acme.charts.v2.ChartRef")
+    assert ref.FromString(planned[1].call.requests[0]).chart_id == "c-8"
+    assert ref.FromString(planned[2].call.requests[0]).chart_id == "nonexistent-0badf00d"
+    assert [(o.ref, o.status, o.expected) for o in skipped] == [
+        ("foreign", Status.SKIP, "auth.principals.auditor")
+    ]
+
+
+def test_foreign_refused_passes_and_foreign_data_is_critical():
+    refused = judge_foreign(
+        aimed("foreign", GET), answer(C.PERMISSION_DENIED, details=GO_DENIED), None, False
+    )
+    leaked = judge_foreign(aimed("foreign", GET), answer(C.OK, chart("c-7")), None, False)
+    assert (refused.status, refused.ref) == (Status.PASS, "foreign")
+    assert (leaked.status, leaked.severity) == (Status.FAIL, Severity.CRITICAL)
+
+
+def test_existence_hiding_needs_the_same_code_and_message_as_a_nonexistent_id():
+    a = aimed("foreign", GET)
+    hidden = answer(C.NOT_FOUND, details="chart not found")
+    same = judge_foreign(a, hidden, answer(C.NOT_FOUND, details="chart not found"), True)
+    differs = judge_foreign(
+        a, hidden, answer(C.NOT_FOUND, details="no such chart c-nonexistent"), True
+    )
+    lost_twin = judge_foreign(a, hidden, answer(C.UNAVAILABLE, details=ENVOY_DOWN), True)
+    not_hiding = judge_foreign(a, hidden, answer(C.NOT_FOUND, details="chart not found"), False)
+    assert same.status is Status.PASS
+    assert (differs.status, differs.severity) == (Status.FAIL, Severity.HIGH)
+    assert lost_twin.status is Status.INCONCLUSIVE
+    assert not_hiding.status is Status.FAIL
+
+
+def test_foreign_call_that_never_arrived_is_inconclusive():
+    lost = answer(C.UNAVAILABLE, details=ENVOY_DOWN, trailers=ENVOY_TRAILERS)
+    assert judge_foreign(aimed("foreign", GET), lost, None, False).status is Status.INCONCLUSIVE
+
+
+def test_listing_with_a_foreign_id_fails_and_own_ids_pass():
+    own = judge_listing(CATALOGUE_, aimed("listing", LIST), answer(C.OK, page("c-1", "c-2")))
+    leaked = judge_listing(
+        CATALOGUE_, aimed("listing", LIST), answer(C.OK, page("c-1"), page("c-8"))
+    )
+    refused = judge_listing(CATALOGUE_, aimed("listing", LIST), answer(C.PERMISSION_DENIED))
+    assert own.status is refused.status is Status.PASS
+    assert (leaked.status, leaked.severity) == (Status.FAIL, Severity.CRITICAL)
+    assert "c-8" in leaked.observed
+    assert "c-7" not in leaked.observed
+
+
+@pytest.mark.parametrize(
+    "lost",
+    [
+        answer(C.UNAVAILABLE, details=ENVOY_DOWN, trailers=ENVOY_TRAILERS),
+        answer(C.DEADLINE_EXCEEDED, details="context deadline exceeded"),
+        answer(C.DEADLINE_EXCEEDED, page("c-1"), details="Deadline exceeded"),
+    ],
+    ids=["envoy-unavailable", "go-deadline", "node-deadline-mid-stream"],
+)
+def test_listing_that_did_not_come_back_is_inconclusive_not_a_pass(lost):
+    # The recorded case: an empty (or cut-off) listing looked like "no foreign ID" and passed.
+    judged = judge_listing(CATALOGUE_, aimed("listing", LIST), lost)
+    assert judged.status is Status.INCONCLUSIVE
+
+
+def test_listing_that_does_not_decode_is_inconclusive():
+    judged = judge_listing(CATALOGUE_, aimed("listing", LIST), answer(C.OK, b"\xff\xff\xff"))
+    assert judged.status is Status.INCONCLUSIVE
+    assert "did not decode" in judged.observed
+
+
+def test_nonexistent_id_is_the_reference_point():
+    a = aimed("nonexistent", GET)
+    assert judge_nonexistent(CATALOGUE_, a, answer(C.NOT_FOUND)).status is Status.PASS
+    assert judge_nonexistent(CATALOGUE_, a, answer(C.PERMISSION_DENIED)).status is Status.PASS
+    lost = answer(C.UNAVAILABLE, details=ENVOY_DOWN)
+    assert judge_nonexistent(CATALOGUE_, a, lost).status is Status.INCONCLUSIVE
+    leaked = judge_nonexistent(CATALOGUE_, a, answer(C.OK, chart("c-7")))
+    assert (leaked.status, leaked.severity) == (Status.FAIL, Severity.CRITICAL)
+
+
+def test_objects_judged_together_pair_each_foreign_call_with_its_twin():
+    sent = [
+        (aimed("foreign", GET), answer(C.NOT_FOUND, details="not found")),
+        (aimed("nonexistent", GET), answer(C.NOT_FOUND, details="not found")),
+        (aimed("listing", LIST), answer(C.OK, page("c-1"))),
+    ]
+    observations = judge_objects(CATALOGUE_, sent, hiding=True)
+    assert refs(observations) == {
+        "foreign": [Status.PASS],
+        "nonexistent": [Status.PASS],
+        "listing": [Status.PASS],
+    }
+    assert settled("AUTHZ-002", AUTHZ_002, observations).status is Status.PASS
+    # Without a listing method the control does not pass on foreign calls alone.
+    partial = settled("AUTHZ-002", AUTHZ_002, observations[:2])
+    assert partial.status is Status.INCONCLUSIVE
+    assert "AUTHZ-002(listing)" in partial.summary
+
+
+# -- AUTHZ-003 --------------------------------------------------------------------------
+
+
+def tampering_plan(**kw) -> Tampering:
+    args = {
+        "policy": policy(mutations=True),
+        "templates": TEMPLATES,
+        "sandbox": ["c-9"],
+        "own_ids": ["c-1"],
+        "principals": PRINCIPALS,
+        "sensitive": ["chart.owner", "chart.missing"],
+        "nonce": "hipaa-0badf00d",
+    }
+    return plan_tampering(**{**args, **kw})
+
+
+def test_tampering_plan_touches_the_sandbox_record_only():
+    plan = tampering_plan()
+    ref = CATALOGUE_.message_class("acme.charts.v2.ChartRef")
+    update = CATALOGUE_.message_class("acme.charts.v2.UpdateChartRequest")
+    assert plan.read.principal.name == "auditor"
+    assert plan.read.method == GET
+    assert ref.FromString(plan.read.requests[0]).chart_id == "c-9"
+    assert [(s.ref, s.call.principal.name) for s in plan.steps] == [
+        ("2", "least-privileged"),
+        ("1", "nurse"),
+    ]
+    denied, injected = (update.FromString(s.call.requests[0]) for s in plan.steps)
+    assert denied.chart.chart_id == injected.chart.chart_id == "c-9"
+    assert denied.chart.body == "note-hipaa-0badf00d"
+    assert injected.chart.owner == "hipaa-0badf00d"
+    assert plan.skipped == ()
+
+
+def test_tampering_plan_says_what_each_missing_step_needs():
+    principals = {k: v for k, v in PRINCIPALS.items() if k != "least-privileged"}
+    plan = tampering_plan(principals=principals, sensitive=[])
+    assert plan.steps == ()
+    assert {o.ref: o.status for o in plan.skipped} == dict.fromkeys(("1", "2", "3"), Status.SKIP)
+    assert settled("AUTHZ-003", AUTHZ_003, plan.skipped).status is Status.SKIP
+    with pytest.raises(NotApplicable):
+        tampering_plan(templates={GET: TEMPLATES[GET]})
+
+
+def test_denied_write_refused_and_record_unchanged_passes():
+    plan = tampering_plan()
+    record = answer(C.OK, chart("c-9", body="note"))
+    tried = [
+        Tried(plan.steps[0], answer(C.PERMISSION_DENIED, details=GO_DENIED), record, record),
+        Tried(plan.steps[1], answer(C.INVALID_ARGUMENT, details="owner is read-only"), record),
+    ]
+    observations = judge_tampering(CATALOGUE_, plan, tried, "hipaa-0badf00d")
+    assert refs(observations) == {"2": [Status.PASS], "3": [Status.PASS], "1": [Status.PASS]}
+    assert settled("AUTHZ-003", AUTHZ_003, observations).status is Status.PASS
+
+
+def test_denied_write_that_landed_fails():
+    plan = tampering_plan()
+    before = answer(C.OK, chart("c-9", body="note"))
+    after = answer(C.OK, chart("c-9", body="note-hipaa-0badf00d"))
+    judged = judge_unchanged(plan.read, before, after)
+    assert (judged.status, judged.severity, judged.observed) == (
+        Status.FAIL,
+        Severity.CRITICAL,
+        "changed",
+    )
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        (answer(C.OK, chart("c-9")), answer(C.UNAVAILABLE, details=ENVOY_DOWN)),
+        (answer(C.UNAVAILABLE, details=ENVOY_DOWN), answer(C.UNAVAILABLE, details=ENVOY_DOWN)),
+        (answer(C.DEADLINE_EXCEEDED), answer(C.OK, chart("c-9"))),
+        (answer(C.PERMISSION_DENIED), answer(C.PERMISSION_DENIED)),
+    ],
+    ids=["after-lost", "both-lost", "before-lost", "reader-refused"],
+)
+def test_read_back_that_shows_nothing_is_inconclusive(before, after):
+    # The recorded case: two lost read-backs compared equal and passed as "unchanged".
+    judged = judge_unchanged(tampering_plan().read, before, after)
+    assert (judged.status, judged.ref) == (Status.INCONCLUSIVE, "3")
+
+
+def test_injected_sensitive_value():
+    step = tampering_plan().steps[1]
+    nonce = "hipaa-0badf00d"
+    stored = answer(C.OK, chart("c-9", owner=nonce))
+    clean = answer(C.OK, chart("c-9", owner="u-nurse"))
+    lost = answer(C.UNAVAILABLE, details=ENVOY_DOWN)
+
+    def judged(write, back):
+        return judge_injection(CATALOGUE_, "acme.charts.v2.Chart", step, write, back, nonce)
+
+    assert judged(answer(C.OK, chart("c-9")), clean).status is Status.PASS  # ignored
+    assert judged(answer(C.OK, chart("c-9", owner=nonce)), stored).status is Status.FAIL
+    assert judged(answer(C.INVALID_ARGUMENT), stored).status is Status.FAIL  # partial write
+    assert judged(answer(C.PERMISSION_DENIED), lost).status is Status.PASS  # refused
+    assert judged(answer(C.OK, chart("c-9")), lost).status is Status.INCONCLUSIVE
+    assert judged(lost, clean).status is Status.INCONCLUSIVE
+
+
+def test_denied_write_accepted_is_critical():
+    plan = tampering_plan()
+    record = answer(C.OK, chart("c-9"))
+    tried = [Tried(plan.steps[0], answer(C.OK, chart("c-9")), record, record)]
+    observations = judge_tampering(CATALOGUE_, plan, tried, "hipaa-0badf00d")
+    two = next(o for o in observations if o.ref == "2")
+    assert (two.status, two.severity) == (Status.FAIL, Severity.CRITICAL)
+
+
+# -- AUTHZ-004 --------------------------------------------------------------------------
+
+
+def test_stream_plan_own_foreign_own_and_two_subscriptions():
+    planned, skipped = plan_streams(
+        policy(), [STREAM, WATCH], TEMPLATES, {"nurse": ["c-1"]}, {"nurse": ["c-7"]}, PRINCIPALS
+    )
+    ref = CATALOGUE_.message_class("acme.charts.v2.ChartRef")
+    assert [(a.ref, a.call.method) for a in planned] == [
+        ("streams", STREAM),
+        ("subscriptions", WATCH),
+        ("subscriptions", WATCH),
+    ]
+    sent = [ref.FromString(b).chart_id for b in planned[0].call.requests]
+    assert sent == ["c-1", "c-7", "c-1"]
+    assert [ref.FromString(a.call.requests[0]).chart_id for a in planned[1:]] == ["c-7", "*"]
+    assert skipped == []
+    _, skipped = plan_streams(
+        policy(), [STREAM], {STREAM: "{}"}, {"nurse": ["c-1"]}, {"nurse": ["c-7"]}, PRINCIPALS
+    )
+    assert [(o.ref, o.status) for o in skipped] == [("streams", Status.SKIP)]
+
+
+def test_stream_refusing_the_foreign_message_passes():
+    a = aimed("streams", STREAM)
+    ended = answer(C.PERMISSION_DENIED, chart("c-1"), details=GO_DENIED)
+    assert judge_stream(CATALOGUE_, a, ended, per_message=False).status is Status.PASS
+    per_message = answer(C.OK, chart("c-1"), chart("c-1"))
+    assert judge_stream(CATALOGUE_, a, per_message, per_message=True).status is Status.PASS
+    assert judge_stream(CATALOGUE_, a, per_message, per_message=False).status is Status.FAIL
+
+
+def test_stream_delivering_foreign_data_is_critical():
+    a = aimed("streams", STREAM)
+    leaked = answer(C.OK, chart("c-1"), chart("c-7"), chart("c-1"), details="")
+    judged = judge_stream(CATALOGUE_, a, leaked, per_message=True)
+    assert (judged.status, judged.severity) == (Status.FAIL, Severity.CRITICAL)
+
+
+@pytest.mark.parametrize("ref", ["streams", "subscriptions"])
+def test_stream_that_never_arrived_is_inconclusive(ref):
+    lost = answer(C.UNAVAILABLE, details=ENVOY_DOWN, trailers=ENVOY_TRAILERS)
+    judged = judge_stream(
+        CATALOGUE_, aimed(ref, STREAM if ref == "streams" else WATCH), lost, False
+    )
+    assert (judged.status, judged.ref) == (Status.INCONCLUSIVE, ref)
+
+
+def test_subscriptions_must_be_refused_with_no_message():
+    a = aimed("subscriptions", WATCH)
+    assert judge_stream(CATALOGUE_, a, answer(C.PERMISSION_DENIED), False).status is Status.PASS
+    hidden = judge_stream(CATALOGUE_, a, answer(C.NOT_FOUND), False)
+    assert (hidden.status, hidden.severity) == (Status.FAIL, Severity.LOW)
+    wildcard = judge_stream(CATALOGUE_, a, answer(C.OK, chart("c-1"), chart("c-8")), False)
+    assert (wildcard.status, wildcard.severity) == (Status.FAIL, Severity.CRITICAL)
+
+
+# -- AUTHZ-005 --------------------------------------------------------------------------
+
+
+def test_break_glass_plan_calls_every_method_naming_an_own_id_for_a_foreign_record():
+    planned = plan_break_glass(policy(), TEMPLATES, ["c-1"], "c-7", [GET], "t0k3n")
+    assert [(a.ref, a.call.method) for a in planned] == [
+        ("emergency", GET),
+        ("others", STREAM),
+        ("others", WATCH),
+    ]  # no UpdateChart without mutations, no ListCharts (it names no own ID)
+    assert planned[0].call.principal is None
+    assert planned[0].call.metadata == (("authorization", "Bearer t0k3n"),)
+
+
+def test_break_glass_calls():
+    sent = [
+        (aimed("emergency", GET), answer(C.OK, chart("c-7"))),
+        (aimed("others", WATCH), answer(C.PERMISSION_DENIED, details=GO_DENIED)),
+    ]
+    assert refs(judge_break_glass(sent)) == {"emergency": [Status.PASS], "others": [Status.PASS]}
+    refused_emergency = judge_break_glass([(aimed("emergency", GET), answer(C.PERMISSION_DENIED))])
+    assert [(o.status, o.severity) for o in refused_emergency] == [(Status.FAIL, Severity.MEDIUM)]
+    answered_other = judge_break_glass([(aimed("others", WATCH), answer(C.OK, chart("c-7")))])
+    assert [(o.status, o.severity) for o in answered_other] == [(Status.FAIL, Severity.CRITICAL)]
+
+
+def test_break_glass_call_that_never_arrived_is_inconclusive_and_not_looked_up():
+    lost = answer(C.DEADLINE_EXCEEDED, details="context deadline exceeded")
+    judged = judge_break_glass([(aimed("emergency", GET), lost)])
+    assert [o.status for o in judged] == [Status.INCONCLUSIVE]
+
+
+def test_emergency_events_must_be_flagged_with_a_reason():
+    def lookup(event, name):  # another service's event shape: nested, other names
+        return event.get("access", {}).get({"emergency": "breakGlass", "reason": "why"}[name])
+
+    events = {
+        "r1": [{"access": {"breakGlass": True, "why": "ED admission"}}],
+        "r2": [{"access": {"breakGlass": True, "why": "  "}}],
+        "r3": [{"access": {"breakGlass": "true", "why": "ED"}}],
+        "r4": [],
+    }
+    judged = judge_flags(["r1", "r2", "r3", "r4"], events, "", lookup)
+    assert [(o.ref, o.status) for o in judged] == [
+        ("audit", Status.PASS),
+        ("audit", Status.FAIL),
+        ("audit", Status.FAIL),
+        ("audit", Status.INCONCLUSIVE),
+    ]
+    unreadable = judge_flags(["r1"], events, "audit.source: permission denied", lookup)
+    assert [o.status for o in unreadable] == [Status.INCONCLUSIVE]
+
+
+def test_break_glass_without_its_audit_check_does_not_pass():
+    sent = [
+        (aimed("emergency", GET), answer(C.OK, chart("c-7"))),
+        (aimed("others", WATCH), answer(C.PERMISSION_DENIED)),
+    ]
+    outcome = settled("AUTHZ-005", AUTHZ_005, judge_break_glass(sent))
+    assert outcome.status is Status.INCONCLUSIVE
+    assert "AUTHZ-005(audit)" in outcome.summary
