@@ -1,26 +1,33 @@
 """Resource limits (LIMIT-*): message sizes, rates, exports, pages and streams.
 
 The abusive probes (rate, concurrency, huge pages) run only with
-``--hipaa-allow-transport-abuse`` and are bounded in count and time.
+``--hipaa-allow-transport-abuse`` and are bounded in count and time. Each control plans its
+calls, sends them, and judges the recorded answers with pure functions (``judge_*``):
+status codes and payloads decide, never a stack's error strings. A call that never reached
+the service (UNAVAILABLE, DEADLINE_EXCEEDED) is INCONCLUSIVE, never a refusal.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import h2.settings
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
+from jwt.utils import base64url_decode
 
 from harness import audit
 from harness.catalogue import CATALOGUE, Severity
-from harness.channels import CallResult, invoke
+from harness.channels import CallResult, code_text, invoke
 from harness.checks import check
-from harness.descriptors import is_repeated
-from harness.outcome import Observation, Outcome, Status
+from harness.descriptors import MethodInfo, is_repeated
+from harness.oracles import PERMISSION_DENIED, UNREACHED, refused
+from harness.outcome import NotApplicable, Observation, Outcome, Probe, Status
 from harness.plans.calls import (
     TRANSPORT_ABUSE,
     Call,
@@ -31,42 +38,406 @@ from harness.plans.calls import (
     template_text,
 )
 from harness.plans.canaries import wait_alert
-from harness.plans.tokens import bases
+from harness.plans.tokens import Base, bases
 from harness.policy import Policy
+from harness.principals import Principal
 from harness.run import Run
 from harness.tokens import with_signature
 
+OK = grpc.StatusCode.OK
+RESOURCE_EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
+INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT
+UNIMPLEMENTED = grpc.StatusCode.UNIMPLEMENTED
+UNKNOWN = grpc.StatusCode.UNKNOWN
 _BIG = 2**31 - 1
+
+
+def _abuse_allowed(run: Run) -> None:
+    if not run.config.get("safety.allow_transport_abuse"):
+        raise NotApplicable(TRANSPORT_ABUSE)
+
+
+def _policy(run: Run, control_id: str) -> Policy:
+    """The run's policy; NotApplicable (SKIP) when there are no method descriptors."""
+    policy = policy_or_skip(run, control_id)
+    if isinstance(policy, Outcome):
+        raise NotApplicable(policy.summary)
+    return policy
+
+
+def _reached(result: CallResult) -> bool:
+    """Whether the call got an answer from the service (not UNAVAILABLE, DEADLINE_EXCEEDED)."""
+    return bool(result.responses) or result.code not in UNREACHED
+
+
+# -- LIMIT-001 ----------------------------------------------------------------------------
+
+LIMIT_001_PROBES = (
+    Probe("a", "a request of limits.max_recv_bytes + 1 bytes, then a health check"),
+    Probe("b", "a request of limits.max_recv_bytes - 1024 bytes, then a health check"),
+    Probe("c", "20 KiB and 1 MiB metadata headers beside a control call, with health checks"),
+    Probe("d", "a gzip request under 64 KiB inflating to 8 x the limit, then a health check"),
+)
+#: The custom header LIMIT-001 (c) sends, and the size of its control call's value.
+PROBE_HEADER = "x-hipaa-probe"
+CONTROL_HEADER_BYTES = 64
+HEADER_SIZES = (20 * 1024, 1024 * 1024)
+
+
+def sized(cls: Any, template: str, size: int) -> bytes | None:
+    """The template with its first string/bytes field padded so the message is ``size`` bytes.
+
+    ``None`` when the request type has no singular string or bytes field.
+    """
+    field = next(
+        (
+            f
+            for f in cls.DESCRIPTOR.fields
+            if f.type in (f.TYPE_STRING, f.TYPE_BYTES) and not is_repeated(f)
+        ),
+        None,
+    )
+    if field is None:
+        return None
+    msg = cls()
+    json_format.Parse(template or "{}", msg)
+    pad = size
+    for _ in range(4):  # the length prefix grows with the payload: converge on the size
+        setattr(msg, field.name, "x" * pad if field.type == field.TYPE_STRING else b"x" * pad)
+        over = len(msg.SerializeToString()) - size
+        if over == 0:
+            break
+        pad -= over
+    data: bytes = msg.SerializeToString()
+    return data
+
+
+@dataclass(frozen=True)
+class SizePlan:
+    """LIMIT-001's method, credentials and requests."""
+
+    path: str
+    metadata: tuple[tuple[str, str | bytes], ...]
+    limit: int
+    oversized: bytes
+    fits: bytes
+    plain: bytes  # the template: the request beside the (c) headers
+    bomb: bytes
+
+
+def _size_probe_path(run: Run, policy: Policy) -> str | None:
+    path = run.config.str_("limits.size_probe_method")
+    if path is not None:
+        return path
+    for m in policy.protected():
+        if m.client_streaming or m.server_streaming or policy.is_write(m.path):
+            continue
+        cls = policy.catalogue.message_class(m.input_type)
+        if sized(cls, template_text(run, m.path), 64) is not None:
+            return m.path
+    return None
+
+
+def size_plan(run: Run, policy: Policy) -> SizePlan:
+    """The size-probe method, its first allowed principal, and the requests of (a)-(d).
+
+    The method is ``limits.size_probe_method``, else the first unary read with a string or
+    bytes field.
+
+    Raises:
+        NotApplicable: no such method.
+    """
+    path = _size_probe_path(run, policy)
+    try:
+        cls = policy.catalogue.message_class(policy.catalogue.method(path or "").input_type)
+    except KeyError:
+        cls = None
+    limit = int(run.config.get("limits.max_recv_bytes"))
+    text = template_text(run, path) if path else ""
+    requests = [sized(cls, text, n) for n in (limit + 1, limit - 1024, 8 * limit)] if cls else []
+    if path is None or cls is None or None in requests:
+        raise NotApplicable(
+            "no unary method in the descriptors with a string or bytes field "
+            "(set limits.size_probe_method)"
+        )
+    who = next((p for n in sorted(policy.allowed(path) or ()) if (p := run.principal(n))), None)
+    oversized, fits, bomb = (r or b"" for r in requests)
+    md = tuple(who.metadata()) if who is not None else ()
+    return SizePlan(path, md, limit, oversized, fits, policy.request(run, path), bomb)
+
+
+def _size_observation(
+    ref: str, probe: str, result: CallResult, expected: str, status: Status, severity: Severity
+) -> Observation:
+    return Observation(probe, result.summary(), expected, status, severity, result.request_id).of(
+        ref
+    )
+
+
+def judge_oversized(plan: SizePlan, result: CallResult) -> Observation:
+    """(a) ``limit + 1`` bytes: RESOURCE_EXHAUSTED; OK, UNKNOWN or another code a FAIL."""
+    if result.code == RESOURCE_EXHAUSTED and not result.responses:
+        status = Status.PASS
+    elif not _reached(result):
+        status = Status.INCONCLUSIVE
+    else:
+        status = Status.FAIL
+    probe = f"(a) {plan.limit + 1}-byte request -> {plan.path}"
+    return _size_observation(
+        "a", probe, result, code_text(RESOURCE_EXHAUSTED), status, Severity.HIGH
+    )
+
+
+def judge_fits(plan: SizePlan, result: CallResult) -> Observation:
+    """(b) ``limit - 1024`` bytes: anything but RESOURCE_EXHAUSTED (or UNKNOWN: a crash)."""
+    if not _reached(result):
+        status = Status.INCONCLUSIVE
+    elif result.code in (RESOURCE_EXHAUSTED, UNKNOWN):
+        status = Status.FAIL
+    else:
+        status = Status.PASS
+    probe = f"(b) {plan.limit - 1024}-byte request -> {plan.path}"
+    expected = "not RESOURCE_EXHAUSTED (8) (nor UNKNOWN (2))"
+    return _size_observation("b", probe, result, expected, status, Severity.MEDIUM)
+
+
+def judge_header(plan: SizePlan, size: int, result: CallResult, control: CallResult) -> Observation:
+    """(c) One oversized header, beside the control call (the same request, a small header).
+
+    The header is refused when the call ends with a code of the implementation's choosing
+    other than OK and UNKNOWN, and other than the control call's own: a code both share
+    (UNAUTHENTICATED for a request without credentials, say) shows nothing about the
+    header. Without a control call that reached the service, or when this call did not
+    reach it, it is INCONCLUSIVE.
+    """
+    probe = f"(c) {size // 1024} KiB metadata header -> {plan.path}"
+    expected = "refused with a code other than OK, UNKNOWN and the control call's"
+    observed = f"{result.summary()}; control call: {control.status}"
+    if result.code in (OK, UNKNOWN) or result.responses:
+        status = Status.FAIL
+    elif not _reached(result):
+        status = Status.INCONCLUSIVE
+    elif not _reached(control):
+        status = Status.INCONCLUSIVE
+        observed += " (the control call did not reach the service)"
+    elif result.code == control.code:
+        status = Status.INCONCLUSIVE
+        observed += " (answered as the control call was: the header's refusal is not shown)"
+    else:
+        status = Status.PASS
+    return Observation(probe, observed, expected, status, Severity.HIGH, result.request_id).of("c")
+
+
+def judge_bomb(plan: SizePlan, result: CallResult) -> Observation:
+    """(d) The gzip bomb: RESOURCE_EXHAUSTED, or UNIMPLEMENTED when gzip is unsupported."""
+    if result.code in (RESOURCE_EXHAUSTED, UNIMPLEMENTED) and not result.responses:
+        status = Status.PASS
+    elif not _reached(result):
+        status = Status.INCONCLUSIVE
+    else:
+        status = Status.FAIL
+    probe = f"(d) gzip request inflating to {8 * plan.limit} bytes -> {plan.path}"
+    expected = "RESOURCE_EXHAUSTED (8), or UNIMPLEMENTED (12) without gzip"
+    return _size_observation("d", probe, result, expected, status, Severity.HIGH)
+
+
+def judge_health(ref: str, after: str, result: CallResult) -> Observation:
+    """The health check after a step: OK, else a FAIL (the service did not stay healthy)."""
+    status = Status.PASS if result.code == OK else Status.FAIL
+    return _size_observation(ref, f"health after {after}", result, "OK", status, Severity.HIGH)
+
+
+def _healthy(run: Run, ref: str, after: str) -> Observation:
+    channel = run.new_channel()
+    try:
+        r = invoke(channel, run.liveness, [b""], request_id_key=run.request_id_key, timeout=5)
+    finally:
+        channel.close()
+    return judge_health(ref, after, r)
+
+
+def _size_steps(run: Run, plan: SizePlan, channel: grpc.Channel) -> list[Observation]:
+    """Send (a)-(d) on ``channel``, a health check after each, and judge them."""
+
+    def call(request: bytes, header: int = 0, gzip: bool = False) -> CallResult:
+        extra = ((PROBE_HEADER, "h" * header),) if header else ()
+        return invoke(
+            channel, plan.path, [request], metadata=(*plan.metadata, *extra),
+            request_id_key=run.request_id_key, timeout=run.options.call_timeout_s,
+            compression=grpc.Compression.Gzip if gzip else None,
+        )  # fmt: skip
+
+    observations = [judge_oversized(plan, call(plan.oversized)), _healthy(run, "a", "(a)")]
+    observations += [judge_fits(plan, call(plan.fits)), _healthy(run, "b", "(b)")]
+    control = call(plan.plain, CONTROL_HEADER_BYTES)
+    for size in HEADER_SIZES:
+        observations.append(judge_header(plan, size, call(plan.plain, size), control))
+        observations.append(_healthy(run, "c", f"(c) {size // 1024} KiB header"))
+    observations += [judge_bomb(plan, call(plan.bomb, gzip=True)), _healthy(run, "d", "(d)")]
+    return observations
+
+
+@check("LIMIT-001", probes=LIMIT_001_PROBES)
+def size_limits(run: Run) -> Outcome:
+    """Size limits: messages, metadata and decompressed payloads.
+
+    Through ``limits.size_probe_method`` (else the first unary method with a string or
+    bytes field), on a channel of its own with no send limit: (a) a request of
+    ``limits.max_recv_bytes`` + 1 bytes (4 MiB + 1) must get RESOURCE_EXHAUSTED; (b) one of
+    the limit - 1024 must not; (c) a 20 KiB and a 1 MiB metadata header must be refused
+    with a code other than OK, UNKNOWN and that of a control call (the same request with a
+    64-byte header); (d) a gzip message under 64 KiB that inflates to 8 x the limit must
+    get RESOURCE_EXHAUSTED (or UNIMPLEMENTED without gzip). UNKNOWN is a FAIL anywhere.
+    The service must stay healthy after every step (health Check, or
+    ``schema.liveness_method``).
+    """
+    policy = _policy(run, "LIMIT-001")
+    plan = size_plan(run, policy)
+    channel = run.new_channel()
+    try:
+        observations = _size_steps(run, plan, channel)
+    finally:
+        channel.close()
+    return Outcome.from_observations(
+        CATALOGUE["LIMIT-001"],
+        observations,
+        passed="size limits enforced; the service stayed healthy",
+    )
 
 
 # -- LIMIT-002 ----------------------------------------------------------------------------
 
+LIMIT_002_PROBES = (
+    Probe(
+        "1",
+        "one principal sends 2 x limits.rate.rps for window_s to a cheap read",
+        needs=("safety.allow_transport_abuse",),
+    ),
+    Probe("2", "one request after cooldown_s", needs=("safety.allow_transport_abuse",)),
+    Probe("3", "50 invalid tokens from one source", needs=("safety.allow_transport_abuse",)),
+)
+#: How many invalid tokens step 3 sends.
+INVALID_BURST = 50
+#: The wrong codes for throttling: the catalogue's "not 7 or 14".
+_WRONG_THROTTLE = (PERMISSION_DENIED, grpc.StatusCode.UNAVAILABLE)
 
-@check("LIMIT-002")
-def rate_limits(run: Run) -> Outcome:
-    """Rate limiting per identity and for failed authentication.
 
-    Needs ``--hipaa-allow-transport-abuse``. One principal sends ``2 x limits.rate.rps``
-    for ``limits.rate.window_s`` (10 s) to a cheap read method, capped by
-    ``safety.max_requests``: excess must get RESOURCE_EXHAUSTED (not PERMISSION_DENIED or
-    UNAVAILABLE) and the accepted rate stay within 1.2 x rps; after ``cooldown_s`` one call
-    must succeed. Then 50 invalid tokens from one source: throttled (RESOURCE_EXHAUSTED) or
-    the ``audit.alert_type`` alert raised.
+@dataclass(frozen=True)
+class RatePlan:
+    """LIMIT-002's principal and method (a base), its pace and its pauses."""
+
+    base: Base
+    rps: float
+    window_s: float
+    cooldown_s: float
+    count: int
+
+
+def rate_plan(
+    rate: Mapping[str, Any], max_requests: int, found: Sequence[Base], why: str = ""
+) -> RatePlan:
+    """2 x ``rps`` for ``window_s`` (capped by ``safety.max_requests``) by one principal.
+
+    The principal is the first of ``found`` whose token works on a unary read (``why``
+    says why there is none).
+
+    Raises:
+        NotApplicable: no ``limits.rate.rps``, or no such principal.
     """
-    control = CATALOGUE["LIMIT-002"]
-    if not run.config.get("safety.allow_transport_abuse"):
-        return Outcome.skip(control, TRANSPORT_ABUSE)
-    rate = run.config.table("limits.rate")
     if "rps" not in rate:
-        return Outcome.skip(control, "no limits.rate.rps declared")
+        raise NotApplicable("no limits.rate.rps declared")
     rps, window = float(rate["rps"]), float(rate.get("window_s", 10))
-    cooldown = float(rate.get("cooldown_s", window))
-    found, why = bases(run)
     base = next((b for b in found if b.accepted and not b.method.server_streaming), None)
     if base is None:
-        return Outcome.skip(control, why or "no principal with a working token on a unary read")
-    count = min(int(2 * rps * window), int(run.config.get("safety.max_requests")))
-    interval = window / count
+        raise NotApplicable(why or "no principal with a working token on a unary read")
+    count = min(int(2 * rps * window), max_requests)
+    return RatePlan(base, rps, window, float(rate.get("cooldown_s", window)), count)
+
+
+def judge_burst(plan: RatePlan, results: Sequence[CallResult], elapsed: float) -> Observation:
+    """Step 1: excess refused with RESOURCE_EXHAUSTED, the accepted rate within 1.2 x rps.
+
+    PERMISSION_DENIED or UNAVAILABLE for the excess is a FAIL (the catalogue's "not 7 or
+    14"). A harness too slow to exceed the limit (under 1.5 x rps, nothing refused), or a burst
+    none of which reached the service, is INCONCLUSIVE.
+    """
+    elapsed = max(elapsed, 1e-6)
+    sent = len(results) / elapsed
+    ok = sum(1 for r in results if r.code == OK)
+    limited = sum(1 for r in results if r.code == RESOURCE_EXHAUSTED)
+    wrong = sum(1 for r in results if r.code in _WRONG_THROTTLE)
+    accepted = ok / elapsed
+    probe = f"{len(results)} calls by {plan.base.principal.name} in {elapsed:.1f} s ({sent:.0f}/s)"
+    observed = (
+        f"{ok} OK ({accepted:.0f}/s), {limited} RESOURCE_EXHAUSTED, "
+        f"{wrong} PERMISSION_DENIED/UNAVAILABLE"
+    )
+    expected = f"excess refused with RESOURCE_EXHAUSTED; accepted <= {1.2 * plan.rps:.0f}/s"
+    if not limited and sent < 1.5 * plan.rps:
+        status = Status.INCONCLUSIVE
+        observed = (
+            f"the harness sent only {sent:.0f} calls/s (wanted {2 * plan.rps:.0f}/s): "
+            "too slow to exceed the limit on this machine"
+        )
+    elif not any(_reached(r) for r in results):
+        status = Status.INCONCLUSIVE
+        observed += " (no call reached the service)"
+    elif limited and accepted <= 1.2 * plan.rps and not wrong:
+        status = Status.PASS
+    else:
+        status = Status.FAIL
+    return Observation(probe, observed, expected, status, Severity.MEDIUM).of("1")
+
+
+def judge_cooldown(plan: RatePlan, result: CallResult) -> Observation:
+    """Step 2: the call after ``cooldown_s`` succeeds."""
+    if result.code == OK:
+        status = Status.PASS
+    elif not _reached(result):
+        status = Status.INCONCLUSIVE
+    else:
+        status = Status.FAIL
+    return Observation(
+        f"one call after {plan.cooldown_s:g} s of cooldown",
+        result.summary(),
+        "OK",
+        status,
+        Severity.MEDIUM,
+        result.request_id,
+    ).of("2")
+
+
+def judge_failed_auth(
+    results: Sequence[CallResult], alerted: bool, problem: str, alert_type: str | None
+) -> Observation:
+    """Step 3: the invalid-token burst throttled (RESOURCE_EXHAUSTED) or alerted on.
+
+    An unreadable alert source, or a burst none of which reached the service, is
+    INCONCLUSIVE.
+    """
+    throttled = any(r.code == RESOURCE_EXHAUSTED for r in results)
+    expected = "throttling or an audit.alert_type alert" if alert_type else "throttling"
+    if throttled or alerted:
+        status, observed = Status.PASS, "throttled" if throttled else "alert raised"
+    elif problem:
+        status, observed = Status.INCONCLUSIVE, problem
+    elif not any(_reached(r) for r in results):
+        status, observed = Status.INCONCLUSIVE, "no invalid-token call reached the service"
+    else:
+        status, observed = Status.FAIL, "neither throttled nor alerted"
+    probe = f"{len(results)} invalid tokens from one source"
+    return Observation(probe, observed, expected, status, Severity.MEDIUM).of("3")
+
+
+def invalid_token(base: Base) -> str:
+    """The base's token T with one bit of its signature flipped."""
+    sig = base64url_decode(base.token.segments[2])
+    return with_signature(base.token, bytes([sig[0] ^ 1]) + sig[1:])
+
+
+def _burst(run: Run, plan: RatePlan) -> tuple[list[CallResult], float]:
+    """Step 1: ``plan.count`` calls, paced evenly over ``window_s``; and the time taken."""
+    base, interval = plan.base, plan.window_s / plan.count
     start = time.monotonic()
 
     def paced(i: int) -> CallResult:
@@ -81,90 +452,50 @@ def rate_limits(run: Run) -> Outcome:
             retry_exhausted=False,
         )
 
-    results = run.map(paced, range(count))
-    elapsed = max(time.monotonic() - start, 1e-6)
-    ok = sum(1 for r in results if r.code == grpc.StatusCode.OK)
-    limited = sum(1 for r in results if r.code == grpc.StatusCode.RESOURCE_EXHAUSTED)
-    wrong = sum(
-        1
-        for r in results
-        if r.code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAVAILABLE)
-    )
-    accepted = ok / elapsed
-    if count / elapsed < 1.5 * rps and not limited:
-        return Outcome.inconclusive(
-            control,
-            f"the harness sent only {count / elapsed:.0f} calls/s (wanted {2 * rps:.0f}/s): "
-            "too slow to exceed the limit on this machine",
-        )
-    observations = [
-        Observation(
-            f"{count} calls by {base.principal.name} in {elapsed:.1f} s ({count / elapsed:.0f}/s)",
-            f"{ok} OK ({accepted:.0f}/s), {limited} RESOURCE_EXHAUSTED, "
-            f"{wrong} PERMISSION_DENIED/UNAVAILABLE",
-            f"excess refused with RESOURCE_EXHAUSTED; accepted <= {1.2 * rps:.0f}/s",
-            Status.PASS if limited and accepted <= 1.2 * rps and not wrong else Status.FAIL,
-            Severity.MEDIUM,
-        )
-    ]
-    time.sleep(cooldown)
-    after = run.call(base.method.path, [base.request], principal=base.principal)
-    observations.append(
-        Observation(
-            f"one call after {cooldown:g} s of cooldown",
-            after.summary(),
-            "OK",
-            Status.PASS if after.code == grpc.StatusCode.OK else Status.FAIL,
-            Severity.MEDIUM,
-            after.request_id,
-        )
-    )
-    from jwt.utils import base64url_decode
+    results = run.map(paced, range(plan.count))
+    return results, time.monotonic() - start
 
-    sig = base64url_decode(base.token.segments[2])
-    bad = with_signature(base.token, bytes([sig[0] ^ 1]) + sig[1:])
+
+def _failed_auth(run: Run, plan: RatePlan) -> Observation:
+    """Step 3: send the invalid tokens, then watch for the alert unless throttled."""
+    base = plan.base
+    bad = bearer(invalid_token(base))
+    call = Call("invalid token", base.method.path, (base.request,), None, bad, False)
     burst_start = dt.datetime.now(dt.timezone.utc)
-    burst = [
-        r
-        for _, r in send(
-            run,
-            [
-                Call(
-                    "invalid token",
-                    base.method.path,
-                    (base.request,),
-                    None,
-                    bearer(bad),
-                    retry_exhausted=False,
-                )
-            ]
-            * 50,
-        )
-    ]
-    throttled = any(r.code == grpc.StatusCode.RESOURCE_EXHAUSTED for r in burst)
+    results = [r for _, r in send(run, [call] * INVALID_BURST)]
     alert_type = run.config.str_("audit.alert_type")
-    alerted, problem = (
-        wait_alert(run, str(alert_type), burst_start - dt.timedelta(seconds=60))
-        if alert_type and not throttled
-        else (False, "")
-    )
-    observations.append(
-        Observation(
-            "50 invalid tokens from one source",
-            "throttled"
-            if throttled
-            else ("alert raised" if alerted else problem or "neither throttled nor alerted"),
-            "throttling or an audit.alert_type alert",
-            Status.PASS
-            if throttled or alerted
-            else Status.INCONCLUSIVE
-            if problem
-            else Status.FAIL,
-            Severity.MEDIUM,
-        )
-    )
+    alerted, problem = False, ""
+    if alert_type and not any(r.code == RESOURCE_EXHAUSTED for r in results):
+        alerted, problem = wait_alert(run, alert_type, burst_start - dt.timedelta(seconds=60))
+    return judge_failed_auth(results, alerted, problem, alert_type)
+
+
+@check("LIMIT-002", probes=LIMIT_002_PROBES)
+def rate_limits(run: Run) -> Outcome:
+    """Rate limiting per identity and for failed authentication.
+
+    Needs ``--hipaa-allow-transport-abuse``. (1) One principal sends ``2 x limits.rate.rps``
+    for ``limits.rate.window_s`` (10 s) to a cheap read method, capped by
+    ``safety.max_requests``: excess must get RESOURCE_EXHAUSTED (not PERMISSION_DENIED or
+    UNAVAILABLE) and the accepted rate stay within 1.2 x rps; (2) after ``cooldown_s`` one
+    call must succeed. (3) Then 50 invalid tokens from one source: throttled
+    (RESOURCE_EXHAUSTED) or the ``audit.alert_type`` alert raised.
+    """
+    _abuse_allowed(run)
+    rate = run.config.table("limits.rate")
+    if "rps" not in rate:
+        raise NotApplicable("no limits.rate.rps declared")
+    found, why = bases(run)
+    plan = rate_plan(rate, int(run.config.get("safety.max_requests")), found, why)
+    first = judge_burst(plan, *_burst(run, plan))
+    if first.status is Status.INCONCLUSIVE:
+        return Outcome.from_observations(CATALOGUE["LIMIT-002"], [first], passed="")
+    time.sleep(plan.cooldown_s)
+    base = plan.base
+    after = run.call(base.method.path, [base.request], principal=base.principal)
+    observations = [first, judge_cooldown(plan, after), _failed_auth(run, plan)]
     return Outcome.from_observations(
-        control,
+        CATALOGUE["LIMIT-002"],
         observations,
         passed="per-identity rate limits and failed-authentication signals in place",
     )
@@ -172,11 +503,40 @@ def rate_limits(run: Run) -> Outcome:
 
 # -- LIMIT-003 ----------------------------------------------------------------------------
 
+LIMIT_003_PROBES = (
+    Probe(
+        "a",
+        "limits.bulk_methods by a role that may not export, then by the export role",
+        needs=("limits.bulk_methods",),
+    ),
+    Probe(
+        "b",
+        "limits.max_concurrent_exports + 1 exports at once by one identity",
+        needs=("limits.max_concurrent_exports",),
+    ),
+    Probe(
+        "c",
+        "the server's HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS",
+        required=False,
+        needs=("limits.max_concurrent_streams",),
+    ),
+    Probe("d", "list methods asked for page_size = 2^31 - 1", needs=("limits.max_page_size",)),
+)
+#: How long LIMIT-003 (c) waits for the server's first SETTINGS frame.
+SETTINGS_WAIT_S = 3.0
+#: How many messages, and how many seconds, an export may take before the harness stops it.
+EXPORT_MAX_MESSAGES = 100_000
+EXPORT_TIMEOUT_S = 30.0
+_CLIENT_LIMIT_NOTE = (
+    " (RESOURCE_EXHAUSTED: when the client raised it, a response exceeded its receive "
+    "limit, which is a server finding too)"
+)
 
-def _maxed(policy: Policy, run: Run, path: str) -> bytes:
-    """The template with every integer field at 2^31 - 1 (ask for everything)."""
-    msg = policy.catalogue.message_class(policy.catalogue.method(path).input_type)()
-    json_format.Parse(template_text(run, path) or "{}", msg)
+
+def maxed(cls: Any, template: str) -> bytes:
+    """The template with every singular integer field at 2^31 - 1 (ask for everything)."""
+    msg = cls()
+    json_format.Parse(template or "{}", msg)
     for fd in msg.DESCRIPTOR.fields:
         if fd.type in (
             fd.TYPE_INT32,
@@ -189,7 +549,254 @@ def _maxed(policy: Policy, run: Run, path: str) -> bytes:
     return data
 
 
-@check("LIMIT-003")
+@dataclass(frozen=True)
+class ExportPlan:
+    """One bulk method: its maxed request, a principal it refuses and one it serves."""
+
+    path: str
+    request: bytes
+    outsider: Principal | None
+    exporter: Principal | None
+
+
+def export_plan(run: Run, policy: Policy) -> tuple[list[ExportPlan], list[Observation]]:
+    """Each ``limits.bulk_methods`` entry with who calls it; notes on entries not declared."""
+    plans: list[ExportPlan] = []
+    notes: list[Observation] = []
+    for path in run.config.str_list("limits.bulk_methods"):
+        try:
+            method = policy.catalogue.method(path)
+        except KeyError:
+            needs = "a method in the descriptors"
+            notes.append(Observation(f"export {path}", "not sent", needs, Status.SKIP).of("a"))
+            continue
+        allowed = policy.allowed(path) or frozenset()
+        request = maxed(policy.catalogue.message_class(method.input_type), template_text(run, path))
+        principals = sorted(run.principals.items())
+        outsider = next((p for n, p in principals if n not in allowed and p.has_token), None)
+        exporter = next((p for n, p in principals if n in allowed), None)
+        plans.append(ExportPlan(path, request, outsider, exporter))
+    return plans, notes
+
+
+def judge_outsider(call: Call, result: CallResult) -> Observation:
+    """(a) A principal the matrix does not allow to export: PERMISSION_DENIED, no data."""
+    return refused(
+        call, result, expected=(PERMISSION_DENIED,), low=(), data_severity=Severity.HIGH
+    ).of("a")
+
+
+def judge_export_count(label: str, result: CallResult, max_records: int) -> Observation:
+    """(a) An export asked for everything: at most ``max_records`` messages.
+
+    It ends OK, or INVALID_ARGUMENT (too much was asked). RESOURCE_EXHAUSTED is a FAIL
+    (if the client raised it, a response was too large); an OK with no record shows no
+    bound (INCONCLUSIVE), nor does a call that never reached the service.
+    """
+    n = len(result.responses)
+    observed = f"{result.summary()}; {sum(len(b) for b in result.responses)} bytes"
+    if n > max_records:
+        status = Status.FAIL
+    elif result.code == RESOURCE_EXHAUSTED:
+        status, observed = Status.FAIL, observed + _CLIENT_LIMIT_NOTE
+    elif not _reached(result):
+        status = Status.INCONCLUSIVE
+    elif result.code == INVALID_ARGUMENT or (result.code == OK and n):
+        status = Status.PASS
+    elif result.code == OK:
+        status, observed = Status.INCONCLUSIVE, f"{observed}; no record exported: no bound shown"
+    else:
+        status = Status.FAIL
+    return Observation(
+        label, observed, f"at most {max_records} records", status, Severity.HIGH, result.request_id
+    ).of("a")
+
+
+def judge_export_audit(
+    label: str, result: CallResult, counted: Sequence[Any], problem: str
+) -> Observation:
+    """(a) The audit event of an export answered OK carries its record count.
+
+    ``counted`` are the ``records`` values (``audit.field_map``) of the events found for
+    its request ID; ``problem`` says why the audit source could not be read.
+    """
+    n = len(result.responses)
+    ok = not problem and bool(counted) and str(counted[0]) == str(n)
+    status = Status.INCONCLUSIVE if problem else Status.PASS if ok else Status.FAIL
+    observed = problem or f"records = {counted[0] if counted else 'missing'}"
+    return Observation(
+        label, observed, f"records = {n}", status, Severity.MEDIUM, result.request_id
+    ).of("a")
+
+
+def judge_concurrent(label: str, results: Sequence[CallResult], allowed: int) -> Observation:
+    """(b) ``allowed`` + 1 exports at once: at least one RESOURCE_EXHAUSTED."""
+    limited = sum(1 for r in results if r.code == RESOURCE_EXHAUSTED)
+    if limited:
+        status = Status.PASS
+    elif not all(_reached(r) for r in results):
+        status = Status.INCONCLUSIVE
+    else:
+        status = Status.FAIL
+    return Observation(
+        label,
+        ", ".join(r.code.name for r in results),
+        f"at most {allowed} run, the rest RESOURCE_EXHAUSTED (8)",
+        status,
+        Severity.HIGH,
+    ).of("b")
+
+
+def _export(run: Run, plan: ExportPlan, max_records: Any, concurrent: Any) -> list[Observation]:
+    """(a) and (b) for one bulk method: send, look up the audit event, judge."""
+    observations = []
+    if plan.outsider is not None:
+        call = Call(f"{plan.outsider.name} (not an exporter)", plan.path, (plan.request,))
+        observations.append(
+            judge_outsider(call, run.call(plan.path, [plan.request], principal=plan.outsider))
+        )
+    exporter = plan.exporter
+    if exporter is None:
+        return observations
+    r = run.call(
+        plan.path,
+        [plan.request],
+        principal=exporter,
+        max_responses=EXPORT_MAX_MESSAGES,
+        timeout=EXPORT_TIMEOUT_S,
+    )
+    label = f"{exporter.name} asks {plan.path} for everything"
+    if max_records is not None:
+        observations.append(judge_export_count(label, r, int(max_records)))
+    counts = "records" in run.config.table("audit.field_map")
+    if r.code == OK and counts and run.config.get("audit.source") is not None:
+        events, problem = audit.wait_for(run, [r.request_id])
+        counted = [audit.field(run, e, "records") for e in events.get(r.request_id, [])]
+        audited = f"audit event of the export ({exporter.name})"
+        observations.append(judge_export_audit(audited, r, counted, problem))
+    if concurrent is not None:
+        streams = [
+            Call(f"concurrent export {i + 1}", plan.path, (plan.request,), exporter, (), False)
+            for i in range(int(concurrent) + 1)
+        ]
+        results = [res for _, res in send(run, streams)]
+        label = f"{len(streams)} exports at once by {exporter.name}"
+        observations.append(judge_concurrent(label, results, int(concurrent)))
+    return observations
+
+
+def judge_streams(settings: Mapping[int, int] | None, limit: int, problem: str = "") -> Observation:
+    """(c) SETTINGS_MAX_CONCURRENT_STREAMS at most ``limit``.
+
+    None sent means unlimited (RFC 9113 section 6.5.2). ``settings`` is ``None`` when no
+    SETTINGS frame came.
+    """
+    probe = "HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS advertised by the server"
+    expected = f"at most {limit} (limits.max_concurrent_streams)"
+    if problem or settings is None:
+        observed = problem or f"no SETTINGS frame within {SETTINGS_WAIT_S:g} s"
+        return Observation(probe, observed, expected, Status.INCONCLUSIVE).of("c")
+    value = settings.get(h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS)
+    if value is None:
+        observed, status = "not advertised: unlimited", Status.FAIL
+    else:
+        observed, status = str(value), Status.PASS if value <= limit else Status.FAIL
+    severity = Severity.MEDIUM if status is Status.FAIL else None
+    return Observation(probe, observed, expected, status, severity).of("c")
+
+
+def read_settings(run: Run) -> tuple[Mapping[int, int] | None, str]:
+    """The server's first SETTINGS, read off a raw HTTP/2 connection, or why not."""
+    try:
+        with run.open_h2() as client:
+            client.pump(SETTINGS_WAIT_S, lambda: client.server_settings is not None)
+            settings = client.server_settings
+    except OSError as exc:
+        return None, f"no raw HTTP/2 connection: {exc}"
+    return (dict(settings) if settings is not None else None), ""
+
+
+def page_plan(run: Run, policy: Policy) -> list[tuple[MethodInfo, Call]]:
+    """Every read with a ``page_size`` field, asked for 2^31 - 1 items.
+
+    Each is sent by the first principal the matrix allows on it; a read no principal may
+    call is left out.
+    """
+    plan = []
+    for m in read_methods(policy):
+        cls = policy.catalogue.message_class(m.input_type)
+        if "page_size" not in cls.DESCRIPTOR.fields_by_name:
+            continue
+        who = next(
+            (p for n in sorted(policy.allowed(m.path) or ()) if (p := run.principal(n))), None
+        )
+        if who is None:
+            continue
+        msg: Any = cls()
+        json_format.Parse(template_text(run, m.path) or "{}", msg)
+        msg.page_size = _BIG
+        label = f"page_size = 2^31 - 1 -> {m.path}"
+        plan.append((m, Call(label, m.path, (msg.SerializeToString(),), who)))
+    return plan
+
+
+def judge_page(call: Call, result: CallResult, cls: Any, max_page: int) -> Observation:
+    """(d) A page asked for 2^31 - 1 items: INVALID_ARGUMENT, or at most ``max_page`` items.
+
+    Every repeated field of every response counts. Bytes that do not decode, an OK with no
+    item, or a call that never reached the service show no bound (INCONCLUSIVE);
+    RESOURCE_EXHAUSTED is a FAIL.
+    """
+    biggest, undecodable = 0, 0
+    for blob in result.responses:
+        try:
+            page = cls.FromString(blob)
+        except DecodeError:
+            undecodable += 1
+            continue
+        if blob and not page.ListFields():
+            undecodable += 1
+        biggest = max([biggest, *(len(v) for fd, v in page.ListFields() if is_repeated(fd))])
+    observed = f"{result.summary()}; largest page {biggest}"
+    if biggest > max_page:
+        status = Status.FAIL
+    elif undecodable:
+        status = Status.INCONCLUSIVE
+        observed += f"; {undecodable} response(s) not decodable as {cls.DESCRIPTOR.full_name}"
+    elif result.code == RESOURCE_EXHAUSTED:
+        status, observed = Status.FAIL, observed + _CLIENT_LIMIT_NOTE
+    elif result.code == INVALID_ARGUMENT:
+        status = Status.PASS
+    elif not _reached(result):
+        status = Status.INCONCLUSIVE
+    elif result.code == OK:
+        status = Status.PASS if biggest else Status.INCONCLUSIVE
+        observed += "" if biggest else "; no item returned: no bound shown"
+    else:
+        status = Status.FAIL
+    expected = f"at most {max_page} items per page, or INVALID_ARGUMENT"
+    return Observation(call.label, observed, expected, status, Severity.HIGH, result.request_id).of(
+        "d"
+    )
+
+
+def _pages(run: Run, policy: Policy, max_page: int) -> list[Observation]:
+    """(d) for every paginated read."""
+    plan = page_plan(run, policy)
+    if not plan:
+        where, needs = (
+            "page_size = 2^31 - 1",
+            "a read with a page_size field that a principal may call",
+        )
+        return [Observation(where, "not sent", needs, Status.SKIP).of("d")]
+    observations = []
+    for (m, call), (_, result) in zip(plan, send(run, [c for _, c in plan]), strict=True):
+        cls = policy.catalogue.message_class(m.output_type)
+        observations.append(judge_page(call, result, cls, max_page))
+    return observations
+
+
+@check("LIMIT-003", probes=LIMIT_003_PROBES)
 def export_and_page_bounds(run: Run) -> Outcome:
     """Bounds on streams, bulk export and pagination.
 
@@ -203,325 +810,25 @@ def export_and_page_bounds(run: Run) -> Outcome:
     (d) methods with a ``page_size`` field asked for 2^31 - 1 items per page: at most
     ``limits.max_page_size`` per response, or INVALID_ARGUMENT.
     """
-    control = CATALOGUE["LIMIT-003"]
-    if not run.config.get("safety.allow_transport_abuse"):
-        return Outcome.skip(control, TRANSPORT_ABUSE)
-    policy = policy_or_skip(run, "LIMIT-003")
-    if isinstance(policy, Outcome):
-        return policy
-    observations: list[Observation] = []
+    _abuse_allowed(run)
+    policy = _policy(run, "LIMIT-003")
     max_records = run.config.get("limits.max_export_records")
     concurrent = run.config.get("limits.max_concurrent_exports")
-    for path in run.config.str_list("limits.bulk_methods"):
-        allowed = policy.allowed(path) or frozenset()
-        request = _maxed(policy, run, path)
-        outsider = next(
-            (p for n, p in sorted(run.principals.items()) if n not in allowed and p.has_token), None
-        )
-        if outsider is not None:
-            r = run.call(path, [request], principal=outsider)
-            observations.append(
-                Observation(
-                    f"{outsider.name} (not an exporter) -> {path}",
-                    r.summary(),
-                    "PERMISSION_DENIED (7), no data",
-                    Status.PASS
-                    if r.code == grpc.StatusCode.PERMISSION_DENIED and not r.responses
-                    else Status.FAIL,
-                    Severity.HIGH,
-                    r.request_id,
-                )
-            )
-        exporter = next((run.principal(n) for n in sorted(allowed) if run.principal(n)), None)
-        if exporter is None:
-            continue
-        r = run.call(path, [request], principal=exporter, max_responses=100_000, timeout=30)
-        if max_records is not None:
-            ok = len(r.responses) <= int(max_records) and r.code in (
-                grpc.StatusCode.OK,
-                grpc.StatusCode.INVALID_ARGUMENT,
-            )
-            observations.append(
-                Observation(
-                    f"{exporter.name} asks {path} for everything",
-                    r.summary(),
-                    f"at most {max_records} records",
-                    Status.PASS if ok else Status.FAIL,
-                    Severity.HIGH,
-                    r.request_id,
-                )
-            )
-        if run.config.get("audit.source") is not None and "records" in run.config.table(
-            "audit.field_map"
-        ):
-            events, problem = audit.wait_for(run, [r.request_id])
-            counted = [audit.field(run, e, "records") for e in events.get(r.request_id, [])]
-            ok = not problem and bool(counted) and counted[0] == len(r.responses)
-            observations.append(
-                Observation(
-                    f"audit event of the export ({exporter.name})",
-                    problem or f"records = {counted[0] if counted else 'missing'}",
-                    f"records = {len(r.responses)}",
-                    Status.INCONCLUSIVE if problem else Status.PASS if ok else Status.FAIL,
-                    Severity.MEDIUM,
-                    r.request_id,
-                )
-            )
-        if concurrent is not None:
-            streams = [
-                Call(
-                    f"concurrent export {i + 1}", path, (request,), exporter, retry_exhausted=False
-                )
-                for i in range(int(concurrent) + 1)
-            ]
-            codes = [res.code for _, res in send(run, streams)]
-            limited = codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED)
-            observations.append(
-                Observation(
-                    f"{len(streams)} exports at once by {exporter.name}",
-                    ", ".join(c.name for c in codes),
-                    f"at most {concurrent} run, the rest RESOURCE_EXHAUSTED (8)",
-                    Status.PASS if limited >= 1 else Status.FAIL,
-                    Severity.HIGH,
-                )
-            )
+    plans, observations = export_plan(run, policy)
+    for plan in plans:
+        observations += _export(run, plan, max_records, concurrent)
     max_streams = run.config.get("limits.max_concurrent_streams")
     if max_streams is not None:
-        observations.append(_advertised_streams(run, int(max_streams)))
+        settings, problem = read_settings(run)
+        observations.append(judge_streams(settings, int(max_streams), problem))
     max_page = run.config.get("limits.max_page_size")
     if max_page is not None:
-        for m in read_methods(policy):
-            fields = policy.catalogue.message_class(m.input_type).DESCRIPTOR.fields_by_name
-            if "page_size" not in fields:
-                continue
-            who = next(
-                (
-                    run.principal(n)
-                    for n in sorted(policy.allowed(m.path) or ())
-                    if run.principal(n)
-                ),
-                None,
-            )
-            msg: Any = policy.catalogue.message_class(m.input_type)()
-            json_format.Parse(template_text(run, m.path) or "{}", msg)
-            msg.page_size = _BIG
-            r = run.call(m.path, [msg.SerializeToString()], principal=who)
-            cls = policy.catalogue.message_class(m.output_type)
-            biggest = 0
-            for blob in r.responses:
-                try:
-                    page = cls.FromString(blob)
-                except DecodeError:
-                    continue
-                biggest = max(
-                    [biggest, *(len(v) for fd, v in page.ListFields() if is_repeated(fd))]
-                )
-            ok = r.code == grpc.StatusCode.INVALID_ARGUMENT or (
-                r.code == grpc.StatusCode.OK and biggest <= int(max_page)
-            )
-            observations.append(
-                Observation(
-                    f"page_size = 2^31 - 1 -> {m.path}",
-                    f"{r.summary()}; largest page {biggest}",
-                    f"at most {max_page} items per page, or INVALID_ARGUMENT",
-                    Status.PASS if ok else Status.FAIL,
-                    Severity.HIGH,
-                    r.request_id,
-                )
-            )
+        observations += _pages(run, policy, int(max_page))
     if not observations:
-        return Outcome.skip(
-            control,
+        raise NotApplicable(
             "no limits.bulk_methods, limits.max_concurrent_streams, "
-            "or page_size method with limits.max_page_size",
+            "or page_size method with limits.max_page_size"
         )
-    return Outcome.from_observations(control, observations, passed="exports and pages bounded")
-
-
-#: How long LIMIT-003 (c) waits for the server's first SETTINGS frame.
-SETTINGS_WAIT_S = 3.0
-
-
-def _advertised_streams(run: Run, limit: int) -> Observation:
-    """(c) The server's SETTINGS_MAX_CONCURRENT_STREAMS, read off a raw HTTP/2 connection.
-
-    A server that does not send the setting allows streams without limit (RFC 9113 §6.5.2).
-    """
-    probe = "HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS advertised by the server"
-    expected = f"at most {limit} (limits.max_concurrent_streams)"
-    try:
-        with run.open_h2() as client:
-            client.pump(SETTINGS_WAIT_S, lambda: client.server_settings is not None)
-            settings = client.server_settings
-    except OSError as exc:
-        return Observation(probe, f"no raw HTTP/2 connection: {exc}", expected, Status.INCONCLUSIVE)
-    if settings is None:
-        return Observation(
-            probe, f"no SETTINGS frame within {SETTINGS_WAIT_S:g} s", expected, Status.INCONCLUSIVE
-        )
-    value = settings.get(h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS)
-    if value is None:
-        return Observation(
-            probe, "not advertised: unlimited", expected, Status.FAIL, Severity.MEDIUM
-        )
-    return Observation(
-        probe,
-        str(value),
-        expected,
-        Status.PASS if value <= limit else Status.FAIL,
-        None if value <= limit else Severity.MEDIUM,
-    )
-
-
-# -- LIMIT-001 ----------------------------------------------------------------------------
-
-
-def _sized(policy: Policy, run: Run, path: str, size: int) -> bytes | None:
-    """The template with its first string/bytes field padded so the message is ``size`` bytes."""
-    cls = policy.catalogue.message_class(policy.catalogue.method(path).input_type)
-    field = next(
-        (
-            f
-            for f in cls.DESCRIPTOR.fields
-            if f.type in (f.TYPE_STRING, f.TYPE_BYTES) and not is_repeated(f)
-        ),
-        None,
-    )
-    if field is None:
-        return None
-    msg = cls()
-    json_format.Parse(template_text(run, path) or "{}", msg)
-    pad = size
-    for _ in range(4):  # the length prefix grows with the payload: converge on the size
-        setattr(msg, field.name, "x" * pad if field.type == field.TYPE_STRING else b"x" * pad)
-        over = len(msg.SerializeToString()) - size
-        if over == 0:
-            break
-        pad -= over
-    data: bytes = msg.SerializeToString()
-    return data
-
-
-@check("LIMIT-001")
-def size_limits(run: Run) -> Outcome:
-    """Size limits: messages, metadata and decompressed payloads.
-
-    Through ``limits.size_probe_method`` (else the first unary method with a string or
-    bytes field), on a channel of its own with no send limit: (a) a request of
-    ``limits.max_recv_bytes`` + 1 bytes (4 MiB + 1) must get RESOURCE_EXHAUSTED; (b) one of
-    the limit - 1024 must not; (c) a 20 KiB and a 1 MiB metadata header must be refused
-    (any non-OK code); (d) a gzip message under 64 KiB that inflates to 8 x the limit must
-    get RESOURCE_EXHAUSTED (or UNIMPLEMENTED without gzip). The service must stay healthy
-    after every step (health Check, or ``schema.liveness_method``).
-    """
-    control = CATALOGUE["LIMIT-001"]
-    policy = policy_or_skip(run, "LIMIT-001")
-    if isinstance(policy, Outcome):
-        return policy
-    limit = int(run.config.get("limits.max_recv_bytes"))
-    path = run.config.str_("limits.size_probe_method")
-    if path is None:
-        unary = [
-            m
-            for m in policy.protected()
-            if not m.client_streaming and not m.server_streaming and not policy.is_write(m.path)
-        ]
-        path = next((m.path for m in unary if _sized(policy, run, m.path, 64) is not None), None)
-    if path is None:
-        return Outcome.skip(
-            control, "no unary method with a string or bytes field (set limits.size_probe_method)"
-        )
-    who = next(
-        (run.principal(n) for n in sorted(policy.allowed(path) or ()) if run.principal(n)), None
-    )
-    md = who.metadata() if who is not None else ()
-    liveness = run.liveness
-    channel = run.new_channel()
-    observations = []
-
-    def call(
-        requests: list[bytes], extra: tuple[tuple[str, str], ...] = (), gzip: bool = False
-    ) -> CallResult:
-        return invoke(
-            channel, path, requests, metadata=(*md, *extra), request_id_key=run.request_id_key,
-            timeout=run.options.call_timeout_s, compression=grpc.Compression.Gzip if gzip else None,
-        )  # fmt: skip
-
-    def healthy(after: str) -> None:
-        check_channel = run.new_channel()
-        try:
-            r = invoke(check_channel, liveness, [b""], request_id_key=run.request_id_key, timeout=5)
-        finally:
-            check_channel.close()
-        ok = r.code == grpc.StatusCode.OK
-        observations.append(
-            Observation(
-                f"health after {after}",
-                r.summary(),
-                "OK",
-                Status.PASS if ok else Status.FAIL,
-                Severity.HIGH,
-                r.request_id,
-            )
-        )
-
-    try:
-        big, fits = _sized(policy, run, path, limit + 1), _sized(policy, run, path, limit - 1024)
-        assert big is not None
-        assert fits is not None
-        r = call([big])
-        observations.append(
-            Observation(
-                f"(a) {limit + 1}-byte request -> {path}",
-                r.summary(),
-                "RESOURCE_EXHAUSTED (8)",
-                Status.PASS if r.code == grpc.StatusCode.RESOURCE_EXHAUSTED else Status.FAIL,
-                Severity.HIGH,
-                r.request_id,
-            )
-        )
-        healthy("(a)")
-        r = call([fits])
-        observations.append(
-            Observation(
-                f"(b) {limit - 1024}-byte request -> {path}",
-                r.summary(),
-                "not RESOURCE_EXHAUSTED",
-                Status.PASS if r.code != grpc.StatusCode.RESOURCE_EXHAUSTED else Status.FAIL,
-                Severity.MEDIUM,
-                r.request_id,
-            )
-        )
-        for size in (20 * 1024, 1024 * 1024):
-            r = call([_sized(policy, run, path, 64) or b""], (("x-hipaa-probe", "h" * size),))
-            observations.append(
-                Observation(
-                    f"(c) {size // 1024} KiB metadata header -> {path}",
-                    r.summary(),
-                    "refused (any non-OK code)",
-                    Status.PASS if r.code != grpc.StatusCode.OK else Status.FAIL,
-                    Severity.HIGH,
-                    r.request_id,
-                )
-            )
-            healthy(f"(c) {size // 1024} KiB header")
-        bomb = _sized(policy, run, path, 8 * limit)
-        assert bomb is not None
-        r = call([bomb], gzip=True)
-        ok = r.code in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNIMPLEMENTED)
-        observations.append(
-            Observation(
-                f"(d) gzip request inflating to {8 * limit} bytes -> {path}",
-                r.summary(),
-                "RESOURCE_EXHAUSTED (8), or UNIMPLEMENTED (12) without gzip",
-                Status.PASS if ok else Status.FAIL,
-                Severity.HIGH,
-                r.request_id,
-            )
-        )
-        healthy("(d)")
-    finally:
-        channel.close()
     return Outcome.from_observations(
-        control, observations, passed="size limits enforced; the service stayed healthy"
+        CATALOGUE["LIMIT-003"], observations, passed="exports and pages bounded"
     )

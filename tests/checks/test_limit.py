@@ -1,0 +1,445 @@
+"""LIMIT-001 ... LIMIT-003 judges on recorded answers, no server.
+
+Size, rate and bound refusals come back in each stack's own words (grpcio's "Received
+message larger than max", grpc-go's "grpc: received message larger than max", Envoy's
+local-reply texts, grpc-js's "No connection established"): the judges decide by status
+codes, message counts and decoded pages, never by those texts. A call that never reached
+the service is INCONCLUSIVE, never a refusal.
+"""
+
+from pathlib import Path
+
+import grpc
+import h2.settings
+import pytest
+
+from harness.catalogue import CATALOGUE, Severity
+from harness.checks import registered
+from harness.checks.limit import (
+    RatePlan,
+    SizePlan,
+    invalid_token,
+    judge_bomb,
+    judge_burst,
+    judge_concurrent,
+    judge_cooldown,
+    judge_export_audit,
+    judge_export_count,
+    judge_failed_auth,
+    judge_fits,
+    judge_header,
+    judge_health,
+    judge_outsider,
+    judge_oversized,
+    judge_page,
+    judge_streams,
+    maxed,
+    rate_plan,
+    sized,
+)
+from harness.descriptors import MethodInfo
+from harness.outcome import NotApplicable, Observation, Outcome, Status, settle
+from harness.plans.calls import Call
+from harness.plans.tokens import Base
+from harness.principals import Principal
+from harness.tokens import parse
+from targets.reference import schema
+from tests.checks.recorded import answer
+
+C = grpc.StatusCode
+LIMIT = 4 * 1024 * 1024
+GET = "/hipaagrpc.reference.v1.PatientRecords/GetPatient"
+EXPORT = "/hipaagrpc.reference.v1.PatientRecords/ExportPatients"
+SEARCH = "/hipaagrpc.reference.v1.PatientRecords/SearchPatients"
+PATIENT = schema.message("Patient")
+PAGE = schema.message("SearchPatientsResponse")
+ADMIN = Principal("admin", token_file=Path("tokens/admin.jwt"))
+SIZES = SizePlan(GET, (), LIMIT, b"", b"", b"", b"")
+#: grpcio's, grpc-go's and grpc-js's words for an over-limit message; Envoy's for a reset.
+GRPCIO_TOO_BIG = "Received message larger than max (4194305 vs. 4194304)"
+GO_TOO_BIG = "grpc: received message larger than max (4194305 vs. 4194304)"
+ENVOY_RESET = "upstream connect error or disconnect/reset before headers. reset reason: overflow"
+
+
+def settled(control_id: str, observations: list[Observation], *configured: str) -> Outcome:
+    outcome = Outcome.from_observations(CATALOGUE[control_id], observations, passed="held")
+    return settle(outcome, registered()[control_id].probes, lambda key: key in configured)
+
+
+def test_declared_probes_follow_the_catalogue_rows():
+    def shape(control_id: str) -> list[tuple[str, bool, tuple[str, ...]]]:
+        return [(p.ref, p.required, p.needs) for p in registered()[control_id].probes]
+
+    assert shape("LIMIT-001") == [(ref, True, ()) for ref in "abcd"]
+    # LIMIT-002's numbered steps, each only with --hipaa-allow-transport-abuse.
+    abuse = ("safety.allow_transport_abuse",)
+    assert shape("LIMIT-002") == [("1", True, abuse), ("2", True, abuse), ("3", True, abuse)]
+    # LIMIT-003: (c) holds the value to limits.max_concurrent_streams "if set".
+    assert shape("LIMIT-003") == [
+        ("a", True, ("limits.bulk_methods",)),
+        ("b", True, ("limits.max_concurrent_exports",)),
+        ("c", False, ("limits.max_concurrent_streams",)),
+        ("d", True, ("limits.max_page_size",)),
+    ]
+
+
+# -- LIMIT-001 ------------------------------------------------------------------------------
+
+
+def test_sized_requests_are_exactly_the_size_asked():
+    cls = schema.message("GetPatientRequest")
+    for size in (64, 4096, LIMIT + 1):
+        assert len(sized(cls, '{"patientId": "p-0001"}', size) or b"") == size
+    assert sized(schema.message("ExportPatientsRequest"), "", 64) is None
+
+
+@pytest.mark.parametrize(
+    ("result", "status"),
+    [
+        (answer(C.RESOURCE_EXHAUSTED, details=f"SERVER: {GRPCIO_TOO_BIG}"), Status.PASS),
+        (answer(C.RESOURCE_EXHAUSTED, details=GO_TOO_BIG), Status.PASS),
+        (answer(C.OK, b"\n\x01p"), Status.FAIL),
+        (answer(C.NOT_FOUND, details="patient not found"), Status.FAIL),
+        (answer(C.UNKNOWN, details="Unknown Error"), Status.FAIL),
+        (answer(C.UNAVAILABLE, details=ENVOY_RESET), Status.INCONCLUSIVE),
+        (answer(C.DEADLINE_EXCEEDED, details="Deadline Exceeded"), Status.INCONCLUSIVE),
+    ],
+)
+def test_a_oversized_request(result, status):
+    got = judge_oversized(SIZES, result)
+    assert (got.status, got.ref) == (status, "a")
+
+
+@pytest.mark.parametrize(
+    ("result", "status"),
+    [
+        (answer(C.NOT_FOUND, details="patient not found"), Status.PASS),
+        (answer(C.OK, b"\n\x01p"), Status.PASS),
+        (answer(C.INVALID_ARGUMENT, details="patient_id too long"), Status.PASS),
+        (answer(C.RESOURCE_EXHAUSTED, details=GO_TOO_BIG), Status.FAIL),
+        (answer(C.UNKNOWN, details="Exception calling application"), Status.FAIL),
+        (answer(C.UNAVAILABLE, details="No connection established"), Status.INCONCLUSIVE),
+    ],
+)
+def test_b_request_under_the_limit(result, status):
+    got = judge_fits(SIZES, result)
+    assert (got.status, got.ref) == (status, "b")
+
+
+CONTROL_OK = answer(C.OK, b"\n\x06p-0001")
+
+
+@pytest.mark.parametrize(
+    ("result", "control", "status"),
+    [
+        # grpcio's hard limit; grpc-go and Envoy reset the stream (INTERNAL to the client).
+        (
+            answer(C.RESOURCE_EXHAUSTED, details="received metadata size exceeds hard limit"),
+            CONTROL_OK,
+            Status.PASS,
+        ),
+        (
+            answer(C.INTERNAL, details="stream terminated by RST_STREAM with error code: 1"),
+            CONTROL_OK,
+            Status.PASS,
+        ),
+        (answer(C.RESOURCE_EXHAUSTED), answer(C.NOT_FOUND), Status.PASS),
+        (answer(C.OK, b"\n\x06p-0001"), CONTROL_OK, Status.FAIL),
+        # A proxy's HTTP 431 reaches a gRPC client as UNKNOWN: the catalogue fails UNKNOWN.
+        (
+            answer(C.UNKNOWN, details="Received http2 header with status: 431"),
+            CONTROL_OK,
+            Status.FAIL,
+        ),
+        (answer(C.UNAVAILABLE, details=ENVOY_RESET), CONTROL_OK, Status.INCONCLUSIVE),
+    ],
+)
+def test_c_oversized_header_beside_a_control_call(result, control, status):
+    got = judge_header(SIZES, 1024 * 1024, result, control)
+    assert (got.status, got.ref) == (status, "c")
+
+
+@pytest.mark.parametrize(
+    ("result", "control"),
+    [
+        # Refused as the control call was: no credentials, say. The former judge passed
+        # this (any non-OK code was a refusal); the header's refusal is not shown.
+        (answer(C.UNAUTHENTICATED), answer(C.UNAUTHENTICATED)),
+        (answer(C.NOT_FOUND), answer(C.NOT_FOUND)),
+        # No control call reached the service: nothing to compare with.
+        (answer(C.RESOURCE_EXHAUSTED), answer(C.UNAVAILABLE, details="Connection refused")),
+        (answer(C.RESOURCE_EXHAUSTED), answer(C.DEADLINE_EXCEEDED)),
+    ],
+)
+def test_c_refusal_code_without_a_control_call_that_differs_is_inconclusive(result, control):
+    got = judge_header(SIZES, 20 * 1024, result, control)
+    assert got.status is Status.INCONCLUSIVE
+    assert "control call" in got.observed
+
+
+@pytest.mark.parametrize(
+    ("result", "status"),
+    [
+        (answer(C.RESOURCE_EXHAUSTED, details="Decompressed message larger than max"), Status.PASS),
+        (
+            answer(C.UNIMPLEMENTED, details='grpc: Decompressor is not installed for "gzip"'),
+            Status.PASS,
+        ),
+        (answer(C.OK, b"\n\x01p"), Status.FAIL),
+        (answer(C.NOT_FOUND), Status.FAIL),
+        (answer(C.INTERNAL, details="Error decompressing message"), Status.FAIL),
+        (answer(C.UNAVAILABLE, details="Socket closed"), Status.INCONCLUSIVE),
+    ],
+)
+def test_d_decompression_bomb(result, status):
+    got = judge_bomb(SIZES, result)
+    assert (got.status, got.ref) == (status, "d")
+
+
+def test_health_after_each_step():
+    assert judge_health("c", "(c)", answer(C.OK, b"\x08\x01")).status is Status.PASS
+    crashed = judge_health("d", "(d)", answer(C.UNAVAILABLE, details="Connection refused"))
+    assert (crashed.status, crashed.ref, crashed.severity) == (Status.FAIL, "d", Severity.HIGH)
+
+
+def test_limit_001_passes_only_with_every_step():
+    held = [
+        judge_oversized(SIZES, answer(C.RESOURCE_EXHAUSTED)),
+        judge_fits(SIZES, answer(C.NOT_FOUND)),
+        judge_header(SIZES, 20 * 1024, answer(C.RESOURCE_EXHAUSTED), CONTROL_OK),
+        judge_bomb(SIZES, answer(C.RESOURCE_EXHAUSTED)),
+    ]
+    assert settled("LIMIT-001", held).status is Status.PASS
+    unshown = judge_header(SIZES, 20 * 1024, answer(C.UNAUTHENTICATED), answer(C.UNAUTHENTICATED))
+    assert settled("LIMIT-001", [*held[:2], unshown, held[3]]).status is Status.INCONCLUSIVE
+
+
+# -- LIMIT-002 ------------------------------------------------------------------------------
+
+TOKEN = parse("eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhZG1pbiJ9.c2lnbmF0dXJl")
+READ = MethodInfo(GET, "PatientRecords", "GetPatient", "GetPatientRequest", "Patient", False, False)
+STREAM = MethodInfo(SEARCH, "PatientRecords", "SearchPatients", "S", "R", False, True)
+
+
+def base(method=READ, control=C.OK) -> Base:
+    assert TOKEN is not None
+    return Base(ADMIN, TOKEN, method, b"", answer(control))
+
+
+RATE = RatePlan(base(), rps=50, window_s=1, cooldown_s=0.5, count=100)
+
+
+def burst(ok: int, limited: int, other=C.OK, others: int = 0):
+    return (
+        [answer(C.OK)] * ok
+        + [answer(C.RESOURCE_EXHAUSTED, details="rate limited")] * limited
+        + [answer(other)] * others
+    )
+
+
+def test_rate_plan():
+    plan = rate_plan({"rps": 50, "window_s": 1, "cooldown_s": 0.5}, 10_000, [base()])
+    assert (plan.count, plan.cooldown_s) == (100, 0.5)
+    assert rate_plan({"rps": 50}, 300, [base()]).count == 300  # capped by safety.max_requests
+    with pytest.raises(NotApplicable, match=r"limits\.rate\.rps"):
+        rate_plan({}, 10_000, [base()])
+    with pytest.raises(NotApplicable, match="working token"):
+        rate_plan({"rps": 5}, 10_000, [base(STREAM), base(control=C.UNAUTHENTICATED)])
+
+
+@pytest.mark.parametrize(
+    ("results", "elapsed", "status"),
+    [
+        (burst(54, 46), 1.0, Status.PASS),
+        (burst(100, 0), 1.0, Status.FAIL),  # no limit: 100/s accepted
+        (burst(70, 30), 1.0, Status.FAIL),  # limited, but 70/s > 1.2 x 50
+        # Envoy's local rate limit answers 429, which gRPC clients read as UNAVAILABLE.
+        (burst(50, 0, C.UNAVAILABLE, 50), 1.0, Status.FAIL),
+        (burst(50, 40, C.PERMISSION_DENIED, 10), 1.0, Status.FAIL),
+        (burst(60, 0), 1.0, Status.INCONCLUSIVE),  # the harness sent only 60/s
+        (burst(0, 0, C.DEADLINE_EXCEEDED, 100), 1.0, Status.INCONCLUSIVE),
+    ],
+)
+def test_1_burst(results, elapsed, status):
+    got = judge_burst(RATE, results, elapsed)
+    assert (got.status, got.ref) == (status, "1")
+
+
+@pytest.mark.parametrize(
+    ("result", "status"),
+    [
+        (answer(C.OK, b"\n\x01p"), Status.PASS),
+        (answer(C.RESOURCE_EXHAUSTED, details="rate limited"), Status.FAIL),
+        (answer(C.UNAVAILABLE, details="no healthy upstream"), Status.INCONCLUSIVE),
+    ],
+)
+def test_2_after_cooldown(result, status):
+    got = judge_cooldown(RATE, result)
+    assert (got.status, got.ref) == (status, "2")
+
+
+UNAUTH = [answer(C.UNAUTHENTICATED, details="invalid token")] * 50
+
+
+@pytest.mark.parametrize(
+    ("results", "alerted", "problem", "status"),
+    [
+        (UNAUTH[:30] + [answer(C.RESOURCE_EXHAUSTED)] * 20, False, "", Status.PASS),
+        (UNAUTH, True, "", Status.PASS),
+        (UNAUTH, False, "", Status.FAIL),
+        (UNAUTH, False, "audit.jsonl: no such file", Status.INCONCLUSIVE),
+        (
+            [answer(C.UNAVAILABLE, details="Connection reset by peer")] * 50,
+            False,
+            "",
+            Status.INCONCLUSIVE,
+        ),
+    ],
+)
+def test_3_failed_authentication_burst(results, alerted, problem, status):
+    got = judge_failed_auth(results, alerted, problem, "auth_failure_burst")
+    assert (got.status, got.ref) == (status, "3")
+
+
+def test_invalid_token_flips_the_signature():
+    assert TOKEN is not None
+    flipped = parse(invalid_token(base()))
+    assert flipped is not None
+    assert flipped.segments[:2] == TOKEN.segments[:2]
+    assert flipped.segments[2] != TOKEN.segments[2]
+
+
+# -- LIMIT-003 ------------------------------------------------------------------------------
+
+OUTSIDER = Call("billing (not an exporter)", EXPORT, (b"",))
+
+
+@pytest.mark.parametrize(
+    ("result", "status"),
+    [
+        (answer(C.PERMISSION_DENIED, details="rpc error: code = PermissionDenied"), Status.PASS),
+        (answer(C.OK, PATIENT(patient_id="p").SerializeToString()), Status.FAIL),
+        (answer(C.UNAUTHENTICATED), Status.FAIL),
+        (answer(C.UNAVAILABLE, details=ENVOY_RESET), Status.INCONCLUSIVE),
+    ],
+)
+def test_a_export_refused_to_other_roles(result, status):
+    got = judge_outsider(OUTSIDER, result)
+    assert (got.status, got.ref) == (status, "a")
+
+
+def patients(n: int) -> list[bytes]:
+    return [PATIENT(patient_id=f"p-{i}").SerializeToString() for i in range(n)]
+
+
+@pytest.mark.parametrize(
+    ("result", "status"),
+    [
+        (answer(C.OK, *patients(25)), Status.PASS),
+        (answer(C.INVALID_ARGUMENT, details="max_records too large"), Status.PASS),
+        (answer(C.OK, *patients(26)), Status.FAIL),
+        (answer(C.DEADLINE_EXCEEDED, *patients(26)), Status.FAIL),
+        # The client's own limit: a response too large for it is a server finding.
+        (answer(C.RESOURCE_EXHAUSTED, details=GRPCIO_TOO_BIG), Status.FAIL),
+        (answer(C.OK), Status.INCONCLUSIVE),
+        (answer(C.UNAVAILABLE, details="Socket closed"), Status.INCONCLUSIVE),
+        (answer(C.PERMISSION_DENIED), Status.FAIL),
+    ],
+)
+def test_a_export_bounded(result, status):
+    got = judge_export_count("svc-export asks for everything", result, 25)
+    assert (got.status, got.ref) == (status, "a")
+
+
+@pytest.mark.parametrize(
+    ("counted", "problem", "status"),
+    [
+        ([25], "", Status.PASS),
+        (["25"], "", Status.PASS),  # a stack that logs the count as a string
+        ([3], "", Status.FAIL),
+        ([], "", Status.FAIL),
+        ([], "audit source unreadable", Status.INCONCLUSIVE),
+    ],
+)
+def test_a_export_audited_with_its_count(counted, problem, status):
+    got = judge_export_audit("audit", answer(C.OK, *patients(25)), counted, problem)
+    assert (got.status, got.ref) == (status, "a")
+
+
+@pytest.mark.parametrize(
+    ("codes", "status"),
+    [
+        ([C.OK, C.OK, C.RESOURCE_EXHAUSTED], Status.PASS),
+        ([C.OK, C.OK, C.OK], Status.FAIL),
+        ([C.OK, C.OK, C.UNAVAILABLE], Status.INCONCLUSIVE),
+    ],
+)
+def test_b_concurrent_exports(codes, status):
+    got = judge_concurrent("3 exports at once", [answer(c) for c in codes], 2)
+    assert (got.status, got.ref) == (status, "b")
+
+
+MAX_STREAMS = h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS
+
+
+@pytest.mark.parametrize(
+    ("settings", "problem", "status"),
+    [
+        ({MAX_STREAMS: 100}, "", Status.PASS),
+        ({MAX_STREAMS: 1000}, "", Status.FAIL),
+        ({}, "", Status.FAIL),  # grpcio's default: none advertised, so unlimited
+        (None, "", Status.INCONCLUSIVE),
+        (None, "no raw HTTP/2 connection: refused", Status.INCONCLUSIVE),
+    ],
+)
+def test_c_advertised_streams(settings, problem, status):
+    got = judge_streams(settings, 100, problem)
+    assert (got.status, got.ref) == (status, "c")
+
+
+PAGE_CALL = Call("page_size = 2^31 - 1", SEARCH, (b"",), ADMIN)
+
+
+def page(n: int) -> bytes:
+    return PAGE(patients=[PATIENT(patient_id=f"p-{i}") for i in range(n)]).SerializeToString()
+
+
+@pytest.mark.parametrize(
+    ("result", "status"),
+    [
+        (answer(C.OK, page(25), page(5)), Status.PASS),
+        (answer(C.INVALID_ARGUMENT, details="page_size must be <= 100"), Status.PASS),
+        (answer(C.OK, page(101)), Status.FAIL),
+        (answer(C.RESOURCE_EXHAUSTED, details=GRPCIO_TOO_BIG), Status.FAIL),
+        (answer(C.OK, page(0)), Status.INCONCLUSIVE),
+        (answer(C.UNAVAILABLE, details="upstream request timeout"), Status.INCONCLUSIVE),
+    ],
+)
+def test_d_page_size(result, status):
+    got = judge_page(PAGE_CALL, result, PAGE, 100)
+    assert (got.status, got.ref) == (status, "d")
+
+
+@pytest.mark.parametrize("blob", [b"\xff\xff\xff", b"\x98\x06\x01"])
+def test_d_undecodable_page_is_inconclusive_not_a_pass(blob):
+    # The recorded case: a page that did not decode counted as "largest page 0" and passed.
+    got = judge_page(PAGE_CALL, answer(C.OK, blob), PAGE, 100)
+    assert got.status is Status.INCONCLUSIVE
+    assert "not decodable" in got.observed
+
+
+def test_maxed_asks_for_everything():
+    cls = schema.message("ExportPatientsRequest")
+    assert cls.FromString(maxed(cls, '{"maxRecords": 3}')).max_records == 2**31 - 1
+
+
+def test_limit_003_without_streams_passes_and_without_pages_does_not():
+    held = [
+        judge_outsider(OUTSIDER, answer(C.PERMISSION_DENIED)),
+        judge_concurrent("3 at once", [answer(C.OK), answer(C.RESOURCE_EXHAUSTED)], 1),
+        judge_page(PAGE_CALL, answer(C.OK, page(5)), PAGE, 100),
+    ]
+    assert settled("LIMIT-003", held).status is Status.PASS
+    outcome = settled("LIMIT-003", held[:2], "limits.bulk_methods")
+    assert outcome.status is Status.INCONCLUSIVE
+    assert "LIMIT-003(d)" in outcome.summary
