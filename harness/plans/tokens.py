@@ -3,16 +3,25 @@
 The valid token T of every role with the method it may read (:func:`bases`), AUTHN-001's
 credential variants on every protected method (:func:`authn_basic_calls`) and AUTHZ-001's
 (method, principal) matrix (:func:`authz_matrix_calls`): each made once per run, whichever
-control asks first, so that no verdict depends on test order or ``-k``.
+control asks first, so that no verdict depends on test order or ``-k``. Also the issuer's
+public key AUTHN-002 keys its HMAC confusion with (:func:`issuer_public_key`). Planning
+(:func:`basic_variants`, :func:`basic_plan`) is pure; the memoised functions send.
 """
 
 from __future__ import annotations
 
+import http.client
+import json
 import random
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
+import jwt
 
 from harness.channels import CallResult
 from harness.descriptors import MethodInfo
@@ -94,7 +103,201 @@ def bases(run: Run) -> tuple[list[Base], str]:
     return run.memo("authn-bases", compute)
 
 
+# -- the issuer's public key (AUTHN-002 (b)) --------------------------------------------
+
+#: Bounds of one fetch of a JWKS or a discovery document.
+FETCH_TIMEOUT_S = 5.0
+MAX_DOCUMENT_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class PublicKeyForms:
+    """The issuer's first public key as HMAC secrets, where it came from, or why there is none.
+
+    Attributes:
+        forms: (name, bytes): PEM with and without its newline, DER, JWK JSON.
+        source: ``auth.jwks_file``, or the URL the JWKS was fetched from.
+        problem: Why there is no key although one was configured ("" otherwise).
+    """
+
+    forms: tuple[tuple[str, bytes], ...] = ()
+    source: str = ""
+    problem: str = ""
+
+
+def issuer_public_key(run: Run) -> PublicKeyForms:
+    """The issuer's public key as HMAC secrets (memoised), for AUTHN-002 (b).
+
+    From ``auth.jwks_file``, else the JWKS fetched from ``auth.jwks_uri``, else from
+    ``auth.issuer``'s OpenID discovery document (as KEY-001 finds it). Empty, with no
+    problem, when none of the three is configured.
+    """
+
+    def compute() -> PublicKeyForms:
+        local = run.issuer_keys().public_key_forms()
+        if local:
+            return PublicKeyForms(tuple(local), "auth.jwks_file")
+        uri = run.config.str_("auth.jwks_uri") or ""
+        issuer = run.config.str_("auth.issuer") or ""
+        if not uri and urllib.parse.urlsplit(issuer).scheme not in ("http", "https"):
+            return PublicKeyForms()
+        try:
+            if not uri:
+                uri = discovered_jwks_uri(fetch_json(_discovery(issuer)))
+            forms = jwks_key_forms(fetch_json(uri))
+        except ValueError as exc:
+            return PublicKeyForms(source=uri or issuer, problem=str(exc))
+        return PublicKeyForms(tuple(forms), uri)
+
+    return run.memo("authn-issuer-public-key", compute)
+
+
+def _discovery(issuer: str) -> str:
+    return issuer.rstrip("/") + "/.well-known/openid-configuration"
+
+
+def discovered_jwks_uri(document: Any) -> str:
+    """The ``jwks_uri`` of an OpenID discovery document.
+
+    Raises:
+        ValueError: It names none.
+    """
+    found = document.get("jwks_uri") if isinstance(document, dict) else None
+    if not isinstance(found, str) or not found:
+        raise ValueError("the discovery document names no jwks_uri")
+    return found
+
+
+def jwks_key_forms(document: Any) -> list[tuple[str, bytes]]:
+    """The first RSA or EC key of a JWKS document as HMAC secrets (see :class:`PublicKeyForms`).
+
+    Raises:
+        ValueError: It is not a JWKS, or holds no usable RSA or EC public key.
+    """
+    keys = document.get("keys") if isinstance(document, dict) else None
+    if not isinstance(keys, list):
+        raise ValueError("not a JWKS (no list of keys)")
+    for jwk in keys:
+        if not isinstance(jwk, dict) or jwk.get("kty") not in ("RSA", "EC"):
+            continue
+        public = {k: v for k, v in jwk.items() if k not in ("d", "p", "q", "dp", "dq", "qi")}
+        try:
+            key = jwt.PyJWK(public).key
+        except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError):
+            continue
+        found = IssuerKeys(((jwk.get("kid"), jwk.get("alg"), key),), None, None, None)
+        return found.public_key_forms()
+    raise ValueError("the JWKS holds no usable RSA or EC public key")
+
+
+def fetch_json(url: str) -> Any:
+    """GET ``url`` (http or https), within :data:`FETCH_TIMEOUT_S` and :data:`MAX_DOCUMENT_BYTES`.
+
+    Raises:
+        ValueError: It could not be fetched in full, or is not JSON; the message says why.
+    """
+    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+        raise ValueError(f"{url}: only http and https URLs are fetched")
+    request = urllib.request.Request(url, headers={"Accept": "application/json"})
+    end = time.monotonic() + 2 * FETCH_TIMEOUT_S
+    body = b""
+    try:
+        with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT_S) as response:
+            while len(body) <= MAX_DOCUMENT_BYTES and time.monotonic() < end:
+                chunk = response.read1(65536)
+                if not chunk:
+                    break
+                body += chunk
+            else:
+                raise ValueError(
+                    f"{url}: over {MAX_DOCUMENT_BYTES} bytes, or not sent within "
+                    f"{2 * FETCH_TIMEOUT_S:g} s"
+                )
+    except urllib.error.HTTPError as exc:
+        raise ValueError(f"{url}: HTTP {exc.code}") from None
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        raise ValueError(f"{url}: not fetched ({getattr(exc, 'reason', exc)})") from None
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        raise ValueError(f"{url}: not JSON ({exc})") from None
+
+
 # -- AUTHN-001 --------------------------------------------------------------------------
+
+#: A credential variant: its label (which starts with its probe, ``V1``...) and metadata.
+Variant = tuple[str, tuple[tuple[str, str | bytes], ...]]
+
+
+def variant_ref(label: str) -> str:
+    """The AUTHN-001 probe a basic call belongs to: its label's first word (``V6``)."""
+    return label.split(" ", 1)[0]
+
+
+def basic_variants(rng: random.Random, token: str | None) -> list[Variant]:
+    """V1-V6, and V7 when some principal has a ``token``: what each call sends."""
+
+    def segment(n: int) -> str:
+        return "".join(rng.choice(B64URL) for _ in range(n))
+
+    variants: list[Variant] = [
+        ("V1 no authorization", ()),
+        ("V2 'Bearer' with nothing after it", (("authorization", "Bearer"),)),
+        ("V3 'Bearer abc'", (("authorization", "Bearer abc"),)),
+        ("V4 Basic credentials", (("authorization", "Basic dXNlcjpwYXNz"),)),
+        (
+            "V5 three random base64url segments",
+            bearer(f"{segment(24)}.{segment(48)}.{segment(43)}"),
+        ),
+        ("V6 12 KiB random token", bearer(segment(12 * 1024))),
+    ]
+    if token is not None:
+        variants += [
+            ("V7 valid token under x-authorization", (("x-authorization", f"Bearer {token}"),)),
+            (
+                "V7 valid token under authorization-bin",
+                (("authorization-bin", f"Bearer {token}".encode()),),
+            ),
+        ]
+    return variants
+
+
+def ambiguous_calls(path: str, request: bytes, least: Principal, admin: Principal) -> list[Call]:
+    """V8: two ``authorization`` entries on an admin-only method, in both orders."""
+    return [
+        Call(
+            f"V8 two authorization entries ({order})",
+            path,
+            (request,),
+            None,
+            (*first.metadata(), *second.metadata()),
+        )
+        for first, second, order in (
+            (least, admin, "least-privileged then admin"),
+            (admin, least, "admin then least-privileged"),
+        )
+    ]
+
+
+def basic_plan(
+    methods: list[tuple[str, bytes, frozenset[str]]],
+    variants: list[Variant],
+    pair: tuple[Principal, Principal] | None,
+) -> list[Call]:
+    """AUTHN-001's calls: every variant on every (path, request, allowed) protected method.
+
+    V6 is sent once (RESOURCE_EXHAUSTED is one of its answers, not a throttle to retry);
+    V8 goes to the methods only ``admin`` of the (least-privileged, admin) ``pair`` may call.
+    """
+    calls = []
+    for path, request, allowed in methods:
+        calls += [
+            Call(label, path, (request,), None, md, retry_exhausted=variant_ref(label) != "V6")
+            for label, md in variants
+        ]
+        if pair and "admin" in allowed and "least-privileged" not in allowed:
+            calls += ambiguous_calls(path, request, *pair)
+    return calls
 
 
 def authn_basic_calls(run: Run) -> list[tuple[Call, CallResult]] | str:
@@ -104,59 +307,17 @@ def authn_basic_calls(run: Run) -> list[tuple[Call, CallResult]] | str:
         policy = Policy.of(run)
         if policy is None:
             return NO_DESCRIPTORS.format(run.catalogue_problem())
-        rng = random.Random(run.options.seed)
         some = next((p for p in run.principals.values() if p.has_token), None)
+        variants = basic_variants(
+            random.Random(run.options.seed), some.token() if some is not None else None
+        )
         least, admin = run.principal("least-privileged"), run.principal("admin")
-
-        def segment(n: int) -> str:
-            return "".join(rng.choice(B64URL) for _ in range(n))
-
-        variants: list[tuple[str, tuple[tuple[str, str | bytes], ...]]] = [
-            ("V1 no authorization", ()),
-            ("V2 'Bearer' with nothing after it", (("authorization", "Bearer"),)),
-            ("V3 'Bearer abc'", (("authorization", "Bearer abc"),)),
-            ("V4 Basic credentials", (("authorization", "Basic dXNlcjpwYXNz"),)),
-            (
-                "V5 three random base64url segments",
-                bearer(f"{segment(24)}.{segment(48)}.{segment(43)}"),
-            ),
-            ("V6 12 KiB random token", bearer(segment(12 * 1024))),
+        pair = (least, admin) if least and admin and least.has_token and admin.has_token else None
+        methods = [
+            (m.path, policy.request(run, m.path), policy.allowed(m.path) or frozenset())
+            for m in policy.protected()
         ]
-        if some is not None:
-            token = some.token()
-            variants += [
-                ("V7 valid token under x-authorization", (("x-authorization", f"Bearer {token}"),)),
-                (
-                    "V7 valid token under authorization-bin",
-                    (("authorization-bin", f"Bearer {token}".encode()),),
-                ),
-            ]
-        probes = []
-        for m in policy.protected():
-            request = policy.request(run, m.path)
-            probes += [
-                Call(
-                    label, m.path, (request,), None, md, retry_exhausted=not label.startswith("V6")
-                )
-                for label, md in variants
-            ]
-            allowed = policy.allowed(m.path) or frozenset()
-            pair = (
-                (least, admin) if least and admin and least.has_token and admin.has_token else None
-            )
-            if pair and "admin" in allowed and "least-privileged" not in allowed:
-                least, admin = pair
-                for first, second, order in (
-                    (least, admin, "least-privileged then admin"),
-                    (admin, least, "admin then least-privileged"),
-                ):
-                    md = (*first.metadata(), *second.metadata())
-                    probes.append(
-                        Call(
-                            f"V8 two authorization entries ({order})", m.path, (request,), None, md
-                        )
-                    )
-        return send(run, probes)
+        return send(run, basic_plan(methods, variants, pair))
 
     return run.memo("authn-basic", compute)
 
