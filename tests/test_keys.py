@@ -1,4 +1,7 @@
-"""KEY-001 against JWKS documents served over HTTP on 127.0.0.1, one flaw at a time."""
+"""KEY-001 end to end: JWKS documents served over HTTP on 127.0.0.1, one flaw at a time.
+
+The judge alone, on recorded documents, is in ``tests/checks/test_key.py``.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from conftest import closed_port
 from harness.catalogue import Severity
-from harness.checks.key import signing_key_hygiene, thumbprint
+from harness.checks import run_check
+from harness.checks.key import thumbprint
 from harness.config import Config
 from harness.outcome import Outcome, Status
 from harness.run import Run, RunOptions
@@ -47,17 +51,23 @@ def grpc_port() -> Iterator[int]:
 
 
 @pytest.fixture
-def judge(grpc_port: int) -> Iterator[Callable[..., Outcome]]:
-    """Publish a JWKS, run KEY-001 with ``auth`` settings (and more) against it."""
+def judge(grpc_port: int, tmp_path: Path) -> Iterator[Callable[..., Outcome]]:
+    """Publish a JWKS, run KEY-001 with ``auth`` settings (and more) against it.
+
+    Unless a test says otherwise, keys are remembered in a fresh ``evidence.history_dir``
+    and held to a 90-day rotation, so that every probe runs.
+    """
     endpoints: list[IssuerEndpoint] = []
 
     def run_with(keys: list[dict[str, Any]] | None, **config: Any) -> Outcome:
         if keys is not None:
             endpoints.append(IssuerEndpoint("https://issuer.test", {"keys": keys}))
             config.setdefault("auth", {}).setdefault("jwks_uri", endpoints[-1].jwks_uri)
+        config.setdefault("auth", {}).setdefault("key_rotation_days", 90)
+        config.setdefault("evidence", {"history_dir": str(tmp_path / "history")})
         run = Run.open(parse_target(f"127.0.0.1:{grpc_port}"), Config(config), RunOptions())
         try:
-            return signing_key_hygiene(run)
+            return run_check("KEY-001", run)
         finally:
             run.close()
 
@@ -67,12 +77,13 @@ def judge(grpc_port: int) -> Iterator[Callable[..., Outcome]]:
 
 
 def by_probe(outcome: Outcome) -> dict[str, Status]:
-    return {o.probe.split(": ", 1)[1]: o.status for o in outcome.observations}
+    return {p.id: p.status for p in outcome.probes}
 
 
 def test_public_strong_distinct_keys_pass(judge):
     outcome = judge([ec_jwk(kid="a", alg="ES256"), rsa_jwk(2048, kid="b", alg="RS256")])
     assert outcome.status is Status.PASS, outcome.summary
+    assert all(p.status is Status.PASS for p in outcome.probes), outcome.probes
 
 
 @pytest.mark.parametrize(
@@ -100,7 +111,7 @@ def test_each_flawed_key_fails_with_its_severity(judge, key, severity, why):
 def test_repeated_kid_fails(judge):
     outcome = judge([ec_jwk(kid="k1", alg="ES256"), ec_jwk(kid="k1", alg="ES256")])
     assert outcome.status is Status.FAIL
-    assert by_probe(outcome)["key IDs"] is Status.FAIL
+    assert by_probe(outcome)["KEY-001(kid)"] is Status.FAIL
 
 
 def test_rotation_judged_from_history(judge, tmp_path: Path):
@@ -150,18 +161,8 @@ def test_no_source_is_a_skip(judge):
     assert judge(None).status is Status.SKIP
 
 
-def test_thumbprint_matches_rfc7638_example():
-    key = {
-        "kty": "RSA",
-        "n": (
-            "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6t"
-            "Soc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-"
-            "65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qN"
-            "Lyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awap"
-            "JzKnqDKgw"
-        ),
-        "e": "AQAB",
-        "alg": "RS256",
-        "kid": "2011-04-29",
-    }
-    assert thumbprint(key) == "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+def test_without_history_the_rotation_probe_does_not_run(judge):
+    outcome = judge([ec_jwk(kid="a", alg="ES256")], evidence={})
+    assert outcome.status is Status.INCONCLUSIVE
+    assert by_probe(outcome)["KEY-001(rotation)"] is Status.SKIP
+    assert "needs evidence.history_dir" in outcome.summary

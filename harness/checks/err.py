@@ -1,56 +1,62 @@
 """Error hygiene (ERR-*): what error statuses tell a caller.
 
-Both controls judge every call of the run (the journal) plus the calls of AUTHN-001 and
-AUTHZ-001, which they trigger themselves if those controls have not run yet, so their
-verdict does not depend on test order or ``-k`` selection.
+Both controls judge every call of the run (the journal) plus the calls of AUTHN-001,
+AUTHZ-001 and FUZZ-001 (:mod:`harness.plans`), which they trigger themselves if those
+controls have not run yet, so their verdict does not depend on test order or ``-k``
+selection. Planning and judging are pure functions (``*_plan``, ``judge_*``): recorded
+answers are decided by status codes and payloads, never by one stack's error strings.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Mapping, Sequence
 
 import grpc
 from google.protobuf.message import DecodeError
 from google.rpc import status_pb2
+from jwt.utils import base64url_decode
 
 from harness.catalogue import CATALOGUE, Severity
 from harness.channels import CallResult, code_text
 from harness.checks import check
-from harness.oracles import LEAKS
-from harness.outcome import Observation, Outcome, Status
-from harness.plans.calls import Call, bearer, send
-from harness.plans.tokens import Base, authn_basic_calls, authz_matrix_calls, bases
+from harness.oracles import LEAKS, UNREACHED
+from harness.outcome import Observation, Outcome, Probe, Status, filed
+from harness.plans.calls import Call, bearer, named_id, send, swap_id, template_text
+from harness.plans.fuzzcases import fuzz_calls
+from harness.plans.tokens import Base, authn_basic_calls, authz_matrix_calls, bases, run_nonce
 from harness.policy import Policy
+from harness.principals import Principal
 from harness.run import Run
-from harness.tokens import harness_key, sign, with_signature
+from harness.tokens import IssuerKeys, harness_key, sign, with_signature
 
-# Statuses the client library makes up itself: their text describes our side, not the server.
-_CLIENT_SIDE = {
-    grpc.StatusCode.UNAVAILABLE,
-    grpc.StatusCode.DEADLINE_EXCEEDED,
-    grpc.StatusCode.CANCELLED,
-}
-
-_DEBUG_INFO = "google.rpc.DebugInfo"
+#: Statuses the client library makes up itself: their text describes our side, not the server.
+CLIENT_SIDE = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
+)
+DEBUG_INFO = "google.rpc.DebugInfo"
 _SERVER_BANNER = re.compile(r"\d+\.\d+")
+_DETAILS_KEY = "grpc-status-details-bin"
+UNKNOWN_SERVICE = "/hipaa.harness.v1.Probe/Nope"
+#: A length-delimited field 1 whose length (a 5-byte varint) runs far past the message.
+MALFORMED = b"\x0a\xff\xff\xff\xff\x0f\x12"
+LEAST = "least-privileged"
 
 
 def _all_calls(run: Run) -> list[CallResult]:
-    """Every call of the run, after making sure AUTHN-001's and AUTHZ-001's calls exist."""
+    """Every call of the run, after making sure AUTHN-001's, AUTHZ-001's and FUZZ-001's exist."""
     authn_basic_calls(run)
     authz_matrix_calls(run)
-    from harness.plans.fuzzcases import fuzz_calls
-
     fuzz_calls(run)
     return run.calls()
 
 
-def _texts(result: CallResult) -> Iterable[tuple[str, str]]:
+def texts(result: CallResult) -> Iterable[tuple[str, str]]:
     """(where, text) pairs a caller sees in a failed call: message, details, metadata."""
     yield "status message", result.details
     for key, value in (*result.initial_metadata, *result.trailing_metadata):
-        if key == "grpc-status-details-bin" and isinstance(value, bytes):
+        if key == _DETAILS_KEY and isinstance(value, bytes):
             try:
                 status = status_pb2.Status.FromString(value)
             except DecodeError:
@@ -65,9 +71,10 @@ def _texts(result: CallResult) -> Iterable[tuple[str, str]]:
             yield f"metadata {key}", value
 
 
-def _detail_types(result: CallResult) -> tuple[str, ...]:
+def detail_types(result: CallResult) -> tuple[str, ...]:
+    """The type names of the ``google.rpc.Status`` details in the trailers."""
     for key, value in result.trailing_metadata:
-        if key == "grpc-status-details-bin" and isinstance(value, bytes):
+        if key == _DETAILS_KEY and isinstance(value, bytes):
             try:
                 return tuple(
                     d.type_url.rsplit("/", 1)[-1]
@@ -78,95 +85,94 @@ def _detail_types(result: CallResult) -> tuple[str, ...]:
     return ()
 
 
-def _dedicated_probes(run: Run) -> list[Observation]:
-    """Unknown service, unknown method, two messages to a unary method, malformed bytes."""
-    policy = Policy.of(run)
-    least = run.principal("least-privileged")
-    unary = None
-    if policy is not None:
-        unary = next(
-            (m for m in policy.protected() if not m.client_streaming and not m.server_streaming),
-            None,
-        )
-    service = unary.service if unary else "grpc.health.v1.Health"
-    probes = [
-        Call("unknown service", "/hipaa.harness.v1.Probe/Nope", (b"",), least),
-        Call(
-            "unknown method on a declared service",
-            f"/{service}/Nope{run.options.seed % 1000}",
-            (b"",),
-            least,
-        ),
-    ]
-    if unary is not None:
-        request = policy.request(run, unary.path) if policy else b""
-        probes += [
-            Call("two request messages to a unary method", unary.path, (request, request), least),
-            Call("malformed protobuf bytes", unary.path, (b"\x0a\xff\xff\xff\xff\x0f\x12",), least),
-        ]
-    out = []
-    for probe, result in send(run, probes):
-        where = f"{probe.label} -> {probe.method}"
-        if probe.label.startswith("unknown"):
-            want: tuple[grpc.StatusCode, ...] = (grpc.StatusCode.UNIMPLEMENTED,)
-        elif probe.label.startswith("malformed"):
-            want = (
-                grpc.StatusCode.INTERNAL,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                grpc.StatusCode.UNAUTHENTICATED,
-            )
-        else:
-            ok = result.code != grpc.StatusCode.UNKNOWN
-            out.append(
-                Observation(
-                    where,
-                    result.summary(),
-                    "recorded; UNIMPLEMENTED preferred",
-                    Status.PASS if ok else Status.WARN,
-                    Severity.LOW,
-                    result.request_id,
-                )
-            )
-            continue
-        expected = " or ".join(code_text(c) for c in want)
-        status = Status.PASS if result.code in want and not result.responses else Status.FAIL
-        out.append(
-            Observation(
-                where, result.summary(), expected, status, Severity.MEDIUM, result.request_id
-            )
-        )
-    return out
+# -- ERR-001 ----------------------------------------------------------------------------
+
+ERR_001_PROBES = (
+    Probe("unknown-service", "an unknown service: UNIMPLEMENTED"),
+    Probe("unknown-method", "an unknown method of a declared service: UNIMPLEMENTED"),
+    Probe("two-messages", "two request messages to a unary method: recorded, at most WARN"),
+    Probe("malformed", "malformed protobuf bytes: INTERNAL or INVALID_ARGUMENT"),
+    Probe("leaks", "every error status of the run: no leak pattern, no DebugInfo"),
+)
+
+#: What each dedicated probe must end with.
+_DEDICATED_WANT: dict[str, tuple[grpc.StatusCode, ...]] = {
+    "unknown-service": (grpc.StatusCode.UNIMPLEMENTED,),
+    "unknown-method": (grpc.StatusCode.UNIMPLEMENTED,),
+    "malformed": (grpc.StatusCode.INTERNAL, grpc.StatusCode.INVALID_ARGUMENT),
+}
+#: Refusals that come before routing or parsing (an authenticating proxy, an interceptor).
+_REFUSED_FIRST = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED})
 
 
-@check("ERR-001")
-def errors_sanitised(run: Run) -> Outcome:
-    """Error details sanitised.
+def dedicated_plan(
+    unary: str, request: bytes, least: Principal | None, seed: int
+) -> list[tuple[str, Call]]:
+    """ERR-001's four dedicated calls, each with its probe, sent as ``least``.
 
-    Four dedicated probes (unknown service and method must get UNIMPLEMENTED, malformed
-    bytes INTERNAL or INVALID_ARGUMENT; two messages to a unary method is recorded, at most
-    WARN), then every non-OK status of the run (AUTHN-001 and AUTHZ-001 calls included)
-    has its message, decoded ``grpc-status-details-bin`` and metadata scanned for stack
-    traces, SQL, absolute paths, private addresses, ``errors.internal_domains`` and
-    version banners, and for a ``google.rpc.DebugInfo`` detail. A ``server`` header with a
-    version is WARN (low). Statuses the client library generates (UNAVAILABLE,
-    DEADLINE_EXCEEDED, CANCELLED) are not the server's words and are not scanned.
+    ``unary`` is a unary method (``request`` a valid request for it); the unknown method
+    is asked of its service.
     """
-    control = CATALOGUE["ERR-001"]
-    observations = _dedicated_probes(run)
-    allowed = set(run.config.str_list("errors.allowed_messages"))
-    domains = [d.lower() for d in run.config.str_list("errors.internal_domains")]
-    scanned = 0
-    seen: set[tuple[str, str]] = set()
-    for result in _all_calls(run):
+    service = unary.rsplit("/", 1)[0]
+    return [
+        ("unknown-service", Call("unknown service", UNKNOWN_SERVICE, (b"",), least)),
+        (
+            "unknown-method",
+            Call(
+                "unknown method on a declared service",
+                f"{service}/Nope{seed % 1000}",
+                (b"",),
+                least,
+            ),
+        ),
+        (
+            "two-messages",
+            Call("two request messages to a unary method", unary, (request, request), least),
+        ),
+        ("malformed", Call("malformed protobuf bytes", unary, (MALFORMED,), least)),
+    ]
+
+
+def judge_dedicated(ref: str, call: Call, result: CallResult) -> Observation:
+    """One dedicated probe: the status it must end with, and no response message.
+
+    The cardinality probe (``two-messages``) is recorded: OK is what common stacks answer,
+    only UNKNOWN (an unhandled exception) is a WARN (low). A call that never reached the
+    service, or was refused (UNAUTHENTICATED, PERMISSION_DENIED) before it reached the
+    routing or parsing it tests, is INCONCLUSIVE: neither a pass nor a finding.
+    """
+    where = f"{call.label} -> {call.method}"
+    observed = result.summary()
+    if ref == "two-messages":
+        expected = "recorded; UNIMPLEMENTED preferred"
+        status = Status.WARN if result.code == grpc.StatusCode.UNKNOWN else Status.PASS
+        severity = Severity.LOW
+    else:
+        want = _DEDICATED_WANT[ref]
+        expected = " or ".join(code_text(c) for c in want)
+        ok = result.code in want and not result.responses
+        status = Status.PASS if ok else Status.FAIL
+        severity = Severity.MEDIUM
+    if not result.responses and result.code in UNREACHED:
+        status = Status.INCONCLUSIVE
+        observed += " (the call did not reach the service)"
+    elif not result.responses and result.code in _REFUSED_FIRST:
+        status = Status.INCONCLUSIVE
+        observed += " (refused before it reached what the probe tests)"
+    return Observation(where, observed, expected, status, severity, result.request_id).of(ref)
+
+
+def judge_banners(results: Iterable[CallResult]) -> list[Observation]:
+    """A ``server`` response header with a product version: WARN (low), once per value."""
+    seen: set[str] = set()
+    out = []
+    for result in results:
         for key, value in result.initial_metadata:
-            if (
-                key == "server"
-                and isinstance(value, str)
-                and _SERVER_BANNER.search(value)
-                and ("server", value) not in seen
-            ):
-                seen.add(("server", value))
-                observations.append(
+            if key != "server" or not isinstance(value, str) or value in seen:
+                continue
+            if _SERVER_BANNER.search(value):
+                seen.add(value)
+                out.append(
                     Observation(
                         f"server header on {result.method}",
                         value,
@@ -176,134 +182,328 @@ def errors_sanitised(run: Run) -> Outcome:
                         result.request_id,
                     )
                 )
-        if result.code == grpc.StatusCode.OK or result.code in _CLIENT_SIDE:
+    return out
+
+
+def judge_error_texts(
+    result: CallResult, allowed: Iterable[str] = (), domains: Iterable[str] = ()
+) -> list[Observation]:
+    """One error status: a DebugInfo detail (high), and each leak kind its texts match.
+
+    Texts in ``errors.allowed_messages`` are not scanned; ``errors.internal_domains`` are
+    matched case-insensitively. Each kind is reported once per place (message, details,
+    metadata key) at the worst severity its patterns carry.
+    """
+    return [o for _, o in _findings(result, set(allowed), [d.lower() for d in domains])]
+
+
+def _findings(
+    result: CallResult, allowed: set[str], domains: list[str]
+) -> list[tuple[tuple[str, str], Observation]]:
+    """:func:`judge_error_texts`, each finding keyed by (place, kind) within its call."""
+    heading = f"{result.method} ({result.status})"
+    out = []
+    if DEBUG_INFO in detail_types(result):
+        found = "google.rpc.DebugInfo detail"
+        debug = Observation(
+            heading, found, "no DebugInfo", Status.FAIL, Severity.HIGH, result.request_id
+        )
+        out.append((("status details", DEBUG_INFO), debug))
+    for where, text in texts(result):
+        if not text or text in allowed:
             continue
-        scanned += 1
-        if _DEBUG_INFO in _detail_types(result):
-            observations.append(
+        hits: dict[str, Severity] = {}
+        for kind, pattern, sev in LEAKS:
+            if pattern.search(text):
+                hits[kind] = max(sev, hits.get(kind, sev))
+        if any(d in text.lower() for d in domains):
+            hits.setdefault("internal domain", Severity.MEDIUM)
+        out += [
+            (
+                (where, kind),
                 Observation(
-                    f"{result.method} ({result.status})",
-                    "google.rpc.DebugInfo detail",
-                    "no DebugInfo",
+                    f"{where} of {heading}",
+                    f"{kind} in {text[:160]!r}",
+                    f"generic text, no {kind}",
                     Status.FAIL,
-                    Severity.HIGH,
+                    sev,
                     result.request_id,
-                )
-            )
-        for where, text in _texts(result):
-            if not text or text in allowed:
-                continue
-            hits = [(kind, sev) for kind, pattern, sev in LEAKS if pattern.search(text)]
-            hits += [("internal domain", Severity.MEDIUM) for d in domains if d in text.lower()]
-            for kind, sev in hits:
-                hit = (kind, f"{result.method}:{where}")
-                if hit in seen:
-                    continue
-                seen.add(hit)
-                observations.append(
-                    Observation(
-                        f"{where} of {result.method} ({result.status})",
-                        f"{kind} in {text[:160]!r}",
-                        f"generic text, no {kind}",
-                        Status.FAIL,
-                        sev,
-                        result.request_id,
-                    )
-                )
-    observations.append(
-        Observation(f"{scanned} error statuses scanned", "scanned", "no leak", Status.PASS)
-    )
-    return Outcome.from_observations(
-        control, observations, passed=f"{scanned} error statuses carry generic text only"
-    )
-
-
-def _failure_variants(run: Run, base: Base) -> list[Call]:
-    """Differently-wrong tokens that a server must refuse alike."""
-    t = base.token
-    from jwt.utils import base64url_decode
-
-    sig = base64url_decode(t.segments[2])
-    nonce = f"{run.options.seed:08x}"
-    probes = [
-        ("bad signature", with_signature(t, bytes([sig[0] ^ 1]) + sig[1:])),
-        (
-            "unknown kid",
-            sign(t.claims, harness_key("ec"), "ES256", {**t.header, "kid": f"unknown-{nonce}"}),
-        ),
-    ]
-    keys = run.issuer_keys()
-    if keys.private_key is not None:
-        import time
-
-        now = int(time.time())
-        probes += [
-            (
-                "expired",
-                keys.mint(
-                    {**t.claims, "iat": now - 7200, "nbf": now - 7200, "exp": now - 3600}, t.header
                 ),
-            ),
-            (
-                "wrong aud",
-                keys.mint({**t.claims, "aud": f"https://other-{nonce}.invalid"}, t.header),
-            ),
+            )
+            for kind, sev in hits.items()
+        ]
+    return out
+
+
+def server_errors(results: Iterable[CallResult]) -> list[CallResult]:
+    """The error statuses the server sent: not OK, and not made up by the client library.
+
+    UNAVAILABLE, DEADLINE_EXCEEDED and CANCELLED describe our side, not the server's words.
+    """
+    return [r for r in results if r.code != grpc.StatusCode.OK and r.code not in CLIENT_SIDE]
+
+
+def judge_leaks(
+    results: Sequence[CallResult], allowed: Iterable[str] = (), domains: Iterable[str] = ()
+) -> list[Observation]:
+    """Every error status the server sent, scanned (:func:`judge_error_texts`): ``leaks``.
+
+    The same leak in the same place of the same method is reported once. With no error
+    status to scan nothing is judged (a SKIP that says so), never a PASS.
+    """
+    waived, lowered = set(allowed), [d.lower() for d in domains]
+    errors = server_errors(results)
+    out = judge_banners(results)
+    reported: set[tuple[str, tuple[str, str]]] = set()
+    for result in errors:
+        for key, o in _findings(result, waived, lowered):
+            if (result.method, key) not in reported:
+                reported.add((result.method, key))
+                out.append(o)
+    if errors:
+        scanned = f"{len(errors)} error statuses scanned"
+        out.append(Observation(scanned, "scanned", "no leak", Status.PASS))
+    else:
+        out.append(Observation("error statuses of the run", "none", "an error status", Status.SKIP))
+    return filed("leaks", out)
+
+
+@check("ERR-001", probes=ERR_001_PROBES)
+def errors_sanitised(run: Run) -> Outcome:
+    """Error details sanitised.
+
+    Four dedicated probes (unknown service and method must get UNIMPLEMENTED, malformed
+    bytes INTERNAL or INVALID_ARGUMENT; two messages to a unary method is recorded, at most
+    WARN), sent to a protected unary method, else to the liveness method. Then every
+    non-OK status of the run (AUTHN-001, AUTHZ-001 and FUZZ-001 calls included) has its
+    message, decoded ``grpc-status-details-bin`` and metadata scanned for stack traces,
+    SQL, absolute paths, private addresses, ``errors.internal_domains`` and version
+    banners, and for a ``google.rpc.DebugInfo`` detail. A ``server`` header with a version
+    is WARN (low). Statuses the client library generates (UNAVAILABLE, DEADLINE_EXCEEDED,
+    CANCELLED) are not the server's words and are not scanned.
+    """
+    unary, request = _unary_method(run)
+    plan = dedicated_plan(unary, request, run.principal(LEAST), run.options.seed)
+    sent = send(run, [call for _, call in plan])
+    observations = [
+        judge_dedicated(ref, call, result)
+        for (ref, _), (call, result) in zip(plan, sent, strict=True)
+    ]
+    allowed = run.config.str_list("errors.allowed_messages")
+    domains = run.config.str_list("errors.internal_domains")
+    calls = _all_calls(run)
+    observations += judge_leaks(calls, allowed, domains)
+    scanned = len(server_errors(calls))
+    return Outcome.from_observations(
+        CATALOGUE["ERR-001"],
+        observations,
+        passed=f"{scanned} error statuses carry generic text only",
+    )
+
+
+def _unary_method(run: Run) -> tuple[str, bytes]:
+    """The first protected unary method and its request, else the liveness method."""
+    policy = Policy.of(run)
+    if policy is not None:
+        for m in policy.protected():
+            if not m.client_streaming and not m.server_streaming:
+                return m.path, policy.request(run, m.path)
+    return run.liveness, b""
+
+
+# -- ERR-002 ----------------------------------------------------------------------------
+
+ERR_002_PROBES = (
+    Probe("codes", "no UNKNOWN (2) or DATA_LOSS (15) in any call of the run"),
+    Probe(
+        "authn",
+        "authentication failure variants indistinguishable",
+        needs=("auth.principals",),
+    ),
+    Probe(
+        "existence",
+        "foreign and nonexistent IDs indistinguishable (existence hiding)",
+        required=False,
+        needs=("authz.existence_hiding",),
+    ),
+)
+#: At most this many UNKNOWN / DATA_LOSS calls are listed.
+SHOWN = 10
+AUTHN_COMPARED = "authentication failures compared"
+
+
+def judge_codes(results: Sequence[CallResult]) -> list[Observation]:
+    """UNKNOWN (2) and DATA_LOSS (15) must never occur: each (up to ten) is a FAIL.
+
+    Filed under ``codes``; no call at all is nothing to judge (a SKIP), never a PASS.
+    """
+    bad = [r for r in results if r.code in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.DATA_LOSS)]
+    expected = "never UNKNOWN (2) or DATA_LOSS (15)"
+    if not results:
+        out = [Observation("calls of the run", "none", "calls to judge", Status.SKIP)]
+    elif not bad:
+        counted = f"{len(results)} calls of the run"
+        out = [Observation(counted, "no UNKNOWN or DATA_LOSS", expected, Status.PASS)]
+    else:
+        out = [
+            Observation(r.method, r.summary(), expected, Status.FAIL, Severity.MEDIUM, r.request_id)
+            for r in bad[:SHOWN]
+        ]
+    return filed("codes", out)
+
+
+def shape(result: CallResult) -> tuple[grpc.StatusCode, str, tuple[str, ...]]:
+    """What a caller can tell a refusal by: (code, message, detail types)."""
+    return result.code, result.details, detail_types(result)
+
+
+def judge_uniform(ref: str, what: str, sent: Sequence[tuple[Call, CallResult]]) -> Observation:
+    """Refusals that must look alike: one (code, message, detail types) for all of them.
+
+    Filed under ``ref`` (``authn``: token variants; ``existence``: foreign vs. absent IDs).
+
+    Accepted variants (OK or data) are other controls' findings and are left out; a
+    variant that never reached the service leaves the comparison INCONCLUSIVE, and fewer
+    than two refusals leave nothing to compare.
+    """
+    expected = "one identical (code, message, detail types) for every refusal"
+    unreached, refused = [], []
+    for call, result in sent:
+        if result.code in UNREACHED and not result.responses:
+            unreached.append(call.label)
+        elif result.code != grpc.StatusCode.OK and not result.responses:
+            refused.append((call, result))
+    described = "; ".join(f"{c.label}: {r.summary()}" for c, r in refused) or "none refused"
+    if unreached:
+        observed = f"{', '.join(unreached)}: did not reach the service"
+        return Observation(what, observed, expected, Status.INCONCLUSIVE).of(ref)
+    if len(refused) < 2:
+        observed = f"{described}: fewer than two refusals to compare"
+        return Observation(what, observed, expected, Status.INCONCLUSIVE).of(ref)
+    same = len({shape(r) for _, r in refused}) == 1
+    status = Status.PASS if same else Status.FAIL
+    return Observation(what, described, expected, status, Severity.MEDIUM).of(ref)
+
+
+def failure_variants(base: Base, keys: IssuerKeys, nonce: str, now: int) -> list[Call]:
+    """Differently-wrong tokens, made from ``base``'s valid token, that must be refused alike.
+
+    A bad signature and an unknown ``kid`` always; with the issuer's private key also an
+    expired token and one for another audience.
+    """
+    t = base.token
+    sig = base64url_decode(t.segments[2])
+    header = {**t.header, "kid": f"unknown-{nonce}"}
+    tokens = [
+        ("bad signature", with_signature(t, bytes([sig[0] ^ 1]) + sig[1:])),
+        ("unknown kid", sign(t.claims, harness_key("ec"), "ES256", header)),
+    ]
+    if keys.private_key is not None:
+        expired = {**t.claims, "iat": now - 7200, "nbf": now - 7200, "exp": now - 3600}
+        other = {**t.claims, "aud": f"https://other-{nonce}.invalid"}
+        tokens += [
+            ("expired", keys.mint(expired, t.header)),
+            ("wrong aud", keys.mint(other, t.header)),
         ]
     return [
         Call(label, base.method.path, (base.request,), None, bearer(token))
-        for label, token in probes
+        for label, token in tokens
     ]
 
 
-@check("ERR-002")
+def existence_plan(
+    policy: Policy,
+    principals: Mapping[str, Principal],
+    ids: tuple[Mapping[str, list[str]], Mapping[str, list[str]]],
+    templates: Mapping[str, str],
+    nonce: str,
+) -> list[tuple[str, list[Call]]]:
+    """Per principal (by name), its foreign IDs and a nonexistent one on one readable method.
+
+    ``ids`` is (``authz.own_ids``, ``authz.foreign_ids``). The method is the first
+    protected read the principal may call whose template (``templates``: method -> JSON
+    text) names one of its own IDs.
+    """
+    own, foreign = ids
+    groups: list[tuple[str, list[Call]]] = []
+    for name, foreign_ids in foreign.items():
+        principal = principals.get(name)
+        if principal is None:
+            continue
+        for m in policy.protected():
+            text = templates.get(m.path, "")
+            mine = named_id(text, list(own.get(name, [])))
+            if mine is None or policy.is_write(m.path):
+                continue
+            if name not in (policy.allowed(m.path) or ()):
+                continue
+            asks = [(f"foreign {fid}", fid) for fid in foreign_ids]
+            asks.append(("a nonexistent ID", f"nonexistent-{nonce}"))
+            groups.append(
+                (
+                    name,
+                    [
+                        Call(
+                            f"{name} asks for {label}",
+                            m.path,
+                            (policy.catalogue.request_bytes(m.path, swap_id(text, mine, other)),),
+                            principal,
+                        )
+                        for label, other in asks
+                    ],
+                )
+            )
+            break
+    return groups
+
+
+@check("ERR-002", probes=ERR_002_PROBES)
 def errors_uniform(run: Run) -> Outcome:
     """Errors mapped robustly; no user or credential enumeration.
 
-    Over every call of the run (AUTHN-001 and AUTHZ-001 calls included), UNKNOWN and
-    DATA_LOSS must never occur. Then differently-wrong tokens (bad signature, unknown
+    Over every call of the run (AUTHN-001, AUTHZ-001 and FUZZ-001 calls included), UNKNOWN
+    and DATA_LOSS must never occur. Then differently-wrong tokens (bad signature, unknown
     ``kid``, and with the issuer key: expired, wrong ``aud``) go to the same method: the
-    ones refused must all look identical to the caller (code, message, detail types).
+    ones refused must all look identical to the caller (code, message, detail types). With
+    ``authz.existence_hiding``, a principal's foreign IDs and a nonexistent one must be
+    refused identically too.
     """
-    control = CATALOGUE["ERR-002"]
-    observations = []
-    calls = _all_calls(run)
-    bad = [r for r in calls if r.code in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.DATA_LOSS)]
-    for r in bad[:10]:
-        observations.append(
-            Observation(
-                f"{r.method}",
-                r.summary(),
-                "never UNKNOWN (2) or DATA_LOSS (15)",
-                Status.FAIL,
-                Severity.MEDIUM,
-                r.request_id,
-            )
-        )
-    if not bad:
-        observations.append(
-            Observation(
-                f"{len(calls)} calls of the run", "no UNKNOWN or DATA_LOSS", "none", Status.PASS
-            )
-        )
-    found, _ = bases(run)
-    accepted = [b for b in found if b.accepted]
-    if accepted:
-        results = send(run, _failure_variants(run, accepted[0]))
-        refused = [(p, r) for p, r in results if r.code != grpc.StatusCode.OK and not r.responses]
-        shapes = {(r.code, r.details, _detail_types(r)) for _, r in refused}
-        described = "; ".join(f"{p.label}: {r.summary()}" for p, r in refused)
-        same = len(shapes) <= 1
-        observations.append(
-            Observation(
-                "authentication failures compared",
-                described or "none refused",
-                "one identical (code, message, details) for every failure",
-                Status.PASS if same else Status.FAIL,
-                Severity.MEDIUM,
-            )
-        )
+    observations = judge_codes(_all_calls(run))
+    observations.append(_authn_uniform(run))
+    if run.config.get("authz.existence_hiding"):
+        observations += _existence_uniform(run)
     return Outcome.from_observations(
-        control,
+        CATALOGUE["ERR-002"],
         observations,
         passed="no UNKNOWN or DATA_LOSS; authentication failures indistinguishable",
     )
+
+
+def _authn_uniform(run: Run) -> Observation:
+    found, why = bases(run)
+    accepted = [b for b in found if b.accepted]
+    if not accepted:
+        need = why or "a principal whose JWT bearer token is accepted"
+        return Observation(AUTHN_COMPARED, "not sent", need, Status.SKIP).of("authn")
+    calls = failure_variants(accepted[0], run.issuer_keys(), run_nonce(run), int(time.time()))
+    return judge_uniform("authn", AUTHN_COMPARED, send(run, calls))
+
+
+def _existence_uniform(run: Run) -> list[Observation]:
+    policy = Policy.of(run)
+    groups: list[tuple[str, list[Call]]] = []
+    if policy is not None:
+        templates = {m.path: template_text(run, m.path) for m in policy.protected()}
+        ids = (run.config.table("authz.own_ids"), run.config.table("authz.foreign_ids"))
+        groups = existence_plan(policy, run.principals, ids, templates, run_nonce(run))
+    if not groups:
+        need = "authz.foreign_ids, and authz.own_ids named in a readable method's template"
+        return [
+            Observation("foreign vs. nonexistent IDs", "not sent", need, Status.SKIP).of(
+                "existence"
+            )
+        ]
+    return [
+        judge_uniform("existence", f"foreign vs. nonexistent IDs of {name}", send(run, calls))
+        for name, calls in groups
+    ]

@@ -1,33 +1,38 @@
-"""Surface controls: what the target exposes beyond its declared API (REFL-*)."""
+"""Surface controls: what the target exposes beyond its declared API (REFL-*).
+
+Each control plans its calls, sends them, and judges the recorded answers with pure
+functions (``judge_*``): status codes and payloads decide, never a stack's error strings.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
 
 import grpc
 from google.protobuf.message import DecodeError
+from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2 as rpb
 
 from harness.catalogue import CATALOGUE, Severity
 from harness.channels import CallResult, code_text
 from harness.checks import check
 from harness.descriptors import REFLECTION_PATHS
-from harness.outcome import Observation, Outcome, Status
+from harness.oracles import PERMISSION_DENIED, UNAUTHENTICATED, UNREACHED
+from harness.outcome import Observation, Outcome, Probe, Status
+from harness.plans.calls import Call
 from harness.principals import Principal
 from harness.run import Run
 
-_UNREACHED = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
-_REFUSED_AUTH = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
-_EXPECTED_PROD = (
+_REFUSED_AUTH = frozenset({UNAUTHENTICATED, PERMISSION_DENIED})
+REFUSED_EXPECTED = (
     f"{code_text(grpc.StatusCode.UNIMPLEMENTED)}, or "
-    f"{code_text(grpc.StatusCode.UNAUTHENTICATED)} / "
-    f"{code_text(grpc.StatusCode.PERMISSION_DENIED)} with no response message"
+    f"{code_text(UNAUTHENTICATED)} / {code_text(PERMISSION_DENIED)} with no response message"
 )
-
-
-def _revealed(result: CallResult) -> tuple[int, list[str]]:
-    return revealed(result.responses)
+#: Seconds each reflection or admin call may take.
+CALL_TIMEOUT_S = 5.0
+LEAST = "least-privileged"
+HEALTH_SERVICE = "grpc.health.v1.Health"
+HEALTH_CHECK = f"/{HEALTH_SERVICE}/Check"
 
 
 def revealed(blobs: Sequence[bytes]) -> tuple[int, list[str]]:
@@ -45,217 +50,308 @@ def revealed(blobs: Sequence[bytes]) -> tuple[int, list[str]]:
     return count, names
 
 
-@check("REFL-001")
+def refused_outright(result: CallResult) -> bool:
+    """UNIMPLEMENTED, or UNAUTHENTICATED / PERMISSION_DENIED with no response message."""
+    return result.code == grpc.StatusCode.UNIMPLEMENTED or (
+        result.code in _REFUSED_AUTH and not result.responses
+    )
+
+
+def callers(least: Principal | None) -> list[tuple[str, Principal | None]]:
+    """Who each probe is sent as: no credentials, then the least-privileged principal."""
+    out: list[tuple[str, Principal | None]] = [("no credentials", None)]
+    if least is not None:
+        out.append((f"{LEAST} token", least))
+    return out
+
+
+# -- REFL-001 ---------------------------------------------------------------------------
+
+REFL_001_PROBES = (
+    Probe("a", "reflection v1 and v1alpha without credentials"),
+    Probe(
+        "b",
+        f"reflection v1 and v1alpha with the {LEAST} token",
+        needs=(f"auth.principals.{LEAST}",),
+    ),
+)
+
+
+def reflection_plan(symbol: str, least: Principal | None) -> list[tuple[str, Call]]:
+    """REFL-001's calls, each with its probe: (a) anonymous, (b) least-privileged.
+
+    On both ``ServerReflectionInfo`` paths one bidi stream sends ``list_services`` and then
+    ``file_containing_symbol`` for ``symbol``.
+    """
+    requests = (
+        rpb.ServerReflectionRequest(list_services="").SerializeToString(),
+        rpb.ServerReflectionRequest(file_containing_symbol=symbol).SerializeToString(),
+    )
+    plan = []
+    for version, path in REFLECTION_PATHS.items():
+        for (label, principal), ref in zip(callers(least), "ab", strict=False):
+            what = f"reflection {version} list_services + file_containing_symbol({symbol}), {label}"
+            plan.append((ref, Call(what, path, requests, principal)))
+    return plan
+
+
+def judge_reflection(
+    ref: str,
+    call: Call,
+    result: CallResult,
+    *,
+    production: bool,
+    allowed_roles: Iterable[str] = (),
+) -> Observation:
+    """One reflection attempt against the catalogue's oracle, filed under probe ``ref``.
+
+    Production: UNIMPLEMENTED, or UNAUTHENTICATED / PERMISSION_DENIED with no response
+    message. Elsewhere: no response message without credentials; with a token, only roles
+    in ``refl.allowed_roles`` may be answered. No answer and UNAVAILABLE or
+    DEADLINE_EXCEEDED is INCONCLUSIVE: the call never reached the service.
+    """
+    count, names = revealed(result.responses)
+    observed = result.summary()
+    if count:
+        observed += f"; {count} of them disclosed services or descriptors"
+    if names:
+        observed += f"; services disclosed: {', '.join(sorted(set(names)))}"
+    role = call.principal.name if call.principal is not None else None
+    if production:
+        expected, ok = REFUSED_EXPECTED, refused_outright(result)
+    else:
+        may_answer = role is not None and role in set(allowed_roles)
+        expected = "no response message" + (
+            "" if role is None else " (role not in refl.allowed_roles)"
+        )
+        ok = may_answer or not result.responses
+    severity = Severity.HIGH if production else Severity.MEDIUM
+    if ok:
+        status = Status.PASS
+    elif not result.responses and result.code in UNREACHED:
+        status = Status.INCONCLUSIVE
+        observed += " (the call did not reach a service)"
+    else:
+        status = Status.FAIL
+    return Observation(call.label, observed, expected, status, severity, result.request_id).of(ref)
+
+
+@check("REFL-001", probes=REFL_001_PROBES)
 def reflection_disabled(run: Run) -> Outcome:
     """Server reflection (v1 and v1alpha) refused.
 
     On both ServerReflectionInfo paths, one bidi stream sends ``list_services`` and then
-    ``file_containing_symbol`` for a declared service, once without credentials and once
-    with the ``least-privileged`` principal's token (if configured). In production every
-    attempt must end UNIMPLEMENTED, or UNAUTHENTICATED / PERMISSION_DENIED with no response;
-    elsewhere the anonymous attempt must get no response and the credentialed one may be
-    answered only for roles in ``refl.allowed_roles``. A call that never reached the
-    service (UNAVAILABLE, DEADLINE_EXCEEDED) is INCONCLUSIVE.
+    ``file_containing_symbol`` for a declared service, (a) without credentials and (b) with
+    the ``least-privileged`` principal's token. In production every attempt must end
+    UNIMPLEMENTED, or UNAUTHENTICATED / PERMISSION_DENIED with no response; elsewhere the
+    anonymous attempt must get no response and the credentialed one may be answered only
+    for roles in ``refl.allowed_roles``. A call that never reached the service
+    (UNAVAILABLE, DEADLINE_EXCEEDED) is INCONCLUSIVE.
     """
-    control = CATALOGUE["REFL-001"]
     production = run.config.get("environment") == "production"
-    severity = Severity.HIGH if production else Severity.MEDIUM
     catalogue = run.catalogue()
-    symbol = catalogue.services[0] if catalogue and catalogue.services else "grpc.health.v1.Health"
-    requests = [
-        rpb.ServerReflectionRequest(list_services="").SerializeToString(),
-        rpb.ServerReflectionRequest(file_containing_symbol=symbol).SerializeToString(),
-    ]
-    callers: list[tuple[str, Principal | None]] = [("no credentials", None)]
-    least = run.principal("least-privileged")
-    if least is not None:
-        callers.append(("least-privileged token", least))
-    allowed_roles = set(run.config.str_list("refl.allowed_roles"))
+    symbol = catalogue.services[0] if catalogue and catalogue.services else HEALTH_SERVICE
+    allowed = run.config.str_list("refl.allowed_roles")
     observations = []
-    for version, path in REFLECTION_PATHS.items():
-        for label, principal in callers:
-            result = run.call(path, requests, principal=principal, timeout=5.0)
-            probe = (
-                f"reflection {version} list_services + file_containing_symbol({symbol}), {label}"
-            )
-            revealed, names = _revealed(result)
-            observed = result.summary()
-            if revealed:
-                observed += f"; {revealed} of them disclosed services or descriptors"
-            if names:
-                observed += f"; services disclosed: {', '.join(sorted(set(names)))}"
-            may_answer = (
-                not production and principal is not None and principal.name in allowed_roles
-            )
-            if production:
-                expected = _EXPECTED_PROD
-                refused = result.code == grpc.StatusCode.UNIMPLEMENTED or (
-                    result.code in _REFUSED_AUTH and not result.responses
-                )
-            else:
-                expected = "no response message" + (
-                    "" if principal is None else " (role not in refl.allowed_roles)"
-                )
-                refused = may_answer or not result.responses
-            if refused:
-                status = Status.PASS
-            elif not result.responses and result.code in _UNREACHED:
-                status = Status.INCONCLUSIVE
-                observed += " (the call did not reach a service)"
-            else:
-                status = Status.FAIL
-            observations.append(
-                Observation(probe, observed, expected, status, severity, result.request_id)
-            )
-    passed = "reflection v1 and v1alpha refused"
-    if least is None:
-        passed += " (anonymous probes only: no least-privileged principal configured)"
-    return Outcome.from_observations(control, observations, passed=passed)
+    for ref, call in reflection_plan(symbol, run.principal(LEAST)):
+        result = run.call(
+            call.method, call.requests, principal=call.principal, timeout=CALL_TIMEOUT_S
+        )
+        judged = judge_reflection(ref, call, result, production=production, allowed_roles=allowed)
+        observations.append(judged)
+    return Outcome.from_observations(
+        CATALOGUE["REFL-001"], observations, passed="reflection v1 and v1alpha refused"
+    )
 
 
-_ADMIN_PROBES = (
+# -- REFL-002 ---------------------------------------------------------------------------
+
+CHANNELZ = (
     "/grpc.channelz.v1.Channelz/GetTopChannels",
     "/grpc.channelz.v1.Channelz/GetServers",
-    "/envoy.service.status.v3.ClientStatusDiscoveryService/FetchClientStatus",
 )
-_HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+_LISTED = "services listed by reflection vs. declared"
+CSDS = ("/envoy.service.status.v3.ClientStatusDiscoveryService/FetchClientStatus",)
+
+REFL_002_PROBES = (
+    Probe("channelz", "Channelz GetTopChannels and GetServers refused"),
+    Probe("csds", "CSDS FetchClientStatus refused"),
+    Probe("health", 'health Check: SERVING for "", NOT_FOUND for a random name', required=False),
+    Probe("services", "services reflection lists are all declared", required=False),
+)
 
 
-@check("REFL-002")
+def admin_plan(least: Principal | None) -> list[tuple[str, Call]]:
+    """Channelz and CSDS with empty requests, without credentials and as least-privileged."""
+    return [
+        (ref, Call(f"{path}, {label}", path, (b"",), principal))
+        for ref, paths in (("channelz", CHANNELZ), ("csds", CSDS))
+        for path in paths
+        for label, principal in callers(least)
+    ]
+
+
+def judge_admin(ref: str, call: Call, result: CallResult) -> Observation:
+    """An admin service must be refused; any response message exposes its state (FAIL)."""
+    status = Status.PASS if refused_outright(result) else Status.FAIL
+    if status is Status.FAIL and not result.responses and result.code in UNREACHED:
+        status = Status.INCONCLUSIVE
+    return Observation(
+        call.label, result.summary(), REFUSED_EXPECTED, status, None, result.request_id
+    ).of(ref)
+
+
+def health_request(service: str) -> bytes:
+    """A serialized ``HealthCheckRequest`` for ``service``."""
+    data: bytes = health_pb2.HealthCheckRequest(service=service).SerializeToString()
+    return data
+
+
+def health_served(result: CallResult) -> bool:
+    """False when ``Check("")`` came back UNIMPLEMENTED: the target has no health service."""
+    return result.code != grpc.StatusCode.UNIMPLEMENTED
+
+
+def judge_health_unserved(result: CallResult, liveness: str | None) -> Observation:
+    """No health service: recorded, not a finding (the liveness method comes from config)."""
+    where = f"schema.liveness_method {liveness}" if liveness else "no schema.liveness_method"
+    return Observation(
+        'health Check(service="")',
+        f"{result.summary()}: the target serves no health service ({where})",
+        f"a served {HEALTH_SERVICE} (checked only where it is served)",
+        Status.SKIP,
+        Severity.LOW,
+        result.request_id,
+    ).of("health")
+
+
+def judge_health_serving(result: CallResult) -> Observation:
+    """``Check(service="")`` must answer OK with status SERVING."""
+    status_value = None
+    if result.responses:
+        try:
+            status_value = health_pb2.HealthCheckResponse.FromString(result.responses[0]).status
+        except DecodeError:
+            status_value = None
+    ok = (
+        result.code == grpc.StatusCode.OK and status_value == health_pb2.HealthCheckResponse.SERVING
+    )
+    unreached = result.code in UNREACHED and not result.responses
+    status = Status.PASS if ok else Status.INCONCLUSIVE if unreached else Status.FAIL
+    return Observation(
+        'health Check(service="")',
+        result.summary(),
+        "OK with status SERVING",
+        status,
+        Severity.LOW,
+        result.request_id,
+    ).of("health")
+
+
+def judge_health_unknown(name: str, result: CallResult) -> Observation:
+    """``Check(service=<random>)`` must end NOT_FOUND with no data and no status details.
+
+    Some stacks (grpcio's own health service) send an empty message with NOT_FOUND.
+    """
+    details = any(k == "grpc-status-details-bin" for k, _ in result.trailing_metadata)
+    ok = (
+        result.code == grpc.StatusCode.NOT_FOUND
+        and not details
+        and all(not r for r in result.responses)
+    )
+    unreached = result.code in UNREACHED and not result.responses
+    status = Status.PASS if ok else Status.INCONCLUSIVE if unreached else Status.FAIL
+    return Observation(
+        f'health Check(service="{name}")',
+        result.summary() + (" with status details" if details else ""),
+        f"{code_text(grpc.StatusCode.NOT_FOUND)} with no status details",
+        status,
+        Severity.LOW,
+        result.request_id,
+    ).of("health")
+
+
+def listed_services(results: Iterable[CallResult]) -> set[str]:
+    """Every service name in the ``list_services`` answers of ``results``."""
+    listed: set[str] = set()
+    for result in results:
+        for blob in result.responses:
+            try:
+                response = rpb.ServerReflectionResponse.FromString(blob)
+            except DecodeError:
+                continue
+            listed |= {s.name for s in response.list_services_response.service}
+    return listed
+
+
+def judge_listed(
+    listed: set[str], declared: Iterable[str], allowlist: Iterable[str]
+) -> Observation:
+    """Listed services must be declared, health, or in ``admin.allowlist``."""
+    known = set(declared) | {HEALTH_SERVICE} | set(allowlist)
+    extra = sorted(s for s in listed - known if not s.startswith("grpc.reflection."))
+    return Observation(
+        _LISTED,
+        ", ".join(extra) or "none undeclared",
+        "only descriptor-set services, health, and admin.allowlist",
+        Status.FAIL if extra else Status.PASS,
+    ).of("services")
+
+
+def judge_unlisted(why: str) -> Observation:
+    """Nothing to compare (``why``): the listing is judged only if reflection answered."""
+    expected = "a reflection listing and a descriptor set to compare it with"
+    return Observation(_LISTED, why, expected, Status.SKIP).of("services")
+
+
+@check("REFL-002", probes=REFL_002_PROBES)
 def admin_surface(run: Run) -> Outcome:
     """Admin and debug services not exposed; health answers correctly.
 
     Channelz ``GetTopChannels`` / ``GetServers`` and CSDS ``FetchClientStatus`` with empty
     requests, without credentials and with the ``least-privileged`` token: each must end
     UNIMPLEMENTED, or UNAUTHENTICATED / PERMISSION_DENIED with no data; any response
-    message fails (it exposes sockets, peers, security and xDS state). Health ``Check``
-    with ``service=""`` must return SERVING, and with a random name NOT_FOUND with no
-    response and no status details. If reflection answers, every listed service must be in
+    message fails (it exposes sockets, peers, security and xDS state). Health ``Check``,
+    where it is served, with ``service=""`` must return SERVING, and with a random name
+    NOT_FOUND with no response and no status details (a target without the health service
+    is recorded, not a finding). If reflection answers, every listed service must be in
     the descriptors, health, or ``admin.allowlist``.
     """
-    from grpc_health.v1 import health_pb2
-
-    control = CATALOGUE["REFL-002"]
-    least = run.principal("least-privileged")
-    callers: list[tuple[str, Principal | None]] = [("no credentials", None)]
-    if least is not None:
-        callers.append(("least-privileged token", least))
+    least = run.principal(LEAST)
     observations = []
-    for path in _ADMIN_PROBES:
-        for label, principal in callers:
-            result = run.call(path, [b""], principal=principal, timeout=5.0)
-            probe = f"{path}, {label}"
-            refused = result.code == grpc.StatusCode.UNIMPLEMENTED or (
-                result.code in _REFUSED_AUTH and not result.responses
-            )
-            status = Status.PASS if refused else Status.FAIL
-            if not refused and not result.responses and result.code in _UNREACHED:
-                status = Status.INCONCLUSIVE
-            observations.append(
-                Observation(
-                    probe, result.summary(), _EXPECTED_PROD, status, None, result.request_id
-                )
-            )
-    observations += _health(run, least, health_pb2)
-    observations += _listed_services(run)
+    for ref, call in admin_plan(least):
+        result = run.call(
+            call.method, call.requests, principal=call.principal, timeout=CALL_TIMEOUT_S
+        )
+        observations.append(judge_admin(ref, call, result))
+    observations += _health(run, least)
+    observations += _listed(run)
     return Outcome.from_observations(
-        control, observations, passed="no admin service answered; health correct"
+        CATALOGUE["REFL-002"], observations, passed="no admin service answered; health correct"
     )
 
 
-def _health(run: Run, least: Principal | None, health_pb2: Any) -> list[Observation]:
-    out = []
-    serving = run.call(
-        _HEALTH_CHECK, [health_pb2.HealthCheckRequest(service="").SerializeToString()]
-    )
+def _health(run: Run, least: Principal | None) -> list[Observation]:
+    serving = run.call(HEALTH_CHECK, [health_request("")])
     if serving.code in _REFUSED_AUTH and least is not None:
-        serving = run.call(
-            _HEALTH_CHECK,
-            [health_pb2.HealthCheckRequest(service="").SerializeToString()],
-            principal=least,
-        )
-    status_value = None
-    if serving.responses:
-        try:
-            status_value = health_pb2.HealthCheckResponse.FromString(serving.responses[0]).status
-        except DecodeError:
-            status_value = None
-    ok = (
-        serving.code == grpc.StatusCode.OK
-        and status_value == health_pb2.HealthCheckResponse.SERVING
-    )
-    out.append(
-        Observation(
-            'health Check(service="")',
-            serving.summary(),
-            "OK with status SERVING",
-            Status.PASS
-            if ok
-            else (Status.INCONCLUSIVE if serving.code in _UNREACHED else Status.FAIL),
-            Severity.LOW,
-            serving.request_id,
-        )
-    )
+        serving = run.call(HEALTH_CHECK, [health_request("")], principal=least)
+    if not health_served(serving):
+        return [judge_health_unserved(serving, run.config.str_("schema.liveness_method"))]
     name = f"h{run.options.seed:08x}"
-    unknown = run.call(
-        _HEALTH_CHECK,
-        [health_pb2.HealthCheckRequest(service=name).SerializeToString()],
-        principal=least,
-    )
-    details = [k for k, _ in unknown.trailing_metadata if k == "grpc-status-details-bin"]
-    # Some stacks (grpcio's own health service) send an empty message with NOT_FOUND.
-    ok = (
-        unknown.code == grpc.StatusCode.NOT_FOUND
-        and not details
-        and all(not r for r in unknown.responses)
-    )
-    out.append(
-        Observation(
-            f'health Check(service="{name}")',
-            unknown.summary() + (" with status details" if details else ""),
-            f"{code_text(grpc.StatusCode.NOT_FOUND)} with no status details",
-            Status.PASS
-            if ok
-            else (Status.INCONCLUSIVE if unknown.code in _UNREACHED else Status.FAIL),
-            Severity.LOW,
-            unknown.request_id,
-        )
-    )
-    return out
+    unknown = run.call(HEALTH_CHECK, [health_request(name)], principal=least)
+    return [judge_health_serving(serving), judge_health_unknown(name, unknown)]
 
 
-def _listed_services(run: Run) -> list[Observation]:
+def _listed(run: Run) -> list[Observation]:
     """Services reflection lists (if it answers) that nobody declared."""
     catalogue = run.catalogue()
     if catalogue is None or catalogue.source.startswith("reflection"):
-        return []
+        why = "the declared API is reflection's own answer" if catalogue else "no descriptors"
+        return [judge_unlisted(why)]
     request = rpb.ServerReflectionRequest(list_services="").SerializeToString()
-    listed: set[str] = set()
-    for path in REFLECTION_PATHS.values():
-        result = run.call(path, [request], timeout=5.0)
-        for blob in result.responses:
-            try:
-                listed |= {
-                    s.name
-                    for s in rpb.ServerReflectionResponse.FromString(
-                        blob
-                    ).list_services_response.service
-                }
-            except DecodeError:
-                continue
+    results = [run.call(p, [request], timeout=CALL_TIMEOUT_S) for p in REFLECTION_PATHS.values()]
+    listed = listed_services(results)
     if not listed:
-        return []
-    declared = (
-        set(catalogue.services)
-        | {"grpc.health.v1.Health"}
-        | set(run.config.str_list("admin.allowlist"))
-    )
-    extra = sorted(s for s in listed - declared if not s.startswith("grpc.reflection."))
-    return [
-        Observation(
-            "services listed by reflection vs. declared",
-            ", ".join(extra) or "none undeclared",
-            "only descriptor-set services, health, and admin.allowlist",
-            Status.FAIL if extra else Status.PASS,
-        )
-    ]
+        return [judge_unlisted("reflection listed no service")]
+    allowlist = run.config.str_list("admin.allowlist")
+    return [judge_listed(listed, catalogue.services, allowlist)]

@@ -1,0 +1,213 @@
+"""KEY-001 judged on recorded JWKS documents: no server, no HTTP.
+
+The documents are shaped as other issuers publish them (Keycloak with ``x5c`` and an
+encryption key, Auth0, a cloud IdP with several RSA keys): the judge decides by the key
+members and the loaded key objects. Fetching (HTTP, discovery, bounds) is in
+``tests/test_keys.py``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from harness.catalogue import CATALOGUE, Severity
+from harness.checks import registered
+from harness.checks.key import (
+    KEY_001_PROBES,
+    judge_key,
+    judge_keys,
+    judge_kids,
+    judge_rotation,
+    jwks_keys,
+    thumbprint,
+)
+from harness.outcome import CannotObserve, Observation, Outcome, Status, settle
+
+SOURCE = "https://idp.example/jwks"
+NOW = dt.datetime(2025, 3, 1, tzinfo=dt.timezone.utc)
+
+
+def ec_jwk(curve: ec.EllipticCurve | None = None, **extra: str) -> dict[str, Any]:
+    key = ec.generate_private_key(curve or ec.SECP256R1()).public_key()
+    return {**json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key)), **extra}
+
+
+def rsa_jwk(bits: int, *, private: bool = False, **extra: str) -> dict[str, Any]:
+    key = rsa.generate_private_key(65537, bits)
+    jwk = jwt.algorithms.RSAAlgorithm.to_jwk(key if private else key.public_key())
+    return {**json.loads(jwk), **extra}
+
+
+def refs(observations: list[Observation]) -> dict[str, list[Status]]:
+    out: dict[str, list[Status]] = {}
+    for o in observations:
+        out.setdefault(o.ref, []).append(o.status)
+    return out
+
+
+def settled(observations: list[Observation], **configured: bool) -> Outcome:
+    outcome = Outcome.from_observations(CATALOGUE["KEY-001"], observations, passed="held")
+    return settle(outcome, KEY_001_PROBES, lambda key: configured.get(key, True))
+
+
+def rotated(keys: list[dict[str, Any]], days_ago: int = 10, limit: int | None = 90):
+    seen = {thumbprint(k): NOW - dt.timedelta(days=days_ago) for k in keys}
+    return judge_rotation(SOURCE, seen, NOW, limit)
+
+
+# -- the declared probes are the catalogue's bullets -----------------------------------
+
+
+def test_key_001_declares_its_five_bullets_all_required():
+    probes = registered()["KEY-001"].probes
+    assert probes == KEY_001_PROBES
+    assert {p.ref: (p.required, p.needs) for p in probes} == {
+        "private": (True, ()),
+        "strength": (True, ()),
+        "kid": (True, ()),
+        "alg": (True, ()),
+        # "Compare with the previous run's snapshot": cross-run state is what enables it.
+        "rotation": (True, ("evidence.history_dir",)),
+    }
+
+
+# -- the judge --------------------------------------------------------------------------
+
+KEYCLOAK = [
+    {
+        **rsa_jwk(2048, kid="sig-1", alg="RS256"),
+        "use": "sig",
+        "x5c": ["MIIC...base64..."],
+        "x5t": "abc",
+        "x5t#S256": "def",
+    },
+    {**rsa_jwk(2048, kid="enc-1", alg="RSA-OAEP"), "use": "enc"},
+]
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [
+        KEYCLOAK,
+        [ec_jwk(kid="a", alg="ES256"), rsa_jwk(3072, kid="b", alg="RS256")],
+        [ec_jwk(ec.SECP384R1(), kid="p384", alg="ES384")],
+        [rsa_jwk(2048, alg="RS256")],  # one key needs no kid
+    ],
+    ids=["keycloak", "ec-and-rsa", "p-384", "single-without-kid"],
+)
+def test_public_strong_distinct_keys_pass_every_probe(keys):
+    observations = judge_keys(SOURCE, keys)
+    assert all(o.status is Status.PASS for o in observations), observations
+    assert set(refs(observations)) == {"private", "strength", "kid", "alg"}
+    outcome = settled([*observations, rotated(keys)])
+    assert outcome.status is Status.PASS, outcome.summary
+
+
+@pytest.mark.parametrize(
+    ("key", "ref", "severity", "why"),
+    [
+        (ec_jwk(kid="a", alg="ES256", d="AAAA"), "private", Severity.CRITICAL, "members: d"),
+        (
+            rsa_jwk(2048, private=True, kid="a", alg="RS256"),
+            "private",
+            Severity.CRITICAL,
+            "d, p, q",
+        ),
+        (
+            {"kty": "oct", "k": "c2VjcmV0", "kid": "a", "alg": "HS256"},
+            "private",
+            Severity.CRITICAL,
+            "a symmetric secret: k",
+        ),
+        (rsa_jwk(1024, kid="a", alg="RS256"), "strength", Severity.MEDIUM, "RSA modulus of 1024"),
+        (ec_jwk(ec.SECP256K1(), kid="a", alg="ES256K"), "strength", Severity.MEDIUM, "secp256k1"),
+        (
+            {"kty": "RSA", "n": "!!", "e": "AQAB", "kid": "a", "alg": "RS256"},
+            "strength",
+            Severity.MEDIUM,
+            "not a usable key",
+        ),
+        (ec_jwk(kid="a"), "alg", Severity.MEDIUM, "no alg declared"),
+    ],
+    ids=["ec-d", "rsa-private", "oct", "rsa-1024", "secp256k1", "garbage-modulus", "no-alg"],
+)
+def test_each_flaw_fails_its_own_probe_with_its_severity(key, ref, severity, why):
+    observations = judge_key(SOURCE, 1, key)
+    failed = [o for o in observations if o.status is Status.FAIL]
+    assert [(o.ref, o.severity) for o in failed] == [(ref, severity)]
+    assert why in failed[0].observed
+    if "d" in key:
+        assert all(key["d"] not in o.observed for o in observations)  # never recorded
+    outcome = settled([*judge_keys(SOURCE, [key]), rotated([key])])
+    assert (outcome.status, outcome.severity) == (Status.FAIL, severity)
+
+
+def test_repeated_or_missing_kid_fails():
+    twice = judge_kids(SOURCE, [ec_jwk(kid="k1"), ec_jwk(kid="k1")])
+    assert (twice.status, twice.ref, twice.observed) == (Status.FAIL, "kid", "repeated: k1")
+    missing = judge_kids(SOURCE, [ec_jwk(kid="k1"), ec_jwk()])
+    assert missing.status is Status.FAIL
+    assert "1 key(s) without kid" in missing.observed
+
+
+@pytest.mark.parametrize(
+    "document",
+    [{"keys": "nope"}, ["not", "a", "jwks"], {"keys": [1, 2]}, {"keys": []}, None],
+    ids=["keys-not-list", "list", "keys-not-objects", "empty", "null"],
+)
+def test_what_is_not_a_jwks_cannot_be_observed(document):
+    with pytest.raises(CannotObserve, match=SOURCE):
+        jwks_keys(SOURCE, document)
+
+
+# -- rotation ----------------------------------------------------------------------------
+
+
+def test_rotation_held_to_the_newest_key():
+    old, new = ec_jwk(kid="old", alg="ES256"), ec_jwk(kid="new", alg="ES256")
+    seen = {thumbprint(old): NOW - dt.timedelta(days=200), thumbprint(new): NOW}
+    fresh = judge_rotation(SOURCE, seen, NOW, 90)
+    assert (fresh.status, fresh.ref) == (Status.PASS, "rotation")
+    stale = rotated([old], days_ago=200)
+    assert (stale.status, stale.severity) == (Status.FAIL, Severity.LOW)
+    assert "first seen 200 day(s) ago" in stale.observed
+
+
+def test_rotation_without_a_limit_records_but_does_not_pass():
+    keys = [ec_jwk(kid="a", alg="ES256")]
+    unjudged = rotated(keys, limit=None)
+    assert (unjudged.status, unjudged.expected) == (Status.SKIP, "auth.key_rotation_days")
+    outcome = settled([*judge_keys(SOURCE, keys), unjudged])
+    assert outcome.status is Status.INCONCLUSIVE
+    assert "KEY-001(rotation)" in outcome.summary
+
+
+def test_no_history_dir_leaves_key_001_inconclusive_naming_the_key():
+    keys = [ec_jwk(kid="a", alg="ES256")]
+    outcome = settled(judge_keys(SOURCE, keys), **{"evidence.history_dir": False})
+    assert outcome.status is Status.INCONCLUSIVE
+    (rotation,) = (p for p in outcome.probes if p.id == "KEY-001(rotation)")
+    assert (rotation.status, rotation.enable) == (Status.SKIP, "evidence.history_dir")
+
+
+def test_thumbprint_matches_rfc7638_example():
+    key = {
+        "kty": "RSA",
+        "n": (
+            "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6t"
+            "Soc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-"
+            "65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qN"
+            "Lyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awap"
+            "JzKnqDKgw"
+        ),
+        "e": "AQAB",
+        "alg": "RS256",
+        "kid": "2011-04-29",
+    }
+    assert thumbprint(key) == "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
