@@ -59,9 +59,12 @@ KEY_001_PROBES = (
     Probe("strength", f"RSA >= {MIN_RSA_BITS} bits, EC on P-256/P-384/P-521"),
     Probe("kid", "every kid unique"),
     Probe("alg", "every key declares alg (medium)"),
+    # Optional: it compares runs, so it needs a history and a second run; its absence is
+    # shown (probe SKIP, with the key that enables it), never counted as a pass.
     Probe(
         "rotation",
         "newest key first seen within auth.key_rotation_days (low)",
+        required=False,
         needs=("evidence.history_dir",),
     ),
 )
@@ -222,10 +225,18 @@ def judge_rotation(
     """The newest key's first sighting against ``auth.key_rotation_days``: ``rotation``.
 
     Without ``auth.key_rotation_days`` the sightings are recorded but nothing is judged:
-    a SKIP that says what it needs.
+    a SKIP that says what it needs. So is a first run: every key is new to the history,
+    which shows nothing about how old the keys are.
     """
     age = (now - max(seen.values())).days
     observed = f"newest key first seen {age} day(s) ago ({len(seen)} key(s) recorded)"
+    if all(when >= now for when in seen.values()):
+        return Observation(
+            f"{source}: key rotation",
+            f"every key first seen in this run ({len(seen)} recorded)",
+            "an earlier run in evidence.history_dir to compare with",
+            Status.SKIP,
+        ).of("rotation")
     if days is None:
         return Observation(
             f"{source}: key rotation", observed, "auth.key_rotation_days", Status.SKIP

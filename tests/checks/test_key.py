@@ -73,7 +73,7 @@ def test_key_001_declares_its_five_bullets_all_required():
         "kid": (True, ()),
         "alg": (True, ()),
         # "Compare with the previous run's snapshot": cross-run state is what enables it.
-        "rotation": (True, ("evidence.history_dir",)),
+        "rotation": (False, ("evidence.history_dir",)),
     }
 
 
@@ -184,16 +184,25 @@ def test_rotation_without_a_limit_records_but_does_not_pass():
     unjudged = rotated(keys, limit=None)
     assert (unjudged.status, unjudged.expected) == (Status.SKIP, "auth.key_rotation_days")
     outcome = settled([*judge_keys(SOURCE, keys), unjudged])
-    assert outcome.status is Status.INCONCLUSIVE
-    assert "KEY-001(rotation)" in outcome.summary
+    (rotation,) = (p for p in outcome.probes if p.id == "KEY-001(rotation)")
+    assert rotation.status is Status.SKIP
+    assert "auth.key_rotation_days" in rotation.reason
 
 
-def test_no_history_dir_leaves_key_001_inconclusive_naming_the_key():
+def test_a_first_run_shows_nothing_about_rotation():
+    key = ec_jwk(kid="a", alg="ES256")
+    first = judge_rotation(SOURCE, {thumbprint(key): NOW}, NOW, 90)
+    assert (first.status, first.ref) == (Status.SKIP, "rotation")
+    assert "first seen in this run" in first.observed
+
+
+def test_no_history_dir_shows_the_rotation_probe_not_run_and_the_key_that_enables_it():
     keys = [ec_jwk(kid="a", alg="ES256")]
     outcome = settled(judge_keys(SOURCE, keys), **{"evidence.history_dir": False})
-    assert outcome.status is Status.INCONCLUSIVE
+    assert outcome.status is Status.PASS  # rotation is optional: hygiene alone passes
     (rotation,) = (p for p in outcome.probes if p.id == "KEY-001(rotation)")
     assert (rotation.status, rotation.enable) == (Status.SKIP, "evidence.history_dir")
+    assert not rotation.required
 
 
 def test_thumbprint_matches_rfc7638_example():
