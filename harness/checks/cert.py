@@ -3,28 +3,31 @@
 The chain is the one the server sent during the sslyze scan. The verdicts come from the
 ``cryptography`` package: its X.509 path validation (the WebPKI rules) against the
 configured CA bundle, or against sslyze's copy of the Mozilla root store when none is
-given. sslyze's own path validation is recorded as evidence beside it.
+given. sslyze's own path validation is recorded as evidence beside it. Each check reads the
+chain and the config, then hands them to pure judges (``judge_*``: certificates and values
+in, observations out).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import ssl
+from collections.abc import Iterable
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import verification
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
 
 from harness.catalogue import CATALOGUE, Severity
 from harness.checks import check
 from harness.history import HistoryError, first_seen
-from harness.outcome import Observation, Outcome, Status
-from harness.plans.tls import run_profile, scanned, tls_facts
+from harness.outcome import CannotObserve, Observation, Outcome, Probe, Status, filed
+from harness.plans.tls import Handshake, handshake, run_profile, scanned
 from harness.run import Run
-from harness.transport import client_context, connect
+from harness.tls import Profile, TlsFacts
 
 #: ``tls.min_days_to_expiry`` when the config does not set it.
 MIN_DAYS_TO_EXPIRY = 14
@@ -32,14 +35,18 @@ _WEAK_HASHES = ("md5", "sha1", "sha224")
 _ANY_EKU = x509.ObjectIdentifier("2.5.29.37.0")
 
 
-def _chain(run: Run, control_id: str) -> list[x509.Certificate] | Outcome:
-    """The presented chain, leaf first, or the outcome that explains why there is none."""
-    facts = scanned(run, control_id)
-    if isinstance(facts, Outcome):
-        return facts
+def _chain(run: Run) -> tuple[TlsFacts, list[x509.Certificate]]:
+    """The scan's facts and the presented chain, leaf first.
+
+    Raises:
+        NotApplicable: the port is cleartext (from :func:`harness.plans.tls.scanned`).
+        ScanFailed: sslyze could not scan.
+        CannotObserve: the server sent no certificate.
+    """
+    facts = scanned(run)
     if not facts.chain_der:
-        return Outcome.inconclusive(CATALOGUE[control_id], "sslyze received no certificate")
-    return [x509.load_der_x509_certificate(der) for der in facts.chain_der]
+        raise CannotObserve("sslyze received no certificate")
+    return facts, [x509.load_der_x509_certificate(der) for der in facts.chain_der]
 
 
 def _anchors(run: Run) -> tuple[list[x509.Certificate], str]:
@@ -54,7 +61,8 @@ def _anchors(run: Run) -> tuple[list[x509.Certificate], str]:
     return x509.load_pem_x509_certificates(store.path.read_bytes()), "the Mozilla root store"
 
 
-def _leaf_names(leaf: x509.Certificate) -> tuple[list[str], list[str]]:
+def leaf_names(leaf: x509.Certificate) -> tuple[list[str], list[str]]:
+    """The leaf's dNSName and iPAddress SANs."""
     try:
         sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
@@ -64,11 +72,65 @@ def _leaf_names(leaf: x509.Certificate) -> tuple[list[str], list[str]]:
     return dns, ips
 
 
-def _path_validation(run: Run, chain: list[x509.Certificate]) -> Observation:
-    """Chain to a configured anchor, judged with dates and names set aside (CERT-002/003)."""
-    leaf = chain[0]
+# -- CERT-001 --------------------------------------------------------------------------------
+
+
+@check(
+    "CERT-001",
+    needs_channel=False,
+    probes=(
+        Probe("path", "path validation to the configured anchors"),
+        Probe("order", "the chain is sent in order"),
+        Probe("hash", "every leaf and intermediate signed with SHA-256 or stronger"),
+        Probe("v3", "the leaf is X.509 v3"),
+        Probe("key", "RSA >= 2048 or EC P-256/P-384 (ECDSA only under mozilla-modern)"),
+        Probe("ocsp", "an OCSP URL in the AIA (WARN with tls.require_ocsp = false)"),
+        Probe("staple", "a trusted OCSP staple (mozilla-* profiles; WARN)", required=False),
+    ),
+)
+def chain_and_strength(run: Run) -> Outcome:
+    """Chain trust, signature hashes, key strength and the OCSP pointer.
+
+    The chain the server presented must validate to ``tls.ca_bundle`` (or the Mozilla
+    roots) under ``cryptography``'s X.509 verification, with validity dates and names set
+    aside (CERT-003 and CERT-002 judge those); it must be sent in order; every certificate
+    in it must be signed with SHA-256 or stronger; the leaf must be X.509 v3 with an RSA key
+    of at least 2048 bits or an EC P-256/P-384 key (other strong keys WARN; RSA fails under
+    ``mozilla-modern``); its AIA must carry an OCSP URL (a WARN instead of a FAIL with
+    ``tls.require_ocsp = false``); under the ``mozilla-*`` profiles a missing trusted OCSP
+    staple WARNs (low).
+    """
+    facts, chain = _chain(run)
+    prof = run_profile(run)
     anchors, source = _anchors(run)
-    dns, ips = _leaf_names(leaf)
+    leaf = chain[0]
+    observations = [
+        judge_path(chain, anchors, source, facts.sslyze_trust).of("path"),
+        judge_order(facts.chain_order_valid).of("order"),
+        *filed("hash", judge_hashes(chain)),
+        judge_version(leaf).of("v3"),
+        judge_key_strength(leaf, prof.ecdsa_only).of("key"),
+        judge_ocsp_pointer(leaf, bool(run.config.get("tls.require_ocsp", True))).of("ocsp"),
+        judge_staple(facts.ocsp_staple_trusted, prof).of("staple"),
+    ]
+    return Outcome.from_observations(
+        CATALOGUE["CERT-001"],
+        observations,
+        passed="trusted chain, SHA-256+ signatures, strong key, OCSP URL",
+    )
+
+
+def judge_path(
+    chain: list[x509.Certificate], anchors: list[x509.Certificate], source: str, sslyze: str
+) -> Observation:
+    """CERT-001 (path): a path to ``anchors``, judged with dates and names set aside.
+
+    The verification time is the middle of the leaf's validity, and the subject is the
+    leaf's own first SAN: CERT-003 and CERT-002 judge those. ``sslyze`` is sslyze's own
+    verdict, recorded beside it.
+    """
+    leaf = chain[0]
+    dns, ips = leaf_names(leaf)
     subject: verification.DNSName | verification.IPAddress
     if dns:
         subject = verification.DNSName(dns[0])
@@ -91,7 +153,7 @@ def _path_validation(run: Run, chain: list[x509.Certificate]) -> Observation:
         )
     )
     expected = f"a valid path to {source} (cryptography's X.509 verification)"
-    evidence = f"sslyze: {tls_facts(run).sslyze_trust or 'no verdict'}"
+    evidence = f"sslyze: {sslyze or 'no verdict'}"
     try:
         verified = builder.build_server_verifier(subject).verify(leaf, chain[1:])
     except verification.VerificationError as exc:
@@ -100,43 +162,26 @@ def _path_validation(run: Run, chain: list[x509.Certificate]) -> Observation:
     return Observation("path validation", f"valid to {root}; {evidence}", expected, Status.PASS)
 
 
-@check("CERT-001", needs_channel=False)
-def chain_and_strength(run: Run) -> Outcome:
-    """Chain trust, signature hashes, key strength and the OCSP pointer.
+def judge_order(valid: bool | None) -> Observation:
+    """CERT-001 (order): sslyze's view of the received chain's order."""
+    expected = "leaf first, each certificate signed by the next"
+    if valid is None:
+        return Observation("chain order (sslyze)", "unknown", expected, Status.INCONCLUSIVE)
+    status = Status.PASS if valid else Status.FAIL
+    return Observation("chain order (sslyze)", "valid" if valid else "invalid", expected, status)
 
-    The chain the server presented must validate to ``tls.ca_bundle`` (or the Mozilla
-    roots) under ``cryptography``'s X.509 verification, with validity dates and names set
-    aside (CERT-003 and CERT-002 judge those); it must be sent in order; every certificate
-    in it must be signed with SHA-256 or stronger; the leaf must be X.509 v3 with an RSA key
-    of at least 2048 bits or an EC P-256/P-384 key (other strong keys WARN; RSA fails under
-    ``mozilla-modern``); its AIA must carry an OCSP URL (a WARN instead of a FAIL with
-    ``tls.require_ocsp = false``); under the ``mozilla-*`` profiles a missing trusted OCSP
-    staple WARNs (low).
-    """
-    control = CATALOGUE["CERT-001"]
-    chain = _chain(run, "CERT-001")
-    if isinstance(chain, Outcome):
-        return chain
-    facts = tls_facts(run)
-    prof = run_profile(run)
-    leaf = chain[0]
-    observations = [_path_validation(run, chain)]
-    order = facts.chain_order_valid
-    observations.append(
-        Observation(
-            "chain order (sslyze)",
-            "valid" if order else "invalid" if order is False else "unknown",
-            "leaf first, each certificate signed by the next",
-            Status.FAIL if order is False else Status.PASS,
-        )
-    )
-    for cert in chain:
-        if cert.issuer == cert.subject and cert is not leaf:
+
+def judge_hashes(chain: Iterable[x509.Certificate]) -> list[Observation]:
+    """CERT-001 (hash): the signature hash of the leaf and every intermediate."""
+    certs = list(chain)
+    out = []
+    for cert in certs:
+        if cert.issuer == cert.subject and cert is not certs[0]:
             continue  # a self-signed root's own signature carries no trust
         alg = cert.signature_hash_algorithm
         name = alg.name if alg is not None else "none (EdDSA)"
         weak = alg is not None and alg.name in _WEAK_HASHES
-        observations.append(
+        out.append(
             Observation(
                 f"signature hash of {cert.subject.rfc4514_string()}",
                 name,
@@ -144,33 +189,17 @@ def chain_and_strength(run: Run) -> Outcome:
                 Status.FAIL if weak else Status.PASS,
             )
         )
-    observations.append(
-        Observation(
-            "leaf version",
-            leaf.version.name,
-            "v3",
-            Status.PASS if leaf.version is x509.Version.v3 else Status.FAIL,
-        )
-    )
-    observations.append(_key_strength(leaf, prof.ecdsa_only))
-    observations.append(_ocsp_pointer(leaf, bool(run.config.get("tls.require_ocsp", True))))
-    if prof.staple:
-        stapled = bool(facts.ocsp_staple_trusted)
-        observations.append(
-            Observation(
-                "OCSP staple",
-                "trusted staple" if stapled else "none",
-                f"a trusted staple ({prof.name})",
-                Status.PASS if stapled else Status.WARN,
-                None if stapled else Severity.LOW,
-            )
-        )
-    return Outcome.from_observations(
-        control, observations, passed="trusted chain, SHA-256+ signatures, strong key, OCSP URL"
-    )
+    return out
 
 
-def _key_strength(leaf: x509.Certificate, ecdsa_only: bool) -> Observation:
+def judge_version(leaf: x509.Certificate) -> Observation:
+    """CERT-001 (v3): the leaf is an X.509 v3 certificate."""
+    ok = leaf.version is x509.Version.v3
+    return Observation("leaf version", leaf.version.name, "v3", Status.PASS if ok else Status.FAIL)
+
+
+def judge_key_strength(leaf: x509.Certificate, ecdsa_only: bool) -> Observation:
+    """CERT-001 (key): RSA >= 2048 or EC P-256/P-384; other strong keys WARN (low)."""
     key = leaf.public_key()
     expected = "RSA >= 2048 bits or EC P-256/P-384" + (" (ECDSA only)" if ecdsa_only else "")
     if isinstance(key, rsa.RSAPublicKey):
@@ -192,7 +221,8 @@ def _key_strength(leaf: x509.Certificate, ecdsa_only: bool) -> Observation:
     return Observation("leaf key", type(key).__name__, expected, Status.FAIL)
 
 
-def _ocsp_pointer(leaf: x509.Certificate, required: bool) -> Observation:
+def judge_ocsp_pointer(leaf: x509.Certificate, required: bool) -> Observation:
+    """CERT-001 (ocsp): an OCSP URL in the AIA (a WARN when ``tls.require_ocsp = false``)."""
     expected = "an OCSP URL in the AIA" + ("" if required else " (tls.require_ocsp = false)")
     try:
         aia = leaf.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
@@ -209,7 +239,36 @@ def _ocsp_pointer(leaf: x509.Certificate, required: bool) -> Observation:
     return Observation("OCSP pointer", "none", expected, status)
 
 
-@check("CERT-002", needs_channel=False)
+def judge_staple(trusted: bool | None, prof: Profile) -> Observation:
+    """CERT-001 (staple): under ``mozilla-*`` a missing trusted staple WARNs; else not run."""
+    if not prof.staple:
+        observed = f"not expected under {prof.name}"
+        return Observation("OCSP staple", observed, "a mozilla-* --hipaa-profile", Status.SKIP)
+    expected = f"a trusted staple ({prof.name})"
+    if trusted:
+        return Observation("OCSP staple", "trusted staple", expected, Status.PASS)
+    return Observation("OCSP staple", "none", expected, Status.WARN, Severity.LOW)
+
+
+# -- CERT-002 --------------------------------------------------------------------------------
+
+
+@check(
+    "CERT-002",
+    needs_channel=False,
+    probes=(
+        Probe("san", "a dNSName or iPAddress SAN matches tls.server_name (RFC 6125)"),
+        Probe(
+            "expected-sans",
+            "every tls.expected_sans entry present",
+            required=False,
+            needs=("tls.expected_sans",),
+        ),
+        Probe("wildcard", "no wildcard SAN unless tls.allow_wildcard"),
+        Probe("eku", "EKU has id-kp-serverAuth and not anyExtendedKeyUsage"),
+        Probe("bogus-sni", "handshake with SNI h-<N>.invalid (informational)", required=False),
+    ),
+)
 def server_identity(run: Run) -> Outcome:
     """Server identity: SAN and EKU.
 
@@ -220,43 +279,62 @@ def server_identity(run: Run) -> Outcome:
     anyExtendedKeyUsage. A second handshake with a bogus SNI (``h-<N>.invalid``) records
     which certificate a client with a wrong name would get.
     """
-    control = CATALOGUE["CERT-002"]
-    chain = _chain(run, "CERT-002")
-    if isinstance(chain, Outcome):
-        return chain
+    _, chain = _chain(run)
     leaf = chain[0]
-    dns, ips = _leaf_names(leaf)
     assert run.spec.host is not None
     name = run.config.str_("tls.server_name") or run.spec.host
+    bogus = handshake(run, alpn=("h2",), sni=f"h-{run.options.seed}.invalid")
+    observations = [
+        judge_san(leaf, name).of("san"),
+        *filed(
+            "expected-sans", judge_expected_sans(leaf, run.config.str_list("tls.expected_sans"))
+        ),
+        judge_wildcards(leaf, bool(run.config.get("tls.allow_wildcard", False))).of("wildcard"),
+        judge_eku(leaf).of("eku"),
+        judge_bogus_sni(bogus, leaf).of("bogus-sni"),
+    ]
+    return Outcome.from_observations(
+        CATALOGUE["CERT-002"],
+        observations,
+        passed=f"the certificate names {name} and is for server auth",
+    )
+
+
+def judge_san(leaf: x509.Certificate, name: str) -> Observation:
+    """CERT-002 (san): a SAN matches ``name`` by RFC 6125 (the CN is ignored)."""
+    dns, ips = leaf_names(leaf)
     sans = ", ".join(dns + ips) or "none"
     expected = f"a SAN matching {name} (RFC 6125, CN ignored)"
     matched = any(dns_name_matches(pattern, name) for pattern in dns) or name in ips
-    observations = [
-        Observation(
-            "SAN vs tls.server_name",
-            f"SANs {sans}",
-            expected,
-            Status.PASS if matched else Status.FAIL,
-        )
-    ]
-    for wanted in run.config.str_list("tls.expected_sans"):
-        present = wanted in dns or wanted in ips
-        observations.append(
+    status = Status.PASS if matched else Status.FAIL
+    return Observation("SAN vs tls.server_name", f"SANs {sans}", expected, status)
+
+
+def judge_expected_sans(leaf: x509.Certificate, wanted: Iterable[str]) -> list[Observation]:
+    """CERT-002 (expected-sans): each wanted name is a SAN of the leaf."""
+    dns, ips = leaf_names(leaf)
+    out = []
+    for name in wanted:
+        present = name in dns or name in ips
+        out.append(
             Observation(
-                f"expected SAN {wanted}",
+                f"expected SAN {name}",
                 "present" if present else "missing",
                 "present",
                 Status.PASS if present else Status.FAIL,
             )
         )
-    wildcards = [d for d in dns if "*" in d]
-    if wildcards and not run.config.get("tls.allow_wildcard", False):
-        observations.append(Observation("wildcard SANs", ", ".join(wildcards), "none", Status.FAIL))
-    observations.append(_eku(leaf))
-    observations.append(_bogus_sni(run, leaf))
-    return Outcome.from_observations(
-        control, observations, passed=f"the certificate names {name} and is for server auth"
-    )
+    return out
+
+
+def judge_wildcards(leaf: x509.Certificate, allowed: bool) -> Observation:
+    """CERT-002 (wildcard): no wildcard dNSName unless ``tls.allow_wildcard``."""
+    wildcards = [d for d in leaf_names(leaf)[0] if "*" in d]
+    expected = "none" + (" (or any, with tls.allow_wildcard)" if allowed else "")
+    if not wildcards:
+        return Observation("wildcard SANs", "none", expected, Status.PASS)
+    observed = ", ".join(wildcards)
+    return Observation("wildcard SANs", observed, expected, Status.PASS if allowed else Status.FAIL)
 
 
 def dns_name_matches(pattern: str, host: str) -> bool:
@@ -275,7 +353,8 @@ def dns_name_matches(pattern: str, host: str) -> bool:
     return bool(label) and rest == pattern[2:] and rest.count(".") >= 1
 
 
-def _eku(leaf: x509.Certificate) -> Observation:
+def judge_eku(leaf: x509.Certificate) -> Observation:
+    """CERT-002 (eku): id-kp-serverAuth present, anyExtendedKeyUsage absent."""
     expected = "EKU with id-kp-serverAuth, without anyExtendedKeyUsage"
     try:
         usages = list(leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
@@ -286,96 +365,110 @@ def _eku(leaf: x509.Certificate) -> Observation:
     return Observation("extended key usage", names, expected, Status.PASS if ok else Status.FAIL)
 
 
-def _bogus_sni(run: Run, leaf: x509.Certificate) -> Observation:
-    assert run.spec.host is not None
-    assert run.spec.port is not None
-    sni = f"h-{run.options.seed}.invalid"
-    probe = f"handshake with SNI {sni} (informational)"
-    ctx = client_context(
-        ca_pem=None,
-        verify=False,
-        client_cert_pem=run.endpoint.client_cert_pem,
-        client_key_pem=run.endpoint.client_key_pem,
-    )
-    try:
-        with (
-            connect(run.spec.host, run.spec.port, run.options.connect_timeout_s) as sock,
-            ctx.wrap_socket(sock, server_hostname=sni) as tls,
-        ):
-            der = tls.getpeercert(binary_form=True)
-    except (OSError, ssl.SSLError) as exc:
-        return Observation(probe, f"refused ({exc})", "recorded", Status.PASS)
-    from cryptography.hazmat.primitives.serialization import Encoding
-
-    same = der == leaf.public_bytes(Encoding.DER)
+def judge_bogus_sni(hs: Handshake, leaf: x509.Certificate) -> Observation:
+    """CERT-002 (bogus-sni): which certificate a wrong server name gets; informational."""
+    probe = f"handshake with SNI {hs.sni} (informational)"
+    if hs.unreached:
+        return Observation(probe, hs.unreached, "a TCP connection", Status.SKIP)
+    if not hs.completed:
+        return Observation(probe, f"refused ({hs.alert or hs.closed})", "recorded", Status.PASS)
+    same = hs.peer_der == leaf.public_bytes(Encoding.DER)
     observed = "the same certificate" if same else "a different certificate"
     return Observation(probe, observed, "recorded", Status.PASS)
 
 
-@check("CERT-003", needs_channel=False)
+# -- CERT-003 --------------------------------------------------------------------------------
+
+
+@check(
+    "CERT-003",
+    needs_channel=False,
+    probes=(
+        Probe("validity", "now within notBefore..notAfter (critical)"),
+        Probe("lifetime", "notAfter - notBefore within the profile's cap"),
+        Probe("expiry", "at least tls.min_days_to_expiry days left"),
+        Probe(
+            "serial",
+            "the leaf's serial not seen for longer than the cap (evidence.history_dir)",
+            needs=("evidence.history_dir",),
+        ),
+    ),
+)
 def lifetime(run: Run) -> Outcome:
     """Lifetime, expiry window and rotation of the leaf.
 
     Now must lie within notBefore..notAfter (critical otherwise); the lifetime must not
     exceed the profile's cap (366 days under ``hipaa-strict`` and ``mozilla-intermediate``,
     WARN above 90; 90 under ``mozilla-modern``; 1095 under ``nist-800-52r2``); at least
-    ``tls.min_days_to_expiry`` days (default 14) must remain. With ``evidence.history_dir``
-    the leaf's serial is recorded there, and a serial seen for longer than the cap fails.
+    ``tls.min_days_to_expiry`` days (default 14) must remain. The leaf's serial is recorded
+    in ``evidence.history_dir``, and a serial seen for longer than the cap fails; without
+    that directory the comparison cannot be made and the control is INCONCLUSIVE.
     """
-    control = CATALOGUE["CERT-003"]
-    chain = _chain(run, "CERT-003")
-    if isinstance(chain, Outcome):
-        return chain
+    _, chain = _chain(run)
     leaf = chain[0]
     prof = run_profile(run)
     now = dt.datetime.now(dt.timezone.utc)
+    floor = int(run.config.get("tls.min_days_to_expiry", MIN_DAYS_TO_EXPIRY))
+    observations = [
+        judge_validity(leaf, now).of("validity"),
+        judge_lifetime(leaf, prof).of("lifetime"),
+        judge_days_left(leaf, now, floor).of("expiry"),
+    ]
+    history = run.config.get("evidence.history_dir")
+    if history:
+        serial = format(leaf.serial_number, "x")
+        seen = _first_seen(Path(history), serial, now)
+        observations.append(judge_serial(serial, seen, now, prof.max_lifetime_days).of("serial"))
+    days = (leaf.not_valid_after_utc - leaf.not_valid_before_utc).total_seconds() / 86400
+    return Outcome.from_observations(
+        CATALOGUE["CERT-003"], observations, passed=f"valid now, {days:.0f} days"
+    )
+
+
+def _first_seen(directory: Path, serial: str, now: dt.datetime) -> dt.datetime | str:
+    """When ``serial`` was first seen, recording it now if new (``str``: why unknown)."""
+    try:
+        return first_seen(directory, "cert-serials", [serial], now)[serial]
+    except HistoryError as exc:
+        return str(exc)
+
+
+def judge_validity(leaf: x509.Certificate, now: dt.datetime) -> Observation:
+    """CERT-003 (validity): ``now`` within notBefore..notAfter; critical otherwise."""
     start, end = leaf.not_valid_before_utc, leaf.not_valid_after_utc
     window = f"{start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} UTC"
-    observations = []
-    valid_now = start <= now <= end
-    observations.append(
-        Observation(
-            "validity period",
-            window + ("" if valid_now else (" (expired)" if now > end else " (not yet valid)")),
-            "now within notBefore..notAfter",
-            Status.PASS if valid_now else Status.FAIL,
-            None if valid_now else Severity.CRITICAL,
-        )
-    )
-    days = (end - start).total_seconds() / 86400
+    expected = "now within notBefore..notAfter"
+    if start <= now <= end:
+        return Observation("validity period", window, expected, Status.PASS)
+    window += " (expired)" if now > end else " (not yet valid)"
+    return Observation("validity period", window, expected, Status.FAIL, Severity.CRITICAL)
+
+
+def judge_lifetime(leaf: x509.Certificate, prof: Profile) -> Observation:
+    """CERT-003 (lifetime): within the profile's cap; above its recommendation WARNs."""
+    days = (leaf.not_valid_after_utc - leaf.not_valid_before_utc).total_seconds() / 86400
     cap = prof.max_lifetime_days
     expected = f"<= {cap} days ({prof.name})"
     if days > cap:
-        observations.append(Observation("lifetime", f"{days:.0f} days", expected, Status.FAIL))
-    elif prof.warn_lifetime_days is not None and days > prof.warn_lifetime_days:
+        return Observation("lifetime", f"{days:.0f} days", expected, Status.FAIL)
+    if prof.warn_lifetime_days is not None and days > prof.warn_lifetime_days:
         observed = f"{days:.0f} days (above the recommended {prof.warn_lifetime_days})"
-        observations.append(Observation("lifetime", observed, expected, Status.WARN, Severity.LOW))
-    else:
-        observations.append(Observation("lifetime", f"{days:.0f} days", expected, Status.PASS))
-    if valid_now:
-        floor = int(run.config.get("tls.min_days_to_expiry", MIN_DAYS_TO_EXPIRY))
-        left = (end - now).total_seconds() / 86400
-        observations.append(
-            Observation(
-                "days to expiry",
-                f"{left:.1f}",
-                f">= {floor} (tls.min_days_to_expiry)",
-                Status.PASS if left >= floor else Status.FAIL,
-            )
-        )
-    history = run.config.get("evidence.history_dir")
-    if history:
-        observations.append(_rotation(Path(history), leaf, now, cap))
-    return Outcome.from_observations(control, observations, passed=f"valid now, {days:.0f} days")
+        return Observation("lifetime", observed, expected, Status.WARN, Severity.LOW)
+    return Observation("lifetime", f"{days:.0f} days", expected, Status.PASS)
 
 
-def _rotation(directory: Path, leaf: x509.Certificate, now: dt.datetime, cap: int) -> Observation:
-    """Record the serial in ``cert-serials.json`` and judge how long it has been seen."""
-    serial = format(leaf.serial_number, "x")
-    try:
-        first = first_seen(directory, "cert-serials", [serial], now)[serial]
-    except HistoryError as exc:
-        return Observation("serial history", str(exc), "readable and writable", Status.INCONCLUSIVE)
+def judge_days_left(leaf: x509.Certificate, now: dt.datetime, floor: int) -> Observation:
+    """CERT-003 (expiry): at least ``floor`` days left (none left when expired)."""
+    left = (leaf.not_valid_after_utc - now).total_seconds() / 86400
+    expected = f">= {floor} (tls.min_days_to_expiry)"
+    status = Status.PASS if left >= floor else Status.FAIL
+    return Observation("days to expiry", f"{left:.1f}", expected, status)
+
+
+def judge_serial(serial: str, first: dt.datetime | str, now: dt.datetime, cap: int) -> Observation:
+    """CERT-003 (serial): the serial first seen ``first`` (``str``: why unknown) <= cap days."""
+    if isinstance(first, str):
+        return Observation("serial history", first, "readable and writable", Status.INCONCLUSIVE)
     age = (now - first).days
     expected = f"the same serial seen for <= {cap} days"
     status = Status.PASS if age <= cap else Status.FAIL

@@ -2,21 +2,33 @@
 
 The facts come from one sslyze scan per run (:func:`harness.plans.tls.tls_facts`), shared
 with the CERT and MTLS checks; ALPN, which sslyze does not test, is probed with Python's
-``ssl``. An sslyze connectivity failure makes every observation that depends on it an
-ERROR, never a verdict.
+``ssl`` (:func:`harness.plans.tls.handshake`). Each check wires those facts to pure judges
+(``judge_*``: facts, profile and config values in, observations out); an sslyze
+connectivity failure is an ERROR, never a verdict.
 """
 
 from __future__ import annotations
 
-import ssl
-
-import grpc
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 from harness.catalogue import CATALOGUE, Severity
+from harness.channels import CallResult
 from harness.checks import check, warmup
 from harness.errors import TargetError
-from harness.outcome import Observation, Outcome, Status
-from harness.plans.tls import SCANNED, early_scan, run_profile, scan_error, scanned, tls_facts
+from harness.oracles import UNREACHED
+from harness.outcome import Observation, Outcome, Probe, Status, filed
+from harness.plans.tls import (
+    SCANNED,
+    Handshake,
+    early_scan,
+    handshake,
+    is_tls,
+    run_profile,
+    scan_error,
+    scanned,
+    tls_facts,
+)
 from harness.run import Run
 from harness.tls import (
     LEGACY_VERSIONS,
@@ -27,14 +39,7 @@ from harness.tls import (
     group_bits,
     suite_parts,
 )
-from harness.transport import (
-    H2_PREFACE,
-    PrefaceReply,
-    classify_reply,
-    client_context,
-    connect,
-    probe_preface,
-)
+from harness.transport import PrefaceProbe, PrefaceReply, classify_reply, probe_preface
 
 # Scan a TLS target while the gRPC controls run: handshakes only, no call is made.
 warmup(*SCANNED)(early_scan)
@@ -45,48 +50,92 @@ _EXPECTED_H2C = (
 _CRITICAL_MARKS = ("NULL", "anon", "EXPORT", "RC4", "DES")
 
 
-@check("TLS-001", needs_channel=False)
+# -- TLS-001 ---------------------------------------------------------------------------------
+
+
+@check(
+    "TLS-001",
+    needs_channel=False,
+    probes=(
+        Probe("1", "SSL 2.0, SSL 3.0, TLS 1.0 and TLS 1.1 refused (sslyze)"),
+        Probe("2", "no cleartext HTTP/2 on the target port"),
+        Probe(
+            "3",
+            "no cleartext HTTP/2 on tls.extra_ports",
+            required=False,
+            needs=("tls.extra_ports",),
+        ),
+    ),
+)
 def cleartext_refused(run: Run) -> Outcome:
     """No legacy protocol version and no cleartext HTTP/2 path to the service.
 
-    sslyze tries SSL 2.0, SSL 3.0, TLS 1.0 and TLS 1.1 with SNI = ``tls.server_name``; any
-    accepted fails (critical). On the target port and on every ``tls.extra_ports`` entry,
-    the harness opens TCP, sends the HTTP/2 client preface with an empty SETTINGS frame
-    (prior-knowledge h2c), and reads the reply. A closed connection, a TLS alert or an
-    HTTP/1.x error page passes and is recorded; a reply that starts with an HTTP/2 SETTINGS
-    frame means gRPC is served in cleartext and fails. An extra port that cannot be reached
-    is INCONCLUSIVE. A port that is cleartext h2c has no TLS to scan: the legacy version
-    probes are then not made.
+    (1) sslyze tries SSL 2.0, SSL 3.0, TLS 1.0 and TLS 1.1 with SNI = ``tls.server_name``;
+    any accepted fails (critical). (2) On the target port and (3) on every
+    ``tls.extra_ports`` entry, the harness opens TCP, sends the HTTP/2 client preface with
+    an empty SETTINGS frame (prior-knowledge h2c), and reads the reply. A closed
+    connection, a TLS alert or an HTTP/1.x error page passes and is recorded; a reply that
+    starts with an HTTP/2 SETTINGS frame means gRPC is served in cleartext and fails. A port
+    that cannot be reached is INCONCLUSIVE. A port that is cleartext h2c has no TLS to
+    scan: (1) is then not made.
     """
-    control = CATALOGUE["TLS-001"]
     assert run.spec.host is not None
     assert run.spec.port is not None
-    ports = list(dict.fromkeys([run.spec.port, *run.config.get("tls.extra_ports", [])]))
-    observations = []
-    for port in ports:
-        probe = f"cleartext HTTP/2 preface + SETTINGS to port {port}"
-        try:
-            reply = probe_preface(run.spec.host, port, timeout=run.options.connect_timeout_s)
-        except TargetError as exc:
-            observations.append(Observation(probe, str(exc), _EXPECTED_H2C, Status.INCONCLUSIVE))
-            continue
-        status = Status.FAIL if reply.serves_cleartext_h2 else Status.PASS
-        observed = reply.describe()
-        if reply.serves_cleartext_h2:
-            observed += ": ePHI would cross the network unencrypted"
-        observations.append(Observation(probe, observed, _EXPECTED_H2C, status))
-    if run.endpoint.transport.value == "tls":
-        facts = tls_facts(run)
-        error = scan_error(facts)
-        observations += [error] if error else _legacy_versions(facts)
+    ports = h2c_ports(run.spec.port, run.config.get("tls.extra_ports", []))
+    observations = [
+        judge_h2c(port, _preface(run, port)).of("2" if port == run.spec.port else "3")
+        for port in ports
+    ]
+    observations += filed("1", _legacy(run))
     return Outcome.from_observations(
-        control,
+        CATALOGUE["TLS-001"],
         observations,
         passed=f"no legacy TLS and no cleartext HTTP/2 on port(s) {', '.join(map(str, ports))}",
     )
 
 
-def _legacy_versions(facts: TlsFacts) -> list[Observation]:
+def h2c_ports(port: int, extra: Iterable[int]) -> list[int]:
+    """The ports the h2c preface goes to: the target's, then each extra one, once."""
+    return list(dict.fromkeys([port, *extra]))
+
+
+def _preface(run: Run, port: int) -> PrefaceProbe | str:
+    assert run.spec.host is not None
+    try:
+        return probe_preface(run.spec.host, port, timeout=run.options.connect_timeout_s)
+    except TargetError as exc:
+        return str(exc)
+
+
+def _legacy(run: Run) -> list[Observation]:
+    if not is_tls(run):
+        return [
+            Observation(
+                "sslyze legacy-version handshakes",
+                "the port serves cleartext HTTP/2: no TLS to scan",
+                "a TLS port",
+                Status.SKIP,
+            )
+        ]
+    facts = tls_facts(run)
+    error = scan_error(facts)
+    return [error] if error else judge_legacy_versions(facts)
+
+
+def judge_h2c(port: int, reply: PrefaceProbe | str) -> Observation:
+    """TLS-001 (2)/(3): the reply to the h2c preface (``str``: why the port was unreachable)."""
+    probe = f"cleartext HTTP/2 preface + SETTINGS to port {port}"
+    if isinstance(reply, str):
+        return Observation(probe, reply, _EXPECTED_H2C, Status.INCONCLUSIVE)
+    observed = reply.describe()
+    if reply.serves_cleartext_h2:
+        observed += ": ePHI would cross the network unencrypted"
+        return Observation(probe, observed, _EXPECTED_H2C, Status.FAIL)
+    return Observation(probe, observed, _EXPECTED_H2C, Status.PASS)
+
+
+def judge_legacy_versions(facts: TlsFacts) -> list[Observation]:
+    """TLS-001 (1): every legacy version refused; an unmeasured one is INCONCLUSIVE."""
     out = []
     for version in LEGACY_VERSIONS:
         supported = facts.versions.get(version)
@@ -103,74 +152,106 @@ def _legacy_versions(facts: TlsFacts) -> list[Observation]:
     return out
 
 
-@check("TLS-002", needs_channel=False)
+# -- TLS-002 ---------------------------------------------------------------------------------
+
+
+@check(
+    "TLS-002",
+    needs_channel=False,
+    probes=(
+        Probe("tls13", "TLS 1.3 supported"),
+        Probe("tls12", "TLS 1.2 only where the profile allows it"),
+    ),
+)
 def tls13_offered(run: Run) -> Outcome:
     """TLS 1.3 is offered; TLS 1.2 only where the profile allows it.
 
     From the sslyze scan: TLS 1.3 must be supported; under ``mozilla-modern`` TLS 1.2 must
-    not be. The other profiles allow TLS 1.2 (``nist-800-52r2`` expects it).
+    not be. The other profiles allow TLS 1.2 (``nist-800-52r2`` expects it): it is recorded.
     """
-    control = CATALOGUE["TLS-002"]
-    facts = scanned(run, "TLS-002")
-    if isinstance(facts, Outcome):
-        return facts
-    prof = run_profile(run)
-    observations = []
-    wanted = {"TLS 1.3": True} | ({} if prof.tls12 else {"TLS 1.2": False})
-    for version, want in wanted.items():
-        got = facts.versions.get(version)
-        expected = f"{version} {'supported' if want else f'disabled ({prof.name})'}"
-        probe = f"sslyze {version} handshakes, {facts.target}"
-        if got is None:
-            observed, status = facts.errors.get(version, "not measured"), Status.INCONCLUSIVE
-        else:
-            observed = "supported" if got else "not supported"
-            status = Status.PASS if got == want else Status.FAIL
-        observations.append(Observation(probe, observed, expected, status))
-    tls12 = facts.versions.get("TLS 1.2")
-    if prof.tls12 and tls12 is not None:
-        observations.append(
-            Observation(
-                "sslyze TLS 1.2 handshakes (recorded)",
-                "supported" if tls12 else "not supported",
-                f"allowed under {prof.name}",
-                Status.PASS,
-            )
-        )
-    return Outcome.from_observations(control, observations, passed="TLS 1.3 offered")
+    facts = scanned(run)
+    observations = [
+        judge_tls13(facts).of("tls13"),
+        judge_tls12(facts, run_profile(run)).of("tls12"),
+    ]
+    return Outcome.from_observations(CATALOGUE["TLS-002"], observations, passed="TLS 1.3 offered")
 
 
-@check("TLS-003", needs_channel=False)
+def judge_tls13(facts: TlsFacts) -> Observation:
+    """TLS-002 (tls13): TLS 1.3 must be supported."""
+    probe = f"sslyze TLS 1.3 handshakes, {facts.target}"
+    got = facts.versions.get("TLS 1.3")
+    if got is None:
+        why = facts.errors.get("TLS 1.3", "not measured")
+        return Observation(probe, why, "TLS 1.3 supported", Status.INCONCLUSIVE)
+    observed = "supported" if got else "not supported"
+    return Observation(probe, observed, "TLS 1.3 supported", Status.PASS if got else Status.FAIL)
+
+
+def judge_tls12(facts: TlsFacts, prof: Profile) -> Observation:
+    """TLS-002 (tls12): TLS 1.2 disabled under a profile without it, else recorded."""
+    probe = f"sslyze TLS 1.2 handshakes, {facts.target}"
+    got = facts.versions.get("TLS 1.2")
+    measured = facts.errors.get("TLS 1.2", "not measured") if got is None else ""
+    observed = measured or ("supported" if got else "not supported")
+    if prof.tls12:
+        # Either answer holds under this profile: the oracle needs no measurement.
+        return Observation(probe, observed, f"allowed under {prof.name}", Status.PASS)
+    expected = f"TLS 1.2 disabled ({prof.name})"
+    if got is None:
+        return Observation(probe, observed, expected, Status.INCONCLUSIVE)
+    return Observation(probe, observed, expected, Status.FAIL if got else Status.PASS)
+
+
+# -- TLS-003 ---------------------------------------------------------------------------------
+
+
+@check(
+    "TLS-003",
+    needs_channel=False,
+    probes=(
+        Probe("tls12", "every accepted TLS 1.2 suite AEAD and in the profile's list"),
+        Probe("tls13", "every accepted TLS 1.3 suite in the profile's list"),
+    ),
+)
 def aead_only(run: Run) -> Outcome:
     """Only AEAD cipher suites, from the profile's list.
 
     Every suite sslyze saw accepted under TLS 1.2 and TLS 1.3 is judged by its bulk cipher:
     NULL, anon, EXPORT, RC4, DES or 3DES fail (critical); CBC or any other non-AEAD cipher
     fails (high); an AEAD cipher outside the profile's list (CCM without ``tls.allow_ccm``,
-    ChaCha20 under ``tls.fips_required``, ARIA, Camellia) fails (high). The key exchange of
-    a suite is TLS-004's to judge. TLS 1.0 and 1.1 suites belong to TLS-001.
+    ChaCha20 under ``tls.fips_required``, ARIA, Camellia) fails (high). A version sslyze saw
+    refused has no suite to judge and holds. The key exchange of a suite is TLS-004's to
+    judge. TLS 1.0 and 1.1 suites belong to TLS-001.
     """
-    control = CATALOGUE["TLS-003"]
-    facts = scanned(run, "TLS-003")
-    if isinstance(facts, Outcome):
-        return facts
+    facts = scanned(run)
     prof = run_profile(run)
-    observations = []
-    for version in ("TLS 1.2", "TLS 1.3"):
-        if facts.versions.get(version) is None:
-            why = facts.errors.get(version, "not measured")
-            observations.append(
-                Observation(f"sslyze {version} suites", why, "measured", Status.INCONCLUSIVE)
-            )
-            continue
-        for suite in facts.suites.get(version, ()):
-            observations.append(_judge_cipher(version, suite.name, prof))
+    observations = [
+        *filed("tls12", judge_suites(facts, "TLS 1.2", prof)),
+        *filed("tls13", judge_suites(facts, "TLS 1.3", prof)),
+    ]
     return Outcome.from_observations(
-        control, observations, passed=f"every accepted suite is AEAD and in {prof.name}'s list"
+        CATALOGUE["TLS-003"],
+        observations,
+        passed=f"every accepted suite is AEAD and in {prof.name}'s list",
     )
 
 
-def _judge_cipher(version: str, name: str, prof: Profile) -> Observation:
+def judge_suites(facts: TlsFacts, version: str, prof: Profile) -> list[Observation]:
+    """TLS-003: each suite accepted under ``version``, or why there is none to judge."""
+    supported = facts.versions.get(version)
+    probe = f"sslyze {version} suites"
+    if supported is None:
+        why = facts.errors.get(version, "not measured")
+        return [Observation(probe, why, "measured", Status.INCONCLUSIVE)]
+    if not supported:
+        observed = f"{version} not supported: no suite accepted"
+        return [Observation(probe, observed, "only allowed suites accepted", Status.PASS)]
+    return [judge_cipher(version, suite.name, prof) for suite in facts.suites.get(version, ())]
+
+
+def judge_cipher(version: str, name: str, prof: Profile) -> Observation:
+    """TLS-003: one accepted suite against the profile's list (broken ciphers critical)."""
     probe = f"{version} suite {name}"
     if version == "TLS 1.3":
         allowed = sorted(prof.tls13_suites)
@@ -190,7 +271,18 @@ def _judge_cipher(version: str, name: str, prof: Profile) -> Observation:
     return Observation(probe, "accepted", expected, Status.PASS)
 
 
-@check("TLS-004", needs_channel=False)
+# -- TLS-004 ---------------------------------------------------------------------------------
+
+
+@check(
+    "TLS-004",
+    needs_channel=False,
+    probes=(
+        Probe("exchange", "every TLS 1.2 suite ECDHE (DHE where allowed), none static"),
+        Probe("keys", "ephemeral keys: ECDH >= 256 bits, DH >= 2048 bits"),
+        Probe("groups", "no weak supported group"),
+    ),
+)
 def forward_secrecy(run: Run) -> Outcome:
     """Forward secrecy and key-exchange strength.
 
@@ -201,56 +293,82 @@ def forward_secrecy(run: Run) -> Outcome:
     Strong groups outside the recommended set (secp521r1, X448...) WARN (low) under the
     ``mozilla-*`` profiles and pass under the others.
     """
-    control = CATALOGUE["TLS-004"]
-    facts = scanned(run, "TLS-004")
-    if isinstance(facts, Outcome):
-        return facts
+    facts = scanned(run)
     prof = run_profile(run)
-    observations = []
-    for version in ("TLS 1.2", "TLS 1.3"):
-        for suite in facts.suites.get(version, ()):
-            observations.append(_judge_exchange(version, suite, prof))
-    if facts.groups is None:
-        why = facts.errors.get("ELLIPTIC_CURVES", "not measured")
-        observations.append(
-            Observation("sslyze supported groups", why, "measured", Status.INCONCLUSIVE)
-        )
-    else:
-        observations += _judge_groups(facts.groups, prof)
+    observations = [
+        *filed("exchange", judge_exchanges(facts, prof)),
+        *filed("keys", judge_key_sizes(facts)),
+        *filed("groups", judge_groups(facts, prof)),
+    ]
     return Outcome.from_observations(
-        control, observations, passed="every suite is forward-secret with strong groups"
+        CATALOGUE["TLS-004"],
+        observations,
+        passed="every suite is forward-secret with strong groups",
     )
 
 
-def _judge_exchange(version: str, suite: Suite, prof: Profile) -> Observation:
-    probe = f"{version} suite {suite.describe()}"
+def judge_exchanges(facts: TlsFacts, prof: Profile) -> list[Observation]:
+    """TLS-004 (exchange): each TLS 1.2 suite's key exchange is ephemeral and allowed."""
     kinds = "ECDHE or DHE" if prof.dhe else "ECDHE"
-    expected = f"{kinds}, ECDH >= 256 bits, DH >= 2048 bits"
-    if version == "TLS 1.2":
+    supported = facts.versions.get("TLS 1.2")
+    if supported is None:
+        why = facts.errors.get("TLS 1.2", "not measured")
+        return [Observation("sslyze TLS 1.2 suites", why, "measured", Status.INCONCLUSIVE)]
+    if not supported:
+        observed = "TLS 1.2 not supported (TLS 1.3 exchanges are always ephemeral)"
+        return [Observation("sslyze TLS 1.2 suites", observed, kinds, Status.PASS)]
+    out = []
+    for suite in facts.suites.get("TLS 1.2", ()):
         exchange, _ = suite_parts(suite.name)
-        ephemeral = exchange.startswith("ECDHE_") or (prof.dhe and exchange.startswith("DHE_"))
-        if not ephemeral:
-            why = "static key exchange: no forward secrecy"
-            if exchange.startswith("DHE_"):
-                why = f"DHE is not allowed under {prof.name}"
-            return Observation(probe, f"accepted: {exchange}, {why}", expected, Status.FAIL)
+        probe = f"TLS 1.2 suite {suite.name}: key exchange"
+        if exchange.startswith("ECDHE_") or (prof.dhe and exchange.startswith("DHE_")):
+            out.append(Observation(probe, f"accepted: {exchange}", kinds, Status.PASS))
+            continue
+        why = "static key exchange: no forward secrecy"
+        if exchange.startswith("DHE_"):
+            why = f"DHE is not allowed under {prof.name}"
+        out.append(Observation(probe, f"accepted: {exchange}, {why}", kinds, Status.FAIL))
+    return out
+
+
+def judge_key_sizes(facts: TlsFacts) -> list[Observation]:
+    """TLS-004 (keys): the ephemeral key of every TLS 1.2 and 1.3 suite that has one."""
+    out = []
+    for version in ("TLS 1.2", "TLS 1.3"):
+        for suite in facts.suites.get(version, ()):
+            if suite.key_exchange is None and version == "TLS 1.2":
+                continue  # static: (exchange) fails it
+            out.append(judge_key(version, suite))
+    return out
+
+
+def judge_key(version: str, suite: Suite) -> Observation:
+    """TLS-004 (keys): one suite's ephemeral key size."""
+    probe = f"{version} suite {suite.describe()}"
+    expected = "ECDH >= 256 bits (X25519, X448), DH >= 2048 bits"
     if suite.key_exchange == "ECDH":
         strong = (suite.curve or "").upper() in ("X25519", "X448") or (suite.key_size or 0) >= 256
     elif suite.key_exchange == "DH":
         strong = (suite.key_size or 0) >= 2048
-    else:
-        strong = version == "TLS 1.3"  # sslyze always reports 1.3's key share; be safe
+    else:  # TLS 1.3 without a reported key share: ephemeral by design, groups judged apart
+        return Observation(probe, "accepted (no key share reported)", expected, Status.PASS)
     status = Status.PASS if strong else Status.FAIL
-    return Observation(probe, "accepted", expected, status)
+    return Observation(probe, "accepted" if strong else "accepted: weak key", expected, status)
 
 
-def _judge_groups(groups: tuple[str, ...], prof: Profile) -> list[Observation]:
+def judge_groups(facts: TlsFacts, prof: Profile) -> list[Observation]:
+    """TLS-004 (groups): no weak group; strong ones outside the set WARN under mozilla-*."""
+    if facts.groups is None:
+        why = facts.errors.get("ELLIPTIC_CURVES", "not measured")
+        return [Observation("sslyze supported groups", why, "measured", Status.INCONCLUSIVE)]
+    if not facts.groups:
+        observed = "sslyze found no supported group"
+        return [Observation("sslyze supported groups", observed, "no weak group", Status.PASS)]
     out = []
-    for group in groups:
+    for group in facts.groups:
         bits = group_bits(group)
         probe = f"supported group {group}"
-        finite = group.startswith("ffdhe")
-        floor = 2048 if finite else 256
+        floor = 2048 if group.startswith("ffdhe") else 256
         expected = (
             f"not weak (>= {floor} bits); recommended {', '.join(sorted(RECOMMENDED_GROUPS))}"
         )
@@ -266,59 +384,73 @@ def _judge_groups(groups: tuple[str, ...], prof: Profile) -> list[Observation]:
     return out
 
 
-@check("TLS-005", needs_channel=False)
+# -- TLS-005 ---------------------------------------------------------------------------------
+
+
+@check(
+    "TLS-005",
+    needs_channel=False,
+    probes=(
+        Probe("a", "offering h2: h2 selected, then one gRPC call gets a gRPC status"),
+        Probe("b", "offering only http/1.1: recorded; HTTP/2 served anyway warns"),
+        Probe("c", "offering no ALPN: recorded; HTTP/2 served anyway warns"),
+    ),
+)
 def alpn_h2(run: Run) -> Outcome:
     """ALPN negotiates ``h2``.
 
     Three handshakes with Python's ``ssl`` (with the client certificate, if configured):
     (a) offering only ``h2``, which must be selected, followed by one gRPC call to the
-    liveness method (any gRPC status will do); (b) offering only ``http/1.1``; (c) offering
-    no ALPN. After (b) and (c) the harness sends the HTTP/2 preface: a server that answers
-    with HTTP/2 although ``h2`` was not negotiated WARNs (low); a refused handshake, a
-    closed connection or an HTTP/1.x error is recorded as a pass.
+    liveness method (any gRPC status will do; UNAVAILABLE or DEADLINE_EXCEEDED is
+    INCONCLUSIVE); (b) offering only ``http/1.1``; (c) offering no ALPN. After (b) and (c)
+    the harness sends the HTTP/2 preface: a server that answers with HTTP/2 although ``h2``
+    was not negotiated WARNs (low); a refused handshake, a connection closed during it or
+    an HTTP/1.x error is recorded as a pass.
     """
-    control = CATALOGUE["TLS-005"]
-    if isinstance(facts := scanned(run, "TLS-005"), Outcome):
-        return facts
-    observations = []
-    for label, offer in (("(a) offering h2", ("h2",)), ("(b) offering http/1.1", ("http/1.1",))):
-        observations.append(_alpn_handshake(run, label, offer))
-    observations.append(_alpn_handshake(run, "(c) offering no ALPN", ()))
-    observations.append(_grpc_status(run))
-    return Outcome.from_observations(control, observations, passed="ALPN selects h2")
+    scanned(run)  # SKIP on a cleartext port; ERROR when the target's TLS cannot be scanned
+    h2 = handshake(run, alpn=("h2",))
+    http1 = handshake(run, alpn=("http/1.1",), preface=True)
+    bare = handshake(run, alpn=(), preface=True)
+    observations = [
+        judge_h2_selected(h2).of("a"),
+        judge_without_h2("(b) offering http/1.1", http1).of("b"),
+        judge_without_h2("(c) offering no ALPN", bare).of("c"),
+        judge_grpc_status(run.liveness, _liveness_call(run)).of("a"),
+    ]
+    return Outcome.from_observations(CATALOGUE["TLS-005"], observations, passed="ALPN selects h2")
 
 
-def _alpn_handshake(run: Run, label: str, offer: tuple[str, ...]) -> Observation:
-    assert run.spec.host is not None
-    assert run.spec.port is not None
-    ctx = client_context(
-        ca_pem=None,
-        verify=False,
-        client_cert_pem=run.endpoint.client_cert_pem,
-        client_key_pem=run.endpoint.client_key_pem,
-        alpn=offer,
-    )
-    strict = offer == ("h2",)
-    expected = "h2 selected" if strict else "recorded; HTTP/2 served without h2 warns"
+def _liveness_call(run: Run) -> CallResult | str:
+    if problem := run.channel_problem():
+        return problem
+    return run.call(run.liveness, (b"",), timeout=run.options.connect_timeout_s)
+
+
+def judge_h2_selected(hs: Handshake) -> Observation:
+    """TLS-005 (a): offering only ``h2``, the server must select it."""
+    probe, expected = "TLS handshake (a) offering h2", "h2 selected"
+    if hs.unreached or hs.closed:
+        observed = f"connection failed ({hs.unreached or hs.closed})"
+        return Observation(probe, observed, expected, Status.INCONCLUSIVE)
+    if hs.alert:
+        return Observation(probe, f"handshake refused ({hs.alert})", expected, Status.FAIL)
+    status = Status.PASS if hs.selected == "h2" else Status.FAIL
+    return Observation(probe, f"selected {hs.selected or 'nothing'}", expected, status)
+
+
+def judge_without_h2(label: str, hs: Handshake) -> Observation:
+    """TLS-005 (b)/(c): recorded; HTTP/2 served although ``h2`` was not negotiated WARNs."""
     probe = f"TLS handshake {label}"
-    timeout = run.options.connect_timeout_s
-    try:
-        with connect(run.spec.host, run.spec.port, timeout) as sock:
-            name = run.endpoint.server_name or run.spec.host
-            with ctx.wrap_socket(sock, server_hostname=name) as tls:
-                selected = tls.selected_alpn_protocol()
-                reply = b"" if strict else _h2_reply(tls, timeout)
-    except ssl.SSLError as exc:
-        status = Status.FAIL if strict else Status.PASS
-        return Observation(probe, f"handshake refused ({exc.reason or exc})", expected, status)
-    except (OSError, TargetError) as exc:
-        status = Status.INCONCLUSIVE if strict else Status.PASS
-        return Observation(probe, f"connection failed ({exc})", expected, status)
-    observed = f"selected {selected or 'nothing'}"
-    if strict:
-        return Observation(
-            probe, observed, expected, Status.PASS if selected == "h2" else Status.FAIL
-        )
+    expected = "recorded; HTTP/2 served without h2 warns"
+    if hs.unreached:
+        return Observation(probe, hs.unreached, expected, Status.INCONCLUSIVE)
+    if hs.alert:
+        return Observation(probe, f"handshake refused ({hs.alert})", expected, Status.PASS)
+    if hs.closed:
+        observed = f"connection closed during the handshake ({hs.closed})"
+        return Observation(probe, observed, expected, Status.PASS)
+    observed = f"selected {hs.selected or 'nothing'}"
+    reply = hs.reply or b""
     if classify_reply(reply) is PrefaceReply.H2_SETTINGS:
         observed += "; answered the HTTP/2 preface with SETTINGS (HTTP/2 served without h2)"
         return Observation(probe, observed, expected, Status.WARN, Severity.LOW)
@@ -326,92 +458,153 @@ def _alpn_handshake(run: Run, label: str, offer: tuple[str, ...]) -> Observation
     return Observation(probe, f"{observed}; HTTP/2 preface: {what}", expected, Status.PASS)
 
 
-def _h2_reply(tls: ssl.SSLSocket, timeout: float) -> bytes:
-    """Send the HTTP/2 preface on an established TLS connection and read what comes back."""
-    try:
-        tls.settimeout(timeout)
-        tls.sendall(H2_PREFACE)
-        return tls.recv(64)
-    except (TimeoutError, OSError):
-        return b""
-
-
-def _grpc_status(run: Run) -> Observation:
-    method = run.liveness
+def judge_grpc_status(method: str, result: CallResult | str) -> Observation:
+    """TLS-005 (a): the call over h2 gets a gRPC status (``str``: why none was made)."""
     probe = f"(a) one gRPC call over h2: {method}"
     expected = "a gRPC status from the service"
-    if problem := run.channel_problem():
-        return Observation(probe, problem, expected, Status.INCONCLUSIVE)
-    result = run.call(method, (b"",), timeout=run.options.connect_timeout_s)
-    reached = result.code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
-    status = Status.PASS if reached else Status.INCONCLUSIVE
+    if isinstance(result, str):
+        return Observation(probe, result, expected, Status.INCONCLUSIVE)
+    status = Status.INCONCLUSIVE if result.code in UNREACHED else Status.PASS
     return Observation(probe, result.summary(), expected, status, request_id=result.request_id)
 
 
-@check("TLS-006", needs_channel=False)
+# -- TLS-006 ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Item:
+    """One TLS-006 item: an sslyze result attribute and the value it must have."""
+
+    ref: str
+    command: str
+    attr: str
+    want: bool
+    expected: str
+    severity: Severity | None = None
+
+
+_CRIT = Severity.CRITICAL
+_HYGIENE = (
+    Item(
+        "heartbleed",
+        "HEARTBLEED",
+        "is_vulnerable_to_heartbleed",
+        False,
+        "not vulnerable to Heartbleed",
+        _CRIT,
+    ),
+    Item(
+        "ccs",
+        "OPENSSL_CCS_INJECTION",
+        "is_vulnerable_to_ccs_injection",
+        False,
+        "no CCS injection",
+        _CRIT,
+    ),
+    Item("compression", "TLS_COMPRESSION", "supports_compression", False, "compression off"),
+    Item(
+        "early-data", "TLS_1_3_EARLY_DATA", "supports_early_data", False, "0-RTT early data refused"
+    ),
+)
+#: The items that exist only below TLS 1.3, judged where such a version is enabled.
+_BELOW_13 = (
+    Item(
+        "renegotiation",
+        "SESSION_RENEGOTIATION",
+        "supports_secure_renegotiation",
+        True,
+        "secure reneg.",
+    ),
+    Item(
+        "renegotiation",
+        "SESSION_RENEGOTIATION",
+        "is_vulnerable_to_client_renegotiation_dos",
+        False,
+        "client-initiated renegotiation refused",
+    ),
+    Item("ems", "TLS_EXTENDED_MASTER_SECRET", "supports_ems_extension", True, "EMS supported"),
+    Item(
+        "fallback", "TLS_FALLBACK_SCSV", "supports_fallback_scsv", True, "fallback SCSV supported"
+    ),
+)
+
+
+@check(
+    "TLS-006",
+    needs_channel=False,
+    probes=(
+        Probe("heartbleed", "not vulnerable to Heartbleed"),
+        Probe("ccs", "not vulnerable to OpenSSL CCS injection"),
+        Probe("robot", "ROBOT not VULNERABLE_*"),
+        Probe("compression", "TLS compression off"),
+        Probe("renegotiation", "secure renegotiation; client-initiated renegotiation refused"),
+        Probe("ems", "extended master secret supported"),
+        Probe("fallback", "fallback SCSV supported where a version below TLS 1.3 is enabled"),
+        Probe("early-data", "TLS 1.3 0-RTT early data refused"),
+    ),
+)
 def protocol_hygiene(run: Run) -> Outcome:
     """TLS protocol hygiene, from sslyze's vulnerability and behaviour probes.
 
     Not vulnerable to Heartbleed or CCS injection, ROBOT not ``VULNERABLE_*`` (each of
     these critical); compression off; secure renegotiation supported and client-initiated
     renegotiation refused; extended master secret supported; fallback SCSV supported (the
-    last three only where a version below TLS 1.3 is enabled); TLS 1.3 0-RTT early data
-    refused. sslyze's early-data probe speaks HTTP/1.1; against servers that close on it,
-    the same probe is repeated with nassl speaking HTTP/2. A probe that errors is
-    INCONCLUSIVE with sslyze's reason.
+    last three only where a version below TLS 1.3 is enabled: with none, they hold); TLS
+    1.3 0-RTT early data refused. sslyze's early-data probe speaks HTTP/1.1; against
+    servers that close on it, the same probe is repeated with nassl speaking HTTP/2. A
+    probe that errors is INCONCLUSIVE with sslyze's reason.
     """
-    control = CATALOGUE["TLS-006"]
-    facts = scanned(run, "TLS-006")
-    if isinstance(facts, Outcome):
-        return facts
-    below_13 = any(facts.versions.get(v) for v in ("TLS 1.2", *LEGACY_VERSIONS))
-    crit = Severity.CRITICAL
-    items = [
-        ("HEARTBLEED", "is_vulnerable_to_heartbleed", False, "not vulnerable to Heartbleed", crit),
-        (
-            "OPENSSL_CCS_INJECTION",
-            "is_vulnerable_to_ccs_injection",
-            False,
-            "no CCS injection",
-            crit,
-        ),
-        ("TLS_COMPRESSION", "supports_compression", False, "compression off", None),
-        ("TLS_1_3_EARLY_DATA", "supports_early_data", False, "0-RTT early data refused", None),
-    ]
-    if below_13:
-        items += [
-            ("SESSION_RENEGOTIATION", "supports_secure_renegotiation", True, "secure reneg.", None),
-            (
-                "SESSION_RENEGOTIATION",
-                "is_vulnerable_to_client_renegotiation_dos",
-                False,
-                "client-initiated renegotiation refused",
-                None,
-            ),
-            ("TLS_EXTENDED_MASTER_SECRET", "supports_ems_extension", True, "EMS supported", None),
-            ("TLS_FALLBACK_SCSV", "supports_fallback_scsv", True, "fallback SCSV supported", None),
-        ]
-    observations = []
-    for command, attr, want, expected, severity in items:
-        probe = f"sslyze {command.lower()}: {attr}"
-        if command == "TLS_1_3_EARLY_DATA" and not facts.versions.get("TLS 1.3"):
-            observations.append(Observation(probe, "no TLS 1.3", expected, Status.PASS))
-            continue
-        result = facts.hygiene.get(command)
-        if result is None:
-            why = facts.errors.get(command, "not measured")
-            observations.append(Observation(probe, why, expected, Status.INCONCLUSIVE))
-            continue
-        got = getattr(result, attr)
-        how = getattr(result, "how", "")
-        observed = f"{got}" + (f" ({how})" if how else "")
-        status = Status.PASS if got == want else Status.FAIL
-        observations.append(Observation(probe, observed, expected, status, severity))
-    observations.append(_robot(facts))
-    return Outcome.from_observations(control, observations, passed="no TLS hygiene problem")
+    facts = scanned(run)
+    observations = [*judge_hygiene(facts), judge_robot(facts).of("robot")]
+    return Outcome.from_observations(
+        CATALOGUE["TLS-006"], observations, passed="no TLS hygiene problem"
+    )
 
 
-def _robot(facts: TlsFacts) -> Observation:
+def below_tls13(facts: TlsFacts) -> bool | None:
+    """Whether a version below TLS 1.3 is enabled (``None``: not all were measured)."""
+    seen = [facts.versions.get(v) for v in ("TLS 1.2", *LEGACY_VERSIONS)]
+    if any(seen):
+        return True
+    return None if None in seen else False
+
+
+def judge_hygiene(facts: TlsFacts) -> list[Observation]:
+    """TLS-006: every item but ROBOT, each filed under its probe."""
+    out = [judge_item(facts, item).of(item.ref) for item in _HYGIENE]
+    below = below_tls13(facts)
+    for item in _BELOW_13:
+        if below is False:
+            observed = "no version below TLS 1.3 is enabled"
+            obs = Observation(_item_probe(item), observed, item.expected, Status.PASS)
+        else:
+            obs = judge_item(facts, item)
+        out.append(obs.of(item.ref))
+    return out
+
+
+def _item_probe(item: Item) -> str:
+    return f"sslyze {item.command.lower()}: {item.attr}"
+
+
+def judge_item(facts: TlsFacts, item: Item) -> Observation:
+    """TLS-006: one sslyze result attribute against the value it must have."""
+    probe, expected = _item_probe(item), item.expected
+    if item.command == "TLS_1_3_EARLY_DATA" and facts.versions.get("TLS 1.3") is False:
+        return Observation(probe, "no TLS 1.3", expected, Status.PASS)
+    result = facts.hygiene.get(item.command)
+    if result is None:
+        why = facts.errors.get(item.command, "not measured")
+        return Observation(probe, why, expected, Status.INCONCLUSIVE)
+    got = getattr(result, item.attr)
+    how = getattr(result, "how", "")
+    observed = f"{got}" + (f" ({how})" if how else "")
+    status = Status.PASS if got == item.want else Status.FAIL
+    return Observation(probe, observed, expected, status, item.severity)
+
+
+def judge_robot(facts: TlsFacts) -> Observation:
+    """TLS-006 (robot): not ``VULNERABLE_*`` (critical); an ``UNKNOWN_*`` verdict warns."""
     probe, expected = "sslyze robot", "not VULNERABLE_*"
     result = facts.hygiene.get("ROBOT")
     if result is None:

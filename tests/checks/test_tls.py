@@ -1,0 +1,443 @@
+"""TLS-001 ... TLS-006 judges on recorded scan and handshake facts, no server.
+
+The facts are built by hand as sslyze and the harness's own handshakes record them; the
+TLS-005 call is a recorded answer shaped as several stacks send it (grpcio, grpc-go,
+grpc-js, Envoy): the judges decide by versions, suites, handshakes and status codes,
+never by the reference's strings.
+"""
+
+from types import SimpleNamespace
+
+import grpc
+import pytest
+
+from harness.catalogue import CATALOGUE, Severity
+from harness.checks import registered
+from harness.checks.tls import (
+    below_tls13,
+    h2c_ports,
+    judge_cipher,
+    judge_exchanges,
+    judge_groups,
+    judge_grpc_status,
+    judge_h2_selected,
+    judge_h2c,
+    judge_hygiene,
+    judge_key_sizes,
+    judge_legacy_versions,
+    judge_robot,
+    judge_suites,
+    judge_tls12,
+    judge_tls13,
+    judge_without_h2,
+)
+from harness.outcome import Observation, Outcome, Status, settle
+from harness.plans.tls import Handshake
+from harness.tls import LEGACY_VERSIONS, Suite, TlsFacts, profile
+from harness.transport import PrefaceProbe, PrefaceReply
+from tests.checks.recorded import answer, statuses
+
+C = grpc.StatusCode
+STRICT = profile("hipaa-strict")
+MODERN = profile("mozilla-modern")
+INTERMEDIATE = profile("mozilla-intermediate")
+HEALTH = "/grpc.health.v1.Health/Check"
+SETTINGS = bytes.fromhex("000000040000000000")  # an empty SETTINGS frame header
+GCM12 = Suite("TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", "ECDH", 253, "X25519")
+CHACHA12 = Suite("TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256", "ECDH", 256, "secp256r1")
+AES13 = Suite("TLS_AES_128_GCM_SHA256", "ECDH", 253, "X25519")
+
+
+def hygiene(**changes: object) -> dict[str, object]:
+    """sslyze's hygiene results of a sound server, shaped like its result objects."""
+    found: dict[str, object] = {
+        "HEARTBLEED": SimpleNamespace(is_vulnerable_to_heartbleed=False),
+        "OPENSSL_CCS_INJECTION": SimpleNamespace(is_vulnerable_to_ccs_injection=False),
+        "ROBOT": SimpleNamespace(robot_result=SimpleNamespace(value="NOT_VULNERABLE_NO_ORACLE")),
+        "TLS_COMPRESSION": SimpleNamespace(supports_compression=False),
+        "SESSION_RENEGOTIATION": SimpleNamespace(
+            supports_secure_renegotiation=True, is_vulnerable_to_client_renegotiation_dos=False
+        ),
+        "TLS_EXTENDED_MASTER_SECRET": SimpleNamespace(supports_ems_extension=True),
+        "TLS_FALLBACK_SCSV": SimpleNamespace(supports_fallback_scsv=True),
+        "TLS_1_3_EARLY_DATA": SimpleNamespace(supports_early_data=False),
+    }
+    found.update(changes)
+    return found
+
+
+def facts(**changes: object) -> TlsFacts:
+    """The scan of a sound TLS 1.2 + 1.3 server; ``changes`` replace its fields."""
+    base = TlsFacts(
+        target="127.0.0.1:50051 (SNI localhost)",
+        client_auth="REQUIRED",
+        versions={**dict.fromkeys(LEGACY_VERSIONS, False), "TLS 1.2": True, "TLS 1.3": True},
+        suites={"TLS 1.2": (GCM12, CHACHA12), "TLS 1.3": (AES13,)},
+        groups=("X25519", "secp256r1"),
+        hygiene=hygiene(),
+    )
+    for name, value in changes.items():
+        setattr(base, name, value)
+    return base
+
+
+def settled(control_id: str, observations: list[Observation]) -> Outcome:
+    """The control's outcome from these observations, as run_check settles it."""
+    outcome = Outcome.from_observations(CATALOGUE[control_id], observations, passed="held")
+    return settle(outcome, registered()[control_id].probes, lambda key: False)
+
+
+# -- declared probes -------------------------------------------------------------------------
+
+
+def test_declared_probes_follow_the_catalogue_rows():
+    def shape(control_id: str) -> list[tuple[str, bool, tuple[str, ...]]]:
+        return [(p.ref, p.required, p.needs) for p in registered()[control_id].probes]
+
+    # TLS-001: the procedure's numbered steps; step 3 only on configured extra ports.
+    assert shape("TLS-001") == [
+        ("1", True, ()),
+        ("2", True, ()),
+        ("3", False, ("tls.extra_ports",)),
+    ]
+    # TLS-002 and TLS-003: one probe per version the row names.
+    assert shape("TLS-002") == [("tls13", True, ()), ("tls12", True, ())]
+    assert shape("TLS-003") == [("tls12", True, ()), ("tls13", True, ())]
+    # TLS-004: the oracle's three conditions.
+    assert shape("TLS-004") == [("exchange", True, ()), ("keys", True, ()), ("groups", True, ())]
+    # TLS-005: the lettered handshakes (b) and (c) are recorded, but always made.
+    assert shape("TLS-005") == [("a", True, ()), ("b", True, ()), ("c", True, ())]
+    # TLS-006: one probe per bullet (Heartbleed and CCS apart: two sslyze commands).
+    assert [ref for ref, _, _ in shape("TLS-006")] == [
+        "heartbleed",
+        "ccs",
+        "robot",
+        "compression",
+        "renegotiation",
+        "ems",
+        "fallback",
+        "early-data",
+    ]
+    assert all(required for _, required, _ in shape("TLS-006"))
+
+
+# -- TLS-001 ---------------------------------------------------------------------------------
+
+
+def test_h2c_ports_are_the_target_port_then_each_extra_one_once():
+    assert h2c_ports(443, [8443, 443, 8443, 9000]) == [443, 8443, 9000]
+
+
+@pytest.mark.parametrize(
+    ("reply", "first", "status"),
+    [
+        (PrefaceReply.TLS_ALERT, bytes.fromhex("150301000202"), Status.PASS),  # OpenSSL, Go
+        (PrefaceReply.HTTP1, b"HTTP/1.1 400 Bad Request\r\nServer: nginx\r\n", Status.PASS),
+        (PrefaceReply.CLOSED, b"", Status.PASS),  # grpcio, Envoy: close on cleartext
+        (PrefaceReply.H2_SETTINGS, SETTINGS, Status.FAIL),  # cleartext gRPC (grpc-go h2c)
+    ],
+)
+def test_h2c_preface_fails_only_on_a_settings_frame(reply, first, status):
+    obs = judge_h2c(8080, PrefaceProbe(8080, reply, first))
+    assert obs.status is status
+    if status is Status.FAIL:
+        assert "unencrypted" in obs.observed
+
+
+def test_an_unreachable_extra_port_is_inconclusive_not_a_pass():
+    obs = judge_h2c(9000, "127.0.0.1:9000 is unreachable: connection refused")
+    assert obs.status is Status.INCONCLUSIVE
+
+
+def test_legacy_versions_accepted_fail_and_unmeasured_ones_are_inconclusive():
+    cbc = Suite("TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA", "ECDH", 256, "secp256r1")
+    scan = facts(
+        versions={"SSL 2.0": False, "SSL 3.0": None, "TLS 1.0": True, "TLS 1.1": False},
+        suites={"TLS 1.0": (cbc,)},
+        errors={"SSL 3.0": "CONNECTIVITY_ISSUE: reset"},
+    )
+    obs = judge_legacy_versions(scan)
+    assert statuses(obs) == [Status.PASS, Status.INCONCLUSIVE, Status.FAIL, Status.PASS]
+    assert "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA" in obs[2].observed
+    assert obs[1].observed == "CONNECTIVITY_ISSUE: reset"
+
+
+def test_tls_001_settles_inconclusive_when_the_legacy_probe_could_not_run():
+    cleartext_ok = judge_h2c(50051, PrefaceProbe(50051, PrefaceReply.CLOSED, b"")).of("2")
+    skipped = Observation("sslyze legacy", "no TLS", "a TLS port", Status.SKIP).of("1")
+    assert settled("TLS-001", [cleartext_ok, skipped]).status is Status.INCONCLUSIVE
+    legacy = [o.of("1") for o in judge_legacy_versions(facts())]
+    assert settled("TLS-001", [cleartext_ok, *legacy]).status is Status.PASS
+
+
+# -- TLS-002 ---------------------------------------------------------------------------------
+
+
+def test_tls13_missing_fails_and_unmeasured_is_inconclusive():
+    assert judge_tls13(facts()).status is Status.PASS
+    assert judge_tls13(facts(versions={"TLS 1.3": False})).status is Status.FAIL
+    unmeasured = facts(versions={"TLS 1.3": None}, errors={"TLS 1.3": "timeout"})
+    assert judge_tls13(unmeasured).status is Status.INCONCLUSIVE
+
+
+def test_tls12_fails_only_under_a_profile_without_it():
+    assert judge_tls12(facts(), STRICT).status is Status.PASS
+    assert judge_tls12(facts(), MODERN).status is Status.FAIL
+    assert judge_tls12(facts(versions={"TLS 1.2": False}), MODERN).status is Status.PASS
+    # Allowed either way under hipaa-strict: an unmeasured TLS 1.2 changes nothing there.
+    unmeasured = facts(versions={"TLS 1.2": None}, errors={"TLS 1.2": "timeout"})
+    assert judge_tls12(unmeasured, STRICT).status is Status.PASS
+    assert judge_tls12(unmeasured, MODERN).status is Status.INCONCLUSIVE
+
+
+# -- TLS-003 ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "prof", "status", "severity"),
+    [
+        ("TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", STRICT, Status.PASS, None),
+        ("TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA384", STRICT, Status.FAIL, None),
+        ("TLS_ECDHE_RSA_WITH_RC4_128_SHA", STRICT, Status.FAIL, Severity.CRITICAL),
+        ("TLS_RSA_WITH_3DES_EDE_CBC_SHA", STRICT, Status.FAIL, Severity.CRITICAL),
+        ("TLS_ECDHE_ECDSA_WITH_AES_128_CCM", STRICT, Status.FAIL, None),
+        (
+            "TLS_ECDHE_ECDSA_WITH_AES_128_CCM",
+            profile("hipaa-strict", allow_ccm=True),
+            Status.PASS,
+            None,
+        ),
+        ("TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256", STRICT, Status.PASS, None),
+        (
+            "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+            profile("hipaa-strict", fips_required=True),
+            Status.FAIL,
+            None,
+        ),
+        ("TLS_ECDHE_RSA_WITH_ARIA_128_GCM_SHA256", STRICT, Status.FAIL, None),
+    ],
+)
+def test_tls12_suites_are_judged_by_their_bulk_cipher(name, prof, status, severity):
+    obs = judge_cipher("TLS 1.2", name, prof)
+    assert (obs.status, obs.severity) == (status, severity)
+
+
+def test_tls13_suites_must_be_in_the_profile_list():
+    assert judge_cipher("TLS 1.3", "TLS_AES_128_GCM_SHA256", STRICT).status is Status.PASS
+    assert judge_cipher("TLS 1.3", "TLS_AES_128_CCM_SHA256", STRICT).status is Status.FAIL
+    ccm = profile("hipaa-strict", allow_ccm=True)
+    assert judge_cipher("TLS 1.3", "TLS_AES_128_CCM_SHA256", ccm).status is Status.PASS
+
+
+def test_a_refused_version_holds_and_an_unmeasured_one_is_inconclusive():
+    assert statuses(judge_suites(facts(), "TLS 1.2", STRICT)) == [Status.PASS, Status.PASS]
+    no13 = facts(versions={"TLS 1.2": True, "TLS 1.3": False}, suites={"TLS 1.2": (GCM12,)})
+    assert statuses(judge_suites(no13, "TLS 1.3", STRICT)) == [Status.PASS]
+    errored = facts(versions={"TLS 1.3": None}, errors={"TLS 1.3": "timeout"})
+    assert statuses(judge_suites(errored, "TLS 1.3", STRICT)) == [Status.INCONCLUSIVE]
+
+
+# -- TLS-004 ---------------------------------------------------------------------------------
+
+
+def test_static_key_exchange_fails_and_dhe_only_where_the_profile_allows_it():
+    static = Suite("TLS_RSA_WITH_AES_128_GCM_SHA256")
+    dhe = Suite("TLS_DHE_RSA_WITH_AES_128_GCM_SHA256", "DH", 2048)
+    scan = facts(suites={"TLS 1.2": (GCM12, static, dhe)})
+    assert statuses(judge_exchanges(scan, STRICT)) == [Status.PASS, Status.FAIL, Status.FAIL]
+    allowing = profile("mozilla-intermediate-5.7")
+    assert statuses(judge_exchanges(scan, allowing)) == [Status.PASS, Status.FAIL, Status.PASS]
+    # The static suite has no ephemeral key to size: (exchange) fails it, (keys) skips it.
+    assert [o.probe.split()[3] for o in judge_key_sizes(scan)] == [GCM12.name, dhe.name]
+
+
+def test_without_tls12_the_exchange_probe_holds_on_a_measured_refusal():
+    only13 = facts(versions={"TLS 1.2": False, "TLS 1.3": True}, suites={"TLS 1.3": (AES13,)})
+    assert statuses(judge_exchanges(only13, MODERN)) == [Status.PASS]
+    errored = facts(versions={"TLS 1.2": None}, errors={"TLS 1.2": "timeout"})
+    assert statuses(judge_exchanges(errored, STRICT)) == [Status.INCONCLUSIVE]
+
+
+@pytest.mark.parametrize(
+    ("suite", "status"),
+    [
+        (Suite("TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", "ECDH", 253, "X25519"), Status.PASS),
+        (Suite("TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", "ECDH", 224, "secp224r1"), Status.FAIL),
+        (Suite("TLS_DHE_RSA_WITH_AES_128_GCM_SHA256", "DH", 1024), Status.FAIL),
+        (Suite("TLS_DHE_RSA_WITH_AES_128_GCM_SHA256", "DH", 2048), Status.PASS),
+    ],
+)
+def test_ephemeral_keys_are_held_to_256_and_2048_bits(suite, status):
+    assert statuses(judge_key_sizes(facts(suites={"TLS 1.2": (suite,)}))) == [status]
+
+
+def test_groups_weak_fail_and_strong_outsiders_warn_only_under_mozilla():
+    scan = facts(groups=("X25519", "secp224r1", "secp521r1", "ffdhe2048", "ffdhe1024"))
+    assert statuses(judge_groups(scan, INTERMEDIATE)) == [
+        Status.PASS,
+        Status.FAIL,
+        Status.WARN,
+        Status.WARN,
+        Status.FAIL,
+    ]
+    assert statuses(judge_groups(scan, STRICT)) == [
+        Status.PASS,
+        Status.FAIL,
+        Status.PASS,
+        Status.PASS,
+        Status.FAIL,
+    ]
+    unmeasured = facts(groups=None, errors={"ELLIPTIC_CURVES": "timeout"})
+    assert statuses(judge_groups(unmeasured, STRICT)) == [Status.INCONCLUSIVE]
+
+
+# -- TLS-005 ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("hs", "status"),
+    [
+        (Handshake(("h2",), "localhost", "h2"), Status.PASS),
+        (Handshake(("h2",), "localhost", None), Status.FAIL),  # grpc-go < 1.67 ignores ALPN
+        (Handshake(("h2",), "localhost", "http/1.1"), Status.FAIL),
+        (Handshake(("h2",), "localhost", alert="NO_APPLICATION_PROTOCOL"), Status.FAIL),
+        (Handshake(("h2",), "localhost", closed="Connection reset by peer"), Status.INCONCLUSIVE),
+        (Handshake(("h2",), "localhost", unreached="refused"), Status.INCONCLUSIVE),
+    ],
+)
+def test_offering_h2_must_select_h2(hs, status):
+    assert judge_h2_selected(hs).status is status
+
+
+@pytest.mark.parametrize(
+    ("hs", "status"),
+    [
+        # grpc-go >= 1.67 and BoringSSL stacks refuse the handshake without h2.
+        (Handshake(("http/1.1",), "localhost", alert="NO_APPLICATION_PROTOCOL"), Status.PASS),
+        (Handshake((), "localhost", closed="EOF occurred in violation of protocol"), Status.PASS),
+        (Handshake((), "localhost", None, reply=b""), Status.PASS),
+        (Handshake(("http/1.1",), "localhost", "http/1.1", reply=b"HTTP/1.1 400 Bad"), Status.PASS),
+        # HTTP/2 served although h2 was not negotiated (grpcio, Node): a low warning.
+        (Handshake((), "localhost", None, reply=SETTINGS), Status.WARN),
+        (Handshake((), "localhost", unreached="refused"), Status.INCONCLUSIVE),
+    ],
+)
+def test_without_h2_the_handshake_is_recorded_and_http2_served_anyway_warns(hs, status):
+    obs = judge_without_h2("(c) offering no ALPN", hs)
+    assert obs.status is status
+    if status is Status.WARN:
+        assert obs.severity is Severity.LOW
+
+
+@pytest.mark.parametrize(
+    ("result", "status"),
+    [
+        (answer(C.OK, b"\x08\x01", method=HEALTH), Status.PASS),
+        # grpc-go without a health service; grpc-js's wording; both are gRPC statuses.
+        (answer(C.UNIMPLEMENTED, details="unknown service grpc.health.v1.Health"), Status.PASS),
+        (answer(C.UNIMPLEMENTED, details="The server does not implement the method"), Status.PASS),
+        (answer(C.UNAUTHENTICATED, details="Jwt is missing"), Status.PASS),  # Envoy jwt_authn
+        # Never reached the service: Envoy's upstream reset, a deadline.
+        (
+            answer(
+                C.UNAVAILABLE,
+                details="upstream connect error or disconnect/reset before headers. "
+                "reset reason: connection termination",
+            ),
+            Status.INCONCLUSIVE,
+        ),
+        (answer(C.DEADLINE_EXCEEDED, details="Deadline Exceeded"), Status.INCONCLUSIVE),
+        ("the harness's gRPC client could not open a channel", Status.INCONCLUSIVE),
+    ],
+)
+def test_the_call_over_h2_needs_any_grpc_status(result, status):
+    obs = judge_grpc_status(HEALTH, result)
+    assert obs.status is status
+    if not isinstance(result, str):
+        assert obs.request_id == result.request_id
+
+
+def test_tls_005_settles_by_its_three_handshakes_and_the_call():
+    a = judge_h2_selected(Handshake(("h2",), "localhost", "h2")).of("a")
+    call = judge_grpc_status(HEALTH, answer(C.UNAVAILABLE)).of("a")
+    b = judge_without_h2("(b)", Handshake(("http/1.1",), "localhost", alert="x")).of("b")
+    c = judge_without_h2("(c)", Handshake((), "localhost", None, reply=SETTINGS)).of("c")
+    assert settled("TLS-005", [a, b, c]).status is Status.WARN
+    assert settled("TLS-005", [a, call, b, c]).status is Status.INCONCLUSIVE
+    assert settled("TLS-005", [a, b]).status is Status.INCONCLUSIVE  # (c) did not run
+
+
+# -- TLS-006 ---------------------------------------------------------------------------------
+
+
+def _by_ref(observations: list[Observation]) -> dict[str, list[Status]]:
+    out: dict[str, list[Status]] = {}
+    for o in observations:
+        out.setdefault(o.ref, []).append(o.status)
+    return out
+
+
+def test_a_sound_server_passes_every_hygiene_item():
+    obs = [*judge_hygiene(facts()), judge_robot(facts()).of("robot")]
+    assert set(statuses(obs)) == {Status.PASS}
+    assert settled("TLS-006", obs).status is Status.PASS
+
+
+def test_client_initiated_renegotiation_fails_and_heartbleed_is_critical():
+    renegotiation = SimpleNamespace(
+        supports_secure_renegotiation=True, is_vulnerable_to_client_renegotiation_dos=True
+    )
+    obs = judge_hygiene(facts(hygiene=hygiene(SESSION_RENEGOTIATION=renegotiation)))
+    assert _by_ref(obs)["renegotiation"] == [Status.PASS, Status.FAIL]
+    bleeding = hygiene(HEARTBLEED=SimpleNamespace(is_vulnerable_to_heartbleed=True))
+    (heartbleed,) = [o for o in judge_hygiene(facts(hygiene=bleeding)) if o.ref == "heartbleed"]
+    assert (heartbleed.status, heartbleed.severity) == (Status.FAIL, Severity.CRITICAL)
+
+
+def test_tls13_only_servers_hold_the_items_that_exist_below_it():
+    only13 = facts(versions={**dict.fromkeys(LEGACY_VERSIONS, False), "TLS 1.2": False})
+    assert below_tls13(only13) is False
+    without = hygiene(SESSION_RENEGOTIATION=None, TLS_FALLBACK_SCSV=None)
+    by_ref = _by_ref(judge_hygiene(facts(versions=only13.versions, hygiene=without)))
+    assert by_ref["renegotiation"] == [Status.PASS, Status.PASS]
+    assert by_ref["fallback"] == [Status.PASS]
+    # With one version unmeasured, the items are judged from what sslyze found.
+    partly = facts(versions={**only13.versions, "SSL 2.0": None}, hygiene=without)
+    assert below_tls13(partly) is None
+    assert _by_ref(judge_hygiene(partly))["fallback"] == [Status.INCONCLUSIVE]
+
+
+def test_early_data_accepted_fails_unmeasured_is_inconclusive_and_no_tls13_holds():
+    accepted = SimpleNamespace(supports_early_data=True, how="probed over HTTP/2 with nassl")
+    obs = judge_hygiene(facts(hygiene=hygiene(TLS_1_3_EARLY_DATA=accepted)))
+    (early,) = [o for o in obs if o.ref == "early-data"]
+    assert early.status is Status.FAIL
+    assert "nassl" in early.observed
+    errored = facts(
+        hygiene=hygiene(TLS_1_3_EARLY_DATA=None), errors={"TLS_1_3_EARLY_DATA": "BUG: closed"}
+    )
+    assert _by_ref(judge_hygiene(errored))["early-data"] == [Status.INCONCLUSIVE]
+    no13 = facts(versions={**facts().versions, "TLS 1.3": False}, hygiene=errored.hygiene)
+    assert _by_ref(judge_hygiene(no13))["early-data"] == [Status.PASS]
+
+
+@pytest.mark.parametrize(
+    ("verdict", "status", "severity"),
+    [
+        ("VULNERABLE_STRONG_ORACLE", Status.FAIL, Severity.CRITICAL),
+        ("VULNERABLE_WEAK_ORACLE", Status.FAIL, Severity.CRITICAL),
+        ("UNKNOWN_INCONSISTENT_RESULTS", Status.WARN, Severity.LOW),
+        ("NOT_VULNERABLE_RSA_NOT_SUPPORTED", Status.PASS, None),
+    ],
+)
+def test_robot(verdict, status, severity):
+    result = SimpleNamespace(robot_result=SimpleNamespace(value=verdict))
+    obs = judge_robot(facts(hygiene=hygiene(ROBOT=result)))
+    assert (obs.status, obs.severity) == (status, severity)
+
+
+def test_robot_not_measured_behind_client_auth_is_inconclusive_with_the_reason():
+    obs = judge_robot(facts(hygiene=hygiene(ROBOT=None), errors={"ROBOT": "BUG: handshake"}))
+    assert obs.status is Status.INCONCLUSIVE
+    assert "sslyze issue 484" in obs.observed
+    assert settled("TLS-006", [obs.of("robot")]).status is Status.INCONCLUSIVE
