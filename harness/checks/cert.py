@@ -387,9 +387,11 @@ def judge_bogus_sni(hs: Handshake, leaf: x509.Certificate) -> Observation:
         Probe("validity", "now within notBefore..notAfter (critical)"),
         Probe("lifetime", "notAfter - notBefore within the profile's cap"),
         Probe("expiry", "at least tls.min_days_to_expiry days left"),
+        # Optional: it compares runs (a history and a second run); its absence is shown.
         Probe(
             "serial",
             "the leaf's serial not seen for longer than the cap (evidence.history_dir)",
+            required=False,
             needs=("evidence.history_dir",),
         ),
     ),
@@ -471,6 +473,13 @@ def judge_serial(serial: str, first: dt.datetime | str, now: dt.datetime, cap: i
         return Observation("serial history", first, "readable and writable", Status.INCONCLUSIVE)
     age = (now - first).days
     expected = f"the same serial seen for <= {cap} days"
+    if first >= now:  # new to the history: a first run shows nothing about its age
+        return Observation(
+            "serial history",
+            f"serial {serial} first seen in this run",
+            "an earlier run in evidence.history_dir to compare with",
+            Status.SKIP,
+        )
     status = Status.PASS if age <= cap else Status.FAIL
     return Observation(
         "serial history", f"serial {serial} first seen {age} day(s) ago", expected, status

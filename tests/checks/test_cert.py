@@ -119,12 +119,13 @@ def test_declared_probes_follow_the_catalogue_rows():
         ("eku", True, ()),
         ("bogus-sni", False, ()),
     ]
-    # CERT-003: the bullets, each required; the serial comparison needs evidence.history_dir.
+    # CERT-003: the bullets, each required; the serial comparison needs evidence.history_dir
+    # and a second run, so it is optional (shown as not run, never passed on nothing).
     assert shape("CERT-003") == [
         ("validity", True, ()),
         ("lifetime", True, ()),
         ("expiry", True, ()),
-        ("serial", True, ("evidence.history_dir",)),
+        ("serial", False, ("evidence.history_dir",)),
     ]
 
 
@@ -349,7 +350,8 @@ def test_days_to_expiry_floor(ca):
 def test_serial_history_through_the_history_dir(tmp_path, leaf):
     serial = format(leaf.serial_number, "x")
     first = first_seen(tmp_path, "cert-serials", [serial], NOW)[serial]
-    assert judge_serial(serial, first, NOW, 366).status is Status.PASS
+    assert judge_serial(serial, first, NOW, 366).status is Status.SKIP  # a first run
+    assert judge_serial(serial, first, NOW + dt.timedelta(days=30), 366).status is Status.PASS
     later = NOW + dt.timedelta(days=400)
     again = first_seen(tmp_path, "cert-serials", [serial], later)[serial]
     assert again == first
@@ -358,16 +360,17 @@ def test_serial_history_through_the_history_dir(tmp_path, leaf):
     assert unreadable.status is Status.INCONCLUSIVE
 
 
-def test_cert_003_needs_the_serial_comparison_to_pass(tmp_path, leaf):
+def test_cert_003_shows_the_serial_comparison_it_could_not_make(tmp_path, leaf):
     obs = [
         judge_validity(leaf, NOW).of("validity"),
         judge_lifetime(leaf, STRICT).of("lifetime"),
         judge_days_left(leaf, NOW, 14).of("expiry"),
     ]
     without = settled("CERT-003", obs)
-    assert without.status is Status.INCONCLUSIVE
-    assert "evidence.history_dir" in without.summary
+    assert without.status is Status.PASS
+    (serial_probe,) = (p for p in without.probes if p.id == "CERT-003(serial)")
+    assert (serial_probe.status, serial_probe.enable) == (Status.SKIP, "evidence.history_dir")
     serial = format(leaf.serial_number, "x")
-    first = first_seen(tmp_path, "cert-serials", [serial], NOW)[serial]
-    with_history = [*obs, judge_serial(serial, first, NOW, 366).of("serial")]
-    assert settled("CERT-003", with_history).status is Status.PASS
+    first = first_seen(tmp_path, "cert-serials", [serial], NOW - dt.timedelta(days=400))[serial]
+    stale = [*obs, judge_serial(serial, first, NOW, 366).of("serial")]
+    assert settled("CERT-003", stale).status is Status.FAIL
