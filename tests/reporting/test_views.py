@@ -26,7 +26,8 @@ def test_html_shows_every_declared_probe() -> None:
     assert "<b>Enable with:</b> <code>surface.channelz</code>" in page
     assert "1 of 2 declared probe(s) run" in page
     assert "[request-id rid-1]" in page
-    assert "probe coverage: 1 of 2 probes run" in page
+    assert "probe coverage: 4 of 6 probes run" in page  # with EVID-001's three of four
+    assert "<b>EVID-001(self-scan)</b>" in page
     assert "<script" not in page
     assert "REPORT INVALID" not in page
 
