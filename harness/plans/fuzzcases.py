@@ -29,13 +29,23 @@ from harness.run import Run
 
 @dataclass
 class MethodRun:
-    """What fuzzing one method produced."""
+    """What fuzzing one method produced.
+
+    Attributes:
+        path: The method fuzzed.
+        results: Every call made, in order (shrinking's included).
+        violation: Why the reported input broke the oracle (:func:`verdict`), or ``""``.
+        example: The reported input, masked (JSON, or a description of the bytes).
+        healthy: The liveness call made after the method's inputs, if one was made.
+        failed: The call that broke the oracle with the reported input.
+    """
 
     path: str
     results: list[CallResult] = field(default_factory=list)
     violation: str = ""
     example: str = ""
     healthy: CallResult | None = None
+    failed: CallResult | None = None
 
 
 class _Violation(Exception):
@@ -143,7 +153,7 @@ def _send_generated(
         out.results.append(result)
         why = verdict(result, slow_ms)
         if why:
-            out.violation = f"{why}: {result.summary()}"
+            out.violation, out.failed = f"{why}: {result.summary()}", result
             text = json_format.MessageToJson(msg, indent=None)
             out.example = canaries(run).mask(text if len(text) < 400 else text[:400] + "...")
             break
@@ -159,7 +169,8 @@ def _fuzz_method(
     callers = [run.principal(name) for name in m.callers]
     out = MethodRun(path)
     turn = [0]
-    best: list[tuple[int, str, str]] = []  # (size, why, masked example) of real failures
+    # (size, why, masked example, call) of the smallest real failure
+    best: list[tuple[int, str, str, CallResult]] = []
     shrink = {"calls": SHRINK_CALLS, "until": 0.0}
 
     @_settings_for(examples)
@@ -193,14 +204,14 @@ def _fuzz_method(
             if not best or len(payload) < best[0][0]:
                 text = json_format.MessageToJson(msg, indent=None)
                 example = canaries(run).mask(text if len(text) < 400 else text[:400] + "...")
-                best[:] = [(len(payload), f"{why}: {result.summary()}", example)]
+                best[:] = [(len(payload), f"{why}: {result.summary()}", example, result)]
         return why
 
     with warnings.catch_warnings(), contextlib.suppress(_Violation, Flaky):
         warnings.simplefilter("ignore", HypothesisWarning)  # e.g. "overly large repr"
         one()
     if best:
-        out.violation, out.example = best[0][1], best[0][2]
+        _, out.violation, out.example, out.failed = best[0]
     liveness = run.liveness
     out.healthy = run.call(liveness, [b""], timeout=5)
     return out

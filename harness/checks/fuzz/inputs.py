@@ -8,6 +8,12 @@ UNAVAILABLE or DATA_LOSS; INTERNAL only with generic text; no call slower than t
 ``fuzz.latency_budget_ms`` and p99 within it; the service healthy after each method.
 FUZZ-002 damages valid requests on the wire (:mod:`harness.wire`) and runs white-box
 Atheris when the service can be loaded in-process.
+
+Each control is planned, sent and judged apart: the judges (:func:`judge_inputs`,
+:func:`judge_health`, :func:`judge_mutants`, :func:`judge_whitebox`) are pure functions of
+the recorded calls (:class:`~harness.plans.fuzzcases.MethodRun`) and the configured limits.
+An input that reached no handler (every answer UNAUTHENTICATED or PERMISSION_DENIED) was
+not fuzzed: that method is INCONCLUSIVE, never a PASS.
 """
 
 from __future__ import annotations
@@ -19,25 +25,53 @@ import re
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
 
 from harness.catalogue import CATALOGUE, Severity
+from harness.channels import CallResult
 from harness.checks import check, warmup
 from harness.engine import Finding, FuzzMethod, Surface, surface_from
-from harness.outcome import Observation, Outcome, Status
+from harness.oracles import PERMISSION_DENIED, UNAUTHENTICATED
+from harness.outcome import NotApplicable, Observation, Outcome, Probe, Status
 from harness.plans.calls import policy_or_skip
-from harness.plans.fuzzcases import fuzz_calls, generated_inputs, verdict
+from harness.plans.fuzzcases import MethodRun, fuzz_calls, generated_inputs, verdict
 from harness.run import Run
 from harness.wire import BOMB_DEPTHS, MUTATIONS, mutate, nesting_bomb
 
 # FUZZ-001's inputs are generated as the run opens; ERR-001 and ERR-002 judge their calls.
 warmup("FUZZ-001", "ERR-001", "ERR-002")(generated_inputs)
 
+#: Answers that come from authentication or authorisation, before any handler ran.
+REFUSALS = frozenset({UNAUTHENTICATED, PERMISSION_DENIED})
 
-@check("FUZZ-001")
+FUZZ_001_PROBES = (
+    Probe(
+        "inputs",
+        "generated requests per method: only OK or application codes, INTERNAL only with "
+        "generic text, none over 3 x fuzz.latency_budget_ms, p99 within it",
+    ),
+    Probe("health", "the liveness method answers OK after each method's inputs"),
+)
+FUZZ_002_PROBES = (
+    Probe(
+        "black-box",
+        "damaged valid requests per method get FUZZ-001's oracle; healthy after each method",
+    ),
+    Probe(
+        "white-box",
+        "Atheris in-process: no escaped exception, no handler reached without credentials",
+        required=False,
+        needs=("fuzz.inprocess_entrypoint",),
+    ),
+)
+
+
+@check("FUZZ-001", probes=FUZZ_001_PROBES)
 def property_fuzzing(run: Run) -> Outcome:
     """Schema-aware property fuzzing (Hypothesis).
 
@@ -45,88 +79,147 @@ def property_fuzzing(run: Run) -> Outcome:
     ``fuzz.examples_per_method`` requests generated from the descriptor (scalar edge
     values, NaN and infinities, long and non-BMP strings, undeclared enum numbers,
     repeated fields, maps, nesting up to 20 levels) go out with an authorised token, over
-    the principals allowed on the method, seeded from ``--hipaa-seed``. Every status must
-    be OK or an application code (3, 5, 6, 7, 8, 9, 11); UNKNOWN, UNAVAILABLE and
-    DATA_LOSS fail; INTERNAL only with generic text; no call may take three times
-    ``fuzz.latency_budget_ms`` and p99 must stay within it; the service must be healthy
-    after each method.
+    the principals allowed on the method, seeded from ``--hipaa-seed``.
+
+    (inputs) Every status must be OK or an application code (3, 5, 6, 7, 8, 9, 11);
+    UNKNOWN, UNAVAILABLE and DATA_LOSS fail; INTERNAL only with generic text; no call may
+    take three times ``fuzz.latency_budget_ms`` and p99 must stay within it. A method
+    whose every input was refused (UNAUTHENTICATED or PERMISSION_DENIED) reached no
+    handler: INCONCLUSIVE. (health) The service must be healthy after each method.
     """
     control = CATALOGUE["FUZZ-001"]
     policy = policy_or_skip(run, "FUZZ-001")
     if isinstance(policy, Outcome):
-        return policy
+        raise NotApplicable(policy.summary)
     runs = fuzz_calls(run)
     if isinstance(runs, str):
-        return Outcome.skip(control, runs)
+        raise NotApplicable(runs)
     if not runs:
-        return Outcome.skip(control, "no method with an authorised principal to fuzz with")
+        raise NotApplicable("no method with an authorised principal to fuzz with")
     budget_ms = float(run.config.get("fuzz.latency_budget_ms", 1000))
-    observations = []
-    for r in runs:
-        times = sorted(c.elapsed_s * 1000 for c in r.results)
-        p99 = times[min(len(times) - 1, int(len(times) * 0.99))] if times else 0.0
-        codes: dict[str, int] = {}
-        for c in r.results:
-            codes[c.code.name] = codes.get(c.code.name, 0) + 1
-        summary = f"{len(r.results)} inputs: " + ", ".join(
-            f"{n} {k}" for k, n in sorted(codes.items())
-        )
-        if r.violation:
-            observations.append(
-                Observation(
-                    f"fuzzing {r.path}",
-                    f"{r.violation}; input {r.example}",
-                    "only OK or application codes, generic text, within the latency budget",
-                    Status.FAIL,
-                    Severity.HIGH,
-                    r.results[-1].request_id,
-                )
-            )
-        else:
-            ok = p99 <= budget_ms
-            observations.append(
-                Observation(
-                    f"fuzzing {r.path}",
-                    f"{summary}; p99 {p99:.0f} ms",
-                    f"only OK or application codes; p99 <= {budget_ms:.0f} ms",
-                    Status.PASS if ok else Status.FAIL,
-                    Severity.MEDIUM,
-                )
-            )
-        if r.healthy is not None:
-            good = r.healthy.code == grpc.StatusCode.OK
-            observations.append(
-                Observation(
-                    f"health after fuzzing {r.path}",
-                    r.healthy.summary(),
-                    "OK",
-                    Status.PASS if good else Status.FAIL,
-                    Severity.HIGH,
-                    r.healthy.request_id,
-                )
-            )
+    observations = judge_fuzzing(runs, budget_ms)
     return Outcome.from_observations(
         control, observations, passed="every generated request got a well-formed answer"
     )
 
 
+# -- judges (pure: recorded calls and limits in, observations out) ------------------------
+
+
+def judge_fuzzing(runs: Sequence[MethodRun], budget_ms: float) -> list[Observation]:
+    """FUZZ-001's verdict on every fuzzed method: its inputs, then the health after them."""
+    out = []
+    for r in runs:
+        out.append(judge_inputs(r, budget_ms).of("inputs"))
+        if r.healthy is not None:
+            out.append(judge_health(f"health after fuzzing {r.path}", r.healthy).of("health"))
+    return out
+
+
+def judge_inputs(r: MethodRun, budget_ms: float) -> Observation:
+    """One method's generated inputs, against the catalogue's oracle.
+
+    ``r.violation`` is the failure found while sending (shrunk when it could be); without
+    one, each recorded call is judged again, so a record from anywhere is judged alike.
+    Slow means over three times ``budget_ms``; p99 must stay within ``budget_ms``.
+    """
+    probe = f"fuzzing {r.path}"
+    wanted = "only OK or application codes, generic text, within the latency budget"
+    failed = _failure(r, 3 * budget_ms)
+    if failed is not None:
+        why, call = failed
+        if not call.request_id:  # the run had stopped sending: nothing was observed
+            return Observation(probe, why, wanted, Status.INCONCLUSIVE)
+        example = f"; input {r.example}" if r.example else ""
+        return Observation(
+            probe, why + example, wanted, Status.FAIL, Severity.HIGH, call.request_id
+        )
+    unreached = _unreached(r.results)
+    if unreached:
+        return Observation(probe, unreached, "an input that reaches a handler", Status.INCONCLUSIVE)
+    p99 = _p99(r.results)
+    ok = p99 <= budget_ms
+    return Observation(
+        probe,
+        f"{len(r.results)} inputs: {_codes(r.results)}; p99 {p99:.0f} ms",
+        f"only OK or application codes; p99 <= {budget_ms:.0f} ms",
+        Status.PASS if ok else Status.FAIL,
+        Severity.MEDIUM,
+    )
+
+
+def judge_health(probe: str, healthy: CallResult) -> Observation:
+    """The liveness call after a batch of inputs.
+
+    OK passes; any other answer fails (a crash or a hang: the catalogue's "healthy after
+    each batch"); a call the run no longer sent (the target had gone away) is INCONCLUSIVE.
+    """
+    if not healthy.request_id:
+        return Observation(probe, healthy.summary(), "OK", Status.INCONCLUSIVE)
+    ok = healthy.code == grpc.StatusCode.OK
+    return Observation(
+        probe,
+        healthy.status,
+        "OK",
+        Status.PASS if ok else Status.FAIL,
+        None if ok else Severity.HIGH,
+        healthy.request_id,
+    )
+
+
+def _failure(r: MethodRun, slow_ms: float) -> tuple[str, CallResult] | None:
+    """The failure to report: the one found while sending, else the first recorded."""
+    if r.violation:
+        call = r.failed or (r.results[-1] if r.results else None)
+        if call is not None:
+            return r.violation, call
+    for call in r.results:
+        if why := verdict(call, slow_ms):
+            return f"{why}: {call.summary()}", call
+    return None
+
+
+def _unreached(results: Sequence[CallResult]) -> str:
+    """Why no input reached a handler (none sent, or every one refused), or ``""``."""
+    if not results:
+        return "no input was sent (the run's time budget was spent)"
+    if all(c.code in REFUSALS for c in results):
+        return (
+            f"{len(results)} inputs, every one refused ({_codes(results)}): none reached a handler"
+        )
+    return ""
+
+
+def _codes(results: Sequence[CallResult]) -> str:
+    counts: dict[str, int] = {}
+    for c in results:
+        counts[c.code.name] = counts.get(c.code.name, 0) + 1
+    return ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+
+
+def _p99(results: Sequence[CallResult]) -> float:
+    times = sorted(c.elapsed_s * 1000 for c in results)
+    return times[min(len(times) - 1, int(len(times) * 0.99))] if times else 0.0
+
+
 # -- FUZZ-002 ---------------------------------------------------------------------------
 
 
-@check("FUZZ-002")
+@check("FUZZ-002", probes=FUZZ_002_PROBES)
 def wire_mutation(run: Run) -> Outcome:
     """Wire-level mutation (black-box) and coverage-guided Atheris in-process (white-box).
 
-    Black-box: for every method FUZZ-001 fuzzes, its valid request damaged by each
+    (black-box) For every method FUZZ-001 fuzzes, its valid request damaged by each
     :mod:`harness.wire` mutation in turn (truncated and over-long varints, wrong wire
     types, field number 0, over-long length prefixes, duplicated singular fields, unknown
     fields, invalid UTF-8, deep unknown groups), ``fuzz.examples_per_method`` // 2 in all,
     plus a nesting bomb at each depth of :data:`harness.wire.BOMB_DEPTHS` where a field
-    recurses. Seeded from ``--hipaa-seed``; the oracle is FUZZ-001's; the service must be
-    healthy after each method.
+    recurses. Seeded from ``--hipaa-seed``; the oracle is FUZZ-001's (a method whose every
+    mutant was refused by authentication or authorisation reached no handler:
+    INCONCLUSIVE); the service must be healthy after each method.
 
-    White-box, when ``fuzz.inprocess_entrypoint`` is set and ``fuzz.atheris_seconds`` (or
-    ``--hipaa-fuzz-budget``) is above 0: the Atheris fuzzer
+    (white-box, optional) When ``fuzz.inprocess_entrypoint`` is set and
+    ``fuzz.atheris_seconds`` (or ``--hipaa-fuzz-budget``) is above 0: the Atheris fuzzer
     :mod:`harness.fuzzers.whitebox` runs in a subprocess for that long or until its first
     finding (an escaped exception, an interceptor bypass, or a FUZZ-001 oracle failure),
     which fails.
@@ -134,58 +227,101 @@ def wire_mutation(run: Run) -> Outcome:
     control = CATALOGUE["FUZZ-002"]
     policy = policy_or_skip(run, "FUZZ-002")
     if isinstance(policy, Outcome):
-        return policy
+        raise NotApplicable(policy.summary)
     surface = surface_from(run)
     if isinstance(surface, str):
-        return Outcome.skip(control, surface)
-    observations = [_mutants(run, surface, m) for m in surface.methods if m.callers]
-    observations += _whitebox(run)
-    if not observations:
-        return Outcome.skip(control, "no method with an authorised principal to fuzz with")
+        raise NotApplicable(surface)
+    count = int(run.config.get("fuzz.examples_per_method", 200))
+    observations = []
+    for m in surface.methods:
+        if m.callers:
+            sent = _send_mutants(run, surface, m, mutants(m, count, run.options.seed))
+            observations += judge_mutants(sent, surface.slow_ms)
+    whitebox = _whitebox(run)
+    if not observations and not whitebox:
+        raise NotApplicable("no method with an authorised principal to fuzz with")
     return Outcome.from_observations(
-        control, observations, passed="every damaged request got a well-formed answer"
+        control, observations + whitebox, passed="every damaged request got a well-formed answer"
     )
 
 
-def _mutants(run: Run, surface: Surface, m: FuzzMethod) -> Observation:
-    count = max(len(MUTATIONS), int(run.config.get("fuzz.examples_per_method", 200)) // 2)
+@dataclass(frozen=True)
+class Mutant:
+    """One damaged request: the mutation that made it, and its bytes."""
+
+    kind: str
+    payload: bytes
+
+
+def mutants(m: FuzzMethod, examples: int, run_seed: int) -> list[Mutant]:
+    """FUZZ-002's black-box plan for ``m``: each mutation in turn, then the nesting bombs."""
+    count = max(len(MUTATIONS), examples // 2)
     kinds = sorted(MUTATIONS)
     desc: Any = m.cls.DESCRIPTOR
-    payloads = [
-        mutate(m.seed, kinds[i % len(kinds)], random.Random(run.options.seed * 7919 + i), desc)
+    out = [
+        Mutant(
+            kinds[i % len(kinds)],
+            mutate(m.seed, kinds[i % len(kinds)], random.Random(run_seed * 7919 + i), desc),
+        )
         for i in range(count)
     ]
-    payloads += [b for d in BOMB_DEPTHS if (b := nesting_bomb(desc, d)) is not None]
-    codes: dict[str, int] = {}
-    for i, payload in enumerate(payloads):
+    out += [
+        Mutant("recursion-bomb", b) for d in BOMB_DEPTHS if (b := nesting_bomb(desc, d)) is not None
+    ]
+    return out
+
+
+def _send_mutants(run: Run, surface: Surface, m: FuzzMethod, plan: list[Mutant]) -> MethodRun:
+    """Send ``plan`` until its first oracle failure; then, if none, the liveness call."""
+    out = MethodRun(m.path)
+    for i, mutant in enumerate(plan):
         caller = run.principal(m.callers[i % len(m.callers)])
         result = run.call(
-            m.path, [payload], principal=caller, timeout=surface.slow_ms / 1000 + 1, max_responses=1
+            m.path,
+            [mutant.payload],
+            principal=caller,
+            timeout=surface.slow_ms / 1000 + 1,
+            max_responses=1,
         )
-        codes[result.code.name] = codes.get(result.code.name, 0) + 1
+        out.results.append(result)
         why = verdict(result, surface.slow_ms)
         if why:
-            kind = kinds[i % len(kinds)] if i < count else "recursion-bomb"
-            return Observation(
-                f"wire mutants of {m.path}",
-                f"{kind} mutant ({len(payload)} bytes, {payload[:24].hex()}...): {why}",
-                "only OK, application codes or INTERNAL with generic text",
-                Status.FAIL,
-                Severity.HIGH,
-                result.request_id,
+            out.violation, out.failed = why, result
+            out.example = f"{mutant.kind} mutant ({len(mutant.payload)} bytes, "
+            out.example += f"{mutant.payload[:24].hex()}...)"
+            return out
+    out.healthy = run.call(run.liveness, [b""], timeout=5)
+    return out
+
+
+def judge_mutants(r: MethodRun, slow_ms: float) -> list[Observation]:
+    """FUZZ-002 black-box on one method: the mutants' answers, then the health after."""
+    probe = f"wire mutants of {r.path}"
+    wanted = "only OK, application codes or INTERNAL with generic text"
+    out = []
+    failed = _failure(r, slow_ms)
+    if failed is not None:
+        why, call = failed
+        observed = f"{r.example}: {why}" if r.example else why
+        if call.request_id:
+            out.append(
+                Observation(probe, observed, wanted, Status.FAIL, Severity.HIGH, call.request_id)
             )
-    liveness = run.liveness
-    healthy = run.call(liveness, [b""], timeout=5)
-    summary = ", ".join(f"{n} {k}" for k, n in sorted(codes.items()))
-    ok = healthy.code == grpc.StatusCode.OK
-    return Observation(
-        f"wire mutants of {m.path}",
-        f"{len(payloads)} mutants: {summary}; health {healthy.status}",
-        "only OK, application codes or INTERNAL with generic text; healthy after",
-        Status.PASS if ok else Status.FAIL,
-        None if ok else Severity.HIGH,
-        healthy.request_id,
-    )
+        else:
+            out.append(Observation(probe, observed, wanted, Status.INCONCLUSIVE))
+    elif unreached := _unreached(r.results):
+        out.append(
+            Observation(probe, unreached, "a mutant that reaches the service", Status.INCONCLUSIVE)
+        )
+    else:
+        summary = f"{len(r.results)} mutants: {_codes(r.results)}"
+        out.append(Observation(probe, summary, wanted, Status.PASS))
+    if r.healthy is not None:
+        out.append(judge_health(f"health after the mutants of {r.path}", r.healthy))
+    return [o.of("black-box") for o in out]
+
+
+# -- FUZZ-002 white-box -----------------------------------------------------------------
 
 
 @warmup("FUZZ-002", child_process=True)
@@ -197,11 +333,31 @@ def _whitebox(run: Run) -> list[Observation]:
     return run.memo("fuzz-whitebox", lambda: _whitebox_run(run))
 
 
+@dataclass(frozen=True)
+class WhiteboxRun:
+    """What one white-box Atheris run left: its output and findings, or why it did not end."""
+
+    entry: str
+    seconds: float
+    stderr: str = ""
+    findings: tuple[Finding, ...] = ()
+    stuck: bool = False  # it had to be killed
+
+
 def _whitebox_run(run: Run) -> list[Observation]:
     entry = run.config.str_("fuzz.inprocess_entrypoint")
     seconds = float(run.config.get("fuzz.atheris_seconds", 0) or 0)
-    if not entry or seconds <= 0:
-        return []
+    if not entry:
+        return []  # the probe's needs say what would enable it
+    if seconds <= 0:
+        return [
+            Observation(
+                f"white-box Atheris on {entry}",
+                "not run: no fuzzing time",
+                "fuzz.atheris_seconds (or --hipaa-fuzz-budget) above 0",
+                Status.SKIP,
+            ).of("white-box")
+        ]
     config_file = run.spawned.config_path if run.spawned else _config_file(run)
     if config_file is None:
         return [
@@ -210,8 +366,13 @@ def _whitebox_run(run: Run) -> list[Observation]:
                 "not run: the config did not come from a file the fuzzer can read",
                 "a fuzzing run",
                 Status.ERROR,
-            )
+            ).of("white-box")
         ]
+    return judge_whitebox(_atheris(run, entry, seconds, config_file))
+
+
+def _atheris(run: Run, entry: str, seconds: float, config_file: Path) -> WhiteboxRun:
+    """Run :mod:`harness.fuzzers.whitebox` for ``seconds`` (or to its first finding)."""
     with tempfile.TemporaryDirectory(prefix="hipaa-whitebox-") as tmp:
         crashes = Path(tmp) / "crashes"
         env = {
@@ -236,41 +397,38 @@ def _whitebox_run(run: Run) -> list[Observation]:
         except subprocess.TimeoutExpired:
             child.kill()
             child.communicate()
-            return [
-                Observation(
-                    "white-box Atheris",
-                    "did not stop",
-                    f"done within {seconds + 60:.0f} s",
-                    Status.ERROR,
-                )
-            ]
-        found = [
+            return WhiteboxRun(entry, seconds, stuck=True)
+        found = tuple(
             Finding.from_json(json.loads(f.read_text())) for f in sorted(crashes.glob("*.json"))
-        ]
-        runs = re.findall(r"Done (\d+) runs", stderr)
-    if not runs and not found:
-        tail = (stderr.strip().splitlines() or ["no output"])[-1]
-        return [
-            Observation(
-                f"white-box Atheris on {entry}",
-                f"did not run: {tail}",
-                "a fuzzing run",
-                Status.ERROR,
-            )
-        ]
-    where = f"white-box Atheris on {entry} ({seconds:g} s)"
-    if not found:
-        return [Observation(where, f"{runs[-1]} inputs, no finding", "no finding", Status.PASS)]
-    return [
-        Observation(
-            where,
-            f"{f.method} as {f.caller}: {f.why} ({f.code}); request {f.payload[:24].hex()}",
-            "no escaped exception, no handler reached without credentials, FUZZ-001's oracle",
-            Status.FAIL,
-            Severity.HIGH,
         )
-        for f in found
-    ]
+    return WhiteboxRun(entry, seconds, stderr, found)
+
+
+def judge_whitebox(w: WhiteboxRun) -> list[Observation]:
+    """White-box verdict: each finding fails; a run with none passes; no run is an ERROR."""
+    where = f"white-box Atheris on {w.entry} ({w.seconds:g} s)"
+    runs = re.findall(r"Done (\d+) runs", w.stderr)
+    if w.stuck:
+        out = [
+            Observation(where, "did not stop", f"done within {w.seconds + 60:.0f} s", Status.ERROR)
+        ]
+    elif not runs and not w.findings:
+        tail = (w.stderr.strip().splitlines() or ["no output"])[-1]
+        out = [Observation(where, f"did not run: {tail}", "a fuzzing run", Status.ERROR)]
+    elif not w.findings:
+        out = [Observation(where, f"{runs[-1]} inputs, no finding", "no finding", Status.PASS)]
+    else:
+        out = [
+            Observation(
+                where,
+                f"{f.method} as {f.caller}: {f.why} ({f.code}); request {f.payload[:24].hex()}",
+                "no escaped exception, no handler reached without credentials, FUZZ-001's oracle",
+                Status.FAIL,
+                Severity.HIGH,
+            )
+            for f in w.findings
+        ]
+    return [o.of("white-box") for o in out]
 
 
 def _config_file(run: Run) -> Path | None:
