@@ -412,8 +412,8 @@ def judge_failed_auth(
 ) -> Observation:
     """Step 3: the invalid-token burst throttled (RESOURCE_EXHAUSTED) or alerted on.
 
-    An unreadable alert source, or a burst none of which reached the service, is
-    INCONCLUSIVE.
+    An unreadable alert source, a burst none of which reached the service, or no throttling
+    without a configured alert to look for, is INCONCLUSIVE.
     """
     throttled = any(r.code == RESOURCE_EXHAUSTED for r in results)
     expected = "throttling or an audit.alert_type alert" if alert_type else "throttling"
@@ -423,6 +423,11 @@ def judge_failed_auth(
         status, observed = Status.INCONCLUSIVE, problem
     elif not any(_reached(r) for r in results):
         status, observed = Status.INCONCLUSIVE, "no invalid-token call reached the service"
+    elif not alert_type:  # an alert may well have been raised where we cannot see it
+        status, observed = (
+            Status.INCONCLUSIVE,
+            "not throttled, and an alert cannot be observed without audit.alert_type",
+        )
     else:
         status, observed = Status.FAIL, "neither throttled nor alerted"
     probe = f"{len(results)} invalid tokens from one source"

@@ -301,6 +301,15 @@ def test_3_failed_authentication_burst(results, alerted, problem, status):
     assert (got.status, got.ref) == (status, "3")
 
 
+def test_3_without_an_alert_to_look_for_an_unthrottled_burst_is_not_a_finding():
+    """The service may alert where the harness cannot see (a reduced config): not a FAIL."""
+    got = judge_failed_auth(UNAUTH, False, "", None)
+    assert (got.status, got.ref) == (Status.INCONCLUSIVE, "3")
+    assert "audit.alert_type" in got.observed
+    throttled = judge_failed_auth([*UNAUTH[:30], answer(C.RESOURCE_EXHAUSTED)], False, "", None)
+    assert throttled.status is Status.PASS
+
+
 def test_invalid_token_flips_the_signature():
     assert TOKEN is not None
     flipped = parse(invalid_token(base()))
