@@ -137,6 +137,36 @@ REFERENCE = BundledTarget(
             ("AUTHN-009",),
         ),
         Defect(
+            "reduced-config",
+            "not a defect of the service: its operators give the harness no issuer key, JWKS "
+            "or token fixtures and no audit or log source, as with a real IdP and a log "
+            "pipeline the harness cannot read; every control whose required probes need them "
+            "must say so (SKIP or INCONCLUSIVE), never PASS",
+            (),
+            blinds=(
+                # forged or minted tokens need the issuer's key; fixtures are not given
+                "AUTHN-002",
+                "AUTHN-005",
+                "AUTHN-006",
+                "AUTHN-007",
+                "AUTHN-008",
+                "AUTHN-009",
+                "AUTHZ-005",
+                "KEY-001",
+                # nothing to read events, alerts or logs from
+                "AUDIT-001",
+                "AUDIT-002",
+                "AUDIT-003",
+                "AUDIT-004",
+                "AUDIT-005",
+                "AUDIT-006",
+                "REDACT-001",
+                "REDACT-002",
+                "REDACT-004",
+                "LIMIT-002",
+            ),
+        ),
+        Defect(
             "stream-jitter",
             "not a defect: the first stream to outlive its token sends one more message half "
             "a second late, as a loaded host can make an honest server do; later streams end "

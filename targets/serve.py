@@ -253,9 +253,27 @@ def _reference_config(
         },
         "logs": {"sinks": ["app.log"]},
     }
+    if "reduced-config" in defects:
+        tables = _reduced(tables)
     path = workdir / "hipaa.toml"
     path.write_text(_toml(tables, {"environment": "production"}))
     return path
+
+
+#: What the operators of a service behind a real IdP and a log pipeline the harness cannot
+#: read would leave out: no issuer key or JWKS, no token fixtures, no audit or log source.
+_REDUCED_AUTH = ("issuer", "jwks_file", "jwks_uri", "issuer_private_key", "key_rotation_days")
+_REDUCED_TABLES = ("auth.fixtures.break_glass", "audit", "audit.hash_chain", "audit.field_map")
+
+
+def _reduced(tables: dict[str, dict[str, object]]) -> dict[str, dict[str, object]]:
+    """``tables`` as a reduced-config operator writes them (see ``_REDUCED_AUTH``)."""
+    out = {k: dict(v) for k, v in tables.items() if k not in _REDUCED_TABLES}
+    for key in _REDUCED_AUTH:
+        out["auth"].pop(key, None)
+    out.pop("logs", None)
+    out.pop("clock", None)
+    return out
 
 
 def _allowlists(server: Any) -> dict[str, object]:
