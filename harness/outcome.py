@@ -56,6 +56,19 @@ class Observation:
         return replace(self, ref=ref)
 
 
+#: What an observation says, and how a probe's reason starts, when the probe does not apply.
+NOT_APPLICABLE = "not applicable"
+
+
+def not_applicable(ref: str, probe: str, why: str) -> Observation:
+    """Probe ``ref`` does not apply to this service (``why``): not a gap in the evidence.
+
+    A required probe that does not apply does not hold the control back; a control none
+    of whose probes applies is SKIP.
+    """
+    return Observation(probe, NOT_APPLICABLE, why, Status.SKIP).of(ref)
+
+
 def filed(ref: str, observations: Iterable[Observation]) -> list[Observation]:
     """Every observation filed under the declared probe ``ref``."""
     return [o.of(ref) for o in observations]
@@ -120,6 +133,11 @@ class ProbeResult:
     def ran(self) -> bool:
         """It sent something and judged it (PASS, FAIL or WARN), or tried (INCONCLUSIVE)."""
         return self.status not in (Status.SKIP, Status.ERROR)
+
+    @property
+    def applies(self) -> bool:
+        """False for a probe that does not apply to this service (not a gap in evidence)."""
+        return not (self.status is Status.SKIP and self.reason.startswith(NOT_APPLICABLE))
 
 
 class NotApplicable(Exception):
@@ -233,11 +251,14 @@ def probe_results(
     configured: Callable[[str], bool],
     *,
     not_run: str = "",
+    empty: Callable[[str], bool] = lambda key: False,
 ) -> tuple[ProbeResult, ...]:
     """Each declared probe with the status its own observations give it.
 
     A probe with no observation did not run: its reason is ``not_run`` (why the whole check
-    stopped) or the configuration it needs, or "not run" when neither says more.
+    stopped) or the configuration it needs, or "not run" when neither says more. A probe
+    whose ``needs`` the config declares empty (``limits.bulk_methods = []``: there are
+    none), or whose only observations say so, is not applicable.
     """
     declared = tuple(declared) or (WHOLE,)
     out = []
@@ -251,16 +272,30 @@ def probe_results(
             reason = "" if status is not Status.INCONCLUSIVE else _first(judged, status)
             out.append(ProbeResult(*common, status, probe.required, ids, reason, "", len(mine)))
             continue
-        unset = bool(probe.needs) and not any(configured(k) for k in probe.needs)
-        if mine:
-            reason = "; ".join(f"{o.probe}: needs {o.expected}" for o in mine)
-        elif unset:
-            reason = f"needs {probe.enabled_by}"
-        else:
-            reason = not_run or "not run"
-        enable = probe.enabled_by if unset else ""
+        reason, enable = _why_not_run(probe, mine, configured, empty, not_run)
         out.append(ProbeResult(*common, Status.SKIP, probe.required, ids, reason, enable, 0))
     return tuple(out)
+
+
+def _why_not_run(
+    probe: Probe,
+    mine: Sequence[Observation],
+    configured: Callable[[str], bool],
+    empty: Callable[[str], bool],
+    not_run: str,
+) -> tuple[str, str]:
+    """Why ``probe`` did not run, and the keys that would enable it (if that is why)."""
+    unset = bool(probe.needs) and not any(configured(k) for k in probe.needs)
+    if mine and all(o.observed == NOT_APPLICABLE for o in mine):
+        return f"{NOT_APPLICABLE}: " + "; ".join(o.expected for o in mine), ""
+    if mine:
+        return "; ".join(f"{o.probe}: needs {o.expected}" for o in mine), ""
+    if unset and any(empty(k) for k in probe.needs):
+        declared = " and ".join(k for k in probe.needs if empty(k))
+        return f"{NOT_APPLICABLE}: {declared} declared empty", ""
+    if unset:
+        return f"needs {probe.enabled_by}", probe.enabled_by
+    return not_run or "not run", ""
 
 
 def _first(observations: Sequence[Observation], status: Status) -> str:
@@ -269,7 +304,10 @@ def _first(observations: Sequence[Observation], status: Status) -> str:
 
 
 def settle(
-    outcome: Outcome, declared: Sequence[Probe], configured: Callable[[str], bool]
+    outcome: Outcome,
+    declared: Sequence[Probe],
+    configured: Callable[[str], bool],
+    empty: Callable[[str], bool] = lambda key: False,
 ) -> Outcome:
     """The outcome with its probes, and its status derived from them (catalogue section 6).
 
@@ -282,9 +320,11 @@ def settle(
     """
     control = outcome.control
     if not outcome.observations:
-        probes = probe_results(control, declared, (), configured, not_run=outcome.summary)
+        probes = probe_results(
+            control, declared, (), configured, not_run=outcome.summary, empty=empty
+        )
         return replace(outcome, probes=probes)
-    probes = probe_results(control, declared, outcome.observations, configured)
+    probes = probe_results(control, declared, outcome.observations, configured, empty=empty)
     if outcome.status not in (Status.PASS, Status.WARN):
         return replace(outcome, probes=probes)  # a FAIL stands; so does a check's own doubt
     status, summary = _derive(probes, outcome)
@@ -302,12 +342,14 @@ def _derive(probes: Sequence[ProbeResult], outcome: Outcome) -> tuple[Status, st
                 return status, outcome.summary
             hit = next(p for p in probes if p.status is status)
             return status, f"{hit.id}: {hit.reason or status.value}"
-    missing = [p for p in probes if p.required and p.status is Status.SKIP]
+    missing = [p for p in probes if p.required and p.status is Status.SKIP and p.applies]
     if missing:
         said = "; ".join(f"{p.id} ({p.reason})" for p in missing)
         if all(p.status is Status.SKIP for p in probes):
             return Status.SKIP, f"nothing could be sent: {said}"
         return Status.INCONCLUSIVE, f"required probes did not run: {said}"
+    if all(p.status is Status.SKIP for p in probes):
+        return Status.SKIP, "; ".join(f"{p.id}: {p.reason}" for p in probes)
     if any(p.status is Status.WARN for p in probes):
         return Status.WARN, outcome.summary
     return Status.PASS, outcome.summary if outcome.status is Status.PASS else "every probe held"

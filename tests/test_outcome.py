@@ -107,3 +107,33 @@ def test_a_check_that_declares_nothing_is_one_whole_probe():
 def test_filed_tags_every_observation():
     got = filed("c", [Observation("x", "y", "z", Status.PASS)])
     assert [o.ref for o in got] == ["c"]
+
+
+def test_a_required_probe_that_does_not_apply_is_not_a_gap():
+    from harness.outcome import not_applicable
+
+    na = not_applicable("b", "expired fixture", "the service issues no expiring tokens")
+    out = settled(obs("a", Status.PASS), na)
+    assert out.status is Status.PASS
+    (b,) = (p for p in out.probes if p.id == "AUTHN-005(b)")
+    assert not b.applies
+    assert b.reason == "not applicable: the service issues no expiring tokens"
+
+
+def test_a_key_declared_empty_means_there_are_none():
+    outcome = Outcome.from_observations(CONTROL, [obs("a", Status.PASS)], passed="ok")
+    declared = (Probe("a", "lifetimes"), Probe("b", "bulk exports", needs=("limits.bulk_methods",)))
+    out = settle(outcome, declared, nothing_configured, lambda key: key == "limits.bulk_methods")
+    assert out.status is Status.PASS
+    assert out.probes[1].reason == "not applicable: limits.bulk_methods declared empty"
+    unset = settle(outcome, declared, nothing_configured)
+    assert unset.status is Status.INCONCLUSIVE
+
+
+def test_a_control_none_of_whose_probes_applies_is_skip():
+    from harness.outcome import not_applicable
+
+    outcome = Outcome(CONTROL, Status.PASS, "ok", (not_applicable("a", "x", "no streams"),))
+    out = settle(outcome, (Probe("a", "streams"),), nothing_configured)
+    assert out.status is Status.SKIP
+    assert "no streams" in out.summary

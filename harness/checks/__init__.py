@@ -198,8 +198,12 @@ def run_check(control_id: str, run: Run) -> Outcome:
     def configured(key: str) -> bool:
         return bool(run.config.get(key))
 
+    def empty(key: str) -> bool:  # a list or table declared empty: "there are none"
+        value = run.config.get(key)
+        return run.config.has(key) and isinstance(value, (list, dict)) and not value
+
     outcome = _outcome(entry, run)
-    return settle(outcome, entry.probes, configured)
+    return settle(outcome, entry.probes, configured, empty)
 
 
 def _outcome(entry: Check, run: Run) -> Outcome:

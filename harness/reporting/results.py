@@ -193,7 +193,7 @@ def probe_coverage(controls: Iterable[ControlResult]) -> ProbeCoverage:
     return ProbeCoverage(
         declared=len(probes),
         run=sum(1 for p in probes if p.ran),
-        required_not_run=sum(1 for p in probes if p.required and not p.ran),
+        required_not_run=sum(1 for p in probes if p.required and not p.ran and p.applies),
     )
 
 
