@@ -3,6 +3,12 @@
 The harness tags every call with a fresh request ID and reconciles the target's audit
 events with its own journal: every access audited, with the right content and time, in a
 hash chain that only grows.
+
+Each control wires a plan (the calls to make), :func:`~harness.plans.calls.send` and a pure
+judge: the judges (``judge_*``, :func:`verify_chain`) take recorded :class:`CallResult`s,
+events and settings, and return observations filed under the control's declared probes.
+Events are read through :class:`harness.audit.Fields` (``audit.field_map``,
+``audit.outcome_map``, ``audit.timestamp_format``), never by the reference's own names.
 """
 
 from __future__ import annotations
@@ -10,58 +16,162 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import socket
+import struct
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from google.protobuf import json_format
 from jwt.utils import base64url_decode
 
 from harness import audit
+from harness.audit import Fields
 from harness.catalogue import CATALOGUE, Severity
 from harness.channels import CallResult
 from harness.checks import check
-from harness.outcome import Observation, Outcome, Status
-from harness.plans.calls import Call, bearer, policy_or_skip, send, set_path
-from harness.plans.canaries import planted_calls, rfc3339, wait_alert
-from harness.plans.tokens import authn_basic_calls, authz_matrix_calls, bases
+from harness.oracles import UNREACHED, refused
+from harness.outcome import CannotObserve, NotApplicable, Observation, Outcome, Probe, Status
+from harness.plans.calls import NO_DESCRIPTORS, Call, bearer, send, template_text
+from harness.plans.canaries import fill, planted_calls, wait_alert
+from harness.plans.tokens import Base, authn_basic_calls, authz_matrix_calls, bases
 from harness.policy import Policy
 from harness.run import Run
-from harness.tokens import parse, tamper, with_signature
+from harness.tokens import Parsed, parse, tamper, with_signature
+
+Events = dict[str, list[dict[str, Any]]]
 
 # Calls that never reached the service's own code: transport failures, and the gRPC
 # library's own size limits (RESOURCE_EXHAUSTED), which refuse before any handler runs.
-_CLIENT_SIDE = {
-    grpc.StatusCode.UNAVAILABLE,
-    grpc.StatusCode.DEADLINE_EXCEEDED,
-    grpc.StatusCode.RESOURCE_EXHAUSTED,
-}
-_REFUSALS = {"UNAUTHENTICATED", "PERMISSION_DENIED", "16", "7"}
+_CLIENT_SIDE = UNREACHED | {grpc.StatusCode.RESOURCE_EXHAUSTED}
+REFUSED = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED})
 GENESIS = "0" * 64
 
 
-# -- AUDIT-001 / 002 / 003 ----------------------------------------------------------------
+def _needs(run: Run, *keys: str) -> None:
+    """Raise NotApplicable naming the first of ``keys`` the configuration lacks."""
+    for key in keys:
+        if not run.config.get(key):
+            raise NotApplicable(f"no {key} declared")
 
 
-def _audited_calls(run: Run) -> list[CallResult]:
-    """Calls to ``audit.phi_methods`` that reached the server (made now if need be)."""
-    planted_calls(run)
-    authn_basic_calls(run)
-    authz_matrix_calls(run)
-    phi = set(run.config.str_list("audit.phi_methods"))
-    journal = run.calls()
+# -- the reconciliation AUDIT-001..003 share ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reconciled:
+    """The run's calls to ``audit.phi_methods`` and their events, or why none were read."""
+
+    calls: list[CallResult]
+    events: Events
+    problem: str = ""
+
+
+def phi_calls(journal: Iterable[CallResult], phi_methods: Iterable[str]) -> list[CallResult]:
+    """The calls to ``phi_methods`` that reached the service (an audit event is owed)."""
+    phi = set(phi_methods)
     return [r for r in journal if r.method in phi and r.code not in _CLIENT_SIDE]
 
 
-def _reconciled(run: Run) -> tuple[list[CallResult], dict[str, list[dict[str, Any]]], str]:
-    def compute() -> tuple[list[CallResult], dict[str, list[dict[str, Any]]], str]:
-        calls = _audited_calls(run)
+def _reconciled(run: Run) -> Reconciled:
+    """Every call the run made to a PHI method (canary, AUTHN-001, AUTHZ-001) and its events."""
+
+    def compute() -> Reconciled:
+        planted_calls(run)
+        authn_basic_calls(run)
+        authz_matrix_calls(run)
+        calls = phi_calls(run.calls(), run.config.str_list("audit.phi_methods"))
         events, problem = audit.wait_for(run, [c.request_id for c in calls])
-        return calls, events, problem
+        return Reconciled(calls, events, problem)
 
     return run.memo("audit-reconciled", compute)
 
 
-@check("AUDIT-001")
+def _matched(run: Run) -> Reconciled:
+    """The reconciliation, or CannotObserve when the events cannot be matched to calls."""
+    _needs(run, "audit.source", "audit.phi_methods")
+    if run.config.get("audit.correlation") == "tuple":
+        raise CannotObserve(
+            "audit.correlation = tuple is not implemented: events are matched by request ID"
+        )
+    found = _reconciled(run)
+    if found.problem:
+        raise CannotObserve(found.problem)
+    return found
+
+
+def _writes(run: Run) -> frozenset[str]:
+    policy = Policy.of(run)
+    if policy is None:
+        return frozenset()
+    return frozenset(m.path for m in policy.catalogue.methods if policy.is_write(m.path))
+
+
+# -- AUDIT-001 ----------------------------------------------------------------------------
+
+
+def call_kind(call: CallResult, writes: Iterable[str]) -> str:
+    """The AUDIT-001 probe a call belongs to: ``denied``, ``write`` or ``read``."""
+    if call.code in REFUSED:
+        return "denied"
+    return "write" if call.method in set(writes) else "read"
+
+
+def _group(calls: Iterable[CallResult]) -> dict[tuple[str, str], list[CallResult]]:
+    by: dict[tuple[str, str], list[CallResult]] = {}
+    for c in calls:
+        by.setdefault((c.method, c.code.name), []).append(c)
+    return dict(sorted(by.items()))
+
+
+def judge_reconciliation(
+    calls: Sequence[CallResult], events: Events, most: int, writes: Iterable[str] = ()
+) -> list[Observation]:
+    """Each call owes 1 to ``most`` events; filed under its kind (read, write, denied).
+
+    A missing event is FAIL (high), more than ``most`` FAIL (low). A kind with no call
+    has no observation: a probe that reconciled nothing does not pass.
+    """
+    writes = frozenset(writes)
+    out = []
+    for kind in ("read", "write", "denied"):
+        mine = [c for c in calls if call_kind(c, writes) == kind]
+        if not mine:
+            continue
+        missing = [c for c in mine if not events.get(c.request_id)]
+        extra = [c for c in mine if len(events.get(c.request_id, [])) > most]
+        for label, group, sev in (
+            ("no audit event", missing, Severity.HIGH),
+            (f"more than {most} event(s)", extra, Severity.LOW),
+        ):
+            for (method, code), cs in _group(group).items():
+                probe = f"{len(cs)} {code} call(s) to {method}"
+                expected = f"1 to {most} event(s) per call"
+                out.append(
+                    Observation(probe, label, expected, Status.FAIL, sev, cs[0].request_id).of(kind)
+                )
+        matched = len(mine) - len(missing)
+        summary = f"{len(mine)} {kind} call(s) reconciled with the audit log"
+        out.append(
+            Observation(summary, f"{matched} matched", "every call matched", Status.PASS).of(kind)
+        )
+    return out
+
+
+@check(
+    "AUDIT-001",
+    probes=(
+        Probe("read", "allowed reads of audit.phi_methods: one correlated event each"),
+        Probe(
+            "write",
+            "allowed writes of audit.phi_methods: one correlated event each",
+            required=False,
+            needs=("safety.allow_mutations",),
+        ),
+        Probe("denied", "denied calls to audit.phi_methods: one correlated event each"),
+    ),
+)
 def every_access_audited(run: Run) -> Outcome:
     """Every ePHI access attempt produces one correlated audit event.
 
@@ -70,178 +180,374 @@ def every_access_audited(run: Run) -> Outcome:
     in ``audit.request_id_key``. The audit source is polled until
     ``audit.delivery_timeout_s``: each call needs at least one event with its request ID
     and at most ``audit.max_events_per_call``. A missing event is FAIL (high), duplicates
-    FAIL (low); an unreadable source is INCONCLUSIVE.
+    FAIL (low); an unreadable source is INCONCLUSIVE. Probes: allowed reads, allowed writes
+    (with mutations) and denied calls, each judged on the calls of its kind.
     """
-    control = CATALOGUE["AUDIT-001"]
-    if not run.config.str_list("audit.phi_methods"):
-        return Outcome.skip(control, "no audit.phi_methods declared")
-    if run.config.get("audit.source") is None:
-        return Outcome.skip(control, "no audit.source declared")
-    calls, events, problem = _reconciled(run)
-    if problem:
-        return Outcome.inconclusive(control, problem)
+    found = _matched(run)
     most = int(run.config.get("audit.max_events_per_call", 1))
-    missing = [c for c in calls if not events.get(c.request_id)]
-    extra = [c for c in calls if len(events.get(c.request_id, [])) > most]
-    observations = []
-    for label, group, status, sev in (
-        ("no audit event", missing, Status.FAIL, Severity.HIGH),
-        ("more than one event", extra, Status.FAIL, Severity.LOW),
-    ):
-        by_kind: dict[tuple[str, str], list[CallResult]] = {}
-        for c in group:
-            by_kind.setdefault((c.method, c.code.name), []).append(c)
-        for (method, code), cs in sorted(by_kind.items()):
-            observations.append(
-                Observation(
-                    f"{len(cs)} {code} call(s) to {method}",
-                    label,
-                    f"1 to {most} event(s) per call",
-                    status,
-                    sev,
-                    cs[0].request_id,
+    observations = judge_reconciliation(found.calls, found.events, most, _writes(run))
+    return Outcome.from_observations(
+        CATALOGUE["AUDIT-001"],
+        observations,
+        passed=f"{len(found.calls)} calls, each with its audit event",
+    )
+
+
+# -- AUDIT-002 ----------------------------------------------------------------------------
+
+#: AUDIT-002's content bullets, in the catalogue's order.
+CONTENT = (
+    "identity",
+    "method",
+    "resource",
+    "action",
+    "outcome",
+    "request_id",
+    "timestamp",
+    "source",
+)
+_HOLDS = {
+    "identity": "the token's verified subject",
+    "method": "the full method path",
+    "resource": "a resource field",
+    "action": "the action audit.action_map gives",
+    "outcome": "the observed code",
+    "request_id": "the request ID sent",
+    "timestamp": "RFC 3339 with Z or an offset, or an epoch number",
+    "source": "a non-empty source",
+}
+
+
+@dataclass(frozen=True)
+class Truth:
+    """What the harness knows of a call: the result, its verified subject, its action."""
+
+    call: CallResult
+    subject: str | None = None
+    action: str | None = None
+
+
+def content_problem(ref: str, truth: Truth, event: Mapping[str, Any], fields: Fields) -> str:
+    """What is wrong with bullet ``ref`` of ``event`` against the call ("" when it holds).
+
+    Raises:
+        LookupError: the bullet cannot be judged for this call (no subject, no action).
+    """
+    c, value = truth.call, fields(event, ref)
+    if ref == "identity":
+        if not truth.subject or c.code == grpc.StatusCode.UNAUTHENTICATED:
+            raise LookupError(ref)
+        return "" if value == truth.subject else "identity is not the token's verified subject"
+    if ref == "action":
+        if truth.action is None:
+            raise LookupError(ref)
+        return "" if value == truth.action else f"action {value!r}, not {truth.action!r}"
+    if ref == "outcome":
+        ok = fields.outcome(event) == c.code
+        return "" if ok else f"outcome {value!r} for {c.code.name}"
+    if ref == "timestamp":
+        return "" if fields.time(event) is not None else f"timestamp {value!r} is ambiguous"
+    wrong = {
+        "method": value != c.method,
+        "resource": value is None,
+        "request_id": value != c.request_id,
+        "source": not value,
+    }
+    return "" if not wrong[ref] else f"no {ref}" if value in (None, "") else f"{ref} {value!r}"
+
+
+def judge_content(
+    pairs: Iterable[tuple[Truth, Mapping[str, Any]]], fields: Fields
+) -> list[Observation]:
+    """Each matched event against the call's ground truth, one probe per content bullet.
+
+    A bullet with no call to judge it on (no verified subject, no ``audit.action_map``
+    entry) makes no observation.
+    """
+    problems: dict[tuple[str, str], list[str]] = {}
+    judged: dict[str, int] = {}
+    for truth, event in pairs:
+        for ref in CONTENT:
+            try:
+                wrong = content_problem(ref, truth, event, fields)
+            except LookupError:
+                continue
+            judged[ref] = judged.get(ref, 0) + 1
+            if wrong:
+                problems.setdefault((ref, wrong), []).append(truth.call.request_id)
+    out = [
+        Observation(
+            f"audit events of {len(ids)} call(s)",
+            wrong,
+            _HOLDS[ref],
+            Status.FAIL,
+            Severity.HIGH,
+            ids[0],
+        ).of(ref)
+        for (ref, wrong), ids in sorted(problems.items())
+    ]
+    for ref, n in judged.items():
+        if not any(r == ref for r, _ in problems):
+            out.append(Observation(f"{n} event(s)", "all hold", _HOLDS[ref], Status.PASS).of(ref))
+    return out
+
+
+def _subjects(run: Run) -> dict[str, str]:
+    """Each principal's verified subject: its JWT's ``sub``."""
+    out = {}
+    for name, p in run.principals.items():
+        token = parse(p.token()) if p.has_token else None
+        if token is not None and token.claims.get("sub") is not None:
+            out[name] = str(token.claims["sub"])
+    return out
+
+
+def expected_actions(
+    action_map: Mapping[str, Any], methods: Iterable[str], writes: Iterable[str]
+) -> dict[str, str]:
+    """The action ``audit.action_map`` gives each method: by path, or by read/write."""
+    writes = set(writes)
+    out = {}
+    for m in methods:
+        kind = "write" if m in writes else "read"
+        action = action_map.get(m, action_map.get(kind))
+        if action is not None:
+            out[m] = str(action)
+    return out
+
+
+def _truths(run: Run, found: Reconciled) -> list[tuple[Truth, dict[str, Any]]]:
+    subjects = _subjects(run)
+    methods = {c.method for c in found.calls}
+    actions = expected_actions(run.config.table("audit.action_map"), methods, _writes(run))
+    return [
+        (Truth(c, subjects.get(c.principal or ""), actions.get(c.method)), evs[0])
+        for c in found.calls
+        if (evs := found.events.get(c.request_id))
+    ]
+
+
+#: A value that breaks naive log writers: a forged JSON event after a newline, CR LF,
+#: U+2028, an escape sequence, and 4 KiB.
+INJECTION = 'inj\n{"outcome":"OK","forged":1}\r\n\u2028\x1b[2J' + "A" * 4096
+
+
+def plan_injection(run: Run, policy: Policy) -> tuple[list[Call], list[Observation]]:
+    """One call per ``audit.logged_fields`` entry carrying :data:`INJECTION` in that field."""
+    calls, notes = [], []
+    for entry in run.config.str_list("audit.logged_fields"):
+        method = next(
+            (m.path for m in policy.catalogue.methods if entry.startswith(m.path + ".")), None
+        )
+        if method is None:
+            notes.append(
+                Observation(f"injection into {entry}", "not sent", "a method", Status.SKIP)
+            )
+            continue
+        cls = policy.catalogue.message_class(policy.catalogue.method(method).input_type)
+        data, missed = fill(cls, template_text(run, method), {entry[len(method) + 1 :]: INJECTION})
+        if missed:
+            notes.append(
+                Observation(f"injection into {entry}", "not sent", "a string field", Status.SKIP)
+            )
+            continue
+        allowed = policy.allowed(method) or frozenset()
+        who = next((run.principal(n) for n in sorted(allowed) if run.principal(n)), None)
+        calls.append(Call(f"log-injection value in {entry}", method, (data,), who))
+    return calls, notes
+
+
+def judge_injection(
+    call: Call, result: CallResult, matched: Sequence[Mapping[str, Any]], log: audit.Events
+) -> Observation:
+    """Exactly one event for the call, none with a ``forged`` key, every line valid JSON."""
+    forged = [e for e in log.events if "forged" in e]
+    n = len(matched)
+    observed = (
+        f"{n} event(s) for the call, {len(forged)} forged event(s), "
+        f"{log.unparsed} unparseable line(s)"
+    )
+    if result.code in UNREACHED:
+        status = Status.INCONCLUSIVE
+        observed = f"{result.status}: the value never reached the service"
+    else:
+        ok = n == 1 and not forged and log.unparsed == 0
+        status = Status.PASS if ok else Status.FAIL
+    expected = "exactly 1 event, none forged, every line valid JSON"
+    obs = Observation(call.label, observed, expected, status, Severity.HIGH, result.request_id)
+    return obs.of("injection")
+
+
+def _injection(run: Run) -> list[Observation]:
+    policy = Policy.of(run)
+    if policy is None:
+        return []
+    calls, notes = plan_injection(run, policy)
+    out = [n.of("injection") for n in notes]
+    for call in calls:
+        _, result = send(run, [call])[0]
+        found, problem = audit.wait_for(run, [result.request_id])
+        if problem:
+            out.append(
+                Observation(call.label, problem, "readable events", Status.INCONCLUSIVE).of(
+                    "injection"
                 )
             )
-    observations.append(
-        Observation(
-            f"{len(calls)} calls reconciled with the audit log",
-            f"{len(calls) - len(missing)} matched",
-            "every call matched",
-            Status.PASS,
-        )
-    )
-    return Outcome.from_observations(
-        control, observations, passed=f"{len(calls)} calls, each with its audit event"
-    )
+            continue
+        log = audit.read(run)
+        out.append(judge_injection(call, result, found.get(result.request_id, []), log))
+    return out
 
 
-def _subject(run: Run, principal_name: str | None) -> str | None:
-    p = run.principal(principal_name) if principal_name else None
-    if p is None or not p.has_token:
-        return None
-    from harness.tokens import parse
-
-    token = parse(p.token())
-    return str(token.claims.get("sub")) if token else None
-
-
-@check("AUDIT-002")
+@check(
+    "AUDIT-002",
+    probes=(
+        Probe("identity", f"identity: {_HOLDS['identity']}"),
+        Probe("method", f"method: {_HOLDS['method']}"),
+        Probe("resource", f"resource: {_HOLDS['resource']}"),
+        Probe("action", _HOLDS["action"], required=False, needs=("audit.action_map",)),
+        Probe("outcome", f"outcome: {_HOLDS['outcome']}"),
+        Probe("request_id", f"request_id: {_HOLDS['request_id']}"),
+        Probe("timestamp", f"timestamp: {_HOLDS['timestamp']}"),
+        Probe("source", f"source: {_HOLDS['source']}"),
+        Probe(
+            "injection",
+            "control characters and a forged event in audit.logged_fields",
+            required=False,
+            needs=("audit.logged_fields",),
+        ),
+    ),
+)
 def event_content(run: Run) -> Outcome:
     """Audit event content complete, accurate and injection-safe.
 
     For every reconciled event (AUDIT-001's calls): ``identity`` is the verified subject
     of the token sent (empty for calls without a valid credential is fine), ``method`` the
-    full method path, ``outcome`` the observed code, ``request_id`` the value sent,
-    ``timestamp`` RFC 3339 with a zone, ``source`` and (where the request named a record)
-    ``resource`` present. Injection probe on ``audit.logged_fields``: a value carrying a
-    newline with a forged JSON event, CR LF, U+2028, an escape sequence and 4 KiB must
-    yield exactly one event, no event with a ``forged`` key, and no unparseable line.
+    full method path, ``resource`` present, ``action`` what ``audit.action_map`` gives the
+    method (by path, or by ``read``/``write``), ``outcome`` the observed code (names in any
+    case, numbers, or ``audit.outcome_map``), ``request_id`` the value sent, ``timestamp``
+    RFC 3339 with a zone or an epoch number (``audit.timestamp_format``), ``source``
+    present. Injection probe on ``audit.logged_fields``: a value carrying a newline with a
+    forged JSON event, CR LF, U+2028, an escape sequence and 4 KiB must yield exactly one
+    event, no event with a ``forged`` key, and no unparseable line.
     """
-    control = CATALOGUE["AUDIT-002"]
-    if run.config.get("audit.source") is None or not run.config.str_list("audit.phi_methods"):
-        return Outcome.skip(control, "needs audit.source and audit.phi_methods")
-    calls, events, problem = _reconciled(run)
-    if problem:
-        return Outcome.inconclusive(control, problem)
-    problems: dict[str, list[str]] = {}
-    for c in calls:
-        for e in events.get(c.request_id, [])[:1]:
-            wrong = []
-            if audit.field(run, e, "method") != c.method:
-                wrong.append("method")
-            outcome = str(audit.field(run, e, "outcome"))
-            if outcome not in (c.code.name, str(c.code.value[0])):
-                wrong.append(f"outcome {outcome!r} for {c.code.name}")
-            if rfc3339(audit.field(run, e, "timestamp")) is None:
-                wrong.append("timestamp not RFC 3339 with a zone")
-            if not audit.field(run, e, "source"):
-                wrong.append("no source")
-            if audit.field(run, e, "resource") is None:
-                wrong.append("no resource field")
-            sub = _subject(run, c.principal)
-            if (
-                c.code.name not in ("UNAUTHENTICATED",)
-                and sub
-                and audit.field(run, e, "identity") != sub
-            ):
-                wrong.append("identity is not the token's verified subject")
-            for w in wrong:
-                problems.setdefault(w, []).append(c.request_id)
-    observations = [
-        Observation(
-            f"audit events of {len(ids)} call(s)",
-            w,
-            "complete and accurate",
-            Status.FAIL,
-            Severity.HIGH,
-            ids[0],
-        )
-        for w, ids in sorted(problems.items())
-    ]
-    observations += _injection(run)
-    observations.append(
-        Observation(
-            f"{len(calls)} events compared with the calls",
-            f"{len(problems)} kind(s) of discrepancy",
-            "none",
-            Status.PASS if not problems else Status.FAIL,
-            Severity.HIGH,
-        )
-    )
+    found = _matched(run)
+    fields = Fields.of(run.config)
+    observations = judge_content(_truths(run, found), fields) + _injection(run)
     return Outcome.from_observations(
-        control, observations, passed="every event names who, what, which record, outcome and when"
+        CATALOGUE["AUDIT-002"],
+        observations,
+        passed="every event names who, what, which record, outcome and when",
     )
 
 
-def _injection(run: Run) -> list[Observation]:
-    policy = Policy.of(run)
-    fields = run.config.str_list("audit.logged_fields")
-    if policy is None or not fields:
-        return [Observation("injection probe", "not sent", "audit.logged_fields", Status.SKIP)]
-    out = []
-    payload = 'inj\n{"outcome":"OK","forged":1}\r\n\u2028\x1b[2J' + "A" * 4096
-    templates = run.config.table("schema.request_templates")
-    for entry in fields:
-        method = next(
-            (m.path for m in policy.catalogue.methods if entry.startswith(m.path + ".")), None
-        )
-        if method is None:
-            continue
-        info = policy.catalogue.method(method)
-        msg = policy.catalogue.message_class(info.input_type)()
-        template = templates.get(method)
-        json_format.Parse(
-            template if isinstance(template, str) else json.dumps(template or {}), msg
-        )
-        if not set_path(msg, entry[len(method) + 1 :], payload):
-            continue
-        allowed = policy.allowed(method) or frozenset()
-        who = next((run.principal(n) for n in sorted(allowed) if run.principal(n)), None)
-        result = run.call(method, [msg.SerializeToString()], principal=who)
-        found, problem = audit.wait_for(run, [result.request_id])
-        everything = audit.read(run)
-        forged = [e for e in everything.events if "forged" in e]
-        n = len(found.get(result.request_id, []))
-        ok = not problem and n == 1 and not forged and everything.unparsed == 0
-        observed = (
-            problem
-            or f"{n} event(s) for the call, {len(forged)} forged event(s), "
-            f"{everything.unparsed} unparseable line(s)"
-        )
-        out.append(
-            Observation(
-                f"log-injection value in {entry}",
-                observed,
-                "exactly 1 event, none forged, every line valid JSON",
-                Status.PASS if ok else Status.FAIL,
-                Severity.HIGH,
-                result.request_id,
-            )
-        )
-    return out
+# -- AUDIT-003 ----------------------------------------------------------------------------
 
 
-@check("AUDIT-003")
+def judge_refusals(
+    calls: Sequence[CallResult], events: Events, fields: Fields
+) -> list[Observation]:
+    """Refused calls' events record the refusal (UNAUTHENTICATED or PERMISSION_DENIED).
+
+    A refused call with no event is AUDIT-001's finding, not judged here; no refused call
+    at all makes no observation.
+    """
+    refusals = [c for c in calls if c.code in REFUSED]
+    if not refusals:
+        return []
+    seen = [c for c in refusals if events.get(c.request_id)]
+    wrong = [c for c in seen if fields.outcome(events[c.request_id][0]) not in REFUSED]
+    return [
+        Observation(
+            f"{len(refusals)} refused calls, {len(seen)} with an event",
+            f"{len(wrong)} event(s) with another outcome",
+            "outcome UNAUTHENTICATED or PERMISSION_DENIED",
+            Status.FAIL if wrong else Status.PASS,
+            Severity.MEDIUM,
+            wrong[0].request_id if wrong else None,
+        ).of("refusals")
+    ]
+
+
+def forged_token(token: Parsed, sub: str) -> str:
+    """``token`` claiming ``sub``, its signature broken (one bit of the first byte)."""
+    forged = parse(tamper(token, sub=sub))
+    assert forged is not None
+    sig = base64url_decode(token.segments[2])
+    return with_signature(forged, bytes([sig[0] ^ 1]) + sig[1:])
+
+
+def judge_actor(
+    results: Sequence[CallResult], events: Events, forged_sub: str, fields: Fields
+) -> Observation:
+    """No event of the forged-token burst names the forged ``sub`` as the actor."""
+    reached = [r for r in results if r.code not in UNREACHED]
+    probe = f"{len(results)} tokens with a forged sub"
+    expected = "the actor empty or marked unverified"
+    if not reached:
+        observed = "no call of the burst reached the service"
+        return Observation(probe, observed, expected, Status.INCONCLUSIVE).of("actor")
+    evs = [e for r in reached for e in events.get(r.request_id, [])]
+    named = [e for e in evs if fields(e, "identity") == forged_sub]
+    observed = f"{len(named)} of {len(evs)} event(s) name the forged sub as the actor"
+    status = Status.FAIL if named else Status.PASS
+    return Observation(probe, observed, expected, status, Severity.HIGH).of("actor")
+
+
+def judge_alert(alert_type: str | None, throttled: bool, seen: bool, problem: str) -> Observation:
+    """An ``alert_type`` event after the burst, or the burst throttled (LIMIT-002)."""
+    probe, expected = "burst of failed authentications", "an alert or throttling"
+    if throttled:
+        observed = "throttled (RESOURCE_EXHAUSTED)"
+        return Observation(probe, observed, expected, Status.PASS).of("alert")
+    if not alert_type:
+        observed = "not throttled; no alert type to look for"
+        return Observation(probe, observed, "audit.alert_type", Status.SKIP).of("alert")
+    expected = f"a {alert_type} event within audit.alert_timeout_s"
+    if problem:
+        return Observation(probe, problem, expected, Status.INCONCLUSIVE).of("alert")
+    observed = f"{alert_type} event {'seen' if seen else 'not seen'}"
+    status = Status.PASS if seen else Status.FAIL
+    return Observation(probe, observed, expected, status, Severity.MEDIUM).of("alert")
+
+
+def _burst(run: Run, base: Base) -> list[Observation]:
+    """``audit.failure_burst`` forged-sub tokens with broken signatures, then the alert."""
+    sub = f"forged-{run.options.seed:08x}"
+    token = forged_token(base.token, sub)
+    burst = int(run.config.get("audit.failure_burst", 20))
+    start = dt.datetime.now(dt.timezone.utc)
+    call = Call("forged-sub token", base.method.path, (base.request,), None, bearer(token))
+    results = [r for _, r in send(run, [call] * burst)]
+    throttled = any(r.code == grpc.StatusCode.RESOURCE_EXHAUSTED for r in results)
+    got, problem = audit.wait_for(run, [r.request_id for r in results])
+    fields = Fields.of(run.config)
+    actor = (
+        Observation(
+            f"{burst} tokens with a forged sub", problem, "readable events", Status.INCONCLUSIVE
+        ).of("actor")
+        if problem
+        else judge_actor(results, got, sub, fields)
+    )
+    alert_type = run.config.str_("audit.alert_type")
+    seen, problem = False, ""
+    if alert_type and not throttled:
+        seen, problem = wait_alert(run, alert_type, start - dt.timedelta(seconds=60))
+    return [actor, judge_alert(alert_type, throttled, seen, problem)]
+
+
+@check(
+    "AUDIT-003",
+    probes=(
+        Probe("refusals", "refused AUTHN/AUTHZ calls audited as refusals"),
+        Probe("actor", "a forged, unverifiable sub is not recorded as the actor"),
+        Probe(
+            "alert",
+            "a burst of failures raises audit.alert_type or is throttled",
+            needs=("audit.alert_type",),
+        ),
+    ),
+)
 def failures_audited_and_alerted(run: Run) -> Outcome:
     """Failed authentication and authorization audited; bursts raise a signal.
 
@@ -252,359 +558,628 @@ def failures_audited_and_alerted(run: Run) -> Outcome:
     ``audit.alert_timeout_s`` (an alert already raised for this source in the last 60 s
     counts), unless the burst was throttled (RESOURCE_EXHAUSTED).
     """
-    control = CATALOGUE["AUDIT-003"]
-    if run.config.get("audit.source") is None or not run.config.str_list("audit.phi_methods"):
-        return Outcome.skip(control, "needs audit.source and audit.phi_methods")
-    calls, events, problem = _reconciled(run)
-    if problem:
-        return Outcome.inconclusive(control, problem)
-    observations = []
-    refused = [c for c in calls if c.code.name in ("UNAUTHENTICATED", "PERMISSION_DENIED")]
-    wrong = [
-        c
-        for c in refused
-        if events.get(c.request_id)
-        and str(audit.field(run, events[c.request_id][0], "outcome")) not in _REFUSALS
-    ]
-    observations.append(
-        Observation(
-            f"{len(refused)} refused calls",
-            f"{len(wrong)} event(s) with another outcome",
-            "outcome UNAUTHENTICATED or PERMISSION_DENIED",
-            Status.FAIL if wrong else Status.PASS,
-            Severity.MEDIUM,
-        )
-    )
-    found, _ = bases(run)
-    accepted = [b for b in found if b.accepted]
-    if not accepted:
-        observations.append(
-            Observation("forged-sub burst", "not sent", "a principal's valid token", Status.SKIP)
-        )
-        return Outcome.from_observations(control, observations, passed="refusals audited")
-    base = accepted[0]
-    forged = f"forged-{run.options.seed:08x}"
-    forged_claims = parse(tamper(base.token, sub=forged))
-    assert forged_claims is not None
-    sig = base64url_decode(base.token.segments[2])
-    token = with_signature(forged_claims, bytes([sig[0] ^ 1]) + sig[1:])  # a broken signature
-    burst = int(run.config.get("audit.failure_burst", 20))
-    start = dt.datetime.now(dt.timezone.utc)
-    results = send(
-        run,
-        [Call("forged-sub token", base.method.path, (base.request,), None, bearer(token))] * burst,
-    )
-    throttled = any(r.code == grpc.StatusCode.RESOURCE_EXHAUSTED for _, r in results)
-    got, problem = audit.wait_for(run, [r.request_id for _, r in results])
-    named = [
-        rid for rid, evs in got.items() for e in evs if audit.field(run, e, "identity") == forged
-    ]
-    observations.append(
-        Observation(
-            f"{burst} tokens with a forged sub",
-            f"{len(named)} event(s) name the forged sub as the actor",
-            "the actor empty or marked unverified",
-            Status.FAIL if named else Status.PASS,
-            Severity.HIGH,
-        )
-    )
-    alert_type = run.config.str_("audit.alert_type")
-    if throttled:
-        observations.append(
-            Observation(
-                "burst of failed authentications",
-                "throttled (RESOURCE_EXHAUSTED)",
-                "an alert or throttling",
-                Status.PASS,
-            )
-        )
-    elif not alert_type:
-        observations.append(
-            Observation(
-                "burst of failed authentications",
-                "not throttled; no audit.alert_type to look for",
-                "an alert or throttling",
-                Status.INCONCLUSIVE,
-            )
-        )
+    found = _matched(run)
+    observations = judge_refusals(found.calls, found.events, Fields.of(run.config))
+    accepted = [b for b in bases(run)[0] if b.accepted]
+    if accepted:
+        observations += _burst(run, accepted[0])
     else:
-        seen, problem = wait_alert(run, alert_type, start - dt.timedelta(seconds=60))
         observations.append(
             Observation(
-                "burst of failed authentications",
-                problem or f"{alert_type} event {'seen' if seen else 'not seen'}",
-                f"a {alert_type} event within audit.alert_timeout_s",
-                Status.INCONCLUSIVE if problem else Status.PASS if seen else Status.FAIL,
-                Severity.MEDIUM,
-            )
+                "forged-sub burst", "not sent", "a principal's valid token", Status.SKIP
+            ).of("actor")
         )
     return Outcome.from_observations(
-        control, observations, passed="refusals audited, forged actors not believed, bursts alerted"
+        CATALOGUE["AUDIT-003"],
+        observations,
+        passed="refusals audited, forged actors not believed, bursts alerted",
     )
+
+
+# -- the harness's own clock (SNTP, RFC 4330) ----------------------------------------------
+
+_NTP_EPOCH = 2_208_988_800  # seconds from 1900-01-01 to 1970-01-01
+
+
+def _ntp_bytes(t: float) -> bytes:
+    secs, frac = divmod(t + _NTP_EPOCH, 1)
+    return struct.pack("!II", int(secs) & 0xFFFFFFFF, int(frac * 2**32) & 0xFFFFFFFF)
+
+
+def _ntp_seconds(data: bytes) -> float:
+    secs, frac = struct.unpack("!II", data)
+    return float(secs - _NTP_EPOCH + frac / 2**32)
+
+
+@dataclass(frozen=True)
+class ClockOffset:
+    """The time server's clock minus the harness's, and how far that can be off."""
+
+    offset_s: float
+    uncertainty_s: float
+
+    @classmethod
+    def of(cls, *samples: ClockOffset) -> ClockOffset:
+        """Samples (before and after the calls) combined: their mean, widened by their drift."""
+        offsets = [s.offset_s for s in samples]
+        spread = (max(offsets) - min(offsets)) / 2
+        mean = sum(offsets) / len(offsets)
+        return cls(mean, max(s.uncertainty_s for s in samples) + spread)
+
+
+def sntp_request(now: float) -> bytes:
+    """A client request (LI 0, version 4, mode 3) whose transmit time is ``now``."""
+    return bytes([0x23]) + bytes(39) + _ntp_bytes(now)
+
+
+def sntp_offset(reply: bytes, request: bytes, t1: float, t4: float) -> ClockOffset | None:
+    """The offset from a server's reply to ``request`` sent at ``t1``, received at ``t4``.
+
+    None for anything but a synchronised server's answer to this request (mode 4 or 5, not
+    alarmed, stratum 1-15, originate time echoed, a transmit time).
+    """
+    if len(reply) < 48 or reply[0] & 7 not in (4, 5) or reply[0] >> 6 == 3:
+        return None
+    if not 0 < reply[1] < 16 or reply[24:32] != request[40:48] or not any(reply[40:48]):
+        return None
+    t2, t3 = _ntp_seconds(reply[32:40]), _ntp_seconds(reply[40:48])
+    round_trip = max((t4 - t1) - (t3 - t2), 0.0)
+    return ClockOffset(((t2 - t1) + (t3 - t4)) / 2, round_trip / 2)
+
+
+def _address(server: str) -> tuple[str, int]:
+    if server.startswith("["):
+        host, _, rest = server[1:].partition("]")
+        return host, int(rest.lstrip(":") or 123)
+    if server.count(":") == 1:
+        host, _, port = server.partition(":")
+        return host, int(port)
+    return server, 123
+
+
+def measure_offset(server: str, timeout_s: float = 2.0) -> tuple[ClockOffset | None, str]:
+    """One SNTP exchange with ``server`` (``host``, ``host:port``, ``[v6]:port``)."""
+    try:
+        host, port = _address(server)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(timeout_s)
+            t1 = time.time()
+            request = sntp_request(t1)
+            sock.sendto(request, (host, port))
+            reply = sock.recv(512)
+            t4 = time.time()
+    except (OSError, ValueError) as exc:
+        return None, f"clock.ntp_server {server}: {type(exc).__name__}: {exc}"
+    offset = sntp_offset(reply, request, t1, t4)
+    return offset, "" if offset else f"clock.ntp_server {server}: not a valid SNTP answer"
 
 
 # -- AUDIT-004 ----------------------------------------------------------------------------
 
 
-@check("AUDIT-004")
+#: The harness could not bound its own clock's offset: no delta is judged.
+UNBOUNDED = ClockOffset(0.0, float("inf"))
+
+
+def judge_delta(
+    result: CallResult, stamp: audit.Stamp, tolerance_s: float, clock: ClockOffset | None = None
+) -> Observation:
+    """Event time within the tolerance and half the round trip of the call's midpoint.
+
+    With ``clock`` (the time server's offset from the harness), the midpoint is corrected
+    by the offset and the tolerance widened by its uncertainty.
+    """
+    clock = clock or ClockOffset(0.0, 0.0)
+    midpoint = result.started_at + result.elapsed_s / 2 + clock.offset_s
+    delta = stamp.at.timestamp() - midpoint
+    allowed = tolerance_s + result.elapsed_s / 2 + clock.uncertainty_s
+    return Observation(
+        "event time vs. call midpoint",
+        f"delta {delta * 1000:+.0f} ms",
+        f"within +/-{allowed * 1000:.0f} ms",
+        Status.PASS if abs(delta) <= allowed else Status.FAIL,
+        Severity.MEDIUM,
+        result.request_id,
+    ).of("delta")
+
+
+def judge_timestamps(
+    results: Sequence[CallResult],
+    events: Events,
+    fields: Fields,
+    tolerance_s: float,
+    clock: ClockOffset | None = None,
+) -> list[Observation]:
+    """Sequential calls' events: near their calls, precise, in call order.
+
+    Each event's time near its call's midpoint (delta), every timestamp sub-second and
+    zoned (precision), the events in call order (order). A call with no event is
+    INCONCLUSIVE (delta). ``clock``: the harness's offset (see :func:`judge_delta`);
+    :data:`UNBOUNDED` when it could not be measured, and then no delta is judged.
+    """
+    out, stamps, vague, seen = [], [], [], 0
+    for r in results:
+        evs = events.get(r.request_id) or []
+        if not evs:
+            reason = "no event" if r.code not in UNREACHED else r.status
+            out.append(
+                Observation(
+                    "event time",
+                    reason,
+                    "an event to time",
+                    Status.INCONCLUSIVE,
+                    None,
+                    r.request_id,
+                ).of("delta")
+            )
+            continue
+        seen += 1
+        stamp = fields.time(evs[0])
+        if stamp is None or not stamp.sub_second:
+            vague.append((r, fields(evs[0], "timestamp")))
+        if stamp is not None:
+            if clock is not UNBOUNDED:
+                out.append(judge_delta(r, stamp, tolerance_s, clock))
+            stamps.append(stamp.at)
+    if seen:
+        out.append(judge_precision(vague, seen))
+    if len(stamps) >= 2:
+        ordered = stamps == sorted(stamps)
+        out.append(
+            Observation(
+                f"order of {len(stamps)} sequential calls' events",
+                "in call order" if ordered else "out of order",
+                "call order",
+                Status.PASS if ordered else Status.FAIL,
+                Severity.MEDIUM,
+            ).of("order")
+        )
+    return out
+
+
+def judge_precision(vague: Sequence[tuple[CallResult, Any]], seen: int) -> Observation:
+    """Every timestamp sub-second with an unambiguous zone (``vague``: those that are not)."""
+    expected = "sub-second, with Z or an offset (or an epoch number)"
+    if not vague:
+        return Observation(f"{seen} event timestamps", "all precise", expected, Status.PASS).of(
+            "precision"
+        )
+    r, raw = vague[0]
+    observed = f"{len(vague)} vague or ambiguous, e.g. {raw!r}"
+    return Observation(
+        f"{seen} event timestamps", observed, expected, Status.FAIL, Severity.MEDIUM, r.request_id
+    ).of("precision")
+
+
+def judge_clock(samples: Sequence[tuple[ClockOffset | None, str]]) -> Observation:
+    """The harness's offset from ``clock.ntp_server`` (before and after the calls), bounded."""
+    probe, expected = "harness clock offset (SNTP)", "an answer from clock.ntp_server"
+    problem = next((why for offset, why in samples if offset is None), "")
+    if problem or not samples:
+        observed = problem or "not measured"
+        return Observation(probe, observed, expected, Status.INCONCLUSIVE).of("ntp")
+    clock = ClockOffset.of(*(offset for offset, _ in samples if offset is not None))
+    observed = f"{clock.offset_s * 1000:+.1f} ms, +/-{clock.uncertainty_s * 1000:.1f} ms"
+    return Observation(probe, observed, expected, Status.PASS).of("ntp")
+
+
+def _timed_calls(run: Run) -> list[CallResult]:
+    """Ten sequential calls to an audited method by a principal that may read it."""
+    policy = Policy.of(run)
+    if policy is None:
+        raise NotApplicable(NO_DESCRIPTORS.format(run.catalogue_problem()))
+    phi = run.config.str_list("audit.phi_methods")
+    found, why = bases(run)
+    base = next((b for b in found if b.accepted and b.method.path in phi), None)
+    if base is None:
+        raise NotApplicable(why or "no principal may read an audit.phi_methods entry")
+    return [run.call(base.method.path, [base.request], principal=base.principal) for _ in range(10)]
+
+
+@check(
+    "AUDIT-004",
+    probes=(
+        Probe("delta", "event time within clock.tolerance_ms + RTT/2 of the call"),
+        Probe("precision", "sub-second timestamps with an unambiguous zone"),
+        Probe("order", "events of 10 sequential calls in call order"),
+        Probe(
+            "ntp",
+            "the harness's own offset against clock.ntp_server",
+            required=False,
+            needs=("clock.ntp_server",),
+        ),
+    ),
+)
 def timestamps_accurate(run: Run) -> Outcome:
     """Audit timestamps accurate and ordered.
 
     Ten sequential calls to an audited method by an allowed principal; for each event,
     delta = event time - midpoint(send, receive) must be within ``clock.tolerance_ms``
-    (1000) + half the round trip; timestamps need sub-second precision and a zone, and
-    event order must match call order. The harness clock is the reference (a spawned
-    target shares it; ``clock.ntp_server`` is not consulted yet).
+    (1000) + half the round trip; timestamps need sub-second precision and a zone (RFC
+    3339 with ``Z`` or an offset, or an epoch number in ``audit.timestamp_format``), and
+    event order must match call order. With ``clock.ntp_server``, the harness measures its
+    own offset by SNTP before and after the calls, corrects the midpoints by it and widens
+    the tolerance by its uncertainty; when it cannot (no valid answer), no delta is judged
+    and the control is INCONCLUSIVE. Without it the harness clock is the reference (a
+    spawned target shares it).
     """
-    control = CATALOGUE["AUDIT-004"]
-    if run.config.get("audit.source") is None or not run.config.str_list("audit.phi_methods"):
-        return Outcome.skip(control, "needs audit.source and audit.phi_methods")
-    policy = policy_or_skip(run, "AUDIT-004")
-    if isinstance(policy, Outcome):
-        return policy
-    phi = run.config.str_list("audit.phi_methods")
-    found, why = bases(run)
-    base = next((b for b in found if b.accepted and b.method.path in phi), None)
-    if base is None:
-        return Outcome.skip(control, why or "no principal may read an audit.phi_methods entry")
-    results = [
-        run.call(base.method.path, [base.request], principal=base.principal) for _ in range(10)
-    ]
+    _needs(run, "audit.source", "audit.phi_methods")
+    server = run.config.str_("clock.ntp_server")
+    samples = [measure_offset(server)] if server else []
+    results = _timed_calls(run)
+    samples += [measure_offset(server)] if server else []
     events, problem = audit.wait_for(run, [r.request_id for r in results])
     if problem:
-        return Outcome.inconclusive(control, problem)
+        raise CannotObserve(problem)
+    clock = None
+    if server:
+        good = [offset for offset, _ in samples if offset is not None]
+        clock = ClockOffset.of(*good) if len(good) == len(samples) else UNBOUNDED
     tolerance = int(run.config.get("clock.tolerance_ms", 1000)) / 1000
-    observations = []
-    stamps = []
-    for r in results:
-        evs = events.get(r.request_id) or []
-        raw = audit.field(run, evs[0], "timestamp") if evs else None
-        ts = rfc3339(raw)
-        if ts is None:
-            observations.append(
-                Observation(
-                    "event timestamp",
-                    f"{raw!r}",
-                    "RFC 3339 with a zone",
-                    Status.FAIL if evs else Status.INCONCLUSIVE,
-                    Severity.MEDIUM,
-                    r.request_id,
-                )
-            )
-            continue
-        midpoint = r.started_at + r.elapsed_s / 2
-        delta = ts.timestamp() - midpoint
-        allowed = tolerance + r.elapsed_s / 2
-        precise = "." in str(raw)
-        ok = abs(delta) <= allowed and precise
-        stamps.append(ts)
-        observations.append(
-            Observation(
-                "event time vs. call midpoint",
-                f"delta {delta * 1000:+.0f} ms" + ("" if precise else ", whole seconds only"),
-                f"within +/-{allowed * 1000:.0f} ms, sub-second precision",
-                Status.PASS if ok else Status.FAIL,
-                Severity.MEDIUM,
-                r.request_id,
-            )
-        )
-    ordered = stamps == sorted(stamps)
-    observations.append(
-        Observation(
-            "order of 10 sequential calls' events",
-            "in call order" if ordered else "out of order",
-            "call order",
-            Status.PASS if ordered else Status.FAIL,
-            Severity.MEDIUM,
-        )
-    )
+    fields = Fields.of(run.config)
+    observations = judge_timestamps(results, events, fields, tolerance, clock)
+    if server:
+        observations.append(judge_clock(samples))
     return Outcome.from_observations(
-        control, observations, passed="timestamps within tolerance, precise, in order"
+        CATALOGUE["AUDIT-004"],
+        observations,
+        passed="timestamps within tolerance, precise, in order",
     )
 
 
 # -- AUDIT-005 / 006: chain and growth ----------------------------------------------------
 
+_ALGORITHMS = {"sha256": hashlib.sha256, "sha384": hashlib.sha384, "sha512": hashlib.sha512}
+_SORTED_COMPACT = {"sorted-compact", "json-sorted-compact"}
+
+
+@dataclass(frozen=True)
+class ChainSpec:
+    """``audit.hash_chain``: how each record's hash is computed and where it is kept.
+
+    ``link`` ``concat``: hash_i = H(hash_{i-1} || 0x0A || canonical(record_i without the
+    hash field)); ``prev-in-record``: hash_i = H(canonical(record_i without the hash
+    field)), its ``prev_field`` naming hash_{i-1}. Canonical JSON has sorted keys, no
+    spaces and UTF-8 text.
+    """
+
+    algorithm: str = "sha256"
+    canonicalization: str = "sorted-compact"
+    link: str = "concat"
+    genesis: str = GENESIS
+    prev_field: str = "prev_hash"
+    hash_field: str = "hash"
+    seq_field: str = "seq"
+
+    @classmethod
+    def of(cls, table: Mapping[str, Any]) -> ChainSpec:
+        """The spec a configuration table declares (defaults for what it leaves out)."""
+        known = {k: str(v) for k, v in table.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+    @property
+    def unsupported(self) -> str:
+        """Why this chain cannot be verified here ("" when it can)."""
+        if self.algorithm.lower() not in _ALGORITHMS:
+            return f"audit.hash_chain.algorithm {self.algorithm!r} is not supported"
+        if self.canonicalization not in _SORTED_COMPACT:
+            return f"audit.hash_chain.canonicalization {self.canonicalization!r} is not supported"
+        if self.link not in ("concat", "prev-in-record"):
+            return f"audit.hash_chain.link {self.link!r} is not supported"
+        return ""
+
+    def digest(self, prev: str, record: Mapping[str, Any]) -> str:
+        """The hash ``record`` should carry after ``prev``."""
+        body = {k: v for k, v in record.items() if k != self.hash_field}
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        data = canonical.encode()
+        if self.link == "concat":
+            data = prev.encode() + b"\n" + data
+        return _ALGORITHMS[self.algorithm.lower()](data).hexdigest()
+
+
+@dataclass(frozen=True)
+class Chain:
+    """What breaks a hash chain: its links, and its sequence numbers."""
+
+    links: list[str]
+    gaps: list[str]
+    numbered: int  # records that carry an integer sequence number
+
+
+def verify_chain(events: Sequence[Mapping[str, Any]], spec: ChainSpec) -> Chain:
+    """Every link of ``events`` recomputed under ``spec``, and the sequence checked."""
+    links: list[str] = []
+    gaps: list[str] = []
+    prev: str | None = None
+    last_seq: int | None = None
+    numbered = 0
+    for e in events:
+        seq = e.get(spec.seq_field)
+        if isinstance(seq, int) and not isinstance(seq, bool):
+            numbered += 1
+            if last_seq is not None and seq != last_seq + 1:
+                gaps.append(f"seq jumps from {last_seq} to {seq}")
+            last_seq = seq
+        if spec.hash_field not in e:
+            links.append(f"seq {seq}: no {spec.hash_field}")
+            continue
+        link = prev if prev is not None else str(e.get(spec.prev_field, spec.genesis))
+        if prev is None and seq == 1 and link != spec.genesis:
+            links.append("the first record does not link to the genesis hash")
+        if prev is not None and spec.prev_field in e and e[spec.prev_field] != prev:
+            links.append(f"seq {seq}: {spec.prev_field} is not the previous record's hash")
+        if spec.digest(link, e) != e[spec.hash_field]:
+            links.append(f"seq {seq}: {spec.hash_field} does not verify")
+        prev = str(e[spec.hash_field])
+    return Chain(links, gaps, numbered)
+
 
 def chain_problems(run: Run, events: tuple[dict[str, Any], ...]) -> list[str]:
     """What breaks the hash chain of ``events`` under ``audit.hash_chain``, in words."""
-    spec = run.config.table("audit.hash_chain")
-    seq_f, prev_f, hash_f = (
-        spec.get("seq_field", "seq"),
-        spec.get("prev_field", "prev_hash"),
-        spec.get("hash_field", "hash"),
-    )
-    problems = []
-    prev: str | None = None
-    last_seq: int | None = None
-    for e in events:
-        if hash_f not in e:
-            problems.append(f"seq {e.get(seq_f)}: no {hash_f}")
+    spec = ChainSpec.of(run.config.table("audit.hash_chain"))
+    if spec.unsupported:
+        return [spec.unsupported]
+    chain = verify_chain(events, spec)
+    return chain.links + chain.gaps
+
+
+def judge_chain(chain: Chain, records: int) -> list[Observation]:
+    """Every link verifies (links), the sequence has no gap (seq); nothing read, no verdict."""
+    if not records:
+        return []
+    out = []
+    for ref, problems, holds in (
+        ("links", chain.links, "every link verifies"),
+        ("seq", chain.gaps, "no gap in the sequence"),
+    ):
+        probe = f"hash chain over {records} records"
+        if ref == "seq" and not chain.numbered:
+            out.append(Observation(probe, "no record numbered", "a seq_field", Status.SKIP).of(ref))
             continue
-        body = {k: v for k, v in e.items() if k != hash_f}
-        canonical = json.dumps(
-            body, sort_keys=True, separators=(",", ":"), ensure_ascii=False
-        ).encode()
-        link = prev if prev is not None else e.get(prev_f, GENESIS)
-        if prev is None and e.get(seq_f) == 1 and link != GENESIS:
-            problems.append("the first record does not link to the genesis hash")
-        if prev is not None and prev_f in e and e[prev_f] != prev:
-            problems.append(f"seq {e.get(seq_f)}: {prev_f} is not the previous record's hash")
-        if hashlib.sha256(str(link).encode() + b"\n" + canonical).hexdigest() != e[hash_f]:
-            problems.append(f"seq {e.get(seq_f)}: {hash_f} does not verify")
-        seq = e.get(seq_f)
-        if isinstance(seq, int) and last_seq is not None and seq != last_seq + 1:
-            problems.append(f"seq jumps from {last_seq} to {seq}")
-        last_seq = seq if isinstance(seq, int) else last_seq
-        prev = str(e[hash_f])
-    return problems
+        for p in problems[:10]:
+            out.append(Observation(probe, p, holds, Status.FAIL, Severity.HIGH).of(ref))
+        if len(problems) > 10:
+            more = f"{len(problems)} problem(s) in all"
+            out.append(Observation(probe, more, holds, Status.FAIL, Severity.HIGH).of(ref))
+        if not problems:
+            out.append(Observation(probe, "holds", holds, Status.PASS).of(ref))
+    return out
+
+
+def judge_anchor(
+    before: Sequence[Mapping[str, Any]], after: Sequence[Mapping[str, Any]]
+) -> Observation:
+    """The last record read before the run's calls is still there, unchanged, after them."""
+    probe = "anchor (the last record before the run's calls)"
+    if not before:
+        return Observation(probe, "the log was empty", "a record to anchor", Status.SKIP).of(
+            "anchor"
+        )
+    anchor = before[-1]
+    present = any(e == anchor for e in after)
+    observed = "present, unchanged" if present else "gone or changed"
+    status = Status.PASS if present else Status.FAIL
+    return Observation(probe, observed, "still present, unchanged", status, Severity.HIGH).of(
+        "anchor"
+    )
 
 
 def _growth(run: Run) -> tuple[audit.Events, audit.Events, int]:
-    """The log before and after 50 audited calls (shared by AUDIT-005 and AUDIT-006)."""
+    """The log before and after 50 audited calls (shared by AUDIT-005 and AUDIT-006).
+
+    A log still empty gets one audited call first, so there is a record to anchor.
+    """
 
     def compute() -> tuple[audit.Events, audit.Events, int]:
-        before = audit.read(run)
         phi = run.config.str_list("audit.phi_methods")
-        found, _ = bases(run)
-        base = next((b for b in found if b.accepted and b.method.path in phi), None)
-        sent = []
-        if base is not None:  # allowed calls: audited whatever the service does with refusals
-            policy = Policy.of(run)
-            allowed = sorted(policy.allowed(base.method.path) or ()) if policy else []
-            callers = [p for n in allowed if (p := run.principal(n)) and p.has_token] or [
-                base.principal
-            ]
-            probes = [
-                Call("audited call", base.method.path, (base.request,), callers[i % len(callers)])
-                for i in range(50)
-            ]  # spread over identities, so per-identity rate limits do not slow this down
-            sent = [r for _, r in send(run, probes)]
+        base = next((b for b in bases(run)[0] if b.accepted and b.method.path in phi), None)
+        calls = _audited_calls(run, base)
+        before = audit.read(run)
+        if not before.events and calls and not before.problem:
+            first = send(run, calls[:1])[0][1]
+            audit.wait_for(run, [first.request_id])
+            before = audit.read(run)
+        sent = [r for _, r in send(run, calls)]
         audit.wait_for(run, [r.request_id for r in sent])
         return before, audit.read(run), len(sent)
 
     return run.memo("audit-growth", compute)
 
 
-@check("AUDIT-005")
+def _audited_calls(run: Run, base: Base | None) -> list[Call]:
+    """50 allowed calls, spread over the identities allowed (per-identity rate limits)."""
+    if base is None:
+        return []
+    policy = Policy.of(run)
+    allowed = sorted(policy.allowed(base.method.path) or ()) if policy else []
+    callers = [p for n in allowed if (p := run.principal(n)) and p.has_token] or [base.principal]
+    path = base.method.path
+    return [
+        Call("audited call", path, (base.request,), callers[i % len(callers)]) for i in range(50)
+    ]
+
+
+@check(
+    "AUDIT-005",
+    probes=(
+        Probe("links", "every hash link verifies under audit.hash_chain"),
+        Probe("seq", "the sequence numbers have no gaps"),
+        Probe("anchor", "the record last seen before the run's calls is still there, unchanged"),
+    ),
+)
 def hash_chain(run: Run) -> Outcome:
     """The audit hash chain verifies, and nothing before it was rewritten.
 
     The log is read, 50 audited calls are made, and it is read again. Every link must
     verify under ``audit.hash_chain`` (default: ``hash_i = SHA-256(hash_{i-1} || 0x0A ||
     canonical_json(record_i without the hash field))``, canonical JSON with sorted keys and
-    no spaces, the first record linking to 64 zeros), ``seq`` must have no gaps, and the
-    last record seen before (the anchor) must still be there unchanged.
+    no spaces, the first record linking to 64 zeros; ``algorithm`` sha256/384/512,
+    ``link`` concat or prev-in-record, ``genesis`` and the field names may be set), ``seq``
+    must have no gaps, and the last record seen before (the anchor) must still be there
+    unchanged.
     """
-    control = CATALOGUE["AUDIT-005"]
     if not run.config.has("audit.hash_chain"):
-        return Outcome.skip(
-            control, "no audit.hash_chain declared (ATT-004 must cover log integrity)"
-        )
-    if run.config.get("audit.source") is None:
-        return Outcome.skip(control, "no audit.source declared")
+        raise NotApplicable("no audit.hash_chain declared (ATT-004 must cover log integrity)")
+    _needs(run, "audit.source")
+    spec = ChainSpec.of(run.config.table("audit.hash_chain"))
+    if spec.unsupported:
+        raise CannotObserve(spec.unsupported)
     before, after, _ = _growth(run)
     if before.problem or after.problem:
-        return Outcome.inconclusive(control, before.problem or after.problem)
-    hash_f = run.config.table("audit.hash_chain").get("hash_field", "hash")
-    problems = chain_problems(run, after.events)
-    observations = [
-        Observation(
-            f"hash chain over {len(after.events)} records",
-            p,
-            "every link verifies",
-            Status.FAIL,
-            Severity.HIGH,
-        )
-        for p in problems[:10]
-    ]
-    if problems:
-        observations.append(
-            Observation(
-                "hash chain", f"{len(problems)} problem(s)", "none", Status.FAIL, Severity.HIGH
-            )
-        )
-    else:
-        observations.append(
-            Observation(
-                f"hash chain over {len(after.events)} records",
-                "verifies",
-                "every link verifies",
-                Status.PASS,
-            )
-        )
-    if before.events:
-        anchor = before.events[-1].get(hash_f)
-        present = any(e.get(hash_f) == anchor for e in after.events)
-        observations.append(
-            Observation(
-                "anchor (last record before 50 more calls)",
-                "present" if present else "gone or changed",
-                "still present, unchanged",
-                Status.PASS if present else Status.FAIL,
-                Severity.HIGH,
-            )
-        )
+        raise CannotObserve(before.problem or after.problem)
+    observations = judge_chain(verify_chain(after.events, spec), len(after.events))
+    observations.append(judge_anchor(before.events, after.events))
     return Outcome.from_observations(
-        control, observations, passed="the chain verifies end to end and the anchor holds"
+        CATALOGUE["AUDIT-005"],
+        observations,
+        passed="the chain verifies end to end and the anchor holds",
     )
 
 
-@check("AUDIT-006")
-def append_only(run: Run) -> Outcome:
-    """The audit store is append-only (observed during the run).
-
-    The log read before 50 audited calls must be an exact prefix of the log read after,
-    and must have grown by at least one event per call. With ``audit.storage_probe_cmd``
-    (a read-only command printing JSON ``{"locked": bool, "retention_days": n}``), the
-    store must be locked with retention of at least ``audit.min_retention_days``.
-    """
-    control = CATALOGUE["AUDIT-006"]
-    if run.config.get("audit.source") is None:
-        return Outcome.skip(control, "no audit.source declared (ATT-004 must cover the store)")
-    before, after, sent = _growth(run)
-    if before.problem or after.problem:
-        return Outcome.inconclusive(control, before.problem or after.problem)
+def judge_growth(before: audit.Events, after: audit.Events, sent: int) -> list[Observation]:
+    """The earlier log is an exact prefix of the later one, grown by ``sent`` at least."""
+    if not sent:
+        return []
     prefix = list(after.events[: len(before.events)]) == list(before.events)
     grew = len(after.events) - len(before.events)
-    observations = [
+    probe = f"{len(before.events)} records before, {len(after.events)} after {sent} calls"
+    return [
         Observation(
-            f"{len(before.events)} records before, {len(after.events)} after {sent} calls",
+            probe,
             "prefix kept" if prefix else "earlier records changed or removed",
             "the earlier log is an exact prefix",
             Status.PASS if prefix else Status.FAIL,
             Severity.HIGH,
-        ),
+        ).of("run"),
         Observation(
             "growth",
             f"{grew} new record(s)",
             f"at least {sent}",
             Status.PASS if grew >= sent else Status.FAIL,
             Severity.HIGH,
-        ),
+        ).of("run"),
     ]
+
+
+def judge_storage(output: bytes | None, problem: str, minimum_days: int) -> Observation:
+    """The storage probe's JSON ``{"locked": bool, "retention_days": n}``: locked, long enough."""
+    facts: Any = {}
+    if not problem:
+        try:
+            facts = json.loads(output or b"")
+        except ValueError:
+            problem = "output is not JSON"
+    if not problem and not isinstance(facts, dict):
+        problem, facts = "output is not a JSON object", {}
+    expected = f"locked, retention >= {minimum_days} days"
+    if problem:
+        return Observation("storage probe", problem, expected, Status.INCONCLUSIVE).of("b")
+    days = facts.get("retention_days", 0)
+    ok = (
+        facts.get("locked") is True
+        and isinstance(days, (int, float))
+        and not isinstance(days, bool)
+        and days >= minimum_days
+    )
+    status = Status.PASS if ok else Status.FAIL
+    return Observation("storage probe", json.dumps(facts), expected, status, Severity.HIGH).of("b")
+
+
+def plan_mgmt(run: Run, policy: Policy) -> list[Call]:
+    """Every ``audit.mgmt_methods`` entry, once per principal: each must be refused."""
+    calls = []
+    for method in run.config.str_list("audit.mgmt_methods"):
+        request = policy.request(run, method)
+        for name, p in sorted(run.principals.items()):
+            calls.append(Call(f"audit management as {name}", method, (request,), p))
+    return calls
+
+
+def judge_mgmt(attempts: Sequence[tuple[Call, CallResult]]) -> list[Observation]:
+    """Every attempt on the audit store refused: PERMISSION_DENIED or UNIMPLEMENTED."""
+    out = []
+    for call, result in attempts:
+        out.append(
+            refused(
+                call,
+                result,
+                expected=(grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNIMPLEMENTED),
+                low=(grpc.StatusCode.UNAUTHENTICATED,),
+                data_severity=Severity.HIGH,
+            ).of("a")
+        )
+    return out
+
+
+def _mgmt(run: Run) -> list[Observation]:
+    """(a): delete/update attempts with every principal, and the log unchanged after them."""
+    policy = Policy.of(run)
+    if policy is None:
+        return [Observation("audit management", "not sent", "descriptors", Status.SKIP).of("a")]
+    before = audit.read(run)
+    attempts = send(run, plan_mgmt(run, policy))
+    after = audit.read(run)
+    out = judge_mgmt(attempts)
+    if before.problem or after.problem:
+        problem = before.problem or after.problem
+        return [*out, Observation("audit log", problem, "readable", Status.INCONCLUSIVE).of("a")]
+    kept = list(after.events[: len(before.events)]) == list(before.events)
+    out.append(
+        Observation(
+            f"{len(before.events)} records before the attempts",
+            "still present, unchanged" if kept else "changed or removed",
+            "still present, unchanged",
+            Status.PASS if kept else Status.FAIL,
+            Severity.HIGH,
+        ).of("a")
+    )
+    return out
+
+
+@check(
+    "AUDIT-006",
+    probes=(
+        Probe(
+            "a",
+            "audit.mgmt_methods refused for every principal, events unchanged",
+            required=False,
+            needs=("audit.mgmt_methods",),
+        ),
+        Probe(
+            "b",
+            "audit.storage_probe_cmd: locked, retention >= audit.min_retention_days",
+            required=False,
+            needs=("audit.storage_probe_cmd",),
+        ),
+        Probe("run", "the log read before the run's calls is an exact prefix of the log after"),
+    ),
+)
+def append_only(run: Run) -> Outcome:
+    """The audit store is append-only (observed during the run).
+
+    (run) The log read before 50 audited calls must be an exact prefix of the log read
+    after, and must have grown by at least one event per call. (a) With
+    ``audit.mgmt_methods``, each is called by every principal: each attempt must be
+    refused (PERMISSION_DENIED or UNIMPLEMENTED) and the log left unchanged. (b) With
+    ``audit.storage_probe_cmd`` (a read-only command printing JSON ``{"locked": bool,
+    "retention_days": n}``), the store must be locked with retention of at least
+    ``audit.min_retention_days``.
+    """
+    _needs(run, "audit.source")
+    before, after, sent = _growth(run)
+    if before.problem or after.problem:
+        raise CannotObserve(before.problem or after.problem)
+    observations = judge_growth(before, after, sent)
+    if run.config.str_list("audit.mgmt_methods"):
+        observations += _mgmt(run)
     probe = run.config.get("audit.storage_probe_cmd")
     if probe:
         chunks, problem = audit.read_raw(probe, "audit.storage_probe_cmd")
-        try:
-            facts = json.loads(chunks[0][1]) if chunks else {}
-        except ValueError:
-            facts, problem = {}, problem or "output is not JSON"
+        output = chunks[0][1] if chunks else None
         minimum = int(run.config.get("audit.min_retention_days", 0))
-        ok = (
-            not problem
-            and facts.get("locked") is True
-            and int(facts.get("retention_days", 0)) >= minimum
-        )
-        observations.append(
-            Observation(
-                "storage probe",
-                problem or json.dumps(facts),
-                f"locked, retention >= {minimum} days",
-                Status.PASS if ok else Status.FAIL,
-                Severity.HIGH,
-            )
-        )
+        observations.append(judge_storage(output, problem, minimum))
     return Outcome.from_observations(
-        control, observations, passed="the log only grew during the run"
+        CATALOGUE["AUDIT-006"], observations, passed="the log only grew during the run"
     )

@@ -4,23 +4,50 @@ Canary PHI (:mod:`harness.canary`) goes into the request fields ``phi.field_path
 (:func:`harness.plans.canaries.planted_calls`); then logs, audit events, status messages,
 details and metadata are searched for it in every encoding. Hits are reported by
 category, encoding, location and line hash, never by value.
+
+Each check wires the planted calls, the reads of its sources and a pure judge
+(``judge_*``) that takes the recorded results and the bytes searched.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Mapping, Sequence
 
 from google.protobuf.message import DecodeError
 from google.rpc import status_pb2
 
 from harness import audit
-from harness.canary import Hit
+from harness.canary import CanarySet, Hit
 from harness.catalogue import CATALOGUE, Severity
 from harness.channels import CallResult
 from harness.checks import check
-from harness.outcome import Observation, Outcome, Status
+from harness.oracles import UNREACHED
+from harness.outcome import (
+    CannotObserve,
+    NotApplicable,
+    Observation,
+    Outcome,
+    Probe,
+    Status,
+    filed,
+)
 from harness.plans.canaries import Planted, canaries, planted_calls
 from harness.run import Run
+
+Chunks = Sequence[tuple[str, bytes]]
+
+#: The canary calls by kind: (a) valid, (b) invalid, (c) denied (REDACT-001 and -003).
+KINDS = {"valid": "a", "invalid": "b", "denied": "c"}
+_KIND_PROBES = (
+    Probe("a", "a valid request carrying canaries in phi.field_paths"),
+    Probe(
+        "b",
+        "a deliberately invalid request (a date field set to not-a-date-N)",
+        needs=("phi.field_paths.dates",),
+    ),
+    Probe("c", "a request carrying canaries, denied by authorisation"),
+)
 
 
 def _settle(run: Run, planted: list[Planted]) -> None:
@@ -37,117 +64,172 @@ def _settle(run: Run, planted: list[Planted]) -> None:
     run.memo("canary-settled", compute)
 
 
-def _hits_outcome(
-    control_id: str,
-    hits: list[Hit],
-    observations: list[Observation],
+def _planted(run: Run) -> tuple[list[Planted], list[Observation]]:
+    """The canary calls that took, or NotApplicable when none could be planted."""
+    planted, notes = planted_calls(run)
+    if not [p for p in planted if p.kind in KINDS]:
+        raise NotApplicable("no canary could be planted (phi.methods, phi.field_paths)")
+    return planted, notes
+
+
+def judge_hits(
+    ref: str,
+    hits: Iterable[Hit],
     severity: Severity,
-    passed: str,
-    allowed: set[str] | None = None,
-) -> Outcome:
-    control = CATALOGUE[control_id]
-    for h in hits:
-        if allowed and h.category in allowed:
+    allowed: Iterable[str] = (),
+    request_id: str | None = None,
+) -> list[Observation]:
+    """One observation per canary hit: FAIL at ``severity``, WARN (low) for a weak one.
+
+    Categories in ``allowed`` are not findings.
+    """
+    allowed = set(allowed)
+    return [
+        Observation(
+            "canary search",
+            h.describe(),
+            "no canary",
+            Status.FAIL if h.strong else Status.WARN,
+            severity if h.strong else Severity.LOW,
+            request_id,
+        ).of(ref)
+        for h in hits
+        if h.category not in allowed
+    ]
+
+
+def judge_sent(planted: Iterable[Planted]) -> list[Observation]:
+    """Each canary call reached the service (filed under its kind: a, b, c).
+
+    A call that never reached it (UNAVAILABLE, DEADLINE_EXCEEDED) planted nothing:
+    INCONCLUSIVE.
+    """
+    out = []
+    for p in planted:
+        if p.kind not in KINDS:
             continue
-        status = Status.FAIL if h.strong else Status.WARN
-        observations.append(
+        reached = p.result.code not in UNREACHED
+        out.append(
             Observation(
-                "canary search",
-                h.describe(),
-                "no canary",
-                status,
-                severity if h.strong else Severity.LOW,
-            )
+                f"{p.probe.label} ({p.kind})",
+                p.result.status,
+                "reached the service",
+                Status.PASS if reached else Status.INCONCLUSIVE,
+                None,
+                p.result.request_id,
+            ).of(KINDS[p.kind])
         )
-    return Outcome.from_observations(control, observations, passed=passed)
+    return out
 
 
-def _sinks(run: Run) -> list[tuple[str, bytes]] | str:
-    sinks = run.config.get("logs.sinks") or []
+def judge_sinks(chunks: Chunks, c: CanarySet) -> list[Observation]:
+    """The log sinks hold no canary; empty sinks are nothing to judge (INCONCLUSIVE)."""
+    size = sum(len(b) for _, b in chunks)
+    probe = f"{len(chunks)} log source(s), {size} bytes"
+    if not size:
+        observed = "the sinks are empty: nothing to search"
+        return [
+            Observation(probe, observed, "log lines to search", Status.INCONCLUSIVE).of("sinks")
+        ]
+    hits = [h for source, blob in chunks for h in c.scan(blob, source)]
+    status = Status.PASS if not hits else Status.FAIL
+    summary = Observation(probe, f"{len(hits)} hit(s)", "no canary", status).of("sinks")
+    return [summary, *judge_hits("sinks", hits, Severity.CRITICAL)]
+
+
+def _sinks(run: Run) -> list[tuple[str, bytes]]:
+    """The bytes of every ``logs.sinks`` entry not in ``logs.allowed_phi_sinks``."""
     allowed = set(run.config.str_list("logs.allowed_phi_sinks"))
     chunks: list[tuple[str, bytes]] = []
-    for sink in sinks:
+    for sink in run.config.get("logs.sinks") or []:
         if str(sink) in allowed:
             continue
         got, problem = audit.read_raw(sink, "logs.sinks entry")
         if problem:
-            return problem
+            raise CannotObserve(problem)
         chunks += got
     return chunks
 
 
-@check("REDACT-001")
+@check("REDACT-001", probes=(*_KIND_PROBES, Probe("sinks", "every logs.sinks entry searched")))
 def no_phi_in_logs(run: Run) -> Outcome:
     """Safe Harbor canaries never reach application logs.
 
     Canary values go into every ``phi.field_paths`` field of each ``phi.methods`` entry
-    in a valid, an invalid and a refused request. After ``audit.delivery_timeout_s``, every
-    ``logs.sinks`` entry (files, globs, commands) except ``logs.allowed_phi_sinks`` is
-    searched in every encoding. A hit is FAIL (critical), reported by category, encoding,
-    location and line hash; a weak category (zip, dates) alone on its line is WARN.
+    in (a) a valid, (b) an invalid and (c) a refused request. After
+    ``audit.delivery_timeout_s``, every ``logs.sinks`` entry (files, globs, commands) except
+    ``logs.allowed_phi_sinks`` is searched in every encoding. A hit is FAIL (critical),
+    reported by category, encoding, location and line hash; a weak category (zip, dates)
+    alone on its line is WARN. Empty sinks are nothing to judge (INCONCLUSIVE).
     """
-    control = CATALOGUE["REDACT-001"]
     if not run.config.get("logs.sinks"):
-        return Outcome.skip(control, "no logs.sinks declared")
-    planted, notes = planted_calls(run)
-    if not planted:
-        return Outcome.skip(control, "no canary could be planted (phi.methods, phi.field_paths)")
+        raise NotApplicable("no logs.sinks declared")
+    planted, notes = _planted(run)
     _settle(run, planted)
-    chunks = _sinks(run)
-    if isinstance(chunks, str):
-        return Outcome.inconclusive(control, chunks)
-    c = canaries(run)
-    hits = [h for source, blob in chunks for h in c.scan(blob, source)]
-    observations = [
-        *notes,
-        Observation(
-            f"{len(chunks)} log source(s), {sum(len(b) for _, b in chunks)} bytes",
-            f"{len(hits)} hit(s)",
-            "no canary",
-            Status.PASS if not hits else Status.FAIL,
-        ),
-    ]
-    return _hits_outcome(
-        "REDACT-001", hits, observations, Severity.CRITICAL, "no canary in any log sink"
+    observations = filed("a", notes) + judge_sent(planted)
+    observations += judge_sinks(_sinks(run), canaries(run))
+    return Outcome.from_observations(
+        CATALOGUE["REDACT-001"], observations, passed="no canary in any log sink"
     )
 
 
-@check("REDACT-002")
+def judge_audit(
+    planted: Sequence[Planted],
+    events: Mapping[str, Sequence[object]],
+    chunks: Chunks,
+    c: CanarySet,
+    allowed: Iterable[str],
+) -> list[Observation]:
+    """The audit source holds no canary outside ``allowed`` categories.
+
+    An empty source is nothing to search: INCONCLUSIVE. The observation says how many
+    canary calls have their event there; the search covers whatever the source holds
+    (see the known limitation in tests/checks/test_redact.py).
+    """
+    logged = [p for p in planted if events.get(p.result.request_id)]
+    probe = f"audit source ({len(logged)} of {len(planted)} canary call(s) with an event)"
+    if not any(blob.strip() for _, blob in chunks):
+        observed = "the audit source is empty: nothing to search"
+        return [Observation(probe, observed, "events to search", Status.INCONCLUSIVE).of("audit")]
+    allowed = set(allowed)
+    hits = [h for source, blob in chunks for h in c.scan(blob, source)]
+    findings = judge_hits("audit", hits, Severity.HIGH, allowed)
+    status = Status.FAIL if any(o.status is Status.FAIL for o in findings) else Status.PASS
+    counted = len([h for h in hits if h.category not in allowed])
+    return [Observation(probe, f"{counted} hit(s)", "no canary", status).of("audit"), *findings]
+
+
+@check("REDACT-002", probes=(Probe("audit", "the audit events searched for every canary"),))
 def no_phi_in_audit(run: Run) -> Outcome:
     """Audit records hold references, not PHI values.
 
     After the canary calls, the audit source is searched for every canary, in every
     encoding. Categories in ``audit.allowed_identifiers`` (an opaque ID, a tokenised MRN)
-    may appear; names, SSNs, dates, contact data and the like are FAIL (high).
+    may appear; names, SSNs, dates, contact data and the like are FAIL (high). An empty
+    audit source is nothing to judge (INCONCLUSIVE).
     """
-    control = CATALOGUE["REDACT-002"]
-    if run.config.get("audit.source") is None:
-        return Outcome.skip(control, "no audit.source declared")
-    planted, notes = planted_calls(run)
-    if not planted:
-        return Outcome.skip(control, "no canary could be planted (phi.methods, phi.field_paths)")
-    audit.wait_for(run, [p.result.request_id for p in planted])
-    chunks, problem = audit.read_raw(run.config.get("audit.source"))
-    if problem:
-        return Outcome.inconclusive(control, problem)
-    c = canaries(run)
-    hits = [h for source, blob in chunks for h in c.scan(blob, source)]
-    allowed = set(run.config.str_list("audit.allowed_identifiers"))
-    observations = [
-        *notes,
-        Observation(
-            "audit events searched",
-            f"{len([h for h in hits if h.category not in allowed])} hit(s)",
-            "no canary",
-            Status.PASS,
-        ),
-    ]
-    return _hits_outcome(
-        "REDACT-002", hits, observations, Severity.HIGH, "audit events hold no canary", allowed
+    source = run.config.get("audit.source")
+    if source is None:
+        raise NotApplicable("no audit.source declared")
+    planted, notes = _planted(run)
+    events, problem = audit.wait_for(run, [p.result.request_id for p in planted])
+    chunks, unread = audit.read_raw(source)
+    if problem or unread:
+        raise CannotObserve(problem or unread)
+    allowed = run.config.str_list("audit.allowed_identifiers")
+    observations = filed("audit", notes)
+    observations += judge_audit(planted, events, chunks, canaries(run), allowed)
+    return Outcome.from_observations(
+        CATALOGUE["REDACT-002"], observations, passed="audit events hold no canary"
     )
 
 
-def _surfaces(result: CallResult) -> list[tuple[str, bytes]]:
+def surfaces(result: CallResult) -> list[tuple[str, bytes]]:
+    """Every place an answer can carry text, named.
+
+    The status message, each decoded detail of ``grpc-status-details-bin`` (and its raw
+    bytes), every header and trailer.
+    """
     out = [("status message", result.details.encode())]
     for key, value in (*result.initial_metadata, *result.trailing_metadata):
         if key == "grpc-status-details-bin" and isinstance(value, bytes):
@@ -164,107 +246,130 @@ def _surfaces(result: CallResult) -> list[tuple[str, bytes]]:
     return out
 
 
-@check("REDACT-003")
+def judge_answer(p: Planted, c: CanarySet) -> list[Observation]:
+    """One canary call's message, details and metadata: no canary (filed under a, b, c).
+
+    A hit is FAIL (high), critical when a denied call echoes it; a call that never reached
+    the service is INCONCLUSIVE.
+    """
+    ref = KINDS[p.kind]
+    probe = f"{p.probe.label} ({p.kind})"
+    expected = "no canary in message, details or metadata"
+    rid = p.result.request_id
+    if p.result.code in UNREACHED:
+        observed = f"{p.result.status}: never reached the service"
+        return [Observation(probe, observed, expected, Status.INCONCLUSIVE, None, rid).of(ref)]
+    hits = [h for where, blob in surfaces(p.result) for h in c.scan(blob, where)]
+    if not hits:
+        return [Observation(probe, p.result.status, expected, Status.PASS, None, rid).of(ref)]
+    sev = Severity.CRITICAL if p.kind == "denied" else Severity.HIGH
+    return [
+        Observation(
+            probe,
+            f"{p.result.status}; {h.describe()}",
+            expected,
+            Status.FAIL if h.strong else Status.WARN,
+            sev if h.strong else Severity.LOW,
+            rid,
+        ).of(ref)
+        for h in hits
+    ]
+
+
+@check("REDACT-003", probes=_KIND_PROBES)
 def no_phi_in_errors(run: Run) -> Outcome:
     """Errors, status details and response metadata carry no PHI.
 
-    For every canary call (valid, invalid, refused): the status message, the decoded
-    ``grpc-status-details-bin`` (every detail) and all initial and trailing metadata are
-    searched for every canary. Field paths may be named, values may not: a hit is FAIL
-    (high), critical when a refused call echoes it.
+    For every canary call, (a) valid, (b) invalid and (c) refused: the status message, the
+    decoded ``grpc-status-details-bin`` (every detail) and all initial and trailing
+    metadata are searched for every canary. Field paths may be named, values may not: a
+    hit is FAIL (high), critical when a refused call echoes it.
     """
-    control = CATALOGUE["REDACT-003"]
-    planted, notes = planted_calls(run)
-    if not planted:
-        return Outcome.skip(control, "no canary could be planted (phi.methods, phi.field_paths)")
+    planted, notes = _planted(run)
     c = canaries(run)
-    observations = list(notes)
+    observations = filed("a", notes)
     for p in planted:
-        if p.kind == "token":
-            continue
-        hits = [h for where, blob in _surfaces(p.result) for h in c.scan(blob, where)]
-        sev = Severity.CRITICAL if p.kind == "denied" else Severity.HIGH
-        if not hits:
-            observations.append(
-                Observation(
-                    f"{p.probe.label} ({p.kind})",
-                    p.result.status,
-                    "no canary in message, details or metadata",
-                    Status.PASS,
-                    None,
-                    p.result.request_id,
-                )
-            )
-        for h in hits:
-            observations.append(
-                Observation(
-                    f"{p.probe.label} ({p.kind})",
-                    f"{p.result.status}; {h.describe()}",
-                    "no canary in message, details or metadata",
-                    Status.FAIL if h.strong else Status.WARN,
-                    sev,
-                    p.result.request_id,
-                )
-            )
+        if p.kind in KINDS:
+            observations += judge_answer(p, c)
     return Outcome.from_observations(
-        control, observations, passed="no canary in any error, detail or metadata"
+        CATALOGUE["REDACT-003"], observations, passed="no canary in any error, detail or metadata"
     )
 
 
-@check("REDACT-004")
-def no_secrets_in_logs(run: Run) -> Outcome:
-    """Credentials and secrets never logged.
+def judge_secrets(secrets: Mapping[str, tuple[str, str]], sources: Chunks) -> list[Observation]:
+    """No source holds a token whole or its signature segment.
 
-    Every ``logs.sinks`` entry and the audit source are searched for every bearer token
-    the run used (whole, and its signature segment alone) and for the canary JWT sent as a
-    credential (its payload carries the canary nonce). A ``kid``, ``jti`` or token hash may
-    appear; a token may not.
+    ``secrets`` maps a label to (probe, token): ``tokens`` for the run's bearer tokens,
+    ``canary`` for the canary JWT. A token under 16 characters is not searched (too short
+    to tell from chance). A probe with no token to search makes no observation.
     """
-    control = CATALOGUE["REDACT-004"]
-    sources: list[tuple[str, bytes]] = []
-    sinks = _sinks(run) if run.config.get("logs.sinks") else []
-    if isinstance(sinks, str):
-        return Outcome.inconclusive(control, sinks)
-    sources += sinks
-    chunks, problem = audit.read_raw(run.config.get("audit.source"))
-    if not problem:
-        sources += chunks
-    if not sources:
-        return Outcome.skip(control, "no logs.sinks or audit.source to search")
-    planted, _ = planted_calls(run)
-    secrets = {f"{p.name}'s token": p.token() for p in run.principals.values() if p.has_token}
-    for p in planted:
-        if p.kind == "token":
-            secrets["the canary JWT"] = str(p.probe.metadata[0][1]).removeprefix("Bearer ")
-    _settle(run, planted)
-    sinks_now = _sinks(run) if run.config.get("logs.sinks") else []
-    if isinstance(sinks_now, list):
-        sources = sinks_now + (chunks if not problem else [])
-    observations = []
-    for label, token in secrets.items():
+    texts = [(name, blob.decode("utf-8", "replace")) for name, blob in sources]
+    out: list[Observation] = []
+    searched: dict[str, int] = {}
+    for label, (ref, token) in secrets.items():
         signature = token.rsplit(".", 1)[-1]
-        for name, blob in sources:
-            text = blob.decode("utf-8", "replace")
+        searched[ref] = searched.get(ref, 0) + 1
+        for name, text in texts:
             for what, needle in (("token", token), ("signature segment", signature)):
                 if len(needle) >= 16 and needle in text:
                     line = text.count("\n", 0, text.index(needle)) + 1
-                    observations.append(
+                    out.append(
                         Observation(
                             f"{label} ({what})",
                             f"found at {name}:{line}",
                             "never logged",
                             Status.FAIL,
                             Severity.HIGH,
-                        )
+                        ).of(ref)
                     )
-    observations.append(
-        Observation(
-            f"{len(secrets)} token(s) searched in {len(sources)} source(s)",
-            "searched",
-            "no token",
-            Status.PASS,
-        )
-    )
+                    break
+    size = sum(len(t) for _, t in texts)
+    for ref, n in searched.items():
+        if not any(o.ref == ref for o in out):
+            probe = f"{n} token(s) searched in {len(texts)} source(s), {size} bytes"
+            out.append(Observation(probe, "not found", "no token", Status.PASS).of(ref))
+    return out
+
+
+def secrets_used(run: Run, planted: Iterable[Planted]) -> dict[str, tuple[str, str]]:
+    """The run's bearer tokens (probe ``tokens``) and the canary JWT (probe ``canary``)."""
+    out = {
+        f"{p.name}'s token": ("tokens", p.token()) for p in run.principals.values() if p.has_token
+    }
+    for p in planted:
+        if p.kind == "token":
+            value = dict(p.probe.metadata).get("authorization", "")
+            out["the canary JWT"] = ("canary", str(value).removeprefix("Bearer "))
+    return out
+
+
+@check(
+    "REDACT-004",
+    probes=(
+        Probe("tokens", "every bearer token the run used, whole and its signature segment"),
+        Probe("canary", "a canary JWT sent as an invalid credential"),
+    ),
+)
+def no_secrets_in_logs(run: Run) -> Outcome:
+    """Credentials and secrets never logged.
+
+    Every ``logs.sinks`` entry and the audit source are searched for every bearer token
+    the run used (whole, and its signature segment alone) and for the canary JWT sent as a
+    credential (its payload carries the canary nonce). A ``kid``, ``jti`` or token hash may
+    appear; a token may not. A source that cannot be read leaves the search INCONCLUSIVE.
+    """
+    source = run.config.get("audit.source")
+    if not run.config.get("logs.sinks") and source is None:
+        raise NotApplicable("no logs.sinks or audit.source to search")
+    planted, _ = planted_calls(run)
+    _settle(run, planted)
+    sources = _sinks(run)
+    if source is not None:
+        chunks, problem = audit.read_raw(source)
+        if problem:
+            raise CannotObserve(problem)
+        sources += chunks
+    observations = judge_secrets(secrets_used(run, planted), sources)
     return Outcome.from_observations(
-        control, observations, passed="no token in any log or audit record"
+        CATALOGUE["REDACT-004"], observations, passed="no token in any log or audit record"
     )

@@ -2,8 +2,9 @@
 
 The run's canaries (:mod:`harness.canary`) go into the request fields ``phi.field_paths``
 names, once per run (:func:`planted_calls`): the REDACT controls search logs, audit events
-and errors for them, and MIN-002 reads the records they seeded. :func:`wait_alert` watches
-the audit source for an alert (AUDIT-003, LIMIT-002).
+and errors for them, and MIN-002 reads the records they seeded. A canary field that does
+not take (no such string field in the request) is not planted, and a note says so.
+:func:`wait_alert` watches the audit source for an alert (AUDIT-003, LIMIT-002).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +25,7 @@ from harness.outcome import Observation, Status
 from harness.plans.calls import Call, bearer, send, set_path
 from harness.plans.tokens import bases
 from harness.policy import Policy
+from harness.principals import Principal
 from harness.run import Run
 from harness.tokens import harness_key, sign
 
@@ -44,107 +47,137 @@ class Planted:
     result: CallResult
 
 
+def field_paths(
+    methods: Iterable[str], table: Mapping[str, Iterable[str]]
+) -> dict[str, list[tuple[str, str]]]:
+    """``phi.field_paths`` per ``phi.methods`` entry: (category, path inside the request)."""
+    methods = list(methods)
+    paths: dict[str, list[tuple[str, str]]] = {}
+    for category, entries in table.items():
+        for entry in entries:
+            method = next((m for m in methods if entry.startswith(m + ".")), None)
+            if method is not None:
+                paths.setdefault(method, []).append((category, entry[len(method) + 1 :]))
+    return paths
+
+
+def fill(cls: Any, template: str, values: Mapping[str, str]) -> tuple[bytes, list[str]]:
+    """The template (JSON) with ``values`` set by path, and the paths that did not take."""
+    msg = cls()
+    json_format.Parse(template or "{}", msg)
+    missed = [path for path, value in values.items() if not set_path(msg, path, value)]
+    data: bytes = msg.SerializeToString()
+    return data, missed
+
+
+def _note(method: str, needs: str) -> Observation:
+    return Observation(f"canaries in {method}", "not sent", needs, Status.SKIP)
+
+
+@dataclass(frozen=True)
+class Callers:
+    """Who sends a method's canary calls: one the matrix allows, one it does not."""
+
+    allowed: Principal | None
+    denied: Principal | None
+
+
+def method_plan(
+    method: str,
+    cls: Any,
+    template: str,
+    paths: list[tuple[str, str]],
+    c: CanarySet,
+    callers: Callers,
+) -> tuple[list[tuple[str, Call]], list[Observation]]:
+    """One method's canary calls (valid, invalid, denied) and notes on what did not take.
+
+    A field whose path names no string field of the request is no canary: the note says
+    so, and a method none of whose fields took is not called at all. The invalid call sets
+    the first ``dates`` field to ``not-a-date-<N>``; without one it is not made.
+    """
+    values = {path: c.value(category) for category, path in paths}
+    valid, missed = fill(cls, template, values)
+    notes = [_note(method, f"a string field {path} in its request") for path in missed]
+    took = {p: v for p, v in values.items() if p not in missed}
+    if not took:
+        return [], notes
+    calls = [("valid", Call(f"canaries in {method}", method, (valid,), callers.allowed))]
+    dates = [p for cat, p in paths if cat == "dates" and p in took]
+    if dates:
+        bad, _ = fill(cls, template, {**took, dates[0]: f"not-a-date-{c.nonce}"})
+        label = f"invalid canary request to {method}"
+        calls.append(("invalid", Call(label, method, (bad,), callers.allowed)))
+    label = f"canaries in {method}, refused caller"
+    calls.append(("denied", Call(label, method, (valid,), callers.denied)))
+    return calls, notes
+
+
+def _callers(run: Run, policy: Policy, method: str) -> Callers:
+    allowed = policy.allowed(method) or frozenset()
+    ok = next((run.principal(n) for n in sorted(allowed) if run.principal(n)), None)
+    denied = next((p for n, p in sorted(run.principals.items()) if n not in allowed), None)
+    return Callers(ok, denied)
+
+
+def _canary_token(run: Run, c: CanarySet) -> list[tuple[str, Call]]:
+    """One canary JWT (its payload carries ``N``) sent as a credential."""
+    found, _ = bases(run)
+    if not found:
+        return []
+    base = found[0]
+    claims = {**base.token.claims, "note": c.value("mrn")}
+    token = sign(claims, harness_key("ec"), "ES256", base.token.header)
+    call = Call(
+        "canary JWT as a credential", base.method.path, (base.request,), None, bearer(token)
+    )
+    return [("token", call)]
+
+
+def plan_canary_calls(run: Run, policy: Policy) -> tuple[list[tuple[str, Call]], list[Observation]]:
+    """Every canary call to make, by kind, and notes on the methods that could not take one."""
+    c = canaries(run)
+    methods = run.config.str_list("phi.methods")
+    paths = field_paths(methods, run.config.table("phi.field_paths"))
+    templates = run.config.table("schema.request_templates")
+    known = {m.path for m in policy.catalogue.methods}
+    calls: list[tuple[str, Call]] = []
+    notes: list[Observation] = []
+    for method in methods:
+        if method not in known:
+            notes.append(_note(method, "a method in the descriptors"))
+            continue
+        if policy.is_write(method) and not policy.allow_mutations:
+            notes.append(_note(method, "--hipaa-allow-mutations (it writes)"))
+            continue
+        if not paths.get(method):
+            continue
+        cls = policy.catalogue.message_class(policy.catalogue.method(method).input_type)
+        template = templates.get(method)
+        text = template if isinstance(template, str) else json.dumps(template or {})
+        more, why = method_plan(method, cls, text, paths[method], c, _callers(run, policy, method))
+        calls += more
+        notes += why
+    return calls + _canary_token(run, c), notes
+
+
 def planted_calls(run: Run) -> tuple[list[Planted], list[Observation]]:
     """Calls carrying canaries in ``phi.field_paths``, made once per run.
 
     For each ``phi.methods`` entry: (a) valid, by a principal the matrix allows; (b)
     invalid (a date field set to ``not-a-date-<N>``); (c) denied, by a principal it does
     not allow. Writes need mutations. Plus one canary JWT (payload carrying ``N``) sent as a
-    credential.
+    credential. The notes (SKIP observations) say what could not be planted and why.
     """
 
     def compute() -> tuple[list[Planted], list[Observation]]:
-        notes: list[Observation] = []
         policy = Policy.of(run)
         if policy is None:
             return [], [Observation("canary calls", "not sent", "descriptors", Status.SKIP)]
-        c = canaries(run)
-        paths: dict[str, list[tuple[str, str]]] = {}
-        methods = run.config.str_list("phi.methods")
-        for category, entries in run.config.table("phi.field_paths").items():
-            for entry in entries:
-                method = next((m for m in methods if entry.startswith(m + ".")), None)
-                if method is not None:
-                    paths.setdefault(method, []).append((category, entry[len(method) + 1 :]))
-        templates = run.config.table("schema.request_templates")
-        probes: list[tuple[str, Call]] = []
-        for method in methods:
-            if method not in {m.path for m in policy.catalogue.methods}:
-                notes.append(
-                    Observation(
-                        f"canaries in {method}",
-                        "not sent",
-                        "a method in the descriptors",
-                        Status.SKIP,
-                    )
-                )
-                continue
-            if policy.is_write(method) and not policy.allow_mutations:
-                notes.append(
-                    Observation(
-                        f"canaries in {method}",
-                        "not sent",
-                        "--hipaa-allow-mutations (it writes)",
-                        Status.SKIP,
-                    )
-                )
-                continue
-            info = policy.catalogue.method(method)
-            cls = policy.catalogue.message_class(info.input_type)
-            template = templates.get(method)
-            text = template if isinstance(template, str) else json.dumps(template or {})
-
-            def build(overrides: dict[str, str], cls: Any = cls, text: str = text) -> bytes:
-                msg = cls()
-                json_format.Parse(text, msg)
-                for path, value in overrides.items():
-                    set_path(msg, path, value)
-                data: bytes = msg.SerializeToString()
-                return data
-
-            fields = {path: c.value(category) for category, path in paths.get(method, [])}
-            if not fields:
-                continue
-            allowed = policy.allowed(method) or frozenset()
-            ok = next((run.principal(n) for n in sorted(allowed) if run.principal(n)), None)
-            denied = next((p for n, p in sorted(run.principals.items()) if n not in allowed), None)
-            probes.append(("valid", Call(f"canaries in {method}", method, (build(fields),), ok)))
-            dates = [p for cat, p in paths.get(method, []) if cat == "dates"]
-            if dates:
-                bad = {**fields, dates[0]: f"not-a-date-{c.nonce}"}
-                probes.append(
-                    (
-                        "invalid",
-                        Call(f"invalid canary request to {method}", method, (build(bad),), ok),
-                    )
-                )
-            probes.append(
-                (
-                    "denied",
-                    Call(f"canaries in {method}, refused caller", method, (build(fields),), denied),
-                )
-            )
-        found, _ = bases(run)
-        if found:
-            base = found[0]
-            claims = {**base.token.claims, "note": c.value("mrn")}  # the payload carries N
-            token = sign(claims, harness_key("ec"), "ES256", base.token.header)
-            probes.append(
-                (
-                    "token",
-                    Call(
-                        "canary JWT as a credential",
-                        base.method.path,
-                        (base.request,),
-                        None,
-                        bearer(token),
-                    ),
-                )
-            )
-        results = send(run, [p for _, p in probes])
-        return [
-            Planted(kind, p, r) for (kind, _), (p, r) in zip(probes, results, strict=True)
-        ], notes
+        calls, notes = plan_canary_calls(run, policy)
+        results = send(run, [p for _, p in calls])
+        planted = [Planted(k, p, r) for (k, _), (p, r) in zip(calls, results, strict=True)]
+        return planted, notes
 
     return run.memo("canary-calls", compute)
 
@@ -152,35 +185,41 @@ def planted_calls(run: Run) -> tuple[list[Planted], list[Observation]]:
 # -- alerts -------------------------------------------------------------------------------
 
 
-def rfc3339(value: Any) -> dt.datetime | None:
-    """``value`` as a datetime if it is an RFC 3339 timestamp with a zone, else None."""
-    if not isinstance(value, str) or not ("Z" in value or "+" in value[10:] or "-" in value[10:]):
-        return None
-    try:
-        return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
+def alert_seen(
+    chunks: Iterable[tuple[str, bytes]], alert_type: str, since: dt.datetime, fields: audit.Fields
+) -> bool:
+    """Whether the raw audit text holds an ``alert_type`` event not older than ``since``.
+
+    An event is an alert when one of its top-level values is ``alert_type``; one without a
+    readable timestamp counts.
+    """
+    for _, blob in chunks:
+        for line in blob.decode("utf-8", "replace").split("\n"):
+            if alert_type not in line:
+                continue
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(event, dict) or alert_type not in event.values():
+                continue
+            stamp = fields.time(event)
+            if stamp is None or stamp.at >= since:
+                return True
+    return False
 
 
 def wait_alert(run: Run, alert_type: str, since: dt.datetime) -> tuple[bool, str]:
     """Whether an ``alert_type`` event appears; a problem when the source cannot be read."""
     deadline = time.monotonic() + float(run.config.get("audit.alert_timeout_s", 30))
     source = run.config.get("audit.alert_source") or run.config.get("audit.source")
+    fields = audit.Fields.of(run.config)
     while True:
         chunks, problem = audit.read_raw(source)
         if problem:
             return False, problem
-        for _, blob in chunks:
-            for line in blob.decode("utf-8", "replace").split("\n"):
-                if alert_type not in line:
-                    continue
-                try:
-                    event = json.loads(line)
-                except ValueError:
-                    continue
-                ts = rfc3339(audit.field(run, event, "timestamp"))
-                if alert_type in event.values() and (ts is None or ts >= since):
-                    return True, ""
+        if alert_seen(chunks, alert_type, since, fields):
+            return True, ""
         if time.monotonic() >= deadline:
             return False, ""
         time.sleep(0.1)

@@ -1,0 +1,813 @@
+"""AUDIT-* judges on recorded calls and hand-built audit events, no server.
+
+Events come in two shapes: the bundled reference's (flat names, RFC 3339 ``ts``, code
+names) and another stack's (nested names through ``audit.field_map``, epoch
+milliseconds, outcomes spelt ``PermissionDenied`` or as numbers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import socket
+import struct
+import threading
+import time
+from dataclasses import replace
+from types import SimpleNamespace
+from typing import Any
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+
+from harness.audit import Events, Fields, by_request_id, outcome_code, parse_time
+from harness.canary import CanarySet
+from harness.checks import audit as checks
+from harness.checks import registered
+from harness.config import Config
+from harness.outcome import Outcome, Status, settle
+from harness.plans.calls import Call
+from harness.plans.canaries import Callers, alert_seen, field_paths, method_plan
+from harness.tokens import parse
+from tests.checks.recorded import answer, by_ref, statuses
+
+OK, DENIED, UNAUTH = (
+    grpc.StatusCode.OK,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.UNAUTHENTICATED,
+)
+NOW = 1_790_000_000.0  # a fixed wall-clock time for the calls
+REFERENCE = Fields({"timestamp": "ts"})
+#: Another stack: nested actor and RPC, epoch milliseconds, its own outcome words.
+OTHER = Fields(
+    {
+        "identity": "actor.sub",
+        "method": "rpc.fullMethod",
+        "resource": "target.id",
+        "outcome": "result",
+        "request_id": "correlation.requestId",
+        "timestamp": "time",
+        "source": "client.ip",
+        "action": "verb",
+    },
+    {"Forbidden": "PERMISSION_DENIED", "Unauthorized": 16},
+    "epoch_ms",
+)
+
+
+def verdict(control_id: str, observations: list, configured: tuple[str, ...] = ()) -> Outcome:
+    """The control's settled status from a judge's observations (as run_check does)."""
+    entry = registered()[control_id]
+    outcome = Outcome.from_observations(entry.control, observations, passed="held")
+    return settle(outcome, entry.probes, lambda key: key in configured)
+
+
+def call(code=OK, *, method="/pkg.Svc/GetRecord", principal="clin", at=NOW, elapsed=0.02):
+    return replace(
+        answer(code, method=method, principal=principal, elapsed_s=elapsed), started_at=at
+    )
+
+
+def ref_event(c, *, identity="u-clin-01", at=None, outcome=None, **changes) -> dict[str, Any]:
+    """An event as the bundled reference writes it."""
+    when = dt.datetime.fromtimestamp(at if at is not None else c.started_at, dt.timezone.utc)
+    event = {
+        "ts": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "request_id": c.request_id,
+        "identity": identity,
+        "method": c.method,
+        "action": "read",
+        "resource": "p-0001",
+        "outcome": outcome or c.code.name,
+        "source": "ipv4:127.0.0.1:50000",
+    }
+    event.update(changes)
+    return {k: v for k, v in event.items() if v is not None}
+
+
+def other_event(c, *, identity="u-clin-01", outcome="Success", ms=None) -> dict[str, Any]:
+    """The same facts as another stack logs them."""
+    return {
+        "actor": {"sub": identity, "type": "user"},
+        "rpc": {"fullMethod": c.method},
+        "target": {"id": "p-0001"},
+        "result": outcome,
+        "correlation": {"requestId": c.request_id},
+        "time": ms if ms is not None else int(c.started_at * 1000) + 10,
+        "client": {"ip": "10.0.0.7"},
+        "verb": "READ",
+    }
+
+
+# -- the reader: field map, outcomes, timestamps ------------------------------------------
+
+
+def test_fields_read_nested_names_through_the_field_map():
+    c = call()
+    e = other_event(c, outcome="Forbidden")
+    assert OTHER(e, "identity") == "u-clin-01"
+    assert OTHER(e, "request_id") == c.request_id
+    assert OTHER(e, "missing") is None
+    assert OTHER.outcome(e) == DENIED
+    assert OTHER.time(e).sub_second
+    assert by_request_id([e, {"x": 1}], [c.request_id, "other"], OTHER) == {
+        c.request_id: [e],
+        "other": [],
+    }
+
+
+@pytest.mark.parametrize(
+    ("spelling", "code"),
+    [
+        ("PERMISSION_DENIED", DENIED),
+        ("permission_denied", DENIED),
+        ("PermissionDenied", DENIED),  # Go's and .NET's code string
+        ("7", DENIED),
+        (7, DENIED),
+        ("Unauthenticated", UNAUTH),
+        (16, UNAUTH),
+        ("OK", OK),
+        (True, None),
+        ("denied", None),
+        (None, None),
+    ],
+)
+def test_outcomes_are_understood_in_any_case_and_as_numbers(spelling, code):
+    assert outcome_code(spelling) == code
+
+
+def test_outcome_map_maps_a_services_own_words():
+    assert outcome_code("403", {"403": "PERMISSION_DENIED"}) == DENIED
+    assert outcome_code("Unauthorized", {"Unauthorized": 16}) == UNAUTH
+    assert outcome_code("Forbidden") is None
+
+
+@pytest.mark.parametrize(
+    ("value", "time_format", "when", "sub_second"),
+    [
+        ("2026-11-22T12:00:00.123Z", "auto", "2026-11-22T12:00:00.123000+00:00", True),
+        ("2026-11-22T13:00:00.5+01:00", "rfc3339", "2026-11-22T12:00:00.500000+00:00", True),
+        ("2026-11-22T12:00:00Z", "auto", "2026-11-22T12:00:00+00:00", False),
+        (1795348800, "epoch_s", "2026-11-22T12:00:00+00:00", False),
+        (1795348800.25, "epoch_s", "2026-11-22T12:00:00.250000+00:00", True),
+        (1795348800250, "epoch_ms", "2026-11-22T12:00:00.250000+00:00", True),
+        (1795348800250000, "auto", "2026-11-22T12:00:00.250000+00:00", True),
+        ("1795348800250", "epoch_ms", "2026-11-22T12:00:00.250000+00:00", True),
+        (1795348800250000000, "epoch_ns", "2026-11-22T12:00:00.250000+00:00", True),
+    ],
+)
+def test_unambiguous_timestamps(value, time_format, when, sub_second):
+    stamp = parse_time(value, time_format)
+    assert stamp is not None
+    assert stamp.at.isoformat() == when
+    assert stamp.sub_second is sub_second
+
+
+@pytest.mark.parametrize(
+    ("value", "time_format"),
+    [
+        ("2026-11-22T12:00:00.123", "auto"),  # no zone: ambiguous
+        ("2026-11-22 12:00", "auto"),
+        ("22/11/2026 12:00:00", "auto"),
+        (1795348800250, "rfc3339"),  # a number where RFC 3339 is declared
+        ("2026-11-22T12:00:00.123Z", "epoch_ms"),  # text where epoch is declared
+        (True, "auto"),
+        (None, "auto"),
+    ],
+)
+def test_ambiguous_or_undeclared_timestamps_are_refused(value, time_format):
+    assert parse_time(value, time_format) is None
+
+
+# -- AUDIT-001 ----------------------------------------------------------------------------
+
+
+def test_audit_001_every_call_with_one_event_passes():
+    calls = [call(OK), call(DENIED), call(UNAUTH, principal=None)]
+    events = {c.request_id: [ref_event(c)] for c in calls}
+    obs = checks.judge_reconciliation(calls, events, 1)
+    assert by_ref(verdict("AUDIT-001", obs)) == {"read": [Status.PASS], "denied": [Status.PASS]}
+    assert verdict("AUDIT-001", obs).status is Status.PASS
+
+
+def test_audit_001_a_denied_call_without_an_event_fails_high():
+    allowed, denied = call(OK), call(DENIED)
+    obs = checks.judge_reconciliation([allowed, denied], {allowed.request_id: [{}]}, 1)
+    out = verdict("AUDIT-001", obs)
+    assert out.status is Status.FAIL
+    assert out.severity.value == "high"
+    fail = next(o for o in obs if o.status is Status.FAIL)
+    assert (fail.ref, fail.request_id, fail.observed) == (
+        "denied",
+        denied.request_id,
+        "no audit event",
+    )
+
+
+def test_audit_001_duplicates_fail_low():
+    c, d = call(OK), call(DENIED)
+    obs = checks.judge_reconciliation([c, d], {c.request_id: [{}, {}], d.request_id: [{}]}, 1)
+    out = verdict("AUDIT-001", obs)
+    assert (out.status, out.severity.value) == (Status.FAIL, "low")
+    assert checks.judge_reconciliation([c], {c.request_id: [{}, {}]}, 2)[-1].status is Status.PASS
+
+
+def test_audit_001_writes_are_their_own_optional_probe():
+    read, write, denied = call(OK), call(OK, method="/pkg.Svc/Update"), call(DENIED)
+    events = {c.request_id: [{}] for c in (read, write, denied)}
+    obs = checks.judge_reconciliation([read, write, denied], events, 1, {"/pkg.Svc/Update"})
+    assert set(by_ref(verdict("AUDIT-001", obs))) == {"read", "write", "denied"}
+    assert checks.call_kind(write, {"/pkg.Svc/Update"}) == "write"
+    assert checks.call_kind(call(UNAUTH, method="/pkg.Svc/Update"), {"/pkg.Svc/Update"}) == "denied"
+
+
+def test_audit_001_zero_reconciled_calls_is_not_a_pass():
+    """Known weakness, now closed: nothing reconciled used to PASS ("0 calls reconciled")."""
+    out = verdict("AUDIT-001", checks.judge_reconciliation([], {}, 1))
+    assert out.status is Status.INCONCLUSIVE
+
+
+def test_audit_001_only_allowed_calls_leave_the_denied_probe_unrun():
+    c = call(OK)
+    out = verdict("AUDIT-001", checks.judge_reconciliation([c], {c.request_id: [{}]}, 1))
+    assert out.status is Status.INCONCLUSIVE
+    assert "AUDIT-001(denied)" in out.summary
+
+
+def test_audit_001_unreached_calls_owe_no_event_and_leave_it_inconclusive():
+    journal = [
+        call(grpc.StatusCode.UNAVAILABLE),
+        call(grpc.StatusCode.DEADLINE_EXCEEDED),
+        call(grpc.StatusCode.RESOURCE_EXHAUSTED),  # the client library's own size limit
+        call(OK, method="/pkg.Svc/NotPhi"),
+    ]
+    calls = checks.phi_calls(journal, ["/pkg.Svc/GetRecord"])
+    assert calls == []
+    out = verdict("AUDIT-001", checks.judge_reconciliation(calls, {}, 1))
+    assert out.status is Status.INCONCLUSIVE
+
+
+# -- AUDIT-002 ----------------------------------------------------------------------------
+
+
+def truths(*pairs):
+    return [(checks.Truth(c, subject, action), e) for c, e, subject, action in pairs]
+
+
+def test_audit_002_reference_events_pass_every_bullet():
+    a, d, u = call(OK), call(DENIED), call(UNAUTH, principal=None)
+    pairs = truths(
+        (a, ref_event(a), "u-clin-01", None),
+        (d, ref_event(d), "u-clin-01", None),
+        (u, ref_event(u, identity=""), None, None),
+    )
+    out = verdict("AUDIT-002", checks.judge_content(pairs, REFERENCE))
+    assert out.status is Status.PASS
+    assert {p.id.split("(")[1].rstrip(")"): p.status for p in out.probes}["action"] is Status.SKIP
+
+
+def test_audit_002_another_stacks_events_pass_through_the_field_map():
+    a, d = call(OK), call(DENIED)
+    pairs = truths(
+        (a, other_event(a, outcome="Success"), "u-clin-01", "READ"),
+        (d, other_event(d, outcome="Forbidden"), "u-clin-01", "READ"),
+    )
+    fields = replace(OTHER, outcomes={**OTHER.outcomes, "Success": 0})
+    obs = checks.judge_content(pairs, fields)
+    assert set(statuses(obs)) == {Status.PASS}
+    assert verdict("AUDIT-002", obs, ("audit.action_map",)).status is Status.PASS
+
+
+def test_audit_002_missing_source_and_resource_fail_high():
+    a = call(OK)
+    pairs = truths((a, ref_event(a, source=None, resource=None), "u-clin-01", None))
+    obs = checks.judge_content(pairs, REFERENCE)
+    failed = {o.ref: o.observed for o in obs if o.status is Status.FAIL}
+    assert failed == {"source": "no source", "resource": "no resource"}
+    out = verdict("AUDIT-002", obs)
+    assert (out.status, out.severity.value) == (Status.FAIL, "high")
+
+
+@pytest.mark.parametrize(
+    ("changes", "ref"),
+    [
+        ({"identity": "shared-service"}, "identity"),
+        ({"method": "GetRecord"}, "method"),
+        ({"outcome": "PERMISSION_DENIED"}, "outcome"),
+        ({"request_id": "someone-else"}, "request_id"),
+        ({"ts": "2026-11-22T12:00:00.123"}, "timestamp"),  # no zone
+        ({"action": "write"}, "action"),
+    ],
+)
+def test_audit_002_each_wrong_bullet_fails_its_probe(changes, ref):
+    a = call(OK)
+    pairs = truths((a, ref_event(a, **changes), "u-clin-01", "read"))
+    failed = [o.ref for o in checks.judge_content(pairs, REFERENCE) if o.status is Status.FAIL]
+    assert failed == [ref]
+
+
+def test_audit_002_identity_is_not_judged_for_unauthenticated_calls():
+    u = call(UNAUTH)
+    obs = checks.judge_content(truths((u, ref_event(u, identity=""), "u-clin-01", None)), REFERENCE)
+    assert "identity" not in {o.ref for o in obs}
+
+
+def test_audit_002_expected_actions_by_path_or_by_kind():
+    actions = checks.expected_actions(
+        {"/pkg.Svc/Get": "patient.read", "write": "WRITE"},
+        ["/pkg.Svc/Get", "/pkg.Svc/Put", "/pkg.Svc/List"],
+        {"/pkg.Svc/Put"},
+    )
+    assert actions == {"/pkg.Svc/Get": "patient.read", "/pkg.Svc/Put": "WRITE"}
+
+
+def injection_call():
+    return Call("log-injection value in /pkg.Svc/GetRecord.id", "/pkg.Svc/GetRecord", (b"",))
+
+
+@pytest.mark.parametrize(
+    ("matched", "log", "status"),
+    [
+        ([{}], Events(({},)), Status.PASS),
+        ([{}], Events(({}, {"forged": 1, "outcome": "OK"})), Status.FAIL),
+        ([{}], Events(({},), unparsed=1), Status.FAIL),  # a raw newline split the event
+        ([], Events(()), Status.FAIL),
+        ([{}, {}], Events(({}, {})), Status.FAIL),
+    ],
+)
+def test_audit_002_injection(matched, log, status):
+    obs = checks.judge_injection(injection_call(), answer(OK), matched, log)
+    assert (obs.ref, obs.status) == ("injection", status)
+
+
+def test_audit_002_injection_that_never_reached_is_inconclusive():
+    result = answer(grpc.StatusCode.UNAVAILABLE, details="upstream connect error or disconnect")
+    obs = checks.judge_injection(injection_call(), result, [], Events(()))
+    assert obs.status is Status.INCONCLUSIVE
+
+
+# -- AUDIT-003 ----------------------------------------------------------------------------
+
+
+def test_audit_003_refusals_recorded_as_refusals_in_any_spelling():
+    d, u, a = call(DENIED), call(UNAUTH, principal=None), call(OK)
+    events = {
+        d.request_id: [other_event(d, outcome="Forbidden")],
+        u.request_id: [other_event(u, outcome="Unauthorized")],
+        a.request_id: [other_event(a, outcome="Success")],
+    }
+    obs = checks.judge_refusals([d, u, a], events, OTHER)
+    assert statuses(obs) == [Status.PASS]
+
+
+def test_audit_003_a_refusal_logged_as_success_fails():
+    d = call(DENIED)
+    obs = checks.judge_refusals([d], {d.request_id: [ref_event(d, outcome="OK")]}, REFERENCE)
+    assert (obs[0].status, obs[0].request_id) == (Status.FAIL, d.request_id)
+
+
+def test_audit_003_no_refused_call_is_nothing_to_judge():
+    assert checks.judge_refusals([call(OK)], {}, REFERENCE) == []
+
+
+def test_audit_003_forged_sub_named_as_actor_fails():
+    burst = [call(UNAUTH, principal=None) for _ in range(3)]
+    named = {r.request_id: [ref_event(r, identity="forged-1")] for r in burst}
+    empty = {r.request_id: [ref_event(r, identity="")] for r in burst}
+    assert checks.judge_actor(burst, named, "forged-1", REFERENCE).status is Status.FAIL
+    assert checks.judge_actor(burst, empty, "forged-1", REFERENCE).status is Status.PASS
+    other = {r.request_id: [other_event(r, identity="forged-1")] for r in burst}
+    assert checks.judge_actor(burst, other, "forged-1", OTHER).status is Status.FAIL
+
+
+def test_audit_003_a_burst_that_never_arrived_is_inconclusive():
+    burst = [answer(grpc.StatusCode.UNAVAILABLE, details="no healthy upstream")] * 3
+    assert checks.judge_actor(burst, {}, "forged-1", REFERENCE).status is Status.INCONCLUSIVE
+
+
+@pytest.mark.parametrize(
+    ("alert_type", "throttled", "seen", "problem", "status"),
+    [
+        ("auth_failure_burst", False, True, "", Status.PASS),
+        ("auth_failure_burst", False, False, "", Status.FAIL),
+        (None, True, False, "", Status.PASS),  # LIMIT-002 throttling counts
+        (
+            "auth_failure_burst",
+            False,
+            False,
+            "audit.source x: Permission denied",
+            Status.INCONCLUSIVE,
+        ),
+        (None, False, False, "", Status.SKIP),
+    ],
+)
+def test_audit_003_alert(alert_type, throttled, seen, problem, status):
+    assert checks.judge_alert(alert_type, throttled, seen, problem).status is status
+
+
+def test_audit_003_without_an_alert_type_it_is_inconclusive_naming_the_key():
+    d = call(DENIED)
+    obs = checks.judge_refusals([d], {d.request_id: [ref_event(d)]}, REFERENCE)
+    burst = [call(UNAUTH, principal=None)]
+    obs += [
+        checks.judge_actor(burst, {}, "forged-1", REFERENCE),
+        checks.judge_alert(None, False, False, ""),
+    ]
+    out = verdict("AUDIT-003", obs)
+    assert out.status is Status.INCONCLUSIVE
+    assert "audit.alert_type" in out.summary
+
+
+def test_audit_003_forged_token_claims_the_sub_with_a_broken_signature():
+    token = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ1LWNsaW4tMDEifQ.c2lnbmF0dXJlLWJ5dGVz"
+    base = parse(token)
+    forged = parse(checks.forged_token(base, "forged-1"))
+    assert forged.claims["sub"] == "forged-1"
+    assert forged.header == base.header
+    assert forged.segments[2] != base.segments[2]
+
+
+def test_alert_seen_matches_the_alert_value_and_its_time():
+    since = dt.datetime.fromtimestamp(NOW, dt.timezone.utc)
+    new = json.dumps({"type": "auth_failure_burst", "time": int(NOW * 1000) + 5})
+    old = json.dumps({"type": "auth_failure_burst", "time": int(NOW * 1000) - 90_000})
+    mention = json.dumps({"note": "not an auth_failure_burst"})
+    fields = Fields({"timestamp": "time"}, {}, "epoch_ms")
+    assert alert_seen([("a", f"{old}\n{new}\n".encode())], "auth_failure_burst", since, fields)
+    assert not alert_seen(
+        [("a", f"{old}\n{mention}\n".encode())], "auth_failure_burst", since, fields
+    )
+    assert not alert_seen(
+        [("a", b"auth_failure_burst not json\n")], "auth_failure_burst", since, fields
+    )
+
+
+# -- AUDIT-004 ----------------------------------------------------------------------------
+
+
+def sequential(n=10):
+    return [call(OK, at=NOW + i * 0.05) for i in range(n)]
+
+
+def test_audit_004_timely_precise_ordered_events_pass():
+    calls = sequential()
+    events = {c.request_id: [ref_event(c, at=c.started_at + 0.01)] for c in calls}
+    obs = checks.judge_timestamps(calls, events, REFERENCE, 1.0)
+    assert verdict("AUDIT-004", obs).status is Status.PASS
+
+
+def test_audit_004_epoch_milliseconds_of_another_stack_pass():
+    calls = sequential()
+    events = {c.request_id: [other_event(c)] for c in calls}
+    obs = checks.judge_timestamps(calls, events, OTHER, 1.0)
+    assert verdict("AUDIT-004", obs).status is Status.PASS
+
+
+def test_audit_004_a_clock_five_minutes_fast_fails_delta():
+    calls = sequential()
+    events = {c.request_id: [ref_event(c, at=c.started_at + 300)] for c in calls}
+    obs = checks.judge_timestamps(calls, events, REFERENCE, 1.0)
+    assert {o.ref for o in obs if o.status is Status.FAIL} == {"delta"}
+    assert verdict("AUDIT-004", obs).status is Status.FAIL
+
+
+def test_audit_004_whole_seconds_fail_precision():
+    calls = sequential()
+    events = {c.request_id: [other_event(c, ms=None)] for c in calls}
+    fields = replace(OTHER, time_format="epoch_s")
+    for c in calls:
+        events[c.request_id][0]["time"] = int(c.started_at)
+    obs = checks.judge_timestamps(calls, events, fields, 1.0)
+    assert [o.ref for o in obs if o.status is Status.FAIL] == ["precision"]
+
+
+def test_audit_004_events_out_of_call_order_fail():
+    calls = sequential(3)
+    events = {c.request_id: [ref_event(c, at=NOW + 0.1 - i * 0.04)] for i, c in enumerate(calls)}
+    obs = checks.judge_timestamps(calls, events, REFERENCE, 1.0)
+    assert [o.ref for o in obs if o.status is Status.FAIL] == ["order"]
+
+
+def test_audit_004_calls_without_events_are_inconclusive():
+    calls = [call(OK), call(grpc.StatusCode.DEADLINE_EXCEEDED)]
+    obs = checks.judge_timestamps(calls, {}, REFERENCE, 1.0)
+    assert set(statuses(obs)) == {Status.INCONCLUSIVE}
+    assert verdict("AUDIT-004", obs).status is Status.INCONCLUSIVE
+
+
+# -- AUDIT-004 (ntp): the harness's own clock ----------------------------------------------
+
+
+def sntp_answer(request: bytes, server_ahead_s: float, *, stratum: int = 2, mode: int = 4) -> bytes:
+    """A server's reply to ``request``, its clock ``server_ahead_s`` ahead of ours."""
+    now = time.time() + server_ahead_s
+    secs, frac = divmod(now + 2_208_988_800, 1)
+    ntp = struct.pack("!II", int(secs), int(frac * 2**32))
+    return bytes([0x20 | mode, stratum]) + bytes(22) + request[40:48] + ntp + ntp
+
+
+@pytest.fixture
+def fake_ntp():
+    """A time server on 127.0.0.1 whose clock runs 2.5 s ahead; yields its address."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(5)
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            for _ in range(2):
+                data, peer = sock.recvfrom(512)
+                sock.sendto(sntp_answer(data, 2.5), peer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{sock.getsockname()[1]}"
+    sock.close()
+    thread.join(5)
+
+
+def test_audit_004_sntp_measures_the_offset_of_a_local_server(fake_ntp):
+    offset, problem = checks.measure_offset(fake_ntp)
+    assert problem == ""
+    assert offset.offset_s == pytest.approx(2.5, abs=0.2)
+    assert 0 <= offset.uncertainty_s < 0.2
+
+
+def test_audit_004_sntp_without_an_answer_cannot_bound_the_clock():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        offset, problem = checks.measure_offset(f"127.0.0.1:{silent.getsockname()[1]}", 0.2)
+    assert offset is None
+    assert "timeout" in problem.lower()
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        lambda req: sntp_answer(req, 0, stratum=0),  # kiss-of-death
+        lambda req: sntp_answer(req, 0, mode=3),  # a client's packet, not a server's
+        lambda req: sntp_answer(req, 0)[:24] + bytes(8) + sntp_answer(req, 0)[32:],  # no echo
+        lambda req: b"\x24\x02",  # short
+    ],
+)
+def test_audit_004_sntp_refuses_what_is_no_valid_answer(reply):
+    request = checks.sntp_request(time.time())
+    assert checks.sntp_offset(reply(request), request, time.time(), time.time()) is None
+
+
+def test_audit_004_the_offset_corrects_the_harness_clock():
+    calls = sequential()
+    # the service keeps true time; the harness runs 30 s slow (the server is 30 s ahead)
+    events = {c.request_id: [ref_event(c, at=c.started_at + 30)] for c in calls}
+    clock = checks.ClockOffset.of(checks.ClockOffset(30.0, 0.01), checks.ClockOffset(30.2, 0.01))
+    assert clock.uncertainty_s == pytest.approx(0.11)
+    obs = checks.judge_timestamps(calls, events, REFERENCE, 1.0, clock)
+    obs.append(checks.judge_clock([(clock, "")]))
+    assert verdict("AUDIT-004", obs, ("clock.ntp_server",)).status is Status.PASS
+    uncorrected = checks.judge_timestamps(calls, events, REFERENCE, 1.0)
+    assert verdict("AUDIT-004", uncorrected).status is Status.FAIL
+
+
+def test_audit_004_an_unbounded_clock_leaves_it_inconclusive_not_failed():
+    calls = sequential()
+    events = {c.request_id: [ref_event(c, at=c.started_at + 300)] for c in calls}
+    obs = checks.judge_timestamps(calls, events, REFERENCE, 1.0, checks.UNBOUNDED)
+    obs.append(checks.judge_clock([(None, "clock.ntp_server x: timeout")]))
+    out = verdict("AUDIT-004", obs, ("clock.ntp_server",))
+    assert out.status is Status.INCONCLUSIVE
+    assert "delta" not in {o.ref for o in obs}
+
+
+# -- AUDIT-005 ----------------------------------------------------------------------------
+
+
+DEFAULT_CHAIN = checks.ChainSpec()
+
+
+def chained(n, spec=DEFAULT_CHAIN, fields=("seq", "prev_hash", "hash")):
+    seq_f, prev_f, hash_f = fields
+    spec = replace(spec, seq_field=seq_f, prev_field=prev_f, hash_field=hash_f)
+    prev, out = spec.genesis, []
+    for i in range(1, n + 1):
+        record = {"ts": "2026-11-22T12:00:00.000Z", "request_id": f"r{i}", seq_f: i, prev_f: prev}
+        if not seq_f:
+            del record[seq_f]
+        record[hash_f] = prev = spec.digest(prev, record)
+        out.append(record)
+    return out
+
+
+def test_audit_005_the_reference_chain_verifies():
+    events = chained(5)
+    # the reference's own formula, spelled out
+    body = {k: v for k, v in events[0].items() if k != "hash"}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert events[0]["hash"] == hashlib.sha256(b"0" * 64 + b"\n" + canonical.encode()).hexdigest()
+    chain = checks.verify_chain(events, checks.ChainSpec())
+    assert (chain.links, chain.gaps, chain.numbered) == ([], [], 5)
+    obs = [*checks.judge_chain(chain, 5), checks.judge_anchor(events[:3], events)]
+    assert verdict("AUDIT-005", obs).status is Status.PASS
+
+
+def test_audit_005_a_wrong_link_fails_links():
+    events = chained(8)
+    events[6] = {**events[6], "hash": hashlib.sha256(b"skipped").hexdigest()}
+    obs = checks.judge_chain(checks.verify_chain(events, checks.ChainSpec()), 8)
+    assert {o.ref for o in obs if o.status is Status.FAIL} == {"links"}
+
+
+def test_audit_005_a_removed_record_is_a_gap_and_a_broken_link():
+    events = chained(6)
+    del events[3]
+    chain = checks.verify_chain(events, checks.ChainSpec())
+    assert chain.gaps == ["seq jumps from 3 to 5"]
+    assert chain.links
+
+
+def test_audit_005_another_chain_layout_verifies():
+    spec = checks.ChainSpec.of(
+        {"algorithm": "sha512", "link": "prev-in-record", "genesis": "GENESIS"}
+    )
+    events = chained(4, spec, ("n", "previous", "digest"))
+    spec = replace(spec, seq_field="n", prev_field="previous", hash_field="digest")
+    assert checks.verify_chain(events, spec) == checks.Chain([], [], 4)
+    events[2]["previous"] = "x"
+    assert checks.verify_chain(events, spec).links
+
+
+def test_audit_005_unsupported_chain_settings_are_named():
+    assert "jcs" in checks.ChainSpec.of({"canonicalization": "jcs"}).unsupported
+    assert "md5" in checks.ChainSpec.of({"algorithm": "md5"}).unsupported
+    assert checks.ChainSpec.of({"canonicalization": "json-sorted-compact"}).unsupported == ""
+
+
+def test_audit_005_chain_problems_keeps_the_benchmarks_signature():
+    run: Any = SimpleNamespace(config=Config({"audit": {"hash_chain": {"algorithm": "sha256"}}}))
+    events = tuple(chained(3))
+    assert checks.chain_problems(run, events) == []
+    assert checks.chain_problems(run, events[:1] + events[2:]) != []
+
+
+def test_audit_005_a_rewritten_log_loses_its_anchor():
+    before = chained(40)
+    after = chained(12)  # truncated and rewritten with a fresh chain
+    assert checks.judge_anchor(before, after).status is Status.FAIL
+    obs = checks.judge_chain(checks.verify_chain(after, checks.ChainSpec()), 12)
+    obs.append(checks.judge_anchor(before, after))
+    assert verdict("AUDIT-005", obs).status is Status.FAIL
+
+
+def test_audit_005_nothing_to_anchor_or_verify_is_not_a_pass():
+    assert checks.judge_chain(checks.Chain([], [], 0), 0) == []
+    obs = [checks.judge_anchor([], chained(3))]
+    assert verdict("AUDIT-005", obs).status in (Status.INCONCLUSIVE, Status.SKIP)
+    unnumbered = chained(3, fields=("", "prev_hash", "hash"))
+    assert all("" not in e for e in unnumbered)
+    chain = checks.verify_chain(unnumbered, checks.ChainSpec())
+    obs = [*checks.judge_chain(chain, 3), checks.judge_anchor(unnumbered[:1], unnumbered)]
+    assert verdict("AUDIT-005", obs).status is Status.INCONCLUSIVE
+
+
+# -- AUDIT-006 ----------------------------------------------------------------------------
+
+
+def test_audit_006_a_log_that_only_grows_passes():
+    before = Events(tuple(chained(5)))
+    after = Events(tuple(chained(55)))
+    assert verdict("AUDIT-006", checks.judge_growth(before, after, 50)).status is Status.PASS
+
+
+def test_audit_006_a_rewritten_or_shrunk_log_fails():
+    before = Events(tuple(chained(40)))
+    after = Events(tuple(chained(30)))
+    obs = checks.judge_growth(before, after, 50)
+    assert statuses(obs) == [Status.FAIL, Status.FAIL]
+
+
+def test_audit_006_no_calls_is_nothing_to_judge():
+    out = verdict("AUDIT-006", checks.judge_growth(Events(()), Events(()), 0))
+    assert out.status is not Status.PASS
+
+
+@pytest.mark.parametrize(
+    ("output", "problem", "status"),
+    [
+        (b'{"locked": true, "retention_days": 2200}', "", Status.PASS),
+        (b'{"locked": false, "retention_days": 2200}', "", Status.FAIL),
+        (b'{"locked": true, "retention_days": 30}', "", Status.FAIL),
+        (b'{"locked": true, "retention_days": "forever"}', "", Status.FAIL),
+        (b"Object Lock: COMPLIANCE", "", Status.INCONCLUSIVE),
+        (b"[]", "", Status.INCONCLUSIVE),
+        (None, "audit.storage_probe_cmd command exited 2", Status.INCONCLUSIVE),
+    ],
+)
+def test_audit_006_storage_probe(output, problem, status):
+    obs = checks.judge_storage(output, problem, 2190)
+    assert (obs.ref, obs.status) == ("b", status)
+
+
+def test_audit_006_management_rpcs_must_be_refused():
+    attempt = Call("audit management as admin", "/audit.v1.Audit/DeleteEvent", (b"",))
+    obs = checks.judge_mgmt(
+        [
+            (attempt, answer(grpc.StatusCode.PERMISSION_DENIED)),
+            (attempt, answer(grpc.StatusCode.UNIMPLEMENTED, details="unknown service")),
+            (attempt, answer(OK, b"\x08\x01")),
+            (attempt, answer(grpc.StatusCode.UNAVAILABLE)),
+        ]
+    )
+    assert statuses(obs) == [Status.PASS, Status.PASS, Status.FAIL, Status.INCONCLUSIVE]
+    assert {o.ref for o in obs} == {"a"}
+    assert obs[2].severity.value == "high"
+
+
+# -- canary planting: a canary that did not take is not planted ---------------------------
+
+
+def test_field_paths_are_split_per_method():
+    paths = field_paths(
+        ["/p.S/Update", "/p.S/Get"],
+        {"names": ["/p.S/Update.patient.given_name"], "ssn": ["/p.S/Other.ssn", "/p.S/Get.ssn"]},
+    )
+    assert paths == {"/p.S/Update": [("names", "patient.given_name")], "/p.S/Get": [("ssn", "ssn")]}
+
+
+def test_a_canary_field_that_does_not_take_is_not_planted():
+    """Known weakness, now closed: set_path's False was ignored and the call counted."""
+    c = CanarySet.for_seed(7)
+    cls = error_details_pb2.ErrorInfo  # string fields reason and domain; metadata is a map
+    calls, notes = method_plan(
+        "/p.S/M", cls, "{}", [("names", "nope"), ("ssn", "metadata")], c, Callers(None, None)
+    )
+    assert calls == []
+    assert [n.status for n in notes] == [Status.SKIP, Status.SKIP]
+    calls, notes = method_plan(
+        "/p.S/M", cls, "{}", [("names", "reason"), ("ssn", "nope")], c, Callers(None, None)
+    )
+    assert [k for k, _ in calls] == ["valid", "denied"]
+    assert "nope" in notes[0].expected
+    sent = cls.FromString(calls[0][1].requests[0])
+    assert sent.reason == c.value("names")
+
+
+def test_the_invalid_canary_call_breaks_a_date_that_took():
+    c = CanarySet.for_seed(7)
+    paths = [("names", "reason"), ("dates", "domain")]
+    calls, _ = method_plan(
+        "/p.S/M", error_details_pb2.ErrorInfo, '{"domain": "x"}', paths, c, Callers(None, None)
+    )
+    assert [k for k, _ in calls] == ["valid", "invalid", "denied"]
+    bad = error_details_pb2.ErrorInfo.FromString(calls[1][1].requests[0])
+    assert bad.domain == f"not-a-date-{c.nonce}"
+    assert bad.reason == c.value("names")
+
+
+# -- declared probes ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("control_id", "probes"),
+    [
+        ("AUDIT-001", [("read", True), ("write", False), ("denied", True)]),
+        (
+            "AUDIT-002",
+            [
+                ("identity", True),
+                ("method", True),
+                ("resource", True),
+                ("action", False),
+                ("outcome", True),
+                ("request_id", True),
+                ("timestamp", True),
+                ("source", True),
+                ("injection", False),
+            ],
+        ),
+        ("AUDIT-003", [("refusals", True), ("actor", True), ("alert", True)]),
+        ("AUDIT-004", [("delta", True), ("precision", True), ("order", True), ("ntp", False)]),
+        ("AUDIT-005", [("links", True), ("seq", True), ("anchor", True)]),
+        ("AUDIT-006", [("a", False), ("b", False), ("run", True)]),
+    ],
+)
+def test_declared_probes_match_the_catalogue_row(control_id, probes):
+    assert [(p.ref, p.required) for p in registered()[control_id].probes] == probes
+
+
+def test_optional_probes_name_the_keys_that_enable_them():
+    needs = {
+        (c, p.ref): p.needs
+        for c in ("AUDIT-001", "AUDIT-002", "AUDIT-004", "AUDIT-006")
+        for p in registered()[c].probes
+        if not p.required
+    }
+    assert needs == {
+        ("AUDIT-001", "write"): ("safety.allow_mutations",),
+        ("AUDIT-002", "action"): ("audit.action_map",),
+        ("AUDIT-002", "injection"): ("audit.logged_fields",),
+        ("AUDIT-004", "ntp"): ("clock.ntp_server",),
+        ("AUDIT-006", "a"): ("audit.mgmt_methods",),
+        ("AUDIT-006", "b"): ("audit.storage_probe_cmd",),
+    }
