@@ -30,7 +30,7 @@ import grpc
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-from harness.channels import invoke
+from harness.channels import CallResult, invoke
 from harness.config import Config
 from harness.descriptors import MethodCatalogue, compile_protos, is_repeated, load_descriptor_set
 from harness.inprocess import InProcess
@@ -97,6 +97,10 @@ def shape(details: str) -> str:
     """``details`` with numbers, quoted text and hex runs blanked: one bug, one shape."""
     text = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", details[:200])
     return re.sub(r"0x[0-9a-fA-F]+|\d+", "N", text)
+
+
+#: Pauses before a failing black-box case is sent again: it must fail every time to count.
+REPLAY_WAITS_S = (0.2, 1.0)
 
 
 @dataclass(frozen=True)
@@ -415,15 +419,33 @@ class Remote:
     request_id_key: str = "x-request-id"
 
     def check(self, case: Case) -> Finding | None:
-        """Run ``case`` and judge it; ``None`` when it passes."""
-        timeout = self.surface.slow_ms / 1000 + 1
+        """Run ``case`` and judge it; ``None`` when it passes.
+
+        A failure counts only when it shows again: the case is sent again after a pause
+        (REPLAY_WAITS_S), and any answer that passes means the first was back-pressure
+        (REFUSED_STREAM past the server's concurrency, a GOAWAY, a dropped connection) or
+        load, not a defect of the service.
+        """
+        why, result = self._judged(case)
+        for wait in REPLAY_WAITS_S:
+            if not why:
+                return None
+            time.sleep(wait)
+            why, result = self._judged(case)
+        if not why:
+            return None
+        return Finding(
+            case.method.path, case.caller, result.code.name, result.details, why, case.payload
+        )
+
+    def _judged(self, case: Case) -> tuple[str, CallResult]:
         result = invoke(
             self.channel,
             case.method.path,
             [case.payload],
             metadata=self.surface.metadata(case.caller),
             request_id_key=self.request_id_key,
-            timeout=timeout,
+            timeout=self.surface.slow_ms / 1000 + 1,
             max_responses=1,
         )
         why = judge(
@@ -434,11 +456,7 @@ class Remote:
             secrets=self.surface.secrets,
             streaming=bool(result.responses),
         )
-        if not why:
-            return None
-        return Finding(
-            case.method.path, case.caller, result.code.name, result.details, why, case.payload
-        )
+        return why, result
 
 
 @dataclass
