@@ -33,6 +33,7 @@ def test_probe_coverage_counts_declared_run_and_required_not_run() -> None:
     assert coverage.line() == "probe coverage: 3 of 6 probes run; 2 required probes did not run"
     # EVID-001 adds its own four: self-scan, final statuses and sums run; signature does not.
     done = finished(*results).probe_coverage
+    assert done is not None
     assert (done.declared, done.run, done.required_not_run) == (10, 6, 2)
 
 
