@@ -144,8 +144,6 @@ def scan(target: ScanTarget) -> TlsFacts:
 
 def _scan(target: ScanTarget) -> TlsFacts:
     import sslyze
-    from sslyze.errors import ConnectionToServerFailed
-    from sslyze.server_connectivity import check_connectivity_to_server
 
     where = f"{fmt_address(target.host, target.port)} (SNI {target.server_name or target.host})"
     location = sslyze.ServerNetworkLocation(
@@ -156,43 +154,10 @@ def _scan(target: ScanTarget) -> TlsFacts:
         creds = sslyze.ClientAuthenticationCredentials(
             certificate_chain_path=target.client_cert, key_path=target.client_key
         )
-
-    def config(with_creds: bool) -> Any:
-        return sslyze.ServerNetworkConfiguration(
-            tls_server_name_indication=target.server_name or target.host,
-            tls_client_auth_credentials=creds if with_creds else None,
-            network_timeout=max(1, math.ceil(target.timeout_s)),
-            network_max_retries=0,
-        )
-
     # 1. Without a certificate: what the server requires of clients.
-    no_cert_error = ""
-    requirement = "UNKNOWN"
-    try:
-        probing = check_connectivity_to_server(location, config(False))
-        requirement = probing.client_auth_requirement.value
-    except ConnectionToServerFailed as exc:
-        no_cert_error = exc.error_message
+    requirement, no_cert_error = _client_auth_requirement(location, _network(target, None))
     # 2. The full scan, with the client certificate when there is one.
-    commands = {sslyze.ScanCommand[name] for name in (*VERSIONS.values(), *_HYGIENE_COMMANDS)}
-    commands |= {sslyze.ScanCommand.CERTIFICATE_INFO, sslyze.ScanCommand.ELLIPTIC_CURVES}
-    extra = sslyze.ScanCommandsExtraArguments(
-        certificate_info=sslyze.CertificateInfoExtraArgument(custom_ca_file=target.ca_bundle)
-        if target.ca_bundle is not None
-        else None
-    )
-    scanner = sslyze.Scanner(per_server_concurrent_connections_limit=5)
-    scanner.queue_scans(
-        [
-            sslyze.ServerScanRequest(
-                server_location=location,
-                network_configuration=config(creds is not None),
-                scan_commands=commands,
-                scan_commands_extra_arguments=extra,
-            )
-        ]
-    )
-    result = next(iter(scanner.get_results()))
+    result = _full_scan(target, location, _network(target, creds))
     if result.scan_result is None or result.connectivity_result is None:
         trace = result.connectivity_error_trace
         reason = str(trace).strip().splitlines()[-1] if trace else "no reason given"
@@ -212,6 +177,55 @@ def _scan(target: ScanTarget) -> TlsFacts:
     if "TLS_1_3_EARLY_DATA" in facts.errors and facts.versions.get("TLS 1.3"):
         _early_data_over_h2(target, facts)
     return facts
+
+
+def _network(target: ScanTarget, creds: Any) -> Any:
+    """The network settings sslyze uses for ``target``, presenting ``creds`` (or none)."""
+    import sslyze
+
+    return sslyze.ServerNetworkConfiguration(
+        tls_server_name_indication=target.server_name or target.host,
+        tls_client_auth_credentials=creds,
+        network_timeout=max(1, math.ceil(target.timeout_s)),
+        network_max_retries=0,
+    )
+
+
+def _client_auth_requirement(location: Any, network: Any) -> tuple[str, str]:
+    """What sslyze's connectivity probe without a certificate reports, or why it failed."""
+    from sslyze.errors import ConnectionToServerFailed
+    from sslyze.server_connectivity import check_connectivity_to_server
+
+    try:
+        probing = check_connectivity_to_server(location, network)
+    except ConnectionToServerFailed as exc:
+        return "UNKNOWN", exc.error_message
+    return probing.client_auth_requirement.value, ""
+
+
+def _full_scan(target: ScanTarget, location: Any, network: Any) -> Any:
+    """The one sslyze scan of the run: versions, hygiene, certificate and curves."""
+    import sslyze
+
+    commands = {sslyze.ScanCommand[name] for name in (*VERSIONS.values(), *_HYGIENE_COMMANDS)}
+    commands |= {sslyze.ScanCommand.CERTIFICATE_INFO, sslyze.ScanCommand.ELLIPTIC_CURVES}
+    extra = sslyze.ScanCommandsExtraArguments(
+        certificate_info=sslyze.CertificateInfoExtraArgument(custom_ca_file=target.ca_bundle)
+        if target.ca_bundle is not None
+        else None
+    )
+    scanner = sslyze.Scanner(per_server_concurrent_connections_limit=5)
+    scanner.queue_scans(
+        [
+            sslyze.ServerScanRequest(
+                server_location=location,
+                network_configuration=network,
+                scan_commands=commands,
+                scan_commands_extra_arguments=extra,
+            )
+        ]
+    )
+    return next(iter(scanner.get_results()))
 
 
 def _facts(where: str, scan_result: Any, requirement: str, evidence: str) -> TlsFacts:
@@ -279,68 +293,72 @@ def _early_data_over_h2(target: ScanTarget, facts: TlsFacts) -> None:
     arrive with it), then resume that session sending the preface as early data, and ask
     OpenSSL whether the server accepted it. No ticket means no resumption, so no 0-RTT.
     """
-    from nassl._nassl import OpenSSLError
-    from nassl.ssl_client import (
-        OpenSslEarlyDataStatusEnum,
-        OpenSslVerifyEnum,
-        OpenSslVersionEnum,
-        SslClient,
-    )
-
-    def client() -> SslClient:
-        sock = socket.create_connection((target.host, target.port), timeout=target.timeout_s)
-        return SslClient(
-            underlying_socket=sock,
-            ssl_version=OpenSslVersionEnum.TLSV1_3,
-            ssl_verify=OpenSslVerifyEnum.NONE,
-            client_certificate_chain=target.client_cert,
-            client_key=target.client_key,
-            server_name_indication=target.server_name or target.host,
-        )
-
     try:
-        first = client()
-        try:
-            first.do_handshake()
-            first.write(H2_PREFACE)
-            # Servers that insist on ALPN h2 (nassl offers none) close here; the session
-            # ticket, sent right after the handshake, is already in.
-            with contextlib.suppress(OSError):
-                first.read(16384)
-            session = first.get_session()
-        finally:
-            first.shutdown()
+        session = _h2_session(target)
         if session is None:
-            facts.hygiene["TLS_1_3_EARLY_DATA"] = _EarlyData(False, "no session ticket")
-            facts.errors.pop("TLS_1_3_EARLY_DATA", None)
-            return
-        second = client()
-        try:
-            second.set_session(session)
-            try:
-                second.write_early_data(H2_PREFACE)
-            except OpenSSLError as exc:
-                # What sslyze's own probe concludes from this error: the ticket the server
-                # issued allows no early data (max_early_data is 0).
-                if "function you should not call" not in str(exc):
-                    raise
-                facts.hygiene["TLS_1_3_EARLY_DATA"] = _EarlyData(
-                    False, "the server's session ticket allows no early data"
-                )
-                facts.errors.pop("TLS_1_3_EARLY_DATA", None)
-                return
-            second.do_handshake()
-            accepted = second.get_early_data_status() == OpenSslEarlyDataStatusEnum.ACCEPTED
-        finally:
-            second.shutdown()
+            verdict = _EarlyData(False, "no session ticket")
+        else:
+            verdict = _resumed_with_early_data(target, session)
     except Exception as exc:  # nassl raises OpenSSLError, OSError and plain Exceptions
         note = facts.errors["TLS_1_3_EARLY_DATA"]
         facts.errors["TLS_1_3_EARLY_DATA"] = (
             f"{note}; the HTTP/2 retry failed too: {type(exc).__name__}: {exc}"
         )
         return
-    facts.hygiene["TLS_1_3_EARLY_DATA"] = _EarlyData(accepted, "probed over HTTP/2 with nassl")
+    facts.hygiene["TLS_1_3_EARLY_DATA"] = verdict
     facts.errors.pop("TLS_1_3_EARLY_DATA", None)
+
+
+def _nassl_client(target: ScanTarget) -> Any:
+    from nassl.ssl_client import OpenSslVerifyEnum, OpenSslVersionEnum, SslClient
+
+    sock = socket.create_connection((target.host, target.port), timeout=target.timeout_s)
+    return SslClient(
+        underlying_socket=sock,
+        ssl_version=OpenSslVersionEnum.TLSV1_3,
+        ssl_verify=OpenSslVerifyEnum.NONE,
+        client_certificate_chain=target.client_cert,
+        client_key=target.client_key,
+        server_name_indication=target.server_name or target.host,
+    )
+
+
+def _h2_session(target: ScanTarget) -> Any:
+    """A TLS 1.3 session (ticket) from a handshake that sent the HTTP/2 preface, or None."""
+    first = _nassl_client(target)
+    try:
+        first.do_handshake()
+        first.write(H2_PREFACE)
+        # Servers that insist on ALPN h2 (nassl offers none) close here; the session
+        # ticket, sent right after the handshake, is already in.
+        with contextlib.suppress(OSError):
+            first.read(16384)
+        return first.get_session()
+    finally:
+        first.shutdown()
+
+
+def _resumed_with_early_data(target: ScanTarget, session: Any) -> _EarlyData:
+    """Resume ``session`` sending the preface as 0-RTT data: did the server accept it?"""
+    from nassl._nassl import OpenSSLError
+    from nassl.ssl_client import OpenSslEarlyDataStatusEnum
+
+    second = _nassl_client(target)
+    try:
+        second.set_session(session)
+        try:
+            second.write_early_data(H2_PREFACE)
+        except OpenSSLError as exc:
+            # What sslyze's own probe concludes from this error: the ticket the server
+            # issued allows no early data (max_early_data is 0).
+            if "function you should not call" not in str(exc):
+                raise
+            return _EarlyData(False, "the server's session ticket allows no early data")
+        second.do_handshake()
+        accepted = second.get_early_data_status() == OpenSslEarlyDataStatusEnum.ACCEPTED
+    finally:
+        second.shutdown()
+    return _EarlyData(accepted, "probed over HTTP/2 with nassl")
 
 
 @dataclass(frozen=True)
