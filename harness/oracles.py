@@ -1,4 +1,4 @@
-"""Oracles several controls share: how a refusal is judged, and what counts as a leak.
+"""Oracles several controls share: refusals, the service's liveness, and what leaks.
 
 The bottom of the check layers: it imports neither :mod:`harness.checks` nor
 :mod:`harness.plans`, so the fuzz engine (:mod:`harness.engine`) and every check judge by
@@ -65,6 +65,26 @@ def refused(
     if result.code in tuple(low):
         return Observation(where, observed, expect, Status.FAIL, Severity.LOW, result.request_id)
     return Observation(where, observed, expect, Status.FAIL, None, result.request_id)
+
+
+def judge_health(probe: str, result: CallResult) -> Observation:
+    """The liveness call after a batch of inputs or abuse (FUZZ-001, FUZZ-002, FUZZ-003).
+
+    OK passes; any other answer fails (high: a crash or a hang, the catalogue's "healthy
+    after each batch"); a call the run no longer sent (the target had gone away) is
+    INCONCLUSIVE.
+    """
+    if not result.request_id:
+        return Observation(probe, result.summary(), "OK", Status.INCONCLUSIVE)
+    ok = result.code == grpc.StatusCode.OK
+    return Observation(
+        probe,
+        result.status,
+        "OK",
+        Status.PASS if ok else Status.FAIL,
+        None if ok else Severity.HIGH,
+        result.request_id,
+    )
 
 
 #: What an error text must not carry (ERR-001, and every fuzz mode's oracle): kind,

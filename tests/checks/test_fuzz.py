@@ -27,13 +27,11 @@ from harness.checks.fuzz.framing import (
     malformed_plan,
     reproduced,
 )
-from harness.checks.fuzz.framing import judge_health as judge_health_end
 from harness.checks.fuzz.inputs import (
     FUZZ_001_PROBES,
     FUZZ_002_PROBES,
     WhiteboxRun,
     judge_fuzzing,
-    judge_health,
     judge_inputs,
     judge_mutants,
     judge_whitebox,
@@ -41,6 +39,7 @@ from harness.checks.fuzz.inputs import (
 )
 from harness.engine import Finding, FuzzMethod
 from harness.h2client import Reply
+from harness.oracles import judge_health
 from harness.outcome import Observation, Outcome, Probe, Status, settle
 from harness.plans.fuzzcases import MethodRun
 from harness.wire import MUTATIONS
@@ -249,11 +248,10 @@ def test_fuzz_001_unhealthy_after_a_batch_fails():
     assert settled("FUZZ-001", observations, FUZZ_001_PROBES).status is Status.FAIL
 
 
-def test_health_judges_agree():
-    for judge in (judge_health, judge_health_end):
-        assert judge("h", healthy()).status is Status.PASS
-        assert judge("h", answer(C.DEADLINE_EXCEEDED, method=HEALTH)).status is Status.FAIL
-        assert judge("h", not_sent()).status is Status.INCONCLUSIVE
+def test_the_health_judge_fails_a_crash_and_doubts_a_call_never_sent():
+    assert judge_health("h", healthy()).status is Status.PASS
+    assert judge_health("h", answer(C.DEADLINE_EXCEEDED, method=HEALTH)).status is Status.FAIL
+    assert judge_health("h", not_sent()).status is Status.INCONCLUSIVE
 
 
 # -- FUZZ-002 ----------------------------------------------------------------------------
@@ -430,7 +428,7 @@ def samples(*ms: float, failures: tuple[str, ...] = ()) -> Samples:
 
 
 def healthy_g() -> Observation:
-    return judge_health_end("health at the end", healthy()).of("g")
+    return judge_health("health at the end", healthy()).of("g")
 
 
 def test_fuzz_003_g_limits_have_a_floor_over_a_loopback_baseline():

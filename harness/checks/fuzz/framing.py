@@ -9,9 +9,10 @@ during and after the bursts.
 
 Each lettered item of the catalogue row is a probe, (a) to (h). Planning
 (:func:`malformed_plan`), sending and judging are apart: the judges
-(:func:`judge_malformed`, :func:`judge_samples`, :func:`reproduced`, :func:`judge_idle`,
-:func:`judge_health`) are pure functions of what came back (:class:`~harness.h2client.Reply`,
-latency :class:`Samples`, a :class:`~harness.channels.CallResult`).
+(:func:`judge_malformed`, :func:`judge_samples`, :func:`reproduced`, :func:`judge_idle`, and
+the shared :func:`harness.oracles.judge_health`) are pure functions of what came back
+(:class:`~harness.h2client.Reply`, latency :class:`Samples`, a
+:class:`~harness.channels.CallResult`).
 """
 
 from __future__ import annotations
@@ -28,11 +29,10 @@ from typing import Any
 import grpc
 
 from harness.catalogue import CATALOGUE, Severity
-from harness.channels import CallResult
 from harness.checks import check
 from harness.engine import FuzzMethod, surface_from
 from harness.h2client import H2Client, Reply, grpc_frame
-from harness.oracles import UNREACHED
+from harness.oracles import UNREACHED, judge_health
 from harness.outcome import CannotObserve, NotApplicable, Observation, Outcome, Probe, Status
 from harness.plans.calls import TRANSPORT_ABUSE, policy_or_skip
 from harness.run import Run
@@ -611,22 +611,3 @@ def judge_idle(limit: float, grace: float, wait: float, reply: Reply | OSError) 
         f"stream or connection closed within {limit + grace:g} s",
         Status.PASS if closed else Status.FAIL,
     ).of("h")
-
-
-def judge_health(probe: str, result: CallResult) -> Observation:
-    """The liveness call after the abuse.
-
-    OK passes, anything else fails (a crash or a hang); a call the run no longer sent (the
-    target had gone away) is INCONCLUSIVE.
-    """
-    if not result.request_id:
-        return Observation(probe, result.summary(), "OK", Status.INCONCLUSIVE)
-    ok = result.code == grpc.StatusCode.OK
-    return Observation(
-        probe,
-        result.status,
-        "OK",
-        Status.PASS if ok else Status.FAIL,
-        None if ok else Severity.HIGH,
-        result.request_id,
-    )

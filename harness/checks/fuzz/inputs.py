@@ -10,8 +10,9 @@ FUZZ-002 damages valid requests on the wire (:mod:`harness.wire`) and runs white
 Atheris when the service can be loaded in-process.
 
 Each control is planned, sent and judged apart: the judges (:func:`judge_inputs`,
-:func:`judge_health`, :func:`judge_mutants`, :func:`judge_whitebox`) are pure functions of
-the recorded calls (:class:`~harness.plans.fuzzcases.MethodRun`) and the configured limits.
+:func:`judge_mutants`, :func:`judge_whitebox`, and the shared
+:func:`harness.oracles.judge_health`) are pure functions of the recorded calls
+(:class:`~harness.plans.fuzzcases.MethodRun`) and the configured limits.
 An input that reached no handler (every answer UNAUTHENTICATED or PERMISSION_DENIED) was
 not fuzzed: that method is INCONCLUSIVE, never a PASS.
 """
@@ -30,13 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
-
 from harness.catalogue import CATALOGUE, Severity
 from harness.channels import CallResult
 from harness.checks import check, warmup
 from harness.engine import Finding, FuzzMethod, Surface, surface_from
-from harness.oracles import PERMISSION_DENIED, UNAUTHENTICATED
+from harness.oracles import PERMISSION_DENIED, UNAUTHENTICATED, judge_health
 from harness.outcome import NotApplicable, Observation, Outcome, Probe, Status
 from harness.plans.calls import policy_or_skip
 from harness.plans.fuzzcases import MethodRun, fuzz_calls, generated_inputs, verdict
@@ -145,25 +144,6 @@ def judge_inputs(r: MethodRun, budget_ms: float) -> Observation:
         f"only OK or application codes; p99 <= {budget_ms:.0f} ms",
         Status.PASS if ok else Status.FAIL,
         Severity.MEDIUM,
-    )
-
-
-def judge_health(probe: str, healthy: CallResult) -> Observation:
-    """The liveness call after a batch of inputs.
-
-    OK passes; any other answer fails (a crash or a hang: the catalogue's "healthy after
-    each batch"); a call the run no longer sent (the target had gone away) is INCONCLUSIVE.
-    """
-    if not healthy.request_id:
-        return Observation(probe, healthy.summary(), "OK", Status.INCONCLUSIVE)
-    ok = healthy.code == grpc.StatusCode.OK
-    return Observation(
-        probe,
-        healthy.status,
-        "OK",
-        Status.PASS if ok else Status.FAIL,
-        None if ok else Severity.HIGH,
-        healthy.request_id,
     )
 
 
