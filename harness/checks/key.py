@@ -1,9 +1,10 @@
 """Token-signing key hygiene and rotation (KEY-001), judged from the issuer's published JWKS.
 
 The JWKS comes from ``auth.jwks_uri``, else from ``<auth.issuer>/.well-known/
-openid-configuration``, else from ``auth.jwks_file``. Keys are loaded with PyJWT (which
-uses ``cryptography``), so their sizes and curves are those of the real key objects; a
-key is identified across runs by its RFC 7638 thumbprint.
+openid-configuration`` (both fetched by :mod:`harness.plans.jwks`, as AUTHN-002 fetches
+it), else from ``auth.jwks_file``. Keys are loaded with PyJWT (which uses
+``cryptography``), so their sizes and curves are those of the real key objects; a key is
+identified across runs by its RFC 7638 thumbprint.
 """
 
 from __future__ import annotations
@@ -12,10 +13,6 @@ import base64
 import datetime as dt
 import hashlib
 import json
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -27,6 +24,7 @@ from harness.catalogue import CATALOGUE, Severity
 from harness.checks import check
 from harness.history import HistoryError, first_seen
 from harness.outcome import CannotObserve, NotApplicable, Observation, Outcome, Probe, Status
+from harness.plans.jwks import FetchError, fetch_json, jwks_uri
 from harness.run import Run
 
 #: Members that only a private or symmetric key has (RFC 7518 §6.2.2, §6.3.2, §6.4.1).
@@ -38,9 +36,6 @@ PRIVATE_MEMBERS = {
 }
 ALLOWED_CURVES = frozenset({"P-256", "P-384", "P-521", "Ed25519", "Ed448"})
 MIN_RSA_BITS = 2048
-#: Bounds of one fetch: the JWKS or the discovery document.
-FETCH_TIMEOUT_S = 5.0
-MAX_DOCUMENT_BYTES = 1024 * 1024
 #: RFC 7638 §3.2: the members a thumbprint covers, per key type.
 _THUMBPRINT_MEMBERS = {
     "EC": ("crv", "kty", "x", "y"),
@@ -48,10 +43,6 @@ _THUMBPRINT_MEMBERS = {
     "RSA": ("e", "kty", "n"),
     "oct": ("k", "kty"),
 }
-
-
-class FetchError(Exception):
-    """A document could not be fetched or parsed; the message says why, in one line."""
 
 
 KEY_001_PROBES = (
@@ -266,7 +257,7 @@ def _rotation(run: Run, source: str, keys: list[dict[str, Any]]) -> Observation 
     return judge_rotation(source, seen, now, None if days is None else int(days))
 
 
-# -- finding and fetching the JWKS ------------------------------------------------------
+# -- finding the JWKS ------------------------------------------------------------------
 
 
 def _jwks(run: Run) -> tuple[str | None, Any]:
@@ -275,17 +266,9 @@ def _jwks(run: Run) -> tuple[str | None, Any]:
     Raises:
         FetchError: The configured source could not be read.
     """
-    uri = run.config.str_("auth.jwks_uri")
-    if uri:
-        return uri, _fetch_json(uri)
-    issuer = run.config.str_("auth.issuer") or ""
-    if urllib.parse.urlsplit(issuer).scheme in ("http", "https"):
-        discovery = issuer.rstrip("/") + "/.well-known/openid-configuration"
-        meta = _fetch_json(discovery)
-        found = meta.get("jwks_uri") if isinstance(meta, dict) else None
-        if not isinstance(found, str):
-            raise FetchError(f"{discovery}: no jwks_uri in the discovery document")
-        return found, _fetch_json(found)
+    uri = jwks_uri(run.config)
+    if uri is not None:
+        return uri, fetch_json(uri)
     path = run.config.path("auth.jwks_file")
     if path is not None:
         try:
@@ -293,32 +276,3 @@ def _jwks(run: Run) -> tuple[str | None, Any]:
         except (OSError, ValueError) as exc:
             raise FetchError(f"auth.jwks_file {path}: {exc}") from None
     return None, None
-
-
-def _fetch_json(url: str) -> Any:
-    """GET ``url`` (http or https, system trust store), bounded in time and size."""
-    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
-        raise FetchError(f"{url}: only http and https URLs are fetched")
-    request = urllib.request.Request(url, headers={"Accept": "application/json"})
-    end = time.monotonic() + 2 * FETCH_TIMEOUT_S
-    body = b""
-    try:
-        with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT_S) as response:
-            while len(body) <= MAX_DOCUMENT_BYTES:
-                if time.monotonic() > end:
-                    raise FetchError(f"{url}: not sent in full within {2 * FETCH_TIMEOUT_S:g} s")
-                chunk = response.read1(65536)
-                if not chunk:
-                    break
-                body += chunk
-    except urllib.error.HTTPError as exc:
-        raise FetchError(f"{url}: HTTP {exc.code}") from None
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise FetchError(f"{url}: not fetched ({reason})") from None
-    if len(body) > MAX_DOCUMENT_BYTES:
-        raise FetchError(f"{url}: larger than {MAX_DOCUMENT_BYTES} bytes")
-    try:
-        return json.loads(body)
-    except ValueError as exc:
-        raise FetchError(f"{url}: not JSON ({exc})") from None

@@ -10,13 +10,8 @@ public key AUTHN-002 keys its HMAC confusion with (:func:`issuer_public_key`). P
 
 from __future__ import annotations
 
-import http.client
-import json
 import random
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +21,7 @@ import jwt
 from harness.channels import CallResult
 from harness.descriptors import MethodInfo
 from harness.plans.calls import NO_DESCRIPTORS, Call, bearer, send
+from harness.plans.jwks import fetch_json, jwks_uri
 from harness.policy import Policy
 from harness.principals import Principal
 from harness.run import Run
@@ -105,10 +101,6 @@ def bases(run: Run) -> tuple[list[Base], str]:
 
 # -- the issuer's public key (AUTHN-002 (b)) --------------------------------------------
 
-#: Bounds of one fetch of a JWKS or a discovery document.
-FETCH_TIMEOUT_S = 5.0
-MAX_DOCUMENT_BYTES = 1024 * 1024
-
 
 @dataclass(frozen=True)
 class PublicKeyForms:
@@ -129,43 +121,26 @@ def issuer_public_key(run: Run) -> PublicKeyForms:
     """The issuer's public key as HMAC secrets (memoised), for AUTHN-002 (b).
 
     From ``auth.jwks_file``, else the JWKS fetched from ``auth.jwks_uri``, else from
-    ``auth.issuer``'s OpenID discovery document (as KEY-001 finds it). Empty, with no
-    problem, when none of the three is configured.
+    ``auth.issuer``'s OpenID discovery document (:mod:`harness.plans.jwks`, as KEY-001
+    finds it). Empty, with no problem, when none of the three is configured.
     """
 
     def compute() -> PublicKeyForms:
         local = run.issuer_keys().public_key_forms()
         if local:
             return PublicKeyForms(tuple(local), "auth.jwks_file")
-        uri = run.config.str_("auth.jwks_uri") or ""
-        issuer = run.config.str_("auth.issuer") or ""
-        if not uri and urllib.parse.urlsplit(issuer).scheme not in ("http", "https"):
-            return PublicKeyForms()
+        uri: str | None = None
         try:
-            if not uri:
-                uri = discovered_jwks_uri(fetch_json(_discovery(issuer)))
+            uri = jwks_uri(run.config)
+            if uri is None:
+                return PublicKeyForms()
             forms = jwks_key_forms(fetch_json(uri))
         except ValueError as exc:
+            issuer = run.config.str_("auth.issuer") or ""
             return PublicKeyForms(source=uri or issuer, problem=str(exc))
         return PublicKeyForms(tuple(forms), uri)
 
     return run.memo("authn-issuer-public-key", compute)
-
-
-def _discovery(issuer: str) -> str:
-    return issuer.rstrip("/") + "/.well-known/openid-configuration"
-
-
-def discovered_jwks_uri(document: Any) -> str:
-    """The ``jwks_uri`` of an OpenID discovery document.
-
-    Raises:
-        ValueError: It names none.
-    """
-    found = document.get("jwks_uri") if isinstance(document, dict) else None
-    if not isinstance(found, str) or not found:
-        raise ValueError("the discovery document names no jwks_uri")
-    return found
 
 
 def jwks_key_forms(document: Any) -> list[tuple[str, bytes]]:
@@ -188,39 +163,6 @@ def jwks_key_forms(document: Any) -> list[tuple[str, bytes]]:
         found = IssuerKeys(((jwk.get("kid"), jwk.get("alg"), key),), None, None, None)
         return found.public_key_forms()
     raise ValueError("the JWKS holds no usable RSA or EC public key")
-
-
-def fetch_json(url: str) -> Any:
-    """GET ``url`` (http or https), within :data:`FETCH_TIMEOUT_S` and :data:`MAX_DOCUMENT_BYTES`.
-
-    Raises:
-        ValueError: It could not be fetched in full, or is not JSON; the message says why.
-    """
-    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
-        raise ValueError(f"{url}: only http and https URLs are fetched")
-    request = urllib.request.Request(url, headers={"Accept": "application/json"})
-    end = time.monotonic() + 2 * FETCH_TIMEOUT_S
-    body = b""
-    try:
-        with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT_S) as response:
-            while len(body) <= MAX_DOCUMENT_BYTES and time.monotonic() < end:
-                chunk = response.read1(65536)
-                if not chunk:
-                    break
-                body += chunk
-            else:
-                raise ValueError(
-                    f"{url}: over {MAX_DOCUMENT_BYTES} bytes, or not sent within "
-                    f"{2 * FETCH_TIMEOUT_S:g} s"
-                )
-    except urllib.error.HTTPError as exc:
-        raise ValueError(f"{url}: HTTP {exc.code}") from None
-    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-        raise ValueError(f"{url}: not fetched ({getattr(exc, 'reason', exc)})") from None
-    try:
-        return json.loads(body)
-    except ValueError as exc:
-        raise ValueError(f"{url}: not JSON ({exc})") from None
 
 
 # -- AUTHN-001 --------------------------------------------------------------------------

@@ -61,12 +61,12 @@ from harness.config import Config
 from harness.descriptors import MethodInfo
 from harness.outcome import Observation, Outcome, Probe, Status, settle
 from harness.plans.calls import Call, bearer
+from harness.plans.jwks import discovered_jwks_uri
 from harness.plans.tokens import (
     Base,
     PublicKeyForms,
     basic_plan,
     basic_variants,
-    discovered_jwks_uri,
     issuer_public_key,
     jwks_key_forms,
     variant_ref,
@@ -380,9 +380,11 @@ def test_jwks_key_forms_from_a_published_jwks():
     for document in ({"keys": []}, {"keys": [{"kty": "oct", "k": "eA"}]}, ["not", "a", "jwks"]):
         with pytest.raises(ValueError, match="JWKS"):
             jwks_key_forms(document)
-    assert discovered_jwks_uri({"jwks_uri": "https://idp.test/keys"}) == "https://idp.test/keys"
-    with pytest.raises(ValueError, match="jwks_uri"):
-        discovered_jwks_uri({"issuer": "https://idp.test"})
+    discovery = "https://idp.test/.well-known/openid-configuration"
+    found = discovered_jwks_uri(discovery, {"jwks_uri": "https://idp.test/keys"})
+    assert found == "https://idp.test/keys"
+    with pytest.raises(ValueError, match=f"{discovery}: no jwks_uri"):
+        discovered_jwks_uri(discovery, {"issuer": "https://idp.test"})
 
 
 class _StubRun:

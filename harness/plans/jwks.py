@@ -1,0 +1,89 @@
+"""The issuer's published JWKS: where it is, and one bounded fetch of it (KEY-001, AUTHN-002).
+
+``auth.jwks_uri`` names it; else ``auth.issuer``'s OpenID discovery document
+(``<issuer>/.well-known/openid-configuration``) does. Each document is fetched over http or
+https (the system trust store), within :data:`FETCH_TIMEOUT_S` per read, twice that in all,
+and :data:`MAX_DOCUMENT_BYTES`.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+from harness.config import Config
+
+#: Bounds of one fetch: the JWKS or the discovery document.
+FETCH_TIMEOUT_S = 5.0
+MAX_DOCUMENT_BYTES = 1024 * 1024
+
+
+class FetchError(ValueError):
+    """A document could not be fetched or parsed; the message says why, in one line."""
+
+
+def jwks_uri(config: Config) -> str | None:
+    """The JWKS URL: ``auth.jwks_uri``, else the ``jwks_uri`` of ``auth.issuer``'s discovery.
+
+    ``None`` when neither is configured (an issuer that is not an http(s) URL is not
+    discovered).
+
+    Raises:
+        FetchError: The discovery document could not be fetched, or names no ``jwks_uri``.
+    """
+    uri = config.str_("auth.jwks_uri")
+    if uri:
+        return uri
+    issuer = config.str_("auth.issuer") or ""
+    if urllib.parse.urlsplit(issuer).scheme not in ("http", "https"):
+        return None
+    discovery = issuer.rstrip("/") + "/.well-known/openid-configuration"
+    return discovered_jwks_uri(discovery, fetch_json(discovery))
+
+
+def discovered_jwks_uri(discovery: str, document: Any) -> str:
+    """The ``jwks_uri`` of the OpenID discovery document fetched from ``discovery``.
+
+    Raises:
+        FetchError: It names none.
+    """
+    found = document.get("jwks_uri") if isinstance(document, dict) else None
+    if not isinstance(found, str) or not found:
+        raise FetchError(f"{discovery}: no jwks_uri in the discovery document")
+    return found
+
+
+def fetch_json(url: str) -> Any:
+    """GET ``url`` (http or https), bounded in time and size, and parse it as JSON.
+
+    Raises:
+        FetchError: It could not be fetched in full, or is not JSON; the message says why.
+    """
+    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+        raise FetchError(f"{url}: only http and https URLs are fetched")
+    request = urllib.request.Request(url, headers={"Accept": "application/json"})
+    end = time.monotonic() + 2 * FETCH_TIMEOUT_S
+    body, complete = b"", False
+    try:
+        with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT_S) as response:
+            while not complete and len(body) <= MAX_DOCUMENT_BYTES and time.monotonic() < end:
+                chunk = response.read1(65536)
+                complete = not chunk
+                body += chunk
+    except urllib.error.HTTPError as exc:
+        raise FetchError(f"{url}: HTTP {exc.code}") from None
+    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
+        raise FetchError(f"{url}: not fetched ({getattr(exc, 'reason', exc)})") from None
+    if len(body) > MAX_DOCUMENT_BYTES:
+        raise FetchError(f"{url}: larger than {MAX_DOCUMENT_BYTES} bytes")
+    if not complete:
+        raise FetchError(f"{url}: not sent in full within {2 * FETCH_TIMEOUT_S:g} s")
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        raise FetchError(f"{url}: not JSON ({exc})") from None
