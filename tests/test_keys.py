@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from conftest import closed_port
 from harness.catalogue import Severity
@@ -27,17 +26,7 @@ from harness.outcome import Outcome, Status
 from harness.run import Run, RunOptions
 from harness.target import parse_target
 from targets.issuer_http import IssuerEndpoint
-
-
-def ec_jwk(curve: ec.EllipticCurve | None = None, **extra: str) -> dict[str, Any]:
-    key = ec.generate_private_key(curve or ec.SECP256R1()).public_key()
-    return {**json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key)), **extra}
-
-
-def rsa_jwk(bits: int, *, private: bool = False, **extra: str) -> dict[str, Any]:
-    key = rsa.generate_private_key(65537, bits)
-    jwk = jwt.algorithms.RSAAlgorithm.to_jwk(key if private else key.public_key())
-    return {**json.loads(jwk), **extra}
+from tests.checks.recorded import ec_jwk, rsa_jwk
 
 
 @pytest.fixture(scope="module")

@@ -28,11 +28,11 @@ from harness.canary import CanarySet
 from harness.checks import audit as checks
 from harness.checks import registered
 from harness.config import Config
-from harness.outcome import Outcome, Status, settle
+from harness.outcome import Status
 from harness.plans.calls import Call
 from harness.plans.canaries import Callers, alert_seen, field_paths, method_plan
 from harness.tokens import parse
-from tests.checks.recorded import answer, by_ref, statuses
+from tests.checks.recorded import answer, by_ref, settled, statuses
 
 OK, DENIED, UNAUTH = (
     grpc.StatusCode.OK,
@@ -56,13 +56,6 @@ OTHER = Fields(
     {"Forbidden": "PERMISSION_DENIED", "Unauthorized": 16},
     "epoch_ms",
 )
-
-
-def verdict(control_id: str, observations: list, configured: tuple[str, ...] = ()) -> Outcome:
-    """The control's settled status from a judge's observations (as run_check does)."""
-    entry = registered()[control_id]
-    outcome = Outcome.from_observations(entry.control, observations, passed="held")
-    return settle(outcome, entry.probes, lambda key: key in configured)
 
 
 def call(code=OK, *, method="/pkg.Svc/GetRecord", principal="clin", at=NOW, elapsed=0.02):
@@ -189,14 +182,14 @@ def test_audit_001_every_call_with_one_event_passes():
     calls = [call(OK), call(DENIED), call(UNAUTH, principal=None)]
     events = {c.request_id: [ref_event(c)] for c in calls}
     obs = checks.judge_reconciliation(calls, events, 1)
-    assert by_ref(verdict("AUDIT-001", obs)) == {"read": [Status.PASS], "denied": [Status.PASS]}
-    assert verdict("AUDIT-001", obs).status is Status.PASS
+    assert by_ref(settled("AUDIT-001", obs)) == {"read": [Status.PASS], "denied": [Status.PASS]}
+    assert settled("AUDIT-001", obs).status is Status.PASS
 
 
 def test_audit_001_a_denied_call_without_an_event_fails_high():
     allowed, denied = call(OK), call(DENIED)
     obs = checks.judge_reconciliation([allowed, denied], {allowed.request_id: [{}]}, 1)
-    out = verdict("AUDIT-001", obs)
+    out = settled("AUDIT-001", obs)
     assert out.status is Status.FAIL
     assert out.severity.value == "high"
     fail = next(o for o in obs if o.status is Status.FAIL)
@@ -210,7 +203,7 @@ def test_audit_001_a_denied_call_without_an_event_fails_high():
 def test_audit_001_duplicates_fail_low():
     c, d = call(OK), call(DENIED)
     obs = checks.judge_reconciliation([c, d], {c.request_id: [{}, {}], d.request_id: [{}]}, 1)
-    out = verdict("AUDIT-001", obs)
+    out = settled("AUDIT-001", obs)
     assert (out.status, out.severity.value) == (Status.FAIL, "low")
     assert checks.judge_reconciliation([c], {c.request_id: [{}, {}]}, 2)[-1].status is Status.PASS
 
@@ -219,20 +212,20 @@ def test_audit_001_writes_are_their_own_optional_probe():
     read, write, denied = call(OK), call(OK, method="/pkg.Svc/Update"), call(DENIED)
     events = {c.request_id: [{}] for c in (read, write, denied)}
     obs = checks.judge_reconciliation([read, write, denied], events, 1, {"/pkg.Svc/Update"})
-    assert set(by_ref(verdict("AUDIT-001", obs))) == {"read", "write", "denied"}
+    assert set(by_ref(settled("AUDIT-001", obs))) == {"read", "write", "denied"}
     assert checks.call_kind(write, {"/pkg.Svc/Update"}) == "write"
     assert checks.call_kind(call(UNAUTH, method="/pkg.Svc/Update"), {"/pkg.Svc/Update"}) == "denied"
 
 
 def test_audit_001_zero_reconciled_calls_is_not_a_pass():
     """Known weakness, now closed: nothing reconciled used to PASS ("0 calls reconciled")."""
-    out = verdict("AUDIT-001", checks.judge_reconciliation([], {}, 1))
+    out = settled("AUDIT-001", checks.judge_reconciliation([], {}, 1))
     assert out.status is Status.INCONCLUSIVE
 
 
 def test_audit_001_only_allowed_calls_leave_the_denied_probe_unrun():
     c = call(OK)
-    out = verdict("AUDIT-001", checks.judge_reconciliation([c], {c.request_id: [{}]}, 1))
+    out = settled("AUDIT-001", checks.judge_reconciliation([c], {c.request_id: [{}]}, 1))
     assert out.status is Status.INCONCLUSIVE
     assert "AUDIT-001(denied)" in out.summary
 
@@ -246,7 +239,7 @@ def test_audit_001_unreached_calls_owe_no_event_and_leave_it_inconclusive():
     ]
     calls = checks.phi_calls(journal, ["/pkg.Svc/GetRecord"])
     assert calls == []
-    out = verdict("AUDIT-001", checks.judge_reconciliation(calls, {}, 1))
+    out = settled("AUDIT-001", checks.judge_reconciliation(calls, {}, 1))
     assert out.status is Status.INCONCLUSIVE
 
 
@@ -264,7 +257,7 @@ def test_audit_002_reference_events_pass_every_bullet():
         (d, ref_event(d), "u-clin-01", None),
         (u, ref_event(u, identity=""), None, None),
     )
-    out = verdict("AUDIT-002", checks.judge_content(pairs, REFERENCE))
+    out = settled("AUDIT-002", checks.judge_content(pairs, REFERENCE))
     assert out.status is Status.PASS
     assert {p.id.split("(")[1].rstrip(")"): p.status for p in out.probes}["action"] is Status.SKIP
 
@@ -278,7 +271,7 @@ def test_audit_002_another_stacks_events_pass_through_the_field_map():
     fields = replace(OTHER, outcomes={**OTHER.outcomes, "Success": 0})
     obs = checks.judge_content(pairs, fields)
     assert set(statuses(obs)) == {Status.PASS}
-    assert verdict("AUDIT-002", obs, ("audit.action_map",)).status is Status.PASS
+    assert settled("AUDIT-002", obs, "audit.action_map").status is Status.PASS
 
 
 def test_audit_002_missing_source_and_resource_fail_high():
@@ -287,7 +280,7 @@ def test_audit_002_missing_source_and_resource_fail_high():
     obs = checks.judge_content(pairs, REFERENCE)
     failed = {o.ref: o.observed for o in obs if o.status is Status.FAIL}
     assert failed == {"source": "no source", "resource": "no resource"}
-    out = verdict("AUDIT-002", obs)
+    out = settled("AUDIT-002", obs)
     assert (out.status, out.severity.value) == (Status.FAIL, "high")
 
 
@@ -416,7 +409,7 @@ def test_audit_003_without_an_alert_type_it_is_inconclusive_naming_the_key():
         checks.judge_actor(burst, {}, "forged-1", REFERENCE),
         checks.judge_alert(None, False, False, ""),
     ]
-    out = verdict("AUDIT-003", obs)
+    out = settled("AUDIT-003", obs)
     assert out.status is Status.INCONCLUSIVE
     assert "audit.alert_type" in out.summary
 
@@ -456,14 +449,14 @@ def test_audit_004_timely_precise_ordered_events_pass():
     calls = sequential()
     events = {c.request_id: [ref_event(c, at=c.started_at + 0.01)] for c in calls}
     obs = checks.judge_timestamps(calls, events, REFERENCE, 1.0)
-    assert verdict("AUDIT-004", obs).status is Status.PASS
+    assert settled("AUDIT-004", obs).status is Status.PASS
 
 
 def test_audit_004_epoch_milliseconds_of_another_stack_pass():
     calls = sequential()
     events = {c.request_id: [other_event(c)] for c in calls}
     obs = checks.judge_timestamps(calls, events, OTHER, 1.0)
-    assert verdict("AUDIT-004", obs).status is Status.PASS
+    assert settled("AUDIT-004", obs).status is Status.PASS
 
 
 def test_audit_004_a_clock_five_minutes_fast_fails_delta():
@@ -471,7 +464,7 @@ def test_audit_004_a_clock_five_minutes_fast_fails_delta():
     events = {c.request_id: [ref_event(c, at=c.started_at + 300)] for c in calls}
     obs = checks.judge_timestamps(calls, events, REFERENCE, 1.0)
     assert {o.ref for o in obs if o.status is Status.FAIL} == {"delta"}
-    assert verdict("AUDIT-004", obs).status is Status.FAIL
+    assert settled("AUDIT-004", obs).status is Status.FAIL
 
 
 def test_audit_004_whole_seconds_fail_precision():
@@ -495,7 +488,7 @@ def test_audit_004_calls_without_events_are_inconclusive():
     calls = [call(OK), call(grpc.StatusCode.DEADLINE_EXCEEDED)]
     obs = checks.judge_timestamps(calls, {}, REFERENCE, 1.0)
     assert set(statuses(obs)) == {Status.INCONCLUSIVE}
-    assert verdict("AUDIT-004", obs).status is Status.INCONCLUSIVE
+    assert settled("AUDIT-004", obs).status is Status.INCONCLUSIVE
 
 
 # -- AUDIT-004 (ntp): the harness's own clock ----------------------------------------------
@@ -566,9 +559,9 @@ def test_audit_004_the_offset_corrects_the_harness_clock():
     assert clock.uncertainty_s == pytest.approx(0.11)
     obs = checks.judge_timestamps(calls, events, REFERENCE, 1.0, clock)
     obs.append(checks.judge_clock([(clock, "")]))
-    assert verdict("AUDIT-004", obs, ("clock.ntp_server",)).status is Status.PASS
+    assert settled("AUDIT-004", obs, "clock.ntp_server").status is Status.PASS
     uncorrected = checks.judge_timestamps(calls, events, REFERENCE, 1.0)
-    assert verdict("AUDIT-004", uncorrected).status is Status.FAIL
+    assert settled("AUDIT-004", uncorrected).status is Status.FAIL
 
 
 def test_audit_004_an_unbounded_clock_leaves_it_inconclusive_not_failed():
@@ -576,7 +569,7 @@ def test_audit_004_an_unbounded_clock_leaves_it_inconclusive_not_failed():
     events = {c.request_id: [ref_event(c, at=c.started_at + 300)] for c in calls}
     obs = checks.judge_timestamps(calls, events, REFERENCE, 1.0, checks.UNBOUNDED)
     obs.append(checks.judge_clock([(None, "clock.ntp_server x: timeout")]))
-    out = verdict("AUDIT-004", obs, ("clock.ntp_server",))
+    out = settled("AUDIT-004", obs, "clock.ntp_server")
     assert out.status is Status.INCONCLUSIVE
     assert "delta" not in {o.ref for o in obs}
 
@@ -609,7 +602,7 @@ def test_audit_005_the_reference_chain_verifies():
     chain = checks.verify_chain(events, checks.ChainSpec())
     assert (chain.links, chain.gaps, chain.numbered) == ([], [], 5)
     obs = [*checks.judge_chain(chain, 5), checks.judge_anchor(events[:3], events)]
-    assert verdict("AUDIT-005", obs).status is Status.PASS
+    assert settled("AUDIT-005", obs).status is Status.PASS
 
 
 def test_audit_005_a_wrong_link_fails_links():
@@ -657,18 +650,18 @@ def test_audit_005_a_rewritten_log_loses_its_anchor():
     assert checks.judge_anchor(before, after).status is Status.FAIL
     obs = checks.judge_chain(checks.verify_chain(after, checks.ChainSpec()), 12)
     obs.append(checks.judge_anchor(before, after))
-    assert verdict("AUDIT-005", obs).status is Status.FAIL
+    assert settled("AUDIT-005", obs).status is Status.FAIL
 
 
 def test_audit_005_nothing_to_anchor_or_verify_is_not_a_pass():
     assert checks.judge_chain(checks.Chain([], [], 0), 0) == []
     obs = [checks.judge_anchor([], chained(3))]
-    assert verdict("AUDIT-005", obs).status in (Status.INCONCLUSIVE, Status.SKIP)
+    assert settled("AUDIT-005", obs).status in (Status.INCONCLUSIVE, Status.SKIP)
     unnumbered = chained(3, fields=("", "prev_hash", "hash"))
     assert all("" not in e for e in unnumbered)
     chain = checks.verify_chain(unnumbered, checks.ChainSpec())
     obs = [*checks.judge_chain(chain, 3), checks.judge_anchor(unnumbered[:1], unnumbered)]
-    assert verdict("AUDIT-005", obs).status is Status.INCONCLUSIVE
+    assert settled("AUDIT-005", obs).status is Status.INCONCLUSIVE
 
 
 # -- AUDIT-006 ----------------------------------------------------------------------------
@@ -677,7 +670,7 @@ def test_audit_005_nothing_to_anchor_or_verify_is_not_a_pass():
 def test_audit_006_a_log_that_only_grows_passes():
     before = Events(tuple(chained(5)))
     after = Events(tuple(chained(55)))
-    assert verdict("AUDIT-006", checks.judge_growth(before, after, 50)).status is Status.PASS
+    assert settled("AUDIT-006", checks.judge_growth(before, after, 50)).status is Status.PASS
 
 
 def test_audit_006_a_rewritten_or_shrunk_log_fails():
@@ -688,7 +681,7 @@ def test_audit_006_a_rewritten_or_shrunk_log_fails():
 
 
 def test_audit_006_no_calls_is_nothing_to_judge():
-    out = verdict("AUDIT-006", checks.judge_growth(Events(()), Events(()), 0))
+    out = settled("AUDIT-006", checks.judge_growth(Events(()), Events(()), 0))
     assert out.status is not Status.PASS
 
 

@@ -15,7 +15,7 @@ import grpc
 import jwt
 import pytest
 
-from harness.catalogue import CATALOGUE, Severity
+from harness.catalogue import Severity
 from harness.checks import registered
 from harness.checks.authn import (
     AUTHN_001_PROBES,
@@ -59,7 +59,7 @@ from harness.checks.authn import (
 )
 from harness.config import Config
 from harness.descriptors import MethodInfo
-from harness.outcome import Observation, Outcome, Probe, Status, settle
+from harness.outcome import Observation, Probe, Status
 from harness.plans.calls import Call, bearer
 from harness.plans.jwks import discovered_jwks_uri
 from harness.plans.tokens import (
@@ -73,7 +73,7 @@ from harness.plans.tokens import (
 )
 from harness.principals import Principal
 from harness.tokens import IssuerKeys, harness_key, parse, sign
-from tests.checks.recorded import answer
+from tests.checks.recorded import answer, refs, settled
 
 C = grpc.StatusCode
 PATH = "/pkg.Records/Get"
@@ -109,18 +109,6 @@ def base(accepted: bool = True, **claims) -> Base:
 
 def call(label: str = "V1 no authorization", metadata=()) -> Call:
     return Call(label, PATH, (b"",), None, tuple(metadata))
-
-
-def settled(control_id: str, probes, observations, **configured) -> Outcome:
-    outcome = Outcome.from_observations(CATALOGUE[control_id], observations, passed="held")
-    return settle(outcome, probes, lambda key: bool(configured.get(key, True)))
-
-
-def refs(observations: list[Observation]) -> dict[str, list[Status]]:
-    out: dict[str, list[Status]] = {}
-    for o in observations:
-        out.setdefault(o.ref, []).append(o.status)
-    return out
 
 
 # -- every control's probes are the catalogue's letters ---------------------------------
@@ -249,7 +237,7 @@ def test_unplanned_v7_v8_say_what_they_need_and_leave_authn_001_inconclusive():
     by = refs(observations)
     assert by["V7"] == by["V8"] == [Status.SKIP]
     v9 = [judge_basic(c, answer(C.UNAUTHENTICATED)) for c in mutation_calls(base(), ["a.b.c"])]
-    out = settled("AUTHN-001", AUTHN_001_PROBES, observations + v9)
+    out = settled("AUTHN-001", observations + v9, unset=())
     assert out.status is Status.INCONCLUSIVE
     assert "AUTHN-001(V7)" in out.summary
     assert "AUTHN-001(V8)" in out.summary
@@ -259,9 +247,9 @@ def test_unplanned_v7_v8_say_what_they_need_and_leave_authn_001_inconclusive():
 def test_authn_001_passes_only_when_v1_to_v9_all_ran():
     labels = [f"V{n} x" for n in range(1, 10)]
     observations = [judge_basic(call(lb), answer(C.UNAUTHENTICATED)) for lb in labels]
-    assert settled("AUTHN-001", AUTHN_001_PROBES, observations).status is Status.PASS
+    assert settled("AUTHN-001", observations, unset=()).status is Status.PASS
     fail = judge_basic(call("V8 x"), answer(C.OK, RECORD))
-    out = settled("AUTHN-001", AUTHN_001_PROBES, [*observations, fail])
+    out = settled("AUTHN-001", [*observations, fail], unset=())
     assert (out.status, out.severity) == (Status.FAIL, Severity.CRITICAL)
 
 
@@ -332,8 +320,8 @@ def test_without_the_issuer_public_key_2b_says_why():
     assert (broken.ref, broken.status) == ("b", Status.INCONCLUSIVE)
     assert judge_public_key(PublicKeyForms((("PEM", b"k"),), "auth.jwks_file")) == []
     others = [Observation("x", "16", "16", Status.PASS).of(r) for r in "acd"]
-    unset = dict.fromkeys(("auth.jwks_file", "auth.jwks_uri", "auth.issuer"), False)
-    out = settled("AUTHN-002", AUTHN_002_PROBES, [*others, skip], **unset)
+    unset = ("auth.jwks_file", "auth.jwks_uri", "auth.issuer")
+    out = settled("AUTHN-002", [*others, skip], unset=unset)
     assert out.status is Status.INCONCLUSIVE
     (b,) = (p for p in out.probes if p.id == "AUTHN-002(b)")
     assert b.enable == "auth.jwks_file or auth.jwks_uri or auth.issuer"
@@ -488,10 +476,10 @@ def test_time_fixtures_refused_and_accepted():
     observations = judge_refusals(sent)
     assert refs(observations) == {"b": [Status.PASS], "c": [Status.PASS], "d": [Status.FAIL]}
     lifetimes = [judge_lifetime("admin", base().token, 900)]
-    out = settled("AUTHN-005", AUTHN_005_PROBES, lifetimes + observations)
+    out = settled("AUTHN-005", lifetimes + observations, unset=())
     assert (out.status, out.severity) == (Status.FAIL, Severity.CRITICAL)
-    unset = {"auth.max_wait_s": False}
-    ok = settled("AUTHN-005", AUTHN_005_PROBES, lifetimes + observations[:2], **unset)
+    unset = ("auth.max_wait_s",)
+    ok = settled("AUTHN-005", lifetimes + observations[:2], unset=unset)
     assert ok.status is Status.INCONCLUSIVE
     assert "AUTHN-005(d)" in ok.summary
     (e,) = (p for p in ok.probes if p.id == "AUTHN-005(e)")
@@ -575,12 +563,12 @@ def test_late_messages_within_a_second_are_marginal_and_a_second_stream_decides(
         ("stream", Status.PASS),
     ]
     assert "set aside" in observations[0].observed
-    out = settled("AUTHN-009", AUTHN_009_PROBES, observations)
+    out = settled("AUTHN-009", observations, unset=())
     assert out.status is Status.PASS
     (probe,) = out.probes
     assert probe.request_ids == tuple(o.request_id for o in observations)  # both streams
     twice = decided_again(first, stream(C.UNAUTHENTICATED, 0.1, 2.7))
-    assert settled("AUTHN-009", AUTHN_009_PROBES, twice).status is Status.FAIL
+    assert settled("AUTHN-009", twice, unset=()).status is Status.FAIL
 
 
 def test_a_deadline_with_nothing_late_is_marginal():
@@ -615,7 +603,7 @@ def test_a_stream_that_ends_before_the_token_expires_is_inconclusive():
 
 def test_a_probe_with_only_skips_does_not_pass():
     skip = Observation("/pkg.Records/Watch", "not sent", "an allowed principal", Status.SKIP)
-    out = settled("AUTHN-009", AUTHN_009_PROBES, [skip.of("stream")])
+    out = settled("AUTHN-009", [skip.of("stream")], unset=())
     assert out.status is Status.SKIP
 
 

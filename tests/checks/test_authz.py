@@ -11,7 +11,7 @@ import grpc
 import pytest
 from google.protobuf import descriptor_pb2
 
-from harness.catalogue import CATALOGUE, Severity
+from harness.catalogue import Severity
 from harness.checks import registered
 from harness.checks.authz import (
     AUTHZ_001,
@@ -39,11 +39,11 @@ from harness.checks.authz import (
     plan_tampering,
 )
 from harness.descriptors import MethodCatalogue
-from harness.outcome import NotApplicable, Outcome, Probe, Status, settle
+from harness.outcome import NotApplicable, Status
 from harness.plans.calls import Call
 from harness.policy import Policy
 from harness.principals import Principal
-from tests.checks.recorded import answer
+from tests.checks.recorded import answer, refs, settled
 
 C = grpc.StatusCode
 SVC = "/acme.charts.v2.Charts"
@@ -144,18 +144,6 @@ def aimed(ref: str, method: str, principal: str = "nurse", foreign=("c-7", "c-8"
     return Aimed(ref, call(principal, method, principal), frozenset(foreign))
 
 
-def settled(control_id: str, probes: tuple[Probe, ...], observations, **configured) -> Outcome:
-    outcome = Outcome.from_observations(CATALOGUE[control_id], observations, passed="held")
-    return settle(outcome, probes, lambda key: bool(configured.get(key, True)))
-
-
-def refs(observations) -> dict[str, list[Status]]:
-    out: dict[str, list[Status]] = {}
-    for o in observations:
-        out.setdefault(o.ref, []).append(o.status)
-    return out
-
-
 # -- the declared probes are the catalogue's -------------------------------------------
 
 
@@ -210,7 +198,7 @@ def test_matrix_held_passes_every_probe():
         "denied": [Status.PASS] * 2,
         "no-roles": [Status.PASS] * 2,
     }
-    assert settled("AUTHZ-001", AUTHZ_001, observations).status is Status.PASS
+    assert settled("AUTHZ-001", observations, unset=()).status is Status.PASS
 
 
 def test_denied_pair_answered_is_critical_and_unauthenticated_is_low():
@@ -223,7 +211,7 @@ def test_denied_pair_answered_is_critical_and_unauthenticated_is_low():
     )
     failed = {(o.ref, o.severity) for o in observations if o.status is Status.FAIL}
     assert failed == {("denied", Severity.CRITICAL), ("no-roles", Severity.LOW)}
-    outcome = settled("AUTHZ-001", AUTHZ_001, observations)
+    outcome = settled("AUTHZ-001", observations, unset=())
     assert outcome.status is Status.FAIL
     assert outcome.severity is Severity.CRITICAL
 
@@ -267,13 +255,13 @@ def test_unreachable_pairs_are_inconclusive_never_a_refusal():
     )
     unsure = {o.ref for o in observations if o.status is Status.INCONCLUSIVE}
     assert unsure == {"allowed", "denied", "no-roles"}
-    assert settled("AUTHZ-001", AUTHZ_001, observations).status is Status.INCONCLUSIVE
+    assert settled("AUTHZ-001", observations, unset=()).status is Status.INCONCLUSIVE
 
 
 def test_without_a_no_roles_principal_the_control_cannot_pass():
     calls = [(c, r) for c, r in matrix_calls() if c.principal.name != "no-roles"]
     observations = judge_matrix(MATRIX, [GET, LIST], calls)
-    outcome = settled("AUTHZ-001", AUTHZ_001, observations, **{"auth.principals.no-roles": False})
+    outcome = settled("AUTHZ-001", observations, unset=("auth.principals.no-roles",))
     assert outcome.status is Status.INCONCLUSIVE
     missing = next(p for p in outcome.probes if p.id == "AUTHZ-001(no-roles)")
     assert missing.enable == "auth.principals.no-roles"
@@ -397,9 +385,9 @@ def test_objects_judged_together_pair_each_foreign_call_with_its_twin():
         "nonexistent": [Status.PASS],
         "listing": [Status.PASS],
     }
-    assert settled("AUTHZ-002", AUTHZ_002, observations).status is Status.PASS
+    assert settled("AUTHZ-002", observations, unset=()).status is Status.PASS
     # Without a listing method the control does not pass on foreign calls alone.
-    partial = settled("AUTHZ-002", AUTHZ_002, observations[:2])
+    partial = settled("AUTHZ-002", observations[:2], unset=())
     assert partial.status is Status.INCONCLUSIVE
     assert "AUTHZ-002(listing)" in partial.summary
 
@@ -443,7 +431,7 @@ def test_tampering_plan_says_what_each_missing_step_needs():
     plan = tampering_plan(principals=principals, sensitive=[])
     assert plan.steps == ()
     assert {o.ref: o.status for o in plan.skipped} == dict.fromkeys(("1", "2", "3"), Status.SKIP)
-    assert settled("AUTHZ-003", AUTHZ_003, plan.skipped).status is Status.SKIP
+    assert settled("AUTHZ-003", plan.skipped, unset=()).status is Status.SKIP
     with pytest.raises(NotApplicable):
         tampering_plan(templates={GET: TEMPLATES[GET]})
 
@@ -457,7 +445,7 @@ def test_denied_write_refused_and_record_unchanged_passes():
     ]
     observations = judge_tampering(CATALOGUE_, plan, tried, "hipaa-0badf00d")
     assert refs(observations) == {"2": [Status.PASS], "3": [Status.PASS], "1": [Status.PASS]}
-    assert settled("AUTHZ-003", AUTHZ_003, observations).status is Status.PASS
+    assert settled("AUTHZ-003", observations, unset=()).status is Status.PASS
 
 
 def test_denied_write_that_landed_fails():
@@ -630,6 +618,6 @@ def test_break_glass_without_its_audit_check_does_not_pass():
         (aimed("emergency", GET), answer(C.OK, chart("c-7"))),
         (aimed("others", WATCH), answer(C.PERMISSION_DENIED)),
     ]
-    outcome = settled("AUTHZ-005", AUTHZ_005, judge_break_glass(sent))
+    outcome = settled("AUTHZ-005", judge_break_glass(sent), unset=())
     assert outcome.status is Status.INCONCLUSIVE
     assert "AUTHZ-005(audit)" in outcome.summary

@@ -16,8 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from harness.catalogue import CATALOGUE, Severity
-from harness.checks import registered
+from harness.catalogue import Severity
 from harness.checks.cert import (
     judge_bogus_sni,
     judge_days_left,
@@ -37,11 +36,11 @@ from harness.checks.cert import (
     judge_wildcards,
 )
 from harness.history import first_seen
-from harness.outcome import Observation, Outcome, Status, settle
+from harness.outcome import Status
 from harness.plans.tls import Handshake
 from harness.tls import profile
-from targets.pki import CertificateAuthority, Issued
-from tests.checks.recorded import statuses
+from targets.pki import CertificateAuthority
+from tests.checks.recorded import certs, declared, root, settled, statuses
 
 STRICT = profile("hipaa-strict")
 MODERN = profile("mozilla-modern")
@@ -51,21 +50,8 @@ NOW = dt.datetime.now(dt.timezone.utc)
 
 
 @pytest.fixture(scope="module")
-def ca() -> CertificateAuthority:
-    return CertificateAuthority("judges' test CA")
-
-
-@pytest.fixture(scope="module")
 def leaf(ca: CertificateAuthority) -> x509.Certificate:
     return certs(ca.issue(("localhost", "127.0.0.1")))[0]
-
-
-def certs(issued: Issued) -> list[x509.Certificate]:
-    return x509.load_pem_x509_certificates(issued.chain_pem)
-
-
-def root(ca: CertificateAuthority) -> x509.Certificate:
-    return x509.load_pem_x509_certificate(ca.cert_pem)
 
 
 def self_signed(key, *, aia: bool = False, names: tuple[str, ...] = ("svc.test",)):
@@ -94,25 +80,17 @@ def self_signed(key, *, aia: bool = False, names: tuple[str, ...] = ("svc.test",
     return builder.sign(key, algorithm)
 
 
-def settled(control_id: str, observations: list[Observation]) -> Outcome:
-    outcome = Outcome.from_observations(CATALOGUE[control_id], observations, passed="held")
-    return settle(outcome, registered()[control_id].probes, lambda key: False)
-
-
 # -- declared probes -------------------------------------------------------------------------
 
 
 def test_declared_probes_follow_the_catalogue_rows():
-    def shape(control_id: str) -> list[tuple[str, bool, tuple[str, ...]]]:
-        return [(p.ref, p.required, p.needs) for p in registered()[control_id].probes]
-
     # CERT-001: one per bullet; the staple is looked for only under the mozilla-* profiles.
-    assert shape("CERT-001") == [
+    assert declared("CERT-001") == [
         *((ref, True, ()) for ref in ("path", "order", "hash", "v3", "key", "ocsp")),
         ("staple", False, ()),
     ]
     # CERT-002: the bullets, tls.expected_sans when given, and the informational step 2.
-    assert shape("CERT-002") == [
+    assert declared("CERT-002") == [
         ("san", True, ()),
         ("expected-sans", False, ("tls.expected_sans",)),
         ("wildcard", True, ()),
@@ -121,7 +99,7 @@ def test_declared_probes_follow_the_catalogue_rows():
     ]
     # CERT-003: the bullets, each required; the serial comparison needs evidence.history_dir
     # and a second run, so it is optional (shown as not run, never passed on nothing).
-    assert shape("CERT-003") == [
+    assert declared("CERT-003") == [
         ("validity", True, ()),
         ("lifetime", True, ()),
         ("expiry", True, ()),

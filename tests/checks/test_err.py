@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from google.protobuf import any_pb2, descriptor_pb2
 from google.rpc import error_details_pb2, status_pb2
 
-from harness.catalogue import CATALOGUE, Severity
+from harness.catalogue import Severity
 from harness.checks import registered
 from harness.checks.err import (
     ERR_001_PROBES,
@@ -33,13 +33,13 @@ from harness.checks.err import (
     server_errors,
 )
 from harness.descriptors import MethodCatalogue, MethodInfo
-from harness.outcome import Observation, Outcome, Probe, Status, settle
+from harness.outcome import Observation, Status
 from harness.plans.calls import Call
 from harness.plans.tokens import Base
 from harness.policy import Policy
 from harness.principals import Principal
 from harness.tokens import IssuerKeys, harness_key, parse, sign
-from tests.checks.recorded import answer
+from tests.checks.recorded import answer, refs, settled
 
 C = grpc.StatusCode
 SVC = "/acme.charts.v2.Charts"
@@ -56,18 +56,6 @@ def status_details(*details: object, message: str = "") -> tuple[tuple[str, byte
         packed.append(wrapped)
     blob = status_pb2.Status(code=3, message=message, details=packed).SerializeToString()
     return (("grpc-status-details-bin", blob),)
-
-
-def settled(control_id: str, probes: tuple[Probe, ...], observations, **configured) -> Outcome:
-    outcome = Outcome.from_observations(CATALOGUE[control_id], observations, passed="held")
-    return settle(outcome, probes, lambda key: bool(configured.get(key, True)))
-
-
-def refs(observations: list[Observation]) -> dict[str, list[Status]]:
-    out: dict[str, list[Status]] = {}
-    for o in observations:
-        out.setdefault(o.ref, []).append(o.status)
-    return out
 
 
 # -- the declared probes are the catalogue's -------------------------------------------
@@ -298,7 +286,7 @@ def test_the_same_leak_on_the_same_method_is_reported_once():
     failed = [o for o in judge_leaks(results) if o.status is Status.FAIL]
     # A Python trace shows a stack trace and an absolute path: two kinds, on two methods.
     assert len(failed) == 4
-    outcome = settled("ERR-001", ERR_001_PROBES, [*judge_leaks(results), *passing_dedicated()])
+    outcome = settled("ERR-001", [*judge_leaks(results), *passing_dedicated()], unset=())
     assert (outcome.status, outcome.severity) == (Status.FAIL, Severity.HIGH)
 
 
@@ -317,11 +305,9 @@ def passing_dedicated() -> list[Observation]:
 
 def test_err_001_passes_only_with_every_probe():
     scanned = judge_leaks([answer(C.UNIMPLEMENTED), answer(C.INTERNAL, details="internal error")])
-    assert (
-        settled("ERR-001", ERR_001_PROBES, [*passing_dedicated(), *scanned]).status is Status.PASS
-    )
+    assert settled("ERR-001", [*passing_dedicated(), *scanned], unset=()).status is Status.PASS
     without_malformed = [o for o in passing_dedicated() if o.ref != "malformed"]
-    outcome = settled("ERR-001", ERR_001_PROBES, [*without_malformed, *scanned])
+    outcome = settled("ERR-001", [*without_malformed, *scanned], unset=())
     assert outcome.status is Status.INCONCLUSIVE
     assert "ERR-001(malformed)" in outcome.summary
 
@@ -479,17 +465,9 @@ def test_err_002_passes_without_existence_hiding_and_needs_authn():
     same = answer(C.UNAUTHENTICATED, details="x")
     authn = judge_uniform("authn", "x", variants(same, same))
     assert (
-        settled(
-            "ERR-002", ERR_002_PROBES, [*codes, authn], **{"authz.existence_hiding": False}
-        ).status
-        is Status.PASS
+        settled("ERR-002", [*codes, authn], unset=("authz.existence_hiding",)).status is Status.PASS
     )
-    outcome = settled(
-        "ERR-002",
-        ERR_002_PROBES,
-        codes,
-        **{"auth.principals": False, "authz.existence_hiding": False},
-    )
+    outcome = settled("ERR-002", codes, unset=("auth.principals", "authz.existence_hiding"))
     assert outcome.status is Status.INCONCLUSIVE
     (probe,) = (p for p in outcome.probes if p.id == "ERR-002(authn)")
     assert probe.enable == "auth.principals"

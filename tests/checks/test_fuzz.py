@@ -9,7 +9,7 @@ from dataclasses import replace
 import grpc
 import pytest
 
-from harness.catalogue import CATALOGUE, Severity
+from harness.catalogue import Severity
 from harness.channels import CallResult
 from harness.checks import registered
 from harness.checks.fuzz.framing import (
@@ -40,11 +40,11 @@ from harness.checks.fuzz.inputs import (
 from harness.engine import Finding, FuzzMethod
 from harness.h2client import Reply
 from harness.oracles import judge_health
-from harness.outcome import Observation, Outcome, Probe, Status, settle
+from harness.outcome import Observation, Status
 from harness.plans.fuzzcases import MethodRun
 from harness.wire import MUTATIONS
 from targets.reference import schema
-from tests.checks.recorded import answer, statuses
+from tests.checks.recorded import answer, probe_statuses, settled, statuses
 
 C = grpc.StatusCode
 GET = f"/{schema.SERVICE}/GetPatient"
@@ -67,18 +67,6 @@ def not_sent(code: grpc.StatusCode = C.DEADLINE_EXCEEDED) -> CallResult:
 
 def fuzzed(*results: CallResult, health: CallResult | None = None, **kw: object) -> MethodRun:
     return MethodRun(GET, list(results), healthy=health or healthy(), **kw)  # type: ignore[arg-type]
-
-
-def settled(
-    control_id: str, observations: list[Observation], probes: tuple[Probe, ...], *keys: str
-) -> Outcome:
-    """The control's outcome as run_check derives it, with ``keys`` configured."""
-    outcome = Outcome.from_observations(CATALOGUE[control_id], observations, passed="held")
-    return settle(outcome, probes, lambda key: key in keys)
-
-
-def probe_statuses(outcome: Outcome) -> dict[str, Status]:
-    return {p.id: p.status for p in outcome.probes}
 
 
 # -- declared probes ---------------------------------------------------------------------
@@ -124,7 +112,7 @@ def test_fuzz_001_passes_application_codes_and_generic_internal():
         ("health", Status.PASS),
     ]
     assert "5 inputs" in observations[0].observed
-    outcome = settled("FUZZ-001", observations, FUZZ_001_PROBES)
+    outcome = settled("FUZZ-001", observations)
     assert outcome.status is Status.PASS
 
 
@@ -183,7 +171,7 @@ def test_fuzz_001_a_call_that_was_never_sent_is_inconclusive():
     r = fuzzed(answer(C.OK), not_sent(), health=not_sent())
     observations = judge_fuzzing([r], BUDGET_MS)
     assert statuses(observations) == [Status.INCONCLUSIVE, Status.INCONCLUSIVE]
-    assert settled("FUZZ-001", observations, FUZZ_001_PROBES).status is Status.INCONCLUSIVE
+    assert settled("FUZZ-001", observations).status is Status.INCONCLUSIVE
 
 
 def test_fuzz_001_a_hang_past_three_budgets_fails():
@@ -224,7 +212,7 @@ def test_fuzz_001_does_not_pass_when_no_input_reached_a_handler(refusals):
     observations = judge_fuzzing([r], BUDGET_MS)
     assert observations[0].status is Status.INCONCLUSIVE
     assert "none reached a handler" in observations[0].observed
-    outcome = settled("FUZZ-001", observations, FUZZ_001_PROBES)
+    outcome = settled("FUZZ-001", observations)
     assert outcome.status is Status.INCONCLUSIVE  # health alone does not make it a PASS
 
 
@@ -245,7 +233,7 @@ def test_fuzz_001_unhealthy_after_a_batch_fails():
         ("inputs", Status.PASS),
         ("health", Status.FAIL),
     ]
-    assert settled("FUZZ-001", observations, FUZZ_001_PROBES).status is Status.FAIL
+    assert settled("FUZZ-001", observations).status is Status.FAIL
 
 
 def test_the_health_judge_fails_a_crash_and_doubts_a_call_never_sent():
@@ -283,7 +271,7 @@ def test_fuzz_002_black_box_passes_parse_errors_of_any_stack():
         ("black-box", Status.PASS),
         ("black-box", Status.PASS),
     ]
-    outcome = settled("FUZZ-002", observations, FUZZ_002_PROBES)
+    outcome = settled("FUZZ-002", observations)
     assert outcome.status is Status.PASS
     assert probe_statuses(outcome)["FUZZ-002(white-box)"] is Status.SKIP
     assert next(p for p in outcome.probes if p.id == "FUZZ-002(white-box)").enable
@@ -304,7 +292,7 @@ def test_fuzz_002_mutants_all_refused_reached_no_handler():
     r = fuzzed(*[answer(C.UNAUTHENTICATED, details="Jwt verification fails")] * 15)
     observations = judge_mutants(r, 3 * BUDGET_MS)
     assert statuses(observations) == [Status.INCONCLUSIVE, Status.PASS]
-    assert settled("FUZZ-002", observations, FUZZ_002_PROBES).status is Status.INCONCLUSIVE
+    assert settled("FUZZ-002", observations).status is Status.INCONCLUSIVE
 
 
 def test_fuzz_002_unsent_mutant_is_inconclusive_and_unhealthy_after_fails():
@@ -373,7 +361,7 @@ def test_fuzz_003_a_on_liveness_is_only_recorded():
 
 def test_fuzz_003_without_a_protected_method_a_did_not_run():
     others = [judge_malformed(p, refusal(p)) for p in malformed_plan(HEALTH, None)]
-    outcome = settled("FUZZ-003", [*others, NO_PROTECTED_UNARY, healthy_g()], FUZZ_003_PROBES)
+    outcome = settled("FUZZ-003", [*others, NO_PROTECTED_UNARY, healthy_g()])
     assert probe_statuses(outcome)["FUZZ-003(a)"] is Status.SKIP
     assert outcome.status is Status.INCONCLUSIVE
     assert "FUZZ-003(a)" in outcome.summary
@@ -500,7 +488,7 @@ def test_fuzz_003_passes_without_h_when_max_idle_is_not_set():
     plan = malformed_plan(HEALTH, method())
     observations = [judge_malformed(p, refusal(p)) for p in plan]
     observations.append(healthy_g())
-    outcome = settled("FUZZ-003", observations, FUZZ_003_PROBES)
+    outcome = settled("FUZZ-003", observations)
     assert outcome.status is Status.PASS
     h = next(p for p in outcome.probes if p.id == "FUZZ-003(h)")
     assert (h.status, h.enable) == (Status.SKIP, "limits.max_idle_s")

@@ -9,14 +9,12 @@ members and the loaded key objects. Fetching (HTTP, discovery, bounds) is in
 from __future__ import annotations
 
 import datetime as dt
-import json
 from typing import Any
 
-import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec
 
-from harness.catalogue import CATALOGUE, Severity
+from harness.catalogue import Severity
 from harness.checks import registered
 from harness.checks.key import (
     KEY_001_PROBES,
@@ -27,33 +25,11 @@ from harness.checks.key import (
     jwks_keys,
     thumbprint,
 )
-from harness.outcome import CannotObserve, Observation, Outcome, Status, settle
+from harness.outcome import CannotObserve, Status
+from tests.checks.recorded import ec_jwk, refs, rsa_jwk, settled
 
 SOURCE = "https://idp.example/jwks"
 NOW = dt.datetime(2025, 3, 1, tzinfo=dt.timezone.utc)
-
-
-def ec_jwk(curve: ec.EllipticCurve | None = None, **extra: str) -> dict[str, Any]:
-    key = ec.generate_private_key(curve or ec.SECP256R1()).public_key()
-    return {**json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key)), **extra}
-
-
-def rsa_jwk(bits: int, *, private: bool = False, **extra: str) -> dict[str, Any]:
-    key = rsa.generate_private_key(65537, bits)
-    jwk = jwt.algorithms.RSAAlgorithm.to_jwk(key if private else key.public_key())
-    return {**json.loads(jwk), **extra}
-
-
-def refs(observations: list[Observation]) -> dict[str, list[Status]]:
-    out: dict[str, list[Status]] = {}
-    for o in observations:
-        out.setdefault(o.ref, []).append(o.status)
-    return out
-
-
-def settled(observations: list[Observation], **configured: bool) -> Outcome:
-    outcome = Outcome.from_observations(CATALOGUE["KEY-001"], observations, passed="held")
-    return settle(outcome, KEY_001_PROBES, lambda key: configured.get(key, True))
 
 
 def rotated(keys: list[dict[str, Any]], days_ago: int = 10, limit: int | None = 90):
@@ -105,7 +81,7 @@ def test_public_strong_distinct_keys_pass_every_probe(keys):
     observations = judge_keys(SOURCE, keys)
     assert all(o.status is Status.PASS for o in observations), observations
     assert set(refs(observations)) == {"private", "strength", "kid", "alg"}
-    outcome = settled([*observations, rotated(keys)])
+    outcome = settled("KEY-001", [*observations, rotated(keys)], unset=())
     assert outcome.status is Status.PASS, outcome.summary
 
 
@@ -144,7 +120,7 @@ def test_each_flaw_fails_its_own_probe_with_its_severity(key, ref, severity, why
     assert why in failed[0].observed
     if "d" in key:
         assert all(key["d"] not in o.observed for o in observations)  # never recorded
-    outcome = settled([*judge_keys(SOURCE, [key]), rotated([key])])
+    outcome = settled("KEY-001", [*judge_keys(SOURCE, [key]), rotated([key])], unset=())
     assert (outcome.status, outcome.severity) == (Status.FAIL, severity)
 
 
@@ -183,7 +159,7 @@ def test_rotation_without_a_limit_records_but_does_not_pass():
     keys = [ec_jwk(kid="a", alg="ES256")]
     unjudged = rotated(keys, limit=None)
     assert (unjudged.status, unjudged.expected) == (Status.SKIP, "auth.key_rotation_days")
-    outcome = settled([*judge_keys(SOURCE, keys), unjudged])
+    outcome = settled("KEY-001", [*judge_keys(SOURCE, keys), unjudged], unset=())
     (rotation,) = (p for p in outcome.probes if p.id == "KEY-001(rotation)")
     assert rotation.status is Status.SKIP
     assert "auth.key_rotation_days" in rotation.reason
@@ -198,7 +174,7 @@ def test_a_first_run_shows_nothing_about_rotation():
 
 def test_no_history_dir_shows_the_rotation_probe_not_run_and_the_key_that_enables_it():
     keys = [ec_jwk(kid="a", alg="ES256")]
-    outcome = settled(judge_keys(SOURCE, keys), **{"evidence.history_dir": False})
+    outcome = settled("KEY-001", judge_keys(SOURCE, keys), unset=("evidence.history_dir",))
     assert outcome.status is Status.PASS  # rotation is optional: hygiene alone passes
     (rotation,) = (p for p in outcome.probes if p.id == "KEY-001(rotation)")
     assert (rotation.status, rotation.enable) == (Status.SKIP, "evidence.history_dir")

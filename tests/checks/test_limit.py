@@ -13,8 +13,7 @@ import grpc
 import h2.settings
 import pytest
 
-from harness.catalogue import CATALOGUE, Severity
-from harness.checks import registered
+from harness.catalogue import Severity
 from harness.checks.limit import (
     RatePlan,
     SizePlan,
@@ -38,13 +37,13 @@ from harness.checks.limit import (
     sized,
 )
 from harness.descriptors import MethodInfo
-from harness.outcome import NotApplicable, Observation, Outcome, Status, settle
+from harness.outcome import NotApplicable, Status
 from harness.plans.calls import Call
 from harness.plans.tokens import Base
 from harness.principals import Principal
 from harness.tokens import parse
 from targets.reference import schema
-from tests.checks.recorded import answer
+from tests.checks.recorded import answer, declared, settled
 
 C = grpc.StatusCode
 LIMIT = 4 * 1024 * 1024
@@ -61,21 +60,13 @@ GO_TOO_BIG = "grpc: received message larger than max (4194305 vs. 4194304)"
 ENVOY_RESET = "upstream connect error or disconnect/reset before headers. reset reason: overflow"
 
 
-def settled(control_id: str, observations: list[Observation], *configured: str) -> Outcome:
-    outcome = Outcome.from_observations(CATALOGUE[control_id], observations, passed="held")
-    return settle(outcome, registered()[control_id].probes, lambda key: key in configured)
-
-
 def test_declared_probes_follow_the_catalogue_rows():
-    def shape(control_id: str) -> list[tuple[str, bool, tuple[str, ...]]]:
-        return [(p.ref, p.required, p.needs) for p in registered()[control_id].probes]
-
-    assert shape("LIMIT-001") == [(ref, True, ()) for ref in "abcd"]
+    assert declared("LIMIT-001") == [(ref, True, ()) for ref in "abcd"]
     # LIMIT-002's numbered steps, each only with --hipaa-allow-transport-abuse.
     abuse = ("safety.allow_transport_abuse",)
-    assert shape("LIMIT-002") == [("1", True, abuse), ("2", True, abuse), ("3", True, abuse)]
+    assert declared("LIMIT-002") == [("1", True, abuse), ("2", True, abuse), ("3", True, abuse)]
     # LIMIT-003: (c) holds the value to limits.max_concurrent_streams "if set".
-    assert shape("LIMIT-003") == [
+    assert declared("LIMIT-003") == [
         ("a", True, ("limits.bulk_methods",)),
         ("b", True, ("limits.max_concurrent_exports",)),
         ("c", False, ("limits.max_concurrent_streams",)),

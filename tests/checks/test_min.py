@@ -11,8 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from harness.catalogue import CATALOGUE, Severity
-from harness.checks import registered
+from harness.catalogue import Severity
 from harness.checks.min import (
     CachePlan,
     MaskCase,
@@ -30,11 +29,11 @@ from harness.checks.min import (
     records_in,
 )
 from harness.descriptors import MethodInfo
-from harness.outcome import Observation, Outcome, Status, settle
+from harness.outcome import Observation, Status
 from harness.plans.calls import Call
 from harness.principals import Principal
 from targets.reference import schema
-from tests.checks.recorded import answer
+from tests.checks.recorded import answer, declared, probe_statuses, settled
 
 C = grpc.StatusCode
 PATIENT = schema.message("Patient")
@@ -54,21 +53,9 @@ def patient(**fields) -> bytes:
     return PATIENT(**fields).SerializeToString()
 
 
-def settled(control_id: str, observations: list[Observation], *configured: str) -> Outcome:
-    outcome = Outcome.from_observations(CATALOGUE[control_id], observations, passed="held")
-    return settle(outcome, registered()[control_id].probes, lambda key: key in configured)
-
-
-def probe_status(outcome: Outcome) -> dict[str, Status]:
-    return {p.id: p.status for p in outcome.probes}
-
-
 def test_declared_probes_follow_the_catalogue_rows():
-    def shape(control_id: str) -> list[tuple[str, bool, tuple[str, ...]]]:
-        return [(p.ref, p.required, p.needs) for p in registered()[control_id].probes]
-
     allowlist = ("min.role_field_allowlist",)
-    assert shape("MIN-001") == [
+    assert declared("MIN-001") == [
         ("a", True, ("min.mask_methods",)),
         ("b", True, allowlist),
         ("c", True, ("min.mask_methods",)),
@@ -76,14 +63,14 @@ def test_declared_probes_follow_the_catalogue_rows():
         ("e", True, allowlist),
     ]
     # MIN-002's row has no items: one probe, every read once per role.
-    assert shape("MIN-002") == [("reads", True, allowlist)]
+    assert declared("MIN-002") == [("reads", True, allowlist)]
     # MIN-003: the detokenise method only "if there is one".
-    assert shape("MIN-003") == [
+    assert declared("MIN-003") == [
         ("tokens", True, ("min.token_patterns",)),
         ("detokenise", False, ("min.detokenize_method",)),
     ]
     # MIN-004: steps 1-3 are one probe (warm, update, poll); step 4 "if auth.revoke_cmd".
-    assert shape("MIN-004") == [
+    assert declared("MIN-004") == [
         ("1-3", True, ("safety.allow_mutations",)),
         ("4", False, ("auth.revoke_cmd",)),
     ]
@@ -371,7 +358,7 @@ def test_detokenise_answered_and_audited_for_the_privileged(result, events, prob
 def test_min_003_passes_without_the_optional_detokenise_probe():
     outcome = settled("MIN-003", [tokens(answer(C.OK, patient(ssn="***-**-0001")))])
     assert outcome.status is Status.PASS
-    assert probe_status(outcome)["MIN-003(detokenise)"] is Status.SKIP
+    assert probe_statuses(outcome)["MIN-003(detokenise)"] is Status.SKIP
 
 
 # -- MIN-004 --------------------------------------------------------------------------------
@@ -432,4 +419,4 @@ def test_min_004_revocation_is_optional():
     fresh = answer(C.OK, patient(clinical_notes=f"new-{NONCE}"))
     outcome = settled("MIN-004", [judge_cache(PLAN, polls(fresh), PATIENT)])
     assert outcome.status is Status.PASS
-    assert probe_status(outcome) == {"MIN-004(1-3)": Status.PASS, "MIN-004(4)": Status.SKIP}
+    assert probe_statuses(outcome) == {"MIN-004(1-3)": Status.PASS, "MIN-004(4)": Status.SKIP}

@@ -14,7 +14,6 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from harness.catalogue import CATALOGUE
 from harness.checks import registered
 from harness.checks.mtls import (
     FIXTURES,
@@ -28,11 +27,10 @@ from harness.checks.mtls import (
     plan_s2s,
 )
 from harness.config import Config
-from harness.outcome import Observation, Outcome, Status, settle
+from harness.outcome import Observation, Status
 from harness.principals import Principal
 from harness.tls import TlsFacts
-from targets.pki import CertificateAuthority
-from tests.checks.recorded import answer
+from tests.checks.recorded import answer, certs, declared, root, settled
 
 C = grpc.StatusCode
 GET = "/hipaa.v1.PatientRecords/GetPatient"
@@ -41,18 +39,10 @@ CALL = S2sCall(GET, b"\n\x06p-0001", SERVICE)
 NO_CERT = "(b) no client certificate"
 
 
-def settled(control_id: str, observations: list[Observation]) -> Outcome:
-    outcome = Outcome.from_observations(CATALOGUE[control_id], observations, passed="held")
-    return settle(outcome, registered()[control_id].probes, lambda key: False)
-
-
 def test_declared_probes_follow_the_catalogue_rows():
-    def shape(control_id: str) -> list[tuple[str, bool, tuple[str, ...]]]:
-        return [(p.ref, p.required, p.needs) for p in registered()[control_id].probes]
-
-    assert shape("MTLS-001") == [("a", True, ()), ("b", True, ()), ("c", True, ())]
+    assert declared("MTLS-001") == [("a", True, ()), ("b", True, ()), ("c", True, ())]
     # MTLS-002: the numbered variants; 3-5 are SKIP without their fixture.
-    assert shape("MTLS-002") == [
+    assert declared("MTLS-002") == [
         ("1", True, ()),
         ("2", True, ()),
         ("3", False, ("mtls.fixtures.expired",)),
@@ -185,9 +175,8 @@ def test_the_plan_gives_each_s2s_method_a_token_without_descriptors():
     assert plan_s2s([], None, [SERVICE], Config()) == []
 
 
-def test_forgeries_copy_the_identity_but_not_the_trust():
-    ca = CertificateAuthority("mTLS judges' CA")
-    real = x509.load_pem_x509_certificate(ca.issue(("billing-svc",), client=True).chain_pem)
+def test_forgeries_copy_the_identity_but_not_the_trust(ca):
+    real = certs(ca.issue(("billing-svc",), client=True))[0]
     forged = forgeries(real)
     assert list(forged) == ["1", "2"]
     for label, cert_pem, key_pem in forged.values():
@@ -201,7 +190,7 @@ def test_forgeries_copy_the_identity_but_not_the_trust():
         assert list(eku) == [ExtendedKeyUsageOID.CLIENT_AUTH]
         assert key_pem.startswith(b"-----BEGIN PRIVATE KEY-----")
         with pytest.raises((InvalidSignature, ValueError)):  # not the CA's, whatever it says
-            cert.verify_directly_issued_by(x509.load_pem_x509_certificate(ca.cert_pem))
+            cert.verify_directly_issued_by(root(ca))
         assert label.startswith(("(1)", "(2)"))
     assert x509.load_pem_x509_certificate(forged["1"][1]).issuer == real.subject
     assert x509.load_pem_x509_certificate(forged["2"][1]).issuer == real.issuer

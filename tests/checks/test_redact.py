@@ -21,19 +21,13 @@ from google.rpc import error_details_pb2, status_pb2
 from harness.canary import CanarySet
 from harness.checks import redact as checks
 from harness.checks import registered
-from harness.outcome import Outcome, Status, settle
+from harness.outcome import Outcome, Status
 from harness.plans.calls import Call, bearer
 from harness.plans.canaries import Planted
-from tests.checks.recorded import answer, by_ref, statuses
+from tests.checks.recorded import answer, by_ref, settled, statuses
 
 C = CanarySet.for_seed(11)
 NAME, SSN, ZIP = C.value("given_name"), C.value("ssn"), C.value("zip")
-
-
-def verdict(control_id: str, observations: list, configured: tuple[str, ...] = ()) -> Outcome:
-    entry = registered()[control_id]
-    outcome = Outcome.from_observations(entry.control, observations, passed="held")
-    return settle(outcome, entry.probes, lambda key: key in configured)
 
 
 def planted(kind: str, result=None, metadata=()) -> Planted:
@@ -71,7 +65,7 @@ CLEAN_LOG = (
 
 def test_redact_001_clean_sinks_pass():
     obs = checks.judge_sent(three()) + checks.judge_sinks([("app.log", CLEAN_LOG)], C)
-    out = verdict("REDACT-001", obs)
+    out = settled("REDACT-001", obs)
     assert out.status is Status.PASS
     assert set(by_ref(out)) == {"a", "b", "c", "sinks"}
 
@@ -87,7 +81,7 @@ def test_redact_001_clean_sinks_pass():
 )
 def test_redact_001_a_canary_in_any_encoding_fails_critical(line):
     obs = checks.judge_sinks([("app.log", CLEAN_LOG + line.encode() + b"\n")], C)
-    out = verdict("REDACT-001", checks.judge_sent(three()) + obs)
+    out = settled("REDACT-001", checks.judge_sent(three()) + obs)
     assert (out.status, out.severity.value) == (Status.FAIL, "critical")
     assert NAME not in out.render()  # hashes, never the line
     assert SSN not in out.render()
@@ -101,20 +95,20 @@ def test_redact_001_a_weak_category_alone_on_its_line_warns():
 
 def test_redact_001_empty_sinks_are_nothing_to_judge():
     obs = checks.judge_sent(three()) + checks.judge_sinks([("app.log", b"")], C)
-    assert verdict("REDACT-001", obs).status is Status.INCONCLUSIVE
+    assert settled("REDACT-001", obs).status is Status.INCONCLUSIVE
 
 
 def test_redact_001_canary_calls_that_never_arrived_are_inconclusive():
     envoy = answer(grpc.StatusCode.UNAVAILABLE, details="upstream connect error or disconnect")
     obs = checks.judge_sent(three(valid=envoy)) + checks.judge_sinks([("a", CLEAN_LOG)], C)
-    assert by_ref(verdict("REDACT-001", obs))["a"] == [Status.INCONCLUSIVE]
-    assert verdict("REDACT-001", obs).status is Status.INCONCLUSIVE
+    assert by_ref(settled("REDACT-001", obs))["a"] == [Status.INCONCLUSIVE]
+    assert settled("REDACT-001", obs).status is Status.INCONCLUSIVE
 
 
 def test_redact_001_without_an_invalid_call_it_is_inconclusive():
     calls = [p for p in three() if p.kind != "invalid"]
     obs = checks.judge_sent(calls) + checks.judge_sinks([("a", CLEAN_LOG)], C)
-    out = verdict("REDACT-001", obs)
+    out = settled("REDACT-001", obs)
     assert out.status is Status.INCONCLUSIVE
     assert "REDACT-001(b)" in out.summary
 
@@ -132,7 +126,7 @@ def test_redact_002_references_only_pass():
     events = {p.result.request_id: [{}] for p in calls}
     chunks = [("audit.jsonl", b"".join(audit_line(p) for p in calls))]
     obs = checks.judge_audit(calls, events, chunks, C, ())
-    assert verdict("REDACT-002", obs).status is Status.PASS
+    assert settled("REDACT-002", obs).status is Status.PASS
 
 
 def test_redact_002_names_and_ssn_in_events_fail_high():
@@ -140,7 +134,7 @@ def test_redact_002_names_and_ssn_in_events_fail_high():
     events = {p.result.request_id: [{}] for p in calls}
     chunk = audit_line(calls[0], details=f"{NAME} ssn={SSN}")
     obs = checks.judge_audit(calls, events, [("audit.jsonl", chunk)], C, ())
-    out = verdict("REDACT-002", obs)
+    out = settled("REDACT-002", obs)
     assert (out.status, out.severity.value) == (Status.FAIL, "high")
 
 
@@ -149,14 +143,14 @@ def test_redact_002_allowed_identifiers_may_appear():
     events = {p.result.request_id: [{}] for p in calls}
     chunk = audit_line(calls[0], mrn=C.value("mrn"))
     obs = checks.judge_audit(calls, events, [("audit.jsonl", chunk)], C, ["mrn"])
-    assert verdict("REDACT-002", obs).status is Status.PASS
+    assert settled("REDACT-002", obs).status is Status.PASS
     obs = checks.judge_audit(calls, events, [("audit.jsonl", chunk)], C, [])
-    assert verdict("REDACT-002", obs).status is Status.FAIL
+    assert settled("REDACT-002", obs).status is Status.FAIL
 
 
 def test_redact_002_an_empty_audit_source_is_nothing_to_judge():
     obs = checks.judge_audit(three(), {}, [("audit.jsonl", b"\n")], C, ())
-    assert verdict("REDACT-002", obs).status is Status.INCONCLUSIVE
+    assert settled("REDACT-002", obs).status is Status.INCONCLUSIVE
 
 
 @pytest.mark.xfail(
@@ -169,14 +163,14 @@ def test_redact_002_an_empty_audit_source_is_nothing_to_judge():
 def test_redact_002_canary_calls_without_events_are_nothing_to_judge():
     others = b'{"request_id": "someone-else", "resource": "p-0001"}\n'
     obs = checks.judge_audit(three(), {}, [("audit.jsonl", others)], C, ())
-    assert verdict("REDACT-002", obs).status is Status.INCONCLUSIVE
+    assert settled("REDACT-002", obs).status is Status.INCONCLUSIVE
 
 
 # -- REDACT-003 ---------------------------------------------------------------------------
 
 
 def judged(calls) -> Outcome:
-    return verdict("REDACT-003", [o for p in calls for o in checks.judge_answer(p, C)])
+    return settled("REDACT-003", [o for p in calls for o in checks.judge_answer(p, C)])
 
 
 def test_redact_003_generic_errors_naming_field_paths_pass():
@@ -273,7 +267,7 @@ SECRETS = {"clin's token": ("tokens", TOKEN), "the canary JWT": ("canary", CANAR
 def test_redact_004_logs_with_kid_and_hash_only_pass():
     log = b'{"msg":"auth failed","kid":"k1","jti":"j-1","token_sha256":"ab12"}\n'
     obs = checks.judge_secrets(SECRETS, [("app.log", log), ("audit.jsonl", b"{}\n")])
-    assert verdict("REDACT-004", obs).status is Status.PASS
+    assert settled("REDACT-004", obs).status is Status.PASS
 
 
 @pytest.mark.parametrize(
@@ -298,7 +292,7 @@ def test_redact_004_short_opaque_tokens_are_not_searched():
 
 def test_redact_004_without_a_canary_jwt_it_is_inconclusive():
     obs = checks.judge_secrets({"clin's token": ("tokens", TOKEN)}, [("a", b"")])
-    out = verdict("REDACT-004", obs)
+    out = settled("REDACT-004", obs)
     assert out.status is Status.INCONCLUSIVE
     assert "REDACT-004(canary)" in out.summary
 

@@ -12,7 +12,7 @@ import pytest
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2 as rpb
 
-from harness.catalogue import CATALOGUE, Severity
+from harness.catalogue import Severity
 from harness.checks import registered
 from harness.checks.refl import (
     REFL_001_PROBES,
@@ -31,10 +31,10 @@ from harness.checks.refl import (
     revealed,
 )
 from harness.descriptors import REFLECTION_PATHS
-from harness.outcome import Observation, Outcome, Probe, Status, settle
+from harness.outcome import Status
 from harness.plans.calls import Call
 from harness.principals import Principal
-from tests.checks.recorded import answer
+from tests.checks.recorded import answer, refs, settled
 
 C = grpc.StatusCode
 LEAST = Principal("least-privileged")
@@ -69,18 +69,6 @@ def reflection_error() -> bytes:
 
 def health(status: int) -> bytes:
     return health_pb2.HealthCheckResponse(status=status).SerializeToString()  # type: ignore[arg-type]
-
-
-def settled(control_id: str, probes: tuple[Probe, ...], observations, **configured) -> Outcome:
-    outcome = Outcome.from_observations(CATALOGUE[control_id], observations, passed="held")
-    return settle(outcome, probes, lambda key: bool(configured.get(key, True)))
-
-
-def refs(observations: list[Observation]) -> dict[str, list[Status]]:
-    out: dict[str, list[Status]] = {}
-    for o in observations:
-        out.setdefault(o.ref, []).append(o.status)
-    return out
 
 
 # -- the declared probes are the catalogue's -------------------------------------------
@@ -187,15 +175,13 @@ def test_refl_001_without_its_b_probe_is_inconclusive_naming_the_key():
     observations = [
         judge_reflection("a", attempt(), answer(C.UNIMPLEMENTED), production=True) for _ in range(2)
     ]
-    unset = settled(
-        "REFL-001", REFL_001_PROBES, observations, **{"auth.principals.least-privileged": False}
-    )
+    unset = settled("REFL-001", observations, unset=("auth.principals.least-privileged",))
     assert unset.status is Status.INCONCLUSIVE
     (b,) = (p for p in unset.probes if p.id == "REFL-001(b)")
     assert b.enable == "auth.principals.least-privileged"
     late = judge_reflection("b", attempt("b"), answer(C.UNIMPLEMENTED), production=True)
     both = [*observations, late]
-    assert settled("REFL-001", REFL_001_PROBES, both).status is Status.PASS
+    assert settled("REFL-001", both, unset=()).status is Status.PASS
 
 
 # -- REFL-002 ---------------------------------------------------------------------------
@@ -269,7 +255,7 @@ def test_no_health_service_is_recorded_not_a_finding():
     assert (judged.status, judged.ref) == (Status.SKIP, "health")
     assert "/acme.charts.v2.Charts/Ping" in judged.observed
     admin = [judge_admin(ref, call, answer(C.UNIMPLEMENTED)) for ref, call in admin_plan(LEAST)]
-    outcome = settled("REFL-002", REFL_002_PROBES, [*admin, judged])
+    outcome = settled("REFL-002", [*admin, judged], unset=())
     assert outcome.status is Status.PASS, outcome.summary
 
 
@@ -296,7 +282,7 @@ def test_refl_002_with_channelz_answering_fails():
         )
         for ref, call in admin_plan(None)
     ]
-    outcome = settled("REFL-002", REFL_002_PROBES, observations)
+    outcome = settled("REFL-002", observations, unset=())
     assert outcome.status is Status.FAIL
     assert refs(observations) == {"channelz": [Status.FAIL] * 2, "csds": [Status.PASS]}
 

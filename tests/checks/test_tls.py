@@ -11,8 +11,7 @@ from types import SimpleNamespace
 import grpc
 import pytest
 
-from harness.catalogue import CATALOGUE, Severity
-from harness.checks import registered
+from harness.catalogue import Severity
 from harness.checks.tls import (
     below_tls13,
     h2c_ports,
@@ -31,11 +30,11 @@ from harness.checks.tls import (
     judge_tls13,
     judge_without_h2,
 )
-from harness.outcome import Observation, Outcome, Status, settle
+from harness.outcome import Observation, Status
 from harness.plans.tls import Handshake
 from harness.tls import LEGACY_VERSIONS, Suite, TlsFacts, profile
 from harness.transport import PrefaceProbe, PrefaceReply
-from tests.checks.recorded import answer, statuses
+from tests.checks.recorded import answer, declared, refs, settled, statuses
 
 C = grpc.StatusCode
 STRICT = profile("hipaa-strict")
@@ -81,34 +80,25 @@ def facts(**changes: object) -> TlsFacts:
     return base
 
 
-def settled(control_id: str, observations: list[Observation]) -> Outcome:
-    """The control's outcome from these observations, as run_check settles it."""
-    outcome = Outcome.from_observations(CATALOGUE[control_id], observations, passed="held")
-    return settle(outcome, registered()[control_id].probes, lambda key: False)
-
-
 # -- declared probes -------------------------------------------------------------------------
 
 
 def test_declared_probes_follow_the_catalogue_rows():
-    def shape(control_id: str) -> list[tuple[str, bool, tuple[str, ...]]]:
-        return [(p.ref, p.required, p.needs) for p in registered()[control_id].probes]
-
     # TLS-001: the procedure's numbered steps; step 3 only on configured extra ports.
-    assert shape("TLS-001") == [
+    assert declared("TLS-001") == [
         ("1", True, ()),
         ("2", True, ()),
         ("3", False, ("tls.extra_ports",)),
     ]
     # TLS-002 and TLS-003: one probe per version the row names.
-    assert shape("TLS-002") == [("tls13", True, ()), ("tls12", True, ())]
-    assert shape("TLS-003") == [("tls12", True, ()), ("tls13", True, ())]
+    assert declared("TLS-002") == [("tls13", True, ()), ("tls12", True, ())]
+    assert declared("TLS-003") == [("tls12", True, ()), ("tls13", True, ())]
     # TLS-004: the oracle's three conditions.
-    assert shape("TLS-004") == [("exchange", True, ()), ("keys", True, ()), ("groups", True, ())]
+    assert declared("TLS-004") == [("exchange", True, ()), ("keys", True, ()), ("groups", True, ())]
     # TLS-005: the lettered handshakes (b) and (c) are recorded, but always made.
-    assert shape("TLS-005") == [("a", True, ()), ("b", True, ()), ("c", True, ())]
+    assert declared("TLS-005") == [("a", True, ()), ("b", True, ()), ("c", True, ())]
     # TLS-006: one probe per bullet (Heartbleed and CCS apart: two sslyze commands).
-    assert [ref for ref, _, _ in shape("TLS-006")] == [
+    assert [ref for ref, _, _ in declared("TLS-006")] == [
         "heartbleed",
         "ccs",
         "robot",
@@ -118,7 +108,7 @@ def test_declared_probes_follow_the_catalogue_rows():
         "fallback",
         "early-data",
     ]
-    assert all(required for _, required, _ in shape("TLS-006"))
+    assert all(required for _, required, _ in declared("TLS-006"))
 
 
 # -- TLS-001 ---------------------------------------------------------------------------------
@@ -370,13 +360,6 @@ def test_tls_005_settles_by_its_three_handshakes_and_the_call():
 # -- TLS-006 ---------------------------------------------------------------------------------
 
 
-def _by_ref(observations: list[Observation]) -> dict[str, list[Status]]:
-    out: dict[str, list[Status]] = {}
-    for o in observations:
-        out.setdefault(o.ref, []).append(o.status)
-    return out
-
-
 def test_a_sound_server_passes_every_hygiene_item():
     obs = [*judge_hygiene(facts()), judge_robot(facts()).of("robot")]
     assert set(statuses(obs)) == {Status.PASS}
@@ -388,7 +371,7 @@ def test_client_initiated_renegotiation_fails_and_heartbleed_is_critical():
         supports_secure_renegotiation=True, is_vulnerable_to_client_renegotiation_dos=True
     )
     obs = judge_hygiene(facts(hygiene=hygiene(SESSION_RENEGOTIATION=renegotiation)))
-    assert _by_ref(obs)["renegotiation"] == [Status.PASS, Status.FAIL]
+    assert refs(obs)["renegotiation"] == [Status.PASS, Status.FAIL]
     bleeding = hygiene(HEARTBLEED=SimpleNamespace(is_vulnerable_to_heartbleed=True))
     (heartbleed,) = [o for o in judge_hygiene(facts(hygiene=bleeding)) if o.ref == "heartbleed"]
     assert (heartbleed.status, heartbleed.severity) == (Status.FAIL, Severity.CRITICAL)
@@ -398,13 +381,13 @@ def test_tls13_only_servers_hold_the_items_that_exist_below_it():
     only13 = facts(versions={**dict.fromkeys(LEGACY_VERSIONS, False), "TLS 1.2": False})
     assert below_tls13(only13) is False
     without = hygiene(SESSION_RENEGOTIATION=None, TLS_FALLBACK_SCSV=None)
-    by_ref = _by_ref(judge_hygiene(facts(versions=only13.versions, hygiene=without)))
+    by_ref = refs(judge_hygiene(facts(versions=only13.versions, hygiene=without)))
     assert by_ref["renegotiation"] == [Status.PASS, Status.PASS]
     assert by_ref["fallback"] == [Status.PASS]
     # With one version unmeasured, the items are judged from what sslyze found.
     partly = facts(versions={**only13.versions, "SSL 2.0": None}, hygiene=without)
     assert below_tls13(partly) is None
-    assert _by_ref(judge_hygiene(partly))["fallback"] == [Status.INCONCLUSIVE]
+    assert refs(judge_hygiene(partly))["fallback"] == [Status.INCONCLUSIVE]
 
 
 def test_early_data_accepted_fails_unmeasured_is_inconclusive_and_no_tls13_holds():
@@ -416,9 +399,9 @@ def test_early_data_accepted_fails_unmeasured_is_inconclusive_and_no_tls13_holds
     errored = facts(
         hygiene=hygiene(TLS_1_3_EARLY_DATA=None), errors={"TLS_1_3_EARLY_DATA": "BUG: closed"}
     )
-    assert _by_ref(judge_hygiene(errored))["early-data"] == [Status.INCONCLUSIVE]
+    assert refs(judge_hygiene(errored))["early-data"] == [Status.INCONCLUSIVE]
     no13 = facts(versions={**facts().versions, "TLS 1.3": False}, hygiene=errored.hygiene)
-    assert _by_ref(judge_hygiene(no13))["early-data"] == [Status.PASS]
+    assert refs(judge_hygiene(no13))["early-data"] == [Status.PASS]
 
 
 @pytest.mark.parametrize(
