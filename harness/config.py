@@ -239,6 +239,10 @@ SCHEMA: dict[str, Any] = {
         "source": _source,
         "format": _choice("jsonl"),
         "field_map": _map(_str),
+        "outcome_map": _map(_any),
+        "timestamp_format": _choice(
+            "auto", "rfc3339", "epoch_s", "epoch_ms", "epoch_us", "epoch_ns"
+        ),
         "action_map": _map(_str),
         "request_id_key": _str,
         "correlation": _choice("request_id", "tuple"),
