@@ -239,15 +239,33 @@ def aead_only(run: Run) -> Outcome:
 
 def judge_suites(facts: TlsFacts, version: str, prof: Profile) -> list[Observation]:
     """TLS-003: each suite accepted under ``version``, or why there is none to judge."""
-    supported = facts.versions.get(version)
+    unjudged = _without_suites(
+        facts,
+        version,
+        "only allowed suites accepted",
+        f"{version} not supported: no suite accepted",
+    )
+    return unjudged or [
+        judge_cipher(version, suite.name, prof) for suite in facts.suites.get(version, ())
+    ]
+
+
+def _without_suites(
+    facts: TlsFacts, version: str, expected: str, unsupported: str
+) -> list[Observation]:
+    """TLS-003/004 when ``version`` has no accepted suite to judge, else ``[]``.
+
+    Not measured: INCONCLUSIVE with sslyze's reason; not supported: a PASS, ``unsupported``
+    saying why that holds.
+    """
     probe = f"sslyze {version} suites"
+    supported = facts.versions.get(version)
     if supported is None:
         why = facts.errors.get(version, "not measured")
         return [Observation(probe, why, "measured", Status.INCONCLUSIVE)]
     if not supported:
-        observed = f"{version} not supported: no suite accepted"
-        return [Observation(probe, observed, "only allowed suites accepted", Status.PASS)]
-    return [judge_cipher(version, suite.name, prof) for suite in facts.suites.get(version, ())]
+        return [Observation(probe, unsupported, expected, Status.PASS)]
+    return []
 
 
 def judge_cipher(version: str, name: str, prof: Profile) -> Observation:
@@ -310,13 +328,10 @@ def forward_secrecy(run: Run) -> Outcome:
 def judge_exchanges(facts: TlsFacts, prof: Profile) -> list[Observation]:
     """TLS-004 (exchange): each TLS 1.2 suite's key exchange is ephemeral and allowed."""
     kinds = "ECDHE or DHE" if prof.dhe else "ECDHE"
-    supported = facts.versions.get("TLS 1.2")
-    if supported is None:
-        why = facts.errors.get("TLS 1.2", "not measured")
-        return [Observation("sslyze TLS 1.2 suites", why, "measured", Status.INCONCLUSIVE)]
-    if not supported:
-        observed = "TLS 1.2 not supported (TLS 1.3 exchanges are always ephemeral)"
-        return [Observation("sslyze TLS 1.2 suites", observed, kinds, Status.PASS)]
+    unsupported = "TLS 1.2 not supported (TLS 1.3 exchanges are always ephemeral)"
+    unjudged = _without_suites(facts, "TLS 1.2", kinds, unsupported)
+    if unjudged:
+        return unjudged
     out = []
     for suite in facts.suites.get("TLS 1.2", ()):
         exchange, _ = suite_parts(suite.name)
