@@ -70,6 +70,25 @@ def _reached(result: CallResult) -> bool:
     return bool(result.responses) or result.code not in UNREACHED
 
 
+def _refused_with(result: CallResult, *codes: grpc.StatusCode) -> Status:
+    """PASS for one of ``codes`` and no response message; else FAIL, if it reached the service."""
+    if result.code in codes and not result.responses:
+        return Status.PASS
+    return Status.FAIL if _reached(result) else Status.INCONCLUSIVE
+
+
+def _first_allowed(run: Run, policy: Policy, path: str) -> Principal | None:
+    """The first principal (by name) the matrix allows on ``path`` that the run has."""
+    return next((p for n in sorted(policy.allowed(path) or ()) if (p := run.principal(n))), None)
+
+
+def _from_template(cls: Any, template: str) -> Any:
+    """A ``cls`` message parsed from the request template's JSON (empty when none)."""
+    msg = cls()
+    json_format.Parse(template or "{}", msg)
+    return msg
+
+
 # -- LIMIT-001 ----------------------------------------------------------------------------
 
 LIMIT_001_PROBES = (
@@ -99,8 +118,7 @@ def sized(cls: Any, template: str, size: int) -> bytes | None:
     )
     if field is None:
         return None
-    msg = cls()
-    json_format.Parse(template or "{}", msg)
+    msg = _from_template(cls, template)
     pad = size
     for _ in range(4):  # the length prefix grows with the payload: converge on the size
         setattr(msg, field.name, "x" * pad if field.type == field.TYPE_STRING else b"x" * pad)
@@ -160,7 +178,7 @@ def size_plan(run: Run, policy: Policy) -> SizePlan:
             "no unary method in the descriptors with a string or bytes field "
             "(set limits.size_probe_method)"
         )
-    who = next((p for n in sorted(policy.allowed(path) or ()) if (p := run.principal(n))), None)
+    who = _first_allowed(run, policy, path)
     oversized, fits, bomb = (r or b"" for r in requests)
     md = tuple(who.metadata()) if who is not None else ()
     return SizePlan(path, md, limit, oversized, fits, policy.request(run, path), bomb)
@@ -176,12 +194,7 @@ def _size_observation(
 
 def judge_oversized(plan: SizePlan, result: CallResult) -> Observation:
     """(a) ``limit + 1`` bytes: RESOURCE_EXHAUSTED; OK, UNKNOWN or another code a FAIL."""
-    if result.code == RESOURCE_EXHAUSTED and not result.responses:
-        status = Status.PASS
-    elif not _reached(result):
-        status = Status.INCONCLUSIVE
-    else:
-        status = Status.FAIL
+    status = _refused_with(result, RESOURCE_EXHAUSTED)
     probe = f"(a) {plan.limit + 1}-byte request -> {plan.path}"
     return _size_observation(
         "a", probe, result, code_text(RESOURCE_EXHAUSTED), status, Severity.HIGH
@@ -230,12 +243,7 @@ def judge_header(plan: SizePlan, size: int, result: CallResult, control: CallRes
 
 def judge_bomb(plan: SizePlan, result: CallResult) -> Observation:
     """(d) The gzip bomb: RESOURCE_EXHAUSTED, or UNIMPLEMENTED when gzip is unsupported."""
-    if result.code in (RESOURCE_EXHAUSTED, UNIMPLEMENTED) and not result.responses:
-        status = Status.PASS
-    elif not _reached(result):
-        status = Status.INCONCLUSIVE
-    else:
-        status = Status.FAIL
+    status = _refused_with(result, RESOURCE_EXHAUSTED, UNIMPLEMENTED)
     probe = f"(d) gzip request inflating to {8 * plan.limit} bytes -> {plan.path}"
     expected = "RESOURCE_EXHAUSTED (8), or UNIMPLEMENTED (12) without gzip"
     return _size_observation("d", probe, result, expected, status, Severity.HIGH)
@@ -540,8 +548,7 @@ _CLIENT_LIMIT_NOTE = (
 
 def maxed(cls: Any, template: str) -> bytes:
     """The template with every singular integer field at 2^31 - 1 (ask for everything)."""
-    msg = cls()
-    json_format.Parse(template or "{}", msg)
+    msg = _from_template(cls, template)
     for fd in msg.DESCRIPTOR.fields:
         if fd.type in (
             fd.TYPE_INT32,
@@ -732,13 +739,10 @@ def page_plan(run: Run, policy: Policy) -> list[tuple[MethodInfo, Call]]:
         cls = policy.catalogue.message_class(m.input_type)
         if "page_size" not in cls.DESCRIPTOR.fields_by_name:
             continue
-        who = next(
-            (p for n in sorted(policy.allowed(m.path) or ()) if (p := run.principal(n))), None
-        )
+        who = _first_allowed(run, policy, m.path)
         if who is None:
             continue
-        msg: Any = cls()
-        json_format.Parse(template_text(run, m.path) or "{}", msg)
+        msg = _from_template(cls, template_text(run, m.path))
         msg.page_size = _BIG
         label = f"page_size = 2^31 - 1 -> {m.path}"
         plan.append((m, Call(label, m.path, (msg.SerializeToString(),), who)))
