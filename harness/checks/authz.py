@@ -148,20 +148,21 @@ def judge_gaps(matrix: Mapping[str, frozenset[str]], protected: Sequence[str]) -
 
 def judge_allowed(call: Call, result: CallResult) -> Observation:
     """AUTHZ-001 (allowed): an allowed pair gets a code other than 7 and 16."""
-    if result.code in UNREACHED:
-        status = Status.INCONCLUSIVE
-    elif result.code in (DENIED, UNAUTHENTICATED):
-        status = Status.FAIL
-    else:
-        status = Status.PASS
     return Observation(
         f"{call.label} (allowed) -> {call.method}",
         result.summary(),
         "neither PERMISSION_DENIED nor UNAUTHENTICATED",
-        status,
+        _let_in(result),
         Severity.HIGH,
         result.request_id,
     ).of("allowed")
+
+
+def _let_in(result: CallResult) -> Status:
+    """A call that must be allowed: any code but 7 and 16 passes (never reached: INCONCLUSIVE)."""
+    if result.code in UNREACHED:
+        return Status.INCONCLUSIVE
+    return Status.FAIL if result.code in (DENIED, UNAUTHENTICATED) else Status.PASS
 
 
 def judge_matrix(
@@ -901,18 +902,12 @@ def judge_break_glass(sent: Sequence[tuple[Aimed, CallResult]]) -> list[Observat
         if aimed.ref == "others":
             out.append(refused(aimed.call, result, expected=(DENIED,), low=()).of("others"))
             continue
-        if result.code in UNREACHED:
-            status = Status.INCONCLUSIVE
-        elif result.code in (DENIED, UNAUTHENTICATED):
-            status = Status.FAIL
-        else:
-            status = Status.PASS
         out.append(
             Observation(
                 aimed.where,
                 result.summary(),
                 "allowed",
-                status,
+                _let_in(result),
                 Severity.MEDIUM,
                 result.request_id,
             ).of("emergency")
