@@ -33,7 +33,7 @@ from harness.channels import CallResult
 from harness.checks import check
 from harness.oracles import UNREACHED, refused
 from harness.outcome import CannotObserve, NotApplicable, Observation, Outcome, Probe, Status
-from harness.plans.calls import NO_DESCRIPTORS, Call, bearer, send, template_text
+from harness.plans.calls import Call, bearer, policy_or_skip, send, template_text
 from harness.plans.canaries import fill, planted_calls, wait_alert
 from harness.plans.tokens import Base, authn_basic_calls, authz_matrix_calls, bases
 from harness.policy import Policy
@@ -766,9 +766,7 @@ def judge_clock(samples: Sequence[tuple[ClockOffset | None, str]]) -> Observatio
 
 def _timed_calls(run: Run) -> list[CallResult]:
     """Ten sequential calls to an audited method by a principal that may read it."""
-    policy = Policy.of(run)
-    if policy is None:
-        raise NotApplicable(NO_DESCRIPTORS.format(run.catalogue_problem()))
+    policy_or_skip(run)
     phi = run.config.str_list("audit.phi_methods")
     found, why = bases(run)
     base = next((b for b in found if b.accepted and b.method.path in phi), None)

@@ -24,7 +24,7 @@ from harness.channels import CallResult
 from harness.checks import check, warmup
 from harness.oracles import PERMISSION_DENIED, UNAUTHENTICATED, UNREACHED, refused
 from harness.outcome import NotApplicable, Observation, Outcome, Probe, Status
-from harness.plans.calls import NO_DESCRIPTORS, Call, bearer, send, template_text
+from harness.plans.calls import NO_DESCRIPTORS, Call, bearer, policy_or_skip, send, template_text
 from harness.plans.tokens import (
     B64URL,
     Base,
@@ -1027,9 +1027,7 @@ def mfa_for_privileged(run: Run) -> Outcome:
     privileged = run.config.str_list("auth.privileged_methods")
     if not privileged:
         raise NotApplicable("no auth.privileged_methods declared")
-    policy = Policy.of(run)
-    if policy is None:
-        raise NotApplicable(NO_DESCRIPTORS.format(run.catalogue_problem()))
+    policy = policy_or_skip(run)
     step_up = UNAUTHENTICATED if run.config.get("auth.step_up_code") == 16 else PERMISSION_DENIED
     observations: list[Observation] = []
     for path in privileged:

@@ -29,11 +29,11 @@ from harness.descriptors import MethodCatalogue, MethodInfo
 from harness.oracles import UNREACHED, refused
 from harness.outcome import NotApplicable, Observation, Outcome, Probe, Status
 from harness.plans.calls import (
-    NO_DESCRIPTORS,
     Call,
     bearer,
     marked,
     named_id,
+    policy_or_skip,
     send,
     set_path,
     strings_in,
@@ -73,13 +73,6 @@ class Aimed:
     def where(self) -> str:
         """The call in evidence: ``label -> method``."""
         return f"{self.call.label} -> {self.call.method}"
-
-
-def _policy(run: Run) -> Policy:
-    policy = Policy.of(run)
-    if policy is None:
-        raise NotApplicable(NO_DESCRIPTORS.format(run.catalogue_problem()))
-    return policy
 
 
 def _templates(run: Run, policy: Policy) -> dict[str, str]:
@@ -207,7 +200,7 @@ def rbac_matrix(run: Run) -> Outcome:
     """
     if not run.config.table("auth.rbac_matrix"):
         raise NotApplicable("no auth.rbac_matrix declared")
-    policy = _policy(run)
+    policy = policy_or_skip(run)
     calls = authz_matrix_calls(run)
     if isinstance(calls, str):
         raise NotApplicable(calls)
@@ -411,7 +404,7 @@ def object_level(run: Run) -> Outcome:
     own, foreign = run.config.table("authz.own_ids"), run.config.table("authz.foreign_ids")
     if not foreign:
         raise NotApplicable("no authz.foreign_ids (and authz.own_ids) declared")
-    policy = _policy(run)
+    policy = policy_or_skip(run)
     aimed, skipped = plan_objects(
         policy, _templates(run, policy), own, foreign, run.principals, run_nonce(run)
     )
@@ -680,7 +673,7 @@ def no_escalation_by_tampering(run: Run) -> Outcome:
     sandbox = run.config.str_list("authz.sandbox_ids")
     if not sandbox:
         raise NotApplicable("no authz.sandbox_ids: no record may be changed")
-    policy = _policy(run)
+    policy = policy_or_skip(run)
     own = [i for ids in run.config.table("authz.own_ids").values() for i in ids]
     nonce = f"hipaa-{run_nonce(run)}"
     plan = plan_tampering(
@@ -825,7 +818,7 @@ def per_message_authorization(run: Run) -> Outcome:
     own, foreign = run.config.table("authz.own_ids"), run.config.table("authz.foreign_ids")
     if not methods or not foreign:
         raise NotApplicable("needs authz.stream_methods, authz.own_ids and authz.foreign_ids")
-    policy = _policy(run)
+    policy = policy_or_skip(run)
     templates = {path: template_text(run, path) for path in methods}
     aimed, skipped = plan_streams(policy, methods, templates, own, foreign, run.principals)
     if not aimed and not skipped:
@@ -971,7 +964,7 @@ def break_glass(run: Run) -> Outcome:
             "no break-glass mechanism declared (auth.fixtures.break_glass, "
             "authz.emergency_methods); ATT-006 must cover it"
         )
-    policy = _policy(run)
+    policy = policy_or_skip(run)
     own = [i for ids in run.config.table("authz.own_ids").values() for i in ids]
     foreign = [i for ids in run.config.table("authz.foreign_ids").values() for i in ids]
     if not foreign:

@@ -57,14 +57,6 @@ def _abuse_allowed(run: Run) -> None:
         raise NotApplicable(TRANSPORT_ABUSE)
 
 
-def _policy(run: Run, control_id: str) -> Policy:
-    """The run's policy; NotApplicable (SKIP) when there are no method descriptors."""
-    policy = policy_or_skip(run, control_id)
-    if isinstance(policy, Outcome):
-        raise NotApplicable(policy.summary)
-    return policy
-
-
 def _reached(result: CallResult) -> bool:
     """Whether the call got an answer from the service (not UNAVAILABLE, DEADLINE_EXCEEDED)."""
     return bool(result.responses) or result.code not in UNREACHED
@@ -299,7 +291,7 @@ def size_limits(run: Run) -> Outcome:
     The service must stay healthy after every step (health Check, or
     ``schema.liveness_method``).
     """
-    policy = _policy(run, "LIMIT-001")
+    policy = policy_or_skip(run)
     plan = size_plan(run, policy)
     channel = run.new_channel()
     try:
@@ -820,7 +812,7 @@ def export_and_page_bounds(run: Run) -> Outcome:
     ``limits.max_page_size`` per response, or INVALID_ARGUMENT.
     """
     _abuse_allowed(run)
-    policy = _policy(run, "LIMIT-003")
+    policy = policy_or_skip(run)
     max_records = run.config.get("limits.max_export_records")
     concurrent = run.config.get("limits.max_concurrent_exports")
     plans, observations = export_plan(run, policy)

@@ -108,14 +108,6 @@ def _undecodable(decoded: Decoded, cls: Any) -> str:
     return f"{decoded.undecodable} response(s) not decodable as {cls.DESCRIPTOR.full_name}"
 
 
-def _policy(run: Run, control_id: str) -> Policy:
-    """The run's policy; NotApplicable (SKIP) when there are no method descriptors."""
-    policy = policy_or_skip(run, control_id)
-    if isinstance(policy, Outcome):
-        raise NotApplicable(policy.summary)
-    return policy
-
-
 def _record_type(policy: Policy, run: Run) -> str | None:
     """The record message the allowlists describe: the output of the first mask method."""
     for path in run.config.table("min.mask_methods"):
@@ -131,7 +123,7 @@ def _record_type(policy: Policy, run: Run) -> str | None:
 
 def _record_setup(run: Run, control_id: str) -> tuple[Policy, str]:
     """The policy and the record type MIN-002/003 judge; NotApplicable says why not."""
-    policy = _policy(run, control_id)
+    policy = policy_or_skip(run)
     record = _record_type(policy, run)
     if record is None:
         raise NotApplicable("no read method to take the record type from")
@@ -290,7 +282,7 @@ def field_mask_honoured(run: Run) -> Outcome:
     """
     if not run.config.table("min.mask_methods"):
         raise NotApplicable("no min.mask_methods declared")
-    policy = _policy(run, "MIN-001")
+    policy = policy_or_skip(run)
     plan = mask_plan(run, policy)
     if not plan:
         raise NotApplicable("no principal may call a min.mask_methods entry")
@@ -785,7 +777,7 @@ def cache_honours_updates(run: Run) -> Outcome:
         raise NotApplicable("needs --hipaa-allow-mutations (or safety.allow_mutations = true)")
     if not run.config.has("min.cache_ttl_s"):
         raise NotApplicable("no min.cache_ttl_s declared")
-    policy = _policy(run, "MIN-004")
+    policy = policy_or_skip(run)
     plan = cache_plan(run, policy)
     run.call(plan.read.path, [plan.read_request], principal=plan.reader)  # warm the cache
     update = run.call(plan.write.path, [plan.write_request], principal=plan.writer)

@@ -9,10 +9,9 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from harness.catalogue import CATALOGUE
 from harness.channels import CallResult
 from harness.descriptors import MethodInfo, is_repeated
-from harness.outcome import Outcome
+from harness.outcome import NotApplicable
 from harness.policy import Policy
 from harness.principals import Principal
 from harness.run import Run
@@ -57,11 +56,15 @@ def send(run: Run, calls: Sequence[Call]) -> list[tuple[Call, CallResult]]:
     return run.map(one, calls)
 
 
-def policy_or_skip(run: Run, control_id: str) -> Policy | Outcome:
-    """The run's policy, or the SKIP of ``control_id`` that says why there is none."""
+def policy_or_skip(run: Run) -> Policy:
+    """The run's policy (descriptors x declared policy).
+
+    Raises:
+        NotApplicable: There are no method descriptors (the check is a SKIP saying why).
+    """
     policy = Policy.of(run)
     if policy is None:
-        return Outcome.skip(CATALOGUE[control_id], NO_DESCRIPTORS.format(run.catalogue_problem()))
+        raise NotApplicable(NO_DESCRIPTORS.format(run.catalogue_problem()))
     return policy
 
 
