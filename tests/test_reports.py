@@ -16,6 +16,7 @@ from harness.cli import main
 from harness.reporting.bundle import self_scan, write_bundle
 from harness.reporting.model import DISCLAIMER
 from harness.reporting.redact import redact
+from tests.reporting.factory import as_version_1
 
 pytestmark = pytest.mark.slow
 
@@ -188,13 +189,7 @@ def _as_version_1(bundle: Path, dest: Path) -> Path:
     import hashlib
 
     dest.mkdir()
-    data = results(bundle)
-    data["schema_version"] = "1.0"
-    del data["probe_coverage"]
-    for c in data["controls"]:
-        del c["probes"]
-        for o in c["observations"]:
-            del o["ref"]
+    data = as_version_1(results(bundle))
     schema = json.loads((resources.files("harness") / "schemas" / "results-1.0.json").read_text())
     jsonschema.validate(data, schema)
     files = {p.name: p.read_bytes() for p in bundle.iterdir() if p.name != "SHA256SUMS"}

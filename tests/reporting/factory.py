@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from harness.catalogue import CATALOGUE, Severity
 from harness.outcome import Observation, Outcome, Probe, ProbeResult, Status, settle
 from harness.reporting.bundle import decide_evidence
@@ -55,3 +57,17 @@ def finished(*results: ControlResult) -> Results:
     """The document as the bundle writes it (EVID-001 decided)."""
     built = build_results(results, RUN, None, registered=[r.id for r in results])
     return with_evidence(built, decide_evidence(built))
+
+
+def as_version_1(data: dict[str, Any]) -> dict[str, Any]:
+    """``results.json`` data as the 1.0 schema wrote it: no probes, no coverage, no refs.
+
+    Changes ``data`` in place, and returns it.
+    """
+    data["schema_version"] = "1.0"
+    del data["probe_coverage"]
+    for c in data["controls"]:
+        del c["probes"]
+        for o in c["observations"]:
+            del o["ref"]
+    return data
