@@ -289,7 +289,8 @@ def _why_not_run(
     if mine and all(o.observed == NOT_APPLICABLE for o in mine):
         return f"{NOT_APPLICABLE}: " + "; ".join(o.expected for o in mine), ""
     if mine:
-        return "; ".join(f"{o.probe}: needs {o.expected}" for o in mine), ""
+        said = "; ".join(f"{o.probe}: needs {o.expected}" for o in mine)
+        return said, probe.enabled_by if unset else ""
     if unset and any(empty(k) for k in probe.needs):
         declared = " and ".join(k for k in probe.needs if empty(k))
         return f"{NOT_APPLICABLE}: {declared} declared empty", ""
