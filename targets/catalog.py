@@ -225,8 +225,9 @@ REFERENCE = BundledTarget(
         Defect(
             "log-rewrite",
             "the audit log is truncated and rewritten (with a fresh chain) as it grows, "
-            "losing events and alerts",
+            "losing events and alerts; REDACT-002 then has no canary call's event to search",
             ("AUDIT-001", "AUDIT-003", "AUDIT-005", "AUDIT-006", "LIMIT-002"),
+            blinds=("REDACT-002",),
         ),
         Defect(
             "phi-in-logs",

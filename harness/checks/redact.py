@@ -182,9 +182,8 @@ def judge_audit(
 ) -> list[Observation]:
     """The audit source holds no canary outside ``allowed`` categories.
 
-    An empty source is nothing to search: INCONCLUSIVE. The observation says how many
-    canary calls have their event there; the search covers whatever the source holds
-    (see the known limitation in tests/checks/test_redact.py).
+    An empty source is nothing to search: INCONCLUSIVE; so is a source that holds no event
+    of any canary call (lost, or never written), unless a canary is found all the same.
     """
     logged = [p for p in planted if events.get(p.result.request_id)]
     probe = f"audit source ({len(logged)} of {len(planted)} canary call(s) with an event)"
@@ -196,6 +195,11 @@ def judge_audit(
     findings = judge_hits("audit", hits, Severity.HIGH, allowed)
     status = Status.FAIL if any(o.status is Status.FAIL for o in findings) else Status.PASS
     counted = len([h for h in hits if h.category not in allowed])
+    if status is Status.PASS and planted and not logged:
+        # The events that would hold the values are not there: nothing was searched.
+        observed = "no canary call has an event in the source: nothing of theirs to search"
+        status = Status.INCONCLUSIVE
+        return [Observation(probe, observed, "the canary calls' events", status).of("audit")]
     return [Observation(probe, f"{counted} hit(s)", "no canary", status).of("audit"), *findings]
 
 

@@ -153,13 +153,6 @@ def test_redact_002_an_empty_audit_source_is_nothing_to_judge():
     assert settled("REDACT-002", obs).status is Status.INCONCLUSIVE
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known limitation: when the canary calls' own events are gone (the log-rewrite "
-    "defect loses them), REDACT-002 searches what the source still holds and PASSes; the "
-    "detection matrix holds log-rewrite's REDACT-002 to PASS (targets/catalog.py would need "
-    "REDACT-002 among its blinds first)",
-)
 def test_redact_002_canary_calls_without_events_are_nothing_to_judge():
     others = b'{"request_id": "someone-else", "resource": "p-0001"}\n'
     obs = checks.judge_audit(three(), {}, [("audit.jsonl", others)], C, ())
