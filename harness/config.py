@@ -298,6 +298,7 @@ SCHEMA: dict[str, Any] = {
     "safety": {
         "allow_mutations": _bool,
         "allow_transport_abuse": _bool,
+        "allow_issuer_fetch": _bool,
         "max_requests": _int,
         "max_duration_s": _num,
     },

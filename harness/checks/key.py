@@ -24,7 +24,7 @@ from harness.catalogue import CATALOGUE, Severity
 from harness.checks import check
 from harness.history import HistoryError, first_seen
 from harness.outcome import CannotObserve, NotApplicable, Observation, Outcome, Probe, Status
-from harness.plans.jwks import FetchError, fetch_json, jwks_uri
+from harness.plans.jwks import FetchError, Reach, fetch_json, jwks_uri
 from harness.run import Run
 
 #: Members that only a private or symmetric key has (RFC 7518 §6.2.2, §6.3.2, §6.4.1).
@@ -266,9 +266,10 @@ def _jwks(run: Run) -> tuple[str | None, Any]:
     Raises:
         FetchError: The configured source could not be read.
     """
-    uri = jwks_uri(run.config)
+    reach = Reach.of(run.config, run.spec.host)
+    uri = jwks_uri(run.config, reach)
     if uri is not None:
-        return uri, fetch_json(uri)
+        return uri, fetch_json(uri, reach)
     path = run.config.path("auth.jwks_file")
     if path is not None:
         try:

@@ -4,16 +4,22 @@
 (``<issuer>/.well-known/openid-configuration``) does. Each document is fetched over http or
 https (the system trust store), within :data:`FETCH_TIMEOUT_S` per read, twice that in all,
 and :data:`MAX_DOCUMENT_BYTES`.
+
+Nothing reaches beyond the target without the user's opt-in: a document is fetched only
+from the target's own host or the loopback, unless ``safety.allow_issuer_fetch`` is true,
+and a redirect to another host is never followed.
 """
 
 from __future__ import annotations
 
 import http.client
+import ipaddress
 import json
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass
 from typing import Any
 
 from harness.config import Config
@@ -27,7 +33,65 @@ class FetchError(ValueError):
     """A document could not be fetched or parsed; the message says why, in one line."""
 
 
-def jwks_uri(config: Config) -> str | None:
+@dataclass(frozen=True)
+class Reach:
+    """Where the harness may fetch from: the target's host and the loopback, or anywhere.
+
+    Attributes:
+        target_host: The host the user pointed the harness at.
+        anywhere: ``safety.allow_issuer_fetch``: the user allows fetching the issuer's
+            documents from other hosts.
+    """
+
+    target_host: str = ""
+    anywhere: bool = False
+
+    @classmethod
+    def of(cls, config: Config, target_host: str | None) -> Reach:
+        """The reach a run's config allows."""
+        return cls(target_host or "", bool(config.get("safety.allow_issuer_fetch")))
+
+    def refusal(self, url: str) -> str:
+        """Why ``url`` may not be fetched, or ``""``."""
+        host = urllib.parse.urlsplit(url).hostname or ""
+        if self.anywhere or _loopback(host) or host.lower() == self.target_host.lower():
+            return ""
+        return (
+            f"{url}: not fetched: {host} is neither the target's host nor the loopback "
+            "(set safety.allow_issuer_fetch = true to let the harness fetch it)"
+        )
+
+
+def _loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _SameHost(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only to the host the request went to."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: Any,
+        code: int,
+        msg: str,
+        headers: Any,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        old, new = urllib.parse.urlsplit(req.full_url), urllib.parse.urlsplit(newurl)
+        if (new.hostname, new.port) != (old.hostname, old.port):
+            raise FetchError(
+                f"{req.full_url}: redirected to another host ({new.hostname}): not followed"
+            )
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def jwks_uri(config: Config, reach: Reach) -> str | None:
     """The JWKS URL: ``auth.jwks_uri``, else the ``jwks_uri`` of ``auth.issuer``'s discovery.
 
     ``None`` when neither is configured (an issuer that is not an http(s) URL is not
@@ -43,7 +107,7 @@ def jwks_uri(config: Config) -> str | None:
     if urllib.parse.urlsplit(issuer).scheme not in ("http", "https"):
         return None
     discovery = issuer.rstrip("/") + "/.well-known/openid-configuration"
-    return discovered_jwks_uri(discovery, fetch_json(discovery))
+    return discovered_jwks_uri(discovery, fetch_json(discovery, reach))
 
 
 def discovered_jwks_uri(discovery: str, document: Any) -> str:
@@ -58,19 +122,23 @@ def discovered_jwks_uri(discovery: str, document: Any) -> str:
     return found
 
 
-def fetch_json(url: str) -> Any:
-    """GET ``url`` (http or https), bounded in time and size, and parse it as JSON.
+def fetch_json(url: str, reach: Reach) -> Any:
+    """GET ``url`` (http or https) if ``reach`` allows, bounded in time and size, as JSON.
 
     Raises:
-        FetchError: It could not be fetched in full, or is not JSON; the message says why.
+        FetchError: It may not be fetched, could not be fetched in full, or is not JSON; the
+            message says why.
     """
     if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
         raise FetchError(f"{url}: only http and https URLs are fetched")
+    if refusal := reach.refusal(url):
+        raise FetchError(refusal)
     request = urllib.request.Request(url, headers={"Accept": "application/json"})
     end = time.monotonic() + 2 * FETCH_TIMEOUT_S
     body, complete = b"", False
+    opener = urllib.request.build_opener(_SameHost())
     try:
-        with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT_S) as response:
+        with opener.open(request, timeout=FETCH_TIMEOUT_S) as response:
             while not complete and len(body) <= MAX_DOCUMENT_BYTES and time.monotonic() < end:
                 chunk = response.read1(65536)
                 complete = not chunk

@@ -21,7 +21,7 @@ import jwt
 from harness.channels import CallResult
 from harness.descriptors import MethodInfo
 from harness.plans.calls import NO_DESCRIPTORS, Call, bearer, send
-from harness.plans.jwks import fetch_json, jwks_uri
+from harness.plans.jwks import Reach, fetch_json, jwks_uri
 from harness.policy import Policy
 from harness.principals import Principal
 from harness.run import Run
@@ -131,10 +131,11 @@ def issuer_public_key(run: Run) -> PublicKeyForms:
             return PublicKeyForms(tuple(local), "auth.jwks_file")
         uri: str | None = None
         try:
-            uri = jwks_uri(run.config)
+            reach = Reach.of(run.config, run.spec.host)
+            uri = jwks_uri(run.config, reach)
             if uri is None:
                 return PublicKeyForms()
-            forms = jwks_key_forms(fetch_json(uri))
+            forms = jwks_key_forms(fetch_json(uri, reach))
         except ValueError as exc:
             issuer = run.config.str_("auth.issuer") or ""
             return PublicKeyForms(source=uri or issuer, problem=str(exc))

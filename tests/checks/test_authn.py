@@ -72,6 +72,7 @@ from harness.plans.tokens import (
     variant_ref,
 )
 from harness.principals import Principal
+from harness.target import parse_target
 from harness.tokens import IssuerKeys, harness_key, parse, sign
 from tests.checks.recorded import answer, refs, settled
 
@@ -376,10 +377,11 @@ def test_jwks_key_forms_from_a_published_jwks():
 
 
 class _StubRun:
-    """What issuer_public_key reads from a Run: its config, issuer keys and memo."""
+    """What issuer_public_key reads from a Run: config, target, issuer keys and memo."""
 
     def __init__(self, **auth) -> None:
         self.config = Config({"auth": auth})
+        self.spec = parse_target("records.test:443")
 
     def issuer_keys(self) -> IssuerKeys:
         return IssuerKeys((), None, None, None)
