@@ -310,6 +310,21 @@ SCHEMA: dict[str, Any] = {
     },
 }
 
+#: Catalogue keys the harness does not act on yet, with the control each would feed. A
+#: config that sets one is refused: a user who writes it would believe it acts.
+UNSUPPORTED: dict[str, str] = {
+    "admin.port": "REFL-002 (Channelz and CSDS on a separate, gated admin port)",
+    "auth.required_acr": "AUTHN-008 (an admin token whose acr is below it)",
+    "auth.stream_event_cmd": "AUTHN-009 (events triggered on server streams)",
+    "auth.canary_callback_url": "AUTHN-004 (a callback that records jku/x5u fetches)",
+    "auth.revoke_cmd": "MIN-004 (4) (a revoked grant polled like an update)",
+    "auth.revocation_sla_s": "MIN-004 (4)",
+    "limits.max_response_bytes": "LIMIT-003 (the harness's receive limit)",
+    "fuzz.seed_corpus": "FUZZ-001/002 (seed inputs)",
+    "evidence.secret_store": "AUTHN-005 (b) (replaying the previous run's token)",
+    "evidence.signing_cmd": "EVID-001 (a detached signature of SHA256SUMS)",
+}
+
 DEFAULTS: dict[str, Any] = {
     "environment": "production",
     "audit.request_id_key": "x-request-id",
@@ -346,6 +361,11 @@ def _validate(data: Mapping[str, Any], schema: Mapping[str, Any], where: _Where)
             close = difflib.get_close_matches(dotted, known, n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise sub.fail(f"unknown key{hint}")
+        if dotted in UNSUPPORTED:
+            raise sub.fail(
+                f"not supported yet (it would feed {UNSUPPORTED[dotted]}): remove it, or the "
+                "run would look as if it acted on it"
+            )
         if isinstance(spec, dict):
             if not isinstance(value, dict):
                 raise sub.fail(f"expected a table [{dotted}], got {_describe(value)}")

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import Config, discover_config, load_config
+from harness.config import UNSUPPORTED, Config, discover_config, load_config
 from harness.errors import ConfigError
 
 
@@ -134,3 +134,17 @@ def test_principal_errors(tmp_path, principal, message):
     cfg = load_config(write(tmp_path, f"[auth.principals.svc]\n{principal}"))
     with pytest.raises(ConfigError, match=message):
         principals_from(cfg.table("auth.principals"), "hipaa.toml")
+
+
+@pytest.mark.parametrize("key", sorted(UNSUPPORTED))
+def test_keys_not_acted_on_yet_are_refused_naming_the_control(tmp_path, key):
+    section, _, name = key.rpartition(".")
+    value = 1 if name.endswith(("_s", "port", "bytes")) else '"x"'
+    if name.endswith("_cmd"):
+        value = '["true"]'
+    path = tmp_path / "hipaa.toml"
+    path.write_text(f"[{section}]\n{name} = {value}\n")
+    with pytest.raises(ConfigError, match="not supported yet") as info:
+        load_config(path)
+    assert key in str(info.value)
+    assert UNSUPPORTED[key].split(" ")[0] in str(info.value)
