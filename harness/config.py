@@ -158,8 +158,8 @@ _PRINCIPAL = {
     "client_key": _path,
 }
 
-# Section 3 of the catalogue. Keys a later suite reads but no check uses yet are declared
-# with their type all the same, so a config written for the whole catalogue loads today.
+# Section 3 of the catalogue, with the types the harness reads. Keys it does not act on yet
+# are declared too, and refused by name (UNSUPPORTED) rather than as unknown keys.
 SCHEMA: dict[str, Any] = {
     "environment": _choice("production", "non-production"),
     "refl": {"allowed_roles": _list(_str)},
