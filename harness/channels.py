@@ -110,7 +110,45 @@ class CallResult:
     def summary(self) -> str:
         """Code, message count and message text, for evidence."""
         text = f" {self.details!r}" if self.details else ""
-        return f"{self.status} with {len(self.responses)} response message(s){text}"
+        carried = self.carried()
+        more = f"; status details carry {', '.join(carried)}" if carried else ""
+        return f"{self.status} with {len(self.responses)} response message(s){text}{more}"
+
+    def carried(self) -> tuple[str, ...]:
+        """What the status details (``grpc-status-details-bin``) carry beyond an explanation.
+
+        The payload types other than ``google.rpc.BadRequest``, ``ErrorInfo`` and
+        ``LocalizedMessage`` (catalogue: "no data"), by type name; ``("undecodable status
+        details",)`` when they are not a ``google.rpc.Status``: nobody can say what they hold.
+        """
+        return status_payloads(self.trailing_metadata)
+
+
+#: Status-detail payloads that explain a refusal without carrying data (catalogue 0).
+EXPLANATIONS = frozenset(
+    {"google.rpc.BadRequest", "google.rpc.ErrorInfo", "google.rpc.LocalizedMessage"}
+)
+
+
+def status_payloads(trailers: Metadata) -> tuple[str, ...]:
+    """The payload types in ``grpc-status-details-bin`` other than :data:`EXPLANATIONS`."""
+    from google.protobuf.message import DecodeError
+    from google.rpc import status_pb2
+
+    out: list[str] = []
+    for key, value in trailers:
+        if key != "grpc-status-details-bin":
+            continue
+        blob = value if isinstance(value, bytes) else value.encode("latin-1")
+        try:
+            status = status_pb2.Status.FromString(blob)
+        except DecodeError:
+            return ("undecodable status details",)
+        for detail in status.details:
+            name = detail.type_url.rsplit("/", 1)[-1]
+            if name not in EXPLANATIONS:
+                out.append(name or "a payload without a type")
+    return tuple(out)
 
 
 def new_request_id() -> str:

@@ -45,26 +45,33 @@ def refused(
     low: Iterable[grpc.StatusCode] = (PERMISSION_DENIED,),
     data_severity: Severity = Severity.CRITICAL,
 ) -> Observation:
-    """Judge a call that must be refused: one of ``expected`` and no response message.
+    """Judge a call that must be refused: one of ``expected`` and no data.
 
-    Data or OK is a FAIL at ``data_severity``; a code in ``low`` (right refusal, wrong
-    semantics) a FAIL (low); a call that never reached the service INCONCLUSIVE; any other
-    code (UNKNOWN, INTERNAL, INVALID_ARGUMENT: the request was processed) a FAIL at the
-    control's severity.
+    Data (a response message, OK, or a payload in the status details other than an
+    explanation) is a FAIL at ``data_severity``; status details nobody can decode leave it
+    INCONCLUSIVE; a code in ``low`` (right refusal, wrong semantics) a FAIL (low); a call
+    that never reached the service INCONCLUSIVE; any other code (UNKNOWN, INTERNAL,
+    INVALID_ARGUMENT, NOT_FOUND: the request was processed before the refusal) a FAIL
+    (medium): validation or lookup ran, but nothing came back.
     """
     want = tuple(expected)
-    expect = " or ".join(code_text(c) for c in want) + " with no response message"
+    expect = " or ".join(code_text(c) for c in want) + " with no data"
     where = f"{probe.label} -> {probe.method}"
     observed = result.summary()
-    if result.responses or result.code == grpc.StatusCode.OK:
-        return Observation(where, observed, expect, Status.FAIL, data_severity, result.request_id)
+    rid = result.request_id
+    carried = result.carried()
+    data = [c for c in carried if c != "undecodable status details"]
+    if result.responses or result.code == grpc.StatusCode.OK or data:
+        return Observation(where, observed, expect, Status.FAIL, data_severity, rid)
+    if carried:
+        return Observation(where, observed, expect, Status.INCONCLUSIVE, None, rid)
     if result.code in want:
-        return Observation(where, observed, expect, Status.PASS, None, result.request_id)
+        return Observation(where, observed, expect, Status.PASS, None, rid)
     if result.code in UNREACHED:
-        return Observation(where, observed, expect, Status.INCONCLUSIVE, None, result.request_id)
+        return Observation(where, observed, expect, Status.INCONCLUSIVE, None, rid)
     if result.code in tuple(low):
-        return Observation(where, observed, expect, Status.FAIL, Severity.LOW, result.request_id)
-    return Observation(where, observed, expect, Status.FAIL, None, result.request_id)
+        return Observation(where, observed, expect, Status.FAIL, Severity.LOW, rid)
+    return Observation(where, observed, expect, Status.FAIL, Severity.MEDIUM, rid)
 
 
 def judge_health(probe: str, result: CallResult) -> Observation:

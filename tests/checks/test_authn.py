@@ -206,10 +206,20 @@ def test_basic_variants_and_plan_are_pure_and_filed():
             Severity.LOW,
         ),
         # A Node handler that throws "Unauthorized": UNKNOWN, whatever the text says.
-        ("V5 three random segments", answer(C.UNKNOWN, details="Unauthorized"), "FAIL", None),
-        ("V5 three random segments", answer(C.INTERNAL, details="jwt malformed"), "FAIL", None),
+        (
+            "V5 three random segments",
+            answer(C.UNKNOWN, details="Unauthorized"),
+            "FAIL",
+            Severity.MEDIUM,
+        ),
+        (
+            "V5 three random segments",
+            answer(C.INTERNAL, details="jwt malformed"),
+            "FAIL",
+            Severity.MEDIUM,
+        ),
         ("V6 12 KiB random token", answer(C.RESOURCE_EXHAUSTED), "PASS", None),
-        ("V3 'Bearer abc'", answer(C.RESOURCE_EXHAUSTED), "FAIL", None),
+        ("V3 'Bearer abc'", answer(C.RESOURCE_EXHAUSTED), "FAIL", Severity.MEDIUM),
         # Never reached the service: no verdict, and never a refusal.
         (
             "V1 no authorization",
