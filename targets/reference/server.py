@@ -820,8 +820,10 @@ class Gatekeeper(grpc.ServerInterceptor):
         """Wrap the handler so that every call is checked and audited."""
         handler = continuation(handler_call_details)
         method = handler_call_details.method
-        if handler is None or method in self._public:
-            return handler
+        if handler is None:
+            return None
+        if method in self._public:
+            return _self_decoding(handler)
         if "tarpit" in self._defects and not any(
             key == "authorization" for key, _ in handler_call_details.invocation_metadata or ()
         ):
@@ -829,8 +831,11 @@ class Gatekeeper(grpc.ServerInterceptor):
             # interceptors run as soon as a stream's HEADERS arrive: every stream without
             # credentials, even one reset at once, stalls every other caller.
             time.sleep(TARPIT_S)
-        return _wrap_handler(
-            handler, lambda behavior, streaming: self._guarded(method, behavior, streaming)
+        # Requests are decoded before the gate, as grpcio would, but without its leak (below).
+        return _self_decoding(
+            _wrap_handler(
+                handler, lambda behavior, streaming: self._guarded(method, behavior, streaming)
+            )
         )
 
     def _guarded(
@@ -1009,6 +1014,50 @@ def _wrap_handler(
         return grpc.stream_unary_rpc_method_handler(guard(handler.stream_unary, False), **kw)
     if handler.stream_stream:
         return grpc.stream_stream_rpc_method_handler(guard(handler.stream_stream, True), **kw)
+    raise ValueError("RPC method handler without a behaviour")
+
+
+#: What grpcio answers a request its deserializer rejects; the service answers the same.
+UNDECODABLE = "Exception deserializing request!"
+
+
+def _self_decoding(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """``handler`` taking raw bytes and decoding them in its behaviour.
+
+    When grpcio's ``request_deserializer`` rejects a message, grpcio (1.85) sends INTERNAL
+    but never completes the server call: the HTTP/2 stream stays open and counted against
+    ``grpc.max_concurrent_streams``, so after that many malformed requests on one
+    connection every new stream is refused (REFUSED_STREAM) until the client reconnects.
+    Decoding here instead gives the caller the same answer through an ordinary abort,
+    which completes the call and frees the stream.
+    """
+    decode = handler.request_deserializer
+    if decode is None:
+        return handler
+
+    def one(raw: bytes, context: grpc.ServicerContext) -> Any:
+        try:
+            return decode(raw)
+        except Exception:
+            context.abort(grpc.StatusCode.INTERNAL, UNDECODABLE)
+
+    def each(raws: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[Any]:
+        for raw in raws:
+            yield one(raw, context)
+
+    kw = {"request_deserializer": None, "response_serializer": handler.response_serializer}
+    if handler.unary_unary:
+        uu = handler.unary_unary
+        return grpc.unary_unary_rpc_method_handler(lambda r, c: uu(one(r, c), c), **kw)
+    if handler.unary_stream:
+        us = handler.unary_stream
+        return grpc.unary_stream_rpc_method_handler(lambda r, c: us(one(r, c), c), **kw)
+    if handler.stream_unary:
+        su = handler.stream_unary
+        return grpc.stream_unary_rpc_method_handler(lambda r, c: su(each(r, c), c), **kw)
+    if handler.stream_stream:
+        ss = handler.stream_stream
+        return grpc.stream_stream_rpc_method_handler(lambda r, c: ss(each(r, c), c), **kw)
     raise ValueError("RPC method handler without a behaviour")
 
 
