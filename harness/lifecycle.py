@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import threading
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -34,6 +35,8 @@ from harness.transport import (
 )
 
 DEFAULT_CALL_TIMEOUT_S = 10.0
+#: How long closing a run waits for background work (warm-ups) to finish.
+BACKGROUND_GRACE_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,7 @@ class Target:
         self._relays: list[Relay] = []
         self._channels: list[grpc.Channel] = []
         self._children: list[subprocess.Popen[str]] = []
+        self._background: list[threading.Thread] = []
 
     @property
     def host(self) -> str:
@@ -160,6 +164,11 @@ class Target:
             return str(exc)
         return ""
 
+    def background(self, thread: threading.Thread) -> None:
+        """Wait for ``thread`` (a warm-up reading the target's files) before the target stops."""
+        with self._lock:
+            self._background.append(thread)
+
     def start_child(self, command: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
         """Start a helper process (a fuzzer); :meth:`close` kills it if it still runs."""
         child = subprocess.Popen(
@@ -170,7 +179,16 @@ class Target:
         return child
 
     def close(self) -> None:
-        """Kill helper processes, close channels and relays, and stop a spawned target."""
+        """Kill helper processes, close channels and relays, and stop a spawned target.
+
+        Background work still running (an sslyze scan reading the client certificate from a
+        spawned target's directory) is waited for first, :data:`BACKGROUND_GRACE_S` at most.
+        """
+        with self._lock:
+            background, self._background = self._background, []
+        end = time.monotonic() + BACKGROUND_GRACE_S
+        for thread in background:
+            thread.join(max(0.0, end - time.monotonic()))
         with self._lock:
             children, self._children = self._children, []
             channels, self._channels = self._channels, []

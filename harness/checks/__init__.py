@@ -175,6 +175,7 @@ def start_warmups(run: Run, control_ids: Iterable[str]) -> None:
     ]
     for _, thread in early:
         thread.start()
+        run.target.background(thread)
     late = [fn for fn in chosen if fn in _LATE]
     if late:
 
@@ -185,7 +186,9 @@ def start_warmups(run: Run, control_ids: Iterable[str]) -> None:
             for fn in late:
                 work(fn)
 
-        threading.Thread(target=then, name="hipaa-warmup-late", daemon=True).start()
+        late_thread = threading.Thread(target=then, name="hipaa-warmup-late", daemon=True)
+        late_thread.start()
+        run.target.background(late_thread)
 
 
 def run_check(control_id: str, run: Run) -> Outcome:
