@@ -99,8 +99,14 @@ def shape(details: str) -> str:
     return re.sub(r"0x[0-9a-fA-F]+|\d+", "N", text)
 
 
-#: Pauses before a failing black-box case is sent again: it must fail every time to count.
+#: Pauses before a black-box case that failed as load would make it fail is sent again.
 REPLAY_WAITS_S = (0.2, 1.0)
+_PRESSURE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
+
+
+def _maybe_pressure(result: CallResult, why: str) -> bool:
+    """Whether back-pressure or load alone could explain this failure."""
+    return why.startswith("took ") or (result.code in _PRESSURE and "canary" not in why)
 
 
 @dataclass(frozen=True)
@@ -421,15 +427,16 @@ class Remote:
     def check(self, case: Case) -> Finding | None:
         """Run ``case`` and judge it; ``None`` when it passes.
 
-        A failure counts only when it shows again: the case is sent again after a pause
-        (REPLAY_WAITS_S), and any answer that passes means the first was back-pressure
-        (REFUSED_STREAM past the server's concurrency, a GOAWAY, a dropped connection) or
-        load, not a defect of the service.
+        A failure that back-pressure or load can cause (UNAVAILABLE: REFUSED_STREAM past
+        the server's concurrency, a GOAWAY, a dropped connection; RESOURCE_EXHAUSTED; a
+        slow answer) counts only when it shows again: the case is sent again after a pause
+        (REPLAY_WAITS_S), and any answer that passes means the first was not a defect.
+        Anything else (a crash, a leak in the message) is a finding the first time.
         """
         why, result = self._judged(case)
         for wait in REPLAY_WAITS_S:
-            if not why:
-                return None
+            if not why or not _maybe_pressure(result, why):
+                break
             time.sleep(wait)
             why, result = self._judged(case)
         if not why:

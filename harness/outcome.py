@@ -27,7 +27,7 @@ class Status(str, enum.Enum):
 
 
 # When observations disagree, the outcome takes the first status of this order it meets.
-_PRECEDENCE = (Status.ERROR, Status.FAIL, Status.INCONCLUSIVE, Status.WARN, Status.PASS)
+_PRECEDENCE = (Status.FAIL, Status.ERROR, Status.INCONCLUSIVE, Status.WARN, Status.PASS)
 
 
 @dataclass(frozen=True)
@@ -273,7 +273,9 @@ def probe_results(
             out.append(ProbeResult(*common, status, probe.required, ids, reason, "", len(mine)))
             continue
         reason, enable = _why_not_run(probe, mine, configured, empty, not_run)
-        out.append(ProbeResult(*common, Status.SKIP, probe.required, ids, reason, enable, 0))
+        out.append(
+            ProbeResult(*common, Status.SKIP, probe.required, ids, reason, enable, len(mine))
+        )
     return tuple(out)
 
 
@@ -291,8 +293,8 @@ def _why_not_run(
     if mine:
         said = "; ".join(f"{o.probe}: needs {o.expected}" for o in mine)
         return said, probe.enabled_by if unset else ""
-    if unset and any(empty(k) for k in probe.needs):
-        declared = " and ".join(k for k in probe.needs if empty(k))
+    if unset and all(empty(k) for k in probe.needs):
+        declared = " and ".join(probe.needs)
         return f"{NOT_APPLICABLE}: {declared} declared empty", ""
     if unset:
         return f"needs {probe.enabled_by}", probe.enabled_by
@@ -320,7 +322,7 @@ def settle(
     decided itself (a PASS or WARN is only ever made stricter here).
     """
     control = outcome.control
-    if not outcome.observations:
+    if not outcome.observations and outcome.status not in (Status.PASS, Status.WARN):
         probes = probe_results(
             control, declared, (), configured, not_run=outcome.summary, empty=empty
         )
@@ -339,8 +341,6 @@ def settle(
 def _derive(probes: Sequence[ProbeResult], outcome: Outcome) -> tuple[Status, str]:
     for status in (Status.FAIL, Status.ERROR, Status.INCONCLUSIVE):
         if any(p.status is status for p in probes):
-            if outcome.status is status:
-                return status, outcome.summary
             hit = next(p for p in probes if p.status is status)
             return status, f"{hit.id}: {hit.reason or status.value}"
     missing = [p for p in probes if p.required and p.status is Status.SKIP and p.applies]
@@ -351,7 +351,7 @@ def _derive(probes: Sequence[ProbeResult], outcome: Outcome) -> tuple[Status, st
         return Status.INCONCLUSIVE, f"required probes did not run: {said}"
     if all(p.status is Status.SKIP for p in probes):
         return Status.SKIP, "; ".join(f"{p.id}: {p.reason}" for p in probes)
-    if any(p.status is Status.WARN for p in probes):
+    if outcome.status is Status.WARN or any(p.status is Status.WARN for p in probes):
         return Status.WARN, outcome.summary
     return Status.PASS, outcome.summary if outcome.status is Status.PASS else "every probe held"
 

@@ -15,6 +15,7 @@ Heavy imports (grpc, protobuf) happen inside the fixtures, so loading pytest sta
 
 from __future__ import annotations
 
+import contextlib
 import random
 import sys
 from collections.abc import Generator, Iterator
@@ -72,7 +73,14 @@ def _secrets(run: Run | None) -> tuple[str, ...]:
     """The run's bearer tokens: redacted wherever they appear."""
     if run is None:
         return ()
-    return tuple(p.token() for p in run.principals.values() if p.has_token)
+    out = []
+    for principal in run.principals.values():
+        if principal.has_token:
+            # A token source that fails here fails the probes that use it, with a reason;
+            # redaction must not stop the session over it.
+            with contextlib.suppress(HarnessError):
+                out.append(principal.token())
+    return tuple(out)
 
 
 def _control_result(
@@ -335,7 +343,9 @@ def hipaa_run(request: pytest.FixtureRequest) -> Iterator[Run]:
     else:
         problem = ""
     if problem:  # raised outside the except block, so no exception chain is printed
-        pytest.fail(problem, pytrace=False)
+        from harness.reporting.redact import redact
+
+        pytest.fail(redact(problem, seed=state.seed), pytrace=False)
     state.run = run
     _import_checks()
     if not hasattr(request.config, "workerinput"):  # xdist workers each hold a share only

@@ -137,3 +137,30 @@ def test_a_control_none_of_whose_probes_applies_is_skip():
     out = settle(outcome, (Probe("a", "streams"),), nothing_configured)
     assert out.status is Status.SKIP
     assert "no streams" in out.summary
+
+
+def test_a_pass_with_no_observation_is_not_a_pass():
+    out = settle(
+        Outcome(CONTROL, Status.PASS, "ok"), (Probe("a", "lifetimes"),), nothing_configured
+    )
+    assert out.status is Status.SKIP
+
+
+def test_a_warn_filed_nowhere_still_warns():
+    warned = Observation("x", "y", "z", Status.WARN)  # not filed under a declared probe
+    outcome = Outcome.from_observations(CONTROL, [obs("a", Status.PASS), warned], passed="ok")
+    out = settle(outcome, (Probe("a", "lifetimes"),), nothing_configured)
+    assert out.status is Status.WARN
+
+
+def test_a_fail_outranks_an_error():
+    errored = Observation("x", "y", "z", Status.ERROR).of("a")
+    failed = Observation("x", "y", "z", Status.FAIL).of("a")
+    assert Outcome.from_observations(CONTROL, [errored, failed], passed="ok").status is Status.FAIL
+
+
+def test_not_applicable_only_when_every_enabling_key_is_declared_empty():
+    outcome = Outcome.from_observations(CONTROL, [obs("a", Status.PASS)], passed="ok")
+    declared = (Probe("a", "x"), Probe("b", "exports", needs=("limits.bulk_methods", "k2")))
+    out = settle(outcome, declared, nothing_configured, lambda key: key == "limits.bulk_methods")
+    assert out.status is Status.INCONCLUSIVE

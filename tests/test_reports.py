@@ -174,6 +174,9 @@ def test_every_automated_control_lists_its_probes(bundles):
         if not c["automated"] or c["id"] == "EVID-001":
             continue
         assert c["probes"], c["id"]
+        declared = {p["id"] for p in c["probes"]}
+        for o in c["observations"]:  # every observation is filed under a declared probe
+            assert f"{c['id']}({o['ref']})" in declared, (c["id"], o["probe"])
         for p in c["probes"]:
             assert p["id"].startswith(c["id"])
             if c["status"] == "PASS" and p["required"]:
