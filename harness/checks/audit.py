@@ -488,6 +488,9 @@ def judge_actor(
         observed = "no call of the burst reached the service"
         return Observation(probe, observed, expected, Status.INCONCLUSIVE).of("actor")
     evs = [e for r in reached for e in events.get(r.request_id, [])]
+    if not evs:
+        observed = "no call of the burst has an event: no actor to judge"
+        return Observation(probe, observed, expected, Status.INCONCLUSIVE).of("actor")
     named = [e for e in evs if fields(e, "identity") == forged_sub]
     observed = f"{len(named)} of {len(evs)} event(s) name the forged sub as the actor"
     status = Status.FAIL if named else Status.PASS

@@ -1196,7 +1196,16 @@ def _expiring_stream(run: Run, policy: Policy, path: str, base: Base) -> StreamV
     if keys.private_key is not None:
         token, exp = base.expiring(keys, 1)
     else:
-        exp = int(base.token.claims.get("exp", 0))
+        if not isinstance(base.token.claims.get("exp"), (int, float)):
+            return StreamVerdict(
+                Observation(
+                    path,
+                    f"{base.principal.name}'s token has no exp, and no issuer key to mint one",
+                    "a token that expires (auth.issuer_private_key)",
+                    Status.SKIP,
+                ).of("stream")
+            )
+        exp = int(base.token.claims["exp"])
         token = base.principal.token()
     wait = exp + skew + grace - now
     if wait > max_wait:

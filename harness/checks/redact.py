@@ -331,7 +331,8 @@ def judge_secrets(secrets: Mapping[str, tuple[str, str]], sources: Chunks) -> li
     for ref, n in searched.items():
         if not any(o.ref == ref for o in out):
             probe = f"{n} token(s) searched in {len(texts)} source(s), {size} bytes"
-            out.append(Observation(probe, "not found", "no token", Status.PASS).of(ref))
+            status = Status.PASS if size else Status.INCONCLUSIVE  # nothing was searched
+            out.append(Observation(probe, "not found", "no token", status).of(ref))
     return out
 
 

@@ -126,11 +126,11 @@ def judge_reflection(
         )
         ok = may_answer or not result.responses
     severity = Severity.HIGH if production else Severity.MEDIUM
-    if ok:
-        status = Status.PASS
-    elif not result.responses and result.code in UNREACHED:
+    if not result.responses and result.code in UNREACHED:  # before ok: never a refusal
         status = Status.INCONCLUSIVE
         observed += " (the call did not reach a service)"
+    elif ok:
+        status = Status.PASS
     else:
         status = Status.FAIL
     return Observation(call.label, observed, expected, status, severity, result.request_id).of(ref)

@@ -51,10 +51,16 @@ class Base:
 
     @property
     def accepted(self) -> bool:
-        """True when T itself was accepted: forgeries of it are then meaningful."""
+        """True when T itself was accepted: forgeries of it are then meaningful.
+
+        A control call that never reached the service (UNAVAILABLE, DEADLINE_EXCEEDED) shows
+        nothing: a refused forgery beside it proves nothing either.
+        """
         return self.control.code not in (
             grpc.StatusCode.UNAUTHENTICATED,
             grpc.StatusCode.PERMISSION_DENIED,
+            grpc.StatusCode.UNAVAILABLE,
+            grpc.StatusCode.DEADLINE_EXCEEDED,
         )
 
     def expiring(self, keys: IssuerKeys, life_s: int) -> tuple[str, int]:

@@ -406,12 +406,20 @@ def test_audit_003_without_an_alert_type_it_is_inconclusive_naming_the_key():
     obs = checks.judge_refusals([d], {d.request_id: [ref_event(d)]}, REFERENCE)
     burst = [call(UNAUTH, principal=None)]
     obs += [
-        checks.judge_actor(burst, {}, "forged-1", REFERENCE),
+        checks.judge_actor(
+            burst, {b.request_id: [ref_event(b)] for b in burst}, "forged-1", REFERENCE
+        ),
         checks.judge_alert(None, False, False, ""),
     ]
     out = settled("AUDIT-003", obs)
     assert out.status is Status.INCONCLUSIVE
     assert "audit.alert_type" in out.summary
+
+
+def test_audit_003_a_burst_without_events_has_no_actor_to_judge():
+    burst = [call(UNAUTH, principal=None)]
+    got = checks.judge_actor(burst, {}, "forged-1", REFERENCE)
+    assert (got.status, got.ref) == (Status.INCONCLUSIVE, "actor")
 
 
 def test_audit_003_forged_token_claims_the_sub_with_a_broken_signature():

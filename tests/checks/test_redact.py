@@ -284,10 +284,15 @@ def test_redact_004_short_opaque_tokens_are_not_searched():
 
 
 def test_redact_004_without_a_canary_jwt_it_is_inconclusive():
-    obs = checks.judge_secrets({"clin's token": ("tokens", TOKEN)}, [("a", b"")])
+    obs = checks.judge_secrets({"clin's token": ("tokens", TOKEN)}, [("a", b"a log line\n")])
     out = settled("REDACT-004", obs)
     assert out.status is Status.INCONCLUSIVE
     assert "REDACT-004(canary)" in out.summary
+
+
+def test_redact_004_empty_sources_are_nothing_searched():
+    (got,) = checks.judge_secrets({"clin's token": ("tokens", TOKEN)}, [("a", b"")])
+    assert (got.status, got.ref) == (Status.INCONCLUSIVE, "tokens")
 
 
 def test_redact_004_the_canary_jwt_is_read_from_the_planted_call():

@@ -290,3 +290,12 @@ def test_refl_002_with_channelz_answering_fails():
 def test_no_listing_to_compare_is_recorded_not_passed():
     judged = judge_unlisted("reflection listed no service")
     assert (judged.status, judged.ref) == (Status.SKIP, "services")
+
+
+def test_outside_production_a_call_that_never_arrived_is_not_a_refusal():
+    for result in (
+        answer(C.UNAVAILABLE, details="no healthy upstream"),
+        answer(C.DEADLINE_EXCEEDED),
+    ):
+        judged = judge_reflection("a", attempt(), result, production=False)
+        assert judged.status is Status.INCONCLUSIVE
