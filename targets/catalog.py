@@ -204,7 +204,13 @@ REFERENCE = BundledTarget(
             "break-glass reads are allowed but not flagged in the audit log",
             ("AUTHZ-005",),
         ),
-        Defect("no-audit-on-deny", "refused calls leave no audit event", ("AUDIT-001",)),
+        Defect(
+            "no-audit-on-deny",
+            "refused calls leave no audit event; AUDIT-003 then has no event whose actor it "
+            "could judge",
+            ("AUDIT-001",),
+            blinds=("AUDIT-003",),
+        ),
         Defect(
             "audit-missing-fields",
             "audit events lack the source and the resource",
