@@ -75,12 +75,15 @@ EXIT_FINDINGS = 1
 
 def _report_verify(directory: Path) -> int:
     from harness.reporting.bundle import verify
+    from harness.reporting.signing import SIGNATURE
 
     if not directory.is_dir():
         raise UsageError(f"{directory}: no such directory")
     problems = verify(directory)
     for problem in problems:
         print(f"FAIL {problem}")
+    if (directory / SIGNATURE).is_file():
+        print(f"{SIGNATURE}: a detached signature of SHA256SUMS (check it with the signer's tool)")
     print(f"{directory}: {'INVALID' if problems else 'verified'} ({len(problems)} problem(s))")
     return EXIT_FINDINGS if problems else EXIT_OK
 

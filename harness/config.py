@@ -322,7 +322,6 @@ UNSUPPORTED: dict[str, str] = {
     "limits.max_response_bytes": "LIMIT-003 (the harness's receive limit)",
     "fuzz.seed_corpus": "FUZZ-001/002 (seed inputs)",
     "evidence.secret_store": "AUTHN-005 (b) (replaying the previous run's token)",
-    "evidence.signing_cmd": "EVID-001 (a detached signature of SHA256SUMS)",
 }
 
 DEFAULTS: dict[str, Any] = {

@@ -544,6 +544,8 @@ def _control_lines(terminalreporter: Any, controls: list[ControlResult]) -> None
 
 def _exit_line(terminalreporter: Any, state: _State) -> None:
     if state.fail_on is None:
+        if state.failing:  # not by the controls: the evidence bundle itself
+            terminalreporter.write_line(f"run fails: {'; '.join(state.failing)}", red=True)
         return
     setting = f"--hipaa-fail-on={state.fail_on.text}"
     if state.failing:
@@ -588,8 +590,24 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     )
     canaries = CanarySet.for_seed(state.seed).manifest()
     files = bundle_files(results, state.config._data, secrets=secrets, canaries=canaries)
+    _sign(session, state, files)
     write_bundle(state.report_dir, files)
     state.results.bundle = state.report_dir
+
+
+def _sign(session: pytest.Session, state: _State, files: dict[str, bytes]) -> None:
+    """Add ``evidence.signing_cmd``'s signature of SHA256SUMS; a failure fails the run."""
+    command = state.config.str_list("evidence.signing_cmd")
+    if not command:
+        return
+    from harness.reporting.signing import SIGNATURE, sign
+
+    signed = sign(files["SHA256SUMS"], command)
+    if signed.error:
+        state.failing.append(f"bundle not signed: {signed.error}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        return
+    files[SIGNATURE] = signed.signature
 
 
 def _decide_exit(session: pytest.Session, state: _State) -> None:

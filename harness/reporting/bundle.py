@@ -29,6 +29,7 @@ from harness.reporting.model import READABLE_SCHEMAS, Evidence, Json, Results
 from harness.reporting.redact import JWT, known_secrets
 from harness.reporting.results import with_evidence
 from harness.reporting.sarif import render_sarif
+from harness.reporting.signing import SIGNATURE
 
 PRIVATE_KEY = re.compile(r"-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----")
 #: The one file allowed to hold the canaries: the list of them.
@@ -147,7 +148,7 @@ def verify(directory: Path) -> list[str]:
 
 
 def _sums_problems(directory: Path, sums: Path) -> list[str]:
-    """Files listed but missing or changed, and files not listed."""
+    """Files listed but missing or changed, and files not listed (but the signature of them)."""
     problems = []
     listed = set()
     for line in sums.read_text().splitlines():
@@ -161,7 +162,7 @@ def _sums_problems(directory: Path, sums: Path) -> list[str]:
         elif hashlib.sha256(path.read_bytes()).hexdigest() != digest:
             problems.append(f"{name}: SHA-256 does not match SHA256SUMS")
     for path in sorted(directory.iterdir()):
-        if path.name != "SHA256SUMS" and path.name not in listed:
+        if path.name not in ("SHA256SUMS", SIGNATURE) and path.name not in listed:
             problems.append(f"{path.name}: not listed in SHA256SUMS")
     return problems
 
