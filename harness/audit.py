@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import glob
+import hashlib
 import json
 import os
 import stat
@@ -237,17 +238,74 @@ def parse_events(chunks: Iterable[tuple[str, bytes]]) -> Events:
     return Events(tuple(events), "", unparsed)
 
 
-def wait_for(run: Run, request_ids: Iterable[str]) -> tuple[dict[str, list[dict[str, Any]]], str]:
-    """Poll the source until every request ID has an event, or ``audit.delivery_timeout_s``.
+@dataclass(frozen=True)
+class Polled:
+    """The source as last read while waiting for events: per request ID, parsed, raw."""
 
-    Returns the events per request ID (possibly empty lists) and a problem, if any.
+    found: dict[str, list[dict[str, Any]]]
+    events: Events
+    chunks: list[tuple[str, bytes]]
+    problem: str = ""
+
+
+def poll(run: Run, request_ids: Iterable[str]) -> Polled:
+    """Read the source until every request ID has an event, or ``audit.delivery_timeout_s``.
+
+    The last read is kept whole (:class:`Polled`), so a check reads the source once.
     """
     wanted = list(dict.fromkeys(request_ids))
     fields = Fields.of(run.config)
     deadline = time.monotonic() + float(run.config.get("audit.delivery_timeout_s", 30))
     while True:
-        got = read(run)
+        chunks, problem = read_raw(run.config.get("audit.source"))
+        got = Events((), problem) if problem else parse_events(chunks)
         found = by_request_id(got.events, wanted, fields)
-        if got.problem or all(found.values()) or time.monotonic() >= deadline:
-            return found, got.problem
+        if problem or all(found.values()) or time.monotonic() >= deadline:
+            return Polled(found, got, chunks, problem)
         time.sleep(0.1)
+
+
+def wait_for(run: Run, request_ids: Iterable[str]) -> tuple[dict[str, list[dict[str, Any]]], str]:
+    """Poll the source until every request ID has an event, or ``audit.delivery_timeout_s``.
+
+    Returns the events per request ID (possibly empty lists) and a problem, if any.
+    """
+    polled = poll(run, request_ids)
+    return polled.found, polled.problem
+
+
+def appended(
+    before: Iterable[tuple[str, bytes]], after: Iterable[tuple[str, bytes]]
+) -> list[tuple[str, bytes]]:
+    """What each source of ``after`` holds that ``before`` did not: the bytes written since.
+
+    A source that no longer starts with what it held (rewritten, rotated) is new whole.
+    """
+    earlier = dict(before)
+    out = []
+    for name, blob in after:
+        old = earlier.get(name, b"")
+        out.append((name, blob[len(old) :] if blob.startswith(old) else blob))
+    return out
+
+
+def marks(source: Path | list[str] | None, what: str) -> tuple[dict[str, str], str]:
+    """A mark of each file of ``source`` (size and mtime), or of a command's output (digest).
+
+    Two marks of a source differ when it was written in between; a file not there has no
+    mark. Returns the marks and a problem, if any.
+    """
+    if source is None:
+        return {}, f"no {what} configured"
+    if isinstance(source, list):
+        chunks, problem = read_raw(source, what)
+        return {n: hashlib.sha256(b).hexdigest() for n, b in chunks}, problem
+    paths = sorted(glob.glob(str(source))) if glob.has_magic(str(source)) else [str(source)]
+    out = {}
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        out[path] = f"{st.st_size}:{st.st_mtime_ns}"
+    return out, ""

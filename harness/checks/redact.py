@@ -12,8 +12,9 @@ Each check wires the planted calls, the reads of its sources and a pure judge
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
+import grpc
 from google.protobuf.message import DecodeError
 from google.rpc import status_pb2
 
@@ -32,7 +33,7 @@ from harness.outcome import (
     Status,
     filed,
 )
-from harness.plans.canaries import Planted, canaries, planted_calls
+from harness.plans.canaries import Planted, canaries, planted_calls, sink_marks
 from harness.run import Run
 
 Chunks = Sequence[tuple[str, bytes]]
@@ -50,15 +51,48 @@ _KIND_PROBES = (
 )
 
 
+Marks = Mapping[str, Mapping[str, str] | None]
+
+
+def unwritten(before: Marks, after: Marks) -> list[str]:
+    """The sink entries not shown written since ``before``: same marks, or unreadable then.
+
+    Marks are :func:`harness.audit.marks` per ``logs.sinks`` entry (None: unreadable).
+    """
+    return [
+        entry
+        for entry, was in before.items()
+        if was is None or after.get(entry) is None or after.get(entry) == was
+    ]
+
+
+def _marks_now(run: Run) -> dict[str, dict[str, str] | None]:
+    out: dict[str, dict[str, str] | None] = {}
+    for sink in run.config.get("logs.sinks") or []:
+        got, problem = audit.marks(sink, "logs.sinks entry")
+        out[str(sink)] = None if problem else got
+    return out
+
+
 def _settle(run: Run, planted: list[Planted]) -> None:
-    """Wait until the planted calls are audited (logs are written by then), once per run."""
+    """Wait until the canary calls' traces are delivered, once per run.
+
+    With an audit source, until their events are there; then, within
+    ``audit.delivery_timeout_s``, until every log sink was written since the calls went out
+    (polled, never a blind sleep). A sink still not written then is judged as such.
+    """
 
     def compute() -> bool:
+        timeout = float(run.config.get("audit.delivery_timeout_s", 30))
+        deadline = time.monotonic() + timeout
         if run.config.get("audit.source") is not None:
             audit.wait_for(run, [p.result.request_id for p in planted])
-        else:
-            time.sleep(min(float(run.config.get("audit.delivery_timeout_s", 30)), 5.0))
-        time.sleep(0.2)
+        before = sink_marks(run)
+        while before and unwritten(before, _marks_now(run)):
+            if time.monotonic() >= deadline:
+                return True
+            time.sleep(0.25)
+        time.sleep(0.2)  # the calls' last lines may follow their first by a moment
         return True
 
     run.memo("canary-settled", compute)
@@ -98,32 +132,87 @@ def judge_hits(
     ]
 
 
-def judge_sent(planted: Iterable[Planted]) -> list[Observation]:
-    """Each canary call reached the service (filed under its kind: a, b, c).
+#: Answers the service's handler never gave: a throttle or size limit (8), no such method (12).
+_BEFORE_HANDLER = frozenset({grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNIMPLEMENTED})
+_REFUSED = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED})
 
-    A call that never reached it (UNAVAILABLE, DEADLINE_EXCEEDED) planted nothing:
-    INCONCLUSIVE.
+
+def missed(p: Planted) -> str:
+    """Why canary call ``p`` did not reach the path its kind tests ("" when it did).
+
+    (a) valid: the handler, so not a refusal (16, 7), a throttle or a transport failure;
+    (b) invalid: an error from the service's validation, a non-OK answer that is none of
+    those (an OK means the invalid value provoked no error); (c) denied: the refusal (16 or
+    7). Decided by status codes alone, as any stack sends them.
     """
+    code, method = p.result.code, p.probe.method
+    if code in UNREACHED:
+        return f"{p.result.status}: never reached the service"
+    if p.kind == "denied":
+        if code in _REFUSED:
+            return ""
+        return f"{p.result.status}: not refused, the denial path of {method} was not reached"
+    if code in _REFUSED or code in _BEFORE_HANDLER:
+        return f"{p.result.status}: answered before the handler of {method}"
+    if p.kind == "invalid" and code == grpc.StatusCode.OK:
+        return f"{p.result.status}: the invalid request provoked no error in {method}"
+    return ""
+
+
+def judge_sent(planted: Iterable[Planted]) -> list[Observation]:
+    """Each canary call reached the path its kind tests (filed under its kind: a, b, c).
+
+    A call that did not (:func:`missed`: never arrived, refused or throttled before the
+    handler, an invalid request that provoked no error, a denied call not refused) planted
+    nothing where it claims: INCONCLUSIVE. So is a method given canaries with no invalid
+    request (:func:`judge_uncovered`).
+    """
+    planted = list(planted)
     out = []
     for p in planted:
         if p.kind not in KINDS:
             continue
-        reached = p.result.code not in UNREACHED
+        why = missed(p)
         out.append(
             Observation(
                 f"{p.probe.label} ({p.kind})",
-                p.result.status,
+                why or p.result.status,
                 "reached the service",
-                Status.PASS if reached else Status.INCONCLUSIVE,
+                Status.INCONCLUSIVE if why else Status.PASS,
                 None,
                 p.result.request_id,
             ).of(KINDS[p.kind])
         )
-    return out
+    return out + judge_uncovered(planted)
 
 
-def judge_sinks(chunks: Chunks, c: CanarySet) -> list[Observation]:
-    """The log sinks hold no canary; empty sinks are nothing to judge (INCONCLUSIVE)."""
+def judge_uncovered(planted: Sequence[Planted]) -> list[Observation]:
+    """(b) per method given canaries: one with no invalid request is INCONCLUSIVE, named.
+
+    Its error path was not reached; when no method has one, the probe did not run (SKIP).
+    """
+    given = dict.fromkeys(p.probe.method for p in planted if p.kind == "valid")
+    tried = {p.probe.method for p in planted if p.kind == "invalid"}
+    status = Status.INCONCLUSIVE if tried else Status.SKIP
+    return [
+        Observation(
+            f"invalid canary request to {method}",
+            "not made: its error path was not reached",
+            f"a phi.field_paths.dates field of {method}",
+            status,
+        ).of("b")
+        for method in given
+        if method not in tried
+    ]
+
+
+def judge_sinks(chunks: Chunks, c: CanarySet, stale: Collection[str]) -> list[Observation]:
+    """The log sinks hold no canary, and each was written during the run.
+
+    Empty sinks are nothing to judge (INCONCLUSIVE); so is each sink entry in ``stale``
+    (:func:`unwritten`: not written while the canary calls went out), which proves nothing.
+    A hit is a finding wherever it is.
+    """
     size = sum(len(b) for _, b in chunks)
     probe = f"{len(chunks)} log source(s), {size} bytes"
     if not size:
@@ -134,13 +223,30 @@ def judge_sinks(chunks: Chunks, c: CanarySet) -> list[Observation]:
     hits = [h for source, blob in chunks for h in c.scan(blob, source)]
     status = Status.PASS if not hits else Status.FAIL
     summary = Observation(probe, f"{len(hits)} hit(s)", "no canary", status).of("sinks")
-    return [summary, *judge_hits("sinks", hits, Severity.CRITICAL)]
+    return [summary, *judge_hits("sinks", hits, Severity.CRITICAL), *judge_stale(stale, "sinks")]
 
 
-def _sinks(run: Run) -> list[tuple[str, bytes]]:
-    """The bytes of every ``logs.sinks`` entry not in ``logs.allowed_phi_sinks``."""
+def judge_stale(stale: Iterable[str], ref: str) -> list[Observation]:
+    """One INCONCLUSIVE per sink entry the run's calls did not write: it proves nothing."""
+    return [
+        Observation(
+            f"log sink {entry}",
+            "not written while the canary calls went out",
+            "a sink the run wrote to",
+            Status.INCONCLUSIVE,
+        ).of(ref)
+        for entry in stale
+    ]
+
+
+def _sinks(run: Run) -> tuple[list[tuple[str, bytes]], list[str]]:
+    """The bytes of every ``logs.sinks`` entry not in ``logs.allowed_phi_sinks``.
+
+    And the entries among them not written since the canary calls went out.
+    """
     allowed = set(run.config.str_list("logs.allowed_phi_sinks"))
     chunks: list[tuple[str, bytes]] = []
+    searched = []
     for sink in run.config.get("logs.sinks") or []:
         if str(sink) in allowed:
             continue
@@ -148,7 +254,10 @@ def _sinks(run: Run) -> list[tuple[str, bytes]]:
         if problem:
             raise CannotObserve(problem)
         chunks += got
-    return chunks
+        searched.append(str(sink))
+    before = sink_marks(run)
+    stale = unwritten({e: before.get(e) for e in searched}, _marks_now(run))
+    return chunks, stale
 
 
 @check("REDACT-001", probes=(*_KIND_PROBES, Probe("sinks", "every logs.sinks entry searched")))
@@ -157,17 +266,22 @@ def no_phi_in_logs(run: Run) -> Outcome:
 
     Canary values go into every ``phi.field_paths`` field of each ``phi.methods`` entry
     in (a) a valid, (b) an invalid and (c) a refused request. After
-    ``audit.delivery_timeout_s``, every ``logs.sinks`` entry (files, globs, commands) except
+    ``audit.delivery_timeout_s`` (polled: the audit events, then each sink written since the
+    calls went out), every ``logs.sinks`` entry (files, globs, commands) except
     ``logs.allowed_phi_sinks`` is searched in every encoding. A hit is FAIL (critical),
     reported by category, encoding, location and line hash; a weak category (zip, dates)
-    alone on its line is WARN. Empty sinks are nothing to judge (INCONCLUSIVE).
+    alone on its line is WARN. Empty sinks, and a sink the run did not write, are nothing
+    to judge (INCONCLUSIVE); so is a canary call that did not reach the path its kind tests
+    (refused, throttled or lost; an invalid request that provoked no error; a denied call
+    not refused).
     """
     if not run.config.get("logs.sinks"):
         raise NotApplicable("no logs.sinks declared")
     planted, notes = _planted(run)
     _settle(run, planted)
+    chunks, stale = _sinks(run)
     observations = filed("a", notes) + judge_sent(planted)
-    observations += judge_sinks(_sinks(run), canaries(run))
+    observations += judge_sinks(chunks, canaries(run), stale)
     return Outcome.from_observations(
         CATALOGUE["REDACT-001"], observations, passed="no canary in any log sink"
     )
@@ -203,7 +317,10 @@ def judge_audit(
     return [Observation(probe, f"{counted} hit(s)", "no canary", status).of("audit"), *findings]
 
 
-@check("REDACT-002", probes=(Probe("audit", "the audit events searched for every canary"),))
+@check(
+    "REDACT-002",
+    probes=(Probe("audit", "the audit events searched for every canary", needs=("audit.source",)),),
+)
 def no_phi_in_audit(run: Run) -> Outcome:
     """Audit records hold references, not PHI values.
 
@@ -216,13 +333,12 @@ def no_phi_in_audit(run: Run) -> Outcome:
     if source is None:
         raise NotApplicable("no audit.source declared")
     planted, notes = _planted(run)
-    events, problem = audit.wait_for(run, [p.result.request_id for p in planted])
-    chunks, unread = audit.read_raw(source)
-    if problem or unread:
-        raise CannotObserve(problem or unread)
+    polled = audit.poll(run, [p.result.request_id for p in planted])
+    if polled.problem:
+        raise CannotObserve(polled.problem)
     allowed = run.config.str_list("audit.allowed_identifiers")
     observations = filed("audit", notes)
-    observations += judge_audit(planted, events, chunks, canaries(run), allowed)
+    observations += judge_audit(planted, polled.found, polled.chunks, canaries(run), allowed)
     return Outcome.from_observations(
         CATALOGUE["REDACT-002"], observations, passed="audit events hold no canary"
     )
@@ -253,19 +369,19 @@ def surfaces(result: CallResult) -> list[tuple[str, bytes]]:
 def judge_answer(p: Planted, c: CanarySet) -> list[Observation]:
     """One canary call's message, details and metadata: no canary (filed under a, b, c).
 
-    A hit is FAIL (high), critical when a denied call echoes it; a call that never reached
-    the service is INCONCLUSIVE.
+    A hit is FAIL (high), critical when a denied call echoes it. A clean answer passes only
+    when the call reached the path its kind tests (:func:`missed`: the invalid request
+    provoked an error from the service, the denied one was refused); else INCONCLUSIVE.
     """
     ref = KINDS[p.kind]
     probe = f"{p.probe.label} ({p.kind})"
     expected = "no canary in message, details or metadata"
     rid = p.result.request_id
-    if p.result.code in UNREACHED:
-        observed = f"{p.result.status}: never reached the service"
-        return [Observation(probe, observed, expected, Status.INCONCLUSIVE, None, rid).of(ref)]
     hits = [h for where, blob in surfaces(p.result) for h in c.scan(blob, where)]
     if not hits:
-        return [Observation(probe, p.result.status, expected, Status.PASS, None, rid).of(ref)]
+        why = missed(p)
+        status = Status.INCONCLUSIVE if why else Status.PASS
+        return [Observation(probe, why or p.result.status, expected, status, None, rid).of(ref)]
     sev = Severity.CRITICAL if p.kind == "denied" else Severity.HIGH
     return [
         Observation(
@@ -287,11 +403,15 @@ def no_phi_in_errors(run: Run) -> Outcome:
     For every canary call, (a) valid, (b) invalid and (c) refused: the status message, the
     decoded ``grpc-status-details-bin`` (every detail) and all initial and trailing
     metadata are searched for every canary. Field paths may be named, values may not: a
-    hit is FAIL (high), critical when a refused call echoes it.
+    hit is FAIL (high), critical when a refused call echoes it. A clean answer counts only
+    from a call that reached what its kind tests: for each method given canaries, (b) its
+    invalid request must provoke an error from the service (a non-OK answer other than 16,
+    7, 8, 12 or a transport failure) and (c) its denied one a refusal; a method whose
+    invalid request provoked no error, or that has none, is INCONCLUSIVE, named.
     """
     planted, notes = _planted(run)
     c = canaries(run)
-    observations = filed("a", notes)
+    observations = filed("a", notes) + judge_uncovered(planted)
     for p in planted:
         if p.kind in KINDS:
             observations += judge_answer(p, c)
@@ -348,11 +468,28 @@ def secrets_used(run: Run, planted: Iterable[Planted]) -> dict[str, tuple[str, s
     return out
 
 
+def judge_searched(
+    ref: str, what: str, chunks: Chunks, stale: Iterable[str] = ()
+) -> list[Observation]:
+    """What was searched for secrets (probe ``ref``): something, and written during the run.
+
+    An empty source searched nothing, and a log sink the run did not write (``stale``)
+    proves nothing: INCONCLUSIVE.
+    """
+    size = sum(len(b) for _, b in chunks)
+    observed = f"{len(chunks)} source(s), {size} bytes searched"
+    status = Status.PASS if size else Status.INCONCLUSIVE
+    found = Observation(what, observed, "something to search", status).of(ref)
+    return [found, *judge_stale(stale, ref)]
+
+
 @check(
     "REDACT-004",
     probes=(
         Probe("tokens", "every bearer token the run used, whole and its signature segment"),
         Probe("canary", "a canary JWT sent as an invalid credential"),
+        Probe("logs", "every logs.sinks entry searched", needs=("logs.sinks",)),
+        Probe("audit", "the audit source searched", needs=("audit.source",)),
     ),
 )
 def no_secrets_in_logs(run: Run) -> Outcome:
@@ -361,20 +498,28 @@ def no_secrets_in_logs(run: Run) -> Outcome:
     Every ``logs.sinks`` entry and the audit source are searched for every bearer token
     the run used (whole, and its signature segment alone) and for the canary JWT sent as a
     credential (its payload carries the canary nonce). A ``kid``, ``jti`` or token hash may
-    appear; a token may not. A source that cannot be read leaves the search INCONCLUSIVE.
+    appear; a token may not. A source that cannot be read leaves the search INCONCLUSIVE;
+    one not declared was not searched (its probe names the key), and a log sink the run
+    did not write proves nothing.
     """
     source = run.config.get("audit.source")
     if not run.config.get("logs.sinks") and source is None:
         raise NotApplicable("no logs.sinks or audit.source to search")
     planted, _ = planted_calls(run)
     _settle(run, planted)
-    sources = _sinks(run)
+    observations: list[Observation] = []
+    sources: list[tuple[str, bytes]] = []
+    if run.config.get("logs.sinks"):
+        chunks, stale = _sinks(run)
+        observations += judge_searched("logs", "logs.sinks", chunks, stale)
+        sources += chunks
     if source is not None:
         chunks, problem = audit.read_raw(source)
         if problem:
             raise CannotObserve(problem)
+        observations += judge_searched("audit", "audit.source", chunks)
         sources += chunks
-    observations = judge_secrets(secrets_used(run, planted), sources)
+    observations += judge_secrets(secrets_used(run, planted), sources)
     return Outcome.from_observations(
         CATALOGUE["REDACT-004"], observations, passed="no token in any log or audit record"
     )

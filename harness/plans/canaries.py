@@ -4,7 +4,9 @@ The run's canaries (:mod:`harness.canary`) go into the request fields ``phi.fiel
 names, once per run (:func:`planted_calls`): the REDACT controls search logs, audit events
 and errors for them, and MIN-002 reads the records they seeded. A canary field that does
 not take (no such string field in the request) is not planted, and a note says so.
-:func:`wait_alert` watches the audit source for an alert (AUDIT-003, LIMIT-002).
+:func:`sink_marks` notes each log sink as the canary calls go out (REDACT-001 then knows
+which sinks they wrote); :func:`wait_alert` watches the audit source for an alert (AUDIT-003,
+LIMIT-002).
 """
 
 from __future__ import annotations
@@ -175,6 +177,7 @@ def planted_calls(run: Run) -> tuple[list[Planted], list[Observation]]:
         if policy is None:
             return [], [Observation("canary calls", "not sent", "descriptors", Status.SKIP)]
         calls, notes = plan_canary_calls(run, policy)
+        sink_marks(run)  # before the calls: a sink they do not write proves nothing
         results = send(run, [p for _, p in calls])
         planted = [Planted(k, p, r) for (k, _), (p, r) in zip(calls, results, strict=True)]
         return planted, notes
@@ -182,17 +185,49 @@ def planted_calls(run: Run) -> tuple[list[Planted], list[Observation]]:
     return run.memo("canary-calls", compute)
 
 
+def sink_marks(run: Run) -> dict[str, dict[str, str] | None]:
+    """Each ``logs.sinks`` entry's marks (:func:`harness.audit.marks`) before the canary calls.
+
+    Taken once per run, as the canary calls go out; None for an entry that could not be
+    read then.
+    """
+
+    def compute() -> dict[str, dict[str, str] | None]:
+        out: dict[str, dict[str, str] | None] = {}
+        for sink in run.config.get("logs.sinks") or []:
+            got, problem = audit.marks(sink, "logs.sinks entry")
+            out[str(sink)] = None if problem else got
+        return out
+
+    return run.memo("canary-sink-marks", compute)
+
+
 # -- alerts -------------------------------------------------------------------------------
 
+#: What :func:`alert_state` finds: an alert since the time asked, or one of unreadable time.
+SEEN, UNDATED = "seen", "undated"
 
-def alert_seen(
+
+def _holds(node: Any, value: str) -> bool:
+    """Whether ``value`` is ``node`` or any value nested in it (objects and lists)."""
+    if isinstance(node, Mapping):
+        return any(_holds(v, value) for v in node.values())
+    if isinstance(node, list):
+        return any(_holds(v, value) for v in node)
+    return bool(node == value)
+
+
+def alert_state(
     chunks: Iterable[tuple[str, bytes]], alert_type: str, since: dt.datetime, fields: audit.Fields
-) -> bool:
-    """Whether the raw audit text holds an ``alert_type`` event not older than ``since``.
+) -> str:
+    """:data:`SEEN` if the raw audit text holds an ``alert_type`` event not older than ``since``.
 
-    An event is an alert when one of its top-level values is ``alert_type``; one without a
-    readable timestamp counts.
+    An event is an alert when any of its values, at any depth, is ``alert_type``; its time
+    is read through ``audit.field_map`` (a dotted path may reach into it). An alert whose
+    time cannot be read cannot be shown to follow ``since``: :data:`UNDATED` when only such
+    alerts are there, ``""`` when there is none.
     """
+    state = ""
     for _, blob in chunks:
         for line in blob.decode("utf-8", "replace").split("\n"):
             if alert_type not in line:
@@ -201,16 +236,29 @@ def alert_seen(
                 event = json.loads(line)
             except ValueError:
                 continue
-            if not isinstance(event, dict) or alert_type not in event.values():
+            if not isinstance(event, dict) or not _holds(event, alert_type):
                 continue
             stamp = fields.time(event)
-            if stamp is None or stamp.at >= since:
-                return True
-    return False
+            if stamp is None:
+                state = UNDATED
+            elif stamp.at >= since:
+                return SEEN
+    return state
+
+
+def alert_seen(
+    chunks: Iterable[tuple[str, bytes]], alert_type: str, since: dt.datetime, fields: audit.Fields
+) -> bool:
+    """Whether :func:`alert_state` finds an ``alert_type`` event not older than ``since``."""
+    return alert_state(chunks, alert_type, since, fields) == SEEN
 
 
 def wait_alert(run: Run, alert_type: str, since: dt.datetime) -> tuple[bool, str]:
-    """Whether an ``alert_type`` event appears; a problem when the source cannot be read."""
+    """Whether an ``alert_type`` event appears (:func:`alert_state`), and a problem if any.
+
+    The problem says the source cannot be read, or that the only alert found has a time
+    that cannot be read (it cannot be shown to follow ``since``).
+    """
     deadline = time.monotonic() + float(run.config.get("audit.alert_timeout_s", 30))
     source = run.config.get("audit.alert_source") or run.config.get("audit.source")
     fields = audit.Fields.of(run.config)
@@ -218,8 +266,11 @@ def wait_alert(run: Run, alert_type: str, since: dt.datetime) -> tuple[bool, str
         chunks, problem = audit.read_raw(source)
         if problem:
             return False, problem
-        if alert_seen(chunks, alert_type, since, fields):
+        state = alert_state(chunks, alert_type, since, fields)
+        if state == SEEN:
             return True, ""
         if time.monotonic() >= deadline:
+            if state == UNDATED:
+                return False, f"a {alert_type} event whose time cannot be read: not shown to be new"
             return False, ""
         time.sleep(0.1)

@@ -30,7 +30,14 @@ from harness.checks import registered
 from harness.config import Config
 from harness.outcome import Status
 from harness.plans.calls import Call
-from harness.plans.canaries import Callers, alert_seen, field_paths, method_plan
+from harness.plans.canaries import (
+    UNDATED,
+    Callers,
+    alert_seen,
+    alert_state,
+    field_paths,
+    method_plan,
+)
 from harness.tokens import parse
 from tests.checks.recorded import answer, by_ref, settled, statuses
 
@@ -444,6 +451,27 @@ def test_alert_seen_matches_the_alert_value_and_its_time():
     assert not alert_seen(
         [("a", b"auth_failure_burst not json\n")], "auth_failure_burst", since, fields
     )
+
+
+def test_alert_seen_reads_an_alert_nested_in_another_stacks_event():
+    since = dt.datetime.fromtimestamp(NOW, dt.timezone.utc)
+    event = {
+        "meta": {"time": int(NOW * 1000) + 5},
+        "security": {"alerts": [{"kind": "auth_failure_burst", "count": 20}]},
+    }
+    fields = Fields({"timestamp": "meta.time"}, {}, "epoch_ms")
+    chunk = [("a", json.dumps(event).encode() + b"\n")]
+    assert alert_seen(chunk, "auth_failure_burst", since, fields)
+
+
+def test_an_alert_whose_time_cannot_be_read_is_not_fresh():
+    since = dt.datetime.fromtimestamp(NOW, dt.timezone.utc)
+    undated = json.dumps({"alert": "auth_failure_burst", "when": "yesterday-ish"})
+    chunk = [("a", undated.encode() + b"\n")]
+    fields = Fields({"timestamp": "when"})
+    assert not alert_seen(chunk, "auth_failure_burst", since, fields)
+    assert alert_state(chunk, "auth_failure_burst", since, fields) == UNDATED
+    assert alert_state([("a", b"{}\n")], "auth_failure_burst", since, fields) == ""
 
 
 # -- AUDIT-004 ----------------------------------------------------------------------------

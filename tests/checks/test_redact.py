@@ -30,19 +30,17 @@ C = CanarySet.for_seed(11)
 NAME, SSN, ZIP = C.value("given_name"), C.value("ssn"), C.value("zip")
 
 
-def planted(kind: str, result=None, metadata=()) -> Planted:
-    label = {"valid": "canaries in /p.S/Update", "invalid": "invalid canary request"}.get(
-        kind, f"canaries ({kind})"
-    )
-    probe = Call(label, "/p.S/Update", (b"",), None, metadata)
+def planted(kind: str, result=None, metadata=(), method="/p.S/Update") -> Planted:
+    label = {"valid": f"canaries in {method}", "invalid": f"invalid canary request to {method}"}
+    probe = Call(label.get(kind, f"canaries ({kind})"), method, (b"",), None, metadata)
     return Planted(kind, probe, result or answer(grpc.StatusCode.OK))
 
 
-def three(valid=None, invalid=None, denied=None) -> list[Planted]:
+def three(valid=None, invalid=None, denied=None, method="/p.S/Update") -> list[Planted]:
     return [
-        planted("valid", valid or answer(grpc.StatusCode.OK, b"\x0a\x02ok")),
-        planted("invalid", invalid or answer(grpc.StatusCode.INVALID_ARGUMENT)),
-        planted("denied", denied or answer(grpc.StatusCode.PERMISSION_DENIED)),
+        planted("valid", valid or answer(grpc.StatusCode.OK, b"\x0a\x02ok"), method=method),
+        planted("invalid", invalid or answer(grpc.StatusCode.INVALID_ARGUMENT), method=method),
+        planted("denied", denied or answer(grpc.StatusCode.PERMISSION_DENIED), method=method),
     ]
 
 
@@ -64,7 +62,7 @@ CLEAN_LOG = (
 
 
 def test_redact_001_clean_sinks_pass():
-    obs = checks.judge_sent(three()) + checks.judge_sinks([("app.log", CLEAN_LOG)], C)
+    obs = checks.judge_sent(three()) + checks.judge_sinks([("app.log", CLEAN_LOG)], C, ())
     out = settled("REDACT-001", obs)
     assert out.status is Status.PASS
     assert set(by_ref(out)) == {"a", "b", "c", "sinks"}
@@ -80,7 +78,7 @@ def test_redact_001_clean_sinks_pass():
     ],
 )
 def test_redact_001_a_canary_in_any_encoding_fails_critical(line):
-    obs = checks.judge_sinks([("app.log", CLEAN_LOG + line.encode() + b"\n")], C)
+    obs = checks.judge_sinks([("app.log", CLEAN_LOG + line.encode() + b"\n")], C, ())
     out = settled("REDACT-001", checks.judge_sent(three()) + obs)
     assert (out.status, out.severity.value) == (Status.FAIL, "critical")
     assert NAME not in out.render()  # hashes, never the line
@@ -88,29 +86,88 @@ def test_redact_001_a_canary_in_any_encoding_fails_critical(line):
 
 
 def test_redact_001_a_weak_category_alone_on_its_line_warns():
-    obs = checks.judge_sinks([("app.log", CLEAN_LOG + f"zip={ZIP}\n".encode())], C)
+    obs = checks.judge_sinks([("app.log", CLEAN_LOG + f"zip={ZIP}\n".encode())], C, ())
     assert Status.WARN in statuses(obs)
     assert Status.FAIL not in [o.status for o in obs if o.probe == "canary search"]
 
 
 def test_redact_001_empty_sinks_are_nothing_to_judge():
-    obs = checks.judge_sent(three()) + checks.judge_sinks([("app.log", b"")], C)
+    obs = checks.judge_sent(three()) + checks.judge_sinks([("app.log", b"")], C, ())
     assert settled("REDACT-001", obs).status is Status.INCONCLUSIVE
 
 
 def test_redact_001_canary_calls_that_never_arrived_are_inconclusive():
     envoy = answer(grpc.StatusCode.UNAVAILABLE, details="upstream connect error or disconnect")
-    obs = checks.judge_sent(three(valid=envoy)) + checks.judge_sinks([("a", CLEAN_LOG)], C)
+    obs = checks.judge_sent(three(valid=envoy)) + checks.judge_sinks([("a", CLEAN_LOG)], C, ())
     assert by_ref(settled("REDACT-001", obs))["a"] == [Status.INCONCLUSIVE]
     assert settled("REDACT-001", obs).status is Status.INCONCLUSIVE
 
 
 def test_redact_001_without_an_invalid_call_it_is_inconclusive():
     calls = [p for p in three() if p.kind != "invalid"]
-    obs = checks.judge_sent(calls) + checks.judge_sinks([("a", CLEAN_LOG)], C)
+    obs = checks.judge_sent(calls) + checks.judge_sinks([("a", CLEAN_LOG)], C, ())
     out = settled("REDACT-001", obs)
     assert out.status is Status.INCONCLUSIVE
     assert "REDACT-001(b)" in out.summary
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        answer(grpc.StatusCode.UNAUTHENTICATED, details="rpc error: code = Unauthenticated"),
+        answer(grpc.StatusCode.PERMISSION_DENIED, details="RBAC: access denied"),  # Envoy
+        answer(grpc.StatusCode.RESOURCE_EXHAUSTED, details="Too many requests"),
+    ],
+)
+def test_redact_001_a_valid_call_refused_before_the_handler_did_not_reach(refusal):
+    obs = checks.judge_sent(three(valid=refusal)) + checks.judge_sinks([("a", CLEAN_LOG)], C, ())
+    out = settled("REDACT-001", obs)
+    assert by_ref(out)["a"] == [Status.INCONCLUSIVE]
+    assert out.status is Status.INCONCLUSIVE
+
+
+def test_redact_001_a_sink_the_run_did_not_write_proves_nothing():
+    sinks = [("app.log", CLEAN_LOG), ("old.log", CLEAN_LOG)]
+    obs = checks.judge_sent(three()) + checks.judge_sinks(sinks, C, ["old.log"])
+    out = settled("REDACT-001", obs)
+    assert out.status is Status.INCONCLUSIVE
+    assert "old.log" in out.summary
+
+
+def test_redact_001_a_stale_sink_still_fails_on_a_hit():
+    stale = [("old.log", CLEAN_LOG + f"name={NAME}\n".encode())]
+    out = settled(
+        "REDACT-001", checks.judge_sent(three()) + checks.judge_sinks(stale, C, ["old.log"])
+    )
+    assert out.status is Status.FAIL
+
+
+def test_unwritten_sinks_are_those_whose_marks_did_not_change():
+    before = {"app.log": {"app.log": "10:1"}, "old.log": {"old.log": "5:1"}, "cmd": None}
+    after = {"app.log": {"app.log": "42:2"}, "old.log": {"old.log": "5:1"}, "cmd": {"cmd": "x"}}
+    assert checks.unwritten(before, after) == ["old.log", "cmd"]
+    # a glob entry: a new file appearing counts as written
+    glob_before = {"logs/*.log": {"logs/a.log": "1:1"}}
+    glob_after = {"logs/*.log": {"logs/a.log": "1:1", "logs/b.log": "3:4"}}
+    assert checks.unwritten(glob_before, glob_after) == []
+    assert checks.unwritten({"gone": {"gone": "1:1"}}, {"gone": None}) == ["gone"]
+
+
+def test_sink_marks_change_when_a_file_grows_or_appears(tmp_path):
+    from harness.audit import marks
+
+    log = tmp_path / "app.log"
+    log.write_bytes(b"one\n")
+    first, problem = marks(log, "logs.sinks entry")
+    assert problem == ""
+    assert marks(log, "logs.sinks entry")[0] == first
+    with log.open("ab") as f:
+        f.write(b"two\n")
+    assert marks(log, "logs.sinks entry")[0] != first
+    pattern = tmp_path / "*.log"
+    before = marks(pattern, "x")[0]
+    (tmp_path / "b.log").write_bytes(b"")
+    assert set(marks(pattern, "x")[0]) == set(before) | {str(tmp_path / "b.log")}
 
 
 # -- REDACT-002 ---------------------------------------------------------------------------
@@ -231,6 +288,52 @@ def test_redact_003_an_unreached_call_is_inconclusive_not_clean():
     assert by_ref(out)["c"] == [Status.INCONCLUSIVE]
 
 
+@pytest.mark.parametrize(
+    "invalid",
+    [
+        answer(grpc.StatusCode.OK, b"\x0a\x01x"),  # the invalid value was taken
+        answer(grpc.StatusCode.UNAUTHENTICATED, details="authentication required"),
+        answer(grpc.StatusCode.PERMISSION_DENIED, details="RBAC: access denied"),
+        answer(grpc.StatusCode.UNAVAILABLE, details="upstream connect error or disconnect"),
+        answer(grpc.StatusCode.UNIMPLEMENTED, details="unknown method Update"),
+    ],
+)
+def test_redact_003_an_invalid_request_that_provoked_no_error_did_not_reach(invalid):
+    out = judged(three(invalid=invalid))
+    assert out.status is Status.INCONCLUSIVE
+    assert by_ref(out)["b"] == [Status.INCONCLUSIVE]
+    assert "/p.S/Update" in out.summary
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        answer(grpc.StatusCode.INVALID_ARGUMENT, details="invalid argument"),  # grpc-java
+        answer(grpc.StatusCode.FAILED_PRECONDITION, details="rpc error: code = FailedPrecondition"),
+        answer(grpc.StatusCode.INTERNAL, details="Internal Server Error"),  # grpc-js
+    ],
+)
+def test_redact_003_an_error_from_the_handler_reached_its_error_path(error):
+    assert judged(three(invalid=error)).status is Status.PASS
+
+
+def test_redact_003_a_denied_call_that_was_not_refused_did_not_reach():
+    out = judged(three(denied=answer(grpc.StatusCode.OK, b"\x0a\x01x")))
+    assert (out.status, by_ref(out)["c"]) == (Status.INCONCLUSIVE, [Status.INCONCLUSIVE])
+
+
+def test_redact_003_a_method_without_an_invalid_request_is_named():
+    other = [p for p in three(method="/p.S/Create") if p.kind != "invalid"]
+    calls = three() + other
+    obs = checks.judge_uncovered(calls) + [o for p in calls for o in checks.judge_answer(p, C)]
+    out = settled("REDACT-003", obs)
+    assert out.status is Status.INCONCLUSIVE
+    assert "/p.S/Create" in out.summary
+    # with no invalid request at all, the probe did not run and says what it needs
+    alone = settled("REDACT-003", checks.judge_uncovered(other))
+    assert "phi.field_paths.dates" in alone.summary
+
+
 def test_redact_003_surfaces_decode_every_detail():
     detail = error_details_pb2.LocalizedMessage(locale="en-US", message="bad")
     result = answer(
@@ -260,6 +363,8 @@ SECRETS = {"clin's token": ("tokens", TOKEN), "the canary JWT": ("canary", CANAR
 def test_redact_004_logs_with_kid_and_hash_only_pass():
     log = b'{"msg":"auth failed","kid":"k1","jti":"j-1","token_sha256":"ab12"}\n'
     obs = checks.judge_secrets(SECRETS, [("app.log", log), ("audit.jsonl", b"{}\n")])
+    obs += checks.judge_searched("logs", "logs.sinks", [("app.log", log)])
+    obs += checks.judge_searched("audit", "audit.source", [("audit.jsonl", b"{}\n")])
     assert settled("REDACT-004", obs).status is Status.PASS
 
 
@@ -303,6 +408,22 @@ def test_redact_004_the_canary_jwt_is_read_from_the_planted_call():
     assert secrets == {"the canary JWT": ("canary", CANARY_JWT)}
 
 
+def test_redact_004_what_was_searched_is_its_own_probe():
+    obs = checks.judge_secrets(SECRETS, [("app.log", b"line\n")])
+    obs += checks.judge_searched("logs", "logs.sinks", [("app.log", b"line\n")])
+    both = obs + checks.judge_searched("audit", "audit.source", [("audit.jsonl", b"{}\n")])
+    assert settled("REDACT-004", both, unset=()).status is Status.PASS
+    # no audit.source: that probe did not run, and the key that enables it is named
+    out = settled("REDACT-004", obs, unset=("audit.source",))
+    assert out.status is Status.INCONCLUSIVE
+    assert "audit.source" in out.summary
+
+
+def test_redact_004_a_sink_the_run_did_not_write_proves_nothing():
+    obs = checks.judge_searched("logs", "logs.sinks", [("old.log", b"x\n")], ["old.log"])
+    assert statuses(obs) == [Status.PASS, Status.INCONCLUSIVE]
+
+
 # -- declared probes ------------------------------------------------------------------------
 
 
@@ -312,7 +433,7 @@ def test_redact_004_the_canary_jwt_is_read_from_the_planted_call():
         ("REDACT-001", [("a", True), ("b", True), ("c", True), ("sinks", True)]),
         ("REDACT-002", [("audit", True)]),
         ("REDACT-003", [("a", True), ("b", True), ("c", True)]),
-        ("REDACT-004", [("tokens", True), ("canary", True)]),
+        ("REDACT-004", [("tokens", True), ("canary", True), ("logs", True), ("audit", True)]),
     ],
 )
 def test_declared_probes_match_the_catalogue_row(control_id, probes):
@@ -322,3 +443,12 @@ def test_declared_probes_match_the_catalogue_row(control_id, probes):
 def test_the_invalid_probe_needs_a_dates_field():
     b = next(p for p in registered()["REDACT-003"].probes if p.ref == "b")
     assert b.needs == ("phi.field_paths.dates",)
+
+
+def test_probes_that_read_a_source_name_the_key_that_enables_it():
+    probes = {
+        (c, p.ref): p.needs for c in ("REDACT-002", "REDACT-004") for p in registered()[c].probes
+    }
+    assert probes[("REDACT-002", "audit")] == ("audit.source",)
+    assert probes[("REDACT-004", "audit")] == ("audit.source",)
+    assert probes[("REDACT-004", "logs")] == ("logs.sinks",)
