@@ -19,12 +19,16 @@ import base64
 import functools
 import hashlib
 import json
+import math
 import re
 import struct
+import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
 import grpc
 from google.protobuf.descriptor import FieldDescriptor
@@ -33,11 +37,13 @@ from google.protobuf.message import Message
 from harness.channels import CallResult, invoke
 from harness.config import Config
 from harness.descriptors import MethodCatalogue, compile_protos, is_repeated, load_descriptor_set
-from harness.inprocess import InProcess
+from harness.errors import ConfigError
+from harness.h2client import advertised_streams
+from harness.inprocess import Dispatched, InProcess
 from harness.oracles import LEAKS
 from harness.policy import Policy
 from harness.principals import principals_from
-from harness.run import Run
+from harness.run import HEALTH_CHECK, Run
 from harness.tokens import load_issuer_keys, renewer
 
 #: Codes an application may answer a strange request with (FUZZ-001's list, plus
@@ -99,14 +105,322 @@ def shape(details: str) -> str:
     return re.sub(r"0x[0-9a-fA-F]+|\d+", "N", text)
 
 
-#: Pauses before a black-box case that failed as load would make it fail is sent again.
-REPLAY_WAITS_S = (0.2, 1.0)
-_PRESSURE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
+# -- back-pressure, pacing and the replay gate --------------------------------------------
+
+#: In flight at once when the server advertises no SETTINGS_MAX_CONCURRENT_STREAMS (and
+#: never more, whatever it advertises).
+DEFAULT_IN_FLIGHT = 4
+#: Waits between tries of an input the server pushed back on: bounded exponential back-off.
+BACKOFF_S = (0.1, 0.2, 0.4, 0.8, 1.6)
+#: Time the gate may take over one input's tries, replay and control calls (the nightly
+#: command gives libFuzzer a per-input timeout well above it).
+GATE_SECONDS = 20.0
+
+_KINDS = (
+    # Words of grpcio, grpc-go, grpc-js, Java and Envoy. They only name the kind: whether
+    # an answer is back-pressure at all is decided by its code (see pressure()).
+    ("refused", re.compile(r"refused|REFUSED_STREAM|error code:? ?7\b", re.IGNORECASE)),
+    ("goaway", re.compile(r"GOAWAY|go away|draining|ENHANCE_YOUR_CALM|too.many.pings", re.I)),
+    ("closed", re.compile(r"transport is closing|reset|closed|broken pipe|EOF|disconnect", re.I)),
+)
+_SAID = {
+    "refused": "REFUSED_STREAM",
+    "goaway": "GOAWAY",
+    "closed": "a closed connection",
+    "unavailable": "UNAVAILABLE",
+    "throttled": "RESOURCE_EXHAUSTED",
+}
 
 
-def _maybe_pressure(result: CallResult, why: str) -> bool:
-    """Whether back-pressure or load alone could explain this failure."""
-    return why.startswith("took ") or (result.code in _PRESSURE and "canary" not in why)
+def pressure(result: CallResult) -> str:
+    """What kind of back-pressure ``result`` is, or ``""`` for an answer from the service.
+
+    UNAVAILABLE with no response message says the request may never have reached a
+    handler: a stream refused past the server's concurrency (RST_STREAM REFUSED_STREAM),
+    a GOAWAY (NO_ERROR while draining, ENHANCE_YOUR_CALM), a connection reset or closed
+    before the response, or no connection at all. RESOURCE_EXHAUSTED with none is a rate
+    limit, or a limit that this input alone meets (the gate tells them apart by sending it
+    again). The kind returned (``refused``, ``goaway``, ``closed``, ``unavailable``,
+    ``throttled``) only names it; the code decides.
+    """
+    if result.responses:
+        return ""
+    if result.code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return "throttled"
+    if result.code != grpc.StatusCode.UNAVAILABLE:
+        return ""
+    return next((kind for kind, words in _KINDS if words.search(result.details)), "unavailable")
+
+
+@dataclass
+class Pacing:
+    """How fast a fuzzer goes: its in-flight limit, its back-off, and what the gate may spend.
+
+    ``limit`` follows the server's SETTINGS_MAX_CONCURRENT_STREAMS (:meth:`under`);
+    ``in_flight`` starts there, halves on each back-pressure answer and grows by one per
+    input answered without it, never past ``limit`` (additive increase, multiplicative
+    decrease). The gate adds at most ``spare`` calls (tries, replays, control calls), and
+    none past ``deadline`` (``time.monotonic()``). The counters are the run's stats.
+    """
+
+    limit: int = DEFAULT_IN_FLIGHT
+    deadline: float = math.inf
+    spare: int = 1000
+    waits_s: tuple[float, ...] = BACKOFF_S
+    in_flight: int = 0
+    sent: int = 0  # inputs sent
+    pressured: int = 0  # back-pressure answers set aside
+    not_reproduced: int = 0
+    peak: int = 0  # the most inputs ever in flight at once
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        self.limit = max(1, self.limit)
+        self.in_flight = min(self.limit, self.in_flight or self.limit)
+
+    @classmethod
+    def under(cls, advertised: int | None, default: int = DEFAULT_IN_FLIGHT, **kw: Any) -> Pacing:
+        """Pacing for a server advertising ``advertised`` concurrent streams (``None``: none)."""
+        return cls(limit=default if advertised is None else min(default, advertised), **kw)
+
+    def spend(self, until: float, wait: float = 0.0) -> bool:
+        """Take one more gate call, after ``wait`` s, if the budget and ``until`` allow it."""
+        with self._lock:
+            if self.spare <= 0 or time.monotonic() + wait > min(until, self.deadline):
+                return False
+            self.spare -= 1
+            return True
+
+    def count(self, name: str) -> int:
+        """Add one to the counter ``name`` (``sent``, ``not_reproduced``); its new value."""
+        with self._lock:
+            value = int(getattr(self, name)) + 1
+            setattr(self, name, value)
+            return value
+
+    def pushed_back(self) -> None:
+        """A back-pressure answer: halve what goes out at once."""
+        with self._lock:
+            self.pressured += 1
+            self.in_flight = max(1, self.in_flight // 2)
+
+    def eased(self) -> None:
+        """An answer without back-pressure: one more may go out at once."""
+        with self._lock:
+            self.in_flight = min(self.limit, self.in_flight + 1)
+
+    def stats(self) -> str:
+        """The counters in words."""
+        return (
+            f"{self.sent} inputs, at most {self.peak} in flight (limit {self.limit}), "
+            f"{self.pressured} back-pressure answers set aside, "
+            f"{self.not_reproduced} candidates not reproduced"
+        )
+
+
+T = TypeVar("T")
+U = TypeVar("U")
+
+
+#: How long a fuzzer waits for the server's first SETTINGS frame.
+SETTINGS_WAIT_S = 2.0
+
+
+def server_streams(run: Run) -> int | None:
+    """The target's SETTINGS_MAX_CONCURRENT_STREAMS, read once per run.
+
+    From a raw HTTP/2 connection; ``None`` when it advertises none or cannot be read.
+    """
+
+    def read() -> int | None:
+        try:
+            with run.open_h2() as client:
+                return advertised_streams(client, SETTINGS_WAIT_S)
+        except OSError:
+            return None
+
+    return run.memo("fuzz-max-streams", read)
+
+
+def paced(
+    pacing: Pacing, items: Sequence[T], fn: Callable[[T], U], stop: Callable[[U], bool]
+) -> list[U]:
+    """``fn`` over ``items`` in order, ``pacing.in_flight`` at a time, until ``stop(result)``.
+
+    Each window of inputs goes out at once and is waited for whole; the next window is as
+    wide as the pacing then allows. Nothing starts past ``pacing.deadline``.
+    """
+    out: list[U] = []
+    at = 0
+    while at < len(items) and time.monotonic() < pacing.deadline:
+        window = items[at : at + pacing.in_flight]
+        at += len(window)
+        pacing.peak = max(pacing.peak, len(window))
+        if len(window) == 1:
+            got = [fn(window[0])]
+        else:
+            with ThreadPoolExecutor(max_workers=len(window)) as pool:
+                got = list(pool.map(fn, window))
+        out += got
+        if any(stop(g) for g in got):
+            break
+    return out
+
+
+@dataclass(frozen=True)
+class Link:
+    """The calls the gate may make for one input; each returns an answer, none raises."""
+
+    send: Callable[[], CallResult]  # the input, on the usual connection
+    alone: Callable[[], CallResult]  # the input alone, on a new connection
+    control: Callable[[bool], CallResult]  # a valid control call; True: on a new connection
+    gone: Callable[[], str]  # why the target accepts no connection any more, or ""
+    what: str = "inputs"  # what the inputs are, in a finding's words
+
+
+@dataclass(frozen=True)
+class Settled:
+    """One input through the gate (:func:`settle`).
+
+    Attributes:
+        result: The answer to judge the input by; the last back-pressure answer when
+            ``answered`` is False.
+        answered: False when back-pressure lasted, or a candidate could not be replayed:
+            nothing to judge, no finding, and not an input that reached a handler.
+        finding: What the gate established itself: the service went down, or stopped
+            accepting streams.
+        set_aside: Back-pressure answers that were tried again.
+        notes: What happened on the way (a candidate not reproduced...), for the stats.
+    """
+
+    result: CallResult
+    answered: bool = True
+    finding: str = ""
+    set_aside: tuple[CallResult, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+def settle(
+    link: Link,
+    suspect: Callable[[CallResult], str],
+    pacing: Pacing,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Settled:
+    """Send one input through back-pressure and the replay gate.
+
+    Back-pressure (:func:`pressure`) is waited out with the pacing's back-off, the input
+    sent again each time; it never counts as a finding or as an answer. When it outlasts
+    the back-off, the input goes out alone on a new connection, and a valid control call
+    tells the rest apart: the usual connection wedged while a new one is served, or the
+    service refusing every stream, is a denial of service; a service that stopped
+    accepting connections went down; the input alone meeting it again on a new
+    connection, while the control call is served, is its answer. An answer ``suspect``
+    flags (a candidate crash, leak or hang) counts only when the service is down after it
+    (reproduced by definition) or it shows again when the input is replayed alone on a
+    new connection; otherwise the replay's answer is the input's, with a note.
+    """
+    return _Gate(link, suspect, pacing, sleep).run()
+
+
+class _Gate:
+    """One input's way through :func:`settle`."""
+
+    def __init__(
+        self,
+        link: Link,
+        suspect: Callable[[CallResult], str],
+        pacing: Pacing,
+        sleep: Callable[[float], None],
+    ) -> None:
+        self.link, self.suspect, self.pacing, self.sleep = link, suspect, pacing, sleep
+        self.until = time.monotonic() + GATE_SECONDS
+        self.aside: list[CallResult] = []
+        self.n = 0
+
+    def run(self) -> Settled:
+        self.n = self.pacing.count("sent")
+        result = self._tried(self.link.send)
+        kind = pressure(result)
+        if kind:
+            return self._lasting(result, kind)
+        self.pacing.eased()
+        return self._judged(result)
+
+    def _done(self, result: CallResult, **kw: Any) -> Settled:
+        return Settled(result, set_aside=tuple(self.aside), **kw)
+
+    def _tried(self, send: Callable[[], CallResult]) -> CallResult:
+        """``send()``, tried again after each back-off wait while it meets back-pressure."""
+        result = send()
+        for wait in self.pacing.waits_s:
+            if not pressure(result) or not self.pacing.spend(self.until, wait):
+                break
+            self.aside.append(result)
+            self.pacing.pushed_back()
+            self.sleep(wait)
+            result = send()
+        return result
+
+    def _judged(self, result: CallResult) -> Settled:
+        """An answer: the input's, unless it is a candidate that does not reproduce."""
+        why = self.suspect(result)
+        if not why:
+            return self._done(result)
+        gone = self.link.gone()
+        if gone:  # the service died on it: reproduced by definition
+            return self._done(result, finding=f"{why}; the service is down after it ({gone})")
+        if not self.pacing.spend(self.until):
+            note = f"not confirmed (no budget left to replay it): {why}"
+            return self._done(result, answered=False, notes=(note,))
+        again = self._tried(self.link.alone)
+        if pressure(again):
+            self.aside.append(again)
+            note = f"not confirmed: {why}; its replay met back-pressure ({again.summary()})"
+            return self._done(result, answered=False, notes=(note,))
+        if self.suspect(again):
+            return self._done(result)
+        self.pacing.count("not_reproduced")
+        note = f"not reproduced: {why}; alone on a new connection: {again.summary()}"
+        return self._done(again, notes=(note,))
+
+    def _lasting(self, result: CallResult, kind: str) -> Settled:
+        """Back-pressure outlasted the back-off: is it the input, the connection, the service?"""
+        if not self.pacing.spend(self.until):
+            note = f"{_SAID[kind]} to the end of the back-off"
+            return self._done(result, answered=False, notes=(note,))
+        self.aside.append(result)
+        fresh = self.link.alone()
+        if not pressure(fresh):
+            wedged = self.link.control(False)
+            if pressure(wedged) not in ("", "throttled"):
+                return self._done(result, finding=self._stops(kind, wedged, everywhere=False))
+            return self._judged(fresh)  # the usual connection was only busy
+        gone = self.link.gone()
+        if gone:
+            return self._done(
+                result, finding=f"the service went down after {self.n} {self.link.what} ({gone})"
+            )
+        control = self.link.control(True)
+        if not pressure(control):
+            return self._done(fresh)  # only this input meets it, even alone: its answer
+        if "throttled" in (kind, pressure(control)):
+            note = "RESOURCE_EXHAUSTED to the end, for a valid control call too"
+            return self._done(result, answered=False, notes=(note,))
+        return self._done(result, finding=self._stops(kind, control, everywhere=True))
+
+    def _stops(self, kind: str, control: CallResult, *, everywhere: bool) -> str:
+        where = (
+            "even a valid control call on a new connection is refused"
+            if everywhere
+            else "a valid control call on that connection is refused too, while a new "
+            "connection is served"
+        )
+        scope = "" if everywhere else " on one connection"
+        return (
+            f"the service stops accepting streams after {self.n} {self.link.what}{scope}: "
+            f"{_SAID[kind]} persists after back-off, and {where} ({control.summary()}); "
+            "a denial of service"
+        )
 
 
 @dataclass(frozen=True)
@@ -182,6 +496,7 @@ class Surface:
     credentials: dict[str, Callable[[], tuple[tuple[str, str], ...]]]  # fresh on each call
     secrets: tuple[str, ...] = ()
     slow_ms: float = 3000.0
+    corpus: tuple[Case, ...] = ()  # the seeds of fuzz.seed_corpus (load_seeds)
 
     def metadata(self, caller: str) -> tuple[tuple[str, str], ...]:
         """The metadata a caller sends."""
@@ -215,9 +530,17 @@ class Surface:
         callers = [*case.method.callers, NO_CREDENTIALS, GARBAGE_TOKEN]
         return bytes([m, callers.index(case.caller), 0]) + case.payload
 
-    def seeds(self) -> list[bytes]:
-        """One valid input per method and allowed caller."""
-        return [self.encode(Case(m, c, m.seed)) for m in self.methods for c in m.callers]
+    def seeds(self, *, valid: bool = True) -> list[bytes]:
+        """Engine inputs to start from.
+
+        One valid input per method and allowed caller (if ``valid``), then the seed corpus's.
+        """
+        made = [Case(m, c, m.seed) for m in self.methods for c in m.callers] if valid else []
+        return [self.encode(c) for c in made + [c for c in self.corpus if c.method in self.methods]]
+
+    def seeded(self, m: FuzzMethod) -> list[bytes]:
+        """The seed corpus's requests for ``m``."""
+        return [c.payload for c in self.corpus if c.method == m]
 
 
 def structured(cls: type[Message], body: bytes) -> Message:
@@ -406,56 +729,151 @@ def _surface(run: Run | None, config: Config | None, secrets: Sequence[str]) -> 
     if not chosen:
         return "no method to fuzz (all are public, or writes without mutations allowed)"
     budget_ms = float(config.get("fuzz.latency_budget_ms", 1000))
-    return surface_of(policy.catalogue, chosen, credentials, secrets=secrets, slow_ms=3 * budget_ms)
+    surface = surface_of(
+        policy.catalogue, chosen, credentials, secrets=secrets, slow_ms=3 * budget_ms
+    )
+    corpus = config.path("fuzz.seed_corpus")
+    if corpus is not None:
+        source = config.sources[-1] if config.sources else "config"
+        surface.corpus = tuple(load_seeds(corpus, surface, source))
+    return surface
+
+
+#: A seed corpus is read up to this many inputs, each of at most this many bytes.
+MAX_SEEDS, MAX_SEED_BYTES = 2000, 1 << 20
+
+
+def load_seeds(directory: Path, surface: Surface, source: str = "config") -> list[Case]:
+    """The seed inputs in ``directory`` (``fuzz.seed_corpus``), as cases of ``surface``.
+
+    Two layouts, which may be mixed:
+
+    * a subdirectory named for a method (``GetPatient``, or with its service,
+      ``pkg.v1.Service.GetPatient``) holds that method's requests, one serialised
+      protobuf message per file; they go out as the method's first allowed caller;
+    * a file at the top is an engine input, as ``hipaa-grpc fuzz --corpus`` keeps them
+      (see :meth:`Surface.decode`), so last night's corpus can seed the next run.
+
+    Hidden files, files over :data:`MAX_SEED_BYTES` and subdirectories that name no
+    fuzzed method are passed over; at most :data:`MAX_SEEDS` inputs, in name order.
+
+    Raises:
+        ConfigError: the directory, or a file in it, cannot be read.
+    """
+    names: dict[str, FuzzMethod] = {}
+    for m in surface.methods:
+        full = m.path.strip("/").replace("/", ".")
+        names.setdefault(full, m)
+        names.setdefault(full.rsplit(".", 1)[-1], m)
+    out: list[Case] = []
+    for entry in _listed(directory, source):
+        if len(out) >= MAX_SEEDS:
+            break
+        if entry.is_dir() and entry.name in names:
+            m = names[entry.name]
+            caller = m.callers[0] if m.callers else NO_CREDENTIALS
+            for f in _listed(entry, source)[: MAX_SEEDS - len(out)]:
+                data = _seed_bytes(f, source)
+                if data is not None:
+                    out.append(Case(m, caller, data))
+        elif entry.is_file():
+            data = _seed_bytes(entry, source)
+            if data is not None:
+                out.append(surface.decode(data))
+    return out
+
+
+def _listed(directory: Path, source: str) -> list[Path]:
+    try:
+        return sorted(p for p in directory.iterdir() if not p.name.startswith("."))
+    except OSError as exc:
+        raise ConfigError(
+            source, "fuzz.seed_corpus", f"cannot read {directory}: {exc.strerror or exc}"
+        ) from None
+
+
+def _seed_bytes(path: Path, source: str) -> bytes | None:
+    if not path.is_file():
+        return None
+    try:
+        if path.stat().st_size > MAX_SEED_BYTES:
+            return None
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(
+            source, "fuzz.seed_corpus", f"cannot read {path}: {exc.strerror or exc}"
+        ) from None
 
 
 class Executor(Protocol):
     """Runs a case and judges it."""
 
+    notes: list[str]  # candidates not reproduced and the like, for the run's stats
+    unanswered: str  # why the last case got no answer to judge (back-pressure), or ""
+
     def check(self, case: Case) -> Finding | None:
         """Judge one case; ``None`` when it passes."""
+
+    def stats(self) -> str:
+        """The run's counters in words (``""`` when there are none)."""
+
+
+def _never_gone() -> str:
+    return ""
 
 
 @dataclass
 class Remote:
-    """Black-box: one gRPC call per case, bytes passed through unserialized."""
+    """Black-box: one gRPC call per case, bytes passed through unserialized.
+
+    ``new_channel`` opens a connection of its own for a replay (the usual channel's when
+    ``None``), ``gone`` says why the target accepts no connection any more, ``liveness``
+    is the valid control call; ``pacing`` is the run's (see :func:`settle`).
+    """
 
     surface: Surface
     channel: grpc.Channel
     request_id_key: str = "x-request-id"
+    pacing: Pacing = field(default_factory=Pacing)
+    liveness: str = HEALTH_CHECK
+    new_channel: Callable[[], grpc.Channel] | None = None
+    gone: Callable[[], str] = _never_gone
+    notes: list[str] = field(default_factory=list)
+    unanswered: str = ""
 
     def check(self, case: Case) -> Finding | None:
-        """Run ``case`` and judge it; ``None`` when it passes.
+        """Run ``case`` through back-pressure and the replay gate (:func:`settle`); judge it.
 
-        A failure that back-pressure or load can cause (UNAVAILABLE: REFUSED_STREAM past
-        the server's concurrency, a GOAWAY, a dropped connection; RESOURCE_EXHAUSTED; a
-        slow answer) counts only when it shows again: the case is sent again after a pause
-        (REPLAY_WAITS_S), and any answer that passes means the first was not a defect.
-        Anything else (a crash, a leak in the message) is a finding the first time.
+        Back-pressure is never a finding; a candidate counts only when it reproduces alone
+        on a new connection, or the service is down after it; a wedged connection (the
+        service stops accepting streams on it) is a finding, and the fuzzer goes on over
+        a new one.
         """
-        why, result = self._judged(case)
-        for wait in REPLAY_WAITS_S:
-            if not why or not _maybe_pressure(result, why):
-                break
-            time.sleep(wait)
-            why, result = self._judged(case)
+        link = Link(
+            send=lambda: self._call(case, self.channel),
+            alone=lambda: self._fresh(lambda ch: self._call(case, ch)),
+            control=self._control,
+            gone=self.gone,
+        )
+        settled = settle(link, self._suspect, self.pacing)
+        self.notes += settled.notes
+        self.unanswered = "" if settled.answered else settled.result.summary()
+        why = settled.finding or (self._suspect(settled.result) if settled.answered else "")
+        if settled.finding and self.new_channel is not None:
+            self.channel = self.new_channel()  # the wedged one is left to the run to close
         if not why:
             return None
+        result = settled.result
         return Finding(
             case.method.path, case.caller, result.code.name, result.details, why, case.payload
         )
 
-    def _judged(self, case: Case) -> tuple[str, CallResult]:
-        result = invoke(
-            self.channel,
-            case.method.path,
-            [case.payload],
-            metadata=self.surface.metadata(case.caller),
-            request_id_key=self.request_id_key,
-            timeout=self.surface.slow_ms / 1000 + 1,
-            max_responses=1,
-        )
-        why = judge(
+    def stats(self) -> str:
+        """The pacing's counters."""
+        return self.pacing.stats()
+
+    def _suspect(self, result: CallResult) -> str:
+        return judge(
             result.code,
             result.details,
             elapsed_ms=result.elapsed_s * 1000,
@@ -463,20 +881,68 @@ class Remote:
             secrets=self.surface.secrets,
             streaming=bool(result.responses),
         )
-        return why, result
+
+    def _call(self, case: Case, channel: grpc.Channel) -> CallResult:
+        return invoke(
+            channel,
+            case.method.path,
+            [case.payload],
+            metadata=self.surface.metadata(case.caller),
+            request_id_key=self.request_id_key,
+            timeout=self.surface.slow_ms / 1000 + 1,
+            max_responses=1,
+        )
+
+    def _control(self, fresh: bool) -> CallResult:
+        def health(channel: grpc.Channel) -> CallResult:
+            return invoke(
+                channel, self.liveness, [b""], request_id_key=self.request_id_key, timeout=5
+            )
+
+        return self._fresh(health) if fresh else health(self.channel)
+
+    def _fresh(self, call: Callable[[grpc.Channel], CallResult]) -> CallResult:
+        if self.new_channel is None:
+            return call(self.channel)
+        channel = self.new_channel()
+        try:
+            return call(channel)
+        finally:
+            channel.close()
 
 
 @dataclass
 class Local:
-    """White-box: the case dispatched in-process; escaped exceptions and bypasses fail."""
+    """White-box: the case dispatched in-process; escaped exceptions and bypasses fail.
+
+    A failing case is dispatched once more before it counts: one that passes then (a
+    slow answer under load) is noted as not reproduced.
+    """
 
     surface: Surface
     service: InProcess
     public: frozenset[str] = frozenset()
     modules: set[str] = field(default_factory=set)  # the service's own code
+    notes: list[str] = field(default_factory=list)
+    unanswered: str = ""  # in-process, every case is answered
+    not_reproduced: int = 0
 
     def check(self, case: Case) -> Finding | None:
-        """Run ``case`` and judge it; ``None`` when it passes."""
+        """Run ``case`` and judge it; ``None`` when it passes or does not reproduce."""
+        why, out = self._run(case)
+        if why and not self._run(case)[0]:
+            self.not_reproduced += 1
+            self.notes.append(f"not reproduced: {case.method.path} as {case.caller}: {why}")
+            return None
+        if not why:
+            return None
+        return Finding(case.method.path, case.caller, out.code.name, out.details, why, case.payload)
+
+    def stats(self) -> str:
+        """How many failing cases did not fail again."""
+        return f"{self.not_reproduced} candidates not reproduced"
+
+    def _run(self, case: Case) -> tuple[str, Dispatched]:
         start = time.monotonic()
         out = self.service.call(
             case.method.path,
@@ -499,9 +965,7 @@ class Local:
                 slow_ms=self.surface.slow_ms,
                 secrets=self.surface.secrets,
             )
-        if not why:
-            return None
-        return Finding(case.method.path, case.caller, out.code.name, out.details, why, case.payload)
+        return why, out
 
 
 @dataclass

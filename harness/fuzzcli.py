@@ -72,6 +72,7 @@ def resolve(target: str | None, config: Path | None, mode: str) -> Where:
         UsageError: no config for an external target, or a config that does not exist.
         TargetError: a bundled target fails to start.
     """
+    from harness.config import load_config
     from harness.spawn import spawn
     from harness.target import parse_target
 
@@ -87,6 +88,7 @@ def resolve(target: str | None, config: Path | None, mode: str) -> Where:
         raise UsageError("--config is required (the harness config for the target)")
     if not config.is_file():
         raise UsageError(f"--config: file not found: {config}")
+    load_config(config)  # a wrong key or value (a seed corpus that is not there) is one line
     if mode == "blackbox" and not target:
         raise UsageError("--target is required for black-box fuzzing")
     return Where(target, config)
@@ -106,8 +108,12 @@ def replay(
 ) -> Finding | None:
     """Send a reproducer again; the finding it still causes, or ``None`` if fixed.
 
+    It goes through the same back-pressure handling and replay gate as the fuzzing: fixed
+    means answered and passing, never merely unanswered.
+
     Raises:
         UsageError: the file is not a reproducer or names a method the target lacks.
+        HarnessError: the target only pushed back: the reproducer got no answer to judge.
     """
     try:
         old = Finding.from_json(json.loads(path.read_text()))
@@ -118,7 +124,10 @@ def replay(
         method = surface.method(old.method)
     except StopIteration:
         raise UsageError(f"{path}: {old.method} is not among the fuzzed methods") from None
-    return executor.check(Case(method, old.caller, old.payload))
+    found = executor.check(Case(method, old.caller, old.payload))
+    if found is None and executor.unanswered:
+        raise HarnessError(f"no answer to judge, only back-pressure: {executor.unanswered}")
+    return found
 
 
 def prune(corpus: Path, limit: int = MAX_CORPUS) -> tuple[int, int]:
@@ -151,12 +160,15 @@ class _Progress:
 
     _STATS = re.compile(r"^#(\d+)\s+\w+.*?corp: (\d+)/.*?exec/s: (\d+)")
     _OURS = re.compile(r"^\[hipaa-fuzz\]\s+\d+ s\s+([\d,]+) execs \(([\d,]+)/s\)")
+    _PACE = re.compile(r"\(([^()]*candidates not reproduced)\)\s*$")
 
     def __init__(self, log: Path) -> None:
         self.execs = 0
         self.corpus = 0
         self.rate = 0
         self.findings: list[str] = []
+        self.notes = 0  # candidates that did not reproduce (never findings)
+        self.pace = ""  # the fuzzer's last word on its pacing and gate
         self.tail: list[str] = []
         self._log = log.open("w")
 
@@ -172,6 +184,10 @@ class _Progress:
                 self.execs, self.rate = max(self.execs, execs), rate
             elif ours:
                 self.execs, self.rate = (int(g.replace(",", "")) for g in ours.groups())
+                pace = self._PACE.search(line)
+                self.pace = pace.group(1) if pace else self.pace
+            elif line.startswith("[hipaa-fuzz] note:"):
+                self.notes += 1
             elif line.startswith("[hipaa-fuzz] finding"):
                 self.findings.append(line)
                 print("\r" + line.removeprefix("[hipaa-fuzz] "), file=sys.stderr, flush=True)
@@ -231,7 +247,7 @@ def _fuzzer_command(
         f"harness.fuzzers.{mode}",
         f"-max_total_time={max(1, round(budget_s))}",
         f"-seed={seed}",
-        "-timeout=30",
+        "-timeout=60",  # above the gate's GATE_SECONDS for one input's tries and replay
         "-print_final_stats=1",
         *extra,
         str(corpus),
@@ -276,9 +292,12 @@ def _conclude(
     print(
         f"hipaa-grpc fuzz: {why} after {time.monotonic() - started:.0f} s: "
         f"{progress.execs:,} inputs, corpus {progress.corpus}, {found} new finding(s), "
-        f"{len(still)} known finding(s) still failing; reproducers in {crashes}",
+        f"{len(still)} known finding(s) still failing, {progress.notes} candidate(s) not "
+        f"reproduced (not findings; see {crashes / 'last-run.log'}); reproducers in {crashes}",
         file=sys.stderr,
     )
+    if progress.pace:
+        print(f"hipaa-grpc fuzz: pacing: {progress.pace}", file=sys.stderr)
     return EXIT_FINDINGS if found or still else EXIT_OK
 
 

@@ -347,6 +347,17 @@ def _text(value: str | bytes) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
+def advertised_streams(client: H2Client, wait_s: float) -> int | None:
+    """The server's SETTINGS_MAX_CONCURRENT_STREAMS, or ``None`` when it advertises none.
+
+    Read from the server's first SETTINGS frame (waiting at most ``wait_s`` for it; a
+    server that sends none within that time advertises nothing).
+    """
+    client.pump(wait_s, lambda: client.server_settings is not None)
+    settings = client.server_settings or {}
+    return settings.get(h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS)
+
+
 def grpc_problem(client: H2Client, path: str, timeout: float, max_message: int) -> str:
     """Why the server behind ``client`` is not a conforming gRPC server, or ``""``.
 

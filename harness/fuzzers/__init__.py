@@ -25,7 +25,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from harness.engine import Executor, Finding, Findings, Surface, dumps, surface_from
+from harness.engine import (
+    Executor,
+    Finding,
+    Findings,
+    Pacing,
+    Surface,
+    dumps,
+    server_streams,
+    surface_from,
+)
 from harness.errors import HarnessError
 from harness.wire import varint
 
@@ -85,6 +94,9 @@ class Driver:
         self.execs += 1
         case = self.surface.decode(data)
         found = self.executor.check(case)
+        for note in self.executor.notes:  # not findings: candidates that did not reproduce
+            print(f"[hipaa-fuzz] note: {note[:300]}", file=sys.stderr, flush=True)
+        self.executor.notes.clear()
         if found is not None:
             found = dataclasses.replace(found, data=data)
             new = self.findings.add(found)
@@ -98,7 +110,7 @@ class Driver:
         rate = self.execs / max(now - self.started, 1e-9)
         print(
             f"[hipaa-fuzz] {now - self.started:6.0f} s  {self.execs:,} execs ({rate:,.0f}/s)  "
-            f"findings {len(self.findings.known)}",
+            f"findings {len(self.findings.known)}  ({self.executor.stats()})",
             file=sys.stderr,
             flush=True,
         )
@@ -189,17 +201,22 @@ def _shared_dictionary(words: list[bytes]) -> Path:
 
 
 def _seed_dir(surface: Surface, argv: list[str]) -> None:
-    """Write one valid input per method into the first corpus directory if it is empty."""
+    """Seed the first corpus directory.
+
+    One valid input per method when it is empty, and every input of ``fuzz.seed_corpus``
+    it lacks (named by content hash, as :func:`harness.fuzzcli.prune` names them).
+    """
+    import hashlib
+
     dirs = [a for a in argv[1:] if not a.startswith("-")]
     if not dirs:
         return
     corpus = Path(dirs[0])
     corpus.mkdir(parents=True, exist_ok=True)
-    if not any(corpus.iterdir()):
-        import hashlib
-
-        for data in surface.seeds():
-            (corpus / hashlib.sha1(data).hexdigest()).write_bytes(data)
+    for data in surface.seeds(valid=not any(corpus.iterdir())):
+        path = corpus / hashlib.sha1(data).hexdigest()
+        if not path.exists():
+            path.write_bytes(data)
 
 
 def blackbox(config_path: str, target: str, *, instrument: bool) -> tuple[Surface, Executor]:
@@ -229,7 +246,12 @@ def blackbox(config_path: str, target: str, *, instrument: bool) -> tuple[Surfac
         # Coverage here is the harness's own: the oracle's branches tell status codes apart.
         engine.judge = atheris.instrument_func(engine.judge)
     key = str(run_.config.get("audit.request_id_key", "x-request-id"))
-    return surface, Remote(surface, run_.channel(), key)
+    # One input at a time, so never more in flight than the server allows, unless it
+    # advertises none at all (then the gate's back-off is what paces it).
+    pacing = Pacing.under(server_streams(run_), default=1)
+    remote = Remote(surface, run_.channel(), key, pacing, run_.liveness)
+    remote.new_channel, remote.gone = run_.new_channel, run_.target.gone
+    return surface, remote
 
 
 def only_methods(surface: Surface) -> Surface:

@@ -34,11 +34,29 @@ from typing import Any
 from harness.catalogue import CATALOGUE, Severity
 from harness.channels import CallResult
 from harness.checks import check, warmup
-from harness.engine import Finding, FuzzMethod, Surface, surface_from
+from harness.engine import (
+    Finding,
+    FuzzMethod,
+    Pacing,
+    Settled,
+    Surface,
+    paced,
+    pressure,
+    settle,
+    surface_from,
+)
 from harness.oracles import PERMISSION_DENIED, UNAUTHENTICATED, judge_health
 from harness.outcome import NotApplicable, Observation, Outcome, Probe, Status
 from harness.plans.calls import policy_or_skip
-from harness.plans.fuzzcases import MethodRun, fuzz_calls, generated_inputs, verdict
+from harness.plans.fuzzcases import (
+    MethodRun,
+    breaks,
+    fuzz_calls,
+    generated_inputs,
+    input_link,
+    pacing_for,
+    verdict,
+)
 from harness.run import Run
 from harness.wire import BOMB_DEPTHS, MUTATIONS, mutate, nesting_bomb
 
@@ -131,14 +149,14 @@ def judge_inputs(r: MethodRun, budget_ms: float) -> Observation:
         return Observation(
             probe, why + example, wanted, Status.FAIL, Severity.HIGH, call.request_id
         )
-    unreached = _unreached(r.results)
+    unreached = _unreached(r)
     if unreached:
-        return Observation(probe, unreached, "an input that reaches a handler", Status.INCONCLUSIVE)
+        return Observation(probe, unreached, "inputs that reach a handler", Status.INCONCLUSIVE)
     p99 = _p99(r.results)
     ok = p99 <= budget_ms
     return Observation(
         probe,
-        f"{len(r.results)} inputs: {_codes(r.results)}; p99 {p99:.0f} ms",
+        f"{len(r.results)} inputs: {_codes(r.results)}; p99 {p99:.0f} ms{_aside(r)}",
         f"only OK or application codes; p99 <= {budget_ms:.0f} ms",
         Status.PASS if ok else Status.FAIL,
         Severity.MEDIUM,
@@ -157,15 +175,47 @@ def _failure(r: MethodRun, slow_ms: float) -> tuple[str, CallResult] | None:
     return None
 
 
-def _unreached(results: Sequence[CallResult]) -> str:
-    """Why no input reached a handler (none sent, or every one refused), or ``""``."""
-    if not results:
+def _reached(call: CallResult) -> bool:
+    """Whether a handler answered the input.
+
+    Not a refusal by authentication or authorisation, and not back-pressure
+    (:func:`harness.engine.pressure`: refused streams, GOAWAY, closed connections, rate
+    limits).
+    """
+    return call.code not in REFUSALS and not pressure(call)
+
+
+def _unreached(r: MethodRun) -> str:
+    """Why too few inputs reached a handler, or ``""``.
+
+    None sent, every one refused or pushed back, or more inputs that got nothing but
+    back-pressure than inputs a handler answered.
+    """
+    if not r.results and not r.unanswered:
         return "no input was sent (the run's time budget was spent)"
-    if all(c.code in REFUSALS for c in results):
+    reached = sum(1 for c in r.results if _reached(c))
+    pushed = f"; {len(r.unanswered)} got only back-pressure" if r.unanswered else ""
+    if not reached:
         return (
-            f"{len(results)} inputs, every one refused ({_codes(results)}): none reached a handler"
+            f"{len(r.results)} inputs answered, every one refused or pushed back "
+            f"({_codes(r.results) or 'none'}){pushed}: none reached a handler"
         )
+    if len(r.unanswered) > reached:
+        return f"only {reached} inputs reached a handler{pushed}{_aside(r)}"
     return ""
+
+
+def _aside(r: MethodRun) -> str:
+    """What the gate kept out of the verdict: back-pressure, unanswered inputs, notes."""
+    parts = []
+    if r.set_aside:
+        kinds = sorted({pressure(c) for c in r.set_aside})
+        parts.append(f"{len(r.set_aside)} back-pressure answers tried again ({', '.join(kinds)})")
+    if r.unanswered:
+        parts.append(f"{len(r.unanswered)} inputs never answered (not judged)")
+    if r.notes:
+        parts.append(f"{len(r.notes)} note(s), not findings: {r.notes[0][:200]}")
+    return "".join(f"; {p}" for p in parts)
 
 
 def _codes(results: Sequence[CallResult]) -> str:
@@ -208,10 +258,14 @@ def wire_mutation(run: Run) -> Outcome:
     if isinstance(surface, str):
         raise NotApplicable(surface)
     count = int(run.config.get("fuzz.examples_per_method", 200))
+    plans = {
+        m.path: mutants(m, count, run.options.seed, surface.seeded(m)) for m in surface.methods
+    }
+    pacing = pacing_for(run, sum(len(p) for p in plans.values()))
     observations = []
     for m in surface.methods:
         if m.callers:
-            sent = _send_mutants(run, surface, m, mutants(m, count, run.options.seed))
+            sent = _send_mutants(run, surface, m, plans[m.path], pacing)
             observations += judge_mutants(sent, surface.slow_ms)
     whitebox = _whitebox(run)
     if not observations and not whitebox:
@@ -229,15 +283,27 @@ class Mutant:
     payload: bytes
 
 
-def mutants(m: FuzzMethod, examples: int, run_seed: int) -> list[Mutant]:
-    """FUZZ-002's black-box plan for ``m``: each mutation in turn, then the nesting bombs."""
+def mutants(
+    m: FuzzMethod, examples: int, run_seed: int, seeds: Sequence[bytes] = ()
+) -> list[Mutant]:
+    """FUZZ-002's black-box plan for ``m``: each mutation in turn, then the nesting bombs.
+
+    The mutations damage the method's valid request and, in turn with it, the requests
+    of the seed corpus (``seeds``).
+    """
     count = max(len(MUTATIONS), examples // 2)
     kinds = sorted(MUTATIONS)
+    bases = [m.seed, *seeds]
     desc: Any = m.cls.DESCRIPTOR
     out = [
         Mutant(
             kinds[i % len(kinds)],
-            mutate(m.seed, kinds[i % len(kinds)], random.Random(run_seed * 7919 + i), desc),
+            mutate(
+                bases[i // len(kinds) % len(bases)],
+                kinds[i % len(kinds)],
+                random.Random(run_seed * 7919 + i),
+                desc,
+            ),
         )
         for i in range(count)
     ]
@@ -247,26 +313,34 @@ def mutants(m: FuzzMethod, examples: int, run_seed: int) -> list[Mutant]:
     return out
 
 
-def _send_mutants(run: Run, surface: Surface, m: FuzzMethod, plan: list[Mutant]) -> MethodRun:
-    """Send ``plan`` until its first oracle failure; then, if none, the liveness call."""
+def _send_mutants(
+    run: Run, surface: Surface, m: FuzzMethod, plan: list[Mutant], pacing: Pacing
+) -> MethodRun:
+    """Send ``plan`` until its first oracle failure; then, if none, the liveness call.
+
+    Windows as wide as the pacing allows, each mutant through the gate
+    (:func:`harness.engine.settle`): back-pressure is tried again, never judged; a failure
+    counts only when it reproduces alone on a new connection.
+    """
     out = MethodRun(m.path)
-    for i, mutant in enumerate(plan):
+    slow_ms = surface.slow_ms
+
+    def one(item: tuple[int, Mutant]) -> Settled:
+        i, mutant = item
         caller = run.principal(m.callers[i % len(m.callers)])
-        result = run.call(
-            m.path,
-            [mutant.payload],
-            principal=caller,
-            timeout=surface.slow_ms / 1000 + 1,
-            max_responses=1,
-        )
-        out.results.append(result)
-        why = verdict(result, surface.slow_ms)
-        if why:
-            out.violation, out.failed = why, result
+        link = input_link(run, m.path, mutant.payload, caller, slow_ms, "malformed inputs")
+        return settle(link, lambda r: verdict(r, slow_ms), pacing)
+
+    items = list(enumerate(plan))
+    done = paced(pacing, items, one, lambda s: breaks(s, slow_ms))
+    for (_, mutant), settled in zip(items, done, strict=False):
+        why = out.record(settled, slow_ms)
+        if why and not out.violation:
+            out.violation, out.failed = why, settled.result
             out.example = f"{mutant.kind} mutant ({len(mutant.payload)} bytes, "
             out.example += f"{mutant.payload[:24].hex()}...)"
-            return out
-    out.healthy = run.call(run.liveness, [b""], timeout=5)
+    if not out.violation:
+        out.healthy = run.call(run.liveness, [b""], timeout=5)
     return out
 
 
@@ -285,12 +359,12 @@ def judge_mutants(r: MethodRun, slow_ms: float) -> list[Observation]:
             )
         else:
             out.append(Observation(probe, observed, wanted, Status.INCONCLUSIVE))
-    elif unreached := _unreached(r.results):
+    elif unreached := _unreached(r):
         out.append(
-            Observation(probe, unreached, "a mutant that reaches the service", Status.INCONCLUSIVE)
+            Observation(probe, unreached, "mutants that reach the service", Status.INCONCLUSIVE)
         )
     else:
-        summary = f"{len(r.results)} mutants: {_codes(r.results)}"
+        summary = f"{len(r.results)} mutants: {_codes(r.results)}{_aside(r)}"
         out.append(Observation(probe, summary, wanted, Status.PASS))
     if r.healthy is not None:
         out.append(judge_health(f"health after the mutants of {r.path}", r.healthy))
