@@ -206,10 +206,8 @@ REFERENCE = BundledTarget(
         ),
         Defect(
             "no-audit-on-deny",
-            "refused calls leave no audit event; AUDIT-003 then has no event whose actor it "
-            "could judge",
-            ("AUDIT-001",),
-            blinds=("AUDIT-003",),
+            "refused calls leave no audit event (a denied access is an auditable event)",
+            ("AUDIT-001", "AUDIT-003"),
         ),
         Defect(
             "audit-missing-fields",

@@ -32,7 +32,15 @@ from harness.catalogue import CATALOGUE, Severity
 from harness.channels import CallResult
 from harness.checks import check
 from harness.oracles import UNREACHED, refused
-from harness.outcome import CannotObserve, NotApplicable, Observation, Outcome, Probe, Status
+from harness.outcome import (
+    CannotObserve,
+    NotApplicable,
+    Observation,
+    Outcome,
+    Probe,
+    Status,
+    filed,
+)
 from harness.plans.calls import Call, bearer, policy_or_skip, send, template_text
 from harness.plans.canaries import fill, planted_calls, wait_alert
 from harness.plans.tokens import Base, authn_basic_calls, authz_matrix_calls, bases
@@ -74,14 +82,26 @@ def phi_calls(journal: Iterable[CallResult], phi_methods: Iterable[str]) -> list
     return [r for r in journal if r.method in phi and r.code not in _CLIENT_SIDE]
 
 
+def planned_calls(run: Run) -> list[CallResult]:
+    """The calls AUDIT-001 reconciles: the canary calls, AUTHN-001's and AUTHZ-001's.
+
+    Each set is made once per run (memoised), whichever control asks first, so the set
+    judged is the same whatever else ran before it or was deselected: never the whole
+    journal, which holds what other controls happened to send.
+    """
+    planted, _ = planted_calls(run)
+    out = [p.result for p in planted]
+    for made in (authn_basic_calls(run), authz_matrix_calls(run)):
+        if not isinstance(made, str):
+            out += [r for _, r in made]
+    return out
+
+
 def _reconciled(run: Run) -> Reconciled:
-    """Every call the run made to a PHI method (canary, AUTHN-001, AUTHZ-001) and its events."""
+    """The planned calls (:func:`planned_calls`) to a PHI method, and their events."""
 
     def compute() -> Reconciled:
-        planted_calls(run)
-        authn_basic_calls(run)
-        authz_matrix_calls(run)
-        calls = phi_calls(run.calls(), run.config.str_list("audit.phi_methods"))
+        calls = phi_calls(planned_calls(run), run.config.str_list("audit.phi_methods"))
         events, problem = audit.wait_for(run, [c.request_id for c in calls])
         return Reconciled(calls, events, problem)
 
@@ -175,10 +195,11 @@ def judge_reconciliation(
 def every_access_audited(run: Run) -> Outcome:
     """Every ePHI access attempt produces one correlated audit event.
 
-    Every call the run made to an ``audit.phi_methods`` entry (the canary calls, AUTHN-001
-    and AUTHZ-001 included: allowed, denied and unauthenticated) carries a fresh request ID
-    in ``audit.request_id_key``. The audit source is polled until
-    ``audit.delivery_timeout_s``: each call needs at least one event with its request ID
+    The harness's own calls to ``audit.phi_methods`` entries (the canary calls, AUTHN-001's
+    and AUTHZ-001's: allowed, denied and unauthenticated; the same set whatever else ran or
+    was deselected) carry a fresh request ID in ``audit.request_id_key``. The audit source
+    is polled until ``audit.delivery_timeout_s``: each call needs at least one event with
+    its request ID
     and at most ``audit.max_events_per_call``. A missing event is FAIL (high), duplicates
     FAIL (low); an unreadable source is INCONCLUSIVE. Probes: allowed reads, allowed writes
     (with mutations) and denied calls, each judged on the calls of its kind.
@@ -447,26 +468,31 @@ def event_content(run: Run) -> Outcome:
 def judge_refusals(
     calls: Sequence[CallResult], events: Events, fields: Fields
 ) -> list[Observation]:
-    """Refused calls' events record the refusal (UNAUTHENTICATED or PERMISSION_DENIED).
+    """Every refused call audited as a refusal (UNAUTHENTICATED or PERMISSION_DENIED).
 
-    A refused call with no event is AUDIT-001's finding, not judged here; no refused call
-    at all makes no observation.
+    A denied access is an auditable event: a refused call with no event FAILs, as does one
+    whose event names another outcome. No refused call at all makes no observation.
     """
     refusals = [c for c in calls if c.code in REFUSED]
     if not refusals:
         return []
-    seen = [c for c in refusals if events.get(c.request_id)]
-    wrong = [c for c in seen if fields.outcome(events[c.request_id][0]) not in REFUSED]
-    return [
-        Observation(
-            f"{len(refusals)} refused calls, {len(seen)} with an event",
-            f"{len(wrong)} event(s) with another outcome",
-            "outcome UNAUTHENTICATED or PERMISSION_DENIED",
-            Status.FAIL if wrong else Status.PASS,
-            Severity.MEDIUM,
-            wrong[0].request_id if wrong else None,
-        ).of("refusals")
+    missing = [c for c in refusals if not events.get(c.request_id)]
+    wrong = [
+        c
+        for c in refusals
+        if events.get(c.request_id) and fields.outcome(events[c.request_id][0]) not in REFUSED
     ]
+    probe = f"{len(refusals)} refused calls, {len(refusals) - len(missing)} with an event"
+    expected = "an event with outcome UNAUTHENTICATED or PERMISSION_DENIED"
+    out = [
+        Observation(probe, observed, expected, Status.FAIL, Severity.MEDIUM, bad[0].request_id)
+        for observed, bad in (
+            (f"{len(missing)} refused call(s) with no audit event", missing),
+            (f"{len(wrong)} event(s) with another outcome", wrong),
+        )
+        if bad
+    ]
+    return filed("refusals", out or [Observation(probe, "all audited", expected, Status.PASS)])
 
 
 def forged_token(token: Parsed, sub: str) -> str:
@@ -555,11 +581,12 @@ def failures_audited_and_alerted(run: Run) -> Outcome:
     """Failed authentication and authorization audited; bursts raise a signal.
 
     Every refused call of AUDIT-001's set has an event with outcome UNAUTHENTICATED or
-    PERMISSION_DENIED. Then ``audit.failure_burst`` (20) tokens with a broken signature and
-    the same forged ``sub`` go out within seconds: no event may name that forged ``sub``
-    as the actor, and an ``audit.alert_type`` event must appear within
-    ``audit.alert_timeout_s`` (an alert already raised for this source in the last 60 s
-    counts), unless the burst was throttled (RESOURCE_EXHAUSTED).
+    PERMISSION_DENIED (a refusal with no event fails: a denied access is auditable). Then
+    ``audit.failure_burst`` (20) tokens with a broken signature and the same forged ``sub``
+    go out within seconds: no event may name that forged ``sub`` as the actor, and an
+    ``audit.alert_type`` event must appear within ``audit.alert_timeout_s`` (an alert
+    already raised for this source in the last 60 s counts), unless the burst was throttled
+    (RESOURCE_EXHAUSTED).
     """
     found = _matched(run)
     observations = judge_refusals(found.calls, found.events, Fields.of(run.config))

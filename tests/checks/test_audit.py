@@ -250,6 +250,43 @@ def test_audit_001_unreached_calls_owe_no_event_and_leave_it_inconclusive():
     assert out.status is Status.INCONCLUSIVE
 
 
+class Recorded:
+    """A run that has already made its calls: its journal, its memo, its config."""
+
+    def __init__(self, config: dict[str, Any], journal: list[Any]) -> None:
+        self.config = Config(config)
+        self.journal = journal
+        self.memos: dict[str, Any] = {}
+
+    def calls(self):
+        return list(self.journal)
+
+    def memo(self, key, compute):
+        if key not in self.memos:
+            self.memos[key] = compute()
+        return self.memos[key]
+
+
+def test_audit_001_judges_its_own_calls_not_the_whole_journal(tmp_path, monkeypatch):
+    """Its verdict no longer depends on what other controls sent before it (order, -k)."""
+    read, denied = call(OK), call(DENIED)
+    unauth = call(UNAUTH, principal=None)
+    other = call(OK)  # a call another control made (a LIMIT-002 burst, a fuzz input)
+    log = tmp_path / "audit.jsonl"
+    log.write_text("".join(json.dumps(ref_event(c)) + "\n" for c in (read, denied, unauth)))
+    monkeypatch.setattr(checks, "planted_calls", lambda run: ([], []))
+    monkeypatch.setattr(checks, "authn_basic_calls", lambda run: [(None, unauth)])
+    monkeypatch.setattr(checks, "authz_matrix_calls", lambda run: [(None, read), (None, denied)])
+    config = {"audit": {"source": str(log), "phi_methods": [read.method]}}
+    config["audit"]["delivery_timeout_s"] = 0
+    for journal in ([read, denied, unauth], [other, read, denied, unauth, other]):
+        run: Any = Recorded(config, journal)
+        found = checks._matched(run)
+        assert found.calls == [unauth, read, denied]
+        obs = checks.judge_reconciliation(found.calls, found.events, 1)
+        assert settled("AUDIT-001", obs).status is Status.PASS
+
+
 # -- AUDIT-002 ----------------------------------------------------------------------------
 
 
@@ -367,6 +404,20 @@ def test_audit_003_a_refusal_logged_as_success_fails():
     d = call(DENIED)
     obs = checks.judge_refusals([d], {d.request_id: [ref_event(d, outcome="OK")]}, REFERENCE)
     assert (obs[0].status, obs[0].request_id) == (Status.FAIL, d.request_id)
+
+
+def test_audit_003_a_refused_call_with_no_event_fails():
+    """A denied access is an auditable event: no event for it is not a pass."""
+    d, u = call(DENIED), call(UNAUTH, principal=None)
+    obs = checks.judge_refusals([d, u], {d.request_id: [ref_event(d)]}, REFERENCE)
+    out = settled("AUDIT-003", obs)
+    assert by_ref(out)["refusals"] == [Status.FAIL]
+    assert (obs[0].request_id, obs[0].severity.value) == (u.request_id, "medium")
+    assert out.status is Status.FAIL
+    # none audited at all (no-audit-on-deny): a finding, not an actor left to judge
+    nothing = checks.judge_refusals([d, u], {}, OTHER)
+    assert statuses(nothing) == [Status.FAIL]
+    assert "2 refused call(s) with no audit event" in nothing[0].observed
 
 
 def test_audit_003_no_refused_call_is_nothing_to_judge():
