@@ -1,13 +1,20 @@
 """Mutual TLS controls: MTLS-001 and MTLS-002.
 
-Each negative probe is a handshake with a particular client certificate (or none) plus one
-call to each ``mtls.s2s_methods`` entry carrying a valid bearer token for that method, so
-the certificate is the only thing wrong (:func:`plan_s2s`). A refusal is a failed
-handshake or a connection closed before any response (TLS 1.3 servers reject a
-certificate after the handshake "succeeds"): both reach the client as UNAVAILABLE with no
-message, whatever the stack's words for it; or UNAUTHENTICATED. Any response message, OK or
-PERMISSION_DENIED shows the certificate (or its absence) was accepted; DEADLINE_EXCEEDED
-observes nothing (:func:`judge_refused`).
+Each negative case (no certificate, a forged one, a fixture) is seen two ways. First a raw
+handshake with that certificate (:func:`harness.handshake.see_client_cert`): refused by an
+alert or a close during or right after it (TLS 1.3 servers reject a certificate after the
+client's handshake is done), accepted (the server sent HTTP/2 data), or nothing seen (a
+timeout, a connect error). Then one call to each ``mtls.s2s_methods`` entry over a channel
+with the same certificate, carrying a valid bearer token for that method, so the certificate
+is the only thing wrong (:func:`plan_s2s`): it shows whether the call reaches the service.
+
+A refusal is evidence, never an inference: the handshake refused and the call unreached, or
+UNAUTHENTICATED from the service, or an edge's HTTP 400/495/496 with no ``grpc-status`` on the
+accepted connection (nginx with ``ssl_verify_client on``). Any response message, OK or
+PERMISSION_DENIED shows the certificate (or its absence) was accepted, as does any other
+answer once the handshake was accepted. UNAVAILABLE or DEADLINE_EXCEEDED without a refused
+handshake, or a handshake that timed out or never connected, observe nothing: INCONCLUSIVE
+(:func:`judge_refused`).
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from harness.channels import CallResult
 from harness.checks import check
 from harness.config import Config
 from harness.errors import HarnessError
+from harness.handshake import HandshakeSeen, Seen, see_client_cert
 from harness.oracles import UNREACHED
 from harness.outcome import NotApplicable, Observation, Outcome, Probe, Status, filed
 from harness.plans.tls import CLEARTEXT, is_tls, scan_error, tls_facts
@@ -35,7 +43,14 @@ from harness.principals import Principal
 from harness.run import Run
 from harness.tls import TlsFacts
 
-_REFUSED = "the handshake fails or the connection closes before any response, or UNAUTHENTICATED"
+_REFUSED = (
+    "refused at the handshake (an alert or a close) and no response, or UNAUTHENTICATED, "
+    "or an edge's HTTP 400/495/496 with no grpc-status"
+)
+#: Codes a gRPC client gives an HTTP error page with no grpc-status (400: INTERNAL, 495 and
+#: 496: UNKNOWN), so an edge's refusal; only the HTTP answer itself can say it was one.
+_EDGE_PAGE = frozenset({grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN})
+_LET_IN = frozenset({grpc.StatusCode.OK, grpc.StatusCode.PERMISSION_DENIED})
 _REACHES = "reaches the service"
 
 
@@ -98,31 +113,59 @@ def plan_s2s(
 # -- judges ----------------------------------------------------------------------------------
 
 
-def judge_refused(label: str, call: S2sCall, result: CallResult) -> Observation:
+def judge_refused(
+    label: str, call: S2sCall, seen: HandshakeSeen, result: CallResult
+) -> Observation:
     """A call over a channel whose client certificate is absent or invalid must be refused.
 
-    Data, OK or PERMISSION_DENIED (the certificate accepted as an identity) FAIL, as does
-    any other code the application chose (the request reached it). UNAUTHENTICATED, or
-    UNAVAILABLE with no message (the handshake failed or the connection closed before any
-    response), PASS. DEADLINE_EXCEEDED observed nothing: INCONCLUSIVE.
+    ``seen`` is the raw handshake with the same certificate. Data, OK or PERMISSION_DENIED
+    (the certificate accepted as an identity) FAIL. UNAUTHENTICATED (the service refused)
+    PASSes; so does a call that never came back (UNAVAILABLE, DEADLINE_EXCEEDED) when the
+    handshake was refused by an alert or a close, or an INTERNAL/UNKNOWN call when the
+    accepted connection's HTTP/2 request got an edge's 400/495/496 with no grpc-status.
+    A call that never came back without that evidence (a handshake that timed out, never
+    connected, or was accepted) is INCONCLUSIVE, never a refusal; INTERNAL/UNKNOWN is too
+    unless a gRPC server answered on the accepted connection. Any other code is the service
+    answering: FAIL.
     """
+    status = _refusal(seen, result)
+    observed = f"raw handshake: {seen.describe()}; the call: {result.summary()}"
     probe = f"{label} -> {call.label}"
-    observed = result.summary()
-    rid = result.request_id
-    if result.responses or result.code in (grpc.StatusCode.OK, grpc.StatusCode.PERMISSION_DENIED):
-        return Observation(probe, observed, _REFUSED, Status.FAIL, None, rid)
-    if result.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNAUTHENTICATED):
-        return Observation(probe, observed, _REFUSED, Status.PASS, None, rid)
+    return Observation(probe, observed, _REFUSED, status, None, result.request_id)
+
+
+def _refusal(seen: HandshakeSeen, result: CallResult) -> Status:
+    if result.responses or result.code in _LET_IN:
+        return Status.FAIL
+    if result.code is grpc.StatusCode.UNAUTHENTICATED:
+        return Status.PASS
+    edge = seen.answer
+    if seen.refused and result.code in UNREACHED:
+        return Status.PASS
+    if edge is not None and edge.refused_by_edge and result.code in _EDGE_PAGE | UNREACHED:
+        return Status.PASS
     if result.code in UNREACHED:
-        return Observation(probe, observed, _REFUSED, Status.INCONCLUSIVE, None, rid)
-    return Observation(probe, observed, _REFUSED, Status.FAIL, None, rid)
+        return Status.INCONCLUSIVE
+    if result.code in _EDGE_PAGE and not (edge is not None and edge.served_grpc):
+        return Status.INCONCLUSIVE
+    return Status.FAIL
 
 
-def judge_handshake_only(label: str, connected: bool) -> Observation:
-    """Without ``mtls.s2s_methods``: a channel with a bad certificate must not connect."""
+def judge_handshake_only(label: str, seen: HandshakeSeen) -> Observation:
+    """Without ``mtls.s2s_methods``: the handshake with a bad certificate must be refused.
+
+    An alert or a close PASSes, as does an edge's HTTP 400/495/496 with no grpc-status on
+    the accepted connection; any other accepted connection FAILs; a timeout or a connect
+    error observed nothing (INCONCLUSIVE).
+    """
     probe = f"{label} (no mtls.s2s_methods: handshake only)"
-    observed = "connected" if connected else "no connection"
-    return Observation(probe, observed, _REFUSED, Status.FAIL if connected else Status.PASS)
+    if seen.refused or (seen.answer is not None and seen.answer.refused_by_edge):
+        status = Status.PASS
+    elif seen.seen is Seen.ACCEPTED:
+        status = Status.FAIL
+    else:
+        status = Status.INCONCLUSIVE
+    return Observation(probe, f"raw handshake: {seen.describe()}", _REFUSED, status)
 
 
 def judge_requirement(facts: TlsFacts) -> Observation:
@@ -169,18 +212,20 @@ def judge_channel(problem: str) -> Observation:
 def _probe_with(
     run: Run, label: str, cert_pem: bytes | None, key_pem: bytes | None
 ) -> list[Observation]:
-    """Handshake with this certificate (``None``: none) and call every s2s method."""
+    """Handshake with this certificate (``None``: none), then call every s2s method."""
+    seen = _see(run, cert_pem, key_pem)
+    calls = _calls(run)
+    if not calls:
+        return [judge_handshake_only(label, seen)]
     endpoint = replace(run.endpoint, client_cert_pem=cert_pem, client_key_pem=key_pem)
     channel = run.new_channel(endpoint, with_client_cert=cert_pem is not None)
     timeout = run.options.connect_timeout_s
     try:
-        calls = _calls(run)
-        if not calls:
-            return [judge_handshake_only(label, _connects(channel, timeout))]
         return [
             judge_refused(
                 label,
                 c,
+                seen,
                 run.call(
                     c.method, (c.request,), principal=c.principal, channel=channel, timeout=timeout
                 ),
@@ -191,12 +236,19 @@ def _probe_with(
         channel.close()
 
 
-def _connects(channel: grpc.Channel, timeout: float) -> bool:
-    try:
-        grpc.channel_ready_future(channel).result(timeout=timeout)
-    except grpc.FutureTimeoutError:
-        return False
-    return True
+def _see(run: Run, cert_pem: bytes | None, key_pem: bytes | None) -> HandshakeSeen:
+    """The raw handshake with this certificate: SNI ``tls.server_name`` (else the host)."""
+    assert run.spec.host is not None
+    assert run.spec.port is not None
+    return see_client_cert(
+        run.spec.host,
+        run.spec.port,
+        server_name=run.endpoint.server_name or run.spec.host,
+        cert_pem=cert_pem,
+        key_pem=key_pem,
+        timeout=run.options.connect_timeout_s,
+        path=run.liveness,
+    )
 
 
 def _with_client_cert(run: Run) -> list[Observation]:
@@ -227,9 +279,11 @@ def client_cert_required(run: Run) -> Outcome:
 
     (a) The client-authentication requirement from sslyze's probe without a certificate
     (a server that drops the connection there, but completes the handshake with the
-    configured certificate, counts as REQUIRED). (b) A handshake without a client
+    configured certificate, counts as REQUIRED). (b) A raw handshake without a client
     certificate, then one call to each ``mtls.s2s_methods`` entry with a valid token: no
-    application response may come back. (c) The same calls with ``mtls.client_cert`` must
+    application response may come back, and the refusal is seen (an alert or a close at
+    the handshake, UNAUTHENTICATED, or an edge's HTTP 400/495/496), never inferred from a
+    timeout or an UNAVAILABLE alone. (c) The same calls with ``mtls.client_cert`` must
     reach the service (without s2s methods: the run's channel, which carries the
     certificate, opens and answers). OPTIONAL passes only if every call in (b) is still
     refused. Needs ``mtls.required``, a TLS port and ``mtls.client_cert``/``client_key``.
@@ -278,8 +332,9 @@ def invalid_client_certs(run: Run) -> Outcome:
     valid token: (1) a self-signed certificate copying the real client certificate's
     subject and SAN; (2) a certificate from a harness-made rogue CA with the same issuer
     name; (3) ``mtls.fixtures.expired``; (4) ``mtls.fixtures.wrong_eku`` (serverAuth only);
-    (5) ``mtls.fixtures.revoked``. Every variant must be refused (failed handshake, closed
-    connection, or UNAUTHENTICATED); OK, data or PERMISSION_DENIED fail. Variants 3-5 SKIP
+    (5) ``mtls.fixtures.revoked``. Every variant must be refused, as (b) of MTLS-001 sees
+    it (an alert or a close at the handshake, UNAUTHENTICATED, or an edge's HTTP
+    400/495/496 with no grpc-status); OK, data or PERMISSION_DENIED fail. Variants 3-5 SKIP
     without their fixture.
     """
     _applies(run)
