@@ -43,7 +43,7 @@ from harness.outcome import (
 )
 from harness.plans.calls import Call, bearer, policy_or_skip, send, template_text
 from harness.plans.canaries import fill, planted_calls, wait_alert
-from harness.plans.tokens import Base, authn_basic_calls, authz_matrix_calls, bases
+from harness.plans.tokens import Base, authn_basic_calls, authz_matrix_calls, bases, run_nonce
 from harness.policy import Policy
 from harness.run import Run
 from harness.tokens import Parsed, parse, tamper, with_signature
@@ -348,13 +348,19 @@ def _truths(run: Run, found: Reconciled) -> list[tuple[Truth, dict[str, Any]]]:
     ]
 
 
-#: A value that breaks naive log writers: a forged JSON event after a newline, CR LF,
-#: U+2028, an escape sequence, and 4 KiB.
-INJECTION = 'inj\n{"outcome":"OK","forged":1}\r\n\u2028\x1b[2J' + "A" * 4096
+def injection(marker: str) -> str:
+    """A value that breaks naive log writers, ``marker`` between every piece it could split.
+
+    A newline with a forged JSON event after it, CR LF, U+2028, an escape sequence and 4
+    KiB (catalogue AUDIT-002): a line that is not JSON and carries ``marker`` is a piece of
+    a record this value split, or a record written with its control characters raw.
+    """
+    forged = '{"outcome":"OK","forged":1}'
+    return f"{marker}\n{forged}\r\n{marker}\u2028{marker}\x1b[2J{'A' * 4096}{marker}"
 
 
-def plan_injection(run: Run, policy: Policy) -> tuple[list[Call], list[Observation]]:
-    """One call per ``audit.logged_fields`` entry carrying :data:`INJECTION` in that field."""
+def plan_injection(run: Run, policy: Policy, marker: str) -> tuple[list[Call], list[Observation]]:
+    """One call per ``audit.logged_fields`` entry carrying :func:`injection` in that field."""
     calls, notes = [], []
     for entry in run.config.str_list("audit.logged_fields"):
         method = next(
@@ -366,7 +372,8 @@ def plan_injection(run: Run, policy: Policy) -> tuple[list[Call], list[Observati
             )
             continue
         cls = policy.catalogue.message_class(policy.catalogue.method(method).input_type)
-        data, missed = fill(cls, template_text(run, method), {entry[len(method) + 1 :]: INJECTION})
+        value = {entry[len(method) + 1 :]: injection(marker)}
+        data, missed = fill(cls, template_text(run, method), value)
         if missed:
             notes.append(
                 Observation(f"injection into {entry}", "not sent", "a string field", Status.SKIP)
@@ -378,23 +385,57 @@ def plan_injection(run: Run, policy: Policy) -> tuple[list[Call], list[Observati
     return calls, notes
 
 
+@dataclass(frozen=True)
+class Written:
+    """The lines the audit source gained while an injection call went out, sorted."""
+
+    forged: int  # JSON events with a ``forged`` key
+    split: int  # lines that are not JSON and carry the marker: the value broke a record
+    other: int  # lines that are not JSON, not the value's: noted, not judged
+
+    @classmethod
+    def of(cls, chunks: Iterable[tuple[str, bytes]], marker: str) -> Written:
+        """Sort the lines of ``chunks`` (what was appended to the source)."""
+        forged = split = other = 0
+        for _, blob in chunks:
+            for line in blob.decode("utf-8", "replace").split("\n"):
+                if not line.strip():
+                    continue
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    event = None
+                if isinstance(event, dict):
+                    forged += "forged" in event
+                elif marker in line:
+                    split += 1
+                else:
+                    other += 1
+        return cls(forged, split, other)
+
+
 def judge_injection(
-    call: Call, result: CallResult, matched: Sequence[Mapping[str, Any]], log: audit.Events
+    call: Call, result: CallResult, matched: Sequence[Mapping[str, Any]], written: Written
 ) -> Observation:
-    """Exactly one event for the call, none with a ``forged`` key, every line valid JSON."""
-    forged = [e for e in log.events if "forged" in e]
+    """Exactly one event for the call; no forged event and no split record in what it wrote.
+
+    Only lines the injected value made count (:class:`Written`): another non-JSON line in
+    the source is noted, never a finding.
+    """
     n = len(matched)
     observed = (
-        f"{n} event(s) for the call, {len(forged)} forged event(s), "
-        f"{log.unparsed} unparseable line(s)"
+        f"{n} event(s) for the call, {written.forged} forged event(s), "
+        f"{written.split} line(s) split from a record by the value"
     )
+    if written.other:
+        observed += f" ({written.other} other non-JSON line(s), not the value's: not judged)"
     if result.code in UNREACHED:
         status = Status.INCONCLUSIVE
         observed = f"{result.status}: the value never reached the service"
     else:
-        ok = n == 1 and not forged and log.unparsed == 0
+        ok = n == 1 and not written.forged and not written.split
         status = Status.PASS if ok else Status.FAIL
-    expected = "exactly 1 event, none forged, every line valid JSON"
+    expected = "exactly 1 event, none forged, the value escaped inside its record"
     obs = Observation(call.label, observed, expected, status, Severity.HIGH, result.request_id)
     return obs.of("injection")
 
@@ -403,20 +444,23 @@ def _injection(run: Run) -> list[Observation]:
     policy = Policy.of(run)
     if policy is None:
         return []
-    calls, notes = plan_injection(run, policy)
+    marker = f"hipaa-inj-{run_nonce(run)}"
+    calls, notes = plan_injection(run, policy, marker)
     out = [n.of("injection") for n in notes]
     for call in calls:
+        before, problem = audit.read_raw(run.config.get("audit.source"))
         _, result = send(run, [call])[0]
-        found, problem = audit.wait_for(run, [result.request_id])
-        if problem:
+        polled = audit.poll(run, [result.request_id])
+        if problem or polled.problem:
+            observed = problem or polled.problem
             out.append(
-                Observation(call.label, problem, "readable events", Status.INCONCLUSIVE).of(
+                Observation(call.label, observed, "readable events", Status.INCONCLUSIVE).of(
                     "injection"
                 )
             )
             continue
-        log = audit.read(run)
-        out.append(judge_injection(call, result, found.get(result.request_id, []), log))
+        written = Written.of(audit.appended(before, polled.chunks), marker)
+        out.append(judge_injection(call, result, polled.found[result.request_id], written))
     return out
 
 
@@ -449,8 +493,11 @@ def event_content(run: Run) -> Outcome:
     case, numbers, or ``audit.outcome_map``), ``request_id`` the value sent, ``timestamp``
     RFC 3339 with a zone or an epoch number (``audit.timestamp_format``), ``source``
     present. Injection probe on ``audit.logged_fields``: a value carrying a newline with a
-    forged JSON event, CR LF, U+2028, an escape sequence and 4 KiB must yield exactly one
-    event, no event with a ``forged`` key, and no unparseable line.
+    forged JSON event, CR LF, U+2028, an escape sequence and 4 KiB (a run marker between
+    its pieces) must yield exactly one event, and of the lines the source gained meanwhile
+    none may be an event with a ``forged`` key or a line that is not JSON and carries the
+    marker (a record the value split, or its control characters written raw). Other
+    non-JSON lines in the source are noted, not judged.
     """
     found = _matched(run)
     fields = Fields.of(run.config)

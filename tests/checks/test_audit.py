@@ -365,24 +365,72 @@ def injection_call():
     return Call("log-injection value in /pkg.Svc/GetRecord.id", "/pkg.Svc/GetRecord", (b"",))
 
 
+MARK = "hipaa-inj-0000002a"
+
+
+def written(*lines: str) -> checks.Written:
+    return checks.Written.of([("audit.jsonl", "\n".join(lines).encode() + b"\n")], MARK)
+
+
+def escaped_event(**extra) -> str:
+    """The injection call's event, the value escaped inside it (as json.dumps writes it)."""
+    return json.dumps({"request_id": "r-1", "resource": checks.injection(MARK), **extra})
+
+
+def raw_event() -> str:
+    """The same event written by naive string formatting: the value raw inside it."""
+    return '{"request_id": "r-1", "resource": "' + checks.injection(MARK) + '"}'
+
+
 @pytest.mark.parametrize(
-    ("matched", "log", "status"),
+    ("matched", "lines", "status"),
     [
-        ([{}], Events(({},)), Status.PASS),
-        ([{}], Events(({}, {"forged": 1, "outcome": "OK"})), Status.FAIL),
-        ([{}], Events(({},), unparsed=1), Status.FAIL),  # a raw newline split the event
-        ([], Events(()), Status.FAIL),
-        ([{}, {}], Events(({}, {})), Status.FAIL),
+        ([{}], [escaped_event()], Status.PASS),
+        ([{}], [escaped_event(), '{"forged": 1, "outcome": "OK"}'], Status.FAIL),
+        ([{}], raw_event().split("\n"), Status.FAIL),  # a raw newline split the event
+        ([], [], Status.FAIL),
+        ([{}, {}], [escaped_event(), escaped_event()], Status.FAIL),
     ],
 )
-def test_audit_002_injection(matched, log, status):
-    obs = checks.judge_injection(injection_call(), answer(OK), matched, log)
+def test_audit_002_injection(matched, lines, status):
+    obs = checks.judge_injection(injection_call(), answer(OK), matched, written(*lines))
     assert (obs.ref, obs.status) == ("injection", status)
+
+
+def test_audit_002_injection_ignores_non_json_lines_the_value_did_not_make():
+    """A service's own banner or a log line of another shape is not the value's doing."""
+    lines = ["# audit log opened", escaped_event(), "2026-11-22 INFO rotated"]
+    got = written(*lines)
+    assert (got.forged, got.split, got.other) == (0, 0, 2)
+    obs = checks.judge_injection(injection_call(), answer(OK), [{}], got)
+    assert obs.status is Status.PASS
+    assert "2 other non-JSON line(s)" in obs.observed
+
+
+def test_audit_002_injection_finds_every_piece_of_a_split_record():
+    got = written(*raw_event().split("\n"))
+    assert (got.forged, got.split) == (1, 2)
+    value = checks.injection(MARK)
+    for piece in ('\n{"outcome":"OK","forged":1}', "\r\n", "\u2028", "\x1b[2J"):
+        assert piece in value
+    assert "A" * 4096 in value
+
+
+def test_audit_002_injection_judges_only_what_the_source_gained():
+    from harness.audit import appended
+
+    old = b'{"forged": 1}\nnot json\n'  # an earlier run's mess
+    new = escaped_event().encode() + b"\n"
+    gained = appended([("audit.jsonl", old)], [("audit.jsonl", old + new)])
+    assert gained == [("audit.jsonl", new)]
+    assert checks.Written.of(gained, MARK) == checks.Written(0, 0, 0)
+    # a source rewritten meanwhile is new whole
+    assert appended([("a", b"xyz")], [("a", b"abc")]) == [("a", b"abc")]
 
 
 def test_audit_002_injection_that_never_reached_is_inconclusive():
     result = answer(grpc.StatusCode.UNAVAILABLE, details="upstream connect error or disconnect")
-    obs = checks.judge_injection(injection_call(), result, [], Events(()))
+    obs = checks.judge_injection(injection_call(), result, [], written())
     assert obs.status is Status.INCONCLUSIVE
 
 
