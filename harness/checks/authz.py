@@ -13,23 +13,27 @@ DEADLINE_EXCEEDED) is INCONCLUSIVE, never a refusal and never a pass.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import contextlib
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
+from google.rpc import status_pb2
 
 from harness import audit
 from harness.catalogue import CATALOGUE, Severity
 from harness.channels import CallResult
 from harness.checks import check
-from harness.descriptors import MethodCatalogue, MethodInfo
+from harness.descriptors import MethodCatalogue, MethodInfo, is_repeated
 from harness.oracles import UNREACHED, refused
 from harness.outcome import NotApplicable, Observation, Outcome, Probe, Status
 from harness.plans.calls import (
     Call,
+    Scalar,
     bearer,
     marked,
     named_id,
@@ -39,6 +43,8 @@ from harness.plans.calls import (
     strings_in,
     swap_id,
     template_text,
+    values_in,
+    wire_values,
 )
 from harness.plans.tokens import authz_matrix_calls, run_nonce
 from harness.policy import Policy
@@ -53,6 +59,17 @@ INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT
 
 #: The principal with a valid token and no roles or scopes (catalogue: AUTHZ-001).
 NO_ROLES = "no-roles"
+#: What :meth:`CallResult.carried` says of status details that are not a google.rpc.Status.
+UNDECODABLE_DETAILS = "undecodable status details"
+RPC_STATUS = "google.rpc.Status"
+#: Codes that are no answer of the service about a record: never reached, or an error
+#: (a proxy's HTTP 400 reads as INTERNAL, its other errors as UNKNOWN), or throttled.
+NO_ANSWER = UNREACHED | {
+    grpc.StatusCode.UNKNOWN,
+    grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.CANCELLED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
 
 
 @dataclass(frozen=True)
@@ -84,18 +101,56 @@ def _sent(run: Run, aimed: Sequence[Aimed]) -> list[tuple[Aimed, CallResult]]:
     return [(a, r) for a, (_, r) in zip(aimed, results, strict=True)]
 
 
+#: What may not touch an ID for a string to name it (``patients/p-7`` names ``p-7``;
+#: ``p-71`` does not).
+_ID_EDGE = "A-Za-z0-9"
+
+
+def ids_named(values: Iterable[Scalar], ids: Iterable[str]) -> set[str]:
+    """Which of ``ids`` the values name.
+
+    A string, or bytes read as UTF-8, names an ID it holds as a whole token
+    (``patients/p-7``, ``"note on p-7"``); an integer names a numeric ID it equals.
+    """
+    wanted = {str(i) for i in ids if str(i)}
+    if not wanted:
+        return set()
+    alternatives = "|".join(re.escape(i) for i in sorted(wanted, key=len, reverse=True))
+    pattern = re.compile(rf"(?<![{_ID_EDGE}])(?:{alternatives})(?![{_ID_EDGE}])")
+    found: set[str] = set()
+    for value in values:
+        if isinstance(value, int):
+            found |= {str(value)} & wanted
+            continue
+        text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+        found |= set(pattern.findall(text))
+    return found
+
+
 def ids_in(
     catalogue: MethodCatalogue, method: str, responses: Iterable[bytes], ids: Iterable[str]
 ) -> tuple[set[str], int]:
-    """Which of ``ids`` the decoded ``responses`` of ``method`` hold; how many did not decode."""
+    """Which of ``ids`` the ``responses`` of ``method`` name; how many did not decode.
+
+    Every value counts (:func:`ids_named`): nested, in maps, packed in an ``Any``, or in a
+    field the descriptors do not declare. A response that does not decode, or holds no
+    declared field, is counted as undecodable (nobody can say what it holds); its bytes
+    are searched all the same.
+    """
     cls = catalogue.message_class(catalogue.method(method).output_type)
-    wanted, undecodable = set(ids), 0
+    wanted = [str(i) for i in ids]
     found: set[str] = set()
+    undecodable = 0
     for blob in responses:
         try:
-            found |= strings_in(cls.FromString(blob)) & wanted
+            message = cls.FromString(blob)
         except DecodeError:
             undecodable += 1
+            found |= ids_named(wire_values(blob), wanted)
+            continue
+        if blob and not message.ListFields():
+            undecodable += 1
+        found |= ids_named(values_in(message, catalogue.message_class), wanted)
     return found, undecodable
 
 
@@ -294,7 +349,9 @@ def judge_foreign(
 ) -> Observation:
     """AUTHZ-002 (foreign): PERMISSION_DENIED and no data.
 
-    With existence hiding, NOT_FOUND exactly as the nonexistent ID (``twin``) got it.
+    With existence hiding, NOT_FOUND exactly as the nonexistent ID (``twin``) got it. Data
+    is a response, OK, or a payload in the status details other than an explanation;
+    status details nobody can decode leave it INCONCLUSIVE.
     """
     expected = (
         "PERMISSION_DENIED (7)"
@@ -303,15 +360,16 @@ def judge_foreign(
     )
     hidden = hiding and result.code == NOT_FOUND
     twin_unreached = twin is None or twin.code in UNREACHED
+    carried = result.carried()
     status: Status = Status.FAIL
     severity: Severity | None = Severity.HIGH
-    if result.responses or result.code == OK:
+    if result.responses or result.code == OK or set(carried) - {UNDECODABLE_DETAILS}:
         severity = Severity.CRITICAL
-    elif result.code == DENIED:
-        status, severity = Status.PASS, None
-    elif result.code in UNREACHED or (hidden and twin_unreached):
-        status = Status.INCONCLUSIVE  # the foreign call, or the twin it must equal, got lost
-    elif hidden and twin is not None and (twin.code, twin.details) == (result.code, result.details):
+    elif carried or result.code in UNREACHED or (hidden and twin_unreached):
+        status = Status.INCONCLUSIVE  # unreadable details, or the call or its twin got lost
+    elif result.code == DENIED or (
+        hidden and twin is not None and (twin.code, twin.details) == (result.code, result.details)
+    ):
         status, severity = Status.PASS, None
     return Observation(
         aimed.where, result.summary(), expected, status, severity, result.request_id
@@ -322,14 +380,22 @@ def judge_nonexistent(catalogue: MethodCatalogue, aimed: Aimed, result: CallResu
     """AUTHZ-002 (nonexistent): the service answered, and with no foreign record.
 
     This call is the reference point existence hiding is held to (:func:`judge_foreign`).
+    An answer that shows nothing is INCONCLUSIVE: responses or status details that do not
+    decode, a call that never reached the service, or an error (UNKNOWN, INTERNAL,
+    CANCELLED, RESOURCE_EXHAUSTED: a proxy's HTTP 400 reads as INTERNAL) rather than the
+    service's answer about the ID.
     """
-    leaked, _ = ids_in(catalogue, aimed.call.method, result.responses, aimed.foreign)
+    leaked, undecodable = ids_in(catalogue, aimed.call.method, result.responses, aimed.foreign)
     observed = result.summary()
+    status = Status.PASS
     if leaked:
         observed += f"; foreign IDs returned: {', '.join(sorted(leaked))}"
         status = Status.FAIL
-    else:
-        status = Status.INCONCLUSIVE if result.code in UNREACHED else Status.PASS
+    elif undecodable:
+        observed += f"; {undecodable} response(s) did not decode"
+        status = Status.INCONCLUSIVE
+    elif result.carried() == (UNDECODABLE_DETAILS,) or result.code in NO_ANSWER:
+        status = Status.INCONCLUSIVE
     return Observation(
         aimed.where,
         observed,
@@ -765,42 +831,99 @@ def plan_streams(
     return aimed, skipped
 
 
+def statuses_in(message: Any, depth: int = 0) -> Iterator[int]:
+    """The codes of the ``google.rpc.Status`` messages in ``message`` (nested or packed)."""
+    name = message.DESCRIPTOR.full_name
+    if name == RPC_STATUS:
+        yield int(message.code)
+    elif name == "google.protobuf.Any" and message.type_url.rsplit("/", 1)[-1] == RPC_STATUS:
+        with contextlib.suppress(DecodeError):
+            yield int(status_pb2.Status.FromString(message.value).code)
+    if depth >= 32:
+        return
+    for fd, value in message.ListFields():
+        if fd.message_type is None or fd.message_type.GetOptions().map_entry:
+            continue
+        for item in value if is_repeated(fd) else [value]:
+            yield from statuses_in(item, depth + 1)
+
+
+def per_message_denials(catalogue: MethodCatalogue, method: str, responses: Iterable[bytes]) -> int:
+    """How many responses carry a ``google.rpc.Status`` PERMISSION_DENIED (7).
+
+    Per-message errors, as a stream that refuses one message and goes on sends them.
+    """
+    cls = catalogue.message_class(catalogue.method(method).output_type)
+    count = 0
+    for blob in responses:
+        with contextlib.suppress(DecodeError):
+            count += any(c == DENIED.value[0] for c in statuses_in(cls.FromString(blob)))
+    return count
+
+
+def details_ids(catalogue: MethodCatalogue, result: CallResult, ids: Iterable[str]) -> set[str]:
+    """Which of ``ids`` the status details (``grpc-status-details-bin``) name."""
+    found: set[str] = set()
+    for key, value in result.trailing_metadata:
+        if key != "grpc-status-details-bin":
+            continue
+        blob = value if isinstance(value, bytes) else value.encode("latin-1")
+        try:
+            found |= ids_named(
+                values_in(status_pb2.Status.FromString(blob), catalogue.message_class), ids
+            )
+        except DecodeError:
+            found |= ids_named(wire_values(blob), ids)
+    return found
+
+
 def judge_stream(
     catalogue: MethodCatalogue, aimed: Aimed, result: CallResult, per_message: bool
 ) -> Observation:
-    """AUTHZ-004: no foreign data on any stream.
+    """AUTHZ-004: no foreign data on any stream, in responses or status details.
 
-    A client stream ends PERMISSION_DENIED (or OK with per-message errors under
-    ``authz.per_message_errors``); a subscription is refused with 7 and zero messages. A
-    stream that never reached the service is INCONCLUSIVE.
+    A subscription is refused with 7 and zero messages. A client stream must end
+    PERMISSION_DENIED, or, under ``authz.per_message_errors``, answer the foreign message
+    with a per-message error: a response carrying a ``google.rpc.Status``
+    PERMISSION_DENIED. Responses or details that do not decode, a stream that never
+    reached the service, or one that ended OK with no per-message error recognised, show
+    no refusal: INCONCLUSIVE.
     """
-    leaked, _ = ids_in(catalogue, aimed.call.method, result.responses, aimed.foreign)
+    path = aimed.call.method
+    leaked, undecodable = ids_in(catalogue, path, result.responses, aimed.foreign)
+    leaked |= details_ids(catalogue, result, aimed.foreign)
     if leaked:
         observed = f"{result.summary()}; foreign IDs delivered: {', '.join(sorted(leaked))}"
         return Observation(
-            aimed.where,
-            observed,
-            "no foreign data",
-            Status.FAIL,
-            Severity.CRITICAL,
+            aimed.where, observed, "no foreign data", Status.FAIL, Severity.CRITICAL,
             result.request_id,
-        ).of(aimed.ref)
+        ).of(aimed.ref)  # fmt: skip
     if aimed.ref == "subscriptions":
         judged = refused(aimed.call, result, expected=(DENIED,), low=(NOT_FOUND,))
         return judged.of(aimed.ref)
-    if result.code in UNREACHED:
-        status = Status.INCONCLUSIVE
-    elif result.code == DENIED or (per_message and result.code == OK):
-        status = Status.PASS
-    else:
-        status = Status.FAIL
-    return Observation(
-        aimed.where,
+    observed, expected = (
         result.summary(),
-        "the foreign message refused: stream ends PERMISSION_DENIED (7)",
-        status,
-        Severity.HIGH,
-        result.request_id,
+        "the foreign message refused: stream ends "
+        + (
+            "PERMISSION_DENIED (7), or a per-message google.rpc.Status PERMISSION_DENIED"
+            if per_message
+            else "PERMISSION_DENIED (7)"
+        ),
+    )
+    denials = per_message_denials(catalogue, path, result.responses) if per_message else 0
+    status = Status.FAIL
+    if undecodable or UNDECODABLE_DETAILS in result.carried():
+        observed += "; responses or status details that do not decode"
+        status = Status.INCONCLUSIVE
+    elif result.code == DENIED or denials:
+        status = Status.PASS
+    elif result.code in UNREACHED:
+        status = Status.INCONCLUSIVE
+    elif per_message and result.code == OK:
+        observed += "; no per-message error recognised"
+        status = Status.INCONCLUSIVE
+    return Observation(
+        aimed.where, observed, expected, status, Severity.HIGH, result.request_id
     ).of(aimed.ref)
 
 
@@ -810,9 +933,11 @@ def per_message_authorization(run: Run) -> Outcome:
 
     For each ``authz.stream_methods`` entry and each principal with ``authz.own_ids`` and
     ``authz.foreign_ids`` allowed on it: a client-streaming or bidi call sends own, foreign,
-    own; no foreign ID may come back and the stream must end PERMISSION_DENIED (or carry a
-    per-message error under ``authz.per_message_errors``). A server stream is subscribed to
-    a foreign ID and to the wildcard ``*``: PERMISSION_DENIED with zero messages.
+    own; no foreign ID may come back (in responses or status details) and the stream must
+    end PERMISSION_DENIED, or, under ``authz.per_message_errors``, answer the foreign
+    message with a per-message error (a response carrying a ``google.rpc.Status``
+    PERMISSION_DENIED). A server stream is subscribed to a foreign ID and to the wildcard
+    ``*``: PERMISSION_DENIED with zero messages.
     """
     methods = run.config.str_list("authz.stream_methods")
     own, foreign = run.config.table("authz.own_ids"), run.config.table("authz.foreign_ids")
@@ -888,19 +1013,28 @@ def plan_break_glass(
 def judge_break_glass(sent: Sequence[tuple[Aimed, CallResult]]) -> list[Observation]:
     """AUTHZ-005 (emergency, others): emergency methods answered, the others refused.
 
-    Emergency methods must get neither 7 nor 16; the others PERMISSION_DENIED.
+    Emergency methods must succeed (OK): PERMISSION_DENIED or UNAUTHENTICATED is a FAIL,
+    and any other answer (an error such as INTERNAL, or a call that never reached the
+    service) shows no emergency access: INCONCLUSIVE. The others must get
+    PERMISSION_DENIED.
     """
     out = []
     for aimed, result in sent:
         if aimed.ref == "others":
             out.append(refused(aimed.call, result, expected=(DENIED,), low=()).of("others"))
             continue
+        if result.code == OK:
+            status = Status.PASS
+        elif result.code in (DENIED, UNAUTHENTICATED):
+            status = Status.FAIL
+        else:
+            status = Status.INCONCLUSIVE
         out.append(
             Observation(
                 aimed.where,
                 result.summary(),
-                "allowed",
-                _let_in(result),
+                "allowed: OK",
+                status,
                 Severity.MEDIUM,
                 result.request_id,
             ).of("emergency")
@@ -916,9 +1050,10 @@ def judge_flags(
 ) -> list[Observation]:
     """AUTHZ-005 (audit): each emergency call's events are flagged, with a reason.
 
-    Every event must have the emergency marker true and a non-empty reason;
-    ``lookup(event, name)`` reads a logical field through ``audit.field_map``. An
-    unreadable source or a missing event is INCONCLUSIVE.
+    Every event must have the emergency marker JSON ``true`` (not ``"true"``, ``1`` or any
+    other truthy value) and a reason that is non-empty text; ``lookup(event, name)`` reads
+    a logical field through ``audit.field_map``. An unreadable source or a missing event is
+    INCONCLUSIVE.
     """
     out = []
     for rid in request_ids:
@@ -930,7 +1065,7 @@ def judge_flags(
             out.append(Observation(where, observed, expected, Status.INCONCLUSIVE, request_id=rid))
             continue
         flagged = all(
-            lookup(e, "emergency") is True and str(lookup(e, "reason") or "").strip() for e in evs
+            lookup(e, "emergency") is True and _a_reason(lookup(e, "reason")) for e in evs
         )
         out.append(
             Observation(
@@ -943,6 +1078,11 @@ def judge_flags(
             )
         )
     return [o.of("audit") for o in out]
+
+
+def _a_reason(value: Any) -> bool:
+    """A reason is text with something in it (``true`` or ``1`` is no reason)."""
+    return isinstance(value, str) and bool(value.strip())
 
 
 @check("AUTHZ-005", probes=AUTHZ_005)

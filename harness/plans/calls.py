@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from google.protobuf import json_format
+from google.protobuf import empty_pb2, json_format, unknown_fields
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import DecodeError
 
 from harness.channels import CallResult
 from harness.descriptors import MethodInfo, is_repeated
@@ -86,6 +89,111 @@ def strings_in(message: Any) -> set[str]:
             elif hasattr(v, "ListFields"):
                 found |= strings_in(v)
     return found
+
+
+#: Scalars :func:`values_in` reads: text, bytes, and integers of any width (not bools,
+#: enums or floats, which name no record).
+_INTEGERS = frozenset(
+    {
+        FieldDescriptor.TYPE_INT32,
+        FieldDescriptor.TYPE_INT64,
+        FieldDescriptor.TYPE_UINT32,
+        FieldDescriptor.TYPE_UINT64,
+        FieldDescriptor.TYPE_SINT32,
+        FieldDescriptor.TYPE_SINT64,
+        FieldDescriptor.TYPE_FIXED32,
+        FieldDescriptor.TYPE_FIXED64,
+        FieldDescriptor.TYPE_SFIXED32,
+        FieldDescriptor.TYPE_SFIXED64,
+    }
+)
+_SCALARS = _INTEGERS | {FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES}
+#: The protobuf wire type of strings, bytes and nested messages.
+WIRE_LENGTH_DELIMITED = 2
+#: How deep :func:`values_in` follows nested messages and raw wire bytes.
+_DEPTH = 32
+Scalar = str | bytes | int
+Resolve = Callable[[str], Any]
+
+
+def values_in(message: Any, resolve: Resolve | None = None, depth: int = 0) -> Iterator[Scalar]:
+    """Every string, bytes and integer value in a decoded message, at any depth.
+
+    Nested messages, map keys and values, ``google.protobuf.Any`` payloads (decoded with
+    ``resolve(type_name)`` -> message class when it knows the type, else read as raw wire
+    format) and fields the message's type does not declare (raw wire format: see
+    :func:`wire_values`) are all read.
+    """
+    if depth > _DEPTH:
+        return
+    if message.DESCRIPTOR.full_name == "google.protobuf.Any":
+        yield from _packed(message, resolve, depth)
+        return
+    for fd, value in message.ListFields():
+        if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
+            items: list[Any] = [*value, *(value[k] for k in value)]
+        else:
+            items = list(value) if is_repeated(fd) else [value]
+        for item in items:
+            if hasattr(item, "ListFields"):
+                yield from values_in(item, resolve, depth + 1)
+            elif isinstance(item, (str, bytes)) or (
+                isinstance(item, int) and not isinstance(item, bool) and fd.type in _SCALARS
+            ):
+                yield item
+    yield from _unknown(message, depth)
+
+
+def _packed(message: Any, resolve: Resolve | None, depth: int) -> Iterator[Scalar]:
+    """The values of an ``Any``'s payload: decoded when ``resolve`` knows its type."""
+    cls = None
+    if resolve is not None:
+        with contextlib.suppress(KeyError):
+            cls = resolve(message.type_url.rsplit("/", 1)[-1])
+    if cls is not None:
+        try:
+            payload = cls.FromString(message.value)
+        except DecodeError:
+            payload = None
+        if payload is not None:
+            yield from values_in(payload, resolve, depth + 1)
+            return
+    yield from wire_values(message.value, depth + 1)
+
+
+def _unknown(message: Any, depth: int) -> Iterator[Scalar]:
+    """The values of the fields ``message``'s type does not declare (raw wire format)."""
+    found = unknown_fields.UnknownFieldSet(message)
+    for f in (found[i] for i in range(len(found))):
+        if f.wire_type == WIRE_LENGTH_DELIMITED:
+            yield from _raw_bytes(f.data, depth + 1)
+        elif isinstance(f.data, int):
+            yield f.data
+
+
+def wire_values(blob: bytes, depth: int = 0) -> Iterator[Scalar]:
+    """The values in protobuf bytes of a type nobody declared.
+
+    Varints and fixed-width fields as integers, length-delimited ones as bytes and, unless
+    they read as text, as a nested message. Bytes that do not parse are one bytes value.
+    """
+    try:
+        parsed = empty_pb2.Empty.FromString(blob)
+    except DecodeError:
+        yield blob
+        return
+    yield from _unknown(parsed, depth)
+
+
+def _raw_bytes(data: bytes, depth: int) -> Iterator[Scalar]:
+    yield data
+    try:
+        printable = data.decode("utf-8").isprintable()
+    except UnicodeDecodeError:
+        printable = False
+    if data and not printable and depth <= _DEPTH:  # text would parse as noise
+        with contextlib.suppress(DecodeError):
+            yield from _unknown(empty_pb2.Empty.FromString(data), depth)
 
 
 def template_text(run: Run, path: str, key: str = "schema.request_templates") -> str:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from google.protobuf import descriptor_pb2
+from google.protobuf import any_pb2, descriptor_pb2, struct_pb2, wrappers_pb2
+from google.rpc import error_details_pb2, status_pb2
 
 from harness.catalogue import Severity
+from harness.channels import CallResult
 from harness.checks import registered
 from harness.checks.authz import (
     AUTHZ_001,
@@ -22,6 +24,7 @@ from harness.checks.authz import (
     Aimed,
     Tampering,
     Tried,
+    ids_in,
     judge_break_glass,
     judge_flags,
     judge_foreign,
@@ -48,10 +51,15 @@ from tests.checks.recorded import answer, refs, settled
 C = grpc.StatusCode
 SVC = "/acme.charts.v2.Charts"
 GET, LIST, UPDATE = f"{SVC}/GetChart", f"{SVC}/ListCharts", f"{SVC}/UpdateChart"
-STREAM, WATCH = f"{SVC}/StreamCharts", f"{SVC}/WatchChart"
+STREAM, WATCH, SYNC = f"{SVC}/StreamCharts", f"{SVC}/WatchChart", f"{SVC}/SyncCharts"
 ENVOY_DOWN = "upstream connect error or disconnect/reset before headers. reset reason: overflow"
 ENVOY_TRAILERS = (("server", "envoy"), ("x-envoy-upstream-service-time", "3"))
 GO_DENIED = "rpc error: code = PermissionDenied desc = caller lacks chart:read"
+#: An nginx front answering HTTP 400 / 413 / 503, as the harness's client reads it.
+NGINX = (("server", "nginx/1.25.3"), ("content-type", "text/html"))
+NGINX_400 = "Received http2 header with status: 400"
+NGINX_413 = "Received http2 header with status: 413"
+JAVA_INTERNAL = "INTERNAL: java.lang.NullPointerException"
 
 
 # -- a service that is not the reference ------------------------------------------------
@@ -59,24 +67,32 @@ GO_DENIED = "rpc error: code = PermissionDenied desc = caller lacks chart:read"
 
 def _catalogue() -> MethodCatalogue:
     f = descriptor_pb2.FileDescriptorProto(name="acme/charts.proto", package="acme.charts.v2")
+    f.dependency.extend(["google/protobuf/any.proto", "google/rpc/status.proto"])
     fdp = descriptor_pb2.FieldDescriptorProto
 
     def msg(name: str, *fields: str) -> None:
-        """Fields as ``name`` (a string), ``name:Type`` or ``name:Type*`` (repeated)."""
+        """Fields as ``name`` (a string), ``name:int64``, ``name:Type`` or ``name:Type*``.
+
+        ``*`` marks a repeated field; a ``Type`` with a dot is a full name.
+        """
         m = f.message_type.add(name=name)
         for number, spec in enumerate(fields, 1):
             fname, _, type_name = spec.partition(":")
             label = fdp.LABEL_REPEATED if type_name.endswith("*") else fdp.LABEL_OPTIONAL
             fd = m.field.add(name=fname, number=number, label=label, type=fdp.TYPE_STRING)
-            if type_name:
+            kind = type_name.rstrip("*")
+            if kind == "int64":
+                fd.type = fdp.TYPE_INT64
+            elif kind:
                 fd.type = fdp.TYPE_MESSAGE
-                fd.type_name = f".acme.charts.v2.{type_name.rstrip('*')}"
+                fd.type_name = f".{kind}" if "." in kind else f".acme.charts.v2.{kind}"
 
-    msg("Chart", "chart_id", "owner", "body")
+    msg("Chart", "chart_id", "owner", "body", "serial:int64", "extra:google.protobuf.Any")
     msg("ChartRef", "chart_id")
     msg("ListChartsRequest", "tenant")
     msg("ListChartsResponse", "charts:Chart*", "next")
     msg("UpdateChartRequest", "chart:Chart")
+    msg("ChartEvent", "chart:Chart", "error:google.rpc.Status")
     s = f.service.add(name="Charts")
     for name, req, resp, cs, ss in (
         ("GetChart", "ChartRef", "Chart", False, False),
@@ -84,6 +100,7 @@ def _catalogue() -> MethodCatalogue:
         ("UpdateChart", "UpdateChartRequest", "Chart", False, False),
         ("StreamCharts", "ChartRef", "Chart", True, True),
         ("WatchChart", "ChartRef", "Chart", False, True),
+        ("SyncCharts", "ChartRef", "ChartEvent", True, True),
     ):
         s.method.add(
             name=name,
@@ -92,7 +109,12 @@ def _catalogue() -> MethodCatalogue:
             client_streaming=cs,
             server_streaming=ss,
         )
-    return MethodCatalogue(descriptor_pb2.FileDescriptorSet(file=[f]), "acme")
+    deps = []
+    for module in (any_pb2, status_pb2):
+        proto = descriptor_pb2.FileDescriptorProto()
+        module.DESCRIPTOR.CopyToProto(proto)
+        deps.append(proto)
+    return MethodCatalogue(descriptor_pb2.FileDescriptorSet(file=[*deps, f]), "acme")
 
 
 CATALOGUE_ = _catalogue()
@@ -373,6 +395,92 @@ def test_nonexistent_id_is_the_reference_point():
     assert (leaked.status, leaked.severity) == (Status.FAIL, Severity.CRITICAL)
 
 
+@pytest.mark.parametrize(
+    "answered",
+    [
+        answer(C.NOT_FOUND, b"\xff\xff\xff"),
+        answer(C.OK, b"\x98\x06\x01"),  # only a field Chart does not declare
+        answer(C.NOT_FOUND, trailers=(("grpc-status-details-bin", b"\xff\x00garbage"),)),
+        answer(C.INTERNAL, details=NGINX_400, headers=NGINX),
+        answer(C.UNKNOWN, details=NGINX_413, headers=NGINX),
+        answer(C.INTERNAL, details=JAVA_INTERNAL),
+    ],
+    ids=["undecodable", "unknown-fields-only", "undecodable-details", "nginx-400",
+         "nginx-413", "java-internal"],
+)  # fmt: skip
+def test_nonexistent_id_answered_with_nothing_readable_is_inconclusive(answered):
+    # The recorded case: an answer that does not decode (or an error) counted as held.
+    judged = judge_nonexistent(CATALOGUE_, aimed("nonexistent", GET), answered)
+    assert judged.status is Status.INCONCLUSIVE
+
+
+def test_foreign_refusal_is_judged_with_what_its_details_carry():
+    record = any_pb2.Any()
+    record.Pack(struct_pb2.Struct(fields={"chartId": struct_pb2.Value(string_value="c-7")}))
+    explained = any_pb2.Any()
+    explained.Pack(error_details_pb2.ErrorInfo(reason="NOT_ON_CARE_TEAM", domain="acme.dev"))
+
+    def denied(*payloads: any_pb2.Any) -> CallResult:
+        blob = status_pb2.Status(code=7, message="denied", details=payloads).SerializeToString()
+        return answer(C.PERMISSION_DENIED, trailers=(("grpc-status-details-bin", blob),))
+
+    a = aimed("foreign", GET)
+    assert judge_foreign(a, denied(explained), None, False).status is Status.PASS
+    leaked = judge_foreign(a, denied(record), None, False)
+    assert (leaked.status, leaked.severity) == (Status.FAIL, Severity.CRITICAL)
+    garbled = answer(C.PERMISSION_DENIED, trailers=(("grpc-status-details-bin", b"\xff\x00"),))
+    assert judge_foreign(a, garbled, None, False).status is Status.INCONCLUSIVE
+
+
+def chart_with(**fields: object) -> bytes:
+    cls = CATALOGUE_.message_class("acme.charts.v2.Chart")
+    c = cls(chart_id="c-1")
+    for name, value in fields.items():
+        if name == "extra":
+            c.extra.Pack(value)  # type: ignore[arg-type]
+        else:
+            setattr(c, name, value)
+    return c.SerializeToString()
+
+
+@pytest.mark.parametrize(
+    ("blob", "foreign"),
+    [
+        (chart_with(body="see charts/c-7 for the history"), "c-7"),  # embedded in a string
+        (chart_with(owner="c-7"), "c-7"),
+        (chart_with(serial=7031), "7031"),  # an integer field
+        (chart_with(extra=wrappers_pb2.StringValue(value="c-7")), "c-7"),  # a wrapper in an Any
+        (chart_with(extra=wrappers_pb2.Int64Value(value=7031)), "7031"),
+        (chart_with(extra=struct_pb2.Struct(fields={"ref": struct_pb2.Value(string_value="c-7")})),
+         "c-7"),
+        (chart("c-1") + b"\x52\x03c-7", "c-7"),  # field 10, which Chart does not declare
+        (chart("c-1") + b"\x58\xf7\x36", "7031"),  # an undeclared varint
+    ],
+    ids=["embedded", "other-field", "int64", "any-string", "any-int", "any-struct",
+         "unknown-string", "unknown-varint"],
+)  # fmt: skip
+def test_foreign_ids_are_found_wherever_a_response_holds_them(blob, foreign):
+    # The recorded case: only a string field equal to the ID was seen.
+    found, undecodable = ids_in(CATALOGUE_, GET, [blob], [foreign, "c-8"])
+    assert (found, undecodable) == ({foreign}, 0)
+    listing = judge_listing(
+        CATALOGUE_, aimed("listing", GET, foreign=(foreign,)), answer(C.OK, blob)
+    )
+    assert (listing.status, listing.severity) == (Status.FAIL, Severity.CRITICAL)
+
+
+@pytest.mark.parametrize(
+    "blob",
+    [
+        chart_with(body="c-77 and xc-7 and c-7b"),  # a longer token is another ID
+        chart_with(serial=70310),
+        chart_with(body="in 27031 charts"),
+    ],
+)
+def test_an_id_inside_a_longer_token_is_not_named(blob):
+    assert ids_in(CATALOGUE_, GET, [blob], ["c-7", "7031"]) == (set(), 0)
+
+
 def test_objects_judged_together_pair_each_foreign_call_with_its_twin():
     sent = [
         (aimed("foreign", GET), answer(C.NOT_FOUND, details="not found")),
@@ -526,13 +634,72 @@ def test_stream_plan_own_foreign_own_and_two_subscriptions():
     assert [(o.ref, o.status) for o in skipped] == [("streams", Status.SKIP)]
 
 
+def event(chart_id: str = "", denied: bool = False, packed: bool = False) -> bytes:
+    """A ChartEvent: a chart, or a per-message google.rpc.Status (direct or in an Any)."""
+    cls = CATALOGUE_.message_class("acme.charts.v2.ChartEvent")
+    e = cls()
+    if chart_id:
+        e.chart.chart_id = chart_id
+    if denied:
+        status = status_pb2.Status(code=7, message="not your chart")
+        if packed:  # a service that wraps it: Chart.extra holds the Status
+            e.chart.extra.Pack(status)
+        else:
+            e.error.code, e.error.message = status.code, status.message
+    return e.SerializeToString()
+
+
 def test_stream_refusing_the_foreign_message_passes():
     a = aimed("streams", STREAM)
     ended = answer(C.PERMISSION_DENIED, chart("c-1"), details=GO_DENIED)
     assert judge_stream(CATALOGUE_, a, ended, per_message=False).status is Status.PASS
-    per_message = answer(C.OK, chart("c-1"), chart("c-1"))
-    assert judge_stream(CATALOGUE_, a, per_message, per_message=True).status is Status.PASS
-    assert judge_stream(CATALOGUE_, a, per_message, per_message=False).status is Status.FAIL
+    assert judge_stream(CATALOGUE_, a, ended, per_message=True).status is Status.PASS
+    sync = aimed("streams", SYNC)
+    for denial in (event(denied=True), event(denied=True, packed=True)):
+        answered = answer(C.OK, event("c-1"), denial, event("c-1"))
+        assert judge_stream(CATALOGUE_, sync, answered, per_message=True).status is Status.PASS
+        # Without authz.per_message_errors the stream itself must end 7.
+        judged = judge_stream(CATALOGUE_, sync, answered, per_message=False)
+        assert judged.status is Status.FAIL
+
+
+def test_per_message_errors_pass_only_on_a_per_message_refusal():
+    # The recorded looseness: with authz.per_message_errors any stream ending OK passed,
+    # whatever it did with the foreign message (dropped it, answered it with own data).
+    sync = aimed("streams", SYNC)
+    silent = answer(C.OK, event("c-1"), event("c-1"))
+    judged = judge_stream(CATALOGUE_, sync, silent, per_message=True)
+    assert judged.status is Status.INCONCLUSIVE
+    assert "no per-message error" in judged.observed
+    other_error = answer(C.OK, event("c-1"), event_with_code(13), event("c-1"))
+    assert judge_stream(CATALOGUE_, sync, other_error, True).status is Status.INCONCLUSIVE
+    crashed = answer(C.UNKNOWN, event("c-1"), details="Unexpected error in handler")
+    assert judge_stream(CATALOGUE_, sync, crashed, True).status is Status.FAIL
+
+
+def event_with_code(code: int) -> bytes:
+    cls = CATALOGUE_.message_class("acme.charts.v2.ChartEvent")
+    e = cls()
+    e.error.code = code
+    return e.SerializeToString()
+
+
+def test_stream_whose_answer_does_not_decode_is_inconclusive_never_a_refusal():
+    a = aimed("streams", STREAM)
+    garbled = answer(C.PERMISSION_DENIED, b"\xff\xff\xff", details=GO_DENIED)
+    assert judge_stream(CATALOGUE_, a, garbled, per_message=False).status is Status.INCONCLUSIVE
+    details = (("grpc-status-details-bin", b"\xff\x00 not a status"),)
+    bad_details = answer(C.PERMISSION_DENIED, trailers=details)
+    assert judge_stream(CATALOGUE_, a, bad_details, False).status is Status.INCONCLUSIVE
+
+
+def test_foreign_record_in_a_refused_streams_status_details_is_critical():
+    record = any_pb2.Any()
+    record.Pack(CATALOGUE_.message_class("acme.charts.v2.Chart")(chart_id="c-7"))
+    blob = status_pb2.Status(code=7, message="denied", details=[record]).SerializeToString()
+    ended = answer(C.PERMISSION_DENIED, chart("c-1"), trailers=(("grpc-status-details-bin", blob),))
+    judged = judge_stream(CATALOGUE_, aimed("streams", STREAM), ended, per_message=False)
+    assert (judged.status, judged.severity) == (Status.FAIL, Severity.CRITICAL)
 
 
 def test_stream_delivering_foreign_data_is_critical():
@@ -592,6 +759,25 @@ def test_break_glass_call_that_never_arrived_is_inconclusive_and_not_looked_up()
     assert [o.status for o in judged] == [Status.INCONCLUSIVE]
 
 
+@pytest.mark.parametrize(
+    "errored",
+    [
+        answer(C.INTERNAL, details=NGINX_400, headers=NGINX),
+        answer(C.UNKNOWN, details=NGINX_413, headers=NGINX),
+        answer(C.INTERNAL, details=JAVA_INTERNAL),
+        answer(C.UNKNOWN, details="Unexpected error in handler"),  # grpc-js
+        answer(C.NOT_FOUND, details="rpc error: code = NotFound desc = chart"),
+    ],
+    ids=["nginx-400", "nginx-413", "java", "node", "go-not-found"],
+)
+def test_an_error_is_no_emergency_access(errored):
+    # The recorded case: break-glass answered INTERNAL passed as an allowed emergency access.
+    judged = judge_break_glass([(aimed("emergency", GET), errored)])
+    assert [(o.ref, o.status) for o in judged] == [("emergency", Status.INCONCLUSIVE)]
+    denied = judge_break_glass([(aimed("emergency", GET), answer(C.UNAUTHENTICATED))])
+    assert [o.status for o in denied] == [Status.FAIL]
+
+
 def test_emergency_events_must_be_flagged_with_a_reason():
     def lookup(event, name):  # another service's event shape: nested, other names
         return event.get("access", {}).get({"emergency": "breakGlass", "reason": "why"}[name])
@@ -601,13 +787,21 @@ def test_emergency_events_must_be_flagged_with_a_reason():
         "r2": [{"access": {"breakGlass": True, "why": "  "}}],
         "r3": [{"access": {"breakGlass": "true", "why": "ED"}}],
         "r4": [],
+        "r5": [{"access": {"breakGlass": "false", "why": "ED"}}],
+        "r6": [{"access": {"breakGlass": 1, "why": "ED"}}],
+        "r7": [{"access": {"breakGlass": True, "why": True}}],  # a flag is no reason
+        "r8": [{"access": {"breakGlass": True, "why": "ED"}}, {"access": {"why": "ED"}}],
     }
-    judged = judge_flags(["r1", "r2", "r3", "r4"], events, "", lookup)
+    judged = judge_flags([f"r{i}" for i in range(1, 9)], events, "", lookup)
     assert [(o.ref, o.status) for o in judged] == [
         ("audit", Status.PASS),
         ("audit", Status.FAIL),
         ("audit", Status.FAIL),
         ("audit", Status.INCONCLUSIVE),
+        ("audit", Status.FAIL),
+        ("audit", Status.FAIL),
+        ("audit", Status.FAIL),
+        ("audit", Status.FAIL),
     ]
     unreadable = judge_flags(["r1"], events, "audit.source: permission denied", lookup)
     assert [o.status for o in unreadable] == [Status.INCONCLUSIVE]
