@@ -309,3 +309,36 @@ def marks(source: Path | list[str] | None, what: str) -> tuple[dict[str, str], s
             continue
         out[path] = f"{st.st_size}:{st.st_mtime_ns}"
     return out, ""
+
+
+#: Where AUDIT-005 keeps each audit source's last (seq, hash), in ``evidence.history_dir``.
+ANCHORS = "audit-anchors.json"
+
+
+def load_anchor(directory: Path, key: str) -> tuple[dict[str, Any] | None, str]:
+    """The anchor an earlier run saved for source ``key`` (None: none), and a problem."""
+    path = directory / ANCHORS
+    try:
+        saved = json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError) as exc:
+        return None, f"unreadable {path}: {exc}"
+    if not isinstance(saved, dict):
+        return None, f"unreadable {path}: not a JSON object"
+    anchor = saved.get(key)
+    return (anchor if isinstance(anchor, dict) else None), ""
+
+
+def save_anchor(directory: Path, key: str, anchor: Mapping[str, Any]) -> str:
+    """Record ``anchor`` for source ``key`` (atomically); a problem, if any."""
+    path = directory / ANCHORS
+    try:
+        saved = json.loads(path.read_text()) if path.exists() else {}
+        saved = saved if isinstance(saved, dict) else {}
+        saved[key] = dict(anchor)
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(saved, indent=2, sort_keys=True))
+        os.replace(tmp, path)
+    except (OSError, ValueError) as exc:
+        return f"cannot write {path}: {exc}"
+    return ""

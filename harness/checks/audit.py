@@ -21,6 +21,7 @@ import struct
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -1041,6 +1042,52 @@ def judge_anchor(
     )
 
 
+def anchor_of(events: Sequence[Mapping[str, Any]], spec: ChainSpec) -> dict[str, Any] | None:
+    """The last record's (seq, hash): what the next run must find unchanged."""
+    if not events or spec.hash_field not in events[-1]:
+        return None
+    last = events[-1]
+    return {"seq": last.get(spec.seq_field), "hash": last[spec.hash_field]}
+
+
+def judge_previous(
+    previous: Mapping[str, Any] | None, events: Sequence[Mapping[str, Any]], spec: ChainSpec
+) -> Observation:
+    """The anchor an earlier run saved is still present, unchanged (same seq, same hash).
+
+    None (no earlier run saved one for this source) is nothing to compare: SKIP.
+    """
+    probe = "anchor saved by the previous run (evidence.history_dir)"
+    expected = "still present, unchanged"
+    if previous is None:
+        return Observation(probe, "none saved yet", "an earlier run", Status.SKIP).of("previous")
+    seq, digest = previous.get("seq"), previous.get("hash")
+    kept = any(
+        e.get(spec.hash_field) == digest and (seq is None or e.get(spec.seq_field) == seq)
+        for e in events
+    )
+    observed = f"seq {seq}: " + ("present, unchanged" if kept else "gone or changed")
+    status = Status.PASS if kept else Status.FAIL
+    return Observation(probe, observed, expected, status, Severity.HIGH).of("previous")
+
+
+def _previous(run: Run, events: Sequence[Mapping[str, Any]], spec: ChainSpec) -> Observation:
+    """Compare with the anchor an earlier run saved, then save this run's."""
+    directory = Path(str(run.config.get("evidence.history_dir")))
+    key = str(run.config.get("audit.source"))
+    previous, problem = audit.load_anchor(directory, key)
+    if problem:
+        return Observation("previous anchor", problem, "readable", Status.INCONCLUSIVE).of(
+            "previous"
+        )
+    out = judge_previous(previous, events, spec)
+    anchor = anchor_of(events, spec)
+    problem = audit.save_anchor(directory, key, anchor) if anchor else ""
+    if problem:
+        return Observation("new anchor", problem, "saved", Status.INCONCLUSIVE).of("previous")
+    return out
+
+
 def _growth(run: Run) -> tuple[audit.Events, audit.Events, int]:
     """The log before and after 50 audited calls (shared by AUDIT-005 and AUDIT-006).
 
@@ -1082,6 +1129,12 @@ def _audited_calls(run: Run, base: Base | None) -> list[Call]:
         Probe("links", "every hash link verifies under audit.hash_chain"),
         Probe("seq", "the sequence numbers have no gaps"),
         Probe("anchor", "the record last seen before the run's calls is still there, unchanged"),
+        Probe(
+            "previous",
+            "the anchor (seq, hash) saved by the previous run is still there, unchanged",
+            required=False,
+            needs=("evidence.history_dir",),
+        ),
     ),
 )
 def hash_chain(run: Run) -> Outcome:
@@ -1093,7 +1146,9 @@ def hash_chain(run: Run) -> Outcome:
     no spaces, the first record linking to 64 zeros; ``algorithm`` sha256/384/512,
     ``link`` concat or prev-in-record, ``genesis`` and the field names may be set), ``seq``
     must have no gaps, and the last record seen before (the anchor) must still be there
-    unchanged.
+    unchanged. With ``evidence.history_dir``, the anchor (seq, hash) the previous run saved
+    for this source must still be there unchanged (truncation or rewriting between runs),
+    and this run's last record is saved as the next run's anchor.
     """
     if not run.config.has("audit.hash_chain"):
         raise NotApplicable("no audit.hash_chain declared (ATT-004 must cover log integrity)")
@@ -1106,6 +1161,8 @@ def hash_chain(run: Run) -> Outcome:
         raise CannotObserve(before.problem or after.problem)
     observations = judge_chain(verify_chain(after.events, spec), len(after.events))
     observations.append(judge_anchor(before.events, after.events))
+    if run.config.get("evidence.history_dir"):
+        observations.append(_previous(run, after.events, spec))
     return Outcome.from_observations(
         CATALOGUE["AUDIT-005"],
         observations,

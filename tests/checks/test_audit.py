@@ -23,7 +23,16 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 
-from harness.audit import Events, Fields, by_request_id, outcome_code, parse_time
+from harness.audit import (
+    Events,
+    Fields,
+    appended,
+    by_request_id,
+    load_anchor,
+    outcome_code,
+    parse_time,
+    save_anchor,
+)
 from harness.canary import CanarySet
 from harness.checks import audit as checks
 from harness.checks import registered
@@ -417,8 +426,6 @@ def test_audit_002_injection_finds_every_piece_of_a_split_record():
 
 
 def test_audit_002_injection_judges_only_what_the_source_gained():
-    from harness.audit import appended
-
     old = b'{"forged": 1}\nnot json\n'  # an earlier run's mess
     new = escaped_event().encode() + b"\n"
     gained = appended([("audit.jsonl", old)], [("audit.jsonl", old + new)])
@@ -799,6 +806,33 @@ def test_audit_005_nothing_to_anchor_or_verify_is_not_a_pass():
     assert settled("AUDIT-005", obs).status is Status.INCONCLUSIVE
 
 
+def test_audit_005_the_previous_runs_anchor_must_survive_until_this_run(tmp_path):
+    """The row's cross-run anchor: a log truncated and rewritten between runs fails."""
+    spec = checks.ChainSpec()
+    first_run = chained(40)
+    anchor = checks.anchor_of(first_run, spec)
+    assert anchor == {"seq": 40, "hash": first_run[-1]["hash"]}
+    assert save_anchor(tmp_path, "audit.jsonl", anchor) == ""
+    previous, problem = load_anchor(tmp_path, "audit.jsonl")
+    assert (previous, problem) == (anchor, "")
+    assert load_anchor(tmp_path, "another source") == (None, "")
+    grown = chained(90)  # the same chain, grown: the anchor is still there
+    assert checks.judge_previous(previous, grown, spec).status is Status.PASS
+    rewritten = chained(12)  # truncated and rewritten with a fresh chain between runs
+    failed = checks.judge_previous(previous, rewritten, spec)
+    assert (failed.ref, failed.status, failed.severity.value) == ("previous", Status.FAIL, "high")
+    obs = [*checks.judge_chain(checks.verify_chain(rewritten, spec), 12)]
+    obs += [checks.judge_anchor(rewritten[:5], rewritten), failed]
+    assert settled("AUDIT-005", obs).status is Status.FAIL
+
+
+def test_audit_005_no_earlier_anchor_is_nothing_to_compare(tmp_path):
+    assert checks.judge_previous(None, chained(3), checks.ChainSpec()).status is Status.SKIP
+    (tmp_path / "audit-anchors.json").write_text("[1, 2]")
+    _, problem = load_anchor(tmp_path, "audit.jsonl")
+    assert "not a JSON object" in problem
+
+
 # -- AUDIT-006 ----------------------------------------------------------------------------
 
 
@@ -916,7 +950,7 @@ def test_the_invalid_canary_call_breaks_a_date_that_took():
         ),
         ("AUDIT-003", [("refusals", True), ("actor", True), ("alert", True)]),
         ("AUDIT-004", [("delta", True), ("precision", True), ("order", True), ("ntp", False)]),
-        ("AUDIT-005", [("links", True), ("seq", True), ("anchor", True)]),
+        ("AUDIT-005", [("links", True), ("seq", True), ("anchor", True), ("previous", False)]),
         ("AUDIT-006", [("a", False), ("b", False), ("run", True)]),
     ],
 )
@@ -927,7 +961,7 @@ def test_declared_probes_match_the_catalogue_row(control_id, probes):
 def test_optional_probes_name_the_keys_that_enable_them():
     needs = {
         (c, p.ref): p.needs
-        for c in ("AUDIT-001", "AUDIT-002", "AUDIT-004", "AUDIT-006")
+        for c in ("AUDIT-001", "AUDIT-002", "AUDIT-004", "AUDIT-005", "AUDIT-006")
         for p in registered()[c].probes
         if not p.required
     }
@@ -936,6 +970,7 @@ def test_optional_probes_name_the_keys_that_enable_them():
         ("AUDIT-002", "action"): ("audit.action_map",),
         ("AUDIT-002", "injection"): ("audit.logged_fields",),
         ("AUDIT-004", "ntp"): ("clock.ntp_server",),
+        ("AUDIT-005", "previous"): ("evidence.history_dir",),
         ("AUDIT-006", "a"): ("audit.mgmt_methods",),
         ("AUDIT-006", "b"): ("audit.storage_probe_cmd",),
     }
