@@ -82,6 +82,17 @@ def _path(value: Any, where: _Where) -> Path:
     return path
 
 
+def _dir(value: Any, where: _Where) -> Path:
+    path = _path(value, where)
+    if not path.is_dir():
+        raise where.fail(f"not a directory: {path}")
+    try:
+        next(path.iterdir(), None)
+    except OSError as exc:
+        raise where.fail(f"cannot read {path}: {exc.strerror or exc}") from None
+    return path
+
+
 def _any(value: Any, where: _Where) -> Any:
     return value
 
@@ -290,7 +301,7 @@ SCHEMA: dict[str, Any] = {
         "examples_per_method": _int,
         "latency_budget_ms": _num,
         "atheris_seconds": _num,
-        "seed_corpus": _path,
+        "seed_corpus": _dir,
         "inprocess_entrypoint": _str,
         "inprocess_options": _map(_any),
         "h2_burst": _int,
@@ -320,7 +331,6 @@ UNSUPPORTED: dict[str, str] = {
     "auth.revoke_cmd": "MIN-004 (4) (a revoked grant polled like an update)",
     "auth.revocation_sla_s": "MIN-004 (4)",
     "limits.max_response_bytes": "LIMIT-003 (the harness's receive limit)",
-    "fuzz.seed_corpus": "FUZZ-001/002 (seed inputs)",
     "evidence.secret_store": "AUTHN-005 (b) (replaying the previous run's token)",
 }
 

@@ -212,7 +212,7 @@ class Pacing:
     def stats(self) -> str:
         """The counters in words."""
         return (
-            f"{self.sent} inputs, at most {self.peak} in flight (limit {self.limit}), "
+            f"{self.sent} inputs, at most {self.peak} in flight of {self.limit} allowed, "
             f"{self.pressured} back-pressure answers set aside, "
             f"{self.not_reproduced} candidates not reproduced"
         )
@@ -855,6 +855,7 @@ class Remote:
             control=self._control,
             gone=self.gone,
         )
+        self.pacing.peak = 1  # one case at a time: Atheris calls this once per input
         settled = settle(link, self._suspect, self.pacing)
         self.notes += settled.notes
         self.unanswered = "" if settled.answered else settled.result.summary()

@@ -92,15 +92,21 @@ def test_whitebox_run_finds_keeps_and_replays(tmp_path):
     assert "passes now" in replay.stdout
 
 
-def test_blackbox_run_against_the_compliant_reference_finds_nothing(tmp_path):
+def test_blackbox_runs_against_the_compliant_reference_find_nothing_twice(tmp_path):
     # Malformed inputs once left grpcio server calls open: after max_concurrent_streams of
     # them every stream was refused (UNAVAILABLE, RST_STREAM 7) and reported as a finding.
-    run = _fuzz(tmp_path, "--target", "spawn:reference", "--budget", "12s", "--seed", "3")
-    _, err = run.communicate(timeout=180)
-    assert run.returncode == 0, err[-2000:]
-    assert " 0 new finding(s)" in err
-    assert "RST_STREAM" not in err
-    assert not list((tmp_path / "crashes").glob("*.json"))
+    # Two runs share the corpus: the second starts from the first's inputs, and has no
+    # finding to call fixed and none to find again.
+    for seed in ("3", "4"):
+        run = _fuzz(tmp_path, "--target", "spawn:reference", "--budget", "10s", "--seed", seed)
+        _, err = run.communicate(timeout=180)
+        assert run.returncode == 0, err[-2000:]
+        assert " 0 new finding(s)" in err
+        assert "0 known finding(s) still fail" in err
+        assert "RST_STREAM" not in err
+        assert "pacing: " in err
+        assert not list((tmp_path / "crashes").glob("*.json"))
+        assert not (tmp_path / "crashes" / "fixed").exists()
 
 
 def test_sigint_stops_cleanly_and_the_next_run_resumes(tmp_path):

@@ -168,7 +168,7 @@ def run(mode: str, argv: list[str]) -> None:
         _fail(str(exc))
     os.environ[ENV_MODE] = mode
     driver = Driver(surface, executor, Path(crashes) if crashes else None)
-    _seed_dir(surface, argv)
+    seed_dir(surface, argv)
     args = list(argv)
     if mode == "whitebox" and not any(a.startswith("-dict=") for a in argv):
         words = code_dictionary(getattr(executor, "modules", set()))
@@ -200,7 +200,7 @@ def _shared_dictionary(words: list[bytes]) -> Path:
     return path
 
 
-def _seed_dir(surface: Surface, argv: list[str]) -> None:
+def seed_dir(surface: Surface, argv: list[str]) -> None:
     """Seed the first corpus directory.
 
     One valid input per method when it is empty, and every input of ``fuzz.seed_corpus``

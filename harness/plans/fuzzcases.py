@@ -216,14 +216,15 @@ def generated_inputs(run: Run) -> dict[str, list[Any]]:
             return {}
         count = int(run.config.get("fuzz.examples_per_method", 200))
         return {
-            m.path: _parsed(m, surface.seeded(m))[:count] + _generate(m, count, run.options.seed)
+            m.path: parsed_seeds(m, surface.seeded(m))[:count]
+            + _generate(m, count, run.options.seed)
             for m in surface.methods
         }
 
     return run.memo("fuzz-generated", compute)
 
 
-def _parsed(m: FuzzMethod, payloads: list[bytes]) -> list[Any]:
+def parsed_seeds(m: FuzzMethod, payloads: list[bytes]) -> list[Any]:
     """The ``payloads`` that parse as ``m``'s input type, as messages."""
     out = []
     for payload in payloads:

@@ -492,3 +492,83 @@ def test_fuzz_003_passes_without_h_when_max_idle_is_not_set():
     assert outcome.status is Status.PASS
     h = next(p for p in outcome.probes if p.id == "FUZZ-003(h)")
     assert (h.status, h.enable) == (Status.SKIP, "limits.max_idle_s")
+
+
+# -- back-pressure is not an answer from a handler ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    "pushed_back",
+    [
+        # a rate limit in front of every handler (Envoy's local_ratelimit, grpc-go's tap)
+        answer(C.RESOURCE_EXHAUSTED, details="local_rate_limited"),
+        answer(C.RESOURCE_EXHAUSTED, details="rpc error: code = ResourceExhausted"),
+    ],
+)
+def test_fuzz_001_throttled_answers_do_not_count_as_reached(pushed_back):
+    # Before: RESOURCE_EXHAUSTED is an application code, so a method every input of which
+    # was throttled (or refused) passed as fuzzed.
+    r = fuzzed(pushed_back, answer(C.UNAUTHENTICATED), pushed_back)
+    observations = judge_fuzzing([r], BUDGET_MS)
+    assert observations[0].status is Status.INCONCLUSIVE
+    assert "none reached a handler" in observations[0].observed
+
+
+def test_fuzz_001_inputs_that_got_only_back_pressure_are_never_judged_nor_reached():
+    refused = answer(C.UNAVAILABLE, details="Stream refused by server")  # grpc-js
+    r = fuzzed(unanswered=[refused, refused])
+    obs = judge_inputs(r, BUDGET_MS)
+    assert obs.status is Status.INCONCLUSIVE  # not FAIL: back-pressure is no finding
+    assert "2 got only back-pressure" in obs.observed
+    r = fuzzed(answer(C.NOT_FOUND), unanswered=[refused, refused])
+    assert judge_inputs(r, BUDGET_MS).status is Status.INCONCLUSIVE  # too few reached
+    r = fuzzed(answer(C.NOT_FOUND), answer(C.OK), unanswered=[refused])
+    assert judge_inputs(r, BUDGET_MS).status is Status.PASS
+
+
+def test_fuzz_001_back_pressure_set_aside_and_notes_are_shown_not_judged():
+    goaway = answer(C.UNAVAILABLE, details="transport is closing")  # grpc-go
+    r = fuzzed(
+        answer(C.NOT_FOUND),
+        answer(C.OK),
+        set_aside=[goaway],
+        notes=["not reproduced: UNKNOWN (2); alone on a new connection: OK (0)"],
+    )
+    obs = judge_inputs(r, BUDGET_MS)
+    assert obs.status is Status.PASS
+    assert "1 back-pressure answers tried again (closed)" in obs.observed
+    assert "not reproduced: UNKNOWN" in obs.observed
+
+
+def test_fuzz_002_mutants_that_got_only_back_pressure_reached_nothing():
+    refused = answer(C.UNAVAILABLE, details="Received RST_STREAM with error code 7")
+    observations = judge_mutants(fuzzed(unanswered=[refused] * 3), BUDGET_MS)
+    assert statuses(observations) == [Status.INCONCLUSIVE, Status.PASS]
+    assert settled("FUZZ-002", observations).status is Status.INCONCLUSIVE
+
+
+def test_fuzz_002_a_connection_that_stops_accepting_streams_fails_as_a_denial_of_service():
+    refused = answer(C.UNAVAILABLE, details="Received RST_STREAM with error code 7")
+    why = (
+        "the service stops accepting streams after 101 malformed inputs on one connection: "
+        "REFUSED_STREAM persists after back-off, and a valid control call on that connection "
+        "is refused too, while a new connection is served; a denial of service"
+    )
+    r = fuzzed(answer(C.INTERNAL), refused, violation=why, failed=refused, health=None)
+    r.healthy = None
+    observations = judge_mutants(r, BUDGET_MS)
+    assert statuses(observations) == [Status.FAIL]
+    assert "stops accepting streams after 101 malformed inputs" in observations[0].observed
+    assert observations[0].request_id == refused.request_id
+
+
+def test_fuzz_002_plans_mutants_of_the_seed_corpus_in_turn_with_the_template():
+    m = FuzzMethod(GET, schema.message("GetPatientRequest"), b"\x0a\x03p-1", ("clinician",), False)
+    seeded = schema.message("GetPatientRequest")(patient_id="p-0042").SerializeToString()
+    kinds = len(MUTATIONS)
+    plan = mutants(m, 4 * kinds, 1, [seeded])
+    assert len(plan) >= 2 * kinds
+    # mutants of the seed: built from its bytes, so most still carry its ID
+    from_seed = plan[kinds : 2 * kinds]
+    assert sum(b"p-0042" in x.payload for x in from_seed) > kinds // 2
+    assert not any(b"p-0042" in x.payload for x in plan[:kinds])
