@@ -1,10 +1,11 @@
 """Error hygiene (ERR-*): what error statuses tell a caller.
 
-Both controls judge every call of the run (the journal) plus the calls of AUTHN-001,
-AUTHZ-001 and FUZZ-001 (:mod:`harness.plans`), which they trigger themselves if those
-controls have not run yet, so their verdict does not depend on test order or ``-k``
-selection. Planning and judging are pure functions (``*_plan``, ``judge_*``): recorded
-answers are decided by status codes and payloads, never by one stack's error strings.
+Each control judges the calls it plans: its own probes, and the calls of AUTHN-001,
+AUTHZ-001 and FUZZ-001 (:mod:`harness.plans`, made once per run by whichever control asks
+first), never the run's journal, whose content depends on which controls ran before: so
+no verdict depends on test order or ``-k`` selection. Planning and judging are pure
+functions (``*_plan``, ``judge_*``): recorded answers are decided by status codes and
+payloads, never by one stack's error strings.
 """
 
 from __future__ import annotations
@@ -44,31 +45,48 @@ MALFORMED = b"\x0a\xff\xff\xff\xff\x0f\x12"
 LEAST = "least-privileged"
 
 
-def _all_calls(run: Run) -> list[CallResult]:
-    """Every call of the run, after making sure AUTHN-001's, AUTHZ-001's and FUZZ-001's exist."""
-    authn_basic_calls(run)
-    authz_matrix_calls(run)
-    fuzz_calls(run)
-    return run.calls()
+def shared_calls(run: Run) -> list[CallResult]:
+    """The calls of AUTHN-001, AUTHZ-001 and FUZZ-001 (the liveness checks after fuzzing too).
+
+    Each plan is made once per run, by whichever control asks first, so a verdict over
+    them depends neither on test order nor on ``-k``.
+    """
+    out: list[CallResult] = []
+    for planned in (authn_basic_calls(run), authz_matrix_calls(run)):
+        if not isinstance(planned, str):
+            out += [result for _, result in planned]
+    fuzzed = fuzz_calls(run)
+    if not isinstance(fuzzed, str):
+        for method in fuzzed:
+            out += method.results
+            out += [method.healthy] if method.healthy is not None else []
+    return out
 
 
 def texts(result: CallResult) -> Iterable[tuple[str, str]]:
-    """(where, text) pairs a caller sees in a failed call: message, details, metadata."""
+    """(where, text) pairs a caller sees in a failed call: message, details, metadata.
+
+    Binary metadata is read as UTF-8 text; status details that are not a
+    ``google.rpc.Status`` are scanned as they came, read as text.
+    """
     yield "status message", result.details
     for key, value in (*result.initial_metadata, *result.trailing_metadata):
-        if key == _DETAILS_KEY and isinstance(value, bytes):
-            try:
-                status = status_pb2.Status.FromString(value)
-            except DecodeError:
-                continue
-            yield "status details", status.message
-            for detail in status.details:
-                yield (
-                    f"status detail {detail.type_url.rsplit('/', 1)[-1]}",
-                    detail.value.decode("utf-8", "replace"),
-                )
-        elif isinstance(value, str):
-            yield f"metadata {key}", value
+        blob = value.encode("latin-1") if isinstance(value, str) else value
+        if key != _DETAILS_KEY:
+            yield f"metadata {key}", value if isinstance(value, str) else _text(value)
+            continue
+        try:
+            status = status_pb2.Status.FromString(blob)
+        except DecodeError:
+            yield "status details (not a google.rpc.Status)", _text(blob)
+            continue
+        yield "status details", status.message
+        for detail in status.details:
+            yield f"status detail {detail.type_url.rsplit('/', 1)[-1]}", _text(detail.value)
+
+
+def _text(blob: bytes) -> str:
+    return blob.decode("utf-8", "replace")
 
 
 def detail_types(result: CallResult) -> tuple[str, ...]:
@@ -92,7 +110,11 @@ ERR_001_PROBES = (
     Probe("unknown-method", "an unknown method of a declared service: UNIMPLEMENTED"),
     Probe("two-messages", "two request messages to a unary method: recorded, at most WARN"),
     Probe("malformed", "malformed protobuf bytes: INTERNAL or INVALID_ARGUMENT"),
-    Probe("leaks", "every error status of the run: no leak pattern, no DebugInfo"),
+    Probe(
+        "leaks",
+        "every error status of these and the shared AUTHN/AUTHZ/FUZZ calls: no leak pattern, "
+        "no DebugInfo",
+    ),
 )
 
 #: What each dedicated probe must end with.
@@ -275,12 +297,14 @@ def errors_sanitised(run: Run) -> Outcome:
     Four dedicated probes (unknown service and method must get UNIMPLEMENTED, malformed
     bytes INTERNAL or INVALID_ARGUMENT; two messages to a unary method is recorded, at most
     WARN), sent to a protected unary method, else to the liveness method. Then every
-    non-OK status of the run (AUTHN-001, AUTHZ-001 and FUZZ-001 calls included) has its
-    message, decoded ``grpc-status-details-bin`` and metadata scanned for stack traces,
-    SQL, absolute paths, private addresses, ``errors.internal_domains`` and version
-    banners, and for a ``google.rpc.DebugInfo`` detail. A ``server`` header with a version
-    is WARN (low). Statuses the client library generates (UNAVAILABLE, DEADLINE_EXCEEDED,
-    CANCELLED) are not the server's words and are not scanned.
+    non-OK status of these calls and of the calls it shares with AUTHN-001, AUTHZ-001 and
+    FUZZ-001 (:func:`shared_calls`: made once per run, so the verdict depends neither on
+    test order nor on ``-k``) has its message, ``grpc-status-details-bin`` (decoded, or
+    as it came when it is not a ``google.rpc.Status``) and metadata scanned for stack
+    traces, SQL, absolute paths, private addresses, ``errors.internal_domains`` and
+    version banners, and for a ``google.rpc.DebugInfo`` detail. A ``server`` header with a
+    version is WARN (low). Statuses the client library generates (UNAVAILABLE,
+    DEADLINE_EXCEEDED, CANCELLED) are not the server's words and are not scanned.
     """
     unary, request = _unary_method(run)
     plan = dedicated_plan(unary, request, run.principal(LEAST), run.options.seed)
@@ -291,7 +315,7 @@ def errors_sanitised(run: Run) -> Outcome:
     ]
     allowed = run.config.str_list("errors.allowed_messages")
     domains = run.config.str_list("errors.internal_domains")
-    calls = _all_calls(run)
+    calls = [result for _, result in sent] + shared_calls(run)
     observations += judge_leaks(calls, allowed, domains)
     scanned = len(server_errors(calls))
     return Outcome.from_observations(
@@ -314,7 +338,10 @@ def _unary_method(run: Run) -> tuple[str, bytes]:
 # -- ERR-002 ----------------------------------------------------------------------------
 
 ERR_002_PROBES = (
-    Probe("codes", "no UNKNOWN (2) or DATA_LOSS (15) in any call of the run"),
+    Probe(
+        "codes",
+        "no UNKNOWN (2) or DATA_LOSS (15) in its calls and the shared AUTHN/AUTHZ/FUZZ calls",
+    ),
     Probe(
         "authn",
         "authentication failure variants indistinguishable",
@@ -335,14 +362,23 @@ AUTHN_COMPARED = "authentication failures compared"
 def judge_codes(results: Sequence[CallResult]) -> list[Observation]:
     """UNKNOWN (2) and DATA_LOSS (15) must never occur: each (up to ten) is a FAIL.
 
-    Filed under ``codes``; no call at all is nothing to judge (a SKIP), never a PASS.
+    Filed under ``codes``. Only calls that reached the service count: no call at all is
+    nothing to judge (a SKIP), and calls none of which reached the service
+    (UNAVAILABLE, DEADLINE_EXCEEDED) show no mapping either way (INCONCLUSIVE); neither is
+    ever a PASS.
     """
-    bad = [r for r in results if r.code in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.DATA_LOSS)]
+    reached = [r for r in results if r.responses or r.code not in UNREACHED]
+    bad = [r for r in reached if r.code in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.DATA_LOSS)]
     expected = "never UNKNOWN (2) or DATA_LOSS (15)"
+    lost = len(results) - len(reached)
     if not results:
         out = [Observation("calls of the run", "none", "calls to judge", Status.SKIP)]
+    elif not reached:
+        observed = f"none of {len(results)} calls reached the service"
+        out = [Observation("calls of the run", observed, expected, Status.INCONCLUSIVE)]
     elif not bad:
-        counted = f"{len(results)} calls of the run"
+        counted = f"{len(reached)} calls that reached the service"
+        counted += f" ({lost} more did not)" if lost else ""
         out = [Observation(counted, "no UNKNOWN or DATA_LOSS", expected, Status.PASS)]
     else:
         out = [
@@ -357,32 +393,45 @@ def shape(result: CallResult) -> tuple[grpc.StatusCode, str, tuple[str, ...]]:
     return result.code, result.details, detail_types(result)
 
 
+#: What counts as a refusal in each comparison: a credential refused (``authn``), a
+#: record refused or hidden (``existence``). Any other error is no refusal.
+REFUSALS: dict[str, frozenset[grpc.StatusCode]] = {
+    "authn": frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}),
+    "existence": frozenset({grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.NOT_FOUND}),
+}
+
+
 def judge_uniform(ref: str, what: str, sent: Sequence[tuple[Call, CallResult]]) -> Observation:
     """Refusals that must look alike: one (code, message, detail types) for all of them.
 
     Filed under ``ref`` (``authn``: token variants; ``existence``: foreign vs. absent IDs).
 
-    Accepted variants (OK or data) are other controls' findings and are left out; a
-    variant that never reached the service leaves the comparison INCONCLUSIVE, and fewer
-    than two refusals leave nothing to compare.
+    Accepted variants (OK or data) are other controls' findings and are left out. Answers
+    a caller can tell apart FAIL. Otherwise a variant that never reached the service, or
+    answers that are errors rather than refusals (:data:`REFUSALS`: INTERNAL from a proxy,
+    UNKNOWN from a crash), leave the comparison INCONCLUSIVE, and fewer than two refusals
+    leave nothing to compare.
     """
     expected = "one identical (code, message, detail types) for every refusal"
-    unreached, refused = [], []
+    unreached, answered = [], []
     for call, result in sent:
         if result.code in UNREACHED and not result.responses:
             unreached.append(call.label)
         elif result.code != grpc.StatusCode.OK and not result.responses:
-            refused.append((call, result))
-    described = "; ".join(f"{c.label}: {r.summary()}" for c, r in refused) or "none refused"
+            answered.append((call, result))
+    described = "; ".join(f"{c.label}: {r.summary()}" for c, r in answered) or "none refused"
+    if len({shape(r) for _, r in answered}) > 1:
+        return Observation(what, described, expected, Status.FAIL, Severity.MEDIUM).of(ref)
+    errors = [c.label for c, r in answered if r.code not in REFUSALS.get(ref, frozenset())]
     if unreached:
         observed = f"{', '.join(unreached)}: did not reach the service"
-        return Observation(what, observed, expected, Status.INCONCLUSIVE).of(ref)
-    if len(refused) < 2:
+    elif errors:
+        observed = f"{described}: errors, not refusals"
+    elif len(answered) < 2:
         observed = f"{described}: fewer than two refusals to compare"
-        return Observation(what, observed, expected, Status.INCONCLUSIVE).of(ref)
-    same = len({shape(r) for _, r in refused}) == 1
-    status = Status.PASS if same else Status.FAIL
-    return Observation(what, described, expected, status, Severity.MEDIUM).of(ref)
+    else:
+        return Observation(what, described, expected, Status.PASS).of(ref)
+    return Observation(what, observed, expected, Status.INCONCLUSIVE).of(ref)
 
 
 def failure_variants(base: Base, keys: IssuerKeys, nonce: str, now: int) -> list[Call]:
@@ -461,17 +510,23 @@ def existence_plan(
 def errors_uniform(run: Run) -> Outcome:
     """Errors mapped robustly; no user or credential enumeration.
 
-    Over every call of the run (AUTHN-001, AUTHZ-001 and FUZZ-001 calls included), UNKNOWN
-    and DATA_LOSS must never occur. Then differently-wrong tokens (bad signature, unknown
-    ``kid``, and with the issuer key: expired, wrong ``aud``) go to the same method: the
-    ones refused must all look identical to the caller (code, message, detail types). With
+    Differently-wrong tokens (bad signature, unknown ``kid``, and with the issuer key:
+    expired, wrong ``aud``) go to the same method: the ones refused must all look
+    identical to the caller (code, message, detail types). With
     ``authz.existence_hiding``, a principal's foreign IDs and a nonexistent one must be
-    refused identically too.
+    refused identically too. Over these calls and those it shares with AUTHN-001,
+    AUTHZ-001 and FUZZ-001 (:func:`shared_calls`: made once per run, so the verdict
+    depends neither on test order nor on ``-k``), UNKNOWN and DATA_LOSS must never occur.
     """
-    observations = judge_codes(_all_calls(run))
-    observations.append(_authn_uniform(run))
+    authn, sent = _authn_uniform(run)
+    observations = [authn]
     if run.config.get("authz.existence_hiding"):
-        observations += _existence_uniform(run)
+        existence, more = _existence_uniform(run)
+        observations += existence
+        sent += more
+    found, _ = bases(run)
+    own = [b.control for b in found] + [result for _, result in sent]
+    observations = judge_codes(own + shared_calls(run)) + observations
     return Outcome.from_observations(
         CATALOGUE["ERR-002"],
         observations,
@@ -479,17 +534,21 @@ def errors_uniform(run: Run) -> Outcome:
     )
 
 
-def _authn_uniform(run: Run) -> Observation:
+Sent = list[tuple[Call, CallResult]]
+
+
+def _authn_uniform(run: Run) -> tuple[Observation, Sent]:
     found, why = bases(run)
     accepted = [b for b in found if b.accepted]
     if not accepted:
         need = why or "a principal whose JWT bearer token is accepted"
-        return Observation(AUTHN_COMPARED, "not sent", need, Status.SKIP).of("authn")
+        return Observation(AUTHN_COMPARED, "not sent", need, Status.SKIP).of("authn"), []
     calls = failure_variants(accepted[0], run.issuer_keys(), run_nonce(run), int(time.time()))
-    return judge_uniform("authn", AUTHN_COMPARED, send(run, calls))
+    sent = send(run, calls)
+    return judge_uniform("authn", AUTHN_COMPARED, sent), sent
 
 
-def _existence_uniform(run: Run) -> list[Observation]:
+def _existence_uniform(run: Run) -> tuple[list[Observation], Sent]:
     policy = Policy.of(run)
     groups: list[tuple[str, list[Call]]] = []
     if policy is not None:
@@ -498,12 +557,12 @@ def _existence_uniform(run: Run) -> list[Observation]:
         groups = existence_plan(policy, run.principals, ids, templates, run_nonce(run))
     if not groups:
         need = "authz.foreign_ids, and authz.own_ids named in a readable method's template"
-        return [
-            Observation("foreign vs. nonexistent IDs", "not sent", need, Status.SKIP).of(
-                "existence"
-            )
-        ]
-    return [
-        judge_uniform("existence", f"foreign vs. nonexistent IDs of {name}", send(run, calls))
-        for name, calls in groups
-    ]
+        skipped = Observation("foreign vs. nonexistent IDs", "not sent", need, Status.SKIP)
+        return [skipped.of("existence")], []
+    observations, every = [], []
+    for name, calls in groups:
+        sent = send(run, calls)
+        what = f"foreign vs. nonexistent IDs of {name}"
+        observations.append(judge_uniform("existence", what, sent))
+        every += sent
+    return observations, every

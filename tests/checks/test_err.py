@@ -15,6 +15,7 @@ from google.protobuf import any_pb2, descriptor_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from harness.catalogue import Severity
+from harness.channels import CallResult
 from harness.checks import registered
 from harness.checks.err import (
     ERR_001_PROBES,
@@ -31,10 +32,12 @@ from harness.checks.err import (
     judge_leaks,
     judge_uniform,
     server_errors,
+    shared_calls,
 )
 from harness.descriptors import MethodCatalogue, MethodInfo
 from harness.outcome import Observation, Status
 from harness.plans.calls import Call
+from harness.plans.fuzzcases import MethodRun
 from harness.plans.tokens import Base
 from harness.policy import Policy
 from harness.principals import Principal
@@ -46,6 +49,7 @@ SVC = "/acme.charts.v2.Charts"
 GET, UPDATE = f"{SVC}/GetChart", f"{SVC}/UpdateChart"
 LEAST = Principal("least-privileged")
 ENVOY = (("server", "envoy"),)
+NGINX = (("server", "nginx/1.25.3"), ("content-type", "text/html"))
 
 
 def status_details(*details: object, message: str = "") -> tuple[tuple[str, bytes], ...]:
@@ -231,6 +235,25 @@ def test_leaks_are_found_in_decoded_details_and_metadata_too():
     assert via_header[0].probe.startswith("metadata x-debug of ")
 
 
+@pytest.mark.parametrize(
+    ("key", "head", "trace"),
+    [
+        ("grpc-status-details-bin", b"\xff\x01", PY_TRACE),  # not a google.rpc.Status
+        ("grpc-status-details-bin", b"\x08", GO_PANIC),  # a Status cut short
+        ("x-debug-bin", b"", JAVA_TRACE),  # binary metadata
+    ],
+    ids=["undecodable-details", "truncated-details", "binary-metadata"],
+)
+def test_details_and_binary_metadata_nobody_can_decode_are_scanned_as_they_came(key, head, trace):
+    # The recorded case: undecodable grpc-status-details-bin was skipped, unread.
+    leaky = answer(C.INTERNAL, details="internal error", trailers=((key, head + trace.encode()),))
+    judged = judge_error_texts(leaky)
+    assert {(o.expected, o.status) for o in judged} >= {
+        ("generic text, no stack trace", Status.FAIL)
+    }
+    assert judge_error_texts(answer(C.INTERNAL, trailers=((key, head + b"denied"),))) == []
+
+
 def test_debug_info_detail_fails_high_and_is_named():
     info = error_details_pb2.DebugInfo(stack_entries=["frame"], detail="boom")
     result = answer(C.INTERNAL, details="internal error", trailers=status_details(info))
@@ -328,6 +351,24 @@ def test_unknown_and_data_loss_fail_and_are_counted():
     assert judge_codes([])[0].status is Status.SKIP
 
 
+@pytest.mark.parametrize(
+    "lost",
+    [
+        answer(C.UNAVAILABLE, details="upstream connect error or disconnect/reset before headers"),
+        answer(C.UNAVAILABLE, details="Received http2 header with status: 503", headers=NGINX),
+        answer(C.DEADLINE_EXCEEDED, details="Deadline Exceeded"),
+    ],
+    ids=["envoy", "nginx-503", "deadline"],
+)
+def test_codes_over_calls_that_never_reached_the_service_show_nothing(lost):
+    # The recorded case: every call UNAVAILABLE, and "no UNKNOWN" passed.
+    judged = judge_codes([lost, lost, lost])
+    assert [(o.status, o.ref) for o in judged] == [(Status.INCONCLUSIVE, "codes")]
+    mixed = judge_codes([lost, answer(C.PERMISSION_DENIED), answer(C.OK, b"\x0a\x00")])
+    assert [o.status for o in mixed] == [Status.PASS]
+    assert "1 more did not" in mixed[0].probe
+
+
 def variants(*results) -> list[tuple[Call, object]]:
     labels = ("bad signature", "unknown kid", "expired", "wrong aud")
     return [(Call(label, GET, (b"",)), r) for label, r in zip(labels, results, strict=False)]
@@ -381,6 +422,66 @@ def test_a_variant_that_never_reached_leaves_the_comparison_inconclusive(code):
     judged = judge_uniform("authn", "x", variants(refused, answer(code), refused))
     assert judged.status is Status.INCONCLUSIVE
     assert "unknown kid: did not reach the service" in judged.observed
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        answer(C.INTERNAL, details="Received http2 header with status: 400", headers=NGINX),
+        answer(C.UNKNOWN, details="Received http2 header with status: 413", headers=NGINX),
+        answer(C.UNKNOWN, details="Exception calling application: boom"),
+        answer(C.RESOURCE_EXHAUSTED, details="rate limited"),
+    ],
+    ids=["nginx-400", "nginx-413", "python-crash", "throttled"],
+)
+def test_identical_errors_are_not_indistinguishable_refusals(error):
+    # The recorded case: every variant answered the same error, and that passed as refusals.
+    judged = judge_uniform("authn", "x", variants(error, error, error))
+    assert judged.status is Status.INCONCLUSIVE
+    assert "errors, not refusals" in judged.observed
+    refusal = answer(C.UNAUTHENTICATED, details="unauthenticated")
+    told_apart = judge_uniform("authn", "x", variants(refusal, error, refusal))
+    assert told_apart.status is Status.FAIL
+    hidden = answer(C.NOT_FOUND, details="not found")
+    assert judge_uniform("existence", "x", variants(hidden, hidden)).status is Status.PASS
+    assert judge_uniform("authn", "x", variants(hidden, hidden)).status is Status.INCONCLUSIVE
+
+
+def test_a_difference_outranks_a_variant_that_never_arrived():
+    refusal = answer(C.UNAUTHENTICATED, details="unauthenticated")
+    expired = answer(C.UNAUTHENTICATED, details="token expired")
+    judged = judge_uniform("authn", "x", variants(refusal, answer(C.UNAVAILABLE), expired))
+    assert judged.status is Status.FAIL
+
+
+class Recorded:
+    """A run whose shared plans were already made, and whose journal holds other calls."""
+
+    def __init__(self, journal: list[CallResult], **memo: object) -> None:
+        self.journal, self._memo = journal, memo
+
+    def memo(self, key: str, compute: object) -> object:
+        return self._memo[key]
+
+    def calls(self) -> list[CallResult]:
+        return list(self.journal)
+
+
+def test_the_err_controls_judge_the_calls_they_planned_not_the_journal():
+    # The recorded case: ERR-001/002 read the whole journal, so an UNKNOWN another control
+    # provoked (or not, under -k) decided their verdict.
+    other = answer(C.UNKNOWN, details="Traceback (most recent call last):", method=UPDATE)
+    denied = answer(C.PERMISSION_DENIED, details="permission denied", method=GET)
+    fuzzed = MethodRun(GET, [answer(C.INVALID_ARGUMENT, details="bad id")], healthy=answer(C.OK))
+    run = Recorded(
+        [other, denied],
+        **{"authn-basic": [(Call("V1", GET, (b"",)), denied)], "authz-matrix": "no descriptors",
+           "fuzz": [fuzzed]},
+    )  # fmt: skip
+    planned = shared_calls(run)  # type: ignore[arg-type]
+    assert [r.code for r in planned] == [C.PERMISSION_DENIED, C.INVALID_ARGUMENT, C.OK]
+    assert [o.status for o in judge_codes(planned)] == [Status.PASS]
+    assert [o.status for o in judge_leaks(planned)] == [Status.PASS]
 
 
 def base() -> Base:
