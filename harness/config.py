@@ -330,7 +330,6 @@ UNSUPPORTED: dict[str, str] = {
     "auth.canary_callback_url": "AUTHN-004 (a callback that records jku/x5u fetches)",
     "auth.revoke_cmd": "MIN-004 (4) (a revoked grant polled like an update)",
     "auth.revocation_sla_s": "MIN-004 (4)",
-    "limits.max_response_bytes": "LIMIT-003 (the harness's receive limit)",
     "evidence.secret_store": "AUTHN-005 (b) (replaying the previous run's token)",
 }
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import grpc
+import h2.exceptions
 import h2.settings
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
@@ -23,10 +24,11 @@ from jwt.utils import base64url_decode
 
 from harness import audit
 from harness.catalogue import CATALOGUE, Severity
-from harness.channels import CallResult, code_text, invoke
+from harness.channels import CLIENT_MAX_RECEIVE, CallResult, code_text, invoke, new_request_id
 from harness.checks import check
 from harness.descriptors import MethodInfo, is_repeated
-from harness.oracles import PERMISSION_DENIED, UNREACHED, refused
+from harness.h2client import H2Client, Reply, grpc_frame
+from harness.oracles import PERMISSION_DENIED, UNREACHED, judge_health, refused
 from harness.outcome import NotApplicable, Observation, Outcome, Probe, Status
 from harness.plans.calls import (
     TRANSPORT_ABUSE,
@@ -241,19 +243,13 @@ def judge_bomb(plan: SizePlan, result: CallResult) -> Observation:
     return _size_observation("d", probe, result, expected, status, Severity.HIGH)
 
 
-def judge_health(ref: str, after: str, result: CallResult) -> Observation:
-    """The health check after a step: OK, else a FAIL (the service did not stay healthy)."""
-    status = Status.PASS if result.code == OK else Status.FAIL
-    return _size_observation(ref, f"health after {after}", result, "OK", status, Severity.HIGH)
-
-
 def _healthy(run: Run, ref: str, after: str) -> Observation:
     channel = run.new_channel()
     try:
         r = invoke(channel, run.liveness, [b""], request_id_key=run.request_id_key, timeout=5)
     finally:
         channel.close()
-    return judge_health(ref, after, r)
+    return judge_health(f"health after {after}", r).of(ref)
 
 
 def _size_steps(run: Run, plan: SizePlan, channel: grpc.Channel) -> list[Observation]:
@@ -538,6 +534,28 @@ _CLIENT_LIMIT_NOTE = (
 )
 
 
+def _int_or_none(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def receive_limit(configured: Any) -> int | None:
+    """The harness's receive limit for LIMIT-003: ``limits.max_response_bytes``, if set.
+
+    At most :data:`~harness.channels.CLIENT_MAX_RECEIVE` (64 MiB), the limit of the
+    harness's own channels: a larger response comes back as a client RESOURCE_EXHAUSTED.
+    """
+    if configured is None:
+        return None
+    return min(int(configured), CLIENT_MAX_RECEIVE)
+
+
+def _oversized(largest: int, limit: int | None) -> str:
+    """Why a response is over the receive limit, or ``""``."""
+    if limit is None or largest <= limit:
+        return ""
+    return f"; a {largest}-byte response, over limits.max_response_bytes ({limit})"
+
+
 def maxed(cls: Any, template: str) -> bytes:
     """The template with every singular integer field at 2^31 - 1 (ask for everything)."""
     msg = _from_template(cls, template)
@@ -590,16 +608,21 @@ def judge_outsider(call: Call, result: CallResult) -> Observation:
     ).of("a")
 
 
-def judge_export_count(label: str, result: CallResult, max_records: int) -> Observation:
+def judge_export_count(
+    label: str, result: CallResult, max_records: int | None, max_bytes: int | None = None
+) -> Observation:
     """(a) An export asked for everything: at most ``max_records`` messages.
 
-    It ends OK, or INVALID_ARGUMENT (too much was asked). RESOURCE_EXHAUSTED is a FAIL
-    (if the client raised it, a response was too large); an OK with no record shows no
+    It ends OK, or INVALID_ARGUMENT (too much was asked). RESOURCE_EXHAUSTED is a FAIL (if
+    the client raised it, a response was too large), and so is a response over the
+    receive limit ``max_bytes`` (:func:`receive_limit`); an OK with no record shows no
     bound (INCONCLUSIVE), nor does a call that never reached the service.
     """
     n = len(result.responses)
-    observed = f"{result.summary()}; {sum(len(b) for b in result.responses)} bytes"
-    if n > max_records:
+    largest = max((len(b) for b in result.responses), default=0)
+    over = _oversized(largest, max_bytes)
+    observed = f"{result.summary()}; {sum(len(b) for b in result.responses)} bytes{over}"
+    if (max_records is not None and n > max_records) or over:
         status = Status.FAIL
     elif result.code == RESOURCE_EXHAUSTED:
         status, observed = Status.FAIL, observed + _CLIENT_LIMIT_NOTE
@@ -611,9 +634,11 @@ def judge_export_count(label: str, result: CallResult, max_records: int) -> Obse
         status, observed = Status.INCONCLUSIVE, f"{observed}; no record exported: no bound shown"
     else:
         status = Status.FAIL
-    return Observation(
-        label, observed, f"at most {max_records} records", status, Severity.HIGH, result.request_id
-    ).of("a")
+    expected = " and ".join(
+        [f"at most {max_records} records"] * (max_records is not None)
+        + [f"responses of at most {max_bytes} bytes"] * (max_bytes is not None)
+    )
+    return Observation(label, observed, expected, status, Severity.HIGH, result.request_id).of("a")
 
 
 def judge_export_audit(
@@ -633,25 +658,56 @@ def judge_export_audit(
     ).of("a")
 
 
-def judge_concurrent(label: str, results: Sequence[CallResult], allowed: int) -> Observation:
-    """(b) ``allowed`` + 1 exports at once: at least one RESOURCE_EXHAUSTED."""
-    limited = sum(1 for r in results if r.code == RESOURCE_EXHAUSTED)
-    if limited:
-        status = Status.PASS
-    elif not all(_reached(r) for r in results):
-        status = Status.INCONCLUSIVE
-    else:
+def judge_concurrent(
+    label: str, replies: Sequence[Reply], allowed: int, max_bytes: int | None = None
+) -> Observation:
+    """(b) ``allowed`` + 1 exports at once: the server refuses one with RESOURCE_EXHAUSTED.
+
+    The streams are read off a raw HTTP/2 connection, so every status is one the server
+    sent (``grpc-status``): a RESOURCE_EXHAUSTED the client library raises itself (a
+    response over its receive limit, headers over its metadata limit) can never pass for
+    the server's refusal. All served (OK, or still sending when the harness stopped
+    reading) is a FAIL, as is a response over the receive limit ``max_bytes``; a stream
+    the server answered otherwise (an error, UNAVAILABLE from a proxy, an HTTP error
+    page, a reset, nothing in time) shows no limit: INCONCLUSIVE.
+    """
+    limited = sum(1 for r in replies if r.grpc_status == RESOURCE_EXHAUSTED.value[0])
+    served = [r for r in replies if r.grpc_status == 0 or (r.timed_out and r.messages)]
+    over = _oversized(max((r.largest for r in replies), default=0), max_bytes)
+    observed = "; ".join(_stream_text(r) for r in replies) + over
+    if over:
         status = Status.FAIL
+    elif limited:
+        status = Status.PASS
+    elif replies and len(served) == len(replies):
+        status = Status.FAIL
+    else:
+        status = Status.INCONCLUSIVE
     return Observation(
         label,
-        ", ".join(r.code.name for r in results),
-        f"at most {allowed} run, the rest RESOURCE_EXHAUSTED (8)",
+        observed,
+        f"at most {allowed} run, the rest RESOURCE_EXHAUSTED (8) from the server",
         status,
         Severity.HIGH,
     ).of("b")
 
 
-def _export(run: Run, plan: ExportPlan, max_records: Any, concurrent: Any) -> list[Observation]:
+@dataclass(frozen=True)
+class ExportBounds:
+    """What LIMIT-003 holds exports to (each ``None`` when not declared).
+
+    Attributes:
+        records: Messages per export (``limits.max_export_records``).
+        concurrent: Exports at once per identity (``limits.max_concurrent_exports``).
+        response_bytes: The harness's receive limit (:func:`receive_limit`).
+    """
+
+    records: int | None
+    concurrent: int | None
+    response_bytes: int | None
+
+
+def _export(run: Run, plan: ExportPlan, bounds: ExportBounds) -> list[Observation]:
     """(a) and (b) for one bulk method: send, look up the audit event, judge."""
     observations = []
     if plan.outsider is not None:
@@ -670,23 +726,88 @@ def _export(run: Run, plan: ExportPlan, max_records: Any, concurrent: Any) -> li
         timeout=EXPORT_TIMEOUT_S,
     )
     label = f"{exporter.name} asks {plan.path} for everything"
-    if max_records is not None:
-        observations.append(judge_export_count(label, r, int(max_records)))
+    if bounds.records is not None or bounds.response_bytes is not None:
+        observations.append(judge_export_count(label, r, bounds.records, bounds.response_bytes))
     counts = "records" in run.config.table("audit.field_map")
     if r.code == OK and counts and run.config.get("audit.source") is not None:
         events, problem = audit.wait_for(run, [r.request_id])
         counted = [audit.field(run, e, "records") for e in events.get(r.request_id, [])]
         audited = f"audit event of the export ({exporter.name})"
         observations.append(judge_export_audit(audited, r, counted, problem))
-    if concurrent is not None:
-        streams = [
-            Call(f"concurrent export {i + 1}", plan.path, (plan.request,), exporter, (), False)
-            for i in range(int(concurrent) + 1)
-        ]
-        results = [res for _, res in send(run, streams)]
-        label = f"{len(streams)} exports at once by {exporter.name}"
-        observations.append(judge_concurrent(label, results, int(concurrent)))
+    if bounds.concurrent is not None:
+        count = bounds.concurrent + 1
+        label = f"{count} exports at once by {exporter.name}"
+        replies = concurrent_exports(run, plan, exporter, count)
+        if isinstance(replies, str):
+            seen = Observation(label, replies, "a raw HTTP/2 connection", Status.INCONCLUSIVE)
+            observations.append(seen.of("b"))
+        else:
+            observations.append(
+                judge_concurrent(label, replies, bounds.concurrent, bounds.response_bytes)
+            )
     return observations
+
+
+def _stream_text(reply: Reply) -> str:
+    """One export stream in evidence: how it ended, or that it was still open."""
+    counted = f"{reply.messages} message(s)"
+    if reply.timed_out and reply.http_status is not None:
+        return f"HTTP {reply.http_status}, still open after {counted}"
+    return f"{reply.describe()}, {counted}"
+
+
+def _h2_as(run: Run, principal: Principal) -> H2Client:
+    """A raw HTTP/2 connection presenting ``principal``'s client certificate, if it has one."""
+    if not (principal.has_cert and principal.client_cert and principal.client_key):
+        return run.open_h2()
+    endpoint = replace(
+        run.endpoint,
+        client_cert_pem=principal.client_cert.read_bytes(),
+        client_key_pem=principal.client_key.read_bytes(),
+    )
+    target = run.target
+    return H2Client.open(endpoint, target.host, target.port, run.options.connect_timeout_s)
+
+
+def concurrent_exports(
+    run: Run, plan: ExportPlan, exporter: Principal, count: int
+) -> list[Reply] | str:
+    """``count`` exports by ``exporter``, opened at once on one raw HTTP/2 connection.
+
+    Read until the server refuses one (RESOURCE_EXHAUSTED), every stream ends, or the
+    run's call timeout passes; the messages are counted, never kept. Returns the replies,
+    or why there was no connection.
+    """
+    refusal = RESOURCE_EXHAUSTED.value[0]
+    try:
+        with _h2_as(run, exporter) as client:
+            sids = [
+                client.request(
+                    client.headers(
+                        plan.path,
+                        metadata=(*exporter.metadata(), (run.request_id_key, new_request_id())),
+                    ),
+                    grpc_frame(plan.request),
+                )
+                for _ in range(count)
+            ]
+            replies = [client.replies[sid] for sid in sids]
+
+            def ended(r: Reply) -> bool:
+                return r.grpc_status is not None or r.reset_code is not None
+
+            started = time.monotonic()
+            client.pump(
+                run.options.call_timeout_s,
+                lambda: any(r.grpc_status == refusal for r in replies) or all(map(ended, replies)),
+            )
+            for r in replies:
+                r.timed_out = not (ended(r) or client.closed)
+                r.closed, r.goaway_code = client.closed, client.goaway_code
+                r.elapsed_s = time.monotonic() - started
+    except (OSError, h2.exceptions.H2Error) as exc:
+        return f"no raw HTTP/2 connection: {exc}"
+    return replies
 
 
 def judge_streams(settings: Mapping[int, int] | None, limit: int, problem: str = "") -> Observation:
@@ -741,12 +862,15 @@ def page_plan(run: Run, policy: Policy) -> list[tuple[MethodInfo, Call]]:
     return plan
 
 
-def judge_page(call: Call, result: CallResult, cls: Any, max_page: int) -> Observation:
+def judge_page(
+    call: Call, result: CallResult, cls: Any, max_page: int, max_bytes: int | None = None
+) -> Observation:
     """(d) A page asked for 2^31 - 1 items: INVALID_ARGUMENT, or at most ``max_page`` items.
 
     Every repeated field of every response counts. Bytes that do not decode, an OK with no
     item, or a call that never reached the service show no bound (INCONCLUSIVE);
-    RESOURCE_EXHAUSTED is a FAIL.
+    RESOURCE_EXHAUSTED is a FAIL, and so is a response over the receive limit
+    ``max_bytes`` (:func:`receive_limit`).
     """
     biggest, undecodable = 0, 0
     for blob in result.responses:
@@ -758,8 +882,9 @@ def judge_page(call: Call, result: CallResult, cls: Any, max_page: int) -> Obser
         if blob and not page.ListFields():
             undecodable += 1
         biggest = max([biggest, *(len(v) for fd, v in page.ListFields() if is_repeated(fd))])
-    observed = f"{result.summary()}; largest page {biggest}"
-    if biggest > max_page:
+    over = _oversized(max((len(b) for b in result.responses), default=0), max_bytes)
+    observed = f"{result.summary()}; largest page {biggest}{over}"
+    if biggest > max_page or over:
         status = Status.FAIL
     elif undecodable:
         status = Status.INCONCLUSIVE
@@ -781,7 +906,7 @@ def judge_page(call: Call, result: CallResult, cls: Any, max_page: int) -> Obser
     )
 
 
-def _pages(run: Run, policy: Policy, max_page: int) -> list[Observation]:
+def _pages(run: Run, policy: Policy, max_page: int, max_bytes: int | None) -> list[Observation]:
     """(d) for every paginated read."""
     plan = page_plan(run, policy)
     if not plan:
@@ -793,7 +918,7 @@ def _pages(run: Run, policy: Policy, max_page: int) -> list[Observation]:
     observations = []
     for (m, call), (_, result) in zip(plan, send(run, [c for _, c in plan]), strict=True):
         cls = policy.catalogue.message_class(m.output_type)
-        observations.append(judge_page(call, result, cls, max_page))
+        observations.append(judge_page(call, result, cls, max_page, max_bytes))
     return observations
 
 
@@ -805,26 +930,33 @@ def export_and_page_bounds(run: Run) -> Outcome:
     for everything (integer fields at 2^31 - 1): refused (PERMISSION_DENIED) for principals
     the matrix does not allow, at most ``limits.max_export_records`` messages for one it
     does, and an audit event whose ``records`` field (``audit.field_map``) is the count;
-    (b) ``limits.max_concurrent_exports`` + 1 such exports at once by one identity: the
-    extra gets RESOURCE_EXHAUSTED; (c) the server's HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS
-    at most ``limits.max_concurrent_streams`` (a server that sends none allows any number);
-    (d) methods with a ``page_size`` field asked for 2^31 - 1 items per page: at most
-    ``limits.max_page_size`` per response, or INVALID_ARGUMENT.
+    (b) ``limits.max_concurrent_exports`` + 1 such exports at once by one identity, on a
+    raw HTTP/2 connection: the server answers the extra with RESOURCE_EXHAUSTED (a status
+    the client library raised itself never counts); (c) the server's HTTP/2
+    SETTINGS_MAX_CONCURRENT_STREAMS at most ``limits.max_concurrent_streams`` (a server
+    that sends none allows any number); (d) methods with a ``page_size`` field asked for
+    2^31 - 1 items per page: at most ``limits.max_page_size`` per response, or
+    INVALID_ARGUMENT. With ``limits.max_response_bytes`` (the harness's receive limit, at
+    most 64 MiB), a response message larger than it in (a), (b) or (d) is a FAIL: a
+    server finding, as a client-side RESOURCE_EXHAUSTED on it would be.
     """
     _abuse_allowed(run)
     policy = policy_or_skip(run)
-    max_records = run.config.get("limits.max_export_records")
-    concurrent = run.config.get("limits.max_concurrent_exports")
+    bounds = ExportBounds(
+        _int_or_none(run.config.get("limits.max_export_records")),
+        _int_or_none(run.config.get("limits.max_concurrent_exports")),
+        receive_limit(run.config.get("limits.max_response_bytes")),
+    )
     plans, observations = export_plan(run, policy)
     for plan in plans:
-        observations += _export(run, plan, max_records, concurrent)
+        observations += _export(run, plan, bounds)
     max_streams = run.config.get("limits.max_concurrent_streams")
     if max_streams is not None:
         settings, problem = read_settings(run)
         observations.append(judge_streams(settings, int(max_streams), problem))
     max_page = run.config.get("limits.max_page_size")
     if max_page is not None:
-        observations += _pages(run, policy, int(max_page))
+        observations += _pages(run, policy, int(max_page), bounds.response_bytes)
     if not observations:
         raise NotApplicable(
             "no limits.bulk_methods, limits.max_concurrent_streams, "

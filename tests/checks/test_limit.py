@@ -7,13 +7,17 @@ codes, message counts and decoded pages, never by those texts. A call that never
 the service is INCONCLUSIVE, never a refusal.
 """
 
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
 import h2.settings
 import pytest
 
+from harness import oracles
 from harness.catalogue import Severity
+from harness.channels import CLIENT_MAX_RECEIVE
+from harness.checks import limit
 from harness.checks.limit import (
     RatePlan,
     SizePlan,
@@ -27,16 +31,19 @@ from harness.checks.limit import (
     judge_failed_auth,
     judge_fits,
     judge_header,
-    judge_health,
     judge_outsider,
     judge_oversized,
     judge_page,
     judge_streams,
     maxed,
     rate_plan,
+    receive_limit,
     sized,
 )
+from harness.config import parse_config
 from harness.descriptors import MethodInfo
+from harness.h2client import Reply
+from harness.oracles import judge_health
 from harness.outcome import NotApplicable, Status
 from harness.plans.calls import Call
 from harness.plans.tokens import Base
@@ -187,10 +194,15 @@ def test_d_decompression_bomb(result, status):
     assert (got.status, got.ref) == (status, "d")
 
 
-def test_health_after_each_step():
-    assert judge_health("c", "(c)", answer(C.OK, b"\x08\x01")).status is Status.PASS
-    crashed = judge_health("d", "(d)", answer(C.UNAVAILABLE, details="Connection refused"))
-    assert (crashed.status, crashed.ref, crashed.severity) == (Status.FAIL, "d", Severity.HIGH)
+def test_health_after_each_step_is_judged_by_the_shared_oracle():
+    # The recorded case: limit.py had a judge_health of its own, which failed a liveness
+    # call the run never sent (the target had gone away) instead of leaving it INCONCLUSIVE.
+    assert limit.judge_health is oracles.judge_health
+    assert judge_health("health after (c)", answer(C.OK, b"\x08\x01")).status is Status.PASS
+    crashed = judge_health("health after (d)", answer(C.UNAVAILABLE, details="Connection refused"))
+    assert (crashed.status, crashed.severity) == (Status.FAIL, Severity.HIGH)
+    not_sent = replace(answer(C.DEADLINE_EXCEEDED, details="not sent: gone"), request_id="")
+    assert judge_health("health after (d)", not_sent).status is Status.INCONCLUSIVE
 
 
 def test_limit_001_passes_only_with_every_step():
@@ -351,6 +363,26 @@ def test_a_export_bounded(result, status):
     assert (got.status, got.ref) == (status, "a")
 
 
+def test_max_response_bytes_is_the_receive_limit_of_limit_003(tmp_path):
+    # The recorded case: limits.max_response_bytes was refused at load ("not supported yet").
+    config = parse_config(b"[limits]\nmax_response_bytes = 65536\n", "hipaa.toml", tmp_path)
+    assert receive_limit(config.get("limits.max_response_bytes")) == 65536
+    assert receive_limit(None) is None
+    assert receive_limit(1 << 40) == CLIENT_MAX_RECEIVE  # the harness's channels stop there
+    big = PATIENT(patient_id="p-1", clinical_notes="n" * 70_000).SerializeToString()
+    export = judge_export_count("export", answer(C.OK, *patients(3), big), 25, 65536)
+    assert (export.status, export.severity) == (Status.FAIL, Severity.HIGH)
+    assert "over limits.max_response_bytes (65536)" in export.observed
+    assert judge_export_count("export", answer(C.OK, *patients(3)), 25, 65536).status is (
+        Status.PASS
+    )
+    assert judge_export_count("export", answer(C.OK, big), None, 65536).status is Status.FAIL
+    big_page = PAGE(patients=[PATIENT(patient_id="p-1", clinical_notes="n" * 70_000)])
+    paged = judge_page(PAGE_CALL, answer(C.OK, big_page.SerializeToString()), PAGE, 100, 65536)
+    assert (paged.status, paged.ref) == (Status.FAIL, "d")
+    assert judge_page(PAGE_CALL, answer(C.OK, page(5)), PAGE, 100, 65536).status is Status.PASS
+
+
 @pytest.mark.parametrize(
     ("counted", "problem", "status"),
     [
@@ -366,17 +398,50 @@ def test_a_export_audited_with_its_count(counted, problem, status):
     assert (got.status, got.ref) == (status, "a")
 
 
+def served(messages: int = 3, largest: int = 120) -> Reply:
+    """An export the server ran to the end (grpc-status 0)."""
+    return Reply(http_status=200, grpc_status=0, messages=messages, largest=largest)
+
+
+def refused_by_server(message: str = "too many concurrent exports") -> Reply:
+    """The server's own RESOURCE_EXHAUSTED, as grpc-go, grpc-java and grpc-js send it."""
+    return Reply(http_status=200, grpc_status=8, grpc_message=message)
+
+
 @pytest.mark.parametrize(
-    ("codes", "status"),
+    ("replies", "status"),
     [
-        ([C.OK, C.OK, C.RESOURCE_EXHAUSTED], Status.PASS),
-        ([C.OK, C.OK, C.OK], Status.FAIL),
-        ([C.OK, C.OK, C.UNAVAILABLE], Status.INCONCLUSIVE),
+        ([served(), served(), refused_by_server()], Status.PASS),
+        ([served(), served(), refused_by_server("RESOURCE_EXHAUSTED: quota")], Status.PASS),
+        ([served(), served(), served()], Status.FAIL),
+        # still sending when the harness stopped reading: all three ran at once
+        ([served(), served(), Reply(http_status=200, messages=2, timed_out=True)], Status.FAIL),
+        # Envoy's overflow and nginx's 503 page: the proxy, not the service's limit
+        ([served(), served(), Reply(http_status=200, grpc_status=14, grpc_message=ENVOY_RESET)],
+         Status.INCONCLUSIVE),
+        ([served(), served(), Reply(http_status=503, grpc_status=-1)], Status.INCONCLUSIVE),
+        ([served(), served(), Reply(reset_code=7)], Status.INCONCLUSIVE),  # REFUSED_STREAM
+        ([served(), served(), Reply(http_status=200, grpc_status=13)], Status.INCONCLUSIVE),
+        ([served(), served(), Reply(timed_out=True)], Status.INCONCLUSIVE),
     ],
-)
-def test_b_concurrent_exports(codes, status):
-    got = judge_concurrent("3 exports at once", [answer(c) for c in codes], 2)
+    ids=["go", "java", "all-served", "still-sending", "envoy-overflow", "nginx-503",
+         "refused-stream", "internal", "no-answer"],
+)  # fmt: skip
+def test_b_concurrent_exports(replies, status):
+    got = judge_concurrent("3 exports at once", replies, 2)
     assert (got.status, got.ref) == (status, "b")
+
+
+def test_b_a_response_over_the_receive_limit_is_a_finding_not_a_refusal():
+    # The recorded case: grpcio raised RESOURCE_EXHAUSTED itself ("Received message larger
+    # than max") on an oversized export, and that passed as the server's refusal. Read
+    # off the wire, the server served all three; the oversized one fails on the limit.
+    big = Reply(http_status=200, messages=1, largest=5 * 1024 * 1024, timed_out=True)
+    got = judge_concurrent("3 exports at once", [served(), served(), big], 2, 4 * 1024 * 1024)
+    assert (got.status, got.severity) == (Status.FAIL, Severity.HIGH)
+    assert "over limits.max_response_bytes" in got.observed
+    within = judge_concurrent("3", [served(), served(), refused_by_server()], 2, 4 * 1024 * 1024)
+    assert within.status is Status.PASS
 
 
 MAX_STREAMS = h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS
@@ -436,7 +501,7 @@ def test_maxed_asks_for_everything():
 def test_limit_003_without_streams_passes_and_without_pages_does_not():
     held = [
         judge_outsider(OUTSIDER, answer(C.PERMISSION_DENIED)),
-        judge_concurrent("3 at once", [answer(C.OK), answer(C.RESOURCE_EXHAUSTED)], 1),
+        judge_concurrent("3 at once", [served(), refused_by_server()], 1),
         judge_page(PAGE_CALL, answer(C.OK, page(5)), PAGE, 100),
     ]
     assert settled("LIMIT-003", held).status is Status.PASS
