@@ -324,7 +324,6 @@ SCHEMA: dict[str, Any] = {
 #: Catalogue keys the harness does not act on yet, with the control each would feed. A
 #: config that sets one is refused: a user who writes it would believe it acts.
 UNSUPPORTED: dict[str, str] = {
-    "admin.port": "REFL-002 (Channelz and CSDS on a separate, gated admin port)",
     "auth.required_acr": "AUTHN-008 (an admin token whose acr is below it)",
     "auth.stream_event_cmd": "AUTHN-009 (events triggered on server streams)",
     "auth.canary_callback_url": "AUTHN-004 (a callback that records jku/x5u fetches)",

@@ -7,6 +7,7 @@ functions (``judge_*``): status codes and payloads decide, never a stack's error
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -17,13 +18,17 @@ from harness.catalogue import CATALOGUE, Severity
 from harness.channels import CallResult, code_text
 from harness.checks import check
 from harness.descriptors import REFLECTION_PATHS
+from harness.errors import TargetError
 from harness.oracles import PERMISSION_DENIED, UNAUTHENTICATED, UNREACHED
 from harness.outcome import Observation, Outcome, Probe, Status
 from harness.plans.calls import Call
 from harness.principals import Principal
 from harness.run import Run
+from harness.transport import Transport, detect_transport, fmt_address
 
 _REFUSED_AUTH = frozenset({UNAUTHENTICATED, PERMISSION_DENIED})
+#: What :meth:`CallResult.carried` says of status details that are not a google.rpc.Status.
+_UNDECODABLE = "undecodable status details"
 REFUSED_EXPECTED = (
     f"{code_text(grpc.StatusCode.UNIMPLEMENTED)}, or "
     f"{code_text(UNAUTHENTICATED)} / {code_text(PERMISSION_DENIED)} with no response message"
@@ -174,31 +179,84 @@ _LISTED = "services listed by reflection vs. declared"
 CSDS = ("/envoy.service.status.v3.ClientStatusDiscoveryService/FetchClientStatus",)
 
 REFL_002_PROBES = (
-    Probe("channelz", "Channelz GetTopChannels and GetServers refused"),
-    Probe("csds", "CSDS FetchClientStatus refused"),
+    Probe("channelz", "Channelz GetTopChannels and GetServers: not served on the main port"),
+    Probe("csds", "CSDS FetchClientStatus: not served on the main port"),
+    Probe(
+        "admin-port",
+        "Channelz and CSDS on admin.port refused without the allowlisted identity",
+        required=False,
+        needs=("admin.port",),
+    ),
     Probe("health", 'health Check: SERVING for "", NOT_FOUND for a random name', required=False),
     Probe("services", "services reflection lists are all declared", required=False),
 )
+#: Codes only a service's own handler sends (gRPC libraries never generate them): an
+#: admin method that answers with one is served, and was reached.
+SERVED_CODES = frozenset(
+    {
+        grpc.StatusCode.OK,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.OUT_OF_RANGE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
+MAIN_PORT_EXPECTED = f"{code_text(grpc.StatusCode.UNIMPLEMENTED)}: not served on this port"
 
 
-def admin_plan(least: Principal | None) -> list[tuple[str, Call]]:
-    """Channelz and CSDS with empty requests, without credentials and as least-privileged."""
+def admin_plan(least: Principal | None, where: str = "") -> list[tuple[str, Call]]:
+    """Channelz and CSDS with empty requests, without credentials and as least-privileged.
+
+    Filed under ``channelz`` and ``csds`` on the main port; under ``admin-port`` when
+    ``where`` names the admin port (it is added to each label).
+    """
     return [
-        (ref, Call(f"{path}, {label}", path, (b"",), principal))
+        (ref if not where else "admin-port", Call(f"{path}, {label}{where}", path, (b"",), who))
         for ref, paths in (("channelz", CHANNELZ), ("csds", CSDS))
         for path in paths
-        for label, principal in callers(least)
+        for label, who in callers(least)
     ]
 
 
-def judge_admin(ref: str, call: Call, result: CallResult) -> Observation:
-    """An admin service must be refused; any response message exposes its state (FAIL)."""
-    status = Status.PASS if refused_outright(result) else Status.FAIL
-    if status is Status.FAIL and not result.responses and result.code in UNREACHED:
-        status = Status.INCONCLUSIVE
-    return Observation(
-        call.label, result.summary(), REFUSED_EXPECTED, status, None, result.request_id
-    ).of(ref)
+def judge_admin(
+    ref: str, sent: Sequence[tuple[Call, CallResult]], *, gated_port: bool = False
+) -> list[Observation]:
+    """Channelz and CSDS calls of one port, judged together (each filed under ``ref``).
+
+    Any response message, data in the status details, or an answer only the service
+    itself gives (:data:`SERVED_CODES`) FAILs: the admin service is served there and was
+    reached. UNIMPLEMENTED passes. On the main port a refusal (UNAUTHENTICATED or
+    PERMISSION_DENIED, no data) passes only when another caller's call of the same method
+    got UNIMPLEMENTED (the refusal came before routing; the method is not served);
+    alone, it does not show the service is absent (INCONCLUSIVE). On ``admin.port``
+    (``gated_port``: a separate, gated port) the refusal passes. A call that never
+    reached the service, an error (INTERNAL, UNKNOWN: a proxy's HTTP 400 or 413) or
+    throttling shows nothing: INCONCLUSIVE.
+    """
+    absent = {c.method for c, r in sent if r.code == grpc.StatusCode.UNIMPLEMENTED}
+    expected = REFUSED_EXPECTED if gated_port else MAIN_PORT_EXPECTED
+    out = []
+    for call, result in sent:
+        carried = result.carried()
+        observed = result.summary()
+        refused = result.code in _REFUSED_AUTH and not carried
+        if result.responses or result.code in SERVED_CODES or set(carried) - {_UNDECODABLE}:
+            status = Status.FAIL
+        elif result.code == grpc.StatusCode.UNIMPLEMENTED or (
+            refused and (gated_port or call.method in absent)
+        ):
+            status = Status.PASS
+        else:
+            status = Status.INCONCLUSIVE
+            if refused:
+                observed += " (refused before routing: does not show the service is absent)"
+        out.append(
+            Observation(call.label, observed, expected, status, None, result.request_id).of(ref)
+        )
+    return out
 
 
 def health_request(service: str) -> bytes:
@@ -309,26 +367,82 @@ def admin_surface(run: Run) -> Outcome:
     """Admin and debug services not exposed; health answers correctly.
 
     Channelz ``GetTopChannels`` / ``GetServers`` and CSDS ``FetchClientStatus`` with empty
-    requests, without credentials and with the ``least-privileged`` token: each must end
-    UNIMPLEMENTED, or UNAUTHENTICATED / PERMISSION_DENIED with no data; any response
-    message fails (it exposes sockets, peers, security and xDS state). Health ``Check``,
-    where it is served, with ``service=""`` must return SERVING, and with a random name
-    NOT_FOUND with no response and no status details (a target without the health service
-    is recorded, not a finding). If reflection answers, every listed service must be in
-    the descriptors, health, or ``admin.allowlist``.
+    requests, without credentials and with the ``least-privileged`` token. On the main
+    port each must end UNIMPLEMENTED (a refusal, UNAUTHENTICATED or PERMISSION_DENIED,
+    counts only when the other caller's call of the method got UNIMPLEMENTED: alone it
+    does not show the service is absent). With ``admin.port`` (a separate, gated port)
+    the same calls go there too, and must end UNIMPLEMENTED, or UNAUTHENTICATED /
+    PERMISSION_DENIED with no data. Any response message fails anywhere (it exposes
+    sockets, peers, security and xDS state). Health ``Check``, where it is served, with
+    ``service=""`` must return SERVING, and with a random name NOT_FOUND with no response
+    and no status details (a target without the health service is recorded, not a
+    finding). If reflection answers, every listed service must be in the descriptors,
+    health, or ``admin.allowlist``.
     """
     least = run.principal(LEAST)
     observations = []
-    for ref, call in admin_plan(least):
-        result = run.call(
-            call.method, call.requests, principal=call.principal, timeout=CALL_TIMEOUT_S
-        )
-        observations.append(judge_admin(ref, call, result))
+    for ref in ("channelz", "csds"):
+        observations += judge_admin(ref, _sent(run, [c for r, c in admin_plan(least) if r == ref]))
+    observations += _admin_port(run, least)
     observations += _health(run, least)
     observations += _listed(run)
     return Outcome.from_observations(
         CATALOGUE["REFL-002"], observations, passed="no admin service answered; health correct"
     )
+
+
+def _sent(
+    run: Run, calls: Sequence[Call], channel: grpc.Channel | None = None
+) -> list[tuple[Call, CallResult]]:
+    return [
+        (c, run.call(c.method, c.requests, principal=c.principal, channel=channel,
+                     timeout=CALL_TIMEOUT_S))
+        for c in calls
+    ]  # fmt: skip
+
+
+def _admin_port(run: Run, least: Principal | None) -> list[Observation]:
+    """The admin calls on ``admin.port`` (none when it is not declared)."""
+    port = run.config.get("admin.port")
+    if port is None:
+        return []
+    where = f" on admin.port {port}"
+    if int(port) == run.target.port:
+        opened: grpc.Channel | str = f"admin.port {port} is the target's own port, not another"
+    else:
+        opened = admin_channel(run, int(port))
+    if isinstance(opened, str):
+        seen = Observation(
+            f"Channelz and CSDS{where}", opened, REFUSED_EXPECTED, Status.INCONCLUSIVE
+        )
+        return [seen.of("admin-port")]
+    try:
+        sent = _sent(run, [c for _, c in admin_plan(least, where)], opened)
+    finally:
+        opened.close()
+    return judge_admin("admin-port", sent, gated_port=True)
+
+
+def admin_channel(run: Run, port: int) -> grpc.Channel | str:
+    """A channel to ``port`` on the target's host, opened as the main port's are.
+
+    The same TLS settings and client certificate, once the port's transport is known;
+    else why there is none.
+    """
+    host = run.target.host
+    cert, key = run.config.path("mtls.client_cert"), run.config.path("mtls.client_key")
+    timeout = run.options.connect_timeout_s
+    try:
+        detected = detect_transport(host, port, client_cert=cert, client_key=key, timeout=timeout)
+    except TargetError as exc:
+        return f"admin.port: {exc}"
+    if run.endpoint.pin_der is not None and detected.transport is Transport.TLS:
+        return (
+            "admin.port: the main port is reached through a relay pinned to its certificate, "
+            "which cannot reach another port"
+        )
+    endpoint = replace(run.endpoint, address=fmt_address(host, port), transport=detected.transport)
+    return run.new_channel(endpoint)
 
 
 def _health(run: Run, least: Principal | None) -> list[Observation]:

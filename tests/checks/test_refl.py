@@ -30,6 +30,7 @@ from harness.checks.refl import (
     reflection_plan,
     revealed,
 )
+from harness.config import parse_config
 from harness.descriptors import REFLECTION_PATHS
 from harness.outcome import Status
 from harness.plans.calls import Call
@@ -86,13 +87,37 @@ def test_refl_001_declares_a_and_b_both_required():
 def test_refl_002_declares_its_bullets_health_and_listing_conditional():
     probes = registered()["REFL-002"].probes
     assert probes == REFL_002_PROBES
-    # Health is judged "where it is served"; the listing "if reflection answered".
+    # Health is judged "where it is served"; the listing "if reflection answered"; the
+    # admin port "when admin.port is a separate, gated port".
     assert {p.ref: (p.required, p.needs) for p in probes} == {
         "channelz": (True, ()),
         "csds": (True, ()),
+        "admin-port": (False, ("admin.port",)),
         "health": (False, ()),
         "services": (False, ()),
     }
+
+
+def test_admin_port_is_accepted_and_a_lost_admin_port_leaves_the_control_open(tmp_path):
+    # The recorded case: admin.port was refused at load ("not supported yet").
+    config = parse_config(b"[admin]\nport = 9901\n", "hipaa.toml", tmp_path)
+    assert config.get("admin.port") == 9901
+    main = [
+        o
+        for ref, call in admin_plan(LEAST)
+        for o in judge_admin(ref, [(call, answer(C.UNIMPLEMENTED))])
+    ]
+    lost = [
+        o
+        for _, call in admin_plan(LEAST, " on admin.port 9901")
+        for o in judge_admin("admin-port", [(call, answer(C.UNAVAILABLE))], gated_port=True)
+    ]
+    assert settled("REFL-002", main, unset=()).status is Status.PASS
+    assert settled("REFL-002", [*main, *lost], unset=()).status is Status.INCONCLUSIVE
+    open_admin = judge_admin(
+        "admin-port", [(ANONYMOUS, answer(C.OK, b"\x0a\x00"))], gated_port=True
+    )
+    assert settled("REFL-002", [*main, *open_admin], unset=()).status is Status.FAIL
 
 
 # -- REFL-001 ---------------------------------------------------------------------------
@@ -192,34 +217,79 @@ def test_admin_plan_covers_channelz_and_csds_for_each_caller():
     assert [ref for ref, _ in plan] == ["channelz"] * 4 + ["csds"] * 2
     assert {c.principal.name if c.principal else None for _, c in plan} == {None, LEAST.name}
     assert len(admin_plan(None)) == 3
+    elsewhere = admin_plan(LEAST, " on admin.port 9901")
+    assert {ref for ref, _ in elsewhere} == {"admin-port"}
+    assert all(c.label.endswith(" on admin.port 9901") for _, c in elsewhere)
+
+
+GET_SERVERS = "/grpc.channelz.v1.Channelz/GetServers"
+ANONYMOUS = Call("channelz, no credentials", GET_SERVERS, (b"",))
+AS_LEAST = Call("channelz, least-privileged token", GET_SERVERS, (b"",), LEAST)
 
 
 @pytest.mark.parametrize(
     ("result", "status"),
     [
         (answer(C.UNIMPLEMENTED, details=GO_UNIMPLEMENTED), Status.PASS),
-        (answer(C.PERMISSION_DENIED, details=ENVOY_RBAC, headers=ENVOY_HEADERS), Status.PASS),
+        (answer(C.UNIMPLEMENTED, details="Received http2 header with status: 404"), Status.PASS),
         (answer(C.OK, b"\x0a\x02\x08\x01"), Status.FAIL),
         (answer(C.PERMISSION_DENIED, b"\x0a\x00"), Status.FAIL),
+        (answer(C.INVALID_ARGUMENT, details="start_server_id must be >= 0"), Status.FAIL),
+        (answer(C.NOT_FOUND, details="rpc error: code = NotFound desc = no server"), Status.FAIL),
         (
             answer(C.UNAVAILABLE, details="no healthy upstream", headers=ENVOY_HEADERS),
             Status.INCONCLUSIVE,
         ),
         (answer(C.DEADLINE_EXCEEDED), Status.INCONCLUSIVE),
+        (answer(C.INTERNAL, details="Received http2 header with status: 400"), Status.INCONCLUSIVE),
+        (answer(C.UNKNOWN, details="Received http2 header with status: 413"), Status.INCONCLUSIVE),
     ],
     ids=[
         "unimplemented",
-        "envoy-rbac",
+        "proxy-404",
         "channelz-data",
         "denied-after-data",
+        "served-invalid-argument",
+        "served-not-found",
         "envoy-503",
         "deadline",
+        "nginx-400",
+        "nginx-413",
     ],
 )
 def test_admin_services_judged_by_code_and_data(result, status):
-    call = Call("channelz", "/grpc.channelz.v1.Channelz/GetServers", (b"",))
-    judged = judge_admin("channelz", call, result)
-    assert (judged.status, judged.ref) == (status, "channelz")
+    for gated in (False, True):
+        (judged,) = judge_admin("channelz", [(ANONYMOUS, result)], gated_port=gated)
+        assert (judged.status, judged.ref) == (status, "channelz")
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        answer(C.PERMISSION_DENIED, details=ENVOY_RBAC, headers=ENVOY_HEADERS),
+        answer(C.UNAUTHENTICATED, details=ENVOY_JWT, headers=ENVOY_HEADERS),
+        answer(C.UNAUTHENTICATED, details="rpc error: code = Unauthenticated desc = no token"),
+    ],
+    ids=["envoy-rbac", "envoy-jwt", "go-interceptor"],
+)
+def test_a_refusal_on_the_main_port_does_not_show_the_service_is_absent(refusal):
+    # The recorded case: 16 or 7 with no data passed, though the row accepts them only on a
+    # separate, gated admin.port: a refusal before routing says nothing of what is served.
+    alone = judge_admin("channelz", [(ANONYMOUS, refusal), (AS_LEAST, refusal)])
+    assert [o.status for o in alone] == [Status.INCONCLUSIVE] * 2
+    assert "does not show the service is absent" in alone[0].observed
+    # The other caller got through to routing: the method is not there (Envoy's jwt_authn
+    # refuses the anonymous call first, the backend answers the token's UNIMPLEMENTED).
+    shown = judge_admin("channelz", [(ANONYMOUS, refusal), (AS_LEAST, answer(C.UNIMPLEMENTED))])
+    assert [o.status for o in shown] == [Status.PASS] * 2
+    gated = judge_admin("admin-port", [(ANONYMOUS, refusal), (AS_LEAST, refusal)], gated_port=True)
+    assert [(o.status, o.ref) for o in gated] == [(Status.PASS, "admin-port")] * 2
+
+
+def test_a_refusal_with_data_or_unreadable_details_is_no_refusal():
+    garbled = answer(C.PERMISSION_DENIED, trailers=(("grpc-status-details-bin", b"\xff\x00"),))
+    (judged,) = judge_admin("admin-port", [(ANONYMOUS, garbled)], gated_port=True)
+    assert judged.status is Status.INCONCLUSIVE
 
 
 def test_health_served_correctly_passes():
@@ -254,7 +324,11 @@ def test_no_health_service_is_recorded_not_a_finding():
     judged = judge_health_unserved(unimplemented, "/acme.charts.v2.Charts/Ping")
     assert (judged.status, judged.ref) == (Status.SKIP, "health")
     assert "/acme.charts.v2.Charts/Ping" in judged.observed
-    admin = [judge_admin(ref, call, answer(C.UNIMPLEMENTED)) for ref, call in admin_plan(LEAST)]
+    admin = [
+        o
+        for ref, call in admin_plan(LEAST)
+        for o in judge_admin(ref, [(call, answer(C.UNIMPLEMENTED))])
+    ]
     outcome = settled("REFL-002", [*admin, judged], unset=())
     assert outcome.status is Status.PASS, outcome.summary
 
@@ -277,10 +351,12 @@ def test_listed_services_outside_the_declared_api_fail():
 
 def test_refl_002_with_channelz_answering_fails():
     observations = [
-        judge_admin(
-            ref, call, answer(C.OK, b"\x0a\x00") if ref == "channelz" else answer(C.UNIMPLEMENTED)
-        )
+        o
         for ref, call in admin_plan(None)
+        for o in judge_admin(
+            ref,
+            [(call, answer(C.OK, b"\x0a\x00") if ref == "channelz" else answer(C.UNIMPLEMENTED))],
+        )
     ]
     outcome = settled("REFL-002", observations, unset=())
     assert outcome.status is Status.FAIL
