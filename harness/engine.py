@@ -10,7 +10,13 @@ exception and a handler reached without credentials (an interceptor bypass).
 
 Atheris' input bytes become a case with :meth:`Surface.decode`: byte 0 picks the method,
 byte 1 the caller, bit 0 of byte 2 the encoding (the rest raw, or a message built field
-in fixed slots, see :func:`structured`).
+in fixed slots, see :func:`structured`). :func:`load_seeds` reads ``fuzz.seed_corpus``.
+
+Every remote mode goes through :func:`settle`: back-pressure (:func:`pressure`) is backed
+off and tried again, never judged; a candidate failure counts only when it reproduces
+alone on a new connection (or the service is down after it); a service that stops
+accepting streams is a finding of its own. :class:`Pacing` keeps the inputs in flight
+under the server's SETTINGS_MAX_CONCURRENT_STREAMS (:func:`server_streams`, :func:`paced`).
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from google.protobuf.message import Message
 from harness.channels import CallResult, invoke
 from harness.config import Config
 from harness.descriptors import MethodCatalogue, compile_protos, is_repeated, load_descriptor_set
-from harness.errors import ConfigError
+from harness.errors import ConfigError, TargetError
 from harness.h2client import advertised_streams
 from harness.inprocess import Dispatched, InProcess
 from harness.oracles import LEAKS
@@ -236,7 +242,7 @@ def server_streams(run: Run) -> int | None:
         try:
             with run.open_h2() as client:
                 return advertised_streams(client, SETTINGS_WAIT_S)
-        except OSError:
+        except (OSError, TargetError):  # the calls will meet it, and say so
             return None
 
     return run.memo("fuzz-max-streams", read)

@@ -136,7 +136,8 @@ class H2Client:
         """Connect and send the preface.
 
         Raises:
-            OSError: TCP or TLS failed.
+            TargetError: no TCP connection (:func:`harness.transport.connect`).
+            OSError: the TLS handshake failed.
         """
         sock = connect(host, port, timeout)
         name = endpoint.server_name or host

@@ -248,7 +248,8 @@ def blackbox(config_path: str, target: str, *, instrument: bool) -> tuple[Surfac
     key = str(run_.config.get("audit.request_id_key", "x-request-id"))
     # One input at a time, so never more in flight than the server allows, unless it
     # advertises none at all (then the gate's back-off is what paces it).
-    pacing = Pacing.under(server_streams(run_), default=1)
+    # The fuzzing budget bounds it, with libFuzzer's per-input timeout: no call budget.
+    pacing = Pacing.under(server_streams(run_), default=1, spare=sys.maxsize)
     remote = Remote(surface, run_.channel(), key, pacing, run_.liveness)
     remote.new_channel, remote.gone = run_.new_channel, run_.target.gone
     return surface, remote

@@ -117,7 +117,8 @@ def pacing_for(run: Run, planned: int) -> Pacing:
     budget (``safety.max_duration_s``), and ``safety.max_requests`` calls in all.
     """
     deadline = time.monotonic() + float(run.config.get("safety.max_duration_s"))
-    spare = max(0, int(run.config.get("safety.max_requests")) - planned)
+    # a few replays always, so that a candidate is never dropped for want of one
+    spare = max(10, int(run.config.get("safety.max_requests")) - planned)
     return Pacing.under(server_streams(run), deadline=deadline, spare=spare)
 
 
