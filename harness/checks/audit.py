@@ -180,6 +180,38 @@ def judge_reconciliation(
     return out
 
 
+def judge_coverage(
+    calls: Sequence[CallResult],
+    phi_methods: Iterable[str],
+    writes: Iterable[str] = (),
+    mutations: bool = True,
+) -> list[Observation]:
+    """Each ``audit.phi_methods`` entry has an allowed call and a denied one to reconcile.
+
+    The row makes one allowed call (a read, or a write with mutations) and one denied call
+    per method: a method that has none of a kind that reached the service leaves that
+    probe INCONCLUSIVE, named; a write method without mutations is SKIP (the write probe
+    is optional).
+    """
+    writes = frozenset(writes)
+    out = []
+    for method in dict.fromkeys(phi_methods):
+        kinds = {call_kind(c, writes) for c in calls if c.method == method}
+        allowed = "write" if method in writes else "read"
+        for kind in (allowed, "denied"):
+            if kind in kinds:
+                continue
+            what = "allowed" if kind != "denied" else "denied"
+            probe = f"{what} call to {method}"
+            if kind == "write" and not mutations:
+                observed, expected, status = "not made", "safety.allow_mutations", Status.SKIP
+            else:
+                observed, status = "none reached the service", Status.INCONCLUSIVE
+                expected = f"a {what} call to reconcile"
+            out.append(Observation(probe, observed, expected, status).of(kind))
+    return out
+
+
 @check(
     "AUDIT-001",
     probes=(
@@ -200,14 +232,19 @@ def every_access_audited(run: Run) -> Outcome:
     and AUTHZ-001's: allowed, denied and unauthenticated; the same set whatever else ran or
     was deselected) carry a fresh request ID in ``audit.request_id_key``. The audit source
     is polled until ``audit.delivery_timeout_s``: each call needs at least one event with
-    its request ID
-    and at most ``audit.max_events_per_call``. A missing event is FAIL (high), duplicates
-    FAIL (low); an unreadable source is INCONCLUSIVE. Probes: allowed reads, allowed writes
-    (with mutations) and denied calls, each judged on the calls of its kind.
+    its request ID and at most ``audit.max_events_per_call``. A missing event is FAIL
+    (high), duplicates FAIL (low); an unreadable source is INCONCLUSIVE. Probes: allowed
+    reads, allowed writes (with mutations) and denied calls, each judged on the calls of
+    its kind; a method with no allowed or no denied call that reached the service leaves
+    that probe INCONCLUSIVE, named.
     """
     found = _matched(run)
     most = int(run.config.get("audit.max_events_per_call", 1))
-    observations = judge_reconciliation(found.calls, found.events, most, _writes(run))
+    writes = _writes(run)
+    observations = judge_reconciliation(found.calls, found.events, most, writes)
+    mutations = bool(run.config.get("safety.allow_mutations"))
+    phi = run.config.str_list("audit.phi_methods")
+    observations += judge_coverage(found.calls, phi, writes, mutations)
     return Outcome.from_observations(
         CATALOGUE["AUDIT-001"],
         observations,

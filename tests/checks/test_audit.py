@@ -259,6 +259,21 @@ def test_audit_001_unreached_calls_owe_no_event_and_leave_it_inconclusive():
     assert out.status is Status.INCONCLUSIVE
 
 
+def test_audit_001_each_phi_method_needs_an_allowed_and_a_denied_call():
+    get, put, other = "/pkg.Svc/GetRecord", "/pkg.Svc/PutRecord", "/pkg.Svc/ListRecords"
+    calls = [call(OK, method=get), call(DENIED, method=get), call(UNAUTH, method=other)]
+    events = {c.request_id: [{}] for c in calls}
+    obs = checks.judge_reconciliation(calls, events, 1, {put})
+    obs += checks.judge_coverage(calls, [get, other, put], {put}, mutations=False)
+    out = settled("AUDIT-001", obs)
+    # ListRecords was only ever refused: its allowed read was never reconciled
+    assert out.status is Status.INCONCLUSIVE
+    assert other in out.summary
+    write = next(o for o in obs if o.ref == "write")
+    assert (write.status, write.expected) == (Status.SKIP, "safety.allow_mutations")
+    assert checks.judge_coverage(calls, [get]) == []
+
+
 class Recorded:
     """A run that has already made its calls: its journal, its memo, its config."""
 
