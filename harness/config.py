@@ -324,7 +324,6 @@ SCHEMA: dict[str, Any] = {
 #: Catalogue keys the harness does not act on yet, with the control each would feed. A
 #: config that sets one is refused: a user who writes it would believe it acts.
 UNSUPPORTED: dict[str, str] = {
-    "auth.required_acr": "AUTHN-008 (an admin token whose acr is below it)",
     "auth.stream_event_cmd": "AUTHN-009 (events triggered on server streams)",
     "auth.canary_callback_url": "AUTHN-004 (a callback that records jku/x5u fetches)",
     "auth.revoke_cmd": "MIN-004 (4) (a revoked grant polled like an update)",

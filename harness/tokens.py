@@ -131,6 +131,35 @@ def hmac_with(claims: dict[str, Any], header: dict[str, Any], alg: str, secret: 
     return jws.encode(json.dumps(claims).encode(), secret, algorithm=alg, headers=extra)
 
 
+def public_key_forms(key: Any) -> list[tuple[str, bytes]]:
+    """An RSA or EC public key as HMAC secrets: PEM (with, without newline), DER, JWK JSON."""
+    pem = key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    der = key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    if isinstance(key, rsa.RSAPublicKey):
+        jwk = jwt.algorithms.RSAAlgorithm.to_jwk(key)
+    else:
+        jwk = jwt.algorithms.ECAlgorithm.to_jwk(key)
+    return [
+        ("public key PEM", pem),
+        ("public key PEM without trailing newline", pem.rstrip(b"\n")),
+        ("public key DER (SubjectPublicKeyInfo)", der),
+        ("public key JWK JSON", jwk.encode()),
+    ]
+
+
+#: JWK members only a private key has (RFC 7518 §6.2.2, §6.3.2): never loaded as the key.
+PRIVATE_JWK_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth")
+
+
+def public_jwk(jwk: dict[str, Any]) -> dict[str, Any]:
+    """``jwk`` without its private members: the public key it publishes."""
+    return {k: v for k, v in jwk.items() if k not in PRIVATE_JWK_MEMBERS}
+
+
 @dataclass(frozen=True)
 class IssuerKeys:
     """What the harness knows of the token issuer's keys."""
@@ -141,26 +170,8 @@ class IssuerKeys:
     private_kid: str | None
 
     def public_key_forms(self) -> list[tuple[str, bytes]]:
-        """The issuer's first public key as HMAC secrets: PEM (with, without newline), DER, JWK."""
-        if not self.public_keys:
-            return []
-        key = self.public_keys[0][2]
-        pem = key.public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-        der = key.public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-        if isinstance(key, rsa.RSAPublicKey):
-            jwk = jwt.algorithms.RSAAlgorithm.to_jwk(key)
-        else:
-            jwk = jwt.algorithms.ECAlgorithm.to_jwk(key)
-        return [
-            ("public key PEM", pem),
-            ("public key PEM without trailing newline", pem.rstrip(b"\n")),
-            ("public key DER (SubjectPublicKeyInfo)", der),
-            ("public key JWK JSON", jwk.encode()),
-        ]
+        """The issuer's first public key as HMAC secrets (see :func:`public_key_forms`)."""
+        return public_key_forms(self.public_keys[0][2]) if self.public_keys else []
 
     def mint(self, claims: dict[str, Any], header: dict[str, Any]) -> str:
         """A token signed by the real issuer key (only for targets whose key we hold)."""
@@ -187,7 +198,9 @@ def load_issuer_keys(
             for jwk in data["keys"]:
                 kty = jwk.get("kty")
                 algo = jwt.algorithms.RSAAlgorithm if kty == "RSA" else jwt.algorithms.ECAlgorithm
-                public.append((jwk.get("kid"), jwk.get("alg"), algo.from_jwk(json.dumps(jwk))))
+                # A JWKS that (wrongly) publishes private members still names a public key.
+                key = algo.from_jwk(json.dumps(public_jwk(jwk)))
+                public.append((jwk.get("kid"), jwk.get("alg"), key))
         except (OSError, ValueError, KeyError, TypeError, jwt.InvalidKeyError) as exc:
             raise ConfigError(source, "auth.jwks_file", f"not a usable JWKS: {exc}") from None
     private = alg = kid = None

@@ -382,6 +382,10 @@ def start(
     )
     issuer = TokenIssuer(server.ISSUER, server.AUDIENCE)
     issuer.write(workdir)
+    if "jwks-private" in defects:
+        # auth.jwks_file is the operators' copy of what the issuer publishes: the private
+        # scalar too (KEY-001 reads auth.jwks_file first, then auth.jwks_uri).
+        (workdir / "jwks.json").write_text(json.dumps(issuer.jwks(private=True), indent=2))
     pki = Pki.generate(CLIENT_IDENTITY)
     pki.write_client_side(workdir, CLIENT_IDENTITY)
     edge = _edge_variant(defects, pki)

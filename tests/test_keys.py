@@ -159,3 +159,16 @@ def test_without_history_the_rotation_probe_does_not_run(judge):
     assert by_probe(outcome)["KEY-001(rotation)"] is Status.SKIP
     (rotation,) = (p for p in outcome.probes if p.id == "KEY-001(rotation)")
     assert rotation.reason == "needs evidence.history_dir"
+
+
+def test_the_jwks_file_is_judged_before_the_published_uri(judge, tmp_path: Path):
+    """One order for KEY-001 and AUTHN-002: auth.jwks_file, then auth.jwks_uri, then discovery.
+
+    The operators' copy carries a private member the published one does not: the copy is
+    what KEY-001 judges (it used to fetch the URI first, and AUTHN-002 read the file first).
+    """
+    copy = tmp_path / "jwks.json"
+    copy.write_text(json.dumps({"keys": [ec_jwk(kid="a", alg="ES256", d="AAAA")]}))
+    outcome = judge([ec_jwk(kid="a", alg="ES256")], auth={"jwks_file": copy})
+    assert (outcome.status, outcome.severity) == (Status.FAIL, Severity.CRITICAL)
+    assert outcome.observations[0].probe.startswith("auth.jwks_file jwks.json")

@@ -1,5 +1,6 @@
 """Token refresh for long runs: re-read near expiry, re-signed when the issuer key is known."""
 
+import json
 import time
 
 import jwt
@@ -68,3 +69,19 @@ def test_fixtures_never_refresh(tmp_path):
     p.token()
     p._read_at -= 60
     assert p.token() == expired
+
+
+def test_a_jwks_copy_with_private_members_still_names_the_issuer_key(tmp_path):
+    """The operators' copy of a JWKS that (wrongly) publishes ``d`` is loaded as public keys.
+
+    KEY-001 fails it for the private member; the keys still match the issuer's private key,
+    so minting keeps the published ``kid``.
+    """
+    issuer = _issuer(tmp_path)
+    (tmp_path / "jwks.json").write_text(json.dumps(issuer.jwks(private=True)))
+    keys = load_issuer_keys(tmp_path / "jwks.json", tmp_path / "issuer-key.pem", "t")
+    ((kid, alg, key),) = keys.public_keys
+    assert (kid, alg, keys.private_kid) == (issuer.kid, "ES256", issuer.kid)
+    assert key.public_numbers() == issuer.public_key.public_numbers()
+    token = keys.mint({"sub": "u", "aud": "api", "exp": int(time.time()) + 60}, {})
+    assert _claims(issuer, token)["sub"] == "u"

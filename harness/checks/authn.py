@@ -10,8 +10,10 @@ and AUTHN-001's calls, are plans other families share (:mod:`harness.plans.token
 
 from __future__ import annotations
 
+import random
+import string
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -28,11 +30,15 @@ from harness.plans.calls import NO_DESCRIPTORS, Call, bearer, policy_or_skip, se
 from harness.plans.tokens import (
     B64URL,
     Base,
+    Held,
     PublicKeyForms,
+    as_base,
     authn_basic_calls,
     bases,
     issuer_public_key,
     run_nonce,
+    v7_source,
+    valid_tokens,
     variant_ref,
 )
 from harness.policy import Policy
@@ -87,7 +93,7 @@ def judge_refusals(sent: Sequence[tuple[str, Call, CallResult]]) -> list[Observa
     return [judge_refusal(ref, call, result) for ref, call, result in sent]
 
 
-def judge_unaccepted(base: Base, refs: Sequence[str]) -> list[Observation]:
+def judge_unaccepted(base: Held, refs: Sequence[str]) -> list[Observation]:
     """T itself was refused: nothing made from it can be judged, under each of ``refs``."""
     return [
         Observation(
@@ -101,7 +107,25 @@ def judge_unaccepted(base: Base, refs: Sequence[str]) -> list[Observation]:
     ]
 
 
-def forgery_calls(base: Base, forged: Sequence[Forgery]) -> list[Filed]:
+def judge_opaque(names: Sequence[str], refs: Sequence[str]) -> list[Observation]:
+    """Opaque tokens (of ``names``) feed no variant made from a JWT's header and claims.
+
+    SKIP under each of ``refs``, once per probe, naming whose tokens.
+    """
+    if not names:
+        return []
+    return [
+        Observation(
+            f"opaque tokens of {', '.join(names)}",
+            "not JWTs: no header or claims to make this variant from",
+            "a JWT bearer token T",
+            Status.SKIP,
+        ).of(ref)
+        for ref in refs
+    ]
+
+
+def forgery_calls(base: Held, forged: Sequence[Forgery]) -> list[Filed]:
     """Each forged token of ``base`` sent to T's method, filed under its probe."""
     who = base.principal.name
     return [
@@ -120,21 +144,50 @@ def forgery_calls(base: Base, forged: Sequence[Forgery]) -> list[Filed]:
     ]
 
 
-def _forgeries(
-    run: Run, probes: Sequence[Probe], make: Callable[[Base], list[Forgery]]
-) -> list[Observation]:
-    """Every role's forgeries of T (``make``), sent and judged: 16 and no data each."""
-    found, why = bases(run)
-    if not found:
-        raise NotApplicable(why)
-    refs = [p.ref for p in probes]
-    observations: list[Observation] = []
+#: Variants of an opaque T (its string) and the probes they are filed under.
+OpaqueVariants = tuple[Callable[[str], list[Forgery]], tuple[str, ...]]
+
+
+def forgery_plan(
+    held: Sequence[Held],
+    refs: Sequence[str],
+    make: Callable[[Base], list[Forgery]],
+    opaque: OpaqueVariants | None = None,
+) -> tuple[list[Filed], list[Observation]]:
+    """Every T's forgeries (JWTs: ``make``; opaque T: ``opaque``, for its probes only).
+
+    The probes an opaque T cannot feed are SKIP, naming why; a T whose control call was not
+    accepted leaves its probes INCONCLUSIVE (nothing made from it could be judged).
+    """
     plan: list[Filed] = []
-    for base in found:
-        if base.accepted:
-            plan += forgery_calls(base, make(base))
-        else:
-            observations += judge_unaccepted(base, refs)
+    for_opaque = [r for r in refs if opaque is not None and r in opaque[1]]
+    names = [h.principal.name for h in held if h.opaque]
+    observations = judge_opaque(names, [r for r in refs if r not in for_opaque])
+    for h in held:
+        base = as_base(h)
+        covered = list(refs) if base is not None else for_opaque
+        if not covered:
+            continue
+        if not h.accepted:
+            observations += judge_unaccepted(h, covered)
+        elif base is not None:
+            plan += forgery_calls(h, make(base))
+        elif opaque is not None:
+            plan += forgery_calls(h, opaque[0](h.principal.token()))
+    return plan, observations
+
+
+def _forgeries(
+    run: Run,
+    probes: Sequence[Probe],
+    make: Callable[[Base], list[Forgery]],
+    opaque: OpaqueVariants | None = None,
+) -> list[Observation]:
+    """Every role's forgeries of T (:func:`forgery_plan`), sent and judged: 16 and no data."""
+    held, why = valid_tokens(run)
+    if not held:
+        raise NotApplicable(why)
+    plan, observations = forgery_plan(held, [p.ref for p in probes], make, opaque)
     return observations + judge_refusals(send_filed(run, plan))
 
 
@@ -158,7 +211,8 @@ AUTHN_001_PROBES = (
 
 #: What V7, V8 and V9 need when they could not be planned.
 _BASIC_NEEDS = {
-    "V7": "a principal with a bearer token (auth.principals)",
+    "V7": "a principal whose bearer token is accepted on a method it may read "
+    "(auth.principals, auth.rbac_matrix)",
     "V8": "least-privileged and admin principals with tokens, and a method only admin "
     "may call (auth.rbac_matrix)",
 }
@@ -181,17 +235,27 @@ def judge_basic(call: Call, result: CallResult) -> Observation:
     return observation.of(ref)
 
 
-def judge_basics(sent: Sequence[tuple[Call, CallResult]]) -> list[Observation]:
-    """Every AUTHN-001 call judged; V7 and V8 that were not planned say what they need."""
+def judge_basics(
+    sent: Sequence[tuple[Call, CallResult]], held: Sequence[Held] = ()
+) -> list[Observation]:
+    """Every AUTHN-001 call judged; V7 and V8 that were not planned say what they need.
+
+    V7 is planned only from a token whose control call was accepted
+    (:func:`harness.plans.tokens.v7_source`): when ``held`` tokens exist but none was
+    accepted, V7 is INCONCLUSIVE (a refusal of it would prove nothing).
+    """
     observations = [judge_basic(call, result) for call, result in sent]
     made = {o.ref for o in observations}
+    if "V7" not in made and held and v7_source(list(held)) is None:
+        observations += judge_unaccepted(held[0], ["V7"])
+        made.add("V7")
     for ref, needs in _BASIC_NEEDS.items():
         if ref not in made:
             observations.append(Observation(ref, "not sent", needs, Status.SKIP).of(ref))
     return observations
 
 
-def mutation_calls(base: Base, tokens: Sequence[str]) -> list[Call]:
+def mutation_calls(base: Held, tokens: Sequence[str]) -> list[Call]:
     """V9: each mutated token sent to T's method."""
     return [
         Call("V9 mutated token", base.method.path, (base.request,), None, bearer(t)) for t in tokens
@@ -254,8 +318,8 @@ def fuzzed_tokens(token: str, count: int, run_seed: int) -> list[str]:
 
 
 def _mutated(run: Run) -> list[Observation]:
-    """V9 sent from the first accepted T, or why it could not be."""
-    found, why = bases(run)
+    """V9 sent from the first accepted T (a JWT or opaque), or why it could not be."""
+    found, why = valid_tokens(run)
     accepted = [b for b in found if b.accepted]
     if not accepted:
         if found:
@@ -272,11 +336,12 @@ def credentials_required(run: Run) -> Outcome:
 
     For every declared method except ``schema.public_methods``: V1 no credentials, V2
     ``Bearer`` alone, V3 ``Bearer abc``, V4 Basic, V5 random segments, V6 a 12 KiB token,
-    V7 a valid token under the wrong metadata key; each must get UNAUTHENTICATED and no
-    data (V6 may get RESOURCE_EXHAUSTED; PERMISSION_DENIED is FAIL (low)). V8 sends the
-    least-privileged and admin tokens together on admin-only methods: UNAUTHENTICATED or
-    PERMISSION_DENIED pass, any success is critical. V9: 50 Hypothesis mutations of a valid
-    token against one method. Writes get an empty request unless mutations are allowed.
+    V7 a valid token (its own control call accepted) under the wrong metadata key; each
+    must get UNAUTHENTICATED and no data (V6 may get RESOURCE_EXHAUSTED; PERMISSION_DENIED
+    is FAIL (low)). V8 sends the least-privileged and admin tokens together on admin-only
+    methods: UNAUTHENTICATED or PERMISSION_DENIED pass, any success is critical. V9: 50
+    Hypothesis mutations of an accepted token (a JWT or opaque) against its method. Writes
+    get an empty request unless mutations are allowed. None of it needs a JWT.
     """
     calls = authn_basic_calls(run)
     if isinstance(calls, str):
@@ -286,7 +351,7 @@ def credentials_required(run: Run) -> Outcome:
             "the descriptors declare no method outside schema.public_methods "
             "and gRPC infrastructure"
         )
-    observations = judge_basics(calls) + _mutated(run)
+    observations = judge_basics(calls, valid_tokens(run)[0]) + _mutated(run)
     return Outcome.from_observations(
         CATALOGUE["AUTHN-001"],
         observations,
@@ -336,7 +401,11 @@ def algorithm_forgeries(token: Parsed, forms: Sequence[tuple[str, bytes]]) -> li
 
 
 def judge_public_key(key: PublicKeyForms) -> list[Observation]:
-    """(b) without the issuer's public key: SKIP when none is configured, else INCONCLUSIVE."""
+    """(b) without the key that signs T: SKIP when no JWKS is configured, else INCONCLUSIVE.
+
+    INCONCLUSIVE says why: the JWKS could not be read, or which of its keys signs T is
+    unknown (no key with T's ``kid``, and more than one to choose from).
+    """
     if key.forms:
         return []
     probe = "HS* keyed with the issuer's public key"
@@ -359,32 +428,78 @@ def algorithm_allowlist(run: Run) -> Outcome:
 
     From each role's valid token T (whose control call must succeed): (a) ``alg`` none,
     None, NONE and nOnE with an empty signature; (b) T's claims signed HS256/384/512 with
-    the issuer's public key as the secret (PEM with and without newline, DER, JWK), the key
-    read from ``auth.jwks_file`` or fetched from ``auth.jwks_uri`` or ``auth.issuer``'s
-    discovery document; (c) the other algorithm family (RS256/PS256 for an EC issuer,
-    ES256 for an RSA one) with a harness key; (d) unregistered ``alg`` names RS1 and XYZ.
-    Every token must get UNAUTHENTICATED and no data.
+    the issuer's public key as the secret (PEM with and without newline, DER, JWK): the
+    key whose ``kid`` is T's (else the only signing key) in the JWKS read from
+    ``auth.jwks_file``, else fetched from ``auth.jwks_uri`` or ``auth.issuer``'s discovery
+    document; (c) the other algorithm family (RS256/PS256 for an EC issuer, ES256 for an
+    RSA one) with a harness key; (d) unregistered ``alg`` names RS1 and XYZ. Every token
+    must get UNAUTHENTICATED and no data. Every variant starts from T's header and claims:
+    an opaque T feeds none of them (SKIP, naming its principal).
     """
-    found, why = bases(run)
-    if not found:
-        raise NotApplicable(why)
-    key = issuer_public_key(run)
+    keys = {
+        b.principal.name: issuer_public_key(run, b.token.header.get("kid")) for b in bases(run)[0]
+    }
     observations = _forgeries(
-        run, AUTHN_002_PROBES, lambda base: algorithm_forgeries(base.token, key.forms)
+        run,
+        AUTHN_002_PROBES,
+        lambda base: algorithm_forgeries(base.token, keys[base.principal.name].forms),
     )
+    unkeyed = [o for key in dict.fromkeys(keys.values()) for o in judge_public_key(key)]
     return Outcome.from_observations(
         CATALOGUE["AUTHN-002"],
-        judge_public_key(key) + observations,
+        unkeyed + observations,
         passed="every none / confused / unregistered algorithm refused",
     )
 
 
 AUTHN_003_PROBES = (
     Probe("a", "claims changed (sub, exp, roles or scope) under the original signature"),
-    Probe("b", "signature truncated, zeroed or one bit flipped"),
-    Probe("c", "T's claims signed by a harness key under the real kid"),
+    Probe("b", "signature truncated, zeroed or one bit flipped (an opaque T: truncated, altered)"),
+    Probe("c", "T's claims signed by a harness key under the real kid (an opaque T: a lookalike)"),
     Probe("d", "T in JWS JSON serialization"),
 )
+#: The probes an opaque T feeds: its integrity (b) and a token of its shape never issued (c).
+OPAQUE_003 = ("b", "c")
+
+
+def lookalike(token: str, rng: random.Random) -> str:
+    """A token of T's shape: each letter or digit replaced by one of its kind, the rest kept.
+
+    What a guessed, revoked or foreign token looks like to a server that checks opaque
+    tokens by lookup: the right length and alphabet, never issued to anyone.
+    """
+    kinds = (string.digits, string.ascii_lowercase, string.ascii_uppercase)
+    return "".join(next((rng.choice(kind) for kind in kinds if c in kind), c) for c in token)
+
+
+def _changed(c: str) -> str:
+    """Another character of ``c``'s kind (or of base64url)."""
+    for kind in (string.digits, string.ascii_lowercase, string.ascii_uppercase, B64URL):
+        if c in kind:
+            return kind[(kind.index(c) + 1) % len(kind)]
+    return "A"
+
+
+def opaque_forgeries(token: str, seed: int) -> list[Forgery]:
+    """AUTHN-003's variants of an opaque T: (b) truncated or altered, (c) a lookalike.
+
+    No signature can be found in an opaque token, so (b) works on the whole: the last
+    8 characters dropped (half, for a short token), the middle and the last character
+    changed; (c) a random token of T's shape (:func:`lookalike`). No-ops are dropped.
+    """
+    cut = min(8, len(token) // 2) or 1
+    mid = len(token) // 2
+    out = [
+        ("b", f"opaque token truncated by {cut} characters", token[:-cut]),
+        (
+            "b",
+            "opaque token, one middle character changed",
+            token[:mid] + _changed(token[mid]) + token[mid + 1 :],
+        ),
+        ("b", "opaque token, its last character changed", token[:-1] + _changed(token[-1])),
+        ("c", "a token of T's shape, never issued", lookalike(token, random.Random(seed))),
+    ]
+    return [(ref, label, tok) for ref, label, tok in out if tok and tok != token]
 
 
 def tamper_forgeries(token: Parsed, original: str, nonce: str) -> list[Forgery]:
@@ -429,13 +544,17 @@ def signature_integrity(run: Run) -> Outcome:
     Then: (a) T with ``sub``, roles/scope or ``exp`` (+1 year) changed under the original
     signature; (b) T with its signature truncated, zeroed, or one bit flipped; (c) T's
     claims signed by a harness key under T's ``kid``; (d) T in JWS JSON serialization.
-    Every token must get UNAUTHENTICATED and no data.
+    An opaque T (checked by lookup or introspection) feeds (b) and (c) as a whole token
+    (see :func:`opaque_forgeries`); (a) and (d) need a JWT and are SKIP for it. Every
+    token must get UNAUTHENTICATED and no data.
     """
     nonce = run_nonce(run)
+    seed = run.options.seed
     observations = _forgeries(
         run,
         AUTHN_003_PROBES,
         lambda base: tamper_forgeries(base.token, base.principal.token(), nonce),
+        (lambda token: opaque_forgeries(token, seed), OPAQUE_003),
     )
     return Outcome.from_observations(
         CATALOGUE["AUTHN-003"],
@@ -498,8 +617,9 @@ def key_selection_headers(run: Run) -> Outcome:
     (HS256, empty key); ``kid`` SQL injection (HS256, key "k"); an 8 KiB and a non-ASCII
     ``kid``; ``jku`` and ``x5u`` pointing at a canary host under .invalid; an embedded
     ``jwk`` holding the harness public key; an embedded ``x5c`` self-signed chain. Every
-    token must get UNAUTHENTICATED and no data. (``auth.canary_callback_url`` is not yet
-    consulted: no fetch of the canary is looked for.)
+    token must get UNAUTHENTICATED and no data. Every token carries T's claims: an opaque
+    T feeds none (SKIP). (``auth.canary_callback_url`` is not yet consulted: no fetch of
+    the canary is looked for.)
     """
     nonce = run_nonce(run)
     key = harness_key("ec")
@@ -553,7 +673,7 @@ class Fixture:
     Attributes:
         ref: The probe it is filed under.
         label: What it is, in evidence.
-        name: Its key under ``auth.fixtures``.
+        name: Its key under ``auth.fixtures``; ``""`` for a token that can only be minted.
         change: T's claims (and now, in s) -> the fixture's claims, when it is minted.
         header: The header to mint it with; ``None`` for T's own.
     """
@@ -566,33 +686,42 @@ class Fixture:
 
 
 def configured_fixture(run: Run, name: str) -> str | None:
-    """The token of ``auth.fixtures.<name>``, if configured."""
+    """The token of ``auth.fixtures.<name>``, if configured (a JWT or opaque)."""
     fixtures = principals_from(run.config.table("auth.fixtures"), "config")
-    return fixtures[name].token() if name in fixtures else None
+    return fixtures[name].token() if name and name in fixtures else None
 
 
-def minted(keys: IssuerKeys, fixture: Fixture, base: Base, now: int) -> str | None:
-    """``fixture`` minted from T with the issuer's private key; ``None`` without that key."""
-    if keys.private_key is None:
+def minted(keys: IssuerKeys, fixture: Fixture, base: Held, now: int) -> str | None:
+    """``fixture`` minted from T with the issuer's private key.
+
+    ``None`` without that key, or when T is opaque (no claims to mint from).
+    """
+    if keys.private_key is None or base.token is None:
         return None
     header = fixture.header if fixture.header is not None else base.token.header
     return keys.mint(fixture.change(dict(base.token.claims), now), header)
 
 
-def fixture_needs(fixture: Fixture) -> str:
-    """What a fixture that could not be had needs."""
-    return f"auth.fixtures.{fixture.name} or auth.issuer_private_key"
+def fixture_needs(fixture: Fixture, opaque: bool = False) -> str:
+    """What a fixture that could not be had needs (no JWT T to mint from, when ``opaque``)."""
+    mint = "auth.issuer_private_key"
+    if opaque:
+        mint = "a JWT T to mint it from (T is opaque)"
+    if not fixture.name:
+        return mint
+    return f"auth.fixtures.{fixture.name} or {mint}"
 
 
 def fixture_plan(
-    base: Base, tokens: Sequence[tuple[Fixture, str | None]]
+    base: Held, tokens: Sequence[tuple[Fixture, str | None]]
 ) -> tuple[list[Filed], list[Observation]]:
     """The calls sending each fixture's token to T's method; a SKIP for each without one."""
     plan: list[Filed] = []
     skipped: list[Observation] = []
     for fixture, token in tokens:
         if token is None:
-            skip = Observation(fixture.label, "not sent", fixture_needs(fixture), Status.SKIP)
+            needs = fixture_needs(fixture, base.opaque)
+            skip = Observation(fixture.label, "not sent", needs, Status.SKIP)
             skipped.append(skip.of(fixture.ref))
             continue
         call = Call(
@@ -607,10 +736,10 @@ def fixture_plan(
 
 
 #: Where a fixture's token comes from: (run, fixture, T, now) -> token or None.
-TokenSource = Callable[[Run, Fixture, Base, int], "str | None"]
+TokenSource = Callable[[Run, Fixture, Held, int], "str | None"]
 
 
-def issuer_signed(run: Run, fixture: Fixture, base: Base, now: int) -> str | None:
+def issuer_signed(run: Run, fixture: Fixture, base: Held, now: int) -> str | None:
     """``auth.fixtures.<name>`` if configured, else minted with the issuer key."""
     token = configured_fixture(run, fixture.name)
     return token if token is not None else minted(run.issuer_keys(), fixture, base, now)
@@ -619,11 +748,15 @@ def issuer_signed(run: Run, fixture: Fixture, base: Base, now: int) -> str | Non
 def _fixtures(
     run: Run, fixtures: Sequence[Fixture], source: TokenSource = issuer_signed
 ) -> tuple[list[Observation], str]:
-    """The fixtures sent from the first accepted T and judged, or why none could be."""
-    found, why = bases(run)
+    """The fixtures sent from the first accepted T and judged, or why none could be.
+
+    T is the first accepted JWT (fixtures can be minted from it), else the first accepted
+    opaque token: configured fixtures are sent to its method all the same.
+    """
+    found, why = valid_tokens(run)
     if not found:
         return [], why
-    accepted = [b for b in found if b.accepted]
+    accepted = sorted((h for h in found if h.accepted), key=lambda h: h.opaque)
     if not accepted:
         return judge_unaccepted(found[0], [f.ref for f in fixtures]), ""
     base, now = accepted[0], int(time.time())
@@ -670,9 +803,20 @@ def time_fixtures(skew: int) -> list[Fixture]:
     ]
 
 
-def judge_lifetime(name: str, token: Parsed, limit: int) -> Observation:
-    """(a) One principal's token: ``exp`` present (critical), ``exp - iat`` <= ``limit``."""
+def judge_lifetime(name: str, token: Parsed | None, limit: int) -> Observation:
+    """(a) One principal's token: ``exp`` present (critical), ``exp - iat`` <= ``limit``.
+
+    An opaque token (``None``) has no claims to read: SKIP, naming it (the lifetime an
+    introspection endpoint would tell is not asked for).
+    """
     probe = f"lifetime of {name}'s token"
+    if token is None:
+        return Observation(
+            f"lifetime of the opaque token(s) of {name}",
+            "not JWTs: no iat or exp to read",
+            "a JWT whose exp and iat can be read",
+            Status.SKIP,
+        ).of("a")
     exp, iat = token.claims.get("exp"), token.claims.get("iat")
     if not isinstance(exp, (int, float)):
         return Observation(probe, "no exp claim", "exp present", Status.FAIL, Severity.CRITICAL).of(
@@ -705,12 +849,15 @@ def _lifetimes(run: Run) -> list[Observation]:
     if policy is not None:
         for path in run.config.str_list("auth.privileged_methods"):
             privileged |= set(policy.allowed(path) or ())
-    observations = []
-    for name, principal in run.principals.items():
-        token = parse(principal.token()) if principal.has_token else None
-        if token is not None:
-            limit = max_priv if name in privileged else max_ttl
-            observations.append(judge_lifetime(name, token, limit))
+    tokens = {n: parse(p.token()) for n, p in run.principals.items() if p.has_token}
+    opaque = [name for name, token in tokens.items() if token is None]
+    observations = [
+        judge_lifetime(name, token, max_priv if name in privileged else max_ttl)
+        for name, token in tokens.items()
+        if token is not None
+    ]
+    if opaque:
+        observations.append(judge_lifetime(", ".join(opaque), None, max_ttl))
     return observations
 
 
@@ -721,8 +868,9 @@ def time_claims(run: Run) -> Outcome:
     (a) Every principal's token, decoded without verification, has ``exp`` and a
     lifetime ``exp - iat`` within ``auth.max_token_ttl_s`` (3600), or
     ``auth.max_privileged_ttl_s`` (900) for principals allowed on
-    ``auth.privileged_methods`` (FAIL medium). Issuer-signed fixtures (configured, or
-    minted with ``auth.issuer_private_key``): (b) expired beyond ``auth.clock_skew_s``,
+    ``auth.privileged_methods`` (FAIL medium); an opaque token has nothing to read (SKIP).
+    Issuer-signed fixtures (configured, of any shape, or minted from a JWT T with
+    ``auth.issuer_private_key``): (b) expired beyond ``auth.clock_skew_s``,
     (c) ``nbf`` ten minutes ahead, (d) no ``exp``: each must get UNAUTHENTICATED. (e) With
     ``auth.max_wait_s`` set: a minted token used while valid, then again 5 s past
     ``exp + skew``, must be refused the second time (see :func:`_held_token`).
@@ -854,14 +1002,17 @@ def audience_and_issuer(run: Run) -> Outcome:
     Issuer-signed fixtures (configured, or minted with ``auth.issuer_private_key``): (a)
     ``aud`` of another resource, (b) no ``aud``, (c) ``iss`` of another realm; and (d) the
     right ``iss`` signed by another issuer's key (``auth.fixtures.cross_issuer_key``, else
-    a harness key under another ``kid``). Every token must get UNAUTHENTICATED and no data.
+    a harness key under another ``kid``, from a JWT T). Every token must get UNAUTHENTICATED
+    and no data. With an opaque T only configured fixtures are sent.
     """
     nonce = run_nonce(run)
 
-    def source(run: Run, fixture: Fixture, base: Base, now: int) -> str | None:
+    def source(run: Run, fixture: Fixture, held: Held, now: int) -> str | None:
         if fixture.ref != "d":
-            return issuer_signed(run, fixture, base, now)
-        return configured_fixture(run, fixture.name) or cross_issuer_token(base, nonce)
+            return issuer_signed(run, fixture, held, now)
+        base = as_base(held)
+        forged = cross_issuer_token(base, nonce) if base is not None else None
+        return configured_fixture(run, fixture.name) or forged
 
     observations, why = _fixtures(run, binding_fixtures(nonce), source)
     if not observations:
@@ -949,28 +1100,59 @@ AUTHN_008_PROBES = (
 )
 
 
-def mfa_fixtures(required_amr: Sequence[str]) -> list[Fixture]:
-    """AUTHN-008's fixtures: (a) ``amr`` without MFA evidence, (b) with it."""
-    return [
-        Fixture("a", "without MFA evidence", "admin_no_mfa", lambda c, now: {**c, "amr": ["pwd"]}),
-        Fixture(
-            "b",
-            "with MFA evidence",
-            "admin_mfa",
-            lambda c, now: {**c, "amr": ["pwd", *required_amr]},
-        ),
-    ]
+#: The ``acr`` below every level: OpenID Connect Core 1.0 §2 gives "0" to an authentication
+#: that did not meet ISO/IEC 29115 level 1, whatever values an IdP uses above it.
+LOWEST_ACR = "0"
+
+
+def mfa_fixtures(required_amr: Sequence[str], required_acr: str | None = None) -> list[Fixture]:
+    """AUTHN-008's fixtures: (a) admin tokens without MFA evidence, (b) one with it.
+
+    MFA evidence is ``amr`` holding every ``auth.required_amr`` value (``mfa`` when neither
+    ``auth.required_amr`` nor ``auth.required_acr`` is set) and, when ``auth.required_acr``
+    is set, ``acr`` equal to it. (a) lacks one at a time: ``amr`` of a password only; and,
+    with a required ``acr``, :data:`LOWEST_ACR` with every required ``amr``. That second
+    token has no fixture key of its own when the first takes ``admin_no_mfa``: it can only
+    be minted with the issuer key.
+    """
+    amr = list(required_amr) or ([] if required_acr else ["mfa"])
+    acr = {"acr": required_acr} if required_acr else {}
+    evidence = {"amr": ["pwd", *amr]} if amr else {}
+    fixtures = []
+    if amr:
+        fixtures.append(
+            Fixture(
+                "a",
+                "without MFA evidence",
+                "admin_no_mfa",
+                lambda c, now: {**c, "amr": ["pwd"], **acr},
+            )
+        )
+    if required_acr and required_acr != LOWEST_ACR:
+        fixtures.append(
+            Fixture(
+                "a",
+                f"with acr {LOWEST_ACR!r}, below auth.required_acr",
+                "" if amr else "admin_no_mfa",
+                lambda c, now: {**c, **evidence, "acr": LOWEST_ACR},
+            )
+        )
+    fixtures.append(
+        Fixture("b", "with MFA evidence", "admin_mfa", lambda c, now: {**c, **evidence, **acr})
+    )
+    return fixtures
 
 
 def step_up_plan(
-    path: str, request: bytes, base: Base, tokens: Sequence[tuple[Fixture, str | None]]
+    path: str, request: bytes, base: Held, tokens: Sequence[tuple[Fixture, str | None]]
 ) -> tuple[list[Filed], list[Observation]]:
     """(a) and (b) on one privileged ``path`` as ``base``'s principal; SKIP where no token."""
     plan: list[Filed] = []
     skipped: list[Observation] = []
     for fixture, token in tokens:
         if token is None:
-            skip = Observation(path, "not sent", fixture_needs(fixture), Status.SKIP)
+            needs = fixture_needs(fixture, base.opaque)
+            skip = Observation(f"{path} {fixture.label}", "not sent", needs, Status.SKIP)
             skipped.append(skip.of(fixture.ref))
             continue
         label = f"{base.principal.name} {fixture.label}"
@@ -1001,13 +1183,17 @@ def judge_step_up(
 
 
 def _step_up_plan(run: Run, policy: Policy, path: str) -> tuple[list[Filed], list[Observation]]:
-    found, _ = bases(run)
+    found, _ = valid_tokens(run)
     allowed = policy.allowed(path) or frozenset()
-    base = next((b for b in found if b.principal.name in allowed), None)
-    if base is None:
-        needs = "a principal allowed on it with a JWT"
+    # A JWT first: the fixtures can be minted from it; an opaque token takes configured ones.
+    mine = sorted((h for h in found if h.principal.name in allowed), key=lambda h: h.opaque)
+    if not mine:
+        needs = "a principal allowed on it with a bearer token"
         return [], [Observation(path, "not sent", needs, Status.SKIP).of(r) for r in "ab"]
-    fixtures = mfa_fixtures(run.config.str_list("auth.required_amr") or ["mfa"])
+    base = mine[0]
+    fixtures = mfa_fixtures(
+        run.config.str_list("auth.required_amr"), run.config.str_("auth.required_acr")
+    )
     now = int(time.time())
     tokens = [(f, issuer_signed(run, f, base, now)) for f in fixtures]
     return step_up_plan(path, policy.request(run, path), base, tokens)
@@ -1018,11 +1204,14 @@ def mfa_for_privileged(run: Run) -> Outcome:
     """MFA evidence required for privileged methods.
 
     For each ``auth.privileged_methods`` entry: (a) a token of a principal allowed there
-    whose ``amr`` lacks every ``auth.required_amr`` value must get PERMISSION_DENIED (or
-    ``auth.step_up_code``) with no data; (b) the same with MFA evidence must get neither
+    whose ``amr`` lacks every ``auth.required_amr`` value, and, when ``auth.required_acr``
+    is set, one whose ``acr`` is below it (:data:`LOWEST_ACR`, every required ``amr``
+    present), must each get PERMISSION_DENIED (or ``auth.step_up_code``) with no data; (b)
+    the same with MFA evidence (the required ``amr`` and ``acr``) must get neither
     PERMISSION_DENIED nor UNAUTHENTICATED. Fixtures ``admin_no_mfa`` / ``admin_mfa`` are
-    used if configured, else minted with the issuer key. (``auth.required_acr`` is not yet
-    consulted.)
+    used if configured (of any shape), else minted from a JWT T with the issuer key; the
+    low-``acr`` token beside a configured ``admin_no_mfa`` can only be minted (see
+    :func:`mfa_fixtures`).
     """
     privileged = run.config.str_list("auth.privileged_methods")
     if not privileged:
@@ -1088,14 +1277,14 @@ def _open_expiring_streams(run: Run) -> list[Observation] | str:
     policy = Policy.of(run)
     if policy is None:
         return NO_DESCRIPTORS.format(run.catalogue_problem())
-    found, _ = bases(run)
+    held, _ = valid_tokens(run)
+    found = [b for b in map(as_base, held) if b is not None]
     observations = []
     for path in methods:
         allowed = policy.allowed(path) or frozenset()
         base = next((b for b in found if b.principal.name in allowed and b.accepted), None)
         if base is None:
-            needs = "an allowed principal with a working JWT"
-            observations.append(Observation(path, "not sent", needs, Status.SKIP).of("stream"))
+            observations.append(stream_unsent(path, held, allowed))
             continue
         first = _expiring_stream(run, policy, path, base)
         if not first.marginal:
@@ -1106,6 +1295,22 @@ def _open_expiring_streams(run: Run) -> list[Observation] | str:
         # count only when a second stream, with a fresh token, fails again.
         observations += decided_again(first, _expiring_stream(run, policy, path, base))
     return observations
+
+
+def stream_unsent(path: str, held: Sequence[Held], allowed: Collection[str]) -> Observation:
+    """No allowed principal has a working JWT: why the stream on ``path`` was not opened.
+
+    An opaque token has no ``exp`` to wait for and cannot be re-minted to expire soon:
+    named, so that the report says it is the token's shape, not a missing principal.
+    """
+    needs = "an allowed principal with a working JWT"
+    opaque = [h.principal.name for h in held if h.opaque and h.principal.name in allowed]
+    if opaque:
+        needs += (
+            f" ({', '.join(opaque)}: opaque tokens, whose expiry cannot be read, "
+            "nor a token that expires soon minted from them)"
+        )
+    return Observation(path, "not sent", needs, Status.SKIP).of("stream")
 
 
 @dataclass(frozen=True)

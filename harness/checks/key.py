@@ -1,10 +1,10 @@
 """Token-signing key hygiene and rotation (KEY-001), judged from the issuer's published JWKS.
 
-The JWKS comes from ``auth.jwks_uri``, else from ``<auth.issuer>/.well-known/
-openid-configuration`` (both fetched by :mod:`harness.plans.jwks`, as AUTHN-002 fetches
-it), else from ``auth.jwks_file``. Keys are loaded with PyJWT (which uses
-``cryptography``), so their sizes and curves are those of the real key objects; a key is
-identified across runs by its RFC 7638 thumbprint.
+The JWKS comes from ``auth.jwks_file``, else from ``auth.jwks_uri``, else from
+``<auth.issuer>/.well-known/openid-configuration``: the one resolution order of
+:mod:`harness.plans.jwks`, through which AUTHN-002 reads the same document. Keys are
+loaded with PyJWT (which uses ``cryptography``), so their sizes and curves are those of the
+real key objects; a key is identified across runs by its RFC 7638 thumbprint.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from harness.catalogue import CATALOGUE, Severity
 from harness.checks import check
 from harness.history import HistoryError, first_seen
 from harness.outcome import CannotObserve, NotApplicable, Observation, Outcome, Probe, Status
-from harness.plans.jwks import FetchError, Reach, fetch_json, jwks_uri
+from harness.plans.jwks import issuer_jwks
 from harness.run import Run
 
 #: Members that only a private or symmetric key has (RFC 7518 §6.2.2, §6.3.2, §6.4.1).
@@ -71,15 +71,15 @@ def signing_key_hygiene(run: Run) -> Outcome:
     (medium). With ``evidence.history_dir`` each key's first sighting is recorded there, and
     the newest key must have been first seen within ``auth.key_rotation_days`` (low).
     """
-    try:
-        source, document = _jwks(run)
-    except FetchError as exc:
-        raise CannotObserve(str(exc)) from None
-    if source is None:
+    jwks = issuer_jwks(run)
+    if jwks.problem:
+        raise CannotObserve(jwks.problem)
+    if not jwks.source:
         raise NotApplicable(
-            "no auth.jwks_uri, no http(s) auth.issuer to discover it, no auth.jwks_file"
+            "no auth.jwks_file, no auth.jwks_uri, no http(s) auth.issuer to discover it"
         )
-    keys = jwks_keys(source, document)
+    source = jwks.source
+    keys = jwks_keys(source, jwks.document)
     observations = judge_keys(source, keys)
     rotation = _rotation(run, source, keys)
     if rotation is not None:
@@ -255,25 +255,3 @@ def _rotation(run: Run, source: str, keys: list[dict[str, Any]]) -> Observation 
             f"{source}: key history", str(exc), "readable and writable", Status.INCONCLUSIVE
         ).of("rotation")
     return judge_rotation(source, seen, now, None if days is None else int(days))
-
-
-# -- finding the JWKS ------------------------------------------------------------------
-
-
-def _jwks(run: Run) -> tuple[str | None, Any]:
-    """Where the JWKS came from (``None`` when nowhere is configured) and its JSON.
-
-    Raises:
-        FetchError: The configured source could not be read.
-    """
-    reach = Reach.of(run.config, run.spec.host)
-    uri = jwks_uri(run.config, reach)
-    if uri is not None:
-        return uri, fetch_json(uri, reach)
-    path = run.config.path("auth.jwks_file")
-    if path is not None:
-        try:
-            return f"auth.jwks_file {path.name}", json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise FetchError(f"auth.jwks_file {path}: {exc}") from None
-    return None, None

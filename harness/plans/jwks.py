@@ -1,9 +1,12 @@
-"""The issuer's published JWKS: where it is, and one bounded fetch of it (KEY-001, AUTHN-002).
+"""The issuer's JWKS: where it is, and one bounded fetch of it (KEY-001, AUTHN-002).
 
-``auth.jwks_uri`` names it; else ``auth.issuer``'s OpenID discovery document
-(``<issuer>/.well-known/openid-configuration``) does. Each document is fetched over http or
-https (the system trust store), within :data:`FETCH_TIMEOUT_S` per read, twice that in all,
-and :data:`MAX_DOCUMENT_BYTES`.
+One resolution order for every control (:func:`resolve_jwks`): ``auth.jwks_file`` (the
+operator's copy, read locally), else ``auth.jwks_uri``, else the ``jwks_uri`` of
+``auth.issuer``'s OpenID discovery document (``<issuer>/.well-known/openid-configuration``).
+The first source configured is the one used: a source that cannot be read is reported, not
+silently replaced by the next. Each document is fetched over http or https (the system
+trust store), within :data:`FETCH_TIMEOUT_S` per read, twice that in all, and
+:data:`MAX_DOCUMENT_BYTES`.
 
 Nothing reaches beyond the target without the user's opt-in: a document is fetched only
 from the target's own host or the loopback, unless ``safety.allow_issuer_fetch`` is true,
@@ -20,9 +23,12 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.config import Config
+
+if TYPE_CHECKING:
+    from harness.run import Run
 
 #: Bounds of one fetch: the JWKS or the discovery document.
 FETCH_TIMEOUT_S = 5.0
@@ -89,6 +95,52 @@ class _SameHost(urllib.request.HTTPRedirectHandler):
                 f"{req.full_url}: redirected to another host ({new.hostname}): not followed"
             )
         return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+@dataclass(frozen=True)
+class Jwks:
+    """The issuer's JWKS document, where it came from, or why it could not be read.
+
+    Attributes:
+        source: ``auth.jwks_file <name>`` or the URL it was fetched from; ``""`` when no
+            source is configured.
+        document: The parsed JSON (``None`` unless read).
+        problem: Why the configured source could not be read (``""`` otherwise).
+    """
+
+    source: str = ""
+    document: Any = None
+    problem: str = ""
+
+
+def resolve_jwks(config: Config, reach: Reach) -> Jwks:
+    """The JWKS from the first configured source: jwks_file, jwks_uri, then discovery.
+
+    Never raises for what it reads: a source that fails gives a :class:`Jwks` whose
+    ``problem`` says why in one line.
+    """
+    path = config.path("auth.jwks_file")
+    if path is not None:
+        source = f"auth.jwks_file {path.name}"
+        try:
+            return Jwks(source, json.loads(path.read_text()))
+        except (OSError, ValueError) as exc:
+            return Jwks(source, problem=f"{source}: not read ({exc})")
+    uri: str | None = None
+    try:
+        uri = jwks_uri(config, reach)
+        if uri is None:
+            return Jwks()
+        return Jwks(uri, fetch_json(uri, reach))
+    except FetchError as exc:
+        return Jwks(uri or config.str_("auth.issuer") or "", problem=str(exc))
+
+
+def issuer_jwks(run: Run) -> Jwks:
+    """:func:`resolve_jwks` for the run, fetched once (KEY-001 and AUTHN-002 share it)."""
+    return run.memo(
+        "issuer-jwks", lambda: resolve_jwks(run.config, Reach.of(run.config, run.spec.host))
+    )
 
 
 def jwks_uri(config: Config, reach: Reach) -> str | None:

@@ -1,10 +1,12 @@
 """Token plans the AUTHN, AUTHZ, AUDIT, ERR, MIN and LIMIT controls share.
 
-The valid token T of every role with the method it may read (:func:`bases`), AUTHN-001's
-credential variants on every protected method (:func:`authn_basic_calls`) and AUTHZ-001's
-(method, principal) matrix (:func:`authz_matrix_calls`): each made once per run, whichever
-control asks first, so that no verdict depends on test order or ``-k``. Also the issuer's
-public key AUTHN-002 keys its HMAC confusion with (:func:`issuer_public_key`). Planning
+The valid token T of every role with the method it may read and its control call
+(:func:`valid_tokens`: JWT or opaque; :func:`bases`: the JWTs, which forgeries start
+from), AUTHN-001's credential variants on every protected method
+(:func:`authn_basic_calls`) and AUTHZ-001's (method, principal) matrix
+(:func:`authz_matrix_calls`): each made once per run, whichever control asks first, so
+that no verdict depends on test order or ``-k``. Also the issuer's public key that signs
+T, which AUTHN-002 keys its HMAC confusion with (:func:`issuer_public_key`). Planning
 (:func:`basic_variants`, :func:`basic_plan`) is pure; the memoised functions send.
 """
 
@@ -21,11 +23,11 @@ import jwt
 from harness.channels import CallResult
 from harness.descriptors import MethodInfo
 from harness.plans.calls import NO_DESCRIPTORS, Call, bearer, send
-from harness.plans.jwks import Reach, fetch_json, jwks_uri
+from harness.plans.jwks import issuer_jwks
 from harness.policy import Policy
 from harness.principals import Principal
 from harness.run import Run
-from harness.tokens import IssuerKeys, Parsed, parse
+from harness.tokens import IssuerKeys, Parsed, parse, public_jwk, public_key_forms
 
 #: The base64url alphabet, for random token segments.
 B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
@@ -39,29 +41,54 @@ def run_nonce(run: Run) -> str:
 # -- the valid token T per role, and the methods it may call ---------------------------
 
 
+def _accepted(control: CallResult) -> bool:
+    return control.code not in (
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+    )
+
+
 @dataclass(frozen=True)
-class Base:
-    """A principal's valid token T, the method it may read, and T's own call (the control)."""
+class Held:
+    """A principal's own token T (a JWT or opaque), the method it may read, and T's call.
+
+    Attributes:
+        principal: Whose token it is (the token itself is read from it, never kept here).
+        token: T parsed, or ``None`` when T is opaque (not a JWT: checked by introspection
+            or a lookup the harness cannot see into).
+        method: The method T may read.
+        request: The request sent there.
+        control: T's own call (the control every variant made from T is judged against).
+    """
 
     principal: Principal
-    token: Parsed
+    token: Parsed | None
     method: MethodInfo
     request: bytes
     control: CallResult
 
     @property
     def accepted(self) -> bool:
-        """True when T itself was accepted: forgeries of it are then meaningful.
+        """True when T itself was accepted: variants of it are then meaningful.
 
         A control call that never reached the service (UNAVAILABLE, DEADLINE_EXCEEDED) shows
-        nothing: a refused forgery beside it proves nothing either.
+        nothing: a refused variant beside it proves nothing either.
         """
-        return self.control.code not in (
-            grpc.StatusCode.UNAUTHENTICATED,
-            grpc.StatusCode.PERMISSION_DENIED,
-            grpc.StatusCode.UNAVAILABLE,
-            grpc.StatusCode.DEADLINE_EXCEEDED,
-        )
+        return _accepted(self.control)
+
+    @property
+    def opaque(self) -> bool:
+        """T is not a JWT: nothing in it can be read or re-signed."""
+        return self.token is None
+
+
+@dataclass(frozen=True)
+class Base(Held):
+    """A :class:`Held` token that is a JWT: forgeries can start from its header and claims."""
+
+    token: Parsed
 
     def expiring(self, keys: IssuerKeys, life_s: int) -> tuple[str, int]:
         """T re-minted with the issuer key to expire ``life_s`` s from now, and its ``exp``."""
@@ -71,38 +98,57 @@ class Base:
         return keys.mint(claims, self.token.header), exp
 
 
-def bases(run: Run) -> tuple[list[Base], str]:
-    """T for every role with a JWT and a readable method, with its control call (memoised).
+def valid_tokens(run: Run) -> tuple[list[Held], str]:
+    """T for every role with a bearer token (JWT or opaque) and a readable method (memoised).
 
-    Returns the bases and, when there are none, why.
+    Each comes with its control call. Returns them and, when there are none, why.
     """
 
-    def compute() -> tuple[list[Base], str]:
+    def compute() -> tuple[list[Held], str]:
         policy = Policy.of(run)
         if policy is None:
             return [], NO_DESCRIPTORS.format(run.catalogue_problem())
         found = []
         for name, principal in run.principals.items():
-            if not principal.has_token:
-                continue
-            token = parse(principal.token())
-            method = policy.representative_read(name)
-            if token is None or method is None:
-                continue
-            found.append((principal, token, method, policy.request(run, method.path)))
+            method = policy.representative_read(name) if principal.has_token else None
+            if method is not None:
+                found.append((principal, method, policy.request(run, method.path)))
         if not found:
-            return (
-                [],
-                "no principal has a JWT bearer token and a readable method in auth.rbac_matrix",
-            )
+            return [], "no principal has a bearer token and a readable method in auth.rbac_matrix"
 
-        def control(item: tuple[Principal, Parsed, MethodInfo, bytes]) -> Base:
-            p, token, method, request = item
-            return Base(p, token, method, request, run.call(method.path, [request], principal=p))
+        def control(item: tuple[Principal, MethodInfo, bytes]) -> Held:
+            p, method, request = item
+            result = run.call(method.path, [request], principal=p)
+            return Held(p, parse(p.token()), method, request, result)
 
         return run.map(control, found), ""
 
-    return run.memo("authn-bases", compute)
+    return run.memo("authn-held", compute)
+
+
+def as_base(held: Held) -> Base | None:
+    """``held`` as a :class:`Base` when T is a JWT; ``None`` when it is opaque."""
+    if held.token is None:
+        return None
+    return Base(held.principal, held.token, held.method, held.request, held.control)
+
+
+def jwt_bases(held: list[Held], why: str) -> tuple[list[Base], str]:
+    """The JWTs among ``held`` as :class:`Base`; when there are none, why (opaque ones named)."""
+    found = [b for b in map(as_base, held) if b is not None]
+    if found or not held:
+        return found, why
+    names = ", ".join(h.principal.name for h in held)
+    return [], f"no principal has a JWT bearer token: every token is opaque ({names})"
+
+
+def bases(run: Run) -> tuple[list[Base], str]:
+    """T for every role with a JWT and a readable method, with its control call (memoised).
+
+    Returns the bases and, when there are none, why. Opaque tokens are left out (see
+    :func:`valid_tokens` for every token).
+    """
+    return jwt_bases(*valid_tokens(run))
 
 
 # -- the issuer's public key (AUTHN-002 (b)) --------------------------------------------
@@ -110,12 +156,12 @@ def bases(run: Run) -> tuple[list[Base], str]:
 
 @dataclass(frozen=True)
 class PublicKeyForms:
-    """The issuer's first public key as HMAC secrets, where it came from, or why there is none.
+    """The issuer key that signs T as HMAC secrets, where it came from, or why there is none.
 
     Attributes:
         forms: (name, bytes): PEM with and without its newline, DER, JWK JSON.
-        source: ``auth.jwks_file``, or the URL the JWKS was fetched from.
-        problem: Why there is no key although one was configured ("" otherwise).
+        source: ``auth.jwks_file <name>``, or the URL the JWKS was fetched from.
+        problem: Why there is no key although a JWKS was configured ("" otherwise).
     """
 
     forms: tuple[tuple[str, bytes], ...] = ()
@@ -123,53 +169,59 @@ class PublicKeyForms:
     problem: str = ""
 
 
-def issuer_public_key(run: Run) -> PublicKeyForms:
-    """The issuer's public key as HMAC secrets (memoised), for AUTHN-002 (b).
+def issuer_public_key(run: Run, kid: Any = None) -> PublicKeyForms:
+    """The issuer's public key that signs T (T's ``kid``) as HMAC secrets, for AUTHN-002 (b).
 
-    From ``auth.jwks_file``, else the JWKS fetched from ``auth.jwks_uri``, else from
-    ``auth.issuer``'s OpenID discovery document (:mod:`harness.plans.jwks`, as KEY-001
-    finds it). Empty, with no problem, when none of the three is configured.
+    The JWKS is the one every control reads (:func:`harness.plans.jwks.issuer_jwks`:
+    ``auth.jwks_file``, else ``auth.jwks_uri``, else ``auth.issuer``'s discovery). Empty,
+    with no problem, when none of the three is configured.
     """
-
-    def compute() -> PublicKeyForms:
-        local = run.issuer_keys().public_key_forms()
-        if local:
-            return PublicKeyForms(tuple(local), "auth.jwks_file")
-        uri: str | None = None
-        try:
-            reach = Reach.of(run.config, run.spec.host)
-            uri = jwks_uri(run.config, reach)
-            if uri is None:
-                return PublicKeyForms()
-            forms = jwks_key_forms(fetch_json(uri, reach))
-        except ValueError as exc:
-            issuer = run.config.str_("auth.issuer") or ""
-            return PublicKeyForms(source=uri or issuer, problem=str(exc))
-        return PublicKeyForms(tuple(forms), uri)
-
-    return run.memo("authn-issuer-public-key", compute)
+    jwks = issuer_jwks(run)
+    if jwks.problem or not jwks.source:
+        return PublicKeyForms(source=jwks.source, problem=jwks.problem)
+    try:
+        forms = jwks_key_forms(jwks.document, kid)
+    except ValueError as exc:
+        return PublicKeyForms(source=jwks.source, problem=f"{jwks.source}: {exc}")
+    return PublicKeyForms(tuple(forms), jwks.source)
 
 
-def jwks_key_forms(document: Any) -> list[tuple[str, bytes]]:
-    """The first RSA or EC key of a JWKS document as HMAC secrets (see :class:`PublicKeyForms`).
+def _signing_key(jwk: Any) -> Any:
+    """The public RSA or EC key of a JWK, or ``None`` (another type, an encryption key)."""
+    if not isinstance(jwk, dict) or jwk.get("kty") not in ("RSA", "EC") or jwk.get("use") == "enc":
+        return None
+    try:
+        return jwt.PyJWK(public_jwk(jwk)).key
+    except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError):
+        return None
+
+
+def jwks_key_forms(document: Any, kid: Any = None) -> list[tuple[str, bytes]]:
+    """The JWKS key that signs T as HMAC secrets (see :class:`PublicKeyForms`).
+
+    The key whose ``kid`` is T's ``kid``; without one, the only RSA or EC signing key.
 
     Raises:
-        ValueError: It is not a JWKS, or holds no usable RSA or EC public key.
+        ValueError: It is not a JWKS; the key with T's ``kid`` is no RSA or EC public key;
+            or no key has T's ``kid`` and there is not exactly one to fall back to.
     """
     keys = document.get("keys") if isinstance(document, dict) else None
     if not isinstance(keys, list):
         raise ValueError("not a JWKS (no list of keys)")
-    for jwk in keys:
-        if not isinstance(jwk, dict) or jwk.get("kty") not in ("RSA", "EC"):
-            continue
-        public = {k: v for k, v in jwk.items() if k not in ("d", "p", "q", "dp", "dq", "qi")}
-        try:
-            key = jwt.PyJWK(public).key
-        except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError):
-            continue
-        found = IssuerKeys(((jwk.get("kid"), jwk.get("alg"), key),), None, None, None)
-        return found.public_key_forms()
-    raise ValueError("the JWKS holds no usable RSA or EC public key")
+    if kid is not None:
+        matched = [k for k in keys if isinstance(k, dict) and k.get("kid") == kid]
+        if matched:
+            key = _signing_key(matched[0])
+            if key is None:
+                raise ValueError(f"the key with T's kid {kid!r} is no RSA or EC signing key")
+            return public_key_forms(key)
+    usable = [key for key in map(_signing_key, keys) if key is not None]
+    if len(usable) == 1:
+        return public_key_forms(usable[0])
+    if not usable:
+        raise ValueError("the JWKS holds no usable RSA or EC public key")
+    which = f"none has T's kid {kid!r}" if kid is not None else "T names no kid"
+    raise ValueError(f"{len(usable)} signing keys and {which}: which one signs T is unknown")
 
 
 # -- AUTHN-001 --------------------------------------------------------------------------
@@ -249,16 +301,28 @@ def basic_plan(
     return calls
 
 
+def v7_source(held: list[Held]) -> Held | None:
+    """Whose token V7 moves under the wrong key: the first T shown accepted, or ``None``.
+
+    A token nobody showed accepted proves nothing when it is refused under the wrong key.
+    """
+    return next((h for h in held if h.accepted), None)
+
+
 def authn_basic_calls(run: Run) -> list[tuple[Call, CallResult]] | str:
-    """AUTHN-001's calls (V1-V8) on every protected method, memoised for ERR-*."""
+    """AUTHN-001's calls (V1-V8) on every protected method, memoised for ERR-*.
+
+    V7 carries a token whose control call was accepted (:func:`v7_source`); none, no V7.
+    """
 
     def compute() -> list[tuple[Call, CallResult]] | str:
         policy = Policy.of(run)
         if policy is None:
             return NO_DESCRIPTORS.format(run.catalogue_problem())
-        some = next((p for p in run.principals.values() if p.has_token), None)
+        source = v7_source(valid_tokens(run)[0])
         variants = basic_variants(
-            random.Random(run.options.seed), some.token() if some is not None else None
+            random.Random(run.options.seed),
+            source.principal.token() if source is not None else None,
         )
         least, admin = run.principal("least-privileged"), run.principal("admin")
         pair = (least, admin) if least and admin and least.has_token and admin.has_token else None

@@ -27,6 +27,8 @@ from harness.checks.authn import (
     AUTHN_007_PROBES,
     AUTHN_008_PROBES,
     AUTHN_009_PROBES,
+    LOWEST_ACR,
+    OPAQUE_003,
     OVERSIZE,
     Fixture,
     StreamVerdict,
@@ -34,8 +36,10 @@ from harness.checks.authn import (
     binding_fixtures,
     cross_issuer_token,
     decided_again,
+    fixture_needs,
     fixture_plan,
     forgery_calls,
+    forgery_plan,
     fuzzed_tokens,
     header_forgeries,
     judge_basic,
@@ -43,16 +47,20 @@ from harness.checks.authn import (
     judge_held_fresh,
     judge_held_late,
     judge_lifetime,
+    judge_opaque,
     judge_public_key,
     judge_refusal,
     judge_refusals,
     judge_step_up,
     judge_stream,
     judge_unaccepted,
+    lookalike,
     mfa_fixtures,
     minted,
     mutation_calls,
+    opaque_forgeries,
     step_up_plan,
+    stream_unsent,
     tamper_forgeries,
     time_fixtures,
     type_fixtures,
@@ -64,11 +72,14 @@ from harness.plans.calls import Call, bearer
 from harness.plans.jwks import discovered_jwks_uri
 from harness.plans.tokens import (
     Base,
+    Held,
     PublicKeyForms,
     basic_plan,
     basic_variants,
     issuer_public_key,
     jwks_key_forms,
+    jwt_bases,
+    v7_source,
     variant_ref,
 )
 from harness.principals import Principal
@@ -106,6 +117,30 @@ def base(accepted: bool = True, **claims) -> Base:
     assert parsed is not None
     control = answer(C.OK, RECORD) if accepted else answer(C.UNAUTHENTICATED, details="expired")
     return Base(Principal("admin"), parsed, METHOD, b"\n\x06p-0001", control)
+
+
+#: An opaque bearer token, as an IdP that answers introspection issues it (no dots, no JSON).
+OPAQUE = "tok_4q7ZyR0b9XkP2mWc8LsT1vHnJ6dGfE3a"
+#: grpc-go's interceptors (examples/features/authentication): a token that fails its check,
+#: and metadata missing altogether, which that example answers INVALID_ARGUMENT.
+GO_INVALID_TOKEN = "invalid token"
+GO_MISSING_METADATA = "missing metadata"
+
+
+def held(name: str = "clinician", accepted: bool = True) -> Held:
+    """An opaque token T of ``name`` (the token is read from its principal when needed)."""
+    control = answer(C.OK, RECORD) if accepted else answer(C.UNAUTHENTICATED, details="invalid")
+    return Held(_Opaque(name), None, METHOD, b"\n\x06p-0001", control)
+
+
+class _Opaque(Principal):
+    """A principal whose token source is an opaque string (no file: a test stand-in)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name, token_env="UNUSED")
+
+    def token(self) -> str:
+        return OPAQUE
 
 
 def call(label: str = "V1 no authorization", metadata=()) -> Call:
@@ -273,6 +308,60 @@ def test_fuzzed_tokens_are_mutations_repeatable_by_seed():
     assert all(variant_ref(c.label) == "V9" for c in mutation_calls(base(), tokens))
 
 
+def test_v7_moves_only_a_token_shown_accepted():
+    """V7's refusal proves something only if the same token is accepted where it belongs."""
+    refused_t, accepted_t = held("billing", accepted=False), held("clinician")
+    assert v7_source([refused_t, accepted_t]) is accepted_t
+    assert v7_source([refused_t]) is None
+    unreached = Held(
+        _Opaque("auditor"), None, METHOD, b"", answer(C.UNAVAILABLE, details=ENVOY_UPSTREAM)
+    )
+    assert v7_source([unreached]) is None  # never reached the service: not shown accepted
+
+
+def test_v7_without_an_accepted_token_is_inconclusive_not_passed():
+    # No token was accepted, so no V7 was planned: the other variants' refusals are all
+    # there, and V7 must not read as "refused" (nor as a config gap: tokens exist).
+    sent = [
+        (call(f"V{n} x"), answer(C.UNAUTHENTICATED, details=GO_INVALID_TOKEN))
+        for n in (1, 2, 3, 4, 5, 6, 8, 9)
+    ]
+    observations = judge_basics(sent, [held(accepted=False)])
+    assert refs(observations)["V7"] == [Status.INCONCLUSIVE]
+    (v7,) = (o for o in observations if o.ref == "V7")
+    assert v7.request_id is not None  # the control call that was refused
+    out = settled("AUTHN-001", observations, unset=())
+    assert out.status is Status.INCONCLUSIVE
+    assert {p.id: p.status for p in out.probes}["AUTHN-001(V7)"] is Status.INCONCLUSIVE
+    # With the token shown accepted, V7 was sent and judged like the others.
+    v7_sent = [(call("V7 valid token under x-authorization"), answer(C.UNAUTHENTICATED))]
+    assert settled("AUTHN-001", judge_basics(sent + v7_sent, [held()]), unset=()).status is (
+        Status.PASS
+    )
+
+
+def test_grpc_go_answers_to_authn_001_are_judged_by_their_codes():
+    """grpc-go's auth example: INVALID_ARGUMENT for no metadata, 16 "invalid token" else."""
+    missing = judge_basic(
+        call("V1 no authorization"), answer(C.INVALID_ARGUMENT, details=GO_MISSING_METADATA)
+    )
+    assert (missing.status, missing.severity) == (Status.FAIL, Severity.MEDIUM)
+    bad = judge_basic(
+        call("V5 three random base64url segments"),
+        answer(C.UNAUTHENTICATED, details=GO_INVALID_TOKEN),
+    )
+    assert bad.status is Status.PASS
+
+
+def test_v9_mutates_an_opaque_token_too():
+    tokens = fuzzed_tokens(OPAQUE, 20, 99)
+    assert len(tokens) == 20
+    assert OPAQUE not in tokens
+    assert tokens == fuzzed_tokens(OPAQUE, 20, 99)
+    (c,) = mutation_calls(held(), tokens[:1])
+    assert (variant_ref(c.label), c.method, c.metadata) == ("V9", PATH, bearer(tokens[0]))
+
+
 # -- forgeries: AUTHN-002 ... AUTHN-004 -------------------------------------------------
 
 
@@ -348,6 +437,85 @@ def test_tamper_forgeries_cover_a_to_d_and_drop_no_ops():
     assert "signature truncated" not in {label for _, label, _ in unchanged}
 
 
+def test_opaque_forgeries_alter_the_whole_token_and_make_a_lookalike():
+    forged = opaque_forgeries(OPAQUE, 7)
+    assert [ref for ref, _, _ in forged] == ["b", "b", "b", "c"]
+    tokens = [tok for _, _, tok in forged]
+    assert tokens[0] == OPAQUE[:-8]
+    assert all(tok != OPAQUE for tok in tokens)
+    assert [len(t) for t in tokens[1:]] == [len(OPAQUE)] * 3
+    shaped = tokens[3]  # same length, and the same kind of character at every position
+    for a, b in zip(OPAQUE, shaped, strict=True):
+        assert (a.isdigit(), a.islower(), a.isupper()) == (b.isdigit(), b.islower(), b.isupper())
+        assert a.isalnum() or a == b  # punctuation (the "_" of "tok_") kept
+    assert forged == opaque_forgeries(OPAQUE, 7)
+    assert lookalike("__", random.Random(1)) == "__"  # nothing to change: no variant
+    short = opaque_forgeries("x", 1)  # nothing to truncate: no empty token is sent
+    assert all(tok and tok != "x" for _, _, tok in short)
+    assert not [label for _, label, _ in short if "truncated" in label]
+    assert set(OPAQUE_003) == {"b", "c"}
+
+
+def test_an_opaque_t_runs_only_the_probes_that_need_no_jwt():
+    refs_002 = [p.ref for p in AUTHN_002_PROBES]
+
+    def never(base):  # a JWT variant: must not be made from an opaque T
+        raise AssertionError("no JWT forgery from an opaque token")
+
+    plan, skipped = forgery_plan([held()], refs_002, never)
+    assert plan == []
+    assert refs(skipped) == {r: [Status.SKIP] for r in refs_002}  # once per probe
+    assert skipped[0].probe == "opaque tokens of clinician"
+    out = settled("AUTHN-002", skipped, unset=())
+    assert out.status is Status.SKIP
+    assert "opaque tokens of clinician: needs a JWT bearer token T" in out.summary
+
+    refs_003 = [p.ref for p in AUTHN_003_PROBES]
+    plan, skipped = forgery_plan(
+        [held()], refs_003, never, (lambda t: opaque_forgeries(t, 3), OPAQUE_003)
+    )
+    assert sorted({ref for ref, _ in plan}) == ["b", "c"]
+    assert all(c.metadata[0][0] == "authorization" for _, c in plan)
+    assert refs(skipped) == {"a": [Status.SKIP], "d": [Status.SKIP]}
+    # grpc-go's interceptor refuses every altered or lookalike token: (b) and (c) hold, and
+    # (a) and (d) say why they did not run: INCONCLUSIVE, never PASS.
+    sent = [(ref, c, answer(C.UNAUTHENTICATED, details=GO_INVALID_TOKEN)) for ref, c in plan]
+    out = settled("AUTHN-003", skipped + judge_refusals(sent), unset=())
+    assert out.status is Status.INCONCLUSIVE
+    assert "AUTHN-003(a)" in out.summary
+    assert "AUTHN-003(d)" in out.summary
+    # A service that matches a token's prefix accepts the truncated one: critical.
+    truncated = next(c for ref, c in plan if "truncated" in c.label)
+    accepted = judge_refusal("b", truncated, answer(C.OK, RECORD))
+    assert (accepted.status, accepted.severity) == (Status.FAIL, Severity.CRITICAL)
+
+
+def test_a_refused_opaque_t_leaves_its_probes_inconclusive():
+    plan, observations = forgery_plan(
+        [held(accepted=False)],
+        ["a", "b", "c", "d"],
+        lambda b: [],
+        (lambda t: opaque_forgeries(t, 1), OPAQUE_003),
+    )
+    assert plan == []
+    skip, unsure = [Status.SKIP], [Status.INCONCLUSIVE]
+    assert refs(observations) == {"a": skip, "d": skip, "b": unsure, "c": unsure}
+
+
+def test_mixed_jwt_and_opaque_tokens_forge_from_the_jwt():
+    jwt_t = base()
+    plan, skipped = forgery_plan([jwt_t, held()], ["a"], lambda b: [("a", "alg none", "x.y.")])
+    assert [(ref, c.label) for ref, c in plan] == [("a", "alg none (from admin's token)")]
+    assert refs(skipped) == {"a": [Status.SKIP]}
+    (skip,) = judge_opaque(["clinician", "billing"], ["a"])
+    assert (skip.probe, skip.status) == ("opaque tokens of clinician, billing", Status.SKIP)
+    assert judge_opaque([], ["a"]) == []  # every token a JWT: nothing to say
+    bases_, why = jwt_bases([held()], "")
+    assert bases_ == []
+    assert why == "no principal has a JWT bearer token: every token is opaque (clinician)"
+    assert [b.principal.name for b in jwt_bases([jwt_t, held()], "")[0]] == ["admin"]
+
+
 def test_header_forgeries_cover_every_bullet():
     forged = header_forgeries(base().token, "n0nce", harness_key("ec"))
     assert [ref for ref, _, _ in forged] == [
@@ -369,13 +537,12 @@ def test_forgery_judges_from_go_node_and_envoy_answers():
 
 
 def test_jwks_key_forms_from_a_published_jwks():
-    ec_jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(harness_key("ec").public_key()))
     rsa_jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(harness_key("rsa").public_key()))
-    forms = jwks_key_forms({"keys": [{"kty": "oct", "k": "c2VjcmV0"}, rsa_jwk, ec_jwk]})
+    forms = jwks_key_forms({"keys": [{"kty": "oct", "k": "c2VjcmV0"}, rsa_jwk]})
     names = [name for name, _ in forms]
     assert names[0] == "public key PEM"
     assert forms[0][1].startswith(b"-----BEGIN PUBLIC KEY")
-    assert json.loads(forms[3][1])["kty"] == "RSA"  # the first usable key
+    assert json.loads(forms[3][1])["kty"] == "RSA"  # the only signing key
     for document in ({"keys": []}, {"keys": [{"kty": "oct", "k": "eA"}]}, ["not", "a", "jwks"]):
         with pytest.raises(ValueError, match="JWKS"):
             jwks_key_forms(document)
@@ -384,6 +551,35 @@ def test_jwks_key_forms_from_a_published_jwks():
     assert found == "https://idp.test/keys"
     with pytest.raises(ValueError, match=f"{discovery}: no jwks_uri"):
         discovered_jwks_uri(discovery, {"issuer": "https://idp.test"})
+
+
+def test_2b_keys_its_hmac_with_the_key_whose_kid_is_t_s():
+    """A rotating IdP publishes two keys: T names the second; the first is not its key."""
+    old = {**json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(harness_key("rsa").public_key()))}
+    new = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(harness_key("ec").public_key()))
+    document = {"keys": [{**old, "kid": "2024-old"}, {**new, "kid": "2025-new"}]}
+    forms = jwks_key_forms(document, "2025-new")
+    assert json.loads(forms[3][1])["kty"] == "EC"  # T's key, not the first one
+    assert json.loads(jwks_key_forms(document, "2024-old")[3][1])["kty"] == "RSA"
+    # No key with T's kid, or T names none: with one signing key, that one (an encryption
+    # key beside it is no candidate); with several, which one signs T is unknown.
+    single = {"keys": [{**new, "kid": "only"}, {**old, "kid": "enc", "use": "enc"}]}
+    assert json.loads(jwks_key_forms(single, "rotated-away")[3][1])["kty"] == "EC"
+    assert json.loads(jwks_key_forms(single, None)[3][1])["kty"] == "EC"
+    with pytest.raises(ValueError, match="2 signing keys and none has T's kid 'gone'"):
+        jwks_key_forms(document, "gone")
+    with pytest.raises(ValueError, match="T names no kid"):
+        jwks_key_forms(document, None)
+    with pytest.raises(ValueError, match="kid 'sym' is no RSA or EC signing key"):
+        jwks_key_forms({"keys": [{"kty": "oct", "k": "eA", "kid": "sym"}, new]}, "sym")
+
+
+def test_2b_unknown_key_is_inconclusive_and_names_why():
+    (unknown,) = judge_public_key(
+        PublicKeyForms(source="auth.jwks_file jwks.json", problem="2 signing keys and ...")
+    )
+    assert (unknown.ref, unknown.status) == ("b", Status.INCONCLUSIVE)
+    assert "2 signing keys" in unknown.observed
 
 
 class _StubRun:
@@ -416,6 +612,18 @@ def test_the_issuer_public_key_is_discovered_from_auth_issuer():
     assert (missing.forms, missing.problem) == ((), f"{endpoint.base}/nope: HTTP 404")
     assert issuer_public_key(_StubRun()) == PublicKeyForms()  # type: ignore[arg-type]
     assert issuer_public_key(_StubRun(issuer="urn:idp")) == PublicKeyForms()  # type: ignore[arg-type]
+
+
+def test_2b_reads_the_jwks_file_before_the_uri_as_key_001_does(tmp_path):
+    """One resolution order (harness.plans.jwks): the file first; the URI is not fetched."""
+    mine = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(harness_key("ec").public_key()))
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps({"keys": [{**mine, "kid": "idp-1", "d": "cHJpdmF0ZQ"}]}))
+    run = _StubRun(jwks_file=path, jwks_uri="http://127.0.0.1:9/jwks.json")
+    found = issuer_public_key(run, "idp-1")  # type: ignore[arg-type]
+    assert (found.source, found.problem, len(found.forms)) == ("auth.jwks_file jwks.json", "", 4)
+    # A published private member is not what the HMAC is keyed with: the public key is.
+    assert found.forms[0][1].startswith(b"-----BEGIN PUBLIC KEY")
 
 
 # -- fixtures: AUTHN-005 ... AUTHN-008 --------------------------------------------------
@@ -477,6 +685,32 @@ def test_judge_lifetime(claims, limit, status, severity):
     assert (observation.ref, observation.status, observation.severity) == ("a", status, severity)
 
 
+def test_an_opaque_token_has_no_lifetime_to_read():
+    skipped = judge_lifetime("clinician, billing", None, 900)
+    assert (skipped.ref, skipped.status) == ("a", Status.SKIP)
+    assert skipped.probe == "lifetime of the opaque token(s) of clinician, billing"
+    # Every token opaque: (a) did not run, whatever the fixtures showed.
+    plan, _ = fixture_plan(held(), [(f, "configured-opaque-fixture") for f in time_fixtures(60)])
+    sent = [(ref, c, answer(C.UNAUTHENTICATED, details=GO_INVALID_TOKEN)) for ref, c in plan]
+    out = settled("AUTHN-005", [skipped, *judge_refusals(sent)], unset=("auth.max_wait_s",))
+    assert out.status is Status.INCONCLUSIVE
+    assert "AUTHN-005(a)" in out.summary
+
+
+def test_configured_fixtures_go_with_an_opaque_t_and_nothing_is_minted_from_it():
+    keys = IssuerKeys((), harness_key("ec"), "ES256", "idp-1")
+    fixture = time_fixtures(60)[0]
+    assert minted(keys, fixture, held(), 1_800_000_000) is None  # no claims to mint from
+    plan, skipped = fixture_plan(
+        held(), [(fixture, "an-expired-opaque-token"), (time_fixtures(60)[1], None)]
+    )
+    assert [(ref, c.label, c.metadata) for ref, c in plan] == [
+        ("b", "expired token (clinician)", bearer("an-expired-opaque-token"))
+    ]
+    (skip,) = skipped
+    assert skip.expected == "auth.fixtures.nbf_future or a JWT T to mint it from (T is opaque)"
+
+
 def test_time_fixtures_refused_and_accepted():
     plan, _ = fixture_plan(base(), [(f, "t.o.k") for f in time_fixtures(60)])
     answers = [
@@ -536,6 +770,80 @@ def test_step_up_plan_and_judges():
     assert judge_step_up("b", b, answer(C.UNAVAILABLE, details=ENVOY_UPSTREAM), pd).status is (
         Status.INCONCLUSIVE
     )
+
+
+def test_mfa_fixtures_with_a_required_acr():
+    keys = IssuerKeys((), harness_key("ec"), "ES256", "idp-1")
+    b, now = base(amr=["pwd"]), 1_800_000_000
+
+    def claims(fixture: Fixture):
+        tok = minted(keys, fixture, b, now)
+        assert tok is not None
+        return jwt.decode(tok, options={"verify_signature": False})
+
+    both = mfa_fixtures(["mfa"], "urn:idp:loa:high")
+    assert [(f.ref, f.name) for f in both] == [("a", "admin_no_mfa"), ("a", ""), ("b", "admin_mfa")]
+    no_amr, low_acr, mfa = (claims(f) for f in both)
+    assert (no_amr["amr"], no_amr["acr"]) == (["pwd"], "urn:idp:loa:high")  # only amr lacks
+    assert (low_acr["amr"], low_acr["acr"]) == (["pwd", "mfa"], LOWEST_ACR)  # only acr lacks
+    assert (mfa["amr"], mfa["acr"]) == (["pwd", "mfa"], "urn:idp:loa:high")
+    # The low-acr token has no fixture key: only the issuer key makes it.
+    assert fixture_needs(both[1]) == "auth.issuer_private_key"
+    # acr alone: the admin_no_mfa fixture is the low-acr token; amr is left as T has it.
+    only = mfa_fixtures([], "2")
+    assert [(f.ref, f.name) for f in only] == [("a", "admin_no_mfa"), ("b", "admin_mfa")]
+    low, high = (claims(f) for f in only)
+    assert (low["amr"], low["acr"], high["amr"], high["acr"]) == (["pwd"], "0", ["pwd"], "2")
+    # Neither set: amr must hold "mfa", as before; no acr claim is added.
+    plain = mfa_fixtures([], None)
+    assert [f.ref for f in plain] == ["a", "b"]
+    assert "acr" not in claims(plain[0])
+
+
+def test_a_low_acr_token_judged_from_other_stacks():
+    a = call("admin with acr '0', below auth.required_acr")
+    pd = C.PERMISSION_DENIED
+    # Envoy's RBAC filter, a Java interceptor asking for step-up: refused, no data.
+    for refused_answer in (
+        answer(pd, details=ENVOY_RBAC, headers=ENVOY_HEADERS),
+        answer(pd, details="insufficient_user_authentication"),
+    ):
+        assert judge_step_up("a", a, refused_answer, pd).status is Status.PASS
+    served = judge_step_up("a", a, answer(C.OK, RECORD), pd)
+    assert (served.status, served.severity) == (Status.FAIL, Severity.CRITICAL)
+    assert judge_step_up("a", a, answer(C.DEADLINE_EXCEEDED), pd).status is Status.INCONCLUSIVE
+
+
+def test_without_the_issuer_key_the_low_acr_token_says_which_key_enables_it():
+    fixtures = mfa_fixtures(["mfa"], "urn:idp:loa:high")
+    plan, skipped = step_up_plan(
+        ADMIN_ONLY,
+        b"",
+        base(),
+        [(fixtures[0], "configured.no.mfa"), (fixtures[1], None), (fixtures[2], "configured.mfa")],
+    )
+    assert [ref for ref, _ in plan] == ["a", "b"]
+    (skip,) = skipped
+    assert (skip.ref, skip.status, skip.expected) == ("a", Status.SKIP, "auth.issuer_private_key")
+    assert "acr" in skip.probe
+    # Neither fixture nor key: (a) and (b) did not run, and the report names the key.
+    _, nothing = step_up_plan(ADMIN_ONLY, b"", base(), [(f, None) for f in fixtures])
+    out = settled(
+        "AUTHN-008",
+        nothing,
+        unset=("auth.issuer_private_key", "auth.fixtures.admin_no_mfa", "auth.fixtures.admin_mfa"),
+    )
+    assert out.status is Status.SKIP
+    (a,) = (p for p in out.probes if p.id == "AUTHN-008(a)")
+    assert a.enable == "auth.fixtures.admin_no_mfa or auth.issuer_private_key"
+
+
+def test_required_acr_is_a_key_the_harness_acts_on(tmp_path):
+    from harness.config import load_config
+
+    path = tmp_path / "hipaa.toml"
+    path.write_text('[auth]\nrequired_acr = "urn:idp:loa:high"\n')
+    assert load_config(path).str_("auth.required_acr") == "urn:idp:loa:high"
 
 
 # -- AUTHN-009 --------------------------------------------------------------------------
@@ -611,6 +919,17 @@ def test_a_stream_that_ends_before_the_token_expires_is_inconclusive():
     )
     assert verdict.observation.status is Status.INCONCLUSIVE
     assert "auth.stream_templates" in verdict.observation.observed
+
+
+def test_a_stream_with_only_an_opaque_token_says_so():
+    said = stream_unsent("/pkg.Records/Watch", [held("clinician")], {"clinician"})
+    assert (said.ref, said.status) == ("stream", Status.SKIP)
+    assert "(clinician: opaque tokens, whose expiry cannot be read" in said.expected
+    nobody = stream_unsent("/pkg.Records/Watch", [held("billing")], {"clinician"})
+    assert nobody.expected == "an allowed principal with a working JWT"
+    out = settled("AUTHN-009", [said], unset=())
+    assert out.status is Status.SKIP
+    assert "opaque tokens, whose expiry cannot be read" in out.summary
 
 
 def test_a_probe_with_only_skips_does_not_pass():

@@ -25,7 +25,9 @@ from harness.checks.key import (
     jwks_keys,
     thumbprint,
 )
+from harness.config import Config
 from harness.outcome import CannotObserve, Status
+from harness.plans.jwks import Jwks, Reach, resolve_jwks
 from tests.checks.recorded import ec_jwk, refs, rsa_jwk, settled
 
 SOURCE = "https://idp.example/jwks"
@@ -140,6 +142,44 @@ def test_repeated_or_missing_kid_fails():
 def test_what_is_not_a_jwks_cannot_be_observed(document):
     with pytest.raises(CannotObserve, match=SOURCE):
         jwks_keys(SOURCE, document)
+
+
+# -- where the JWKS comes from: one order for KEY-001 and AUTHN-002 ----------------------
+
+#: A port nothing listens on (discard): a URI that would fail if the harness fetched it.
+NOWHERE = "http://127.0.0.1:9"
+
+
+def test_jwks_file_comes_first_and_the_uri_is_not_fetched(tmp_path):
+    path = tmp_path / "jwks.json"
+    path.write_text('{"keys": []}')
+    auth = {"jwks_file": path, "jwks_uri": f"{NOWHERE}/jwks.json", "issuer": NOWHERE}
+    found = resolve_jwks(Config({"auth": auth}), Reach("records.test"))
+    assert found == Jwks("auth.jwks_file jwks.json", {"keys": []})
+
+
+def test_a_jwks_file_that_cannot_be_read_is_reported_not_replaced_by_the_uri(tmp_path):
+    path = tmp_path / "jwks.json"
+    path.write_text("<html>")
+    auth = {"jwks_file": path, "jwks_uri": f"{NOWHERE}/jwks.json"}
+    found = resolve_jwks(Config({"auth": auth}), Reach("records.test"))
+    assert (found.source, found.document) == ("auth.jwks_file jwks.json", None)
+    assert found.problem.startswith("auth.jwks_file jwks.json: not read")
+
+
+def test_the_uri_then_discovery_under_the_safety_rules():
+    # No file: jwks_uri before the issuer's discovery; a foreign host is not fetched.
+    reach = Reach("records.test")
+    foreign = resolve_jwks(
+        Config({"auth": {"jwks_uri": "https://idp.example/jwks", "issuer": NOWHERE}}), reach
+    )
+    assert foreign.source == "https://idp.example/jwks"
+    assert "safety.allow_issuer_fetch" in foreign.problem
+    discovered = resolve_jwks(Config({"auth": {"issuer": "https://idp.example"}}), reach)
+    assert discovered.source == "https://idp.example"
+    assert "openid-configuration: not fetched" in discovered.problem
+    assert resolve_jwks(Config({"auth": {"issuer": "urn:idp"}}), reach) == Jwks()
+    assert resolve_jwks(Config({}), reach) == Jwks()
 
 
 # -- rotation ----------------------------------------------------------------------------
