@@ -139,19 +139,29 @@ REFERENCE = BundledTarget(
         Defect(
             "reduced-config",
             "not a defect of the service: its operators give the harness no issuer key, JWKS "
-            "or token fixtures and no audit or log source, as with a real IdP and a log "
-            "pipeline the harness cannot read; every control whose required probes need them "
-            "must say so (SKIP or INCONCLUSIVE), never PASS",
+            "or token fixtures and no audit or log source, and their principals hold opaque "
+            "bearer tokens (random strings the service looks up, as an introspection endpoint "
+            "would answer), as with a real IdP and a log pipeline the harness cannot read; "
+            "every control whose required probes need them must say so (SKIP or "
+            "INCONCLUSIVE), never PASS, and the probes that need no JWT still run",
             (),
             blinds=(
-                # forged or minted tokens need the issuer's key; fixtures are not given
+                # Variants made from a JWT's header and claims (opaque tokens have none):
+                # AUTHN-002 and AUTHN-004 entirely, AUTHN-003 (a) and (d) ((b) and (c) run
+                # on the opaque token), ERR-002's comparison of JWT failure variants.
                 "AUTHN-002",
+                "AUTHN-003",
+                "AUTHN-004",
+                "ERR-002",
+                # Minted tokens need the issuer's key and a JWT; fixtures are not given; an
+                # opaque token's exp cannot be read (AUTHN-005 (a), AUTHN-009).
                 "AUTHN-005",
                 "AUTHN-006",
                 "AUTHN-007",
                 "AUTHN-008",
                 "AUTHN-009",
                 "AUTHZ-005",
+                # No JWKS to judge.
                 "KEY-001",
                 # nothing to read events, alerts or logs from
                 "AUDIT-001",
@@ -163,6 +173,8 @@ REFERENCE = BundledTarget(
                 "REDACT-001",
                 "REDACT-002",
                 "REDACT-004",
+                # Its plan starts from a JWT T (harness.plans.tokens.bases: it flips a bit of
+                # T's signature for step 3), and no audit source shows an alert.
                 "LIMIT-002",
             ),
         ),

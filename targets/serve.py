@@ -70,7 +70,11 @@ def _toml(tables: dict[str, dict[str, object]], top: dict[str, object]) -> str:
 
 
 def _reference_config(
-    workdir: Path, issuer: TokenIssuer, defects: frozenset[str], jwks_uri: str
+    workdir: Path,
+    issuer: TokenIssuer,
+    defects: frozenset[str],
+    jwks_uri: str,
+    opaque: dict[str, str] | None = None,
 ) -> Path:
     edge = bool(defects & EDGE_DEFECTS)
     from targets.reference import schema, server
@@ -80,10 +84,12 @@ def _reference_config(
     tokens.mkdir()
     principals: dict[str, dict[str, object]] = {}
     for p in server.PRINCIPALS:
-        path = tokens / f"{p.name}.jwt"
-        path.write_text(issuer.mint(p))
+        # The reduced-config operators hold opaque tokens (``opaque``), not JWTs.
+        name = f"{p.name}.token" if opaque else f"{p.name}.jwt"
+        path = tokens / name
+        path.write_text(opaque[p.name] if opaque else issuer.mint(p))
         path.chmod(0o600)
-        principals[f"auth.principals.{p.name}"] = {"token_file": f"tokens/{p.name}.jwt"}
+        principals[f"auth.principals.{p.name}"] = {"token_file": f"tokens/{name}"}
     matrix = {
         method: [p.name for p in server.PRINCIPALS if policy.roles & set(p.roles)]
         for method, policy in server.POLICY.items()
@@ -262,6 +268,7 @@ def _reference_config(
 
 #: What the operators of a service behind a real IdP and a log pipeline the harness cannot
 #: read would leave out: no issuer key or JWKS, no token fixtures, no audit or log source.
+#: Their principals hold opaque tokens the service checks by lookup (see ``start``).
 _REDUCED_AUTH = ("issuer", "jwks_file", "jwks_uri", "issuer_private_key", "key_rotation_days")
 _REDUCED_TABLES = ("auth.fixtures.break_glass", "audit", "audit.hash_chain", "audit.field_map")
 
@@ -396,7 +403,12 @@ def start(
             root_certificates=pki.ca_pem,
             require_client_auth=True,
         )
-    options = server.Options(workdir=workdir, defects=defects)
+    # Reduced-config: the IdP issues opaque tokens, which the service looks up in its store.
+    opaque = None
+    if "reduced-config" in defects:
+        opaque = server.issue_opaque_tokens(workdir, issuer.ttl_s)
+    store = workdir / server.OPAQUE_STORE if opaque else None
+    options = server.Options(workdir=workdir, defects=defects, token_store=store)
     running = server.start(options, issuer, creds)
     # The jwks-private defect publishes the signing key's private scalar with it.
     keys = IssuerEndpoint(issuer.issuer, issuer.jwks(private="jwks-private" in defects))
@@ -413,7 +425,7 @@ def start(
         handle = _Parts(front.port, front, running, keys)
     else:
         handle = _Parts(running.port, running, keys)
-    config = _reference_config(workdir, issuer, defects, keys.jwks_uri)
+    config = _reference_config(workdir, issuer, defects, keys.jwks_uri, opaque)
     served = Served(f"127.0.0.1:{handle.port}", config, workdir)
     return served, threading.Event(), handle
 

@@ -2,10 +2,11 @@
 
 ``target(workdir=..., defects=[...])`` builds the same handlers and interceptor the
 spawned server runs, verifying tokens with the issuer key the spawned target wrote to
-``workdir``, so the harness's configured principals authenticate in-process too. The
-audit log goes to a private directory of its own, never to the running server's log.
-Simulated storage delays and the per-identity rate limit are off: a fuzzer calls far
-faster than any client, and each call should spend its time in the service's logic.
+``workdir`` (and its opaque-token store, when it issued opaque tokens), so the harness's
+configured principals authenticate in-process too. The audit log goes to a private
+directory of its own, never to the running server's log. Simulated storage delays and the
+per-identity rate limit are off: a fuzzer calls far faster than any client, and each call
+should spend its time in the service's logic.
 """
 
 from __future__ import annotations
@@ -28,7 +29,13 @@ def target(workdir: str, defects: list[str] | None = None) -> InProcessTarget:
     # Under the spawned target's workdir, so it goes with it even when a fuzzer exits hard.
     scratch = Path(tempfile.mkdtemp(prefix="inprocess-", dir=workdir))
     issuer = TokenIssuer.load(Path(workdir), server.ISSUER, server.AUDIENCE)
-    options = server.Options(workdir=scratch, defects=frozenset(defects or ()), simulated_io=False)
+    store = Path(workdir) / server.OPAQUE_STORE  # the opaque tokens it issued, if any
+    options = server.Options(
+        workdir=scratch,
+        defects=frozenset(defects or ()),
+        simulated_io=False,
+        token_store=store if store.is_file() else None,
+    )
     built = server.build(options, issuer)
     built.gatekeeper.rate_limited = False
 

@@ -4,7 +4,10 @@ Built the way a careful team would build it:
 
 * TLS from grpcio with client certificates required (mTLS);
 * JWT bearer authentication in a server interceptor: one algorithm (ES256), iss, aud, exp,
-  nbf and typ checked, one identical message for every authentication failure;
+  nbf and typ checked, one identical message for every authentication failure; with a
+  token store (the reduced-config variant, as behind an IdP that issues opaque tokens),
+  opaque bearer tokens too, looked up by their SHA-256 like an introspection endpoint
+  would answer, with their expiry enforced the same way;
 * per-method RBAC from a policy table, deny by default (a method missing from the table is
   refused, reflection included);
 * an audit event per call, denied calls included, appended as JSON lines with a SHA-256
@@ -25,6 +28,7 @@ import hashlib
 import json
 import logging
 import re
+import secrets
 import threading
 import time
 import traceback
@@ -54,6 +58,8 @@ MAX_CONCURRENT_STREAMS = 100  # per connection, advertised in HTTP/2 SETTINGS
 TARPIT_S = 0.005  # the tarpit defect's delay per stream without credentials
 EXPORT_RECORD_DELAY_S = 0.02  # an export takes a while, as real ones do
 VERIFIED_CACHE_SIZE = 1024
+#: The service's store of issued opaque tokens (their SHA-256, never the tokens themselves).
+OPAQUE_STORE = "opaque-tokens.json"
 RATE_RPS, RATE_BURST = 50.0, 5.0  # per identity (token bucket)
 CACHE_TTL_S = 1.0
 MAX_FILTER_DEPTH = 8
@@ -183,6 +189,7 @@ class Options:
     host: str = "127.0.0.1"
     port: int = 0
     simulated_io: bool = True  # exports pause per record, as real storage would
+    token_store: Path | None = None  # opaque tokens accepted besides JWTs (OPAQUE_STORE)
 
 
 @dataclass(frozen=True)
@@ -646,8 +653,10 @@ class Gatekeeper(grpc.ServerInterceptor):
         log: logging.Logger,
         public: frozenset[str],
         defects: frozenset[str] = frozenset(),
+        opaque: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         self._issuer = issuer
+        self._opaque = opaque or {}  # SHA-256 of an opaque token -> its grant
         self._audit = audit
         self._log = log
         self._public = public
@@ -738,7 +747,23 @@ class Gatekeeper(grpc.ServerInterceptor):
             return _Denied(grpc.StatusCode.PERMISSION_DENIED, "permission denied")
         return self._refuse("missing credentials")
 
+    def _introspect(self, token: str) -> dict[str, Any] | None:
+        """An opaque token's grant as claims, as an introspection endpoint answers.
+
+        ``None`` when the store does not hold it (it may still be a JWT). Looked up by
+        digest, so a prefix, a truncation or a lookalike of a token matches nothing.
+        """
+        grant = self._opaque.get(_digest(token))
+        if grant is None:
+            return None
+        if time.time() > float(grant["exp"]) + LEEWAY_S:
+            raise jwt.ExpiredSignatureError("token expired")
+        return dict(grant)
+
     def _verify(self, token: str) -> dict[str, Any]:
+        granted = self._introspect(token) if self._opaque else None
+        if granted is not None:
+            return granted
         d = self._defects
         known = self._verified.get(token)  # this exact token verified before: only time moves
         if known is not None:
@@ -1104,6 +1129,42 @@ class Running:
         self.audit.close()
 
 
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def issue_opaque_tokens(workdir: Path, ttl_s: int) -> dict[str, str]:
+    """A random opaque token per principal, valid ``ttl_s``, kept in ``workdir``'s store.
+
+    The store holds each token's SHA-256 and grant (subject, roles, amr, exp), as an IdP's
+    token table would; the tokens themselves go only to the caller (the operators).
+    """
+    now = int(time.time())
+    tokens = {p.name: secrets.token_urlsafe(32) for p in PRINCIPALS}
+    by_name = {p.name: p for p in PRINCIPALS}
+    store = {
+        _digest(token): {
+            "sub": by_name[name].subject,
+            "roles": list(by_name[name].roles),
+            "amr": list(by_name[name].amr),
+            "iat": now,
+            "nbf": now,
+            "exp": now + ttl_s,
+        }
+        for name, token in tokens.items()
+    }
+    path = workdir / OPAQUE_STORE
+    path.write_text(json.dumps(store))
+    path.chmod(0o600)
+    return tokens
+
+
+def load_token_store(path: Path) -> dict[str, dict[str, Any]]:
+    """The grants :func:`issue_opaque_tokens` wrote, by token digest."""
+    store: dict[str, dict[str, Any]] = json.loads(path.read_text())
+    return store
+
+
 @dataclass
 class Built:
     """The service before it is bound to a port: handlers, interceptor, audit log."""
@@ -1127,7 +1188,8 @@ def build(options: Options, issuer: TokenIssuer) -> Built:
         public |= {f"/{s}/ServerReflectionInfo" for s in REFLECTION_SERVICES}
     if "channelz" in options.defects:
         public |= {f"/grpc.channelz.v1.Channelz/{m}" for m in CHANNELZ_METHODS}
-    gatekeeper = Gatekeeper(issuer, audit, log, frozenset(public), options.defects)
+    opaque = load_token_store(options.token_store) if options.token_store else None
+    gatekeeper = Gatekeeper(issuer, audit, log, frozenset(public), options.defects, opaque)
     if "write-before-check" in options.defects:
         gatekeeper.write_before_check = records.apply_unchecked
     return Built(handlers, gatekeeper, audit)
