@@ -7,6 +7,8 @@ front proxy). The judges must decide by status codes and decoded payloads alone.
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 import pytest
 from google.protobuf import any_pb2, descriptor_pb2, struct_pb2, wrappers_pb2
@@ -434,10 +436,10 @@ def test_foreign_refusal_is_judged_with_what_its_details_carry():
 
 def chart_with(**fields: object) -> bytes:
     cls = CATALOGUE_.message_class("acme.charts.v2.Chart")
-    c = cls(chart_id="c-1")
+    c: Any = cls(chart_id="c-1")
     for name, value in fields.items():
         if name == "extra":
-            c.extra.Pack(value)  # type: ignore[arg-type]
+            c.extra.Pack(value)
         else:
             setattr(c, name, value)
     return c.SerializeToString()
@@ -637,7 +639,7 @@ def test_stream_plan_own_foreign_own_and_two_subscriptions():
 def event(chart_id: str = "", denied: bool = False, packed: bool = False) -> bytes:
     """A ChartEvent: a chart, or a per-message google.rpc.Status (direct or in an Any)."""
     cls = CATALOGUE_.message_class("acme.charts.v2.ChartEvent")
-    e = cls()
+    e: Any = cls()
     if chart_id:
         e.chart.chart_id = chart_id
     if denied:
@@ -679,7 +681,7 @@ def test_per_message_errors_pass_only_on_a_per_message_refusal():
 
 def event_with_code(code: int) -> bytes:
     cls = CATALOGUE_.message_class("acme.charts.v2.ChartEvent")
-    e = cls()
+    e: Any = cls()
     e.error.code = code
     return e.SerializeToString()
 
