@@ -173,8 +173,9 @@ REFERENCE = BundledTarget(
                 "REDACT-001",
                 "REDACT-002",
                 "REDACT-004",
-                # Its plan starts from a JWT T (harness.plans.tokens.bases: it flips a bit of
-                # T's signature for step 3), and no audit source shows an alert.
+                # Steps 1-2 run on the opaque token (the rate limit is per identity, opaque
+                # callers included) and step 3 sends it altered, but the service answers
+                # that burst with an alert, not throttling: no audit source shows it.
                 "LIMIT-002",
             ),
         ),
@@ -244,6 +245,15 @@ REFERENCE = BundledTarget(
             "losing events and alerts; REDACT-002 then has no canary call's event to search",
             ("AUDIT-001", "AUDIT-003", "AUDIT-005", "AUDIT-006", "LIMIT-002"),
             blinds=("REDACT-002",),
+        ),
+        Defect(
+            "audit-mutable",
+            "the audit store's management API (`AuditAdmin`: `UpdateEvent`, `DeleteEvent`) "
+            "lets admins edit and delete records, and its operators grant that in the RBAC "
+            "matrix (so AUTHZ-001 holds); the store re-seals its hash chain after each change, "
+            "so the chain still verifies (AUDIT-005 holds): only AUDIT-006 (a), which wants "
+            "every principal refused and every event kept, sees it",
+            ("AUDIT-006",),
         ),
         Defect(
             "phi-in-logs",

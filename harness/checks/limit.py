@@ -27,6 +27,7 @@ from harness.catalogue import CATALOGUE, Severity
 from harness.channels import CLIENT_MAX_RECEIVE, CallResult, code_text, invoke, new_request_id
 from harness.checks import check
 from harness.descriptors import MethodInfo, is_repeated
+from harness.errors import TargetError
 from harness.h2client import H2Client, Reply, grpc_frame
 from harness.oracles import PERMISSION_DENIED, UNREACHED, judge_health, refused
 from harness.outcome import NotApplicable, Observation, Outcome, Probe, Status
@@ -40,7 +41,7 @@ from harness.plans.calls import (
     template_text,
 )
 from harness.plans.canaries import wait_alert
-from harness.plans.tokens import Base, bases
+from harness.plans.tokens import Held, altered, valid_tokens
 from harness.policy import Policy
 from harness.principals import Principal
 from harness.run import Run
@@ -320,9 +321,9 @@ _WRONG_THROTTLE = (PERMISSION_DENIED, grpc.StatusCode.UNAVAILABLE)
 
 @dataclass(frozen=True)
 class RatePlan:
-    """LIMIT-002's principal and method (a base), its pace and its pauses."""
+    """LIMIT-002's principal and method (its valid token T, a JWT or opaque), pace, pauses."""
 
-    base: Base
+    base: Held
     rps: float
     window_s: float
     cooldown_s: float
@@ -330,12 +331,12 @@ class RatePlan:
 
 
 def rate_plan(
-    rate: Mapping[str, Any], max_requests: int, found: Sequence[Base], why: str = ""
+    rate: Mapping[str, Any], max_requests: int, found: Sequence[Held], why: str = ""
 ) -> RatePlan:
     """2 x ``rps`` for ``window_s`` (capped by ``safety.max_requests``) by one principal.
 
-    The principal is the first of ``found`` whose token works on a unary read (``why``
-    says why there is none).
+    The principal is the first of ``found`` (every role's token, a JWT or opaque) whose
+    token works on a unary read (``why`` says why there is none).
 
     Raises:
         NotApplicable: no ``limits.rate.rps``, or no such principal.
@@ -430,8 +431,14 @@ def judge_failed_auth(
     return Observation(probe, observed, expected, status, Severity.MEDIUM).of("3")
 
 
-def invalid_token(base: Base) -> str:
-    """The base's token T with one bit of its signature flipped."""
+def invalid_token(base: Held) -> str:
+    """T made invalid: a JWT with one bit of its signature flipped, an opaque T altered.
+
+    An opaque token (checked by lookup or introspection) has no signature: one of its
+    characters is changed (:func:`harness.plans.tokens.altered`), as AUTHN-003 (b) does.
+    """
+    if base.token is None:
+        return altered(base.principal.token())
     sig = base64url_decode(base.token.segments[2])
     return with_signature(base.token, bytes([sig[0] ^ 1]) + sig[1:])
 
@@ -479,14 +486,16 @@ def rate_limits(run: Run) -> Outcome:
     for ``limits.rate.window_s`` (10 s) to a cheap read method, capped by
     ``safety.max_requests``: excess must get RESOURCE_EXHAUSTED (not PERMISSION_DENIED or
     UNAVAILABLE) and the accepted rate stay within 1.2 x rps; (2) after ``cooldown_s`` one
-    call must succeed. (3) Then 50 invalid tokens from one source: throttled
-    (RESOURCE_EXHAUSTED) or the ``audit.alert_type`` alert raised.
+    call must succeed. (3) Then 50 invalid tokens from one source (T with one bit of its
+    signature flipped; an opaque T with one character changed): throttled
+    (RESOURCE_EXHAUSTED) or the ``audit.alert_type`` alert raised. The principal is the
+    first whose token (a JWT or opaque) works on a unary read.
     """
     _abuse_allowed(run)
     rate = run.config.table("limits.rate")
     if "rps" not in rate:
         raise NotApplicable("no limits.rate.rps declared")
-    found, why = bases(run)
+    found, why = valid_tokens(run)
     plan = rate_plan(rate, int(run.config.get("safety.max_requests")), found, why)
     first = judge_burst(plan, *_burst(run, plan))
     if first.status is Status.INCONCLUSIVE:
@@ -528,6 +537,9 @@ SETTINGS_WAIT_S = 3.0
 #: How many messages, and how many seconds, an export may take before the harness stops it.
 EXPORT_MAX_MESSAGES = 100_000
 EXPORT_TIMEOUT_S = 30.0
+#: What a raw HTTP/2 connection raises when there is none: no TCP connection (a closed
+#: port), a failed TLS handshake, a broken HTTP/2 exchange.
+_NO_H2 = (TargetError, OSError, h2.exceptions.H2Error)
 _CLIENT_LIMIT_NOTE = (
     " (RESOURCE_EXHAUSTED: when the client raised it, a response exceeded its receive "
     "limit, which is a server finding too)"
@@ -805,7 +817,7 @@ def concurrent_exports(
                 r.timed_out = not (ended(r) or client.closed)
                 r.closed, r.goaway_code = client.closed, client.goaway_code
                 r.elapsed_s = time.monotonic() - started
-    except (OSError, h2.exceptions.H2Error) as exc:
+    except _NO_H2 as exc:
         return f"no raw HTTP/2 connection: {exc}"
     return replies
 
@@ -831,12 +843,16 @@ def judge_streams(settings: Mapping[int, int] | None, limit: int, problem: str =
 
 
 def read_settings(run: Run) -> tuple[Mapping[int, int] | None, str]:
-    """The server's first SETTINGS, read off a raw HTTP/2 connection, or why not."""
+    """The server's first SETTINGS, read off a raw HTTP/2 connection, or why not.
+
+    No TCP connection (a closed port: :class:`~harness.errors.TargetError`), a failed TLS
+    handshake or a broken HTTP/2 exchange is a reason (INCONCLUSIVE), never an error.
+    """
     try:
         with run.open_h2() as client:
             client.pump(SETTINGS_WAIT_S, lambda: client.server_settings is not None)
             settings = client.server_settings
-    except OSError as exc:
+    except _NO_H2 as exc:
         return None, f"no raw HTTP/2 connection: {exc}"
     return (dict(settings) if settings is not None else None), ""
 

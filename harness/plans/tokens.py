@@ -13,6 +13,7 @@ T, which AUTHN-002 keys its HMAC confusion with (:func:`issuer_public_key`). Pla
 from __future__ import annotations
 
 import random
+import string
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,26 @@ B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 def run_nonce(run: Run) -> str:
     """The run's seed as 8 hex digits: marks the values a run makes up."""
     return f"{run.options.seed:08x}"
+
+
+def changed(c: str) -> str:
+    """Another character of ``c``'s kind (digit, lower or upper case letter, base64url)."""
+    for kind in (string.digits, string.ascii_lowercase, string.ascii_uppercase, B64URL):
+        if c in kind:
+            return kind[(kind.index(c) + 1) % len(kind)]
+    return "A"
+
+
+def altered(token: str, at: int | None = None) -> str:
+    """``token`` with one character changed: at ``at``, else its middle one.
+
+    How an opaque token (checked by lookup or introspection, no signature to flip) is
+    made invalid while keeping its length and alphabet (AUTHN-003 (b), LIMIT-002 step 3).
+    """
+    if not token:
+        return "A"
+    i = len(token) // 2 if at is None else at % len(token)
+    return token[:i] + changed(token[i]) + token[i + 1 :]
 
 
 # -- the valid token T per role, and the methods it may call ---------------------------

@@ -7,6 +7,7 @@ codes, message counts and decoded pages, never by those texts. A call that never
 the service is INCONCLUSIVE, never a refusal.
 """
 
+import socket
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pytest
 
 from harness import oracles
 from harness.catalogue import Severity
-from harness.channels import CLIENT_MAX_RECEIVE
+from harness.channels import CLIENT_MAX_RECEIVE, Endpoint
 from harness.checks import limit
 from harness.checks.limit import (
     RatePlan,
@@ -42,13 +43,14 @@ from harness.checks.limit import (
 )
 from harness.config import parse_config
 from harness.descriptors import MethodInfo
-from harness.h2client import Reply
+from harness.h2client import H2Client, Reply
 from harness.oracles import judge_health
 from harness.outcome import NotApplicable, Status
 from harness.plans.calls import Call
-from harness.plans.tokens import Base
+from harness.plans.tokens import Base, Held
 from harness.principals import Principal
 from harness.tokens import parse
+from harness.transport import Transport
 from targets.reference import schema
 from tests.checks.recorded import answer, declared, settled
 
@@ -319,6 +321,117 @@ def test_invalid_token_flips_the_signature():
     assert flipped is not None
     assert flipped.segments[:2] == TOKEN.segments[:2]
     assert flipped.segments[2] != TOKEN.segments[2]
+
+
+#: An opaque bearer token, as an IdP that answers introspection issues it.
+OPAQUE = "tok_4q7ZyR0b9XkP2mWc8LsT1vHnJ6dGfE3a"
+
+
+class _Opaque(Principal):
+    """A principal whose token source is an opaque string (a test stand-in)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name, token_env="UNUSED")
+
+    def token(self) -> str:
+        return OPAQUE
+
+
+def opaque(method=READ, control=C.OK) -> Held:
+    return Held(_Opaque("clinician"), None, method, b"", answer(control))
+
+
+def test_rate_plan_takes_an_opaque_token():
+    """Steps 1-2 need a working token, not a JWT: an opaque one is planned like any other."""
+    plan = rate_plan({"rps": 50, "window_s": 1}, 10_000, [opaque()])
+    assert plan.base.principal.name == "clinician"
+    assert plan.base.opaque
+    # A refused JWT first, then an accepted opaque token: the opaque one is used.
+    mixed = rate_plan({"rps": 50}, 10_000, [base(control=C.UNAUTHENTICATED), opaque()])
+    assert mixed.base.opaque
+
+
+def test_invalid_token_alters_an_opaque_token_by_one_character():
+    """No signature to flip: one character changed, length and alphabet kept (AUTHN-003 (b))."""
+    bad = invalid_token(opaque())
+    assert len(bad) == len(OPAQUE)
+    assert bad != OPAQUE
+    assert sum(a != b for a, b in zip(bad, OPAQUE, strict=True)) == 1
+
+
+class _RateRun:
+    """A run for LIMIT-002's wiring: recorded answers, and the metadata each call carried."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        raw = (
+            b"[safety]\nallow_transport_abuse = true\n"
+            b"[limits.rate]\nrps = 50\nwindow_s = 1\ncooldown_s = 0\n"
+        )
+        self.config = parse_config(raw, "hipaa.toml", tmp_path)
+        self.sent: list[tuple[str, ...]] = []
+
+    def call(self, method, requests, *, principal=None, extra_metadata=(), **_):
+        self.sent.append(tuple(str(v) for _, v in extra_metadata))
+        if principal is None:
+            return answer(C.UNAUTHENTICATED, details="invalid token", method=method)
+        return answer(C.OK, b"\n\x01p", method=method)
+
+    def map(self, fn, items):
+        return [fn(i) for i in items]
+
+
+def test_limit_002_runs_on_an_opaque_token(monkeypatch, tmp_path):
+    """Reduced config: every token opaque. Steps 1-2 run with it, step 3 sends it altered."""
+    run = _RateRun(tmp_path)
+    monkeypatch.setattr(limit, "valid_tokens", lambda _: ([opaque()], ""))
+    monkeypatch.setattr(limit, "_burst", lambda _run, plan: (burst(50, 50), 1.0))
+    outcome = limit.rate_limits(run)  # type: ignore[arg-type]
+    assert [(o.ref, o.status) for o in outcome.observations] == [
+        ("1", Status.PASS),
+        ("2", Status.PASS),
+        ("3", Status.INCONCLUSIVE),  # not throttled, and no audit.alert_type to look for
+    ]
+    bad = {md for md in run.sent if md}
+    assert len(bad) == 1
+    assert len(run.sent) == 1 + limit.INVALID_BURST
+    (header,) = bad.pop()
+    assert header.startswith("Bearer ")
+    assert header != f"Bearer {OPAQUE}"
+    assert len(header) == len(f"Bearer {OPAQUE}")
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class _ClosedTarget:
+    """A run whose raw HTTP/2 connections go to a closed port on 127.0.0.1."""
+
+    def __init__(self) -> None:
+        self.port = _closed_port()
+
+    def open_h2(self) -> H2Client:
+        return H2Client.open(Endpoint("x", Transport.H2C), "127.0.0.1", self.port, 1.0)
+
+
+def test_c_a_closed_port_is_inconclusive_not_an_error():
+    """H2Client.open raises TargetError for a refused connection, not OSError."""
+    settings, problem = limit.read_settings(_ClosedTarget())  # type: ignore[arg-type]
+    assert settings is None
+    assert problem.startswith("no raw HTTP/2 connection:")
+    assert "connection refused" in problem
+    got = judge_streams(settings, 100, problem)
+    assert (got.status, got.ref) == (Status.INCONCLUSIVE, "c")
+
+
+def test_b_a_closed_port_is_no_connection_not_an_error():
+    run = _ClosedTarget()
+    plan = limit.ExportPlan(EXPORT, b"", None, ADMIN)
+    got = limit.concurrent_exports(run, plan, Principal("admin"), 3)  # type: ignore[arg-type]
+    assert isinstance(got, str)
+    assert got.startswith("no raw HTTP/2 connection:")
 
 
 # -- LIMIT-003 ------------------------------------------------------------------------------
