@@ -49,6 +49,15 @@ def _str(value: Any, where: _Where) -> str:
     return value
 
 
+def _id(value: Any, where: _Where) -> str:
+    """A record ID: a string, or an integer (kept as its digits: ``42`` -> ``"42"``)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, str):
+        raise where.fail(f"expected a string or an integer ID, got {_describe(value)}")
+    return value
+
+
 def _bool(value: Any, where: _Where) -> bool:
     if not isinstance(value, bool):
         raise where.fail(f"expected true or false, got {_describe(value)}")
@@ -237,11 +246,11 @@ SCHEMA: dict[str, Any] = {
         "key_rotation_days": _int,
     },
     "authz": {
-        "own_ids": _map(_list(_str)),
-        "foreign_ids": _map(_list(_str)),
+        "own_ids": _map(_list(_id)),
+        "foreign_ids": _map(_list(_id)),
         "existence_hiding": _bool,
         "sensitive_fields": _list(_str),
-        "sandbox_ids": _list(_str),
+        "sandbox_ids": _list(_id),
         "stream_methods": _list(_str),
         "emergency_methods": _list(_str),
         "per_message_errors": _bool,

@@ -1,8 +1,10 @@
 """Authorization controls (AUTHZ-*): the RBAC matrix, objects, writes, streams, break-glass.
 
-IDs are swapped in request templates as JSON strings (an own ID for a foreign, sandbox or
-wildcard one), and responses are judged by decoding them with the descriptors, so the
-checks need no knowledge of the target's field names beyond its config.
+IDs are swapped in request templates (an own ID for a foreign, sandbox or wildcard one),
+written as JSON strings or, for integer IDs, as JSON numbers
+(:func:`~harness.plans.calls.swap_id`), and responses are judged by decoding them with
+the descriptors, so the checks need no knowledge of the target's field names beyond its
+config.
 
 Each control is planned (config and descriptors -> :class:`Aimed` calls), sent, and judged
 (recorded :class:`~harness.channels.CallResult` s -> observations) by pure functions; the
@@ -34,6 +36,8 @@ from harness.outcome import NotApplicable, Observation, Outcome, Probe, Status
 from harness.plans.calls import (
     Call,
     Scalar,
+    absent_id,
+    as_number,
     bearer,
     marked,
     named_id,
@@ -302,7 +306,7 @@ def _object_calls(
             aimed("foreign", f"{name} asks for foreign {fid}", swap_id(text, named, fid))
             for fid in foreign_ids
         ]
-        absent = swap_id(text, named, f"nonexistent-{nonce}")
+        absent = swap_id(text, named, absent_id(text, named, nonce))
         return [*out, aimed("nonexistent", f"{name} asks for a nonexistent ID", absent)]
     if method.server_streaming:
         return [aimed("listing", f"{name} lists", text or None)]
@@ -776,7 +780,8 @@ def _stream_calls(
     """One stream method's calls for one principal.
 
     Own, foreign, own on a client stream; a foreign and a wildcard subscription on a server
-    stream.
+    stream (no wildcard where the template writes the ID as a number: an integer field
+    cannot hold one).
     """
     build, name, foreign = catalogue.request_bytes, principal.name, frozenset(foreign_ids)
     other = foreign_ids[0]
@@ -792,7 +797,7 @@ def _stream_calls(
         )
         for label, target in (
             (f"{name} subscribes to foreign {other}", other),
-            (f"{name} subscribes to the wildcard", "*"),
+            *[(f"{name} subscribes to the wildcard", "*")] * (not as_number(text, named)),
         )
     ]
 

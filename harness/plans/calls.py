@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -206,14 +207,109 @@ def template_text(run: Run, path: str, key: str = "schema.request_templates") ->
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def swap_id(text: str, old: str, new: str) -> str:
-    """``text`` with the JSON string ``old`` replaced by ``new``."""
-    return text.replace(json.dumps(old), json.dumps(new))
+#: An integer ID as config gives it (``42``, ``"42"``, ``"-7"``) or a template holds it.
+_INTEGER = re.compile(r"-?[0-9]+")
+#: Where a nonexistent integer ID is made up: high in int32, clear of small sequences.
+_ABSENT_BASE, _ABSENT_SPAN = 2_000_000_000, 100_000_000
 
 
-def named_id(text: str, ids: list[str]) -> str | None:
-    """The first of ``ids`` that ``text`` names as a JSON string, if any."""
-    return next((i for i in ids if json.dumps(i) in text), None)
+#: What :func:`_document` returns for text that is not JSON.
+_UNPARSED = object()
+
+
+def _document(text: str) -> Any:
+    """The template parsed as JSON; :data:`_UNPARSED` when it is not JSON."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return _UNPARSED
+
+
+def _number_is(value: Any, ident: str) -> bool:
+    """Whether ``value`` is a JSON integer equal to the ID ``ident`` (digits)."""
+    return (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and _INTEGER.fullmatch(ident) is not None
+        and value == int(ident)
+    )
+
+
+def _slots(node: Any, ident: str) -> Iterator[str]:
+    """Where ``node`` (parsed JSON) names ``ident``: ``"string"`` and/or ``"number"`` each time.
+
+    A string value or an object key equal to it, or an integer value equal to it.
+    """
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == ident:
+                yield "string"
+            yield from _slots(value, ident)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _slots(value, ident)
+    elif isinstance(node, str) and node == ident:
+        yield "string"
+    elif _number_is(node, ident):
+        yield "number"
+
+
+def _swapped(node: Any, old: str, new: str) -> Any:
+    """``node`` with each slot naming ``old`` naming ``new`` (a number stays a number)."""
+    if isinstance(node, dict):
+        return {(new if k == old else k): _swapped(v, old, new) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_swapped(v, old, new) for v in node]
+    if isinstance(node, str) and node == old:
+        return new
+    if _number_is(node, old):
+        return int(new) if _INTEGER.fullmatch(new) else new
+    return node
+
+
+def swap_id(text: str, old: str | int, new: str | int) -> str:
+    """``text`` (a JSON template) with the ID ``old`` replaced by ``new`` wherever it is named.
+
+    An ID may be written as a JSON string (``"p-7"``, ``"42"``) or, when it is an integer,
+    as a JSON number (``{"patientId": 42}``): a number slot gets ``new`` as a number when
+    ``new`` is an integer too (see :func:`absent_id`). Text that is not JSON has the JSON
+    string ``old`` replaced as text.
+    """
+    old, new = str(old), str(new)
+    document = _document(text)
+    if document is _UNPARSED:
+        return text.replace(json.dumps(old), json.dumps(new))
+    return json.dumps(_swapped(document, old, new))
+
+
+def named_id(text: str, ids: Sequence[str | int]) -> str | None:
+    """The first of ``ids`` that ``text`` names (:func:`swap_id`: a string or a number)."""
+    document = _document(text)
+    for ident in map(str, ids):
+        if document is _UNPARSED:
+            if json.dumps(ident) in text:
+                return ident
+        elif next(_slots(document, ident), None) is not None:
+            return ident
+    return None
+
+
+def as_number(text: str, ident: str) -> bool:
+    """Whether the JSON template ``text`` writes the ID ``ident`` as a number (an integer field)."""
+    document = _document(text)
+    return document is not _UNPARSED and "number" in _slots(document, str(ident))
+
+
+def absent_id(text: str, named: str, nonce: str) -> str:
+    """An ID no record has, to put where ``text`` names ``named``.
+
+    ``nonexistent-<nonce>``; where the template writes ``named`` as a JSON number (an
+    integer field), an integer made from the run's ``nonce`` (hex), which such a field
+    can hold.
+    """
+    if as_number(text, named):
+        return str(_ABSENT_BASE + int(nonce, 16) % _ABSENT_SPAN)
+    return f"nonexistent-{nonce}"
 
 
 def set_path(message: Any, dotted: str, value: str) -> bool:

@@ -7,6 +7,7 @@ front proxy). The judges must decide by status codes and decoded payloads alone.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import grpc
@@ -43,9 +44,11 @@ from harness.checks.authz import (
     plan_streams,
     plan_tampering,
 )
+from harness.config import parse_config
 from harness.descriptors import MethodCatalogue
+from harness.errors import ConfigError
 from harness.outcome import NotApplicable, Status
-from harness.plans.calls import Call
+from harness.plans.calls import Call, absent_id, as_number, named_id, swap_id
 from harness.policy import Policy
 from harness.principals import Principal
 from tests.checks.recorded import answer, refs, settled
@@ -817,3 +820,120 @@ def test_break_glass_without_its_audit_check_does_not_pass():
     outcome = settled("AUTHZ-005", judge_break_glass(sent), unset=())
     assert outcome.status is Status.INCONCLUSIVE
     assert "AUTHZ-005(audit)" in outcome.summary
+
+
+# -- integer IDs: a template naming a record by number ------------------------------------
+
+NOTES = "/acme.notes.v1.Notes"
+NOTE_GET, NOTE_WATCH, NOTE_SYNC = f"{NOTES}/GetNote", f"{NOTES}/WatchNotes", f"{NOTES}/SyncNotes"
+
+
+def _notes() -> MethodCatalogue:
+    """A service whose records are numbered: ``patient_id`` is an int64."""
+    f = descriptor_pb2.FileDescriptorProto(name="acme/notes.proto", package="acme.notes.v1")
+    fdp = descriptor_pb2.FieldDescriptorProto
+    ref = f.message_type.add(name="NoteRef")
+    ref.field.add(name="patient_id", number=1, type=fdp.TYPE_INT64, label=fdp.LABEL_OPTIONAL)
+    ref.field.add(name="note", number=2, type=fdp.TYPE_STRING, label=fdp.LABEL_OPTIONAL)
+    s = f.service.add(name="Notes")
+    for name, cs, ss in (
+        ("GetNote", False, False),
+        ("WatchNotes", False, True),
+        ("SyncNotes", True, True),
+    ):
+        s.method.add(
+            name=name,
+            input_type=".acme.notes.v1.NoteRef",
+            output_type=".acme.notes.v1.NoteRef",
+            client_streaming=cs,
+            server_streaming=ss,
+        )
+    return MethodCatalogue(descriptor_pb2.FileDescriptorSet(file=[f]), "acme")
+
+
+NOTES_CATALOGUE = _notes()
+NOTE_REF = NOTES_CATALOGUE.message_class("acme.notes.v1.NoteRef")
+NOTE_TEMPLATES = {
+    NOTE_GET: '{"patientId": 42, "note": "42 is the answer"}',
+    NOTE_WATCH: '{"patientId": 42}',
+    NOTE_SYNC: '{"patientId": 42}',
+}
+
+
+def notes_policy() -> Policy:
+    matrix = {m: frozenset({"nurse"}) for m in (NOTE_GET, NOTE_WATCH, NOTE_SYNC)}
+    return Policy(NOTES_CATALOGUE, frozenset(), frozenset(), matrix, False)
+
+
+def test_ids_written_as_json_numbers_are_named_and_swapped():
+    text = '{"patientId": 42, "note": "p"}'
+    assert named_id(text, ["42"]) == "42"
+    assert named_id(text, [42]) == "42"  # as config may give it
+    assert named_id('{"patientId": 421}', ["42"]) is None  # a number is named whole
+    assert named_id('{"flag": true}', ["1"]) is None  # a boolean names no record
+    assert named_id('{"patientId": "42"}', ["42"]) == "42"  # int64 as a JSON string
+    assert json.loads(swap_id(text, "42", "77")) == {"patientId": 77, "note": "p"}
+    assert json.loads(swap_id('{"patientId": "42"}', "42", 77)) == {"patientId": "77"}
+    # Strings as before: values and map keys, never a longer string holding the ID.
+    swapped = json.loads(swap_id('{"id": "c-1", "m": {"c-1": 1}, "t": "c-12"}', "c-1", "c-7"))
+    assert swapped == {"id": "c-7", "m": {"c-7": 1}, "t": "c-12"}
+    assert swap_id("not json: 'c-1' \"c-1\"", "c-1", "c-7") == "not json: 'c-1' \"c-7\""
+    assert as_number(text, "42")
+    assert not as_number('{"patientId": "42"}', "42")
+    assert absent_id(text, "42", "0badf00d") == str(2_000_000_000 + 0x0BADF00D % 100_000_000)
+    assert absent_id('{"chartId": "c-1"}', "c-1", "0badf00d") == "nonexistent-0badf00d"
+
+
+def test_objects_plan_reaches_a_template_with_a_numeric_id():
+    """``{"patientId": 42}`` was never planned: the ID was looked for as the string "42"."""
+    planned, skipped = plan_objects(
+        notes_policy(), NOTE_TEMPLATES, {"nurse": ["42"]}, {"nurse": ["77"]}, PRINCIPALS, "0badf00d"
+    )
+    assert skipped == []
+    got = [(a.ref, a.call.method, NOTE_REF.FromString(a.call.requests[0])) for a in planned]
+    absent = 2_000_000_000 + 0x0BADF00D % 100_000_000
+    assert [(ref, m, r.patient_id) for ref, m, r in got] == [
+        ("foreign", NOTE_GET, 77),
+        ("nonexistent", NOTE_GET, absent),
+        ("foreign", NOTE_WATCH, 77),
+        ("nonexistent", NOTE_WATCH, absent),
+        ("foreign", NOTE_SYNC, 77),
+        ("nonexistent", NOTE_SYNC, absent),
+    ]
+    assert got[0][2].note == "42 is the answer"  # text that merely contains 42 is kept
+    # A foreign record found by its number in a response is a leak.
+    leaked = judge_foreign(planned[0], answer(C.OK, NOTE_REF(patient_id=77).SerializeToString()),
+                           None, False)  # fmt: skip
+    assert (leaked.status, leaked.severity) == (Status.FAIL, Severity.CRITICAL)
+
+
+def test_stream_plan_with_a_numeric_id_sends_no_wildcard():
+    """An integer field cannot hold "*": the foreign subscription only."""
+    planned, _ = plan_streams(
+        notes_policy(),
+        [NOTE_SYNC, NOTE_WATCH],
+        NOTE_TEMPLATES,
+        {"nurse": ["42"]},
+        {"nurse": ["77"]},
+        PRINCIPALS,
+    )
+    assert [(a.ref, a.call.method) for a in planned] == [
+        ("streams", NOTE_SYNC),
+        ("subscriptions", NOTE_WATCH),
+    ]
+    sent = [NOTE_REF.FromString(b).patient_id for b in planned[0].call.requests]
+    assert sent == [42, 77, 42]
+    assert NOTE_REF.FromString(planned[1].call.requests[0]).patient_id == 77
+
+
+def test_config_takes_integer_ids(tmp_path):
+    raw = (
+        b'[authz]\nsandbox_ids = [7, "s-1"]\n'
+        b'[authz.own_ids]\nnurse = [42]\n[authz.foreign_ids]\nnurse = [77, "78"]\n'
+    )
+    config = parse_config(raw, "hipaa.toml", tmp_path)
+    assert config.table("authz.own_ids") == {"nurse": ["42"]}
+    assert config.table("authz.foreign_ids") == {"nurse": ["77", "78"]}
+    assert config.get("authz.sandbox_ids") == ["7", "s-1"]
+    with pytest.raises(ConfigError, match="string or an integer ID"):
+        parse_config(b"[authz.own_ids]\nnurse = [true]\n", "hipaa.toml", tmp_path)
