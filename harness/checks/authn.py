@@ -32,6 +32,7 @@ from harness.plans.tokens import (
     Base,
     Held,
     PublicKeyForms,
+    altered,
     as_base,
     authn_basic_calls,
     bases,
@@ -472,14 +473,6 @@ def lookalike(token: str, rng: random.Random) -> str:
     return "".join(next((rng.choice(kind) for kind in kinds if c in kind), c) for c in token)
 
 
-def _changed(c: str) -> str:
-    """Another character of ``c``'s kind (or of base64url)."""
-    for kind in (string.digits, string.ascii_lowercase, string.ascii_uppercase, B64URL):
-        if c in kind:
-            return kind[(kind.index(c) + 1) % len(kind)]
-    return "A"
-
-
 def opaque_forgeries(token: str, seed: int) -> list[Forgery]:
     """AUTHN-003's variants of an opaque T: (b) truncated or altered, (c) a lookalike.
 
@@ -488,15 +481,10 @@ def opaque_forgeries(token: str, seed: int) -> list[Forgery]:
     changed; (c) a random token of T's shape (:func:`lookalike`). No-ops are dropped.
     """
     cut = min(8, len(token) // 2) or 1
-    mid = len(token) // 2
     out = [
         ("b", f"opaque token truncated by {cut} characters", token[:-cut]),
-        (
-            "b",
-            "opaque token, one middle character changed",
-            token[:mid] + _changed(token[mid]) + token[mid + 1 :],
-        ),
-        ("b", "opaque token, its last character changed", token[:-1] + _changed(token[-1])),
+        ("b", "opaque token, one middle character changed", altered(token)),
+        ("b", "opaque token, its last character changed", altered(token, -1)),
         ("c", "a token of T's shape, never issued", lookalike(token, random.Random(seed))),
     ]
     return [(ref, label, tok) for ref, label, tok in out if tok and tok != token]
@@ -1253,8 +1241,11 @@ def streams_end_at_expiry(run: Run) -> Outcome:
     less the stream's own transit time (twice its first message's latency, 0.25-1 s).
     A failure within a loaded host's noise (see :func:`judge_stream`) is set aside and a
     second stream, with a fresh token, decides: both are observations of the one probe.
-    Most of it is waiting for the token to expire, so it starts in the background once
-    the run's other early work (scan, input generation) is done.
+    Every entry must be tested: one that could not be (no allowed principal with a working
+    JWT, no token that expires soon, not a stream in the descriptors) beside one that was
+    leaves the control INCONCLUSIVE, naming it. Most of it is waiting for the token to
+    expire, so it starts in the background once the run's other early work (scan, input
+    generation) is done.
     """
     observations = _expiring_streams(run)
     if isinstance(observations, str):
@@ -1279,22 +1270,68 @@ def _open_expiring_streams(run: Run) -> list[Observation] | str:
         return NO_DESCRIPTORS.format(run.catalogue_problem())
     held, _ = valid_tokens(run)
     found = [b for b in map(as_base, held) if b is not None]
-    observations = []
+    tested = []
     for path in methods:
         allowed = policy.allowed(path) or frozenset()
         base = next((b for b in found if b.principal.name in allowed and b.accepted), None)
-        if base is None:
-            observations.append(stream_unsent(path, held, allowed))
+        if not _is_stream(policy, path):
+            tested.append((path, [not_a_stream(path)]))
+        elif base is None:
+            tested.append((path, [stream_unsent(path, held, allowed)]))
+        else:
+            tested.append((path, _stream_observations(run, policy, path, base)))
+    return every_stream_tested(tested)
+
+
+def _is_stream(policy: Policy, path: str) -> bool:
+    """Whether the descriptors declare ``path`` as a server-streaming or bidi method."""
+    try:
+        return policy.catalogue.method(path).server_streaming
+    except KeyError:
+        return False
+
+
+def _stream_observations(run: Run, policy: Policy, path: str, base: Base) -> list[Observation]:
+    """One stream method's observations: its stream, and a second one if that was marginal."""
+    first = _expiring_stream(run, policy, path, base)
+    if not first.marginal:
+        return [first.observation.of("stream")]
+    # Messages less than a second past the line, or an end that missed the deadline
+    # with nothing late, are what a loaded host does to an honest server too: they
+    # count only when a second stream, with a fresh token, fails again.
+    return decided_again(first, _expiring_stream(run, policy, path, base))
+
+
+def not_a_stream(path: str) -> Observation:
+    """An ``auth.stream_methods`` entry the descriptors do not declare as a server stream."""
+    needs = "a server-streaming or bidi method in the descriptors"
+    return Observation(path, "not sent", needs, Status.SKIP).of("stream")
+
+
+def every_stream_tested(tested: Sequence[tuple[str, list[Observation]]]) -> list[Observation]:
+    """Every declared stream method must be tested (catalogue section 6).
+
+    ``tested`` holds each ``auth.stream_methods`` entry with its observations. When some
+    method was tested (a non-SKIP observation) and another was not, the untested one is
+    INCONCLUSIVE, named with what it needed: a PASS on one stream says nothing of the
+    other. When none was tested their SKIPs stand (the control is SKIP, saying why).
+    """
+    ran = {path for path, obs in tested if any(o.status is not Status.SKIP for o in obs)}
+    out: list[Observation] = []
+    for path, obs in tested:
+        if not ran or path in ran:
+            out += obs
             continue
-        first = _expiring_stream(run, policy, path, base)
-        if not first.marginal:
-            observations.append(first.observation.of("stream"))
-            continue
-        # Messages less than a second past the line, or an end that missed the deadline
-        # with nothing late, are what a loaded host does to an honest server too: they
-        # count only when a second stream, with a fresh token, fails again.
-        observations += decided_again(first, _expiring_stream(run, policy, path, base))
-    return observations
+        why = "; ".join(f"{o.observed}, needs {o.expected}" for o in obs)
+        out.append(
+            Observation(
+                path,
+                f"not tested ({why})",
+                "every auth.stream_methods entry tested",
+                Status.INCONCLUSIVE,
+            ).of("stream")
+        )
+    return out
 
 
 def stream_unsent(path: str, held: Sequence[Held], allowed: Collection[str]) -> Observation:

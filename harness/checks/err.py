@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -24,7 +25,15 @@ from harness.channels import CallResult, code_text
 from harness.checks import check
 from harness.oracles import LEAKS, UNREACHED
 from harness.outcome import Observation, Outcome, Probe, Status, filed
-from harness.plans.calls import Call, bearer, named_id, send, swap_id, template_text
+from harness.plans.calls import (
+    Call,
+    absent_id,
+    bearer,
+    named_id,
+    send,
+    swap_id,
+    template_text,
+)
 from harness.plans.fuzzcases import fuzz_calls
 from harness.plans.tokens import Base, authn_basic_calls, authz_matrix_calls, bases, run_nonce
 from harness.policy import Policy
@@ -413,13 +422,17 @@ def judge_uniform(ref: str, what: str, sent: Sequence[tuple[Call, CallResult]]) 
     leave nothing to compare.
     """
     expected = "one identical (code, message, detail types) for every refusal"
-    unreached, answered = [], []
+    unreached, answered, accepted = [], [], []
     for call, result in sent:
         if result.code in UNREACHED and not result.responses:
             unreached.append(call.label)
         elif result.code != grpc.StatusCode.OK and not result.responses:
             answered.append((call, result))
+        else:
+            accepted.append(call.label)
     described = "; ".join(f"{c.label}: {r.summary()}" for c, r in answered) or "none refused"
+    if accepted:
+        described += f" (accepted, so not compared: {', '.join(accepted)})"
     if len({shape(r) for _, r in answered}) > 1:
         return Observation(what, described, expected, Status.FAIL, Severity.MEDIUM).of(ref)
     errors = [c.label for c, r in answered if r.code not in REFUSALS.get(ref, frozenset())]
@@ -434,11 +447,29 @@ def judge_uniform(ref: str, what: str, sent: Sequence[tuple[Call, CallResult]]) 
     return Observation(what, observed, expected, Status.INCONCLUSIVE).of(ref)
 
 
+#: The variants only the issuer's private key can make: validly signed, wrong otherwise.
+MINTED = ("expired", "wrong aud", "unknown user")
+#: Claims that name the user, besides ``sub``: an unknown user has none of T's.
+_USER_CLAIMS = ("preferred_username", "email", "upn", "oid", "uid")
+
+
+def unknown_user(claims: dict[str, Any], nonce: str) -> dict[str, Any]:
+    """T's claims for a subject the service does not know.
+
+    ``sub``, and any other claim naming the user, replaced by ``unknown-user-<nonce>``;
+    roles and scopes kept.
+    """
+    who = f"unknown-user-{nonce}"
+    named = {k: who for k in _USER_CLAIMS if k in claims}
+    return {**claims, **named, "sub": who}
+
+
 def failure_variants(base: Base, keys: IssuerKeys, nonce: str, now: int) -> list[Call]:
     """Differently-wrong tokens, made from ``base``'s valid token, that must be refused alike.
 
-    A bad signature and an unknown ``kid`` always; with the issuer's private key also an
-    expired token and one for another audience.
+    A bad signature and an unknown ``kid`` always; with the issuer's private key also
+    (:data:`MINTED`, validly signed) an expired token, one for another audience and one
+    for a subject the service does not know (:func:`unknown_user`).
     """
     t = base.token
     sig = base64url_decode(t.segments[2])
@@ -450,13 +481,28 @@ def failure_variants(base: Base, keys: IssuerKeys, nonce: str, now: int) -> list
     if keys.private_key is not None:
         expired = {**t.claims, "iat": now - 7200, "nbf": now - 7200, "exp": now - 3600}
         other = {**t.claims, "aud": f"https://other-{nonce}.invalid"}
-        tokens += [
-            ("expired", keys.mint(expired, t.header)),
-            ("wrong aud", keys.mint(other, t.header)),
-        ]
+        minted = (expired, other, unknown_user(dict(t.claims), nonce))
+        tokens += [(label, keys.mint(c, t.header)) for label, c in zip(MINTED, minted, strict=True)]
     return [
         Call(label, base.method.path, (base.request,), None, bearer(token))
         for label, token in tokens
+    ]
+
+
+def unminted(keys: IssuerKeys) -> list[Observation]:
+    """The :data:`MINTED` variants not sent: a SKIP under ``authn`` naming the key needed.
+
+    Empty when the issuer's private key is there (they were sent).
+    """
+    if keys.private_key is not None:
+        return []
+    return [
+        Observation(
+            f"{', '.join(MINTED)} tokens",
+            "not sent",
+            "auth.issuer_private_key (to mint them validly signed)",
+            Status.SKIP,
+        ).of("authn")
     ]
 
 
@@ -487,7 +533,7 @@ def existence_plan(
             if name not in (policy.allowed(m.path) or ()):
                 continue
             asks = [(f"foreign {fid}", fid) for fid in foreign_ids]
-            asks.append(("a nonexistent ID", f"nonexistent-{nonce}"))
+            asks.append(("a nonexistent ID", absent_id(text, mine, nonce)))
             groups.append(
                 (
                     name,
@@ -511,15 +557,15 @@ def errors_uniform(run: Run) -> Outcome:
     """Errors mapped robustly; no user or credential enumeration.
 
     Differently-wrong tokens (bad signature, unknown ``kid``, and with the issuer key:
-    expired, wrong ``aud``) go to the same method: the ones refused must all look
-    identical to the caller (code, message, detail types). With
+    expired, wrong ``aud``, an unknown user) go to the same method: the ones refused must
+    all look identical to the caller (code, message, detail types); without the key the
+    minted ones are not sent, and a SKIP says so. With
     ``authz.existence_hiding``, a principal's foreign IDs and a nonexistent one must be
     refused identically too. Over these calls and those it shares with AUTHN-001,
     AUTHZ-001 and FUZZ-001 (:func:`shared_calls`: made once per run, so the verdict
     depends neither on test order nor on ``-k``), UNKNOWN and DATA_LOSS must never occur.
     """
-    authn, sent = _authn_uniform(run)
-    observations = [authn]
+    observations, sent = _authn_uniform(run)
     if run.config.get("authz.existence_hiding"):
         existence, more = _existence_uniform(run)
         observations += existence
@@ -537,15 +583,23 @@ def errors_uniform(run: Run) -> Outcome:
 Sent = list[tuple[Call, CallResult]]
 
 
-def _authn_uniform(run: Run) -> tuple[Observation, Sent]:
+def authn_unsent(why: str) -> Observation:
+    """No accepted JWT T to make the failure variants from: SKIP, saying what is needed."""
+    need = "a principal whose JWT bearer token is accepted"
+    return Observation(
+        AUTHN_COMPARED, "not sent", f"{need} ({why})" if why else need, Status.SKIP
+    ).of("authn")
+
+
+def _authn_uniform(run: Run) -> tuple[list[Observation], Sent]:
     found, why = bases(run)
     accepted = [b for b in found if b.accepted]
     if not accepted:
-        need = why or "a principal whose JWT bearer token is accepted"
-        return Observation(AUTHN_COMPARED, "not sent", need, Status.SKIP).of("authn"), []
-    calls = failure_variants(accepted[0], run.issuer_keys(), run_nonce(run), int(time.time()))
+        return [authn_unsent(why)], []
+    keys = run.issuer_keys()
+    calls = failure_variants(accepted[0], keys, run_nonce(run), int(time.time()))
     sent = send(run, calls)
-    return judge_uniform("authn", AUTHN_COMPARED, sent), sent
+    return [judge_uniform("authn", AUTHN_COMPARED, sent), *unminted(keys)], sent
 
 
 def _existence_uniform(run: Run) -> tuple[list[Observation], Sent]:

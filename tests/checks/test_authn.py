@@ -36,6 +36,7 @@ from harness.checks.authn import (
     binding_fixtures,
     cross_issuer_token,
     decided_again,
+    every_stream_tested,
     fixture_needs,
     fixture_plan,
     forgery_calls,
@@ -58,6 +59,7 @@ from harness.checks.authn import (
     mfa_fixtures,
     minted,
     mutation_calls,
+    not_a_stream,
     opaque_forgeries,
     step_up_plan,
     stream_unsent,
@@ -936,6 +938,41 @@ def test_a_probe_with_only_skips_does_not_pass():
     skip = Observation("/pkg.Records/Watch", "not sent", "an allowed principal", Status.SKIP)
     out = settled("AUTHN-009", [skip.of("stream")], unset=())
     assert out.status is Status.SKIP
+
+
+def test_every_declared_stream_method_must_be_tested():
+    """One stream passed, another could not be opened: that is no PASS (catalogue 6)."""
+    watch, read = "/pkg.Records/Watch", "/pkg.Records/Tail"
+    passed = stream(C.UNAUTHENTICATED, 0.1, 0.3, 1.9).observation.of("stream")
+    unsent = stream_unsent(read, [held("clinician")], {"clinician"})
+    observations = every_stream_tested([(watch, [passed]), (read, [unsent])])
+    assert [(o.probe, o.status) for o in observations] == [
+        (watch, Status.PASS),
+        (read, Status.INCONCLUSIVE),
+    ]
+    assert "not tested (not sent, needs an allowed principal with a working JWT" in (
+        observations[1].observed
+    )
+    out = settled("AUTHN-009", observations, unset=())
+    assert out.status is Status.INCONCLUSIVE
+    assert read in out.summary
+    # Not a stream in the descriptors (a typo, a unary method): untested, named the same way.
+    typo = every_stream_tested([(watch, [passed]), (read, [not_a_stream(read)])])
+    assert typo[1].status is Status.INCONCLUSIVE
+    assert "server-streaming" in typo[1].observed
+    # Every method tested: each passes; none tested: their SKIPs stand (the control SKIPs).
+    both = every_stream_tested([(watch, [passed]), (read, [passed])])
+    assert settled("AUTHN-009", both, unset=()).status is Status.PASS
+    none = every_stream_tested([(watch, [unsent]), (read, [not_a_stream(read)])])
+    assert [o.status for o in none] == [Status.SKIP, Status.SKIP]
+    assert settled("AUTHN-009", none, unset=()).status is Status.SKIP
+
+
+def test_a_marginal_first_stream_decided_by_a_second_counts_as_tested():
+    first = stream(C.UNAUTHENTICATED, 0.1, 0.3, 2.6)
+    again = decided_again(first, stream(C.UNAUTHENTICATED, 0.1, 0.3, 1.9))
+    kept = every_stream_tested([("/pkg.Records/Watch", again)])
+    assert [o.status for o in kept] == [Status.SKIP, Status.PASS]
 
 
 def test_every_declared_probe_has_a_title():

@@ -22,6 +22,7 @@ from harness.checks.err import (
     ERR_002_PROBES,
     MALFORMED,
     UNKNOWN_SERVICE,
+    authn_unsent,
     dedicated_plan,
     detail_types,
     existence_plan,
@@ -33,6 +34,8 @@ from harness.checks.err import (
     judge_uniform,
     server_errors,
     shared_calls,
+    unknown_user,
+    unminted,
 )
 from harness.descriptors import MethodCatalogue, MethodInfo
 from harness.outcome import Observation, Status
@@ -507,7 +510,13 @@ def test_failure_variants_without_and_with_the_issuer_key():
     key = harness_key("ec")
     keys = IssuerKeys((), key, "ES256", "k1")
     calls = failure_variants(t, keys, "0000002a", now=1_700_000_000)
-    assert [c.label for c in calls] == ["bad signature", "unknown kid", "expired", "wrong aud"]
+    assert [c.label for c in calls] == [
+        "bad signature",
+        "unknown kid",
+        "expired",
+        "wrong aud",
+        "unknown user",
+    ]
     assert all(
         c.method == GET and c.requests == (b"\x0a\x01x",) and c.principal is None for c in calls
     )
@@ -516,6 +525,62 @@ def test_failure_variants_without_and_with_the_issuer_key():
     assert tokens["expired"].claims["exp"] == 1_700_000_000 - 3600
     assert tokens["wrong aud"].claims["aud"] == "https://other-0000002a.invalid"
     assert tokens["bad signature"].segments[:2] == t.token.segments[:2]
+    # The catalogue's "unknown user": validly signed (minted), a subject nobody issued.
+    stranger = tokens["unknown user"]
+    assert stranger.claims["sub"] == "unknown-user-0000002a"
+    assert {k: v for k, v in stranger.claims.items() if k != "sub"} == {
+        k: v for k, v in t.token.claims.items() if k != "sub"
+    }
+
+
+def test_unknown_user_replaces_every_claim_that_names_the_user():
+    claims = {"sub": "u-1", "email": "u1@acme.test", "oid": "0f3c", "roles": ["nurse"]}
+    stranger = unknown_user(claims, "0000002a")
+    assert stranger == {
+        "sub": "unknown-user-0000002a",
+        "email": "unknown-user-0000002a",
+        "oid": "unknown-user-0000002a",
+        "roles": ["nurse"],
+    }
+
+
+def test_minted_variants_without_the_issuer_key_say_which_key_enables_them():
+    (skip,) = unminted(IssuerKeys((), None, None, None))
+    assert (skip.status, skip.ref) == (Status.SKIP, "authn")
+    assert "unknown user" in skip.probe
+    assert "auth.issuer_private_key" in skip.expected
+    assert unminted(IssuerKeys((), harness_key("ec"), "ES256", "k1")) == []
+    # Beside a comparison that held, the unsent variants are recorded, not a gap.
+    codes = judge_codes([answer(C.OK)])
+    same = answer(C.UNAUTHENTICATED, details="x")
+    held = [*codes, judge_uniform("authn", "x", variants(same, same)), skip]
+    outcome = settled("ERR-002", held, unset=("authz.existence_hiding",))
+    assert outcome.status is Status.PASS
+    assert skip in outcome.observations
+
+
+def test_an_accepted_unknown_user_is_named_and_left_out_of_the_comparison():
+    """A stateless service accepts any validly signed token: not a refusal to compare."""
+    same = answer(C.UNAUTHENTICATED, details="invalid token")
+    sent = [*variants(same, same), (Call("unknown user", GET, (b"",)), answer(C.OK, b"\n\x01x"))]
+    judged = judge_uniform("authn", "x", sent)
+    assert judged.status is Status.PASS
+    assert "accepted, so not compared: unknown user" in judged.observed
+
+
+def test_no_jwt_to_compare_reads_as_what_is_needed():
+    """The skip names what is needed, then why there is none (not "needs no principal...")."""
+    why = "no principal has a JWT bearer token: every token is opaque (clinician)"
+    skip = authn_unsent(why)
+    assert (skip.status, skip.ref) == (Status.SKIP, "authn")
+    assert skip.expected == f"a principal whose JWT bearer token is accepted ({why})"
+    outcome = settled("ERR-002", [*judge_codes([answer(C.OK)]), skip])
+    (probe,) = (p for p in outcome.probes if p.id == "ERR-002(authn)")
+    assert probe.reason.startswith(
+        "authentication failures compared: needs a principal whose JWT bearer token is accepted"
+    )
+    assert "needs no principal" not in outcome.summary
+    assert authn_unsent("").expected == "a principal whose JWT bearer token is accepted"
 
 
 def _catalogue() -> MethodCatalogue:
@@ -559,6 +624,30 @@ def test_existence_plan_asks_foreign_and_absent_ids_on_a_read():
     told = answer(C.PERMISSION_DENIED, details="not your chart")
     judged = judge_uniform("existence", "x", list(zip(calls, (told, told, hidden), strict=True)))
     assert (judged.status, judged.ref) == (Status.FAIL, "existence")
+
+
+def test_existence_plan_with_a_numeric_id_asks_an_absent_number():
+    """``{"chartNo": 12}``: foreign and nonexistent IDs go where the number was."""
+    f = descriptor_pb2.FileDescriptorProto(name="acme/nums.proto", package="acme.nums.v1")
+    ref = f.message_type.add(name="Ref")
+    ref.field.add(
+        name="chart_no",
+        number=1,
+        type=descriptor_pb2.FieldDescriptorProto.TYPE_INT64,
+        label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL,
+    )
+    f.service.add(name="Nums").method.add(
+        name="Get", input_type=".acme.nums.v1.Ref", output_type=".acme.nums.v1.Ref"
+    )
+    catalogue = MethodCatalogue(descriptor_pb2.FileDescriptorSet(file=[f]), "acme")
+    path = "/acme.nums.v1.Nums/Get"
+    policy = Policy(catalogue, frozenset(), frozenset(), {path: frozenset({"nurse"})}, False)
+    ids = ({"nurse": ["12"]}, {"nurse": ["13"]})
+    ((_, calls),) = existence_plan(
+        policy, {"nurse": Principal("nurse")}, ids, {path: '{"chartNo": 12}'}, "0000002a"
+    )
+    cls = catalogue.message_class("acme.nums.v1.Ref")
+    assert [cls.FromString(c.requests[0]).chart_no for c in calls] == [13, 2_000_000_042]
 
 
 def test_err_002_passes_without_existence_hiding_and_needs_authn():

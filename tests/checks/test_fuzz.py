@@ -4,14 +4,19 @@ The answers are shaped as several stacks send them (grpcio, grpc-go, grpc-js, En
 judges decide by status codes, HTTP status and frames, never by the reference's strings.
 """
 
+import base64
 from dataclasses import replace
+from types import SimpleNamespace
 
 import grpc
 import pytest
+from google.rpc import status_pb2
 
+from harness.canary import CanarySet
 from harness.catalogue import Severity
 from harness.channels import CallResult
 from harness.checks import registered
+from harness.checks.fuzz import inputs
 from harness.checks.fuzz.framing import (
     DEGRADATION_FLOOR_S,
     FUZZ_003_PROBES,
@@ -31,12 +36,14 @@ from harness.checks.fuzz.inputs import (
     FUZZ_001_PROBES,
     FUZZ_002_PROBES,
     WhiteboxRun,
+    canary_leak,
     judge_fuzzing,
     judge_inputs,
     judge_mutants,
     judge_whitebox,
     mutants,
 )
+from harness.config import parse_config
 from harness.engine import Finding, FuzzMethod
 from harness.h2client import Reply
 from harness.oracles import judge_health
@@ -572,3 +579,60 @@ def test_fuzz_002_plans_mutants_of_the_seed_corpus_in_turn_with_the_template():
     from_seed = plan[kinds : 2 * kinds]
     assert sum(b"p-0042" in x.payload for x in from_seed) > kinds // 2
     assert not any(b"p-0042" in x.payload for x in plan[:kinds])
+
+
+# -- canaries in a fuzz error (FUZZ-001 "no canary appears in any error") -------------------
+
+PLANTED = CanarySet.for_seed(7)
+NAME, MRN = PLANTED.values["given_name"], PLANTED.values["mrn"]
+
+
+def _status_bin(message: str) -> tuple[tuple[str, bytes], ...]:
+    return (
+        ("grpc-status-details-bin", status_pb2.Status(code=3, message=message).SerializeToString()),
+    )
+
+
+@pytest.mark.parametrize(
+    "leaky",
+    [
+        # grpc-go's status text, echoing a stored record's name
+        answer(C.INVALID_ARGUMENT, details=f"invalid birth_date for {NAME}"),
+        # a Java service's google.rpc.Status with the MRN in its message
+        answer(C.FAILED_PRECONDITION, details="precondition failed", trailers=_status_bin(MRN)),
+        # a Node service's debug trailer, base64 of the name
+        answer(C.NOT_FOUND, trailers=(("x-debug", base64.b64encode(NAME.encode()).decode()),)),
+    ],
+)
+def test_fuzz_001_an_error_carrying_a_planted_canary_fails(leaky):
+    r = fuzzed(answer(C.OK), leaky)
+    assert judge_inputs(r, BUDGET_MS).status is Status.PASS  # without the run's canaries
+    obs = judge_inputs(r, BUDGET_MS, PLANTED)
+    assert (obs.status, obs.request_id) == (Status.FAIL, leaky.request_id)
+    assert "canary value" in obs.observed
+    assert canary_leak(leaky, PLANTED).startswith(f"{leaky.code.name} with a canary value")
+    mutated = judge_mutants(r, 3 * BUDGET_MS, PLANTED)
+    assert statuses(mutated) == [Status.FAIL, Status.PASS]
+
+
+def test_fuzz_001_a_canary_in_an_ok_answer_or_a_weak_match_alone_is_no_error_leak():
+    ok = answer(C.OK, NAME.encode(), details="")
+    zip_only = answer(C.INVALID_ARGUMENT, details=f"bad zip {PLANTED.values['zip']}")
+    assert canary_leak(ok, PLANTED) == ""
+    assert canary_leak(zip_only, PLANTED) == ""
+    assert canary_leak(answer(C.INVALID_ARGUMENT, details=NAME), None) == ""
+
+
+def test_fuzz_001_judges_with_the_runs_canaries(monkeypatch, tmp_path):
+    """The pytest run's check hands its canaries to the judge, as the oracle requires."""
+    leaky = answer(C.INVALID_ARGUMENT, details=f"no such patient {NAME}", method=GET)
+    monkeypatch.setattr(inputs, "policy_or_skip", lambda run: None)
+    monkeypatch.setattr(inputs, "fuzz_calls", lambda run: [fuzzed(answer(C.OK), leaky)])
+    run = SimpleNamespace(
+        config=parse_config(b"", "hipaa.toml", tmp_path),
+        options=SimpleNamespace(seed=7),
+        memo=lambda key, compute: compute(),
+    )
+    outcome = inputs.property_fuzzing(run)
+    assert outcome.status is Status.FAIL
+    assert "canary value (names)" in outcome.summary

@@ -31,6 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
+
+from harness.canary import CanarySet
 from harness.catalogue import CATALOGUE, Severity
 from harness.channels import CallResult
 from harness.checks import check, warmup
@@ -48,6 +51,7 @@ from harness.engine import (
 from harness.oracles import PERMISSION_DENIED, UNAUTHENTICATED, judge_health
 from harness.outcome import NotApplicable, Observation, Outcome, Probe, Status
 from harness.plans.calls import policy_or_skip
+from harness.plans.canaries import canaries
 from harness.plans.fuzzcases import (
     MethodRun,
     breaks,
@@ -112,7 +116,7 @@ def property_fuzzing(run: Run) -> Outcome:
     if not runs:
         raise NotApplicable("no method with an authorised principal to fuzz with")
     budget_ms = float(run.config.get("fuzz.latency_budget_ms", 1000))
-    observations = judge_fuzzing(runs, budget_ms)
+    observations = judge_fuzzing(runs, budget_ms, canaries(run))
     return Outcome.from_observations(
         control, observations, passed="every generated request got a well-formed answer"
     )
@@ -121,26 +125,32 @@ def property_fuzzing(run: Run) -> Outcome:
 # -- judges (pure: recorded calls and limits in, observations out) ------------------------
 
 
-def judge_fuzzing(runs: Sequence[MethodRun], budget_ms: float) -> list[Observation]:
-    """FUZZ-001's verdict on every fuzzed method: its inputs, then the health after them."""
+def judge_fuzzing(
+    runs: Sequence[MethodRun], budget_ms: float, planted: CanarySet | None = None
+) -> list[Observation]:
+    """FUZZ-001's verdict on every fuzzed method: its inputs, then the health after them.
+
+    ``planted`` are the run's canaries: one in an error fails (:func:`canary_leak`).
+    """
     out = []
     for r in runs:
-        out.append(judge_inputs(r, budget_ms).of("inputs"))
+        out.append(judge_inputs(r, budget_ms, planted).of("inputs"))
         if r.healthy is not None:
             out.append(judge_health(f"health after fuzzing {r.path}", r.healthy).of("health"))
     return out
 
 
-def judge_inputs(r: MethodRun, budget_ms: float) -> Observation:
+def judge_inputs(r: MethodRun, budget_ms: float, planted: CanarySet | None = None) -> Observation:
     """One method's generated inputs, against the catalogue's oracle.
 
     ``r.violation`` is the failure found while sending (shrunk when it could be); without
-    one, each recorded call is judged again, so a record from anywhere is judged alike.
+    one, each recorded call is judged again, so a record from anywhere is judged alike,
+    and so is a canary of ``planted`` (the run's) in an error (:func:`canary_leak`).
     Slow means over three times ``budget_ms``; p99 must stay within ``budget_ms``.
     """
     probe = f"fuzzing {r.path}"
-    wanted = "only OK or application codes, generic text, within the latency budget"
-    failed = _failure(r, 3 * budget_ms)
+    wanted = "only OK or application codes, generic text, no canary, within the latency budget"
+    failed = _failure(r, 3 * budget_ms, planted)
     if failed is not None:
         why, call = failed
         if not call.request_id:  # the run had stopped sending: nothing was observed
@@ -163,16 +173,37 @@ def judge_inputs(r: MethodRun, budget_ms: float) -> Observation:
     )
 
 
-def _failure(r: MethodRun, slow_ms: float) -> tuple[str, CallResult] | None:
+def _failure(
+    r: MethodRun, slow_ms: float, planted: CanarySet | None = None
+) -> tuple[str, CallResult] | None:
     """The failure to report: the one found while sending, else the first recorded."""
     if r.violation:
         call = r.failed or (r.results[-1] if r.results else None)
         if call is not None:
             return r.violation, call
     for call in r.results:
-        if why := verdict(call, slow_ms):
+        if why := verdict(call, slow_ms) or canary_leak(call, planted):
             return f"{why}: {call.summary()}", call
     return None
+
+
+def canary_leak(call: CallResult, planted: CanarySet | None) -> str:
+    """Why ``call`` is an error that carries one of the ``planted`` canaries, or ``""``.
+
+    The catalogue's "no canary appears in any error": the status message and every
+    metadata value (``grpc-status-details-bin`` as its bytes) of a call that did not end
+    OK, searched in every encoding the detector knows (:meth:`CanarySet.scan`); only a
+    strong hit counts (a weak one alone matches by chance).
+    """
+    if planted is None or call.code == grpc.StatusCode.OK:
+        return ""
+    places: list[tuple[str, str | bytes]] = [("status message", call.details)]
+    places += [(f"metadata {k}", v) for k, v in (*call.initial_metadata, *call.trailing_metadata)]
+    for where, text in places:
+        hit = next((h for h in planted.scan(text, where) if h.strong), None) if text else None
+        if hit is not None:
+            return f"{call.code.name} with a canary value ({hit.category}) in its {where}"
+    return ""
 
 
 def _reached(call: CallResult) -> bool:
@@ -266,7 +297,7 @@ def wire_mutation(run: Run) -> Outcome:
     for m in surface.methods:
         if m.callers:
             sent = _send_mutants(run, surface, m, plans[m.path], pacing)
-            observations += judge_mutants(sent, surface.slow_ms)
+            observations += judge_mutants(sent, surface.slow_ms, canaries(run))
     whitebox = _whitebox(run)
     if not observations and not whitebox:
         raise NotApplicable("no method with an authorised principal to fuzz with")
@@ -344,12 +375,17 @@ def _send_mutants(
     return out
 
 
-def judge_mutants(r: MethodRun, slow_ms: float) -> list[Observation]:
-    """FUZZ-002 black-box on one method: the mutants' answers, then the health after."""
+def judge_mutants(
+    r: MethodRun, slow_ms: float, planted: CanarySet | None = None
+) -> list[Observation]:
+    """FUZZ-002 black-box on one method: the mutants' answers, then the health after.
+
+    A canary of ``planted`` (the run's) in an error fails as in FUZZ-001.
+    """
     probe = f"wire mutants of {r.path}"
-    wanted = "only OK, application codes or INTERNAL with generic text"
+    wanted = "only OK, application codes or INTERNAL with generic text, no canary"
     out = []
-    failed = _failure(r, slow_ms)
+    failed = _failure(r, slow_ms, planted)
     if failed is not None:
         why, call = failed
         observed = f"{r.example}: {why}" if r.example else why
