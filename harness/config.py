@@ -176,6 +176,8 @@ _PRINCIPAL = {
     "token_cmd": _list(_str),
     "client_cert": _path,
     "client_key": _path,
+    "header": _str,
+    "scheme": _str,
 }
 
 # Section 3 of the catalogue, with the types the harness reads. Keys it does not act on yet
@@ -227,6 +229,8 @@ SCHEMA: dict[str, Any] = {
         "issuer_private_key": _path,
         "audience": _str,
         "require_typ": _str,
+        "header": _str,
+        "scheme": _str,
         "fixtures": _map(_table(_PRINCIPAL)),
         "max_token_ttl_s": _int,
         "max_privileged_ttl_s": _int,

@@ -48,7 +48,7 @@ from harness.h2client import advertised_streams
 from harness.inprocess import Dispatched, InProcess
 from harness.oracles import LEAKS
 from harness.policy import Policy
-from harness.principals import principals_from
+from harness.principals import BEARER, Presentation, presentation_of, principals_from
 from harness.run import HEALTH_CHECK, Run
 from harness.tokens import load_issuer_keys, renewer
 
@@ -503,13 +503,14 @@ class Surface:
     secrets: tuple[str, ...] = ()
     slow_ms: float = 3000.0
     corpus: tuple[Case, ...] = ()  # the seeds of fuzz.seed_corpus (load_seeds)
+    presentation: Presentation = BEARER  # where the garbage token goes (auth.header, .scheme)
 
     def metadata(self, caller: str) -> tuple[tuple[str, str], ...]:
         """The metadata a caller sends."""
         if caller == NO_CREDENTIALS:
             return ()
         if caller == GARBAGE_TOKEN:
-            return (("authorization", "Bearer eyJhbGciOiJub25lIn0.e30.AAAA"),)
+            return self.presentation.metadata("eyJhbGciOiJub25lIn0.e30.AAAA")
         fresh = self.credentials.get(caller)
         return fresh() if fresh is not None else ()
 
@@ -721,7 +722,11 @@ def _surface(run: Run | None, config: Config | None, secrets: Sequence[str]) -> 
             )
         )
         principals = principals_from(
-            config.table("auth.principals"), source, refresh=True, renew=renewer(keys)
+            config.table("auth.principals"),
+            source,
+            refresh=True,
+            renew=renewer(keys),
+            presentation=presentation_of(config),
         )
     credentials = {n: p.metadata for n, p in principals.items() if p.has_token}
     chosen = []
@@ -738,6 +743,7 @@ def _surface(run: Run | None, config: Config | None, secrets: Sequence[str]) -> 
     surface = surface_of(
         policy.catalogue, chosen, credentials, secrets=secrets, slow_ms=3 * budget_ms
     )
+    surface.presentation = presentation_of(config)
     corpus = config.path("fuzz.seed_corpus")
     if corpus is not None:
         source = config.sources[-1] if config.sources else "config"

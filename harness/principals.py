@@ -1,7 +1,9 @@
-"""Principals: the callers the harness impersonates, each with a bearer token source.
+"""Principals: the callers the harness impersonates, each with a token source.
 
 Tokens come from a file, an environment variable or a command's stdout; they are read when
-first needed and never written anywhere (``repr`` hides them). A principal of
+first needed and never written anywhere (``repr`` hides them). A token travels as the
+service takes it (:class:`Presentation`: ``auth.header`` and ``auth.scheme``, per principal
+too): ``authorization: Bearer <t>`` by default, ``token: <t>`` for etcd. A principal of
 ``auth.principals`` re-reads its source when its JWT is within 30 s of ``exp`` (a sidecar
 may have rotated the file, a command gives a fresh one), and re-signs it when the source
 still gives the old one and the issuer's key is configured: long fuzz runs keep calling as
@@ -11,6 +13,7 @@ their principals instead of collecting UNAUTHENTICATED.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import threading
 import time
@@ -21,6 +24,7 @@ from typing import Any
 
 import jwt
 
+from harness.config import Config
 from harness.errors import ConfigError
 
 _CMD_TIMEOUT_S = 15.0
@@ -28,6 +32,70 @@ _CMD_TIMEOUT_S = 15.0
 REFRESH_MARGIN_S = 30.0
 #: The source of an expiring token is read again at most this often.
 _REREAD_EVERY_S = 10.0
+#: A metadata key a credential may travel under: lower case, gRPC's key alphabet, ASCII.
+_HEADER = re.compile(r"^[0-9a-z_.-]+$")
+
+
+@dataclass(frozen=True)
+class Presentation:
+    """Where a credential travels in metadata, and how (``auth.header``, ``auth.scheme``).
+
+    Attributes:
+        header: The metadata key (``authorization``; ``token`` for etcd).
+        scheme: The word before the token (``Bearer``); ``""`` sends the bare token.
+    """
+
+    header: str = "authorization"
+    scheme: str = "Bearer"
+
+    def value(self, token: str) -> str:
+        """The metadata value carrying ``token``: ``Bearer <t>``, or ``<t>`` bare."""
+        return f"{self.scheme} {token}" if self.scheme else token
+
+    def metadata(self, token: str) -> tuple[tuple[str, str], ...]:
+        """``token`` as the one metadata entry the service reads it from."""
+        return ((self.header, self.value(token)),)
+
+    def describe(self) -> str:
+        """``authorization: Bearer <token>``, for evidence and messages."""
+        return f"{self.header}: {self.value('<token>')}"
+
+    @classmethod
+    def of(
+        cls, table: dict[str, Any], source: str, key: str, base: Presentation | None = None
+    ) -> Presentation:
+        """The ``header``/``scheme`` of ``table`` (at ``key``), ``base``'s where unset.
+
+        Raises:
+            ConfigError: the header is no metadata key a credential can travel under, or
+                the scheme is not one word.
+        """
+        base = base or cls()
+        header = str(table.get("header", base.header))
+        scheme = str(table.get("scheme", base.scheme))
+        if not _HEADER.match(header) or header.startswith("grpc-") or header.endswith("-bin"):
+            raise ConfigError(
+                source,
+                f"{key}.header",
+                f"{header!r} is not a text metadata key (lower case, no grpc- prefix, no -bin)",
+            )
+        if any(c.isspace() or not c.isprintable() or not c.isascii() for c in scheme):
+            raise ConfigError(source, f"{key}.scheme", f"{scheme!r} is not one ASCII word")
+        return cls(header, scheme)
+
+
+#: Where a credential goes when the config says nothing: ``authorization: Bearer <t>``.
+BEARER = Presentation()
+
+
+def presentation_of(config: Config) -> Presentation:
+    """The run's ``auth.header`` / ``auth.scheme`` (what a principal without its own uses).
+
+    Raises:
+        ConfigError: either is malformed.
+    """
+    source = config.sources[-1] if config.sources else "config"
+    return Presentation.of(config.table("auth"), source, "auth")
 
 
 @dataclass
@@ -40,6 +108,8 @@ class Principal:
         token_env: Environment variable holding it.
         token_cmd: Command whose stdout is the token.
         source: Config file that declared it, for error messages.
+        presentation: Where its token travels (``auth.principals.<name>.header`` and
+            ``.scheme``, else ``auth.header`` and ``auth.scheme``).
     """
 
     name: str
@@ -49,6 +119,7 @@ class Principal:
     client_cert: Path | None = None
     client_key: Path | None = None
     source: str = "config"
+    presentation: Presentation = BEARER
     refresh: bool = False
     renew: Callable[[str], str | None] | None = field(default=None, repr=False, compare=False)
     _token: str | None = field(default=None, repr=False)
@@ -135,8 +206,12 @@ class Principal:
         return token
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
-        """``authorization: Bearer <token>``, or nothing for a certificate-only identity."""
-        return (("authorization", f"Bearer {self.token()}"),) if self.has_token else ()
+        """Its token where the service reads it, or nothing for a certificate-only identity."""
+        return self.present(self.token()) if self.has_token else ()
+
+    def present(self, token: str) -> tuple[tuple[str, str], ...]:
+        """Any ``token`` (a forgery of its own, a fixture) where this principal's goes."""
+        return self.presentation.metadata(token)
 
 
 def _expiry(token: str) -> float | None:
@@ -154,13 +229,17 @@ def principals_from(
     *,
     refresh: bool = False,
     renew: Callable[[str], str | None] | None = None,
+    presentation: Presentation = BEARER,
 ) -> dict[str, Principal]:
     """Build principals from a validated ``auth.principals`` table.
 
     ``refresh`` (for the run's own callers, never for fixtures such as an expired token)
     re-reads tokens near expiry, and ``renew`` re-signs them when the source has no newer one.
+    ``presentation`` (:func:`presentation_of` the config) is where a token goes unless the
+    principal names its own ``header`` or ``scheme``.
     """
     out = {}
+    key = "auth.principals"
     for name, spec in table.items():
         sources = [k for k in ("token_file", "token_env", "token_cmd") if k in spec]
         if len(sources) > 1:
@@ -183,6 +262,7 @@ def principals_from(
             client_cert=spec.get("client_cert"),
             client_key=spec.get("client_key"),
             source=source,
+            presentation=Presentation.of(spec, source, f"{key}.{name}", presentation),
             refresh=refresh,
             renew=renew,
         )

@@ -19,7 +19,7 @@ from harness.descriptors import (
     load_descriptor_set,
 )
 from harness.errors import DescriptorError
-from harness.principals import Principal, principals_from
+from harness.principals import Principal, presentation_of, principals_from
 from harness.tokens import IssuerKeys, load_issuer_keys, renewer
 
 #: The liveness method when the config names none.
@@ -48,6 +48,7 @@ class Subject:
             source,
             refresh=True,
             renew=renewer(lambda: self.issuer_keys()),
+            presentation=presentation_of(config),
         )
 
     @property

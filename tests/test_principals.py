@@ -4,6 +4,7 @@ import json
 import time
 
 import jwt
+import pytest
 
 from harness.principals import principals_from
 from harness.tokens import load_issuer_keys, renewer
@@ -85,3 +86,139 @@ def test_a_jwks_copy_with_private_members_still_names_the_issuer_key(tmp_path):
     assert key.public_numbers() == issuer.public_key.public_numbers()
     token = keys.mint({"sub": "u", "aud": "api", "exp": int(time.time()) + 60}, {})
     assert _claims(issuer, token)["sub"] == "u"
+
+
+# -- where a credential travels (auth.header, auth.scheme) --------------------------------
+
+
+def _config(tmp_path, text: str):
+    from harness.config import load_config
+
+    (tmp_path / "t.tok").write_text("t0k3n\n")
+    path = tmp_path / "hipaa.toml"
+    path.write_text(text)
+    return load_config(path)
+
+
+def test_credentials_go_where_the_config_says_per_principal_too(tmp_path):
+    from harness.principals import BEARER, Presentation, presentation_of
+
+    cfg = _config(
+        tmp_path,
+        '[auth]\nheader = "token"\nscheme = ""\n'
+        '[auth.principals.etcd-user]\ntoken_file = "t.tok"\n'
+        '[auth.principals.gateway]\ntoken_file = "t.tok"\nheader = "authorization"\n'
+        '[auth.principals.api]\ntoken_file = "t.tok"\n'
+        'header = "x-api-key"\nscheme = "ApiKey"\n',
+    )
+    where = presentation_of(cfg)
+    assert where == Presentation("token", "")
+    found = principals_from(cfg.table("auth.principals"), "t", presentation=where)
+    assert found["etcd-user"].metadata() == (("token", "t0k3n"),)
+    assert found["gateway"].metadata() == (("authorization", "t0k3n"),)  # bare: scheme ""
+    assert found["api"].metadata() == (("x-api-key", "ApiKey t0k3n"),)
+    assert found["api"].present("forged") == (("x-api-key", "ApiKey forged"),)
+    # Nothing configured: the catalogue's default, authorization: Bearer <t>.
+    plain = principals_from({"p": {"token_file": tmp_path / "t.tok"}}, "t")["p"]
+    assert plain.presentation == BEARER
+    assert plain.metadata() == (("authorization", "Bearer t0k3n"),)
+    assert BEARER.describe() == "authorization: Bearer <token>"
+
+
+@pytest.mark.parametrize(
+    ("table", "key", "problem"),
+    [
+        ('[auth]\nheader = "Token"\n', "auth.header", "not a text metadata key"),
+        ('[auth]\nheader = "token-bin"\n', "auth.header", "no -bin"),
+        ('[auth]\nheader = "grpc-token"\n', "auth.header", "no grpc- prefix"),
+        ('[auth]\nscheme = "Bearer token"\n', "auth.scheme", "not one ASCII word"),
+        (
+            '[auth.principals.p]\ntoken_file = "t.tok"\nheader = "a b"\n',
+            "auth.principals.p.header",
+            "not a text metadata key",
+        ),
+    ],
+)
+def test_a_malformed_header_or_scheme_is_a_config_error(tmp_path, table, key, problem):
+    from harness.errors import ConfigError
+    from harness.principals import presentation_of
+
+    cfg = _config(tmp_path, table)
+    with pytest.raises(ConfigError) as err:
+        principals_from(cfg.table("auth.principals"), "t", presentation=presentation_of(cfg))
+    assert err.value.key == key
+    assert problem in str(err.value)
+
+
+def test_authn_001_varies_the_credential_in_the_configured_header():
+    """etcd reads ``token: <t>``: every malformed variant goes there, and V7 moves T off it."""
+    import random
+
+    from harness.plans.tokens import ambiguous_calls, basic_variants, variant_ref
+    from harness.principals import Presentation, Principal
+
+    etcd = Presentation("token", "")
+    variants = dict(basic_variants(random.Random(7), "T", etcd))
+    by_ref = {variant_ref(label): md for label, md in variants.items()}
+    assert by_ref["V1"] == ()  # no token header at all
+    assert list(variants)[1] == "V2 an empty credential"
+    assert variants["V2 an empty credential"] == (("token", ""),)
+    assert variants["V3 'abc'"] == (("token", "abc"),)
+    assert variants["V4 Basic credentials"] == (("token", "Basic dXNlcjpwYXNz"),)
+    for label in ("V5 three random base64url segments", "V6 12 KiB random token"):
+        ((key, value),) = variants[label]
+        assert key == "token"
+        assert " " not in value
+    assert variants["V7 valid token under x-token"] == (("x-token", "T"),)
+    assert variants["V7 valid token under token-bin"] == (("token-bin", b"T"),)
+    # Nowhere an authorization header the service might also read (etcd does).
+    assert not [k for md in variants.values() for k, _ in md if k == "authorization"]
+    least = Principal("least-privileged", token_env="X", presentation=etcd)
+    admin = Principal("admin", token_env="Y", presentation=etcd)
+    least._token, admin._token = "low", "high"
+    v8 = ambiguous_calls("/etcdserverpb.KV/Put", b"", least, admin)
+    assert v8[0].label == "V8 two token entries (least-privileged then admin)"
+    assert v8[0].metadata == (("token", "low"), ("token", "high"))
+    assert v8[1].metadata == (("token", "high"), ("token", "low"))
+
+
+def test_a_run_sends_each_principal_as_it_is_configured(tmp_path):
+    """On the wire: the service sees ``token: <t>``, never ``authorization: Bearer <t>``."""
+    from concurrent import futures
+
+    import grpc
+
+    from harness.lifecycle import RunOptions
+    from harness.plans.calls import bearer
+    from harness.run import Run
+    from harness.target import parse_target
+
+    seen: list[dict[str, str | bytes]] = []
+
+    def handle(request: bytes, context: grpc.ServicerContext) -> bytes:
+        seen.append(
+            {k: v for k, v in context.invocation_metadata() if k in ("token", "authorization")}
+        )
+        return b""
+
+    handler = grpc.method_handlers_generic_handler(
+        "t.S", {"M": grpc.unary_unary_rpc_method_handler(handle)}
+    )
+    server = grpc.server(futures.ThreadPoolExecutor(2))
+    server.add_generic_rpc_handlers([handler])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    cfg = _config(
+        tmp_path,
+        '[auth]\nheader = "token"\nscheme = ""\n[auth.principals.u]\ntoken_file = "t.tok"\n',
+    )
+    run = Run.open(parse_target(f"127.0.0.1:{port}"), cfg, RunOptions(seed=1))
+    try:
+        user = run.principal("u")
+        assert user is not None
+        run.call("/t.S/M", principal=user)
+        run.call("/t.S/M", extra_metadata=bearer("forged", user.presentation))
+    finally:
+        run.close()
+        server.stop(0)
+    assert seen == [{"token": "t0k3n"}, {"token": "forged"}]

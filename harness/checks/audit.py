@@ -631,7 +631,8 @@ def _burst(run: Run, base: Base) -> list[Observation]:
     token = forged_token(base.token, sub)
     burst = int(run.config.get("audit.failure_burst", 20))
     start = dt.datetime.now(dt.timezone.utc)
-    call = Call("forged-sub token", base.method.path, (base.request,), None, bearer(token))
+    md = bearer(token, base.principal.presentation)
+    call = Call("forged-sub token", base.method.path, (base.request,), None, md)
     results = [r for _, r in send(run, [call] * burst)]
     throttled = any(r.code == grpc.StatusCode.RESOURCE_EXHAUSTED for r in results)
     got, problem = audit.wait_for(run, [r.request_id for r in results])

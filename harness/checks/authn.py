@@ -137,7 +137,7 @@ def forgery_calls(base: Held, forged: Sequence[Forgery]) -> list[Filed]:
                 base.method.path,
                 (base.request,),
                 None,
-                bearer(token),
+                bearer(token, base.principal.presentation),
                 retry_exhausted=len(token) <= OVERSIZE,
             ),
         )
@@ -259,7 +259,14 @@ def judge_basics(
 def mutation_calls(base: Held, tokens: Sequence[str]) -> list[Call]:
     """V9: each mutated token sent to T's method."""
     return [
-        Call("V9 mutated token", base.method.path, (base.request,), None, bearer(t)) for t in tokens
+        Call(
+            "V9 mutated token",
+            base.method.path,
+            (base.request,),
+            None,
+            bearer(t, base.principal.presentation),
+        )
+        for t in tokens
     ]
 
 
@@ -717,7 +724,7 @@ def fixture_plan(
             base.method.path,
             (base.request,),
             None,
-            bearer(token),
+            bearer(token, base.principal.presentation),
         )
         plan.append((fixture.ref, call))
     return plan, skipped
@@ -932,12 +939,13 @@ def _hold(run: Run) -> Observation | None:
     base = accepted[0]
     token, exp = base.expiring(keys, 2)
     who = f"{probe} ({base.principal.name})"
-    fresh = run.call(base.method.path, [base.request], extra_metadata=bearer(token))
+    where = base.principal.presentation
+    fresh = run.call(base.method.path, [base.request], extra_metadata=bearer(token, where))
     unjudgeable = judge_held_fresh(who, base.method.path, fresh)
     if unjudgeable is not None:
         return unjudgeable
     time.sleep(max(0.0, exp + skew + HOLD_PAST_SKEW_S - time.time()))
-    late = run.call(base.method.path, [base.request], extra_metadata=bearer(token))
+    late = run.call(base.method.path, [base.request], extra_metadata=bearer(token, where))
     return judge_held_late(who, base.method.path, late, time.time() - exp)
 
 
@@ -1144,7 +1152,8 @@ def step_up_plan(
             skipped.append(skip.of(fixture.ref))
             continue
         label = f"{base.principal.name} {fixture.label}"
-        plan.append((fixture.ref, Call(label, path, (request,), None, bearer(token))))
+        md = bearer(token, base.principal.presentation)
+        plan.append((fixture.ref, Call(label, path, (request,), None, md)))
     return plan, skipped
 
 
@@ -1469,7 +1478,11 @@ def _expiring_stream(run: Run, policy: Policy, path: str, base: Base) -> StreamV
         requests = _every_second(request, wait)
     started = time.time()
     result = run.call(
-        path, requests, extra_metadata=bearer(token), timeout=wait + 1, max_responses=100_000
+        path,
+        requests,
+        extra_metadata=bearer(token, base.principal.presentation),
+        timeout=wait + 1,
+        max_responses=100_000,
     )
     where = f"{path} with a token expiring in {exp - now:.1f} s ({base.principal.name})"
     return judge_stream(

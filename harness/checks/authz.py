@@ -52,7 +52,7 @@ from harness.plans.calls import (
 )
 from harness.plans.tokens import authz_matrix_calls, run_nonce
 from harness.policy import Policy
-from harness.principals import Principal, principals_from
+from harness.principals import BEARER, Presentation, Principal, presentation_of, principals_from
 from harness.run import Run
 
 OK = grpc.StatusCode.OK
@@ -992,11 +992,12 @@ def plan_break_glass(
     foreign_id: str,
     emergency: Sequence[str],
     token: str,
+    where: Presentation = BEARER,
 ) -> list[Aimed]:
     """AUTHZ-005's calls, with the break-glass token, for a record outside the normal scope.
 
     Every method whose template names an own ID is called for ``foreign_id``; writes only
-    when mutations are allowed.
+    when mutations are allowed. The token travels as ``where`` says (``auth.header``).
     """
     aimed = []
     for m in policy.protected():
@@ -1011,7 +1012,7 @@ def plan_break_glass(
         label = (
             f"break-glass {'emergency' if ref == 'emergency' else 'other'} call for {foreign_id}"
         )
-        aimed.append(Aimed(ref, Call(label, m.path, (body,), None, bearer(token))))
+        aimed.append(Aimed(ref, Call(label, m.path, (body,), None, bearer(token, where))))
     return aimed
 
 
@@ -1102,7 +1103,9 @@ def break_glass(run: Run) -> Outcome:
     declared (ATT-006 must then cover the procedure); INCONCLUSIVE when the audit source
     cannot be read.
     """
-    fixtures = principals_from(run.config.table("auth.fixtures"), "config")
+    fixtures = principals_from(
+        run.config.table("auth.fixtures"), "config", presentation=presentation_of(run.config)
+    )
     emergency = run.config.str_list("authz.emergency_methods")
     if "break_glass" not in fixtures or not emergency:
         raise NotApplicable(
@@ -1115,7 +1118,9 @@ def break_glass(run: Run) -> Outcome:
     if not foreign:
         raise NotApplicable("needs authz.foreign_ids: a record outside the normal scope")
     token = fixtures["break_glass"].token()
-    aimed = plan_break_glass(policy, _templates(run, policy), own, foreign[0], emergency, token)
+    where = fixtures["break_glass"].presentation
+    templates = _templates(run, policy)
+    aimed = plan_break_glass(policy, templates, own, foreign[0], emergency, token, where)
     sent = _sent(run, aimed)
     observations = judge_break_glass(sent)
     answered = [

@@ -484,7 +484,13 @@ def failure_variants(base: Base, keys: IssuerKeys, nonce: str, now: int) -> list
         minted = (expired, other, unknown_user(dict(t.claims), nonce))
         tokens += [(label, keys.mint(c, t.header)) for label, c in zip(MINTED, minted, strict=True)]
     return [
-        Call(label, base.method.path, (base.request,), None, bearer(token))
+        Call(
+            label,
+            base.method.path,
+            (base.request,),
+            None,
+            bearer(token, base.principal.presentation),
+        )
         for label, token in tokens
     ]
 

@@ -467,7 +467,7 @@ def _burst(run: Run, plan: RatePlan) -> tuple[list[CallResult], float]:
 def _failed_auth(run: Run, plan: RatePlan) -> Observation:
     """Step 3: send the invalid tokens, then watch for the alert unless throttled."""
     base = plan.base
-    bad = bearer(invalid_token(base))
+    bad = bearer(invalid_token(base), base.principal.presentation)
     call = Call("invalid token", base.method.path, (base.request,), None, bad, False)
     burst_start = dt.datetime.now(dt.timezone.utc)
     results = [r for _, r in send(run, [call] * INVALID_BURST)]

@@ -463,8 +463,9 @@ def secrets_used(run: Run, planted: Iterable[Planted]) -> dict[str, tuple[str, s
     }
     for p in planted:
         if p.kind == "token":
-            value = dict(p.probe.metadata).get("authorization", "")
-            out["the canary JWT"] = ("canary", str(value).removeprefix("Bearer "))
+            # The one credential entry, wherever auth.header put it; the JWT is its last word.
+            value = next((v for _, v in p.probe.metadata), "")
+            out["the canary JWT"] = ("canary", str(value).rsplit(" ", 1)[-1])
     return out
 
 

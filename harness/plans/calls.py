@@ -17,7 +17,7 @@ from harness.channels import CallResult
 from harness.descriptors import MethodInfo, is_repeated
 from harness.outcome import NotApplicable
 from harness.policy import Policy
-from harness.principals import Principal
+from harness.principals import BEARER, Presentation, Principal
 from harness.run import Run
 
 #: Why a control that needs the target's methods did not run ({}: the catalogue's problem).
@@ -28,9 +28,13 @@ NO_DESCRIPTORS = "no method descriptors: {}"
 TRANSPORT_ABUSE = "needs --hipaa-allow-transport-abuse (or safety.allow_transport_abuse = true)"
 
 
-def bearer(token: str) -> tuple[tuple[str, str], ...]:
-    """Metadata carrying ``token`` as a bearer credential."""
-    return (("authorization", f"Bearer {token}"),)
+def bearer(token: str, presentation: Presentation = BEARER) -> tuple[tuple[str, str], ...]:
+    """Metadata carrying ``token`` as a credential, where ``presentation`` puts it.
+
+    ``authorization: Bearer <token>`` by default; pass the presentation of the principal
+    the token stands for (``Principal.presentation``: ``auth.header``, ``auth.scheme``).
+    """
+    return presentation.metadata(token)
 
 
 @dataclass(frozen=True)

@@ -130,9 +130,8 @@ def _canary_token(run: Run, c: CanarySet) -> list[tuple[str, Call]]:
     base = found[0]
     claims = {**base.token.claims, "note": c.value("mrn")}
     token = sign(claims, harness_key("ec"), "ES256", base.token.header)
-    call = Call(
-        "canary JWT as a credential", base.method.path, (base.request,), None, bearer(token)
-    )
+    md = bearer(token, base.principal.presentation)
+    call = Call("canary JWT as a credential", base.method.path, (base.request,), None, md)
     return [("token", call)]
 
 

@@ -26,7 +26,7 @@ from harness.descriptors import MethodInfo
 from harness.plans.calls import NO_DESCRIPTORS, Call, bearer, send
 from harness.plans.jwks import issuer_jwks
 from harness.policy import Policy
-from harness.principals import Principal
+from harness.principals import BEARER, Presentation, Principal, presentation_of
 from harness.run import Run
 from harness.tokens import IssuerKeys, Parsed, parse, public_jwk, public_key_forms
 
@@ -256,39 +256,57 @@ def variant_ref(label: str) -> str:
     return label.split(" ", 1)[0]
 
 
-def basic_variants(rng: random.Random, token: str | None) -> list[Variant]:
-    """V1-V6, and V7 when some principal has a ``token``: what each call sends."""
+def basic_variants(
+    rng: random.Random,
+    token: str | None,
+    where: Presentation = BEARER,
+    token_where: Presentation | None = None,
+) -> list[Variant]:
+    """V1-V6, and V7 when some principal has a ``token``: what each call sends.
+
+    Each varies the credential where the service reads it (``where``: ``auth.header`` and
+    ``auth.scheme``): V1 leaves that header out, V2-V6 put a malformed one there, V7 moves
+    ``token`` (presented as its principal's, ``token_where``) under two wrong keys.
+    """
 
     def segment(n: int) -> str:
         return "".join(rng.choice(B64URL) for _ in range(n))
 
+    header, scheme = where.header, where.scheme
+    empty = f"V2 {scheme!r} with nothing after it" if scheme else "V2 an empty credential"
     variants: list[Variant] = [
-        ("V1 no authorization", ()),
-        ("V2 'Bearer' with nothing after it", (("authorization", "Bearer"),)),
-        ("V3 'Bearer abc'", (("authorization", "Bearer abc"),)),
-        ("V4 Basic credentials", (("authorization", "Basic dXNlcjpwYXNz"),)),
+        (f"V1 no {header}", ()),
+        (empty, ((header, scheme),)),
+        (f"V3 {where.value('abc')!r}", bearer("abc", where)),
+        ("V4 Basic credentials", ((header, "Basic dXNlcjpwYXNz"),)),
         (
             "V5 three random base64url segments",
-            bearer(f"{segment(24)}.{segment(48)}.{segment(43)}"),
+            bearer(f"{segment(24)}.{segment(48)}.{segment(43)}", where),
         ),
-        ("V6 12 KiB random token", bearer(segment(12 * 1024))),
+        ("V6 12 KiB random token", bearer(segment(12 * 1024), where)),
     ]
     if token is not None:
+        held = token_where or where
+        value = held.value(token)
         variants += [
-            ("V7 valid token under x-authorization", (("x-authorization", f"Bearer {token}"),)),
+            (f"V7 valid token under x-{held.header}", ((f"x-{held.header}", value),)),
             (
-                "V7 valid token under authorization-bin",
-                (("authorization-bin", f"Bearer {token}".encode()),),
+                f"V7 valid token under {held.header}-bin",
+                ((f"{held.header}-bin", value.encode()),),
             ),
         ]
     return variants
 
 
 def ambiguous_calls(path: str, request: bytes, least: Principal, admin: Principal) -> list[Call]:
-    """V8: two ``authorization`` entries on an admin-only method, in both orders."""
+    """V8: two credential entries (each where its principal's goes) on an admin-only method.
+
+    Both orders; with the usual one ``auth.header``, that header twice.
+    """
+    headers = " and ".join(dict.fromkeys(p.presentation.header for p in (least, admin)))
     return [
         Call(
-            f"V8 two authorization entries ({order})",
+            f"V8 two {headers} entries ({order})",
             path,
             (request,),
             None,
@@ -344,6 +362,8 @@ def authn_basic_calls(run: Run) -> list[tuple[Call, CallResult]] | str:
         variants = basic_variants(
             random.Random(run.options.seed),
             source.principal.token() if source is not None else None,
+            presentation_of(run.config),
+            source.principal.presentation if source is not None else None,
         )
         least, admin = run.principal("least-privileged"), run.principal("admin")
         pair = (least, admin) if least and admin and least.has_token and admin.has_token else None
