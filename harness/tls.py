@@ -13,6 +13,14 @@ Three things are done around sslyze, not by hand:
 * The full scan uses the configured client certificate, so mTLS servers can be scanned.
 * sslyze's early-data probe speaks HTTP/1.1 and fails against gRPC servers. When it errors,
   the same probe is made with nassl (sslyze's OpenSSL binding) speaking the HTTP/2 preface.
+* sslyze does not test the extended master secret when the server speaks TLS 1.3 (it
+  answers "supported" untested): the harness measures it on a handshake at the highest
+  version below TLS 1.3 that the server accepts, with nassl (:func:`measure_ems`).
+
+Path validation (:func:`verify_path`) is OpenSSL's ``X509_verify_cert`` through nassl, the
+RFC 5280 rules ``openssl verify`` and gRPC's TLS stacks apply: sslyze and ``cryptography``
+validate by the CA/Browser Forum's WebPKI profile only, which refuses private chains those
+clients accept (a CA without a key-usage extension, for one).
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import contextlib
 import math
 import socket
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -176,6 +185,7 @@ def _scan(target: ScanTarget) -> TlsFacts:
     facts = _facts(where, result.scan_result, requirement, evidence)
     if "TLS_1_3_EARLY_DATA" in facts.errors and facts.versions.get("TLS 1.3"):
         _early_data_over_h2(target, facts)
+    measure_ems(target, facts)
     return facts
 
 
@@ -309,13 +319,13 @@ def _early_data_over_h2(target: ScanTarget, facts: TlsFacts) -> None:
     facts.errors.pop("TLS_1_3_EARLY_DATA", None)
 
 
-def _nassl_client(target: ScanTarget) -> Any:
+def _nassl_client(target: ScanTarget, version: str = "TLS 1.3") -> Any:
     from nassl.ssl_client import OpenSslVerifyEnum, OpenSslVersionEnum, SslClient
 
     sock = socket.create_connection((target.host, target.port), timeout=target.timeout_s)
     return SslClient(
         underlying_socket=sock,
-        ssl_version=OpenSslVersionEnum.TLSV1_3,
+        ssl_version=OpenSslVersionEnum[_NASSL_VERSIONS[version]],
         ssl_verify=OpenSslVerifyEnum.NONE,
         client_certificate_chain=target.client_cert,
         client_key=target.client_key,
@@ -367,6 +377,117 @@ class _EarlyData:
 
     supports_early_data: bool
     how: str
+
+
+#: nassl's names of the versions the harness makes handshakes with.
+_NASSL_VERSIONS = {
+    "TLS 1.0": "TLSV1",
+    "TLS 1.1": "TLSV1_1",
+    "TLS 1.2": "TLSV1_2",
+    "TLS 1.3": "TLSV1_3",
+}
+_EMS = "TLS_EXTENDED_MASTER_SECRET"
+
+
+@dataclass(frozen=True)
+class Ems:
+    """Shaped like sslyze's EmsExtensionScanResult: the harness's own measurement."""
+
+    supports_ems_extension: bool
+    how: str
+
+
+def measure_ems(target: ScanTarget, facts: TlsFacts) -> None:
+    """The extended master secret, measured on a handshake below TLS 1.3 (nassl).
+
+    sslyze reports EMS "supported" without a handshake whenever the server speaks TLS 1.3,
+    although EMS exists only below it: a Go 1.19 server (etcd 3.4) never negotiates it on
+    TLS 1.2 and passed. Here one handshake at the highest version below 1.3 the scan saw
+    accepted (with the client certificate, if any) says whether the server negotiated EMS;
+    it replaces sslyze's answer. No such version: the item does not apply (TLS-006 holds
+    it), and when one could not be measured, neither can EMS (an error, INCONCLUSIVE).
+    """
+    below = [v for v in ("TLS 1.2", "TLS 1.1", "TLS 1.0") if facts.versions.get(v)]
+    if not below:
+        if any(facts.versions.get(v) is None for v in ("TLS 1.2", "TLS 1.1", "TLS 1.0")):
+            facts.hygiene[_EMS] = None
+            facts.errors[_EMS] = "not measured: whether TLS 1.2 or below is enabled is unknown"
+        return
+    version = below[0]
+    try:
+        used = _ems_negotiated(target, version)
+    except Exception as exc:  # nassl raises OpenSSLError, OSError and plain Exceptions
+        facts.hygiene[_EMS] = None
+        facts.errors[_EMS] = f"a {version} handshake failed: {type(exc).__name__}: {exc}"
+        return
+    if used is None:
+        facts.hygiene[_EMS] = None
+        facts.errors[_EMS] = f"OpenSSL could not tell whether the {version} handshake used EMS"
+        return
+    how = f"measured on a {version} handshake with nassl"
+    facts.hygiene[_EMS] = Ems(used, how)
+    facts.errors.pop(_EMS, None)
+
+
+def _ems_negotiated(target: ScanTarget, version: str) -> bool | None:
+    """Whether a full ``version`` handshake negotiated EMS (``None``: OpenSSL cannot tell)."""
+    from nassl.ssl_client import ExtendedMasterSecretSupportEnum as Support
+
+    client = _nassl_client(target, version)
+    try:
+        client.do_handshake()
+        seen = client.get_extended_master_secret_support()
+    finally:
+        client.shutdown()
+    return {Support.USED_IN_CURRENT_SESSION: True, Support.NOT_USED_IN_CURRENT_SESSION: False}.get(
+        seen
+    )
+
+
+# -- path validation (CERT-001) ---------------------------------------------------------------
+
+#: OpenSSL's verify errors about a certificate's validity dates (X509_V_ERR_CERT_NOT_YET_VALID,
+#: X509_V_ERR_CERT_HAS_EXPIRED): OpenSSL checks them last, after every signature up to it.
+DATE_ERRORS = frozenset({9, 10})
+
+
+@dataclass(frozen=True)
+class PathCheck:
+    """OpenSSL's verdict on a chain, as ``openssl verify`` gives it (RFC 5280 rules).
+
+    Attributes:
+        verified: Whether ``X509_verify_cert`` verified a path to the anchors.
+        code: OpenSSL's ``X509_V_ERR_*`` number (0 when verified).
+        error: OpenSSL's words for it.
+        path: The PEM certificates of the verified path, leaf first (empty unless verified).
+    """
+
+    verified: bool
+    code: int = 0
+    error: str = ""
+    path: tuple[str, ...] = ()
+
+
+def verify_path(chain_pem: Sequence[str], anchors_pem: Sequence[str]) -> PathCheck:
+    """Verify ``chain_pem`` (leaf first) to ``anchors_pem`` with OpenSSL, at the current time.
+
+    No host name and no purpose are checked (CERT-002 judges names and key usage), as
+    ``openssl verify -CAfile anchors -untrusted rest leaf`` does it.
+    """
+    from nassl._nassl import X509
+    from nassl.cert_chain_verifier import (
+        CertificateChainVerificationFailed,
+        CertificateChainVerifier,
+    )
+
+    if not anchors_pem:
+        return PathCheck(False, error="no trust anchors")
+    verifier = CertificateChainVerifier([X509(pem) for pem in anchors_pem])
+    try:
+        path = verifier.verify([X509(pem) for pem in chain_pem])
+    except CertificateChainVerificationFailed as exc:
+        return PathCheck(False, exc.openssl_error_code, exc.openssl_error_string)
+    return PathCheck(True, path=tuple(c.as_pem() for c in path))
 
 
 # -- profiles (catalogue 1.3 and 1.4) -----------------------------------------------------

@@ -1,11 +1,13 @@
 """Certificate controls: CERT-001 ... CERT-003.
 
-The chain is the one the server sent during the sslyze scan. The verdicts come from the
-``cryptography`` package: its X.509 path validation (the WebPKI rules) against the
-configured CA bundle, or against sslyze's copy of the Mozilla root store when none is
-given. sslyze's own path validation is recorded as evidence beside it. Each check reads the
-chain and the config, then hands them to pure judges (``judge_*``: certificates and values
-in, observations out).
+The chain is the one the server sent during the sslyze scan. Its path is validated by
+OpenSSL (:func:`harness.tls.verify_path`: the RFC 5280 rules of ``openssl verify`` and of
+gRPC's TLS stacks) against the configured CA bundle, or against sslyze's copy of the
+Mozilla root store when none is given; the verdicts of the WebPKI profile (``cryptography``,
+and sslyze, which uses it) are recorded as evidence beside it, since they refuse private
+chains TLS clients accept. The rest comes from the ``cryptography`` package. Each check reads
+the chain and the config, then hands them to pure judges (``judge_*``: certificates and
+values in, observations out).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from harness.history import HistoryError, first_seen
 from harness.outcome import CannotObserve, Observation, Outcome, Probe, Status, filed
 from harness.plans.tls import Handshake, handshake, run_profile, scanned
 from harness.run import Run
-from harness.tls import Profile, TlsFacts
+from harness.tls import DATE_ERRORS, Profile, TlsFacts, verify_path
 
 #: ``tls.min_days_to_expiry`` when the config does not set it.
 MIN_DAYS_TO_EXPIRY = 14
@@ -92,8 +94,9 @@ def chain_and_strength(run: Run) -> Outcome:
     """Chain trust, signature hashes, key strength and the OCSP pointer.
 
     The chain the server presented must validate to ``tls.ca_bundle`` (or the Mozilla
-    roots) under ``cryptography``'s X.509 verification, with validity dates and names set
-    aside (CERT-003 and CERT-002 judge those); it must be sent in order; every certificate
+    roots) under OpenSSL's RFC 5280 verification, as TLS clients validate it, with the
+    leaf's validity dates and names set aside (CERT-003 and CERT-002 judge those); it must
+    be sent in order; every certificate
     in it must be signed with SHA-256 or stronger; the leaf must be X.509 v3 with an RSA key
     of at least 2048 bits or an EC P-256/P-384 key (other strong keys WARN; RSA fails under
     ``mozilla-modern``); its AIA must carry an OCSP URL (a WARN instead of a FAIL with
@@ -121,13 +124,66 @@ def chain_and_strength(run: Run) -> Outcome:
 
 
 def judge_path(
-    chain: list[x509.Certificate], anchors: list[x509.Certificate], source: str, sslyze: str
+    chain: list[x509.Certificate],
+    anchors: list[x509.Certificate],
+    source: str,
+    sslyze: str,
+    now: dt.datetime | None = None,
 ) -> Observation:
-    """CERT-001 (path): a path to ``anchors``, judged with dates and names set aside.
+    """CERT-001 (path): a path to ``anchors`` under RFC 5280, as ``openssl verify`` finds it.
 
-    The verification time is the middle of the leaf's validity, and the subject is the
-    leaf's own first SAN: CERT-003 and CERT-002 judge those. ``sslyze`` is sslyze's own
-    verdict, recorded beside it.
+    OpenSSL checks a certificate's dates after every signature up to it, the leaf's last:
+    a chain refused only for the leaf's own dates has a path (CERT-003 judges those dates),
+    while an intermediate or root outside its validity fails here. Names are CERT-002's.
+    The WebPKI profile's verdict (``cryptography``) and ``sslyze``'s are recorded beside it.
+    """
+    now = now or dt.datetime.now(dt.timezone.utc)
+    check = verify_path([_pem(c) for c in chain], [_pem(a) for a in anchors])
+    expected = f"a valid path to {source} (OpenSSL's RFC 5280 verification)"
+    evidence = (
+        f"WebPKI rules: {webpki_verdict(chain, anchors, now)}; sslyze: {sslyze or 'no verdict'}"
+    )
+    if check.verified:
+        top = x509.load_pem_x509_certificate(check.path[-1].encode()).subject.rfc4514_string()
+        return Observation("path validation", f"valid to {top}; {evidence}", expected, Status.PASS)
+    observed = f"fails: {check.error} (OpenSSL error {check.code}); {evidence}"
+    if check.code in DATE_ERRORS:
+        stale = [c.subject.rfc4514_string() for c in _issuers(chain, anchors) if not _valid(c, now)]
+        if stale:
+            observed = f"fails: {', '.join(stale)} outside its validity period; {evidence}"
+        elif not _valid(chain[0], now):
+            observed = (
+                "valid but for the leaf's own validity dates, which OpenSSL checks last "
+                f"(CERT-003 judges them); {evidence}"
+            )
+            return Observation("path validation", observed, expected, Status.PASS)
+    return Observation("path validation", observed, expected, Status.FAIL)
+
+
+def _pem(cert: x509.Certificate) -> str:
+    return cert.public_bytes(Encoding.PEM).decode()
+
+
+def _valid(cert: x509.Certificate, now: dt.datetime) -> bool:
+    return cert.not_valid_before_utc <= now <= cert.not_valid_after_utc
+
+
+def _issuers(
+    chain: list[x509.Certificate], anchors: list[x509.Certificate]
+) -> list[x509.Certificate]:
+    """The CA certificates a path from ``chain[0]`` may go through: sent, or anchors named."""
+    named = {c.issuer for c in chain}
+    return [*chain[1:], *(a for a in anchors if a.subject in named and a not in chain)]
+
+
+def webpki_verdict(
+    chain: list[x509.Certificate], anchors: list[x509.Certificate], now: dt.datetime
+) -> str:
+    """The CA/Browser Forum WebPKI profile's verdict (``cryptography``), as evidence.
+
+    Stricter than RFC 5280 (key usage required on CAs, key identifiers...): a private PKI
+    need not meet it. Judged at ``now`` moved into the leaf's validity, for the leaf's first
+    SAN.
     """
     leaf = chain[0]
     dns, ips = leaf_names(leaf)
@@ -137,10 +193,8 @@ def judge_path(
     elif ips:
         subject = verification.IPAddress(ipaddress.ip_address(ips[0]))
     else:
-        return Observation(
-            "path validation", "the leaf has no SAN to validate against", "a SAN", Status.FAIL
-        )
-    moment = leaf.not_valid_before_utc + (leaf.not_valid_after_utc - leaf.not_valid_before_utc) / 2
+        return "not judged (the leaf has no SAN)"
+    moment = min(max(now, leaf.not_valid_before_utc), leaf.not_valid_after_utc)
     ee = verification.ExtensionPolicy.webpki_defaults_ee().may_be_present(
         x509.ExtendedKeyUsage, verification.Criticality.AGNOSTIC, None
     )
@@ -152,14 +206,11 @@ def judge_path(
             ca_policy=verification.ExtensionPolicy.webpki_defaults_ca(), ee_policy=ee
         )
     )
-    expected = f"a valid path to {source} (cryptography's X.509 verification)"
-    evidence = f"sslyze: {sslyze or 'no verdict'}"
     try:
-        verified = builder.build_server_verifier(subject).verify(leaf, chain[1:])
-    except verification.VerificationError as exc:
-        return Observation("path validation", f"fails: {exc}; {evidence}", expected, Status.FAIL)
-    root = verified[-1].subject.rfc4514_string()
-    return Observation("path validation", f"valid to {root}; {evidence}", expected, Status.PASS)
+        builder.build_server_verifier(subject).verify(leaf, chain[1:])
+    except (verification.VerificationError, ValueError) as exc:
+        return f"fails ({exc})"
+    return "valid"
 
 
 def judge_order(valid: bool | None) -> Observation:

@@ -566,8 +566,10 @@ def protocol_hygiene(run: Run) -> Outcome:
     renegotiation refused; extended master secret supported; fallback SCSV supported (the
     last three only where a version below TLS 1.3 is enabled: with none, they hold); TLS
     1.3 0-RTT early data refused. sslyze's early-data probe speaks HTTP/1.1; against
-    servers that close on it, the same probe is repeated with nassl speaking HTTP/2. A
-    probe that errors is INCONCLUSIVE with sslyze's reason.
+    servers that close on it, the same probe is repeated with nassl speaking HTTP/2. EMS is
+    the harness's own measurement, a handshake at the highest version below TLS 1.3
+    (sslyze answers "supported" untested when the server speaks TLS 1.3). A probe that
+    errors is INCONCLUSIVE with its reason.
     """
     facts = scanned(run)
     observations = [*judge_hygiene(facts), judge_robot(facts).of("robot")]

@@ -8,7 +8,9 @@ stack's error strings.
 """
 
 import datetime as dt
+import ipaddress
 import shutil
+from types import SimpleNamespace
 
 import pytest
 from cryptography import x509
@@ -134,21 +136,127 @@ def test_a_chain_sent_with_its_root_and_an_ip_only_san_validate(ca):
     assert len(judge_hashes(chain)) == 1
 
 
-def test_a_leaf_without_any_san_fails_path_validation(ca):
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cn-only.test")])
-    bare = (
+# -- CERT-001 on private chains as `openssl verify` and gRPC clients accept them -------------
+
+
+def _key():
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _cert(subject, key, issuer=None, issuer_key=None, *, ca, days=(-1, 365), san=()):
+    """A certificate as `openssl req -x509` / `openssl x509 -req` make them by default.
+
+    CAs carry basicConstraints CA:TRUE and nothing else: no key usage, no key identifiers,
+    which RFC 5280 clients accept and the CA/Browser Forum's WebPKI profile refuses.
+    """
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    builder = (
         x509.CertificateBuilder()
         .subject_name(name)
-        .issuer_name(name)
+        .issuer_name(issuer.subject if issuer is not None else name)
         .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(NOW - dt.timedelta(days=1))
-        .not_valid_after(NOW + dt.timedelta(days=1))
-        .sign(key, hashes.SHA256())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW + dt.timedelta(days=days[0]))
+        .not_valid_after(NOW + dt.timedelta(days=days[1]))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
     )
-    obs = judge_path([bare], [root(ca)], "ca.pem", "")
-    assert (obs.status, obs.observed) == (Status.FAIL, "the leaf has no SAN to validate against")
+    if san:
+        names = [
+            x509.IPAddress(ipaddress.ip_address(n)) if n[0].isdigit() else x509.DNSName(n)
+            for n in san
+        ]
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        usages = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+        builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+    return builder.sign(issuer_key or key, hashes.SHA256())
+
+
+@pytest.fixture(scope="module")
+def etcd_pki():
+    """A root, an intermediate and an etcd-style leaf (localhost, 127.0.0.1; both EKUs)."""
+    root_key, int_key, leaf_key = _key(), _key(), _key()
+    root_ca = _cert("etcd-root-ca", root_key, ca=True, days=(-30, 3650))
+    inter = _cert("etcd-intermediate-ca", int_key, root_ca, root_key, ca=True, days=(-30, 1000))
+    leaf = _cert("etcd", leaf_key, inter, int_key, ca=False, san=("localhost", "127.0.0.1"))
+    return SimpleNamespace(
+        root=root_ca, inter=inter, leaf=leaf, root_key=root_key, int_key=int_key, leaf_key=leaf_key
+    )
+
+
+def test_an_intermediate_chain_without_key_usage_validates_as_openssl_verify_says(etcd_pki):
+    """It failed before: cryptography's WebPKI rules want key usage on every CA."""
+    p = etcd_pki
+    obs = judge_path([p.leaf, p.inter], [p.root], "tls.ca_bundle ca.pem", "Supplied CA file: x")
+    assert obs.status is Status.PASS
+    assert obs.observed.startswith("valid to CN=etcd-root-ca")
+    assert "WebPKI rules: fails" in obs.observed  # recorded, not judged
+    if shutil.which("openssl"):  # the system's own `openssl verify` agrees
+        assert _openssl_verify(p, [p.inter]) is True
+
+
+def _openssl_verify(p, untrusted) -> bool:
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as d:
+        files = {"root": p.root, "leaf": p.leaf}
+        for name, cert in files.items():
+            Path(d, name).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        Path(d, "untrusted").write_bytes(
+            b"".join(c.public_bytes(serialization.Encoding.PEM) for c in untrusted)
+        )
+        args = ["openssl", "verify", "-CAfile", f"{d}/root"]
+        if untrusted:
+            args += ["-untrusted", f"{d}/untrusted"]
+        done = subprocess.run([*args, f"{d}/leaf"], capture_output=True, check=False)
+    return done.returncode == 0
+
+
+def test_an_intermediate_left_out_of_the_chain_fails(etcd_pki):
+    p = etcd_pki
+    obs = judge_path([p.leaf], [p.root], "ca.pem", "")
+    assert obs.status is Status.FAIL
+    assert "unable to get local issuer certificate" in obs.observed
+    # The intermediate among the anchors completes it, as it would for a client.
+    assert judge_path([p.leaf], [p.root, p.inter], "ca.pem", "").status is Status.PASS
+
+
+def test_an_expired_intermediate_fails_and_names_it(etcd_pki):
+    p = etcd_pki
+    stale = _cert("stale-intermediate", p.int_key, p.root, p.root_key, ca=True, days=(-400, -30))
+    leaf = _cert("etcd", p.leaf_key, stale, p.int_key, ca=False, san=("localhost",))
+    obs = judge_path([leaf, stale], [p.root], "ca.pem", "")
+    assert obs.status is Status.FAIL
+    assert obs.observed.startswith("fails: CN=stale-intermediate outside its validity period")
+
+
+def test_a_leaf_outliving_its_intermediate_is_judged_now_not_at_its_midpoint(etcd_pki):
+    """A ten-year leaf under a 1000-day intermediate: valid now, so a path now."""
+    p = etcd_pki
+    long_leaf = _cert(
+        "etcd", p.leaf_key, p.inter, p.int_key, ca=False, days=(-1, 3650), san=("localhost",)
+    )
+    assert judge_path([long_leaf, p.inter], [p.root], "ca.pem", "").status is Status.PASS
+
+
+def test_a_leaf_without_any_san_has_a_path_and_leaves_names_to_cert_002(etcd_pki):
+    p = etcd_pki
+    bare = _cert("cn-only.test", p.leaf_key, p.inter, p.int_key, ca=False)
+    obs = judge_path([bare, p.inter], [p.root], "ca.pem", "")
+    assert obs.status is Status.PASS
+    assert "WebPKI rules: not judged (the leaf has no SAN)" in obs.observed
+    assert judge_san(bare, "cn-only.test").status is Status.FAIL  # CERT-002 fails it
+
+
+def test_a_forged_chain_fails(etcd_pki):
+    p = etcd_pki
+    rogue_key = _key()
+    rogue = _cert("etcd-intermediate-ca", rogue_key, p.root, rogue_key, ca=True)  # self-signed
+    leaf = _cert("etcd", p.leaf_key, rogue, rogue_key, ca=False, san=("localhost",))
+    obs = judge_path([leaf, rogue], [p.root], "ca.pem", "")
+    assert obs.status is Status.FAIL
+    assert "OpenSSL error" in obs.observed
 
 
 @pytest.mark.parametrize(

@@ -424,3 +424,67 @@ def test_robot_not_measured_behind_client_auth_is_inconclusive_with_the_reason()
     assert obs.status is Status.INCONCLUSIVE
     assert "sslyze issue 484" in obs.observed
     assert settled("TLS-006", [obs.of("robot")]).status is Status.INCONCLUSIVE
+
+
+# -- TLS-006 (ems): measured on TLS 1.2, not taken from sslyze -------------------------------
+
+#: OpenSSL 3's SSL_OP_NO_EXTENDED_MASTER_SECRET: the server never negotiates EMS, as Go
+#: before 1.21 (etcd 3.4) and other old stacks.
+NO_EMS = 0x1
+
+
+def _tls_server(tcp_server, tmp_path, *, ems: bool) -> int:
+    """A TLS 1.2 + 1.3 server on 127.0.0.1 (Python ssl) that handshakes and reads to EOF."""
+    import ssl
+
+    from targets.pki import CertificateAuthority
+
+    issued = CertificateAuthority("EMS test CA").issue(("localhost",))
+    issued.write(tmp_path, "server")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(tmp_path / "server.pem", tmp_path / "server-key.pem")
+    if not ems:
+        ctx.options |= NO_EMS
+
+    def handle(conn) -> None:
+        conn.settimeout(3)
+        with ctx.wrap_socket(conn, server_side=True) as tls:
+            while tls.recv(1024):
+                pass
+
+    return tcp_server(handle)
+
+
+@pytest.mark.parametrize("ems", [True, False])
+def test_ems_is_measured_on_tls12_not_taken_as_sslyze_reports_it(tcp_server, tmp_path, ems):
+    """sslyze answers "supported" untested whenever TLS 1.3 is on: a no-EMS server passed."""
+    from harness.tls import ScanTarget, measure_ems
+
+    port = _tls_server(tcp_server, tmp_path, ems=ems)
+    found = facts()  # sslyze's untested answer: supports_ems_extension=True
+    measure_ems(ScanTarget("127.0.0.1", port, "localhost", None, None, None, 3.0), found)
+    measured = found.hygiene["TLS_EXTENDED_MASTER_SECRET"]
+    assert measured.supports_ems_extension is ems
+    (item,) = [o for o in judge_hygiene(found) if o.ref == "ems"]
+    assert item.status is (Status.PASS if ems else Status.FAIL)
+    assert "measured on a TLS 1.2 handshake with nassl" in item.observed
+
+
+def test_ems_not_measurable_is_inconclusive_never_sslyzes_untested_answer():
+    from conftest import closed_port
+    from harness.tls import ScanTarget, measure_ems
+
+    gone = ScanTarget("127.0.0.1", closed_port(), "localhost", None, None, None, 1.0)
+    unreached = facts()
+    measure_ems(gone, unreached)
+    assert refs(judge_hygiene(unreached))["ems"] == [Status.INCONCLUSIVE]
+    assert "a TLS 1.2 handshake failed" in unreached.errors["TLS_EXTENDED_MASTER_SECRET"]
+    # Which versions below TLS 1.3 are on is unknown: EMS is not measured either.
+    unknown = facts(versions={**facts().versions, "TLS 1.2": None})
+    measure_ems(gone, unknown)
+    assert unknown.hygiene["TLS_EXTENDED_MASTER_SECRET"] is None
+    # TLS 1.3 only: nothing to measure, and the item holds.
+    only13 = facts(versions={**dict.fromkeys(LEGACY_VERSIONS, False), "TLS 1.2": False})
+    measure_ems(gone, only13)
+    assert refs(judge_hygiene(only13))["ems"] == [Status.PASS]
