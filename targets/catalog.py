@@ -247,6 +247,16 @@ REFERENCE = BundledTarget(
             blinds=("REDACT-002",),
         ),
         Defect(
+            "audit-mutable",
+            "the audit store's management API (`AuditAdmin`: `UpdateEvent`, `DeleteEvent`) "
+            "lets admins edit and delete records, and its operators grant that in the RBAC "
+            "matrix (so AUTHZ-001 holds); the store renumbers and re-seals its hash chain "
+            "after each change, so the chain still verifies with no gap (AUDIT-005 holds): "
+            "only AUDIT-006 (a), which wants every principal refused and every event kept, "
+            "sees it",
+            ("AUDIT-006",),
+        ),
+        Defect(
             "phi-in-logs",
             "update requests, values and all, go to the application log",
             ("REDACT-001",),

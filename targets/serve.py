@@ -31,6 +31,7 @@ from targets.catalog import BUNDLED
 from targets.edge import STRICT_TLS12, Edge, EdgeSettings
 from targets.issuer_http import IssuerEndpoint
 from targets.pki import SERVER_NAMES, Issued, Pki, TokenIssuer
+from targets.sntp import SntpServer
 
 READY_PREFIX = "HIPAA-TARGET-READY "
 
@@ -75,6 +76,7 @@ def _reference_config(
     defects: frozenset[str],
     jwks_uri: str,
     opaque: dict[str, str] | None = None,
+    ntp_server: str = "",
 ) -> Path:
     edge = bool(defects & EDGE_DEFECTS)
     from targets.reference import schema, server
@@ -92,7 +94,7 @@ def _reference_config(
         principals[f"auth.principals.{p.name}"] = {"token_file": f"tokens/{name}"}
     matrix = {
         method: [p.name for p in server.PRINCIPALS if policy.roles & set(p.roles)]
-        for method, policy in server.POLICY.items()
+        for method, policy in server.policy_table(defects).items()
     }
     templates = {
         f"/{schema.SERVICE}/GetPatient": '{"patientId": "p-0001"}',
@@ -106,6 +108,9 @@ def _reference_config(
             '{"patientId": "p-0001", "intervalMs": 100, "maxEvents": 2}'
         ),
         f"/{schema.SERVICE}/ReadPatients": '{"patientId": "p-0001"}',
+        # The audit store's management RPCs name its first record: the start-up event.
+        server.UPDATE_EVENT: '{"seq": "1", "field": "note", "value": "edited by the harness"}',
+        server.DELETE_EVENT: '{"seq": "1"}',
     }
     clinician = next(p for p in server.PRINCIPALS if p.name == "clinician")
     glass = tokens / "break-glass.jwt"
@@ -132,7 +137,7 @@ def _reference_config(
         },
         "schema": {
             "descriptor_set": "descriptors.pb",
-            "write_methods": [f"/{schema.SERVICE}/UpdatePatient"],
+            "write_methods": [f"/{schema.SERVICE}/UpdatePatient", *server.MGMT_METHODS],
             "public_methods": sorted(server.PUBLIC_METHODS),
             "liveness_method": "/grpc.health.v1.Health/Check",
         },
@@ -234,6 +239,7 @@ def _reference_config(
             "format": "jsonl",
             "request_id_key": server.REQUEST_ID_KEY,
             "delivery_timeout_s": 3,
+            "mgmt_methods": list(server.MGMT_METHODS),
         },
         "audit.hash_chain": {
             "algorithm": "sha256",
@@ -242,7 +248,7 @@ def _reference_config(
             "prev_field": "prev_hash",
             "hash_field": "hash",
         },
-        "clock": {"tolerance_ms": 1000},
+        "clock": {"tolerance_ms": 1000, "ntp_server": ntp_server},
         "audit.field_map": {
             "identity": "identity",
             "method": "method",
@@ -352,7 +358,7 @@ def _edge_variant(defects: frozenset[str], pki: Pki) -> tuple[EdgeSettings, Issu
 
 
 class _Parts:
-    """The service and what runs beside it (TLS edge, key publication), stopped together."""
+    """The service and what runs beside it (TLS edge, keys, time server), stopped together."""
 
     def __init__(self, port: int, *parts: Any) -> None:
         self.port = port
@@ -412,6 +418,7 @@ def start(
     running = server.start(options, issuer, creds)
     # The jwks-private defect publishes the signing key's private scalar with it.
     keys = IssuerEndpoint(issuer.issuer, issuer.jwks(private="jwks-private" in defects))
+    clock = SntpServer()  # the host clock, which the service stamps its events with
     if edge is not None:
         settings, leaf = edge
         leaf.write(workdir / "edge", "server")
@@ -422,10 +429,10 @@ def start(
         )
         backend = (options.host, running.port)
         front = Edge(context, backend, options.host, require_h2=settings.alpn)
-        handle = _Parts(front.port, front, running, keys)
+        handle = _Parts(front.port, front, running, keys, clock)
     else:
-        handle = _Parts(running.port, running, keys)
-    config = _reference_config(workdir, issuer, defects, keys.jwks_uri, opaque)
+        handle = _Parts(running.port, running, keys, clock)
+    config = _reference_config(workdir, issuer, defects, keys.jwks_uri, opaque, clock.address)
     served = Served(f"127.0.0.1:{handle.port}", config, workdir)
     return served, threading.Event(), handle
 

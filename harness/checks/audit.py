@@ -13,18 +13,21 @@ Events are read through :class:`harness.audit.Fields` (``audit.field_map``,
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import datetime as dt
 import hashlib
 import json
 import socket
 import struct
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from jwt.utils import base64url_decode
 
 from harness import audit
@@ -32,6 +35,8 @@ from harness.audit import Fields
 from harness.catalogue import CATALOGUE, Severity
 from harness.channels import CallResult
 from harness.checks import check
+from harness.descriptors import is_repeated
+from harness.errors import DescriptorError
 from harness.oracles import UNREACHED, refused
 from harness.outcome import (
     CannotObserve,
@@ -42,9 +47,24 @@ from harness.outcome import (
     Status,
     filed,
 )
-from harness.plans.calls import Call, bearer, policy_or_skip, send, template_text
+from harness.plans.calls import (
+    NO_DESCRIPTORS,
+    Call,
+    bearer,
+    policy_or_skip,
+    send,
+    template_text,
+)
 from harness.plans.canaries import fill, planted_calls, wait_alert
-from harness.plans.tokens import Base, authn_basic_calls, authz_matrix_calls, bases, run_nonce
+from harness.plans.tokens import (
+    Base,
+    Held,
+    authn_basic_calls,
+    authz_matrix_calls,
+    bases,
+    run_nonce,
+    valid_tokens,
+)
 from harness.policy import Policy
 from harness.run import Run
 from harness.tokens import Parsed, parse, tamper, with_signature
@@ -771,6 +791,83 @@ def measure_offset(server: str, timeout_s: float = 2.0) -> tuple[ClockOffset | N
     return offset, "" if offset else f"clock.ntp_server {server}: not a valid SNTP answer"
 
 
+#: adjtimex(2): the status bit the kernel sets while no NTP daemon disciplines the clock,
+#: the state it returns then, and the maxerror (us) it reports when it knows nothing.
+STA_UNSYNC, TIME_ERROR, MAXERROR_UNKNOWN_US = 0x0040, 5, 16_000_000
+
+
+@dataclass(frozen=True)
+class KernelClock:
+    """What the kernel says of its own clock (``adjtimex`` read-only: modes 0)."""
+
+    state: int  # adjtimex's return: TIME_OK 0 ... TIME_ERROR 5
+    status: int  # STA_* bits
+    maxerror_us: int  # the maximum error the NTP discipline vouches for
+
+
+class _Timeval(ctypes.Structure):
+    _fields_ = (("tv_sec", ctypes.c_long), ("tv_usec", ctypes.c_long))
+
+
+class _Timex(ctypes.Structure):
+    """Linux ``struct timex`` (include/uapi/linux/timex.h), field for field."""
+
+    _fields_ = (
+        ("modes", ctypes.c_uint),
+        ("offset", ctypes.c_long),
+        ("freq", ctypes.c_long),
+        ("maxerror", ctypes.c_long),
+        ("esterror", ctypes.c_long),
+        ("status", ctypes.c_int),
+        ("constant", ctypes.c_long),
+        ("precision", ctypes.c_long),
+        ("tolerance", ctypes.c_long),
+        ("time", _Timeval),
+        ("tick", ctypes.c_long),
+        ("ppsfreq", ctypes.c_long),
+        ("jitter", ctypes.c_long),
+        ("shift", ctypes.c_int),
+        ("stabil", ctypes.c_long),
+        ("jitcnt", ctypes.c_long),
+        ("calcnt", ctypes.c_long),
+        ("errcnt", ctypes.c_long),
+        ("stbcnt", ctypes.c_long),
+        ("tai", ctypes.c_int),
+        ("reserved", ctypes.c_int * 11),
+    )
+
+
+def kernel_clock() -> KernelClock | None:
+    """The kernel's clock state by ``adjtimex`` (modes 0: reads, never sets); None elsewhere."""
+    try:
+        adjtimex = ctypes.CDLL(None, use_errno=True).adjtimex
+    except (OSError, AttributeError):  # not Linux (no such call)
+        return None
+    timex = _Timex()
+    state = adjtimex(ctypes.byref(timex))
+    if state < 0:
+        return None
+    return KernelClock(int(state), int(timex.status), int(timex.maxerror))
+
+
+def kernel_bound(clock: KernelClock | None) -> tuple[ClockOffset | None, str]:
+    """The harness clock's offset bound from the kernel's NTP discipline, or why there is none.
+
+    A kernel clock an NTP daemon keeps synchronised (STA_UNSYNC clear, state not
+    TIME_ERROR) vouches for its own maximum error: the offset from true time is within
+    ``maxerror`` (estimate 0). Unsynchronised, unreadable or with the "unknown" maxerror
+    (16 s), it bounds nothing.
+    """
+    missing = "no clock.ntp_server"
+    if clock is None:
+        return None, f"{missing}, and the kernel's clock state cannot be read (adjtimex)"
+    if clock.status & STA_UNSYNC or clock.state == TIME_ERROR:
+        return None, f"{missing}, and the kernel clock is not synchronised (STA_UNSYNC)"
+    if not 0 <= clock.maxerror_us < MAXERROR_UNKNOWN_US:
+        return None, f"{missing}, and the kernel does not know its maximum error"
+    return ClockOffset(0.0, clock.maxerror_us / 1e6), ""
+
+
 # -- AUDIT-004 ----------------------------------------------------------------------------
 
 
@@ -812,7 +909,8 @@ def judge_timestamps(
     Each event's time near its call's midpoint (delta), every timestamp sub-second and
     zoned (precision), the events in call order (order). A call with no event is
     INCONCLUSIVE (delta). ``clock``: the harness's offset (see :func:`judge_delta`);
-    :data:`UNBOUNDED` when it could not be measured, and then no delta is judged.
+    :data:`UNBOUNDED` when it could not be measured, and then no delta is judged (a SKIP
+    says why).
     """
     out, stamps, vague, seen = [], [], [], 0
     for r in results:
@@ -840,6 +938,15 @@ def judge_timestamps(
             stamps.append(stamp.at)
     if seen:
         out.append(judge_precision(vague, seen))
+    if seen and clock is UNBOUNDED:
+        out.append(
+            Observation(
+                "event time vs. call midpoint",
+                "not judged: the harness cannot bound its own clock's offset",
+                "a bounded harness clock (clock.ntp_server)",
+                Status.SKIP,
+            ).of("delta")
+        )
     if len(stamps) >= 2:
         ordered = stamps == sorted(stamps)
         out.append(
@@ -868,27 +975,47 @@ def judge_precision(vague: Sequence[tuple[CallResult, Any]], seen: int) -> Obser
     ).of("precision")
 
 
-def judge_clock(samples: Sequence[tuple[ClockOffset | None, str]]) -> Observation:
-    """The harness's offset from ``clock.ntp_server`` (before and after the calls), bounded."""
-    probe, expected = "harness clock offset (SNTP)", "an answer from clock.ntp_server"
+def judge_clock(
+    samples: Sequence[tuple[ClockOffset | None, str]], server: str | None
+) -> Observation:
+    """The harness's offset bounded before and after the calls (``samples``), or not.
+
+    With ``server`` (``clock.ntp_server``) the samples are SNTP exchanges: one without a
+    valid answer leaves the probe INCONCLUSIVE. Without it they are the kernel's own
+    synchronisation state (:func:`kernel_bound`): one that bounds nothing leaves the probe
+    unrun (SKIP), naming ``clock.ntp_server``.
+    """
+    probe = "harness clock offset " + ("(SNTP)" if server else "(kernel NTP discipline)")
+    expected = "an answer from clock.ntp_server" if server else "clock.ntp_server"
     problem = next((why for offset, why in samples if offset is None), "")
     if problem or not samples:
-        observed = problem or "not measured"
-        return Observation(probe, observed, expected, Status.INCONCLUSIVE).of("ntp")
+        status = Status.INCONCLUSIVE if server else Status.SKIP
+        return Observation(probe, problem or "not measured", expected, status).of("ntp")
     clock = ClockOffset.of(*(offset for offset, _ in samples if offset is not None))
     observed = f"{clock.offset_s * 1000:+.1f} ms, +/-{clock.uncertainty_s * 1000:.1f} ms"
-    return Observation(probe, observed, expected, Status.PASS).of("ntp")
+    return Observation(probe, observed, "a bounded offset", Status.PASS).of("ntp")
 
 
 def _timed_calls(run: Run) -> list[CallResult]:
-    """Ten sequential calls to an audited method by a principal that may read it."""
+    """Ten sequential calls to an audited method by a principal whose token was accepted.
+
+    Every role's token counts, a JWT or an opaque one (:func:`valid_tokens`).
+    """
     policy_or_skip(run)
     phi = run.config.str_list("audit.phi_methods")
-    found, why = bases(run)
-    base = next((b for b in found if b.accepted and b.method.path in phi), None)
+    held, why = valid_tokens(run)
+    base = next((h for h in held if h.accepted and h.method.path in phi), None)
     if base is None:
         raise NotApplicable(why or "no principal may read an audit.phi_methods entry")
     return [run.call(base.method.path, [base.request], principal=base.principal) for _ in range(10)]
+
+
+def _offset_sampler(run: Run) -> tuple[str | None, Callable[[], tuple[ClockOffset | None, str]]]:
+    """``clock.ntp_server`` and how to bound the harness's offset: SNTP, else the kernel."""
+    server = run.config.str_("clock.ntp_server")
+    if server:
+        return server, lambda: measure_offset(server)
+    return None, lambda: kernel_bound(kernel_clock())
 
 
 @check(
@@ -899,8 +1026,8 @@ def _timed_calls(run: Run) -> list[CallResult]:
         Probe("order", "events of 10 sequential calls in call order"),
         Probe(
             "ntp",
-            "the harness's own offset against clock.ntp_server",
-            required=False,
+            "the harness's own offset bounded: SNTP against clock.ntp_server (without it, "
+            "the kernel's NTP synchronisation state)",
             needs=("clock.ntp_server",),
         ),
     ),
@@ -908,33 +1035,31 @@ def _timed_calls(run: Run) -> list[CallResult]:
 def timestamps_accurate(run: Run) -> Outcome:
     """Audit timestamps accurate and ordered.
 
-    Ten sequential calls to an audited method by an allowed principal; for each event,
-    delta = event time - midpoint(send, receive) must be within ``clock.tolerance_ms``
-    (1000) + half the round trip; timestamps need sub-second precision and a zone (RFC
-    3339 with ``Z`` or an offset, or an epoch number in ``audit.timestamp_format``), and
-    event order must match call order. With ``clock.ntp_server``, the harness measures its
-    own offset by SNTP before and after the calls, corrects the midpoints by it and widens
-    the tolerance by its uncertainty; when it cannot (no valid answer), no delta is judged
-    and the control is INCONCLUSIVE. Without it the harness clock is the reference (a
-    spawned target shares it).
+    Ten sequential calls to an audited method by an allowed principal (a JWT or opaque
+    token); for each event, delta = event time - midpoint(send, receive) must be within
+    ``clock.tolerance_ms`` (1000) + half the round trip + the harness's offset
+    uncertainty; timestamps need sub-second precision and a zone (RFC 3339 with ``Z`` or
+    an offset, or an epoch number in ``audit.timestamp_format``), and event order must
+    match call order. The harness bounds its own offset before and after the calls: by
+    SNTP against ``clock.ntp_server`` (the midpoints corrected by the offset); without one,
+    by the kernel's NTP discipline (``adjtimex``: synchronised, its maximum error known).
+    When it cannot, no delta is judged and the control is INCONCLUSIVE (catalogue:
+    "INCONCLUSIVE if the harness cannot bound its own offset").
     """
     _needs(run, "audit.source", "audit.phi_methods")
-    server = run.config.str_("clock.ntp_server")
-    samples = [measure_offset(server)] if server else []
+    server, sample = _offset_sampler(run)
+    samples = [sample()]
     results = _timed_calls(run)
-    samples += [measure_offset(server)] if server else []
+    samples.append(sample())
     events, problem = audit.wait_for(run, [r.request_id for r in results])
     if problem:
         raise CannotObserve(problem)
-    clock = None
-    if server:
-        good = [offset for offset, _ in samples if offset is not None]
-        clock = ClockOffset.of(*good) if len(good) == len(samples) else UNBOUNDED
+    good = [offset for offset, _ in samples if offset is not None]
+    clock = ClockOffset.of(*good) if len(good) == len(samples) else UNBOUNDED
     tolerance = int(run.config.get("clock.tolerance_ms", 1000)) / 1000
     fields = Fields.of(run.config)
     observations = judge_timestamps(results, events, fields, tolerance, clock)
-    if server:
-        observations.append(judge_clock(samples))
+    observations.append(judge_clock(samples, server))
     return Outcome.from_observations(
         CATALOGUE["AUDIT-004"],
         observations,
@@ -1134,7 +1259,8 @@ def _growth(run: Run) -> tuple[audit.Events, audit.Events, int]:
 
     def compute() -> tuple[audit.Events, audit.Events, int]:
         phi = run.config.str_list("audit.phi_methods")
-        base = next((b for b in bases(run)[0] if b.accepted and b.method.path in phi), None)
+        held = valid_tokens(run)[0]  # every role's token, JWT or opaque
+        base = next((h for h in held if h.accepted and h.method.path in phi), None)
         calls = _audited_calls(run, base)
         before = audit.read(run)
         if not before.events and calls and not before.problem:
@@ -1148,7 +1274,7 @@ def _growth(run: Run) -> tuple[audit.Events, audit.Events, int]:
     return run.memo("audit-growth", compute)
 
 
-def _audited_calls(run: Run, base: Base | None) -> list[Call]:
+def _audited_calls(run: Run, base: Held | None) -> list[Call]:
     """50 allowed calls, spread over the identities allowed (per-identity rate limits)."""
     if base is None:
         return []
@@ -1233,79 +1359,299 @@ def judge_growth(before: audit.Events, after: audit.Events, sent: int) -> list[O
     ]
 
 
+#: ``audit.min_retention_days`` when it is not set: some retention (HIPAA sets no period for
+#: audit logs; its 6 years are for documentation, 164.316(b)(2)(i): an organisation's call).
+MIN_RETENTION_DAYS = 1
+
+
+@dataclass(frozen=True)
+class Lock:
+    """What a storage probe's output says of the audit store's immutability.
+
+    Attributes:
+        shape: Whose output it was read as (:func:`read_lock`).
+        locked: Locked, or in compliance mode: nobody may lift or shorten it.
+        mode: The lock as the output names it.
+        days: The retention in days; ``None`` when the output sets none.
+    """
+
+    shape: str
+    locked: bool
+    mode: str
+    days: float | None
+
+
+def _number(value: Any) -> float | None:
+    """A number, or a string of digits (int64 values as JSON text); None otherwise."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        return float(value)
+    return None
+
+
+def _s3_lock(conf: Mapping[str, Any]) -> Lock:
+    """S3 Object Lock: locked only with a default rule in COMPLIANCE mode.
+
+    GOVERNANCE mode gives way to anyone holding ``s3:BypassGovernanceRetention``.
+    """
+    rule = conf.get("Rule")
+    retention = rule.get("DefaultRetention") if isinstance(rule, Mapping) else None
+    retention = retention if isinstance(retention, Mapping) else {}
+    enabled, mode = str(conf.get("ObjectLockEnabled", "")), str(retention.get("Mode", ""))
+    days, years = _number(retention.get("Days")), _number(retention.get("Years"))
+    if days is None and years is not None:
+        days = years * 365
+    locked = enabled == "Enabled" and mode == "COMPLIANCE"
+    return Lock("S3 Object Lock", locked, f"ObjectLockEnabled {enabled!r}, mode {mode!r}", days)
+
+
+def read_lock(facts: Any) -> Lock | None:
+    """The immutability a storage probe's JSON output describes; None for an unknown shape.
+
+    Accepted shapes:
+
+    * the harness's own: ``{"locked": true, "retention_days": 2190}``;
+    * S3 Object Lock (``aws s3api get-object-lock-configuration``, boto3):
+      ``{"ObjectLockConfiguration": {"ObjectLockEnabled": "Enabled", "Rule":
+      {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": 2190}}}}`` (or the inner object;
+      ``Years`` counts 365 days each); locked only in COMPLIANCE mode;
+    * an Azure container immutability policy (``az storage container immutability-policy
+      show``, or the ARM resource's ``properties``): ``{"state": "Locked",
+      "immutabilityPeriodSinceCreationInDays": 2190}``; locked only in state Locked;
+    * a Cloud Storage bucket retention policy (JSON API bucket resource, or its
+      ``retentionPolicy``): ``{"retentionPolicy": {"isLocked": true, "retentionPeriod":
+      "189216000"}}`` (seconds).
+    """
+    if not isinstance(facts, Mapping):
+        return None
+    if "locked" in facts or "retention_days" in facts:
+        locked = facts.get("locked") is True
+        mode = "locked" if locked else f"locked {facts.get('locked')!r}"
+        return Lock("harness shape", locked, mode, _number(facts.get("retention_days")))
+    s3 = facts.get("ObjectLockConfiguration", facts)
+    if isinstance(s3, Mapping) and "ObjectLockEnabled" in s3:
+        return _s3_lock(s3)
+    azure = facts.get("properties", facts)
+    if isinstance(azure, Mapping) and "immutabilityPeriodSinceCreationInDays" in azure:
+        state = str(azure.get("state", ""))
+        days = _number(azure.get("immutabilityPeriodSinceCreationInDays"))
+        return Lock("Azure immutability policy", state == "Locked", f"state {state!r}", days)
+    gcs = facts.get("retentionPolicy", facts)
+    if isinstance(gcs, Mapping) and "retentionPeriod" in gcs:
+        seconds = _number(gcs.get("retentionPeriod"))
+        locked = gcs.get("isLocked") is True
+        days = None if seconds is None else seconds / 86400
+        return Lock("Cloud Storage retention policy", locked, f"isLocked {locked}", days)
+    return None
+
+
 def judge_storage(output: bytes | None, problem: str, minimum_days: int) -> Observation:
-    """The storage probe's JSON ``{"locked": bool, "retention_days": n}``: locked, long enough."""
-    facts: Any = {}
+    """(b): the storage probe's output shows a locked store keeping ``minimum_days`` at least.
+
+    Output that is not JSON, or JSON of no shape :func:`read_lock` knows, is INCONCLUSIVE;
+    a store not locked, or whose retention is shorter or not set, FAILs (high).
+    """
+    expected = f"locked or compliance-mode, retention >= {minimum_days} days"
+    facts: Any = None
     if not problem:
         try:
             facts = json.loads(output or b"")
         except ValueError:
             problem = "output is not JSON"
-    if not problem and not isinstance(facts, dict):
-        problem, facts = "output is not a JSON object", {}
-    expected = f"locked, retention >= {minimum_days} days"
-    if problem:
+    lock = None if problem else read_lock(facts)
+    if lock is None:
+        problem = problem or "output of no known shape (see docs/controls.md)"
         return Observation("storage probe", problem, expected, Status.INCONCLUSIVE).of("b")
-    days = facts.get("retention_days", 0)
-    ok = (
-        facts.get("locked") is True
-        and isinstance(days, (int, float))
-        and not isinstance(days, bool)
-        and days >= minimum_days
-    )
+    kept = "no retention set" if lock.days is None else f"retention {lock.days:g} days"
+    ok = lock.locked and lock.days is not None and lock.days >= minimum_days
+    observed = f"{lock.shape}: {lock.mode}, {kept}"
     status = Status.PASS if ok else Status.FAIL
-    return Observation("storage probe", json.dumps(facts), expected, status, Severity.HIGH).of("b")
+    return Observation("storage probe", observed, expected, status, Severity.HIGH).of("b")
 
 
-def plan_mgmt(run: Run, policy: Policy) -> list[Call]:
-    """Every ``audit.mgmt_methods`` entry, once per principal: each must be refused."""
-    calls = []
+def event_keys(event: Mapping[str, Any], seq_field: str, fields: Fields) -> dict[str, Any]:
+    """How a management request may name ``event``: its sequence number, its request ID.
+
+    Keyed by the request field name that would carry each: ``audit.hash_chain.seq_field``
+    (``seq``) and the last part of ``audit.field_map.request_id``.
+    """
+    keys = {seq_field: event.get(seq_field)}
+    keys[fields.names.get("request_id", "request_id").rsplit(".", 1)[-1]] = fields(
+        event, "request_id"
+    )
+    return {k: v for k, v in keys.items() if v is not None and not isinstance(v, bool)}
+
+
+def aim(cls: Any, request: bytes, keys: Mapping[str, Any]) -> bytes:
+    """``request`` naming the event ``keys`` describe (:func:`event_keys`).
+
+    Each top-level singular field of the request named as a key, of a type the value
+    fits (an integer field, a numeric value; a string field, text), is set to it; the
+    rest of the template stays. Unchanged when no field fits.
+    """
+    message = cls.FromString(request)
+    for name, value in keys.items():
+        fd = message.DESCRIPTOR.fields_by_name.get(name)
+        if fd is None or is_repeated(fd) or fd.message_type is not None:
+            continue
+        with contextlib.suppress(TypeError, ValueError):
+            if fd.cpp_type == fd.CPPTYPE_STRING:
+                setattr(message, name, str(value))
+            elif isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
+                setattr(message, name, int(value))
+    return bytes(message.SerializeToString())
+
+
+def own_event(events: Sequence[Mapping[str, Any]], sent: Iterable[str], fields: Fields) -> Any:
+    """The last of ``events`` that one of the harness's own calls (request IDs ``sent``) made."""
+    mine = set(sent)
+    return next((e for e in reversed(events) if fields(e, "request_id") in mine), None)
+
+
+def plan_mgmt(
+    run: Run, policy: Policy, target: Mapping[str, Any] | None = None
+) -> tuple[list[Call], list[Observation]]:
+    """Every ``audit.mgmt_methods`` entry, once per principal with credentials (a).
+
+    Each request is the method's template (the empty message for a write without
+    ``safety.allow_mutations``); with mutations and a ``target`` (an event one of the
+    harness's own calls made), aimed at it (:func:`aim`). A method whose request cannot
+    be built is not sent: INCONCLUSIVE, named.
+    """
+    callers = sorted((n, p) for n, p in run.principals.items() if p.has_token or p.has_cert)
+    spec = ChainSpec.of(run.config.table("audit.hash_chain"))
+    keys = event_keys(target, spec.seq_field, Fields.of(run.config)) if target else {}
+    calls, notes = [], []
     for method in run.config.str_list("audit.mgmt_methods"):
-        request = policy.request(run, method)
-        for name, p in sorted(run.principals.items()):
-            calls.append(Call(f"audit management as {name}", method, (request,), p))
-    return calls
+        try:
+            request = policy.request(run, method)
+            if keys and policy.allow_mutations:
+                cls = policy.catalogue.message_class(policy.catalogue.method(method).input_type)
+                request = aim(cls, request, keys)
+        except (DescriptorError, DecodeError) as exc:
+            observed = f"not sent: {exc}"
+            notes.append(
+                Observation(
+                    f"audit management {method}", observed, "a request", Status.INCONCLUSIVE
+                ).of("a")
+            )
+            continue
+        calls += [Call(f"audit management as {n}", method, (request,), p) for n, p in callers]
+    return calls, notes
 
 
 def judge_mgmt(attempts: Sequence[tuple[Call, CallResult]]) -> list[Observation]:
-    """Every attempt on the audit store refused: PERMISSION_DENIED or UNIMPLEMENTED."""
-    out = []
-    for call, result in attempts:
-        out.append(
-            refused(
-                call,
-                result,
-                expected=(grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNIMPLEMENTED),
-                low=(grpc.StatusCode.UNAUTHENTICATED,),
-                data_severity=Severity.HIGH,
-            ).of("a")
-        )
-    return out
+    """Every attempt on the audit store refused: PERMISSION_DENIED or UNIMPLEMENTED (a).
+
+    Data or OK fails (high); another code (NOT_FOUND: the caller got past authorisation
+    to the lookup) fails; UNAUTHENTICATED for a principal's valid credentials fails (low);
+    a call that never reached the service is INCONCLUSIVE.
+    """
+    return [
+        refused(
+            call,
+            result,
+            expected=(grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNIMPLEMENTED),
+            low=(grpc.StatusCode.UNAUTHENTICATED,),
+            data_severity=Severity.HIGH,
+        ).of("a")
+        for call, result in attempts
+    ]
+
+
+def judge_kept(before: audit.Events, after: audit.Events) -> Observation:
+    """The events read before the management attempts are all there after them, unchanged.
+
+    The earlier log must be an exact prefix of the later one; a log that held no event
+    protected nothing the probe could see (INCONCLUSIVE), as does one that cannot be read.
+    """
+    probe, expected = (
+        f"{len(before.events)} audit events before the attempts",
+        "still present, unchanged",
+    )
+    problem = before.problem or after.problem
+    if not problem and not before.events:
+        problem = "the log held no event to protect"
+    if problem:
+        return Observation(probe, problem, expected, Status.INCONCLUSIVE).of("a")
+    kept = list(after.events[: len(before.events)]) == list(before.events)
+    observed = expected if kept else "changed or removed"
+    status = Status.PASS if kept else Status.FAIL
+    return Observation(probe, observed, expected, status, Severity.HIGH).of("a")
 
 
 def _mgmt(run: Run) -> list[Observation]:
-    """(a): delete/update attempts with every principal, and the log unchanged after them."""
+    """(a): every principal's attempts, and the events read around them."""
     policy = Policy.of(run)
     if policy is None:
-        return [Observation("audit management", "not sent", "descriptors", Status.SKIP).of("a")]
-    before = audit.read(run)
-    attempts = send(run, plan_mgmt(run, policy))
-    after = audit.read(run)
-    out = judge_mgmt(attempts)
-    if before.problem or after.problem:
-        problem = before.problem or after.problem
-        return [*out, Observation("audit log", problem, "readable", Status.INCONCLUSIVE).of("a")]
-    kept = list(after.events[: len(before.events)]) == list(before.events)
-    out.append(
-        Observation(
-            f"{len(before.events)} records before the attempts",
-            "still present, unchanged" if kept else "changed or removed",
+        observed = f"not sent: {NO_DESCRIPTORS.format(run.catalogue_problem())}"
+        return [
+            Observation("audit management", observed, "descriptors", Status.INCONCLUSIVE).of("a")
+        ]
+    source = run.config.get("audit.source")
+    before = audit.read(run) if source else None
+    sent = [r.request_id for r in run.calls()]
+    target = own_event(before.events, sent, Fields.of(run.config)) if before else None
+    calls, notes = plan_mgmt(run, policy, target)
+    if not calls:
+        observed = "no principal with credentials to attempt them with"
+        return [
+            *notes,
+            Observation("audit management", observed, "auth.principals", Status.INCONCLUSIVE).of(
+                "a"
+            ),
+        ]
+    attempts = send(run, calls)
+    out = notes + judge_mgmt(attempts)
+    if before is None:
+        unread = Observation(
+            "audit events",
+            "not read: no audit.source",
             "still present, unchanged",
-            Status.PASS if kept else Status.FAIL,
-            Severity.HIGH,
-        ).of("a")
-    )
-    return out
+            Status.INCONCLUSIVE,
+        )
+        return [*out, unread.of("a")]
+    after = audit.poll(run, [r.request_id for _, r in attempts]).events  # the refusals logged
+    return [*out, judge_kept(before, after)]
+
+
+def _storage(run: Run, command: list[str]) -> Observation:
+    """(b): run ``audit.storage_probe_cmd`` once and judge what it prints."""
+    chunks, problem = audit.read_raw(command, "audit.storage_probe_cmd")
+    output = chunks[0][1] if chunks else None
+    minimum = run.config.get("audit.min_retention_days")
+    return judge_storage(output, problem, MIN_RETENTION_DAYS if minimum is None else int(minimum))
+
+
+def judge_shown(observations: Sequence[Observation]) -> Observation:
+    """(c): the store was judged by (a) or (b); otherwise the control defers to ATT-004.
+
+    Only a PASS or FAIL of (a) or (b) counts: the growth detector alone shows nothing of
+    the store's own rules, and an attempt or a command that could not be observed judged
+    nothing.
+    """
+    judged = sorted({o.ref for o in observations if o.ref in ("a", "b") and o.status in _JUDGED})
+    expected = "(a) audit.mgmt_methods or (b) audit.storage_probe_cmd judged"
+    if not judged:
+        observed = "neither judged: the store's immutability is ATT-004's (attestation)"
+        return Observation("audit store", observed, expected, Status.SKIP).of("c")
+    observed = " and ".join(f"({ref})" for ref in judged) + " judged"
+    return Observation("audit store", observed, expected, Status.PASS).of("c")
+
+
+_JUDGED = frozenset({Status.PASS, Status.FAIL, Status.WARN})
+
+
+def _grown(run: Run) -> list[Observation]:
+    """(run): the log before and after 50 audited calls (an extra detector, optional)."""
+    before, after, sent = _growth(run)
+    problem = before.problem or after.problem
+    if problem:
+        return [Observation("audit log growth", problem, "readable", Status.INCONCLUSIVE).of("run")]
+    return judge_growth(before, after, sent)
 
 
 @check(
@@ -1313,43 +1659,59 @@ def _mgmt(run: Run) -> list[Observation]:
     probes=(
         Probe(
             "a",
-            "audit.mgmt_methods refused for every principal, events unchanged",
+            "audit.mgmt_methods: every principal's attempt refused (7 or 12), the events "
+            "still present and unchanged",
             required=False,
             needs=("audit.mgmt_methods",),
         ),
         Probe(
             "b",
-            "audit.storage_probe_cmd: locked, retention >= audit.min_retention_days",
+            "audit.storage_probe_cmd: locked or compliance-mode immutability, retention >= "
+            "audit.min_retention_days",
             required=False,
             needs=("audit.storage_probe_cmd",),
         ),
-        Probe("run", "the log read before the run's calls is an exact prefix of the log after"),
+        Probe(
+            "c",
+            "(a) or (b) judged the store; otherwise SKIP, deferring to ATT-004",
+            needs=("audit.mgmt_methods", "audit.storage_probe_cmd"),
+        ),
+        Probe(
+            "run",
+            "the log read before the run's calls is an exact prefix of the log after",
+            required=False,
+            needs=("audit.source",),
+        ),
     ),
 )
 def append_only(run: Run) -> Outcome:
-    """The audit store is append-only (observed during the run).
+    """The audit store is append-only (evidence-assisted).
 
-    (run) The log read before 50 audited calls must be an exact prefix of the log read
-    after, and must have grown by at least one event per call. (a) With
-    ``audit.mgmt_methods``, each is called by every principal: each attempt must be
-    refused (PERMISSION_DENIED or UNIMPLEMENTED) and the log left unchanged. (b) With
-    ``audit.storage_probe_cmd`` (a read-only command printing JSON ``{"locked": bool,
-    "retention_days": n}``), the store must be locked with retention of at least
-    ``audit.min_retention_days``.
+    (a) With ``audit.mgmt_methods`` (the service's audit-management RPCs: delete, update),
+    each is called by every principal with credentials (with mutations allowed, aimed at
+    the last event the harness's own calls made: :func:`aim`): each attempt must be
+    refused (PERMISSION_DENIED or UNIMPLEMENTED) and the events read before the attempts
+    must all still be there, unchanged. (b) With ``audit.storage_probe_cmd`` (a read-only command
+    printing the store's immutability settings as JSON: :func:`read_lock` lists the
+    shapes), the store must be locked or in compliance mode, with retention of at least
+    ``audit.min_retention_days`` (1). (c) One of them must have judged the store; neither
+    declared: SKIP, ATT-004 (attestation) covers it. (run) With ``audit.source``, an extra
+    detector: the log read before 50 audited calls must be an exact prefix of the log
+    after, grown by one event per call.
     """
-    _needs(run, "audit.source")
-    before, after, sent = _growth(run)
-    if before.problem or after.problem:
-        raise CannotObserve(before.problem or after.problem)
-    observations = judge_growth(before, after, sent)
-    if run.config.str_list("audit.mgmt_methods"):
+    mgmt = run.config.str_list("audit.mgmt_methods")
+    command = run.config.str_list("audit.storage_probe_cmd")
+    if not mgmt and not command:
+        raise NotApplicable(
+            "no audit.mgmt_methods and no audit.storage_probe_cmd declared: nothing the "
+            "harness can observe shows the audit store immutable (ATT-004 covers it)"
+        )
+    observations = _grown(run) if run.config.get("audit.source") else []
+    if mgmt:
         observations += _mgmt(run)
-    probe = run.config.get("audit.storage_probe_cmd")
-    if probe:
-        chunks, problem = audit.read_raw(probe, "audit.storage_probe_cmd")
-        output = chunks[0][1] if chunks else None
-        minimum = int(run.config.get("audit.min_retention_days", 0))
-        observations.append(judge_storage(output, problem, minimum))
+    if command:
+        observations.append(_storage(run, command))
+    observations.append(judge_shown(observations))
     return Outcome.from_observations(
-        CATALOGUE["AUDIT-006"], observations, passed="the log only grew during the run"
+        CATALOGUE["AUDIT-006"], observations, passed="no change to the audit store was accepted"
     )

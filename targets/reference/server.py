@@ -27,6 +27,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import os
 import re
 import secrets
 import threading
@@ -35,13 +36,13 @@ import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent import futures
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
 import grpc
 import jwt
-from google.protobuf import field_mask_pb2
+from google.protobuf import descriptor_pool, field_mask_pb2
 from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
@@ -179,6 +180,26 @@ POLICY: dict[str, MethodPolicy] = {
     ),
 }
 
+#: The audit store's management API (``audit.mgmt_methods``): no role may call it.
+AUDIT_ADMIN = f"{schema.PACKAGE}.AuditAdmin"
+UPDATE_EVENT = f"/{AUDIT_ADMIN}/UpdateEvent"
+DELETE_EVENT = f"/{AUDIT_ADMIN}/DeleteEvent"
+MGMT_METHODS = (UPDATE_EVENT, DELETE_EVENT)
+POLICY.update(
+    {
+        UPDATE_EVENT: MethodPolicy(frozenset(), "audit-update", lambda r: f"audit:{r.seq}"),
+        DELETE_EVENT: MethodPolicy(frozenset(), "audit-delete", lambda r: f"audit:{r.seq}"),
+    }
+)
+
+
+def policy_table(defects: frozenset[str] = frozenset()) -> dict[str, MethodPolicy]:
+    """Who may call what: :data:`POLICY`, and under ``audit-mutable`` admins on the audit store."""
+    if "audit-mutable" not in defects:
+        return POLICY
+    grant = {m: replace(POLICY[m], roles=frozenset({"admin"})) for m in MGMT_METHODS}
+    return {**POLICY, **grant}
+
 
 @dataclass
 class Options:
@@ -219,6 +240,7 @@ class AuditLog:
     """
 
     GENESIS = "0" * 64
+    CHAIN_FIELDS = frozenset({"seq", "prev_hash", "hash"})
 
     def __init__(self, path: Path, defects: frozenset[str] = frozenset()) -> None:
         self._path = path
@@ -271,6 +293,40 @@ class AuditLog:
                 self._kept.clear()
             self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
             self._fh.flush()
+
+    def edit(self, seq: int, change: Callable[[dict[str, Any]], dict[str, Any] | None]) -> bool:
+        """The audit-mutable defect: change (or, ``change`` giving None, drop) record ``seq``.
+
+        The records from there on are renumbered and re-hashed, as a store whose admin API
+        holds the chain does it: the chain still verifies with no gap, and the record is
+        changed or gone. False when no record has that number.
+        """
+        with self._lock:
+            if self._fh.closed:
+                return False
+            self._fh.flush()
+            text = self._path.read_text(encoding="utf-8")
+            records = [json.loads(line) for line in text.split("\n") if line.strip()]
+            at = next((i for i, r in enumerate(records) if r.get("seq") == seq), None)
+            if at is None:
+                return False
+            prev = str(records[at].get("prev_hash", self.GENESIS))
+            changed = change(dict(records[at]))
+            tail = ([changed] if changed is not None else []) + records[at + 1 :]
+            for number, record in enumerate(tail, start=seq):
+                record["seq"], record["prev_hash"] = number, prev
+                digest = hashlib.sha256(prev.encode() + b"\n" + self.canonical(record))
+                record["hash"] = prev = digest.hexdigest()
+            self._seq, self._prev = seq + len(tail) - 1, prev
+            kept = records[:at] + tail
+            tmp = self._path.with_suffix(".tmp")
+            tmp.write_text(
+                "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept), encoding="utf-8"
+            )
+            self._fh.close()
+            os.replace(tmp, self._path)
+            self._fh = self._path.open("a", encoding="utf-8")
+            return True
 
     def close(self) -> None:
         """Close the file."""
@@ -620,27 +676,73 @@ class PatientRecords:
             yield self._get(request.patient_id, context)
 
     def handler(self) -> grpc.GenericRpcHandler:
-        """The generic handler for the service, built from its descriptor.
+        """The generic handler for the service, built from its descriptor."""
+        return _service_handler(schema.service_descriptor(), self)
 
-        Each RPC ``FooBar`` is served by the method ``foo_bar``; kinds and message types
-        come from the .proto, so the two cannot drift apart.
-        """
-        service = schema.service_descriptor()
-        handlers = {}
-        for method in service.methods:
-            behavior = getattr(self, re.sub(r"(?<!^)(?=[A-Z])", "_", method.name).lower())
-            kind = {
-                (False, False): grpc.unary_unary_rpc_method_handler,
-                (False, True): grpc.unary_stream_rpc_method_handler,
-                (True, False): grpc.stream_unary_rpc_method_handler,
-                (True, True): grpc.stream_stream_rpc_method_handler,
-            }[(method.client_streaming, method.server_streaming)]
-            handlers[method.name] = kind(
-                behavior,
-                request_deserializer=schema.message(method.input_type.name).FromString,
-                response_serializer=schema.message(method.output_type.name).SerializeToString,
-            )
-        return grpc.method_handlers_generic_handler(schema.SERVICE, handlers)
+
+def _service_handler(service: Any, servicer: object) -> grpc.GenericRpcHandler:
+    """The generic handler for ``service`` (a descriptor), served by ``servicer``.
+
+    Each RPC ``FooBar`` is served by the method ``foo_bar``; kinds and message types
+    come from the .proto, so the two cannot drift apart.
+    """
+    handlers = {}
+    for method in service.methods:
+        behavior = getattr(servicer, re.sub(r"(?<!^)(?=[A-Z])", "_", method.name).lower())
+        kind = {
+            (False, False): grpc.unary_unary_rpc_method_handler,
+            (False, True): grpc.unary_stream_rpc_method_handler,
+            (True, False): grpc.stream_unary_rpc_method_handler,
+            (True, True): grpc.stream_stream_rpc_method_handler,
+        }[(method.client_streaming, method.server_streaming)]
+        handlers[method.name] = kind(
+            behavior,
+            request_deserializer=schema.message(method.input_type.name).FromString,
+            response_serializer=schema.message(method.output_type.name).SerializeToString,
+        )
+    return grpc.method_handlers_generic_handler(service.full_name, handlers)
+
+
+class AuditAdmin:
+    """The audit store's management API, which refuses everyone: the log is append-only.
+
+    No role may call it, so the gatekeeper refuses every caller (PERMISSION_DENIED, and
+    the refusal is audited); the methods refuse too, should a call ever get this far.
+    The audit-mutable defect lets admins in, and applies their change.
+    """
+
+    def __init__(self, audit: AuditLog, defects: frozenset[str] = frozenset()) -> None:
+        self._audit = audit
+        self._mutable = "audit-mutable" in defects
+        self._ref = schema.message("AuditEventRef")
+
+    def _refuse_unless_mutable(self, context: grpc.ServicerContext) -> None:
+        if not self._mutable:
+            _abort(context, grpc.StatusCode.PERMISSION_DENIED, "permission denied")
+
+    def update_event(self, request: Any, context: grpc.ServicerContext) -> Message:
+        """Set one field of a record (the audit-mutable defect only)."""
+        self._refuse_unless_mutable(context)
+        if not request.field or request.field in AuditLog.CHAIN_FIELDS:
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "this field cannot be set")
+
+        def change(record: dict[str, Any]) -> dict[str, Any]:
+            return {**record, request.field: request.value}
+
+        if not self._audit.edit(request.seq, change):
+            _abort(context, grpc.StatusCode.NOT_FOUND, "audit event not found")
+        return self._ref(seq=request.seq)
+
+    def delete_event(self, request: Any, context: grpc.ServicerContext) -> Message:
+        """Drop a record (the audit-mutable defect only)."""
+        self._refuse_unless_mutable(context)
+        if not self._audit.edit(request.seq, lambda record: None):
+            _abort(context, grpc.StatusCode.NOT_FOUND, "audit event not found")
+        return self._ref(seq=request.seq)
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        """The generic handler for the AuditAdmin service."""
+        return _service_handler(descriptor_pool.Default().FindServiceByName(AUDIT_ADMIN), self)
 
 
 class Gatekeeper(grpc.ServerInterceptor):
@@ -668,6 +770,7 @@ class Gatekeeper(grpc.ServerInterceptor):
         self._buckets: dict[str, tuple[float, float]] = {}
         self._alerted: dict[str, float] = {}
         self._burst_lock = threading.Lock()
+        self.policies = policy_table(defects)  # who may call what
         self.write_before_check: Callable[[Any], None] | None = None  # the defect's hook
         self.silent_break_glass = "silent-break-glass" in defects  # defect: not flagged
 
@@ -826,7 +929,7 @@ class Gatekeeper(grpc.ServerInterceptor):
         """The method's policy if the identity may call it; deny by default."""
         if not self._rate_ok(identity.subject):
             raise _Denied(grpc.StatusCode.RESOURCE_EXHAUSTED, "rate limit exceeded")
-        policy = POLICY.get(method)
+        policy = self.policies.get(method)
         if policy is not None and "rbac-hole" in self._defects and method == _m("SearchPatients"):
             return policy  # defect: every authenticated caller may search
         if policy is None or not (policy.roles & identity.roles):
@@ -912,7 +1015,7 @@ class _Call:
         ok = isinstance(sent, str) and _REQUEST_ID_RE.match(sent)
         self.request_id = sent if ok and isinstance(sent, str) else str(uuid.uuid4())
         self.identity: Identity | None = None
-        self.policy: MethodPolicy | None = POLICY.get(method)
+        self.policy: MethodPolicy | None = gate.policies.get(method)
 
     def begin(self) -> None:
         try:
@@ -1090,7 +1193,9 @@ def _reflection_handlers() -> list[grpc.GenericRpcHandler]:
     """Reflection v1alpha (grpcio-reflection) and v1 (same messages, v1 service name)."""
     from grpc_reflection.v1alpha import reflection, reflection_pb2
 
-    servicer = reflection.ReflectionServicer([schema.SERVICE, HEALTH_SERVICE, *REFLECTION_SERVICES])
+    servicer = reflection.ReflectionServicer(
+        [schema.SERVICE, AUDIT_ADMIN, HEALTH_SERVICE, *REFLECTION_SERVICES]
+    )
     handlers = []
     for service in REFLECTION_SERVICES:
         handlers.append(
@@ -1165,6 +1270,20 @@ def load_token_store(path: Path) -> dict[str, dict[str, Any]]:
     return store
 
 
+def _started() -> dict[str, Any]:
+    """The audit log's first record: the service started (its own request ID, as any event)."""
+    now = dt.datetime.now(dt.timezone.utc)
+    return {
+        "ts": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "event_type": "service_started",
+        "request_id": str(uuid.uuid4()),
+        "identity": "",
+        "action": "start",
+        "outcome": "OK",
+        "source": "hipaagrpc.reference",
+    }
+
+
 @dataclass
 class Built:
     """The service before it is bound to a port: handlers, interceptor, audit log."""
@@ -1179,10 +1298,12 @@ def build(options: Options, issuer: TokenIssuer) -> Built:
     schema.message("Patient")  # registers the descriptors before any handler is built
     log = logging.getLogger("hipaagrpc.reference")
     audit = AuditLog(options.workdir / "audit.jsonl", options.defects)
+    audit.append(_started())
     public = set(PUBLIC_METHODS)
     records = PatientRecords(_Store.seeded(), options.defects)
     records.export_delay_s = EXPORT_RECORD_DELAY_S if options.simulated_io else 0.0
-    handlers: list[grpc.GenericRpcHandler] = [records.handler()]
+    admin = AuditAdmin(audit, options.defects)
+    handlers: list[grpc.GenericRpcHandler] = [records.handler(), admin.handler()]
     if "reflection" in options.defects:
         handlers.extend(_reflection_handlers())
         public |= {f"/{s}/ServerReflectionInfo" for s in REFLECTION_SERVICES}

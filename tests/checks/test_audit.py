@@ -13,6 +13,7 @@ import hashlib
 import json
 import socket
 import struct
+import sys
 import threading
 import time
 from dataclasses import replace
@@ -21,6 +22,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import descriptor_pb2
 from google.rpc import error_details_pb2
 
 from harness.audit import (
@@ -37,7 +39,7 @@ from harness.canary import CanarySet
 from harness.checks import audit as checks
 from harness.checks import registered
 from harness.config import Config
-from harness.outcome import Status
+from harness.outcome import NotApplicable, Status
 from harness.plans.calls import Call
 from harness.plans.canaries import (
     UNDATED,
@@ -602,18 +604,37 @@ def sequential(n=10):
     return [call(OK, at=NOW + i * 0.05) for i in range(n)]
 
 
+#: The harness's offset, bounded by SNTP before and after the calls.
+SNTP_BOUND = checks.ClockOffset(0.0, 0.002)
+
+
+def bounded(clock=SNTP_BOUND, server="127.0.0.1:123"):
+    """The ntp probe's observation for a clock bounded before and after the calls."""
+    return checks.judge_clock([(clock, ""), (clock, "")], server)
+
+
 def test_audit_004_timely_precise_ordered_events_pass():
     calls = sequential()
     events = {c.request_id: [ref_event(c, at=c.started_at + 0.01)] for c in calls}
-    obs = checks.judge_timestamps(calls, events, REFERENCE, 1.0)
-    assert settled("AUDIT-004", obs).status is Status.PASS
+    obs = checks.judge_timestamps(calls, events, REFERENCE, 1.0, SNTP_BOUND)
+    assert settled("AUDIT-004", [*obs, bounded()], "clock.ntp_server").status is Status.PASS
 
 
 def test_audit_004_epoch_milliseconds_of_another_stack_pass():
     calls = sequential()
     events = {c.request_id: [other_event(c)] for c in calls}
-    obs = checks.judge_timestamps(calls, events, OTHER, 1.0)
-    assert settled("AUDIT-004", obs).status is Status.PASS
+    obs = checks.judge_timestamps(calls, events, OTHER, 1.0, SNTP_BOUND)
+    assert settled("AUDIT-004", [*obs, bounded()], "clock.ntp_server").status is Status.PASS
+
+
+def test_audit_004_without_a_bound_on_its_own_clock_it_never_passes():
+    """The row: INCONCLUSIVE if the harness cannot bound its own offset (it passed before)."""
+    calls = sequential()
+    events = {c.request_id: [ref_event(c, at=c.started_at + 0.01)] for c in calls}
+    obs = checks.judge_timestamps(calls, events, REFERENCE, 1.0)
+    out = settled("AUDIT-004", obs)
+    assert out.status is Status.INCONCLUSIVE
+    assert "clock.ntp_server" in out.summary
 
 
 def test_audit_004_a_clock_five_minutes_fast_fails_delta():
@@ -715,7 +736,7 @@ def test_audit_004_the_offset_corrects_the_harness_clock():
     clock = checks.ClockOffset.of(checks.ClockOffset(30.0, 0.01), checks.ClockOffset(30.2, 0.01))
     assert clock.uncertainty_s == pytest.approx(0.11)
     obs = checks.judge_timestamps(calls, events, REFERENCE, 1.0, clock)
-    obs.append(checks.judge_clock([(clock, "")]))
+    obs.append(checks.judge_clock([(clock, "")], "ntp.example:123"))
     assert settled("AUDIT-004", obs, "clock.ntp_server").status is Status.PASS
     uncorrected = checks.judge_timestamps(calls, events, REFERENCE, 1.0)
     assert settled("AUDIT-004", uncorrected).status is Status.FAIL
@@ -725,10 +746,69 @@ def test_audit_004_an_unbounded_clock_leaves_it_inconclusive_not_failed():
     calls = sequential()
     events = {c.request_id: [ref_event(c, at=c.started_at + 300)] for c in calls}
     obs = checks.judge_timestamps(calls, events, REFERENCE, 1.0, checks.UNBOUNDED)
-    obs.append(checks.judge_clock([(None, "clock.ntp_server x: timeout")]))
+    obs.append(checks.judge_clock([(None, "clock.ntp_server x: timeout")], "x"))
     out = settled("AUDIT-004", obs, "clock.ntp_server")
     assert out.status is Status.INCONCLUSIVE
-    assert "delta" not in {o.ref for o in obs}
+    assert [o.status for o in obs if o.ref == "delta"] == [Status.SKIP]
+
+
+# -- AUDIT-004 (ntp) without a time server: the kernel's own NTP discipline ------------------
+
+SYNCED = checks.KernelClock(state=0, status=0x2001, maxerror_us=12_500)  # PLL | NANO bits
+
+
+@pytest.mark.parametrize(
+    ("kernel", "bound"),
+    [
+        (SYNCED, 0.0125),
+        (checks.KernelClock(1, 0x2011, 400), 0.0004),  # TIME_INS: a leap second pending
+        (checks.KernelClock(5, 0x0040, 16_000_000), None),  # STA_UNSYNC, as this host is
+        (checks.KernelClock(0, 0x0041, 3_000), None),  # STA_UNSYNC with TIME_OK
+        (checks.KernelClock(5, 0x0001, 3_000), None),  # TIME_ERROR
+        (checks.KernelClock(0, 0x0001, 16_000_000), None),  # maxerror unknown
+        (None, None),  # no adjtimex (not Linux)
+    ],
+)
+def test_audit_004_the_kernel_bounds_the_offset_only_when_synchronised(kernel, bound):
+    offset, why = checks.kernel_bound(kernel)
+    if bound is None:
+        assert offset is None
+        assert why.startswith("no clock.ntp_server, and the kernel")
+    else:
+        assert (offset, why) == (checks.ClockOffset(0.0, bound), "")
+
+
+def test_audit_004_a_synchronised_kernel_clock_lets_it_pass_without_a_time_server():
+    calls = sequential()
+    events = {c.request_id: [ref_event(c, at=c.started_at + 0.01)] for c in calls}
+    offset, _ = checks.kernel_bound(SYNCED)
+    obs = checks.judge_timestamps(calls, events, REFERENCE, 1.0, offset)
+    obs.append(checks.judge_clock([(offset, ""), (offset, "")], None))
+    assert settled("AUDIT-004", obs).status is Status.PASS
+
+
+def test_audit_004_an_unsynchronised_kernel_clock_names_clock_ntp_server():
+    calls = sequential()
+    events = {c.request_id: [ref_event(c, at=c.started_at + 300)] for c in calls}
+    unsynced = checks.kernel_bound(checks.KernelClock(5, 0x0040, 16_000_000))
+    obs = checks.judge_timestamps(calls, events, REFERENCE, 1.0, checks.UNBOUNDED)
+    obs.append(checks.judge_clock([unsynced, unsynced], None))
+    out = settled("AUDIT-004", obs)
+    assert out.status is Status.INCONCLUSIVE  # five minutes off, but whose clock is off?
+    ntp = next(p for p in out.probes if p.id.endswith("(ntp)"))
+    assert (ntp.status, ntp.enable) == (Status.SKIP, "clock.ntp_server")
+
+
+def test_audit_004_reads_this_hosts_kernel_clock():
+    """The real adjtimex call (read-only) answers on Linux, whatever the host's state."""
+    kernel = checks.kernel_clock()
+    if sys.platform != "linux":
+        assert kernel is None
+        return
+    assert kernel is not None
+    assert 0 <= kernel.state <= 5
+    offset, why = checks.kernel_bound(kernel)
+    assert (offset is None) == bool(why)
 
 
 # -- AUDIT-005 ----------------------------------------------------------------------------
@@ -854,7 +934,7 @@ def test_audit_005_no_earlier_anchor_is_nothing_to_compare(tmp_path):
 def test_audit_006_a_log_that_only_grows_passes():
     before = Events(tuple(chained(5)))
     after = Events(tuple(chained(55)))
-    assert settled("AUDIT-006", checks.judge_growth(before, after, 50)).status is Status.PASS
+    assert statuses(checks.judge_growth(before, after, 50)) == [Status.PASS, Status.PASS]
 
 
 def test_audit_006_a_rewritten_or_shrunk_log_fails():
@@ -869,6 +949,12 @@ def test_audit_006_no_calls_is_nothing_to_judge():
     assert out.status is not Status.PASS
 
 
+def aws(mode="COMPLIANCE", *, enabled="Enabled", **retention):
+    """``aws s3api get-object-lock-configuration`` output."""
+    rule = {"DefaultRetention": {"Mode": mode, **(retention or {"Days": 2200})}}
+    return json.dumps({"ObjectLockConfiguration": {"ObjectLockEnabled": enabled, "Rule": rule}})
+
+
 @pytest.mark.parametrize(
     ("output", "problem", "status"),
     [
@@ -876,8 +962,36 @@ def test_audit_006_no_calls_is_nothing_to_judge():
         (b'{"locked": false, "retention_days": 2200}', "", Status.FAIL),
         (b'{"locked": true, "retention_days": 30}', "", Status.FAIL),
         (b'{"locked": true, "retention_days": "forever"}', "", Status.FAIL),
+        # S3 Object Lock, as the AWS CLI prints it
+        (aws().encode(), "", Status.PASS),
+        (aws(Years=7).encode(), "", Status.PASS),
+        (aws(Years=5).encode(), "", Status.FAIL),  # 1825 days
+        (aws("GOVERNANCE").encode(), "", Status.FAIL),  # bypassable with a permission
+        (aws(enabled="Disabled").encode(), "", Status.FAIL),
+        (b'{"ObjectLockConfiguration": {"ObjectLockEnabled": "Enabled"}}', "", Status.FAIL),
+        (json.dumps(json.loads(aws())["ObjectLockConfiguration"]).encode(), "", Status.PASS),
+        # an Azure container immutability policy (az CLI, and the ARM resource)
+        (b'{"immutabilityPeriodSinceCreationInDays": 2200, "state": "Locked"}', "", Status.PASS),
+        (b'{"immutabilityPeriodSinceCreationInDays": 2200, "state": "Unlocked"}', "", Status.FAIL),
+        (
+            b'{"name": "default", "properties": {"immutabilityPeriodSinceCreationInDays": 2200,'
+            b' "state": "Locked", "allowProtectedAppendWrites": true}}',
+            "",
+            Status.PASS,
+        ),
+        # a Cloud Storage bucket's retention policy (seconds, as JSON text)
+        (
+            b'{"retentionPolicy": {"isLocked": true, "retentionPeriod": "190080000"}}',
+            "",
+            Status.PASS,
+        ),
+        (b'{"retentionPolicy": {"retentionPeriod": "190080000"}}', "", Status.FAIL),
+        (b'{"retentionPolicy": {"isLocked": true, "retentionPeriod": "86400"}}', "", Status.FAIL),
+        # nothing the harness can read
         (b"Object Lock: COMPLIANCE", "", Status.INCONCLUSIVE),
         (b"[]", "", Status.INCONCLUSIVE),
+        (b'{"versioning": "Enabled"}', "", Status.INCONCLUSIVE),
+        (b"", "", Status.INCONCLUSIVE),
         (None, "audit.storage_probe_cmd command exited 2", Status.INCONCLUSIVE),
     ],
 )
@@ -899,6 +1013,126 @@ def test_audit_006_management_rpcs_must_be_refused():
     assert statuses(obs) == [Status.PASS, Status.PASS, Status.FAIL, Status.INCONCLUSIVE]
     assert {o.ref for o in obs} == {"a"}
     assert obs[2].severity.value == "high"
+
+
+@pytest.mark.parametrize(
+    ("result", "status", "severity"),
+    [
+        # grpc-go's answer for a service it does not register
+        (
+            answer(grpc.StatusCode.UNIMPLEMENTED, details="unknown service audit.v1.Admin"),
+            Status.PASS,
+            None,
+        ),
+        # Envoy's RBAC filter in front of a Java service
+        (
+            answer(grpc.StatusCode.PERMISSION_DENIED, details="RBAC: access denied"),
+            Status.PASS,
+            None,
+        ),
+        # the caller got past authorisation to the lookup: the store would have let it
+        (answer(grpc.StatusCode.NOT_FOUND, details="event not found"), Status.FAIL, "medium"),
+        # a principal's valid token read as no credentials: the wrong refusal
+        (answer(grpc.StatusCode.UNAUTHENTICATED), Status.FAIL, "low"),
+        (answer(grpc.StatusCode.DEADLINE_EXCEEDED), Status.INCONCLUSIVE, None),
+    ],
+)
+def test_audit_006_management_answers_of_other_stacks(result, status, severity):
+    attempt = Call("audit management as auditor", "/audit.v1.Admin/UpdateEvent", (b"",))
+    [obs] = checks.judge_mgmt([(attempt, result)])
+    assert (obs.status, obs.severity.value if obs.severity else None) == (status, severity)
+
+
+def test_audit_006_attempts_name_an_event_the_harness_made():
+    """(a) tries delete and update "on an event": one its own calls made, by seq or request ID."""
+    events = chained(4)
+    target = checks.own_event(events, ["r2", "r3", "elsewhere"], REFERENCE)
+    assert target["request_id"] == "r3"
+    assert checks.own_event(events, ["nope"], REFERENCE) is None
+    keys = checks.event_keys(target, "seq", REFERENCE)
+    assert keys == {"seq": 3, "request_id": "r3"}
+    # another stack: nested request IDs (correlation.requestId), records numbered by "offset"
+    nested = {"offset": 17, "correlation": {"requestId": "abc"}}
+    assert checks.event_keys(nested, "offset", OTHER) == {"offset": 17, "requestId": "abc"}
+    # DeleteAuditEventRequest-like: uint64 seq; UpdateEvent-like: a string request_id field
+    by_seq = error_details_pb2.QuotaFailure.Violation  # subject, description: strings only
+    aimed = by_seq.FromString(checks.aim(by_seq, b"", {"subject": "r3", "seq": 3}))
+    assert aimed.subject == "r3"
+    template = error_details_pb2.RetryInfo  # no field by those names: unchanged
+    assert checks.aim(template, b"", keys) == b""
+
+
+def test_audit_006_a_numbered_request_is_aimed_at_the_events_seq():
+    cls = descriptor_pb2.UninterpretedOption  # positive_int_value: uint64, string_value: bytes
+    keys = {"positive_int_value": 3, "identifier_value": "r3", "string_value": "r3"}
+    aimed = cls.FromString(checks.aim(cls, cls(double_value=1.5).SerializeToString(), keys))
+    assert (aimed.positive_int_value, aimed.identifier_value) == (3, "r3")
+    assert aimed.double_value == 1.5  # the rest of the template stays
+    assert aimed.string_value == b""  # bytes are not text: left alone
+
+
+def test_audit_006_the_events_must_survive_the_attempts():
+    before = Events(tuple(chained(5)))
+    grown = Events(tuple(chained(8)))  # the refusals were audited: the log only grew
+    assert checks.judge_kept(before, grown).status is Status.PASS
+    edited = [dict(e) for e in chained(8)]
+    edited[0]["outcome"] = "OK"
+    assert checks.judge_kept(before, Events(tuple(edited))).status is Status.FAIL
+    assert checks.judge_kept(before, Events(tuple(chained(8)[1:]))).status is Status.FAIL
+    empty = checks.judge_kept(Events(()), grown)
+    assert (empty.status, empty.observed) == (
+        Status.INCONCLUSIVE,
+        "the log held no event to protect",
+    )
+    unread = checks.judge_kept(before, Events((), "audit.source audit.jsonl: Permission denied"))
+    assert unread.status is Status.INCONCLUSIVE
+
+
+def test_audit_006_passes_only_when_a_or_b_judged_the_store():
+    before, after = Events(tuple(chained(5))), Events(tuple(chained(55)))
+    grown = checks.judge_growth(before, after, 50)
+    alone = [*grown, checks.judge_shown(grown)]
+    out = settled("AUDIT-006", alone, "audit.source", "audit.mgmt_methods")
+    assert out.status is Status.INCONCLUSIVE  # (c) did not run: growth shows no store rule
+    attempt = Call("audit management as admin", "/audit.v1.Admin/DeleteEvent", (b"",))
+    refusals = checks.judge_mgmt([(attempt, answer(grpc.StatusCode.PERMISSION_DENIED))])
+    refusals.append(checks.judge_kept(before, after))
+    shown = [*grown, *refusals, checks.judge_shown(refusals)]
+    assert settled("AUDIT-006", shown, "audit.source", "audit.mgmt_methods").status is (Status.PASS)
+    unseen = [checks.judge_kept(Events(()), after)]  # (a) could not be observed
+    assert checks.judge_shown(unseen).status is Status.SKIP
+
+
+def test_audit_006_growth_alone_never_passes():
+    """Before: the before/after growth heuristic alone passed AUDIT-006; now (c) SKIPs."""
+    with pytest.raises(NotApplicable) as skipped:
+        checks.append_only(Recorded({"audit": {"source": "audit.jsonl"}}, []))
+    assert "audit.mgmt_methods" in str(skipped.value)
+    assert "audit.storage_probe_cmd" in str(skipped.value)
+    assert "ATT-004" in str(skipped.value)
+
+
+def test_audit_006_runs_the_storage_probe_command():
+    printed = json.loads(aws())
+    command = [sys.executable, "-c", f"import json; print(json.dumps({printed!r}))"]
+    config = {"audit": {"storage_probe_cmd": command, "min_retention_days": 2190}}
+    outcome = checks.append_only(Recorded(config, []))
+    passed = settled("AUDIT-006", outcome.observations, "audit.storage_probe_cmd")
+    assert passed.status is Status.PASS
+    config["audit"]["min_retention_days"] = 3000
+    outcome = checks.append_only(Recorded(config, []))
+    assert [(o.ref, o.status) for o in outcome.observations] == [
+        ("b", Status.FAIL),
+        ("c", Status.PASS),
+    ]
+    config["audit"]["storage_probe_cmd"] = [sys.executable, "-c", "import sys; sys.exit(3)"]
+    outcome = checks.append_only(Recorded(config, []))
+    assert [(o.ref, o.status) for o in outcome.observations] == [
+        ("b", Status.INCONCLUSIVE),
+        ("c", Status.SKIP),
+    ]
+    out = settled("AUDIT-006", outcome.observations, "audit.storage_probe_cmd")
+    assert out.status is Status.INCONCLUSIVE
 
 
 # -- canary planting: a canary that did not take is not planted ---------------------------
@@ -964,9 +1198,9 @@ def test_the_invalid_canary_call_breaks_a_date_that_took():
             ],
         ),
         ("AUDIT-003", [("refusals", True), ("actor", True), ("alert", True)]),
-        ("AUDIT-004", [("delta", True), ("precision", True), ("order", True), ("ntp", False)]),
+        ("AUDIT-004", [("delta", True), ("precision", True), ("order", True), ("ntp", True)]),
         ("AUDIT-005", [("links", True), ("seq", True), ("anchor", True), ("previous", False)]),
-        ("AUDIT-006", [("a", False), ("b", False), ("run", True)]),
+        ("AUDIT-006", [("a", False), ("b", False), ("c", True), ("run", False)]),
     ],
 )
 def test_declared_probes_match_the_catalogue_row(control_id, probes):
@@ -984,8 +1218,13 @@ def test_optional_probes_name_the_keys_that_enable_them():
         ("AUDIT-001", "write"): ("safety.allow_mutations",),
         ("AUDIT-002", "action"): ("audit.action_map",),
         ("AUDIT-002", "injection"): ("audit.logged_fields",),
-        ("AUDIT-004", "ntp"): ("clock.ntp_server",),
         ("AUDIT-005", "previous"): ("evidence.history_dir",),
         ("AUDIT-006", "a"): ("audit.mgmt_methods",),
         ("AUDIT-006", "b"): ("audit.storage_probe_cmd",),
+        ("AUDIT-006", "run"): ("audit.source",),
     }
+
+
+def test_audit_004_needs_a_time_server_to_bound_its_own_clock():
+    ntp = next(p for p in registered()["AUDIT-004"].probes if p.ref == "ntp")
+    assert (ntp.required, ntp.needs) == (True, ("clock.ntp_server",))
