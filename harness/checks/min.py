@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +24,7 @@ from harness import audit
 from harness.catalogue import CATALOGUE, Severity
 from harness.channels import CallResult, code_text, invoke
 from harness.checks import check
-from harness.descriptors import MethodInfo, is_repeated
+from harness.descriptors import MethodCatalogue, MethodInfo, Records, is_repeated, record_shape
 from harness.oracles import PERMISSION_DENIED, UNREACHED, refused
 from harness.outcome import (
     NotApplicable,
@@ -91,43 +91,73 @@ def populated(message: Any) -> set[str]:
     return {fd.name for fd, _ in message.ListFields()}
 
 
-def records_in(message: Any, record_type: str) -> list[Any]:
-    """Every message of ``record_type`` in ``message`` (itself, or nested at any depth)."""
-    if message.DESCRIPTOR.full_name == record_type:
+def records_in(message: Any, record_type: str | Collection[str]) -> list[Any]:
+    """Every message of ``record_type`` (a full name, or several) in ``message``.
+
+    ``message`` itself, or nested at any depth in a wrapper (``{data: {patient: ...}}``).
+    """
+    types = {record_type} if isinstance(record_type, str) else set(record_type)
+    if message.DESCRIPTOR.full_name in types:
         return [message]
     found: list[Any] = []
     for fd, value in message.ListFields():
         if fd.message_type is None or fd.message_type.GetOptions().map_entry:
             continue
         for v in value if is_repeated(fd) else [value]:
-            found += records_in(v, record_type)
+            found += records_in(v, types)
     return found
+
+
+def _named(record_type: str | Collection[str]) -> str:
+    return record_type if isinstance(record_type, str) else " or ".join(sorted(record_type))
+
+
+def _carried(records: Records | None, message: Any) -> list[Any]:
+    """The records in one response: where ``records`` says, else the response itself."""
+    return [message] if records is None else records.records(message)
 
 
 def _undecodable(decoded: Decoded, cls: Any) -> str:
     return f"{decoded.undecodable} response(s) not decodable as {cls.DESCRIPTOR.full_name}"
 
 
-def _record_type(policy: Policy, run: Run) -> str | None:
-    """The record message the allowlists describe: the output of the first mask method."""
-    for path in run.config.table("min.mask_methods"):
+def record_types(
+    catalogue: MethodCatalogue,
+    mask_methods: Iterable[str],
+    reads: Iterable[MethodInfo],
+    declared: Collection[str] = (),
+) -> frozenset[str]:
+    """The record messages the allowlists describe (MIN-002/003 judge every one found).
+
+    ``schema.record_types`` when declared; else the record the first mask method's
+    responses carry, else the first unary read's (:func:`~harness.descriptors.record_shape`:
+    ``LabOrder`` in ``GetLabOrderResponse{order}``, not the wrapper). Empty when there is
+    neither.
+    """
+    if declared:
+        return frozenset(declared)
+    unary = [m.path for m in reads if not m.server_streaming]
+    for path in [*mask_methods, *unary]:
         try:
-            return policy.catalogue.method(path).output_type
+            return frozenset({record_shape(catalogue, path).record_type})
         except KeyError:
             continue
-    reads = [
-        m for m in policy.protected() if not policy.is_write(m.path) and not m.server_streaming
-    ]
-    return reads[0].output_type if reads else None
+    return frozenset()
 
 
-def _record_setup(run: Run, control_id: str) -> tuple[Policy, str]:
-    """The policy and the record type MIN-002/003 judge; NotApplicable says why not."""
+def _declared_records(run: Run) -> list[str]:
+    return run.config.str_list("schema.record_types")
+
+
+def _record_setup(run: Run, control_id: str) -> tuple[Policy, frozenset[str]]:
+    """The policy and the record types MIN-002/003 judge; NotApplicable says why not."""
     policy = policy_or_skip(run)
-    record = _record_type(policy, run)
-    if record is None:
+    reads = [m for m in policy.protected() if not policy.is_write(m.path)]
+    masks = run.config.table("min.mask_methods")
+    records = record_types(policy.catalogue, masks, reads, _declared_records(run))
+    if not records:
         raise NotApplicable("no read method to take the record type from")
-    return policy, record
+    return policy, records
 
 
 # -- MIN-001 ------------------------------------------------------------------------------
@@ -143,11 +173,16 @@ MIN_001_PROBES = (
 
 @dataclass(frozen=True)
 class MaskCase:
-    """One mask sent by one principal: its probe, the call, and the fields it may return."""
+    """One mask sent by one principal: its probe, the call, and the fields it may return.
+
+    ``records`` says where the method's responses carry the record the mask applies to
+    (:func:`~harness.descriptors.record_shape`); ``None``: each response is the record.
+    """
 
     ref: str
     call: Call
     limit: frozenset[str]
+    records: Records | None = None
 
 
 def mask_cases(
@@ -186,6 +221,15 @@ def masked_request(cls: Any, template: str, mask_field: str, paths: Sequence[str
     return data
 
 
+def record_fields(catalogue: MethodCatalogue, records: Records) -> list[str]:
+    """The field names of the record type ``records`` points at (what a mask names).
+
+    AIP-157: a read mask's paths name the record's fields, so ``GetLabOrderResponse{order}``
+    is masked as a ``LabOrder``.
+    """
+    return [f.name for f in catalogue.message_class(records.record_type).DESCRIPTOR.fields]
+
+
 def mask_plan(run: Run, policy: Policy) -> list[MaskCase]:
     """Every mask case: each ``min.mask_methods`` entry, each principal the matrix allows."""
     allowlists = run.config.table("min.role_field_allowlist")
@@ -196,8 +240,8 @@ def mask_plan(run: Run, policy: Policy) -> list[MaskCase]:
             method = policy.catalogue.method(path)
         except KeyError:
             continue
-        out = policy.catalogue.message_class(method.output_type)
-        fields = [f.name for f in out.DESCRIPTOR.fields]
+        shape = record_shape(policy.catalogue, path, _declared_records(run))
+        fields = record_fields(policy.catalogue, shape)
         cls = policy.catalogue.message_class(method.input_type)
         text = template_text(run, path)
         for name in sorted(policy.allowed(path) or ()):
@@ -207,7 +251,7 @@ def mask_plan(run: Run, policy: Policy) -> list[MaskCase]:
             for ref, label, paths, limit in mask_cases(fields, allowlists.get(name), always):
                 request = masked_request(cls, text, str(mask_field), paths)
                 call = Call(f"{name}: {label} {paths}", path, (request,), principal)
-                plan.append(MaskCase(ref, call, limit))
+                plan.append(MaskCase(ref, call, limit, shape))
     return plan
 
 
@@ -234,12 +278,15 @@ def judge_mask(
     (a), (d), (e): OK whose populated fields are within ``case.limit``; (b) also
     PERMISSION_DENIED or INVALID_ARGUMENT, or OK with the field omitted (an empty message
     is such an answer). A field outside the limit is a FAIL; bytes that do not decode, an
-    OK with no record and a call that never reached the service are INCONCLUSIVE.
+    OK with no record and a call that never reached the service are INCONCLUSIVE. The
+    fields judged are the record's (``case.records``: the ``order`` of
+    ``GetLabOrderResponse{order}``), never the wrapper's.
     """
     if case.ref == "c":
         return judge_unknown_path(case, result, omit_unknown=omit_unknown)
     decoded = decode(cls, result.responses)
-    got = set().union(*(populated(m) for m in decoded.messages))
+    records = [r for m in decoded.messages for r in _carried(case.records, m)]
+    got = set().union(*(populated(r) for r in records))
     extra = sorted(got - case.limit)
     observed = result.summary()
     refusals = (PERMISSION_DENIED, INVALID_ARGUMENT) if case.ref == "b" else ()
@@ -277,8 +324,10 @@ def field_mask_honoured(run: Run) -> Outcome:
     (PERMISSION_DENIED, INVALID_ARGUMENT) or omitted; (c) ``does_not_exist`` must get
     INVALID_ARGUMENT (or be omitted under ``min.unknown_path_policy = "omit"``); (d) ``*``
     and (e) an empty mask must return nothing outside the role's allowlist. (b), (d) and
-    (e) need the role's ``min.role_field_allowlist`` entry. An answer that does not decode
-    as the method's output type, or holds no record, is INCONCLUSIVE.
+    (e) need the role's ``min.role_field_allowlist`` entry. The fields are the record's,
+    wherever the response carries it (``GetLabOrderResponse{order}``: the ``LabOrder``).
+    An answer that does not decode as the method's output type, or holds no record, is
+    INCONCLUSIVE.
     """
     if not run.config.table("min.mask_methods"):
         raise NotApplicable("no min.mask_methods declared")
@@ -343,7 +392,7 @@ def judge_role_read(
     call: Call,
     result: CallResult,
     cls: Any,
-    record_type: str,
+    record_type: str | Collection[str],
     allowed: Iterable[str],
     holds_phi: Callable[[str], bool],
 ) -> Observation:
@@ -372,7 +421,7 @@ def judge_role_read(
     elif result.code in UNREACHED and not records:
         status = Status.INCONCLUSIVE
     elif not any(rec.ListFields() for rec in records):
-        status, expected = Status.SKIP, f"a populated {record_type} in the answer"
+        status, expected = Status.SKIP, f"a populated {_named(record_type)} in the answer"
     else:
         status = Status.PASS
     severity = Severity.CRITICAL if phi else Severity.HIGH
@@ -435,7 +484,7 @@ def judge_identifiers(
     call: Call,
     result: CallResult,
     cls: Any,
-    record_type: str,
+    record_type: str | Collection[str],
     patterns: Mapping[str, re.Pattern[str]],
     planted: Iterable[str],
 ) -> Observation:

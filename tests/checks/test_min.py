@@ -25,14 +25,20 @@ from harness.checks.min import (
     judge_role_read,
     judge_update,
     mask_cases,
+    mask_plan,
     masked_request,
+    record_fields,
+    record_types,
     records_in,
 )
-from harness.descriptors import MethodInfo
+from harness.config import Config
+from harness.descriptors import MethodInfo, record_shape
 from harness.outcome import Observation, Status
 from harness.plans.calls import Call
+from harness.policy import Policy
 from harness.principals import Principal
 from targets.reference import schema
+from tests.checks import labs
 from tests.checks.recorded import answer, declared, probe_statuses, settled
 
 C = grpc.StatusCode
@@ -420,3 +426,125 @@ def test_min_004_revocation_is_optional():
     outcome = settled("MIN-004", [judge_cache(PLAN, polls(fresh), PATIENT)])
     assert outcome.status is Status.PASS
     assert probe_statuses(outcome) == {"MIN-004(1-3)": Status.PASS, "MIN-004(4)": Status.SKIP}
+
+
+# -- a service whose responses wrap their records (GetLabOrderResponse{order}, ...) --------
+
+LAB_FIELDS = [f.name for f in labs.message("LabOrder").DESCRIPTOR.fields]
+LAB_MASK = {labs.GET: "read_mask", labs.FETCH: "read_mask"}
+LAB_READS = [m for m in labs.catalogue().methods if m.service == "acme.lab.v1.LabOrders"]
+
+
+class _LabRun:
+    """What MIN-001's plan reads of a run: config and principals."""
+
+    def __init__(self, **config) -> None:
+        self.config = Config(config)
+
+    def principal(self, name: str) -> Principal:
+        return BILLING if name == "billing" else ADMIN
+
+
+def lab_policy() -> Policy:
+    matrix = {m.path: frozenset({"billing"}) for m in labs.catalogue().methods}
+    return Policy(labs.catalogue(), frozenset(), frozenset(), matrix, False)
+
+
+def test_mask_plan_names_the_fields_of_the_record_a_wrapper_carries():
+    """The mask's paths are the LabOrder's fields (AIP-157), never ``order`` or ``etag``."""
+    run = _LabRun(
+        schema={"request_templates": {labs.GET: '{"orderId": 42}'}},
+        min={
+            "mask_methods": {labs.GET: "read_mask"},
+            "role_field_allowlist": {"billing": ["order_id", "test_code", "result"]},
+        },
+    )
+    plan = mask_plan(run, lab_policy())  # type: ignore[arg-type]
+    request = labs.message("GetLabOrderRequest")
+    sent = {c.ref: list(request.FromString(c.call.requests[0]).read_mask.paths) for c in plan}
+    assert sent == {
+        "a": ["order_id", "test_code"],
+        "b": ["patient_id"],
+        "c": ["does_not_exist"],
+        "d": ["*"],
+        "e": [],
+    }
+    assert request.FromString(plan[0].call.requests[0]).order_id == 42
+    assert {c.records.path for c in plan} == {("order",)}
+    assert record_fields(labs.catalogue(), plan[0].records) == LAB_FIELDS
+
+
+def lab_case(ref: str, method: str = labs.GET, limit=("order_id", "test_code")) -> MaskCase:
+    shape = record_shape(labs.catalogue(), method)
+    return MaskCase(
+        ref, Call(f"billing: ({ref})", method, (b"",), BILLING), frozenset(limit), shape
+    )
+
+
+@pytest.mark.parametrize("method", [labs.GET, labs.FETCH])
+def test_mask_judged_on_the_record_a_wrapper_carries(method):
+    """A grpc-js answer GetLabOrderResponse{order, etag}: its ``order`` is what was masked.
+
+    Judged as the response itself, {order, etag} was outside every mask: a FAIL for a
+    service that honoured it.
+    """
+    out = labs.message(labs.catalogue().method(method).output_type.rsplit(".", 1)[-1])
+
+    def wrapped(**fields) -> bytes:
+        record = labs.order(**fields)
+        if method == labs.FETCH:  # {data: {order: ...}}
+            return out(data={"order": record}).SerializeToString()
+        return out(order=record, etag="W/1").SerializeToString()
+
+    honoured = answer(C.OK, wrapped(order_id=42, test_code="CBC"))
+    assert judge_mask(lab_case("a", method), honoured, out).status is Status.PASS
+    widened = answer(C.OK, wrapped(order_id=42, test_code="CBC", ssn="900-00-0001"))
+    got = judge_mask(lab_case("a", method), widened, out)
+    assert (got.status, got.severity) == (Status.FAIL, Severity.HIGH)
+    assert got.observed.endswith("fields outside the mask/allowlist: ssn")
+    # A wrapper without its record holds nothing to judge; for (b) the field is omitted.
+    empty = answer(C.OK, out().SerializeToString())
+    assert judge_mask(lab_case("a", method), empty, out).status is Status.INCONCLUSIVE
+    assert judge_mask(lab_case("b", method), empty, out).status is Status.PASS
+
+
+def test_record_types_are_the_records_wrappers_carry():
+    catalogue = labs.catalogue()
+    assert record_types(catalogue, [labs.GET], LAB_READS) == {labs.RECORD}
+    # Without a mask method, the first unary read's record (not the wrapper).
+    assert record_types(catalogue, [], LAB_READS) == {labs.RECORD}
+    assert record_types(catalogue, [], []) == frozenset()
+    declared = ["acme.lab.v1.Specimen"]
+    assert record_types(catalogue, [labs.GET], LAB_READS, declared) == {"acme.lab.v1.Specimen"}
+    # The reference's reads return the record itself.
+    reads = [MethodInfo(GET, "s", "GetPatient", "x", RECORD, False, False)]
+    assert record_types(labs.reference(), [], reads) == {RECORD}
+
+
+def test_role_reads_judge_the_records_in_a_wrapped_page():
+    page = labs.listed(labs.order(order_id=1, test_code="CBC"), labs.order(order_id=2), token="t")
+    cls = labs.message("ListLabOrdersResponse")
+    records = record_types(labs.catalogue(), [labs.GET], LAB_READS)
+    allowed = ["order_id", "test_code"]
+
+    def judged(blob: bytes) -> Observation:
+        call = Call("billing", labs.LIST, (b"",))
+        return judge_role_read(call, answer(C.OK, blob), cls, records, allowed, lambda t: False)
+
+    assert judged(page).status is Status.PASS  # next_page_token is the page's, not a field
+    leaked = judged(labs.listed(labs.order(order_id=1, clinician_note="n")))
+    assert (leaked.status, "clinician_note" in leaked.observed) == (Status.FAIL, True)
+    assert judged(labs.listed()).status is Status.SKIP
+
+
+def test_identifiers_in_a_wrapped_answer_are_judged():
+    cls = labs.message("GetLabOrderResponse")
+    records = record_types(labs.catalogue(), [labs.GET], LAB_READS)
+
+    def judged(ssn: str) -> Observation:
+        result = answer(C.OK, labs.got(labs.order(order_id=42, ssn=ssn)))
+        return judge_identifiers(Call("billing", labs.GET, (b"",)), result, cls, records,
+                                 PATTERNS, {CANARY_SSN})  # fmt: skip
+
+    assert judged("***-**-0001").status is Status.PASS
+    assert judged(CANARY_SSN).status is Status.FAIL
