@@ -16,8 +16,9 @@ DEADLINE_EXCEEDED) is INCONCLUSIVE, never a refusal and never a pass.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +31,7 @@ from harness import audit
 from harness.catalogue import CATALOGUE, Severity
 from harness.channels import CallResult
 from harness.checks import check
-from harness.descriptors import MethodCatalogue, MethodInfo, is_repeated
+from harness.descriptors import MethodCatalogue, MethodInfo, Records, is_repeated, record_shape
 from harness.oracles import UNREACHED, refused
 from harness.outcome import NotApplicable, Observation, Outcome, Probe, Status
 from harness.plans.calls import (
@@ -42,6 +43,7 @@ from harness.plans.calls import (
     marked,
     named_id,
     policy_or_skip,
+    record_values,
     send,
     set_path,
     strings_in,
@@ -380,6 +382,103 @@ def judge_foreign(
     ).of("foreign")
 
 
+def records_naming(
+    catalogue: MethodCatalogue, records: Records, responses: Iterable[bytes], ids: Iterable[str]
+) -> tuple[set[str], int, int]:
+    """Which of ``ids`` the records in ``responses`` name; how many records; how many undecodable.
+
+    Only the records count (:func:`~harness.plans.calls.record_values`), not the wrapper
+    around them: a page that echoes its filter, or a ``next_page_token`` encoding it,
+    returns no record. Bytes that do not decode are searched whole.
+    """
+    cls = catalogue.message_class(catalogue.method(records.method).output_type)
+    wanted = [str(i) for i in ids]
+    found: set[str] = set()
+    count = undecodable = 0
+    for blob in responses:
+        try:
+            message = cls.FromString(blob)
+        except DecodeError:
+            undecodable += 1
+            found |= ids_named(wire_values(blob), wanted)
+            continue
+        if blob and not message.ListFields():
+            undecodable += 1
+        n, values = record_values(message, records, catalogue.message_class)
+        count += n
+        found |= ids_named(values, wanted)
+    return found, count, undecodable
+
+
+def judge_filtered(
+    catalogue: MethodCatalogue,
+    records: Records,
+    aimed: Aimed,
+    result: CallResult,
+    twin: CallResult | None,
+    hiding: bool,
+) -> Observation:
+    """AUTHZ-002 (foreign) on a List or Search whose filter names a foreign ID.
+
+    The filter holds when the service answers with no foreign record: PERMISSION_DENIED
+    (as for a Get), or OK with records none of which names a foreign ID (an empty page,
+    or the caller's own records); with existence hiding, an OK only if the nonexistent
+    ID's filter (``twin``) got OK too. A record naming a foreign ID anywhere in it is a
+    leak (critical). An OK whose responses do not decode, or whose twin got lost, is
+    INCONCLUSIVE; any other answer is judged as a foreign Get's (:func:`judge_foreign`).
+    """
+    leaked, count, undecodable = records_naming(catalogue, records, result.responses, aimed.foreign)
+    if not leaked and result.code != OK:
+        return _filter_refused(aimed, result, twin, hiding, count, undecodable)
+    observed = result.summary() + (
+        f"; records naming foreign IDs: {', '.join(sorted(leaked))}"
+        if leaked
+        else f"; {count} record(s), none naming a foreign ID"
+    )
+    status, severity = Status.PASS, None
+    if leaked:
+        status, severity = Status.FAIL, Severity.CRITICAL
+    elif undecodable:
+        status = Status.INCONCLUSIVE
+        observed += f"; {undecodable} response(s) did not decode"
+    elif hiding and (twin is None or twin.code in NO_ANSWER):
+        status = Status.INCONCLUSIVE
+        observed += "; the nonexistent ID's filter got no answer to compare with"
+    elif hiding and twin is not None and twin.code != OK:
+        status, severity = Status.FAIL, Severity.HIGH
+        observed += f"; the nonexistent ID's filter got {twin.summary()}"
+    expected = "PERMISSION_DENIED (7), or no record naming a foreign ID" + (
+        " (OK exactly as for a nonexistent ID)" if hiding else ""
+    )
+    return Observation(aimed.where, observed, expected, status, severity, result.request_id).of(
+        "foreign"
+    )
+
+
+def _filter_refused(
+    aimed: Aimed,
+    result: CallResult,
+    twin: CallResult | None,
+    hiding: bool,
+    count: int,
+    undecodable: int,
+) -> Observation:
+    """A foreign filter's error, judged as a foreign Get's (:func:`judge_foreign`).
+
+    Records a stream sent before the error that name no foreign ID are no data of the
+    foreign record; records that did not decode leave a refusal INCONCLUSIVE.
+    """
+    if not result.responses:
+        return judge_foreign(aimed, result, twin, hiding)
+    judged = judge_foreign(aimed, dataclasses.replace(result, responses=()), twin, hiding)
+    status = judged.status
+    if undecodable and status is Status.PASS:
+        status = Status.INCONCLUSIVE
+    observed = f"{result.summary()}; {count} record(s) before it, none naming a foreign ID"
+    observed += f"; {undecodable} response(s) did not decode" if undecodable else ""
+    return dataclasses.replace(judged, observed=observed, status=status)
+
+
 def judge_nonexistent(catalogue: MethodCatalogue, aimed: Aimed, result: CallResult) -> Observation:
     """AUTHZ-002 (nonexistent): the service answered, and with no foreign record.
 
@@ -439,9 +538,17 @@ def judge_listing(catalogue: MethodCatalogue, aimed: Aimed, result: CallResult) 
 
 
 def judge_objects(
-    catalogue: MethodCatalogue, sent: Sequence[tuple[Aimed, CallResult]], hiding: bool
+    catalogue: MethodCatalogue,
+    sent: Sequence[tuple[Aimed, CallResult]],
+    hiding: bool,
+    record_types: Collection[str] = (),
 ) -> list[Observation]:
-    """AUTHZ-002: every foreign, nonexistent and listing call, judged."""
+    """AUTHZ-002: every foreign, nonexistent and listing call, judged.
+
+    A foreign call to a method that lists records (a repeated record field, or a stream
+    of them from a List or Search: :func:`~harness.descriptors.record_shape`, with
+    ``schema.record_types``) is a filter naming a foreign ID (:func:`judge_filtered`).
+    """
 
     def key(aimed: Aimed) -> tuple[str, str]:
         who = aimed.call.principal.name if aimed.call.principal is not None else ""
@@ -450,8 +557,12 @@ def judge_objects(
     absent = {key(a): r for a, r in sent if a.ref == "nonexistent"}
     out = []
     for aimed, result in sent:
-        if aimed.ref == "foreign":
-            out.append(judge_foreign(aimed, result, absent.get(key(aimed)), hiding))
+        twin = absent.get(key(aimed))
+        records = record_shape(catalogue, aimed.call.method, record_types)
+        if aimed.ref == "foreign" and records.lists:
+            out.append(judge_filtered(catalogue, records, aimed, result, twin, hiding))
+        elif aimed.ref == "foreign":
+            out.append(judge_foreign(aimed, result, twin, hiding))
         elif aimed.ref == "nonexistent":
             out.append(judge_nonexistent(catalogue, aimed, result))
         else:
@@ -468,8 +579,11 @@ def object_level(run: Run) -> Outcome:
     ID that does not exist. Foreign IDs must get PERMISSION_DENIED (or, with
     ``authz.existence_hiding``, NOT_FOUND exactly like the nonexistent ID) and never data.
     Streaming and list methods are called with their template and every response is
-    decoded: no foreign ID may appear in it. Writes are skipped unless mutations are
-    allowed.
+    decoded: no foreign ID may appear in it. A List or Search whose template names an own
+    ID gets the foreign ID in its filter: an OK page with no record naming a foreign ID is
+    the filter holding, a record naming one a leak. Records are found by the descriptors
+    (``schema.record_types``, or the type named for the method's resource), not by the
+    response's shape. Writes are skipped unless mutations are allowed.
     """
     own, foreign = run.config.table("authz.own_ids"), run.config.table("authz.foreign_ids")
     if not foreign:
@@ -483,7 +597,8 @@ def object_level(run: Run) -> Outcome:
             "no allowed method names an own ID in its template, and none lists records"
         )
     hiding = bool(run.config.get("authz.existence_hiding", False))
-    observations = skipped + judge_objects(policy.catalogue, _sent(run, aimed), hiding)
+    declared = run.config.str_list("schema.record_types")
+    observations = skipped + judge_objects(policy.catalogue, _sent(run, aimed), hiding, declared)
     return Outcome.from_observations(
         CATALOGUE["AUTHZ-002"], observations, passed="no foreign record reachable"
     )

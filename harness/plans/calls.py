@@ -14,7 +14,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError
 
 from harness.channels import CallResult
-from harness.descriptors import MethodInfo, is_repeated
+from harness.descriptors import MethodInfo, Records, is_repeated
 from harness.outcome import NotApplicable
 from harness.policy import Policy
 from harness.principals import BEARER, Presentation, Principal
@@ -147,6 +147,22 @@ def values_in(message: Any, resolve: Resolve | None = None, depth: int = 0) -> I
             ):
                 yield item
     yield from _unknown(message, depth)
+
+
+def record_values(
+    message: Any, records: Records, resolve: Resolve | None = None
+) -> tuple[int, list[Scalar]]:
+    """The records a decoded response carries (``records``): how many, and their values.
+
+    Every value of every record (:func:`values_in`), and those of the fields the
+    response's type does not declare (nobody can say they are not records); never the
+    wrapper's own declared fields, such as an echoed filter or a ``next_page_token``
+    that encodes the query.
+    """
+    found = records.records(message)
+    values: list[Scalar] = [v for record in found for v in values_in(record, resolve)]
+    values += _unknown(message, 0)
+    return len(found), values
 
 
 def _packed(message: Any, resolve: Resolve | None, depth: int) -> Iterator[Scalar]:

@@ -51,6 +51,7 @@ from harness.outcome import NotApplicable, Status
 from harness.plans.calls import Call, absent_id, as_number, named_id, swap_id
 from harness.policy import Policy
 from harness.principals import Principal
+from tests.checks import labs
 from tests.checks.recorded import answer, refs, settled
 
 C = grpc.StatusCode
@@ -937,3 +938,103 @@ def test_config_takes_integer_ids(tmp_path):
     assert config.get("authz.sandbox_ids") == ["7", "s-1"]
     with pytest.raises(ConfigError, match="string or an integer ID"):
         parse_config(b"[authz.own_ids]\nnurse = [true]\n", "hipaa.toml", tmp_path)
+
+
+# -- a service whose responses wrap their records: filters by schema, not by shape ---------
+
+LAB_TEMPLATES = {
+    labs.GET: '{"orderId": 5001}',
+    labs.LIST: '{"patientId": 42, "maxResults": 10}',
+    labs.STREAM: '{"patientId": 42}',
+}
+
+
+def lab_policy() -> Policy:
+    matrix = {m: frozenset({"nurse"}) for m in LAB_TEMPLATES}
+    return Policy(labs.catalogue(), frozenset(), frozenset(), matrix, False)
+
+
+def lab_planned() -> list[Aimed]:
+    own, foreign = {"nurse": ["42", "5001"]}, {"nurse": ["77", "5077"]}
+    planned, _ = plan_objects(lab_policy(), LAB_TEMPLATES, own, foreign, PRINCIPALS, "0badf00d")
+    return planned
+
+
+def lab_judged(method: str, result: CallResult, twin: CallResult | None = None, hiding=False):
+    """The foreign call on ``method`` (its first), judged with the run's other calls."""
+    planned = [a for a in lab_planned() if a.call.method == method]
+    sent = [(planned[0], result)]
+    if twin is not None:
+        sent.append((next(a for a in planned if a.ref == "nonexistent"), twin))
+    return judge_objects(labs.catalogue(), sent, hiding)[0]
+
+
+def test_lab_objects_plan_filters_naming_foreign_int64_ids():
+    request = labs.message("ListLabOrdersRequest")
+    lists = [a for a in lab_planned() if a.call.method == labs.LIST]
+    assert [(a.ref, request.FromString(a.call.requests[0]).patient_id) for a in lists] == [
+        ("foreign", 77),
+        ("foreign", 5077),
+        ("nonexistent", 2_000_000_000 + 0x0BADF00D % 100_000_000),
+    ]
+    assert request.FromString(lists[0].call.requests[0]).max_results == 10
+
+
+def test_an_empty_page_for_a_foreign_filter_is_the_filter_holding():
+    """The recorded case: ListLabOrders{patient_id: 77} -> OK, no orders, was a critical leak."""
+    empty = lab_judged(labs.LIST, answer(C.OK, labs.listed()))
+    assert (empty.status, empty.ref) == (Status.PASS, "foreign")
+    assert "0 record(s), none naming a foreign ID" in empty.observed
+    # An empty page whose token encodes the query, or a wrapper echoing the filter: no record.
+    token = lab_judged(labs.LIST, answer(C.OK, labs.listed(token="patient=77;offset=10")))
+    assert token.status is Status.PASS
+    # The caller's own orders (the service ignored the filter and scoped to the caller).
+    own = labs.listed(labs.order(order_id=5001, patient_id=42, test_code="CBC"))
+    assert lab_judged(labs.LIST, answer(C.OK, own)).status is Status.PASS
+    # A grpc-js server stream of orders that sends none.
+    assert lab_judged(labs.STREAM, answer(C.OK)).status is Status.PASS
+    refused = answer(C.PERMISSION_DENIED, details=GO_DENIED)
+    assert lab_judged(labs.LIST, refused).status is Status.PASS
+
+
+def test_a_record_carrying_the_foreign_id_is_the_leak():
+    page = labs.listed(labs.order(order_id=9, patient_id=77, result="positive"))
+    leaked = lab_judged(labs.LIST, answer(C.OK, page))
+    assert (leaked.status, leaked.severity) == (Status.FAIL, Severity.CRITICAL)
+    assert "77" in leaked.observed
+    streamed = labs.order(order_id=9, patient_id=77).SerializeToString()
+    cut = answer(C.DEADLINE_EXCEEDED, streamed, details="Deadline exceeded")
+    assert lab_judged(labs.STREAM, cut).status is Status.FAIL
+    # A foreign order in a field the descriptors do not declare is still a record.
+    own = labs.listed(labs.order(order_id=5001, patient_id=42))
+    undeclared = own + b"\x1a\x02\x10\x4d"  # field 3 (not declared) {field 2: 77}
+    assert lab_judged(labs.LIST, answer(C.OK, undeclared)).status is Status.FAIL
+    # A Get's wrapper carrying the foreign order leaks as before.
+    got = lab_judged(labs.GET, answer(C.OK, labs.got(labs.order(order_id=5077))))
+    assert (got.status, got.severity) == (Status.FAIL, Severity.CRITICAL)
+
+
+@pytest.mark.parametrize(
+    "result",
+    [
+        answer(C.OK, b"\xff\xff\xff"),
+        answer(C.UNAVAILABLE, details=ENVOY_DOWN, trailers=ENVOY_TRAILERS),
+        # own records streamed, then the connection was cut: the filter is not shown
+        answer(C.UNAVAILABLE, labs.order(patient_id=42).SerializeToString()),
+    ],
+    ids=["undecodable", "envoy-unavailable", "cut-after-own-records"],
+)
+def test_a_foreign_filter_answered_with_nothing_readable_is_inconclusive(result):
+    method = labs.STREAM if result.responses and result.code != C.OK else labs.LIST
+    assert lab_judged(method, result).status is Status.INCONCLUSIVE
+
+
+def test_existence_hiding_holds_an_empty_page_to_the_nonexistent_filter():
+    empty = answer(C.OK, labs.listed())
+    same = lab_judged(labs.LIST, empty, twin=answer(C.OK, labs.listed()), hiding=True)
+    shown = lab_judged(labs.LIST, empty, twin=answer(C.NOT_FOUND, details="no patient"),
+                       hiding=True)  # fmt: skip
+    lost = lab_judged(labs.LIST, empty, twin=answer(C.UNAVAILABLE), hiding=True)
+    assert same.status is Status.PASS
+    assert (shown.status, shown.severity) == (Status.FAIL, Severity.HIGH)
+    assert lost.status is Status.INCONCLUSIVE
