@@ -219,6 +219,7 @@ SCHEMA: dict[str, Any] = {
         "write_methods": _list(_str),
         "read_methods": _list(_str),
         "liveness_method": _str,
+        "record_types": _list(_str),
     },
     "auth": {
         "principals": _map(_table(_PRINCIPAL)),
@@ -306,6 +307,7 @@ SCHEMA: dict[str, Any] = {
         "max_concurrent_exports": _int,
         "max_concurrent_streams": _int,
         "max_page_size": _int,
+        "page_size_field": _str,
         "max_response_bytes": _int,
         "max_idle_s": _num,
     },

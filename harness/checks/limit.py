@@ -26,7 +26,7 @@ from harness import audit
 from harness.catalogue import CATALOGUE, Severity
 from harness.channels import CLIENT_MAX_RECEIVE, CallResult, code_text, invoke, new_request_id
 from harness.checks import check
-from harness.descriptors import MethodInfo, is_repeated
+from harness.descriptors import MethodInfo, Records, is_repeated, page_size_field, record_shape
 from harness.errors import TargetError
 from harness.h2client import H2Client, Reply, grpc_frame
 from harness.oracles import PERMISSION_DENIED, UNREACHED, judge_health, refused
@@ -530,7 +530,11 @@ LIMIT_003_PROBES = (
         required=False,
         needs=("limits.max_concurrent_streams",),
     ),
-    Probe("d", "list methods asked for page_size = 2^31 - 1", needs=("limits.max_page_size",)),
+    Probe(
+        "d",
+        "list methods asked for 2^31 - 1 items per page (page_size or another page-size field)",
+        needs=("limits.max_page_size",),
+    ),
 )
 #: How long LIMIT-003 (c) waits for the server's first SETTINGS frame.
 SETTINGS_WAIT_S = 3.0
@@ -585,12 +589,18 @@ def maxed(cls: Any, template: str) -> bytes:
 
 @dataclass(frozen=True)
 class ExportPlan:
-    """One bulk method: its maxed request, a principal it refuses and one it serves."""
+    """One bulk method: its maxed request, a principal it refuses and one it serves.
+
+    ``response`` is its output message class and ``records`` where its responses carry
+    records (:func:`~harness.descriptors.record_shape`), to count them (:func:`exported`).
+    """
 
     path: str
     request: bytes
     outsider: Principal | None
     exporter: Principal | None
+    response: Any = None
+    records: Records | None = None
 
 
 def export_plan(run: Run, policy: Policy) -> tuple[list[ExportPlan], list[Observation]]:
@@ -609,7 +619,9 @@ def export_plan(run: Run, policy: Policy) -> tuple[list[ExportPlan], list[Observ
         principals = sorted(run.principals.items())
         outsider = next((p for n, p in principals if n not in allowed and p.has_token), None)
         exporter = next((p for n, p in principals if n in allowed), None)
-        plans.append(ExportPlan(path, request, outsider, exporter))
+        out = policy.catalogue.message_class(method.output_type)
+        shape = record_shape(policy.catalogue, path, run.config.str_list("schema.record_types"))
+        plans.append(ExportPlan(path, request, outsider, exporter, out, shape))
     return plans, notes
 
 
@@ -620,22 +632,53 @@ def judge_outsider(call: Call, result: CallResult) -> Observation:
     ).of("a")
 
 
-def judge_export_count(
-    label: str, result: CallResult, max_records: int | None, max_bytes: int | None = None
-) -> Observation:
-    """(a) An export asked for everything: at most ``max_records`` messages.
+def exported(cls: Any, records: Records | None, responses: Sequence[bytes]) -> tuple[int, int]:
+    """How many records an export's ``responses`` hold, and how many did not decode.
 
-    It ends OK, or INVALID_ARGUMENT (too much was asked). RESOURCE_EXHAUSTED is a FAIL (if
-    the client raised it, a response was too large), and so is a response over the
-    receive limit ``max_bytes`` (:func:`receive_limit`); an OK with no record shows no
-    bound (INCONCLUSIVE), nor does a call that never reached the service.
+    With ``records`` (:func:`~harness.descriptors.record_shape`), the records each
+    response carries (``ExportLabOrdersResponse{repeated orders}`` holds many); without,
+    or where the record type was not found, one per message.
     """
-    n = len(result.responses)
+    if cls is None or records is None or not records.found:
+        return len(responses), 0
+    count = undecodable = 0
+    for blob in responses:
+        try:
+            message = cls.FromString(blob)
+        except DecodeError:
+            undecodable += 1
+            continue
+        if blob and not message.ListFields():
+            undecodable += 1
+        count += len(records.records(message))
+    return count, undecodable
+
+
+def judge_export_count(
+    label: str,
+    result: CallResult,
+    max_records: int | None,
+    max_bytes: int | None = None,
+    counted: tuple[int, int] | None = None,
+) -> Observation:
+    """(a) An export asked for everything: at most ``max_records`` records.
+
+    ``counted`` is (records, responses that did not decode) as :func:`exported` reads
+    them; without it, one record per message. It ends OK, or INVALID_ARGUMENT (too much
+    was asked). RESOURCE_EXHAUSTED is a FAIL (if the client raised it, a response was too
+    large), and so is a response over the receive limit ``max_bytes``
+    (:func:`receive_limit`); an OK with no record, or responses that do not decode, show
+    no bound (INCONCLUSIVE), nor does a call that never reached the service.
+    """
+    n, undecodable = counted or (len(result.responses), 0)
     largest = max((len(b) for b in result.responses), default=0)
     over = _oversized(largest, max_bytes)
-    observed = f"{result.summary()}; {sum(len(b) for b in result.responses)} bytes{over}"
+    observed = f"{result.summary()}; {n} record(s), {sum(map(len, result.responses))} bytes{over}"
     if (max_records is not None and n > max_records) or over:
         status = Status.FAIL
+    elif undecodable:
+        status = Status.INCONCLUSIVE
+        observed += f"; {undecodable} response(s) did not decode: records not counted"
     elif result.code == RESOURCE_EXHAUSTED:
         status, observed = Status.FAIL, observed + _CLIENT_LIMIT_NOTE
     elif not _reached(result):
@@ -654,14 +697,15 @@ def judge_export_count(
 
 
 def judge_export_audit(
-    label: str, result: CallResult, counted: Sequence[Any], problem: str
+    label: str, result: CallResult, counted: Sequence[Any], problem: str, n: int | None = None
 ) -> Observation:
     """(a) The audit event of an export answered OK carries its record count.
 
     ``counted`` are the ``records`` values (``audit.field_map``) of the events found for
-    its request ID; ``problem`` says why the audit source could not be read.
+    its request ID; ``problem`` says why the audit source could not be read; ``n`` is how
+    many records the export held (:func:`exported`; without it, one per message).
     """
-    n = len(result.responses)
+    n = len(result.responses) if n is None else n
     ok = not problem and bool(counted) and str(counted[0]) == str(n)
     status = Status.INCONCLUSIVE if problem else Status.PASS if ok else Status.FAIL
     observed = problem or f"records = {counted[0] if counted else 'missing'}"
@@ -738,14 +782,15 @@ def _export(run: Run, plan: ExportPlan, bounds: ExportBounds) -> list[Observatio
         timeout=EXPORT_TIMEOUT_S,
     )
     label = f"{exporter.name} asks {plan.path} for everything"
+    n = exported(plan.response, plan.records, r.responses)
     if bounds.records is not None or bounds.response_bytes is not None:
-        observations.append(judge_export_count(label, r, bounds.records, bounds.response_bytes))
+        observations.append(judge_export_count(label, r, bounds.records, bounds.response_bytes, n))
     counts = "records" in run.config.table("audit.field_map")
     if r.code == OK and counts and run.config.get("audit.source") is not None:
         events, problem = audit.wait_for(run, [r.request_id])
         counted = [audit.field(run, e, "records") for e in events.get(r.request_id, [])]
         audited = f"audit event of the export ({exporter.name})"
-        observations.append(judge_export_audit(audited, r, counted, problem))
+        observations.append(judge_export_audit(audited, r, counted, problem, n[0]))
     if bounds.concurrent is not None:
         count = bounds.concurrent + 1
         label = f"{count} exports at once by {exporter.name}"
@@ -857,39 +902,53 @@ def read_settings(run: Run) -> tuple[Mapping[int, int] | None, str]:
     return (dict(settings) if settings is not None else None), ""
 
 
-def page_plan(run: Run, policy: Policy) -> list[tuple[MethodInfo, Call]]:
-    """Every read with a ``page_size`` field, asked for 2^31 - 1 items.
+def set_integer(message: Any, dotted: str, value: int) -> None:
+    """Set the integer field at ``dotted`` (proto names, ``paging.limit``) to ``value``."""
+    *parents, leaf = dotted.split(".")
+    for name in parents:
+        message = getattr(message, name)
+    setattr(message, leaf, value)
 
-    Each is sent by the first principal the matrix allows on it; a read no principal may
-    call is left out.
+
+def page_plan(run: Run, policy: Policy) -> list[tuple[MethodInfo, Call]]:
+    """Every read with a page-size field, asked for 2^31 - 1 items in one page.
+
+    The field is ``limits.page_size_field`` where the request has it, else AIP-158
+    ``page_size`` or another name services use (``max_results``, ``limit``, ``pageSize``,
+    ``paging.limit``: :func:`~harness.descriptors.page_size_field`). Each read is sent by
+    the first principal the matrix allows on it; a read no principal may call is left out.
     """
+    declared = run.config.str_("limits.page_size_field")
     plan = []
     for m in read_methods(policy):
-        cls = policy.catalogue.message_class(m.input_type)
-        if "page_size" not in cls.DESCRIPTOR.fields_by_name:
+        field = page_size_field(policy.catalogue, m.path, declared)
+        if field is None:
             continue
         who = _first_allowed(run, policy, m.path)
         if who is None:
             continue
-        msg = _from_template(cls, template_text(run, m.path))
-        msg.page_size = _BIG
-        label = f"page_size = 2^31 - 1 -> {m.path}"
+        msg = _from_template(
+            policy.catalogue.message_class(m.input_type), template_text(run, m.path)
+        )
+        set_integer(msg, field, _BIG)
+        label = f"{field} = 2^31 - 1 -> {m.path}"
         plan.append((m, Call(label, m.path, (msg.SerializeToString(),), who)))
     return plan
 
 
-def judge_page(
-    call: Call, result: CallResult, cls: Any, max_page: int, max_bytes: int | None = None
-) -> Observation:
-    """(d) A page asked for 2^31 - 1 items: INVALID_ARGUMENT, or at most ``max_page`` items.
+def page_items(cls: Any, records: Records | None, responses: Sequence[bytes]) -> tuple[int, int]:
+    """The largest page in ``responses`` (items), and how many responses did not decode.
 
-    Every repeated field of every response counts. Bytes that do not decode, an OK with no
-    item, or a call that never reached the service show no bound (INCONCLUSIVE);
-    RESOURCE_EXHAUSTED is a FAIL, and so is a response over the receive limit
-    ``max_bytes`` (:func:`receive_limit`).
+    With ``records`` (:func:`~harness.descriptors.record_shape`): the records each page
+    holds (``ListLabOrdersResponse{repeated orders}``, or nested in a wrapper), or, where
+    each response carries one record (a server stream of records), all of them: the
+    stream is the page. Without, or where the record type was not found (the response
+    taken for it): the longest repeated field of any response.
     """
-    biggest, undecodable = 0, 0
-    for blob in result.responses:
+    if records is not None and not records.found:
+        records = None
+    sizes, undecodable = [], 0
+    for blob in responses:
         try:
             page = cls.FromString(blob)
         except DecodeError:
@@ -897,7 +956,32 @@ def judge_page(
             continue
         if blob and not page.ListFields():
             undecodable += 1
-        biggest = max([biggest, *(len(v) for fd, v in page.ListFields() if is_repeated(fd))])
+        if records is None:
+            sizes += [len(v) for fd, v in page.ListFields() if is_repeated(fd)]
+        else:
+            sizes.append(len(records.records(page)))
+    if records is not None and not records.repeated:
+        return sum(sizes), undecodable
+    return max(sizes, default=0), undecodable
+
+
+def judge_page(
+    call: Call,
+    result: CallResult,
+    cls: Any,
+    max_page: int,
+    max_bytes: int | None = None,
+    records: Records | None = None,
+) -> Observation:
+    """(d) A page asked for 2^31 - 1 items: INVALID_ARGUMENT, or at most ``max_page`` items.
+
+    The items are the records the method's pages carry (``records``; without it, every
+    repeated field of every response counts: :func:`page_items`). Bytes that do not
+    decode, an OK with no item, or a call that never reached the service show no bound
+    (INCONCLUSIVE); RESOURCE_EXHAUSTED is a FAIL, and so is a response over the receive
+    limit ``max_bytes`` (:func:`receive_limit`).
+    """
+    biggest, undecodable = page_items(cls, records, result.responses)
     over = _oversized(max((len(b) for b in result.responses), default=0), max_bytes)
     observed = f"{result.summary()}; largest page {biggest}{over}"
     if biggest > max_page or over:
@@ -927,14 +1011,17 @@ def _pages(run: Run, policy: Policy, max_page: int, max_bytes: int | None) -> li
     plan = page_plan(run, policy)
     if not plan:
         where, needs = (
-            "page_size = 2^31 - 1",
-            "a read with a page_size field that a principal may call",
+            "a page of 2^31 - 1 items",
+            "a read with a page-size field (limits.page_size_field, page_size, max_results, "
+            "limit, ...) that a principal may call",
         )
         return [Observation(where, "not sent", needs, Status.SKIP).of("d")]
+    declared = run.config.str_list("schema.record_types")
     observations = []
     for (m, call), (_, result) in zip(plan, send(run, [c for _, c in plan]), strict=True):
         cls = policy.catalogue.message_class(m.output_type)
-        observations.append(judge_page(call, result, cls, max_page, max_bytes))
+        records = record_shape(policy.catalogue, m.path, declared)
+        observations.append(judge_page(call, result, cls, max_page, max_bytes, records))
     return observations
 
 
@@ -950,8 +1037,9 @@ def export_and_page_bounds(run: Run) -> Outcome:
     raw HTTP/2 connection: the server answers the extra with RESOURCE_EXHAUSTED (a status
     the client library raised itself never counts); (c) the server's HTTP/2
     SETTINGS_MAX_CONCURRENT_STREAMS at most ``limits.max_concurrent_streams`` (a server
-    that sends none allows any number); (d) methods with a ``page_size`` field asked for
-    2^31 - 1 items per page: at most ``limits.max_page_size`` per response, or
+    that sends none allows any number); (d) methods with a page-size field
+    (``limits.page_size_field``, ``page_size``, ``max_results``, ``limit``, ...) asked for
+    2^31 - 1 items per page: at most ``limits.max_page_size`` records per page, or
     INVALID_ARGUMENT. With ``limits.max_response_bytes`` (the harness's receive limit, at
     most 64 MiB), a response message larger than it in (a), (b) or (d) is a FAIL: a
     server finding, as a client-side RESOURCE_EXHAUSTED on it would be.
@@ -975,8 +1063,7 @@ def export_and_page_bounds(run: Run) -> Outcome:
         observations += _pages(run, policy, int(max_page), bounds.response_bytes)
     if not observations:
         raise NotApplicable(
-            "no limits.bulk_methods, limits.max_concurrent_streams, "
-            "or page_size method with limits.max_page_size"
+            "no limits.bulk_methods, limits.max_concurrent_streams, or limits.max_page_size"
         )
     return Outcome.from_observations(
         CATALOGUE["LIMIT-003"], observations, passed="exports and pages bounded"

@@ -37,21 +37,24 @@ from harness.checks.limit import (
     judge_page,
     judge_streams,
     maxed,
+    page_plan,
     rate_plan,
     receive_limit,
     sized,
 )
-from harness.config import parse_config
-from harness.descriptors import MethodInfo
+from harness.config import Config, parse_config
+from harness.descriptors import MethodInfo, record_shape
 from harness.h2client import H2Client, Reply
 from harness.oracles import judge_health
 from harness.outcome import NotApplicable, Status
 from harness.plans.calls import Call
 from harness.plans.tokens import Base, Held
+from harness.policy import Policy
 from harness.principals import Principal
 from harness.tokens import parse
 from harness.transport import Transport
 from targets.reference import schema
+from tests.checks import labs
 from tests.checks.recorded import answer, declared, settled
 
 C = grpc.StatusCode
@@ -621,3 +624,87 @@ def test_limit_003_without_streams_passes_and_without_pages_does_not():
     outcome = settled("LIMIT-003", held[:2], "limits.bulk_methods")
     assert outcome.status is Status.INCONCLUSIVE
     assert "LIMIT-003(d)" in outcome.summary
+
+
+# -- a service that is not the reference: pages sized by max_results, records wrapped -----
+
+
+class _LabRun:
+    """What LIMIT-003 (d)'s plan reads of a run: config and principals."""
+
+    def __init__(self, **config) -> None:
+        self.config = Config(config)
+
+    def principal(self, name: str) -> Principal:
+        return ADMIN
+
+
+def lab_policy() -> Policy:
+    matrix = {m.path: frozenset({"admin"}) for m in labs.catalogue().methods}
+    return Policy(labs.catalogue(), frozenset(), frozenset(), matrix, False)
+
+
+def test_d_plan_sets_the_page_size_field_the_request_has():
+    """The recorded case: only ``page_size`` was known, so (d) was never sent to this service."""
+    templates = {labs.LIST: '{"patientId": 42, "maxResults": 10}'}
+    run = _LabRun(schema={"request_templates": templates})
+    plan = {m.path: call for m, call in page_plan(run, lab_policy())}  # type: ignore[arg-type]
+    assert set(plan) == {labs.LIST, labs.STREAM, labs.EXPORT, labs.COUNT, labs.LIST_RESULTS}
+    listed = labs.message("ListLabOrdersRequest").FromString(plan[labs.LIST].requests[0])
+    assert (listed.patient_id, listed.max_results) == (42, 2**31 - 1)
+    assert plan[labs.LIST].label == f"max_results = 2^31 - 1 -> {labs.LIST}"
+    export = labs.message("ExportLabOrdersRequest").FromString(plan[labs.EXPORT].requests[0])
+    assert export.paging.limit == 2**31 - 1
+    results = labs.message("ListResultsRequest").FromString(plan[labs.LIST_RESULTS].requests[0])
+    assert results.pageSize == 2**31 - 1
+    # A declared field wins where the request has it; the others keep their own.
+    run = _LabRun(limits={"page_size_field": "take"})
+    declared = {m.path: c.label for m, c in page_plan(run, lab_policy())}  # type: ignore[arg-type]
+    assert declared[labs.LIST] == f"take = 2^31 - 1 -> {labs.LIST}"
+    assert declared[labs.LIST_RESULTS] == f"pageSize = 2^31 - 1 -> {labs.LIST_RESULTS}"
+
+
+def lab_page(method: str, result, max_page: int = 100):
+    cls = labs.catalogue().message_class(labs.catalogue().method(method).output_type)
+    call = Call(f"max_results = 2^31 - 1 -> {method}", method, (b"",), ADMIN)
+    return judge_page(call, result, cls, max_page, None, record_shape(labs.catalogue(), method))
+
+
+def test_d_counts_the_records_a_page_carries():
+    codes = [f"P{i}" for i in range(150)]
+    # Five orders, each with its own list of 150 panel codes: a page of five, not 150.
+    five = labs.listed(*(labs.order(order_id=i, panel_codes=codes) for i in range(5)))
+    got = lab_page(labs.LIST, answer(C.OK, five, five))
+    assert (got.status, "largest page 5" in got.observed) == (Status.PASS, True)
+    over = labs.listed(*(labs.order(order_id=i) for i in range(101)))
+    assert lab_page(labs.LIST, answer(C.OK, over)).status is Status.FAIL
+    # A grpc-js server stream of orders is one page: 150 messages of one order each.
+    streamed = [labs.order(order_id=i).SerializeToString() for i in range(150)]
+    assert lab_page(labs.STREAM, answer(C.OK, *streamed)).status is Status.FAIL
+    assert lab_page(labs.STREAM, answer(C.OK, *streamed[:20])).status is Status.PASS
+    assert lab_page(labs.LIST, answer(C.OK, labs.listed(token="t"))).status is (Status.INCONCLUSIVE)
+
+
+def test_a_export_counts_the_records_its_messages_carry():
+    """ExportLabOrdersResponse{repeated orders}: three messages of 50 orders are 150 records."""
+    cls = labs.message("ExportLabOrdersResponse")
+    shape = record_shape(labs.catalogue(), labs.EXPORT)
+    batch = cls(orders=[labs.order(order_id=i) for i in range(50)]).SerializeToString()
+    result = answer(C.OK, batch, batch, batch)
+    counted = limit.exported(cls, shape, result.responses)
+    assert counted == (150, 0)
+    got = judge_export_count("export", result, 100, None, counted)
+    assert (got.status, "150 record(s)" in got.observed) == (Status.FAIL, True)
+    assert judge_export_count("export", answer(C.OK, batch), 100, None, (50, 0)).status is (
+        Status.PASS
+    )
+    audited = judge_export_audit("audit", result, [150], "", counted[0])
+    assert audited.status is Status.PASS
+    garbled = answer(C.OK, batch, b"\xff\xff\xff")
+    unread = judge_export_count(
+        "export", garbled, 100, None, limit.exported(cls, shape, garbled.responses)
+    )
+    assert unread.status is Status.INCONCLUSIVE
+    # The reference's export streams Patient records: one per message, as before.
+    reference = record_shape(labs.reference(), EXPORT)
+    assert limit.exported(PATIENT, reference, patients(4)) == (4, 0)
