@@ -708,3 +708,14 @@ def test_a_export_counts_the_records_its_messages_carry():
     # The reference's export streams Patient records: one per message, as before.
     reference = record_shape(labs.reference(), EXPORT)
     assert limit.exported(PATIENT, reference, patients(4)) == (4, 0)
+
+
+def test_record_types_and_page_size_field_are_config_keys(tmp_path):
+    """Both were unknown keys: a config naming them was refused at load."""
+    raw = (
+        b'[schema]\nrecord_types = ["acme.lab.v1.LabOrder"]\n'
+        b'[limits]\npage_size_field = "paging.limit"\nmax_page_size = 100\n'
+    )
+    config = parse_config(raw, "hipaa.toml", tmp_path)
+    assert config.str_list("schema.record_types") == ["acme.lab.v1.LabOrder"]
+    assert config.str_("limits.page_size_field") == "paging.limit"
