@@ -1,0 +1,75 @@
+// Bearer-token authentication: RS256 access tokens (RFC 9068) from the lab's issuer,
+// verified with jose against the issuer's published JWKS.
+
+import {createRemoteJWKSet, errors, jwtVerify} from 'jose';
+
+/** Why a credential was refused, kept for the service's own log (never sent to the caller). */
+export class Unauthenticated extends Error {
+  constructor(reason) {
+    super(reason);
+    this.reason = reason;
+  }
+}
+
+/** The verified caller. */
+export class Identity {
+  constructor(claims) {
+    this.subject = String(claims.sub);
+    this.scopes = new Set(String(claims.scope ?? '').split(' ').filter(Boolean));
+    this.acr = typeof claims.acr === 'string' ? claims.acr : '';
+    this.expiresMs = Number(claims.exp) * 1000;
+    this.clientId = typeof claims.client_id === 'string' ? claims.client_id : '';
+    const btg = claims.purpose_of_use === 'BTG' && typeof claims.btg_reason === 'string';
+    this.emergencyReason = btg ? claims.btg_reason.trim() : '';
+  }
+}
+
+const BEARER = /^Bearer +([A-Za-z0-9._~+/-]+=*)$/i;
+
+export class Verifier {
+  /**
+   * @param {object} options issuer, audience, jwksUri, leewayS, subjects (Set of known users)
+   */
+  constructor(options) {
+    this.options = options;
+    this.keys = createRemoteJWKSet(new URL(options.jwksUri), {
+      cooldownDuration: 30_000,
+      cacheMaxAge: 600_000,
+      timeoutDuration: 3_000,
+    });
+  }
+
+  /** The bearer token of ``metadata``: exactly one ``authorization: Bearer <token>``. */
+  static bearer(metadata) {
+    const values = metadata.get('authorization');
+    if (values.length === 0) throw new Unauthenticated('no credentials');
+    if (values.length !== 1 || typeof values[0] !== 'string') {
+      throw new Unauthenticated('ambiguous credentials');
+    }
+    const match = BEARER.exec(values[0]);
+    if (!match) throw new Unauthenticated('not a bearer token');
+    return match[1];
+  }
+
+  async identify(metadata) {
+    const token = Verifier.bearer(metadata);
+    let payload;
+    try {
+      ({payload} = await jwtVerify(token, this.keys, {
+        algorithms: ['RS256'],
+        issuer: this.options.issuer,
+        audience: this.options.audience,
+        typ: 'at+jwt',
+        clockTolerance: this.options.leewayS,
+        requiredClaims: ['exp', 'iat', 'nbf', 'sub', 'jti'],
+      }));
+    } catch (err) {
+      if (err instanceof errors.JOSEError) throw new Unauthenticated(err.code);
+      throw new Unauthenticated('malformed token');
+    }
+    if (!this.options.subjects.has(String(payload.sub))) {
+      throw new Unauthenticated('unknown subject');
+    }
+    return new Identity(payload);
+  }
+}
