@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 
 from harness.errors import TargetSpecError
-from targets.catalog import BUNDLED
+from targets.catalog import BUNDLED, SPAWNABLE
 
 _HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
 _USAGE = "expected HOST:PORT, [IPV6]:PORT or spawn:NAME[+DEFECT...]"
@@ -93,9 +93,9 @@ def parse_target(text: str, *, option: str = "--hipaa-target") -> TargetSpec:
 def _parse_spawn(raw: str, option: str) -> TargetSpec:
     name, *defects = raw[len("spawn:") :].split("+")
     known = ", ".join(sorted(BUNDLED))
-    if name not in BUNDLED:
+    if name not in SPAWNABLE:
         raise TargetSpecError(f"{option}={raw!r}: unknown bundled target {name!r} (known: {known})")
-    target = BUNDLED[name]
+    target = SPAWNABLE[name]
     for d in defects:
         names = ", ".join(x.name for x in target.defects)
         if not d:

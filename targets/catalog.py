@@ -187,6 +187,20 @@ REFERENCE = BundledTarget(
             (),
         ),
         Defect(
+            "nginx-edge",
+            "not a defect: served through Debian's nginx (`targets/nginx.py`), which "
+            "terminates TLS with the service's certificate and `ssl_verify_client on`, "
+            "re-encrypts to the service with the harness's client identity (`grpc_pass "
+            "grpcs://`), and answers some requests itself with an HTTP status gRPC clients "
+            "see as INTERNAL, UNKNOWN or UNAVAILABLE: a duplicate `authorization` header "
+            "(400), no client certificate (400), a body over `client_max_body_size` (413, "
+            "set just above the service's limit) and a rate over its per-identity `limit_req` "
+            "(429, twice the service's rate); every control is judged on what reached the "
+            "service, and a refusal by nginx counts as a refusal, never as a service's "
+            "answer or a crash",
+            (),
+        ),
+        Defect(
             "rbac-hole",
             "SearchPatients lets every authenticated caller in, whatever its roles",
             ("AUTHZ-001",),
@@ -429,3 +443,19 @@ REFERENCE = BundledTarget(
 )
 
 BUNDLED: dict[str, BundledTarget] = {REFERENCE.name: REFERENCE}
+
+REFERENCE_NODE = BundledTarget(
+    name="reference-node",
+    summary=(
+        "LabOrders on Node (@grpc/grpc-js), a compliant ePHI service built apart from the "
+        "Python one: mTLS, RS256 bearer tokens from its own issuer verified against the "
+        "issuer's JWKS (jose), per-method scopes with step-up by `acr`, integer IDs, wrapped "
+        "responses, FHIR AuditEvent records hash-chained in the record (RFC 8785) with no "
+        "request-ID echo, pino logs, its own error texts and validation order"
+    ),
+    defects=(),
+)
+
+#: Targets ``spawn:`` accepts: the bundled ones, and those still being brought up to them
+#: (not in the detection matrix or the README until every control passes on them).
+SPAWNABLE: dict[str, BundledTarget] = {**BUNDLED, REFERENCE_NODE.name: REFERENCE_NODE}
