@@ -187,20 +187,6 @@ REFERENCE = BundledTarget(
             (),
         ),
         Defect(
-            "nginx-edge",
-            "not a defect: served through Debian's nginx (`targets/nginx.py`), which "
-            "terminates TLS with the service's certificate and `ssl_verify_client on`, "
-            "re-encrypts to the service with the harness's client identity (`grpc_pass "
-            "grpcs://`), and answers some requests itself with an HTTP status gRPC clients "
-            "see as INTERNAL, UNKNOWN or UNAVAILABLE: a duplicate `authorization` header "
-            "(400), no client certificate (400), a body over `client_max_body_size` (413, "
-            "set just above the service's limit) and a rate over its per-identity `limit_req` "
-            "(429, twice the service's rate); every control is judged on what reached the "
-            "service, and a refusal by nginx counts as a refusal, never as a service's "
-            "answer or a crash",
-            (),
-        ),
-        Defect(
             "rbac-hole",
             "SearchPatients lets every authenticated caller in, whatever its roles",
             ("AUTHZ-001",),

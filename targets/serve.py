@@ -357,35 +357,6 @@ def _edge_variant(defects: frozenset[str], pki: Pki) -> tuple[EdgeSettings, Issu
     return settings, pki.ca.issue(names, **leaf)
 
 
-def _nginx_installed() -> None:
-    """Raise RuntimeError, in one line, when ``+nginx-edge`` has no nginx to run."""
-    from targets import nginx
-
-    if nginx.binary() is None:
-        raise RuntimeError(nginx.MISSING)
-
-
-def _nginx_edge(workdir: Path, pki: Pki, backend: int, max_recv: int, rps: float) -> Any:
-    """Debian's nginx in front of ``backend`` (``+nginx-edge``, see :mod:`targets.nginx`).
-
-    Its server certificate is the service's; it presents the harness's client identity to
-    the service; its body limit sits just above the service's receive limit and its rate,
-    per identity, at twice the service's: what reaches the service is judged by it.
-    """
-    from targets import nginx
-
-    pki.server.write(workdir / "edge", "server")
-    files = nginx.EdgeFiles(
-        server_chain=workdir / "edge" / "server.pem",
-        server_key=workdir / "edge" / "server-key.pem",
-        ca=workdir / "ca.pem",
-        client_chain=workdir / "client.pem",
-        client_key=workdir / "client-key.pem",
-    )
-    settings = nginx.NginxSettings(max_recv + 1024 * 1024, int(2 * rps), int(2 * rps))
-    return nginx.NginxEdge(workdir / "nginx", settings, files, backend)
-
-
 class _Parts:
     """The service and what runs beside it (TLS edge, keys, time server), stopped together."""
 
@@ -419,8 +390,6 @@ def start(
     target = BUNDLED[name]
     for d in defects:
         target.defect(d)  # KeyError for an unknown defect
-    if "nginx-edge" in defects:
-        _nginx_installed()
     from targets.reference import server
 
     logging.basicConfig(
@@ -465,9 +434,6 @@ def start(
         backend = (options.host, running.port)
         front = Edge(context, backend, options.host, require_h2=settings.alpn)
         handle = _Parts(front.port, front, running, keys, clock)
-    elif "nginx-edge" in defects:  # re-encrypts to the service, whose mTLS stays on
-        proxy = _nginx_edge(workdir, pki, running.port, server.MAX_RECV_BYTES, server.RATE_RPS)
-        handle = _Parts(proxy.port, proxy, running, keys, clock)
     else:
         handle = _Parts(running.port, running, keys, clock)
     config = _reference_config(workdir, issuer, defects, keys.jwks_uri, opaque, clock.address)
@@ -495,9 +461,6 @@ def main(argv: list[str] | None = None) -> int:
         served, stop, running = start(name, frozenset(defects), args.workdir)
     except KeyError as exc:
         print(f"unknown bundled target or defect: {exc}", file=sys.stderr)
-        return 2
-    except RuntimeError as exc:  # something it needs is missing (nginx, openssl): one line
-        print(f"cannot start {args.spec}: {exc}", file=sys.stderr)
         return 2
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:
