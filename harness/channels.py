@@ -8,6 +8,7 @@ back one :class:`CallResult` whatever happens.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -122,6 +123,60 @@ class CallResult:
         details",)`` when they are not a ``google.rpc.Status``: nobody can say what they hold.
         """
         return status_payloads(self.trailing_metadata)
+
+    @property
+    def http_status(self) -> int | None:
+        """The HTTP status of an answer that came without ``grpc-status``, or ``None``.
+
+        Read from the client library's wording (:func:`http_status`): a proxy in front of
+        the service answered the request itself (nginx's 400, 413, 429...).
+        """
+        return http_status(self.code, self.details)
+
+
+#: How gRPC clients word a non-200 HTTP answer that carried no ``grpc-status``, with the
+#: status (HTTP to gRPC mapping, gRPC's doc/http-grpc-status-mapping.md).
+_HTTP_ANSWER = re.compile(
+    r"(?:Received http2 header with status: "  # grpcio and the other gRPC core wrappers
+    r"|unexpected HTTP status code received from server: "  # grpc-go
+    r"|Received HTTP status code "  # grpc-js
+    r"|HTTP status code "  # grpc-java (then 'invalid content-type: text/html')
+    r"|grpc-status header missing, mapped from HTTP status code "  # tonic
+    r"|Bad gRPC response\. HTTP status code: "  # grpc-dotnet
+    r")(?P<status>[1-5]\d\d)\b",
+    re.IGNORECASE,
+)
+#: The codes that mapping gives (400 and 431 INTERNAL, 401 UNAUTHENTICATED, 403
+#: PERMISSION_DENIED, 404 UNIMPLEMENTED, 429/502/503/504 UNAVAILABLE, others UNKNOWN).
+HTTP_MAPPED = frozenset(
+    {
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.UNIMPLEMENTED,
+    }
+)
+
+
+def http_status(code: grpc.StatusCode, details: str) -> int | None:
+    """The HTTP status a client reports for an answer without ``grpc-status``, or ``None``.
+
+    ``details`` must begin with a client's wording of it (grpcio's "Received http2 header
+    with status: 413", grpc-go's "unexpected HTTP status code received from server: 413
+    (Request Entity Too Large)", grpc-js's "Received HTTP status code 413", grpc-java's
+    "HTTP status code 413", tonic's, grpc-dotnet's) and ``code`` be one the HTTP-to-gRPC
+    mapping gives: a service's own status message that merely quotes such a text under
+    another code is not one. A 200 is ``None`` (an HTTP answer that was a gRPC answer).
+    """
+    if code not in HTTP_MAPPED:
+        return None
+    m = _HTTP_ANSWER.match(details)
+    if m is None:
+        return None
+    status = int(m["status"])
+    return None if status == 200 else status
 
 
 #: Status-detail payloads that explain a refusal without carrying data (catalogue 0).

@@ -40,13 +40,13 @@ import grpc
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-from harness.channels import CallResult, invoke
+from harness.channels import CallResult, http_status, invoke
 from harness.config import Config
 from harness.descriptors import MethodCatalogue, compile_protos, is_repeated, load_descriptor_set
 from harness.errors import ConfigError, TargetError
 from harness.h2client import advertised_streams
 from harness.inprocess import Dispatched, InProcess
-from harness.oracles import LEAKS
+from harness.oracles import EDGE_THROTTLED, LEAKS, edge_refusal
 from harness.policy import Policy
 from harness.principals import BEARER, Presentation, presentation_of, principals_from
 from harness.run import HEALTH_CHECK, Run
@@ -81,9 +81,18 @@ def judge(
     secrets: Sequence[str] = (),
     streaming: bool = False,
 ) -> str:
-    """Why this answer breaks the fuzz oracle, or ``""``."""
+    """Why this answer breaks the fuzz oracle, or ``""``.
+
+    A proxy's own HTTP answer (:func:`harness.channels.http_status`) is not the service's:
+    a 4xx (a header, body or certificate it refused: 400, 413, 431...) or its back-pressure
+    (429, 503) is never a finding; a 500, 502 or 504 (it could not get an answer from the
+    service) is judged by its code like the service's own.
+    """
     if code == grpc.StatusCode.DEADLINE_EXCEEDED and streaming:
         return ""  # a stream that was still delivering when the harness stopped it
+    edge = None if streaming else http_status(code, details)
+    if edge is not None and (edge < 500 or edge in EDGE_THROTTLED):
+        return ""
     if elapsed_ms > slow_ms:
         return f"took {elapsed_ms:.0f} ms (limit {slow_ms:.0f} ms)"
     if details and code != grpc.StatusCode.OK:
@@ -134,7 +143,7 @@ _SAID = {
     "goaway": "GOAWAY",
     "closed": "a closed connection",
     "unavailable": "UNAVAILABLE",
-    "throttled": "RESOURCE_EXHAUSTED",
+    "throttled": "RESOURCE_EXHAUSTED (or a proxy's HTTP 429/503)",
 }
 
 
@@ -146,12 +155,13 @@ def pressure(result: CallResult) -> str:
     a GOAWAY (NO_ERROR while draining, ENHANCE_YOUR_CALM), a connection reset or closed
     before the response, or no connection at all. RESOURCE_EXHAUSTED with none is a rate
     limit, or a limit that this input alone meets (the gate tells them apart by sending it
-    again). The kind returned (``refused``, ``goaway``, ``closed``, ``unavailable``,
-    ``throttled``) only names it; the code decides.
+    again). A proxy's 429 or 503 without grpc-status (:func:`harness.oracles.edge_refusal`:
+    nginx's ``limit_req``) is a rate limit too. The kind returned (``refused``, ``goaway``,
+    ``closed``, ``unavailable``, ``throttled``) only names it; the code decides.
     """
     if result.responses:
         return ""
-    if result.code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+    if result.code == grpc.StatusCode.RESOURCE_EXHAUSTED or edge_refusal(result) in EDGE_THROTTLED:
         return "throttled"
     if result.code != grpc.StatusCode.UNAVAILABLE:
         return ""
@@ -410,7 +420,7 @@ class _Gate:
         if not pressure(control):
             return self._done(fresh)  # only this input meets it, even alone: its answer
         if "throttled" in (kind, pressure(control)):
-            note = "RESOURCE_EXHAUSTED to the end, for a valid control call too"
+            note = f"{_SAID['throttled']} to the end, for a valid control call too"
             return self._done(result, answered=False, notes=(note,))
         return self._done(result, finding=self._stops(kind, control, everywhere=True))
 

@@ -17,10 +17,74 @@ from harness.catalogue import Severity
 from harness.channels import CallResult, code_text
 from harness.outcome import Observation, Status
 
-#: Codes of a call that never reached the service.
+#: Codes of a call that never reached the service (see also :func:`unreached`, which
+#: knows a proxy's own refusal too).
 UNREACHED = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
 PERMISSION_DENIED = grpc.StatusCode.PERMISSION_DENIED
+
+#: An edge's back-pressure: 429 Too Many Requests, 503 (nginx's ``limit_req`` and
+#: ``limit_conn`` default): a rate or load limit, never the service's answer.
+EDGE_THROTTLED = frozenset({429, 503})
+#: An edge's body limit (nginx's ``client_max_body_size``): a size limit enforced.
+EDGE_TOO_LARGE = 413
+
+
+def edge_refusal(result: CallResult) -> int | None:
+    """The HTTP status with which a proxy in front of the service answered, or ``None``.
+
+    A non-200 HTTP answer that came without ``grpc-status`` and without a response message
+    (:attr:`harness.channels.CallResult.http_status`): nginx's 400 for a duplicate
+    ``authorization`` header or a missing or bad client certificate (logged as 496/495),
+    413 for a body over ``client_max_body_size``, 429 or 503 for ``limit_req``, 502 or
+    504 when it could not reach the service. gRPC clients see these as INTERNAL, UNKNOWN or
+    UNAVAILABLE (UNAUTHENTICATED for 401, PERMISSION_DENIED for 403), the codes a service
+    answers with too: the request never reached the service, whose controls it cannot
+    show held or failed.
+    """
+    return None if result.responses else result.http_status
+
+
+#: How grpcio words a stream ended by the peer's GOAWAY with ENHANCE_YOUR_CALM (HTTP/2
+#: error 11); other clients name the code.
+_CALM = re.compile(r"GOAWAY received; Error code: 11\b|ENHANCE_YOUR_CALM", re.IGNORECASE)
+
+
+def calmed(result: CallResult) -> bool:
+    """The peer closed the connection on this call with GOAWAY ENHANCE_YOUR_CALM (error 11).
+
+    A deliberate refusal of what was sent (nginx: a header field over
+    ``large_client_header_buffers``; grpc-go: pings too often), not a service that went
+    away: UNAVAILABLE with no response message whose text names that GOAWAY. The request
+    never reached the service (:func:`unreached` holds too).
+    """
+    return (
+        not result.responses
+        and result.code == grpc.StatusCode.UNAVAILABLE
+        and bool(_CALM.search(result.details))
+    )
+
+
+def unreached(result: CallResult) -> bool:
+    """The call never reached the service.
+
+    A transport failure (:data:`UNREACHED`) with no response message, or a proxy's own HTTP
+    answer (:func:`edge_refusal`).
+    """
+    if result.responses:
+        return False
+    return result.code in UNREACHED or edge_refusal(result) is not None
+
+
+def edge_note(result: CallResult) -> str:
+    """Evidence for a proxy's refusal: its HTTP status, and that the service never saw it."""
+    status = edge_refusal(result)
+    if status is None:
+        return ""
+    return (
+        f"HTTP {status} from a proxy in front of the service, without grpc-status: "
+        "not the service's answer"
+    )
 
 
 class Attempt(Protocol):
@@ -44,6 +108,7 @@ def refused(
     expected: Iterable[grpc.StatusCode] = (UNAUTHENTICATED,),
     low: Iterable[grpc.StatusCode] = (PERMISSION_DENIED,),
     data_severity: Severity = Severity.CRITICAL,
+    edge: Iterable[int] = (),
 ) -> Observation:
     """Judge a call that must be refused: one of ``expected`` and no data.
 
@@ -52,7 +117,11 @@ def refused(
     INCONCLUSIVE; a code in ``low`` (right refusal, wrong semantics) a FAIL (low); a call
     that never reached the service INCONCLUSIVE; any other code (UNKNOWN, INTERNAL,
     INVALID_ARGUMENT, NOT_FOUND: the request was processed before the refusal) a FAIL
-    (medium): validation or lookup ran, but nothing came back.
+    (medium): validation or lookup ran, but nothing came back. A proxy's own HTTP answer
+    (:func:`edge_refusal`) never reached the service: a PASS when its status is in
+    ``edge`` (the refusal this call is after, made in front of the service) or its code is
+    one of ``expected`` (a 401 for UNAUTHENTICATED), a FAIL (low) when its code is in
+    ``low`` (a 403 for missing credentials: what callers see), else INCONCLUSIVE.
     """
     want = tuple(expected)
     expect = " or ".join(code_text(c) for c in want) + " with no data"
@@ -64,6 +133,13 @@ def refused(
     if result.responses or result.code == grpc.StatusCode.OK or data:
         return Observation(where, observed, expect, Status.FAIL, data_severity, rid)
     if carried:
+        return Observation(where, observed, expect, Status.INCONCLUSIVE, None, rid)
+    if (status := edge_refusal(result)) is not None:
+        observed = f"{observed} ({edge_note(result)})"
+        if result.code in want or status in tuple(edge):
+            return Observation(where, observed, expect, Status.PASS, None, rid)
+        if result.code in tuple(low):
+            return Observation(where, observed, expect, Status.FAIL, Severity.LOW, rid)
         return Observation(where, observed, expect, Status.INCONCLUSIVE, None, rid)
     if result.code in want:
         return Observation(where, observed, expect, Status.PASS, None, rid)

@@ -87,6 +87,7 @@ from harness.plans.tokens import (
 from harness.principals import Principal
 from harness.target import parse_target
 from harness.tokens import IssuerKeys, harness_key, parse, sign
+from tests.checks.edges import CLIENTS, refusal
 from tests.checks.recorded import answer, refs, settled
 
 C = grpc.StatusCode
@@ -277,6 +278,21 @@ def test_judge_basic(label, result, status, severity):
     assert observation.severity is severity
     assert observation.ref == label.split()[0]
     assert observation.request_id == result.request_id
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_v8_refused_by_a_proxy_in_front_is_refused(client):
+    # nginx answers two authorization headers with HTTP 400 itself (INTERNAL to every
+    # client): the duplicate credential never reached the service (before: FAIL medium).
+    observation = judge_basic(call("V8 two authorization entries"), refusal(client, 400, PATH))
+    assert (observation.status, observation.severity) == (Status.PASS, None)
+    assert "HTTP 400 from a proxy in front of the service" in observation.observed
+    # Its rate limit is no refusal of the duplicate header: nothing judged.
+    throttled = judge_basic(call("V8 two authorization entries"), refusal(client, 429, PATH))
+    assert throttled.status is Status.INCONCLUSIVE
+    # Elsewhere a proxy's 400 shows nothing about the credential either.
+    other = judge_basic(call("V3 'Bearer abc'"), refusal(client, 400, PATH))
+    assert other.status is Status.INCONCLUSIVE
 
 
 def test_unplanned_v7_v8_say_what_they_need_and_leave_authn_001_inconclusive():

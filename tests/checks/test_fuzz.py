@@ -44,13 +44,15 @@ from harness.checks.fuzz.inputs import (
     mutants,
 )
 from harness.config import parse_config
-from harness.engine import Finding, FuzzMethod
+from harness.engine import Finding, FuzzMethod, Link, Pacing, judge, pressure, settle
 from harness.h2client import Reply
 from harness.oracles import judge_health
 from harness.outcome import Observation, Status
 from harness.plans.fuzzcases import MethodRun
 from harness.wire import MUTATIONS
 from targets.reference import schema
+from tests.checks.edges import CLIENTS
+from tests.checks.edges import refusal as edge_refusal
 from tests.checks.recorded import answer, probe_statuses, settled, statuses
 
 C = grpc.StatusCode
@@ -636,3 +638,60 @@ def test_fuzz_001_judges_with_the_runs_canaries(monkeypatch, tmp_path):
     outcome = inputs.property_fuzzing(run)
     assert outcome.status is Status.FAIL
     assert "canary value (names)" in outcome.summary
+
+
+# -- a proxy's own HTTP refusal is never the service's answer ----------------------------
+
+
+def _judged(result: CallResult) -> str:
+    return judge(result.code, result.details, elapsed_ms=5, slow_ms=BUDGET_MS)
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+@pytest.mark.parametrize("status", [400, 413, 429, 495, 503])
+def test_a_proxys_refusal_is_never_a_fuzz_finding(client, status):
+    # Before: nginx's 413 was UNKNOWN (2), its 429 and 503 UNAVAILABLE (14): crash findings.
+    assert _judged(edge_refusal(client, status, GET)) == ""
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_proxy_that_could_not_reach_the_service_is_judged_by_its_code(client):
+    # 502 and 504: the service behind it may have crashed on the input.
+    assert _judged(edge_refusal(client, 502, GET)) == "UNAVAILABLE (14)"
+    gateway = answer(C.UNKNOWN, details=edge_refusal(client, 413).details.replace("413", "500"))
+    assert _judged(gateway) == "UNKNOWN (2)"
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_proxys_rate_limit_is_back_pressure_and_its_size_limit_an_answer(client):
+    assert pressure(edge_refusal(client, 429)) == "throttled"  # before: 'unavailable'
+    assert pressure(edge_refusal(client, 503)) == "throttled"
+    assert pressure(edge_refusal(client, 413)) == ""  # the input's answer, not back-pressure
+    assert pressure(edge_refusal(client, 400)) == ""
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_fuzz_001_inputs_a_proxy_refused_reached_no_handler(client):
+    # Every input over nginx's client_max_body_size: answered (413), but not by a handler.
+    r = fuzzed(edge_refusal(client, 413, GET), edge_refusal(client, 400, GET))
+    obs = judge_inputs(r, BUDGET_MS)
+    assert obs.status is Status.INCONCLUSIVE  # before: FAIL, 'UNKNOWN (2)'
+    assert "none reached a handler" in obs.observed
+    mixed = fuzzed(answer(C.OK), answer(C.INVALID_ARGUMENT), edge_refusal(client, 413, GET))
+    assert judge_inputs(mixed, BUDGET_MS).status is Status.PASS
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_proxys_lasting_rate_limit_is_no_denial_of_service_finding(client):
+    # Before: a 429 to the end, for the control call too, was 'the service stops
+    # accepting streams' (a DoS finding); it is the proxy's rate limit.
+    throttled = edge_refusal(client, 429, GET)
+    link = Link(
+        send=lambda: throttled,
+        alone=lambda: throttled,
+        control=lambda fresh: edge_refusal(client, 429, HEALTH),
+        gone=lambda: "",
+    )
+    got = settle(link, _judged, Pacing(waits_s=(0.0, 0.0)), lambda _: None)
+    assert (got.answered, got.finding) == (False, "")
+    assert "429/503" in got.notes[0]

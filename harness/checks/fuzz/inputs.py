@@ -48,7 +48,7 @@ from harness.engine import (
     settle,
     surface_from,
 )
-from harness.oracles import PERMISSION_DENIED, UNAUTHENTICATED, judge_health
+from harness.oracles import PERMISSION_DENIED, UNAUTHENTICATED, edge_refusal, judge_health
 from harness.outcome import NotApplicable, Observation, Outcome, Probe, Status
 from harness.plans.calls import policy_or_skip
 from harness.plans.canaries import canaries
@@ -209,11 +209,12 @@ def canary_leak(call: CallResult, planted: CanarySet | None) -> str:
 def _reached(call: CallResult) -> bool:
     """Whether a handler answered the input.
 
-    Not a refusal by authentication or authorisation, and not back-pressure
+    Not a refusal by authentication or authorisation, not back-pressure
     (:func:`harness.engine.pressure`: refused streams, GOAWAY, closed connections, rate
-    limits).
+    limits), and not a proxy's own HTTP answer (:func:`harness.oracles.edge_refusal`: a
+    413 for a body over its limit never reached a handler).
     """
-    return call.code not in REFUSALS and not pressure(call)
+    return call.code not in REFUSALS and not pressure(call) and edge_refusal(call) is None
 
 
 def _unreached(r: MethodRun) -> str:
