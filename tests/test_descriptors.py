@@ -41,6 +41,8 @@ def test_proto_files_compile_with_grpcio_tools():
         "ExportPatients",
         "WatchPatient",
         "ReadPatients",
+        "UpdateEvent",  # AuditAdmin: audit.mgmt_methods, refused to every role (AUDIT-006 (a))
+        "DeleteEvent",
     ]
 
 
