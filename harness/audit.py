@@ -1,24 +1,46 @@
-"""Reading the target's audit events: a JSON-lines file (or glob), or a read-only command.
+"""Reading the target's audit events, whatever format its stack writes them in.
 
-Field names come from ``audit.field_map`` (identity, method, resource, action, outcome,
-request_id, timestamp, source, emergency, reason), so services with other event shapes can
-be checked: :class:`Fields` reads an event through the map, understands outcomes spelt as
-code names in any case, numbers or the service's own words (``audit.outcome_map``), and
-timestamps in RFC 3339 or epoch numbers (``audit.timestamp_format``). Unparseable lines
-are counted, never fatal.
+The source is a file (or glob) or a read-only command; ``audit.format`` chooses the reader:
+
+* ``jsonl``: one JSON object per line (zap, pino, logrus, structlog, the bundled reference);
+* ``fhir``: FHIR AuditEvent resources, R4 or R5 (IHE BALP), one per line (NDJSON) or as a
+  Bundle or an array;
+* ``ocsf``: OCSF events (API Activity, class 6003, and any other class), one per line or an
+  array;
+* ``otlp``: OpenTelemetry log records as OTLP/JSON exports (``resourceLogs[].scopeLogs[]
+  .logRecords[]``, as the collector's file exporter writes them, one export per line).
+
+Every reader yields the records as the source holds them (an OTLP log record with its
+``attributes`` and ``body`` decoded, its ``resource`` and ``scope`` beside them) and reads
+the logical fields (identity, method, resource, action, outcome, request_id, timestamp,
+source, emergency, reason) where its format keeps them, unless ``audit.field_map`` names a
+path: a dotted path into objects and lists (``agent.0.who.identifier.value``; a key that
+itself holds dots, ``attributes.enduser.id``, is found too). Every value then goes through
+the same normalisation (:class:`Fields`): outcomes spelt as code names in any case,
+numbers or the service's own words (``audit.outcome_map``), timestamps in RFC 3339 or epoch
+numbers (``audit.timestamp_format``). Unparseable lines are counted, never fatal.
+
+Events are matched to the harness's calls (:func:`correlate`) by the request ID the
+harness sent, or, with ``audit.correlation = "tuple"``, by method, identity and time: an
+event is a call's when its method is the call's, its identity the call's verified subject
+and its time within the call's send/receive interval widened by ``clock.tolerance_ms``;
+a call is matched only when exactly one event fits it and that event fits no other call.
 """
 
 from __future__ import annotations
 
+import bisect
+import copy
 import datetime as dt
 import glob
 import hashlib
 import json
 import os
+import re
 import stat
 import subprocess
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from pathlib import Path
@@ -26,24 +48,37 @@ from typing import Any
 
 import grpc
 
+from harness.channels import CallResult
 from harness.config import Config
+from harness.errors import ConfigError
 from harness.run import Run
+from harness.tokens import parse
 
 _CMD_TIMEOUT_S = 15.0
 
+#: ``audit.format``: the readers the harness has.
+FORMATS = ("jsonl", "fhir", "ocsf", "otlp")
 #: ``audit.timestamp_format`` epoch units: how many per second.
 EPOCH_UNITS = {"epoch_s": 1, "epoch_ms": 10**3, "epoch_us": 10**6, "epoch_ns": 10**9}
 _CODES = {c.name.replace("_", ""): c for c in grpc.StatusCode}
 _NUMBERS = {c.value[0]: c for c in grpc.StatusCode}
 
+Event = dict[str, Any]
+
 
 @dataclass(frozen=True)
 class Events:
-    """Events read from the audit source, or why none could be read."""
+    """Events read from the audit source, or why none could be read.
 
-    events: tuple[dict[str, Any], ...]
+    ``lines`` holds each event's line as the source wrote it (without its line end), or
+    None for an event that shares its line or document with others (an OTLP export, a
+    Bundle): what ``audit.hash_chain.canonicalization = "raw-line"`` hashes.
+    """
+
+    events: tuple[Event, ...]
     problem: str = ""
     unparsed: int = 0
+    lines: tuple[str | None, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -80,7 +115,12 @@ def _epoch(value: Any, unit: str) -> Stamp | None:
     per_second = EPOCH_UNITS[unit]
     fraction = isinstance(value, float) or (isinstance(value, str) and "." in value)
     try:
-        at = dt.datetime.fromtimestamp(number / per_second, dt.timezone.utc)
+        if isinstance(value, str) and value.strip().isdigit():  # int64 text: exact
+            whole, rest = divmod(int(value), per_second)
+            at = dt.datetime.fromtimestamp(whole, dt.timezone.utc)
+            at += dt.timedelta(microseconds=rest * 10**6 // per_second)
+        else:
+            at = dt.datetime.fromtimestamp(number / per_second, dt.timezone.utc)
     except (OverflowError, OSError, ValueError):
         return None
     return Stamp(at, per_second > 1 or fraction)
@@ -125,16 +165,81 @@ def outcome_code(
     return _CODES.get(text.upper().replace("_", "").replace("-", "").replace(" ", ""))
 
 
+# -- paths into records -------------------------------------------------------------------
+
+
+def lookup(node: Any, path: str) -> Any:
+    """The value at dotted ``path`` in ``node`` (None when there is none).
+
+    A part is an object key or a list index (``agent.0.who``); a key may itself hold dots
+    (``attributes.enduser.id`` finds the key ``enduser.id``): the longest key that leads
+    somewhere wins.
+    """
+    return _walk(node, path.split(".")) if path else None
+
+
+def _walk(node: Any, parts: Sequence[str]) -> Any:
+    if not parts:
+        return node
+    if isinstance(node, Mapping):
+        for i in range(len(parts), 0, -1):
+            key = ".".join(parts[:i])
+            if key in node:
+                found = _walk(node[key], parts[i:])
+                if found is not None:
+                    return found
+        return None
+    if isinstance(node, list) and parts[0].isdigit() and int(parts[0]) < len(node):
+        return _walk(node[int(parts[0])], parts[1:])
+    return None
+
+
+def without(record: Mapping[str, Any], path: str) -> dict[str, Any]:
+    """A copy of ``record`` without the value at ``path`` (the same when it has none)."""
+    out = copy.deepcopy(dict(record))
+    if path:
+        _drop(out, path.split("."))
+    return out
+
+
+def _drop(node: Any, parts: Sequence[str]) -> bool:
+    if isinstance(node, dict):
+        for i in range(len(parts), 0, -1):
+            key = ".".join(parts[:i])
+            if key in node:
+                if i == len(parts):
+                    del node[key]
+                    return True
+                if _drop(node[key], parts[i:]):
+                    return True
+        return False
+    if isinstance(node, list) and parts[0].isdigit() and int(parts[0]) < len(node):
+        if len(parts) == 1:
+            del node[int(parts[0])]
+            return True
+        return _drop(node[int(parts[0])], parts[1:])
+    return False
+
+
+# -- the readers --------------------------------------------------------------------------
+
+FieldReader = Callable[[Mapping[str, Any], "Fields"], Any]
+
+
 @dataclass(frozen=True)
 class Fields:
-    """How to read an event: ``audit.field_map``, ``audit.outcome_map``, the time format.
+    """How to read an event: ``audit.format``, ``audit.field_map``, outcomes and times.
 
-    A mapped name may be a dotted path into nested objects (``actor.id``).
+    A name ``audit.field_map`` maps is read at its path (:func:`lookup`); any other is read
+    where the format keeps it (a FHIR AuditEvent's requestor agent, an OCSF event's
+    ``actor.user.uid``...), and in ``jsonl`` under its own name.
     """
 
     names: Mapping[str, str] = dc_field(default_factory=dict)
     outcomes: Mapping[str, Any] = dc_field(default_factory=dict)
     time_format: str = "auto"
+    kind: str = "jsonl"
+    request_id_key: str = "x-request-id"
 
     @classmethod
     def of(cls, config: Config) -> Fields:
@@ -143,31 +248,416 @@ class Fields:
             {k: str(v) for k, v in config.table("audit.field_map").items()},
             config.table("audit.outcome_map"),
             str(config.get("audit.timestamp_format") or "auto"),
+            str(config.get("audit.format") or "jsonl"),
+            str(config.get("audit.request_id_key") or "x-request-id"),
         )
+
+    @property
+    def reader(self) -> _Reader:
+        """The reader of ``audit.format``."""
+        return READERS[self.kind]
 
     def __call__(self, event: Mapping[str, Any], name: str) -> Any:
         """The value of logical field ``name`` in ``event`` (None when it has none)."""
-        path = self.names.get(name, name)
-        if path in event:
-            return event[path]
-        node: Any = event
-        for part in path.split("."):
-            if not isinstance(node, Mapping) or part not in node:
-                return None
-            node = node[part]
-        return node
+        path = self.names.get(name)
+        if path is not None:
+            return lookup(event, path)
+        read = self.reader.fields.get(name)
+        return read(event, self) if read is not None else lookup(event, name)
 
     def outcome(self, event: Mapping[str, Any]) -> grpc.StatusCode | None:
         """The code the event's outcome names."""
-        return outcome_code(self(event, "outcome"), self.outcomes)
+        if "outcome" in self.names or self.reader.outcome is None:
+            return outcome_code(self(event, "outcome"), self.outcomes)
+        return self.reader.outcome(event, self)
 
     def time(self, event: Mapping[str, Any]) -> Stamp | None:
         """The event's timestamp, if it is unambiguous."""
-        return parse_time(self(event, "timestamp"), self.time_format)
+        if "timestamp" in self.names or self.reader.time is None:
+            return parse_time(self(event, "timestamp"), self.time_format)
+        return self.reader.time(event, self)
+
+
+@dataclass(frozen=True)
+class _Reader:
+    """One ``audit.format``: the records a JSON document holds, and where fields are."""
+
+    records: Callable[[Any], list[Event] | None]  # None: the document holds no event
+    fields: Mapping[str, FieldReader] = dc_field(default_factory=dict)
+    outcome: Callable[[Mapping[str, Any], Fields], grpc.StatusCode | None] | None = None
+    time: Callable[[Mapping[str, Any], Fields], Stamp | None] | None = None
+    documents: bool = False  # a chunk may be one JSON document spread over lines
+
+
+def _dicts(value: Any) -> list[dict[str, Any]]:
+    """The objects of a list (a lone object as a list of one)."""
+    if isinstance(value, dict):
+        return [value]
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _flat(doc: Any, one: Callable[[dict[str, Any]], list[Event] | None]) -> list[Event] | None:
+    """The records of ``doc``: ``one`` of an object, each item of an array."""
+    if isinstance(doc, list):
+        found = [one(d) for d in _dicts(doc)]
+        return (
+            None if not doc or any(f is None for f in found) else [e for f in found if f for e in f]
+        )
+    return one(doc) if isinstance(doc, dict) else None
+
+
+def _judged(
+    words: Iterable[Any], coarse: Any, succeeded: bool, fields: Fields
+) -> grpc.StatusCode | None:
+    """The first of ``words`` naming a code; else the format's coarse outcome.
+
+    A coarse outcome (FHIR's 0/4/8/12, OCSF's status_id) names a code only through
+    ``audit.outcome_map``, or as success (``succeeded``): "minor failure" is no
+    particular code.
+    """
+    for word in words:
+        code = outcome_code(word, fields.outcomes)
+        if code is not None:
+            return code
+    if coarse is None or isinstance(coarse, bool):
+        return None
+    mapped = fields.outcomes.get(str(coarse))
+    if mapped is not None:
+        return outcome_code(mapped)
+    return grpc.StatusCode.OK if succeeded else None
+
+
+# JSON lines: the record is the object; every field under its own name or field_map's.
+
+JSONL = _Reader(lambda doc: [doc] if isinstance(doc, dict) else None)
+
+
+# FHIR AuditEvent, R4 and R5 (IHE BALP) ---------------------------------------------------
+
+_GRPC_PATH = re.compile(r"^/?[A-Za-z_][\w.]*/[A-Za-z_]\w*$")
+_BALP_IDS = frozenset({"XrequestId", "Traceparent", "Tracestate"})
+
+
+def _fhir_records(doc: Any) -> list[Event] | None:
+    def one(d: dict[str, Any]) -> list[Event] | None:
+        kind = d.get("resourceType")
+        if kind == "AuditEvent":
+            return [d]
+        if kind == "Bundle":
+            found = [e.get("resource") for e in _dicts(d.get("entry"))]
+            return [
+                r for r in found if isinstance(r, dict) and r.get("resourceType") == "AuditEvent"
+            ]
+        return None
+
+    return _flat(doc, one)
+
+
+def _codes(node: Any) -> list[str]:
+    """The codes of a Coding, a CodeableConcept, or a list of either."""
+    out: list[str] = []
+    for d in _dicts(node):
+        if "coding" in d:
+            out += _codes(d["coding"])
+        elif isinstance(d.get("code"), str):
+            out.append(d["code"])
+    return out
+
+
+def _requestor(event: Mapping[str, Any]) -> dict[str, Any]:
+    return next((a for a in _dicts(event.get("agent")) if a.get("requestor") is True), {})
+
+
+def _fhir_identity(event: Mapping[str, Any], _: Fields) -> Any:
+    who = _requestor(event).get("who")
+    if not isinstance(who, dict):
+        return None
+    value = lookup(who, "identifier.value")
+    return value if value is not None else who.get("reference")
+
+
+def grpc_path(value: Any) -> Any:
+    """A method named ``pkg.Svc/M`` (OpenTelemetry's form) as the path ``/pkg.Svc/M``."""
+    if isinstance(value, str) and _GRPC_PATH.match(value) and not value.startswith("/"):
+        return "/" + value
+    return value
+
+
+def _fhir_method(event: Mapping[str, Any], _: Fields) -> Any:
+    codes = _codes(event.get("subtype")) + _codes(event.get("code"))  # R4, R5
+    return grpc_path(next((c for c in codes if _GRPC_PATH.match(c)), None))
+
+
+def _what(entity: Mapping[str, Any]) -> Any:
+    what = entity.get("what")
+    if not isinstance(what, dict):
+        return None
+    for path in ("identifier.value", "reference", "display"):
+        if (value := lookup(what, path)) is not None:
+            return value
+    return None
+
+
+def _balp_id(entity: Mapping[str, Any]) -> bool:
+    return bool(_BALP_IDS & set(_codes(entity.get("type")) + _codes(entity.get("role"))))
+
+
+def _fhir_resource(event: Mapping[str, Any], _: Fields) -> Any:
+    entities = [e for e in _dicts(event.get("entity")) if not _balp_id(e)]
+    entities.sort(key=lambda e: "4" not in _codes(e.get("role")))  # domain resources first
+    return next((w for e in entities if (w := _what(e)) is not None), None)
+
+
+def _fhir_request_id(event: Mapping[str, Any], _: Fields) -> Any:
+    ids = [e for e in _dicts(event.get("entity")) if "XrequestId" in _codes(e.get("type"))]
+    return next((w for e in ids if (w := _what(e)) is not None), None)
+
+
+def _network(agent: Mapping[str, Any]) -> Any:
+    for path in ("network.address", "networkString", "networkUri", "networkReference.display"):
+        if (value := lookup(agent, path)) is not None:
+            return value
+    return None
+
+
+def _fhir_source(event: Mapping[str, Any], _: Fields) -> Any:
+    agents = _dicts(event.get("agent"))
+    client = [a for a in agents if "110153" in _codes(a.get("type"))]  # DICOM Source Role ID
+    rest = [a for a in agents if "110152" not in _codes(a.get("type"))]  # not the server
+    return next((v for a in [_requestor(event), *client, *rest] if (v := _network(a))), None)
+
+
+def _purposes(event: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The purposes of use: R4 ``purposeOfEvent``, R5 ``authorization``, and the agents'."""
+    out = _dicts(event.get("purposeOfEvent")) + _dicts(event.get("authorization"))
+    for agent in _dicts(event.get("agent")):
+        out += _dicts(agent.get("purposeOfUse")) + _dicts(agent.get("authorization"))
+    return out
+
+
+def _fhir_emergency(event: Mapping[str, Any], _: Fields) -> bool:
+    return any("BTG" in _codes(p) for p in _purposes(event))  # v3-ActReason break the glass
+
+
+def _fhir_reason(event: Mapping[str, Any], _: Fields) -> Any:
+    purposes = sorted(_purposes(event), key=lambda p: "BTG" not in _codes(p))
+    return next((p["text"] for p in purposes if isinstance(p.get("text"), str)), None)
+
+
+def _fhir_words(event: Mapping[str, Any]) -> list[Any]:
+    """The detailed outcome: R4 ``outcomeDesc``, R5 ``outcome.detail`` codes and text."""
+    words: list[Any] = [event.get("outcomeDesc")]
+    outcome = event.get("outcome")
+    if isinstance(outcome, dict):
+        for detail in _dicts(outcome.get("detail")):
+            words += [*_codes(detail), detail.get("text")]
+    return [w for w in words if isinstance(w, (str, int)) and not isinstance(w, bool)]
+
+
+def _fhir_coarse(event: Mapping[str, Any]) -> Any:
+    """R4 ``outcome`` (0, 4, 8, 12), or R5 ``outcome.code.code``."""
+    outcome = event.get("outcome")
+    return lookup(outcome, "code.code") if isinstance(outcome, dict) else outcome
+
+
+def _fhir_outcome(event: Mapping[str, Any], fields: Fields) -> grpc.StatusCode | None:
+    coarse = _fhir_coarse(event)
+    return _judged(_fhir_words(event), coarse, str(coarse) == "0", fields)
+
+
+FHIR = _Reader(
+    _fhir_records,
+    {
+        "identity": _fhir_identity,
+        "method": _fhir_method,
+        "resource": _fhir_resource,
+        "action": lambda e, _: e.get("action"),
+        "outcome": lambda e, _: next(iter(_fhir_words(e)), _fhir_coarse(e)),
+        "request_id": _fhir_request_id,
+        "timestamp": lambda e, _: e.get("recorded"),
+        "source": _fhir_source,
+        "emergency": _fhir_emergency,
+        "reason": _fhir_reason,
+    },
+    _fhir_outcome,
+    lambda e, _: parse_time(e.get("recorded"), "rfc3339"),
+    documents=True,
+)
+
+
+# OCSF (API Activity, class_uid 6003; any class is read) ----------------------------------
+
+
+def _ocsf_records(doc: Any) -> list[Event] | None:
+    return _flat(doc, lambda d: [d] if "class_uid" in d or "type_uid" in d else None)
+
+
+def _ocsf_method(event: Mapping[str, Any], _: Fields) -> Any:
+    operation, service = lookup(event, "api.operation"), lookup(event, "api.service.name")
+    if isinstance(operation, str) and "/" not in operation and isinstance(service, str):
+        return f"/{service}/{operation}"
+    return grpc_path(operation)
+
+
+def _ocsf_resource(event: Mapping[str, Any], _: Fields) -> Any:
+    for resource in _dicts(event.get("resources")):
+        for key in ("uid", "name"):
+            if resource.get(key) is not None:
+                return resource[key]
+    return None
+
+
+def _ocsf_words(event: Mapping[str, Any]) -> list[Any]:
+    return [lookup(event, p) for p in ("status_code", "api.response.error", "api.response.code")]
+
+
+def _ocsf_outcome(event: Mapping[str, Any], fields: Fields) -> grpc.StatusCode | None:
+    status = event.get("status_id")
+    return _judged(_ocsf_words(event), status, status == 1, fields)
+
+
+def _ocsf_time(event: Mapping[str, Any], _: Fields) -> Stamp | None:
+    stamp = parse_time(event.get("time"), "epoch_ms")  # OCSF timestamp_t: epoch milliseconds
+    return stamp if stamp is not None else parse_time(event.get("time_dt"), "rfc3339")
+
+
+def _first(*paths: str) -> FieldReader:
+    """A reader of the first of ``paths`` that holds a value."""
+
+    def read(event: Mapping[str, Any], _: Fields) -> Any:
+        return next((v for p in paths if (v := lookup(event, p)) is not None), None)
+
+    return read
+
+
+OCSF = _Reader(
+    _ocsf_records,
+    {
+        "identity": _first("actor.user.uid"),
+        "method": _ocsf_method,
+        "resource": _ocsf_resource,
+        "action": _first("activity_name", "activity_id"),
+        "outcome": lambda e, _: next(
+            (w for w in _ocsf_words(e) if w is not None), e.get("status_id")
+        ),
+        "request_id": _first("api.request.uid"),
+        "timestamp": _first("time", "time_dt"),
+        "source": _first("src_endpoint.ip", "src_endpoint.hostname"),
+    },
+    _ocsf_outcome,
+    _ocsf_time,
+    documents=True,
+)
+
+
+# OpenTelemetry log records (OTLP/JSON) ---------------------------------------------------
+
+
+def _any_value(value: Any) -> Any:
+    """An OTLP ``AnyValue`` as plain JSON (int64 text as a number, bytes left base64)."""
+    if not isinstance(value, dict):
+        return value
+    for kind in ("stringValue", "boolValue", "doubleValue", "bytesValue"):
+        if kind in value:
+            return value[kind]
+    if "intValue" in value:
+        try:
+            return int(value["intValue"])
+        except (TypeError, ValueError):
+            return value["intValue"]
+    if "arrayValue" in value:
+        return [_any_value(v) for v in (lookup(value, "arrayValue.values") or [])]
+    if "kvlistValue" in value:
+        return _attributes(lookup(value, "kvlistValue.values"))
+    return None
+
+
+def _attributes(items: Any) -> dict[str, Any]:
+    """OTLP ``KeyValue`` list as an object."""
+    return {
+        kv["key"]: _any_value(kv.get("value"))
+        for kv in _dicts(items)
+        if isinstance(kv.get("key"), str)
+    }
+
+
+def _otlp_records(doc: Any) -> list[Event] | None:
+    def one(d: dict[str, Any]) -> list[Event] | None:
+        if "resourceLogs" not in d:
+            return None
+        out = []
+        for logs in _dicts(d.get("resourceLogs")):
+            resource = _attributes(lookup(logs, "resource.attributes"))
+            for scoped in _dicts(logs.get("scopeLogs")):
+                scope = dict(_dicts(scoped.get("scope"))[0]) if _dicts(scoped.get("scope")) else {}
+                scope["attributes"] = _attributes(scope.get("attributes"))
+                for record in _dicts(scoped.get("logRecords")):
+                    flat = {**record, "attributes": _attributes(record.get("attributes"))}
+                    if "body" in record:
+                        flat["body"] = _any_value(record["body"])
+                    out.append({**flat, "resource": resource, "scope": scope})
+        return out
+
+    return _flat(doc, one)
+
+
+def _otlp_method(event: Mapping[str, Any], _: Fields) -> Any:
+    method, service = (
+        lookup(event, "attributes.rpc.method"),
+        lookup(event, "attributes.rpc.service"),
+    )
+    if isinstance(method, str) and "/" not in method and isinstance(service, str):
+        return f"/{service}/{method}"
+    return grpc_path(method)  # semantic conventions 1.37 on: "pkg.Svc/Method"
+
+
+def _otlp_request_id(event: Mapping[str, Any], fields: Fields) -> Any:
+    key = fields.request_id_key.lower()
+    for prefix in ("rpc.request.metadata.", "rpc.grpc.request.metadata."):
+        value = lookup(event, f"attributes.{prefix}{key}")
+        if isinstance(value, list):  # metadata values are string arrays
+            value = value[0] if value else None
+        if value is not None:
+            return value
+    return None
+
+
+_OTLP_WORDS = ("attributes.rpc.grpc.status_code", "attributes.rpc.response.status_code")
+
+
+def _otlp_time(event: Mapping[str, Any], _: Fields) -> Stamp | None:
+    for key in ("timeUnixNano", "observedTimeUnixNano"):  # 0: unknown
+        value = event.get(key)
+        if value not in (None, 0, "0"):
+            return parse_time(value, "epoch_ns")
+    return None
+
+
+OTLP = _Reader(
+    _otlp_records,
+    {
+        "identity": _first("attributes.enduser.id", "attributes.user.id"),
+        "method": _otlp_method,
+        "resource": lambda e, _: None,  # no convention (and "resource" is OTel's own)
+        "action": lambda e, _: None,
+        "outcome": _first(*_OTLP_WORDS),
+        "request_id": _otlp_request_id,
+        "timestamp": _first("timeUnixNano", "observedTimeUnixNano"),
+        "source": _first(
+            "attributes.client.address", "attributes.network.peer.address", "attributes.net.peer.ip"
+        ),
+    },
+    lambda e, fields: _judged([lookup(e, p) for p in _OTLP_WORDS], None, False, fields),
+    _otlp_time,
+    documents=True,
+)
+
+#: The reader of each ``audit.format``.
+READERS: dict[str, _Reader] = {"jsonl": JSONL, "fhir": FHIR, "ocsf": OCSF, "otlp": OTLP}
 
 
 def field(run: Run, event: dict[str, Any], name: str) -> Any:
-    """The value of logical field ``name`` in ``event``, through ``audit.field_map``."""
+    """The value of logical field ``name`` in ``event``, as :class:`Fields` reads it."""
     return Fields.of(run.config)(event, name)
 
 
@@ -181,6 +671,267 @@ def by_request_id(
         if isinstance(rid, str) and rid in found:
             found[rid].append(dict(event))
     return found
+
+
+# -- correlation: which events are a call's -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Matches:
+    """Each call's events, by request ID.
+
+    ``found``: the events attributed to the call (by its request ID; or the one event
+    tuple correlation attributes to it alone). ``candidates``: every event that could be
+    the call's (the same under request-ID correlation). ``near``: for a call with no
+    candidate, how many events of its method and identity the source gained while the
+    calls went out, outside every call's time window.
+    """
+
+    found: dict[str, list[Event]]
+    candidates: dict[str, list[Event]]
+    near: dict[str, int] = dc_field(default_factory=dict)
+
+    @classmethod
+    def exact(cls, found: Mapping[str, list[Event]]) -> Matches:
+        """Matches by request ID: every candidate is the call's."""
+        return cls(dict(found), dict(found))
+
+    def unsure(self, request_id: str) -> str:
+        """Why the call's events cannot be told ("" when they can, or surely are none)."""
+        fit = self.candidates.get(request_id) or []
+        if fit and not self.found.get(request_id):
+            return f"{len(fit)} event(s) fit the call (method, identity, time): ambiguous"
+        if not fit and self.near.get(request_id):
+            return (
+                f"{self.near[request_id]} event(s) of its method and identity were written "
+                "outside its time window (the service's clock may be off: AUDIT-004)"
+            )
+        return ""
+
+
+@dataclass(frozen=True)
+class ByTuple:
+    """Tuple correlation's knowledge of the run (``audit.correlation = "tuple"``).
+
+    ``subjects``: each principal's verified subject; ``tolerance_s``: how far each side of
+    a call's send/receive interval its event may be stamped (``clock.tolerance_ms``);
+    ``claimants``: every call the run made (an event one of them fits is not another's
+    alone); ``per_call``: how many events one call may have (``audit.max_events_per_call``).
+    """
+
+    subjects: Mapping[str, str]
+    tolerance_s: float = 1.0
+    claimants: Sequence[CallResult] = ()
+    per_call: int = 1
+
+
+def method_names(path: str) -> set[str]:
+    """How an event may name ``path``: ``/pkg.Svc/M``, ``pkg.Svc/M``, ``pkg.Svc.M``, ``M``."""
+    bare = path.lstrip("/")
+    service, _, method = bare.rpartition("/")
+    return {path, bare, f"{service}.{method}", method} if service else {path}
+
+
+_THROTTLED = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def fits(
+    call: CallResult,
+    identity: Any,
+    subjects: Mapping[str, str],
+    outcome: grpc.StatusCode | None = None,
+) -> bool:
+    """Whether an event naming ``identity`` (and ``outcome``) may be ``call``'s.
+
+    A call whose principal's token was accepted is audited under its subject; any other
+    (no credentials, a forged or refused one, a principal whose subject is unknown) under
+    no identity, an unverified one or its own claim, never another principal's subject.
+    An event of a throttled attempt (RESOURCE_EXHAUSTED) is no call's that ended
+    otherwise: the harness retries throttled attempts and journals only the last.
+    """
+    if outcome is _THROTTLED and call.code is not _THROTTLED:
+        return False
+    own = subjects.get(call.principal or "")
+    name = None if identity in (None, "") else str(identity)
+    if own and call.code != grpc.StatusCode.UNAUTHENTICATED:
+        return name == own
+    return name == own or name not in set(subjects.values())
+
+
+class _Windows:
+    """The run's calls by every name of their method, each with its time window."""
+
+    def __init__(self, calls: Iterable[CallResult], tolerance_s: float) -> None:
+        self.by: dict[str, list[tuple[float, float, CallResult]]] = {}
+        for c in {c.request_id: c for c in calls}.values():
+            window = (c.started_at - tolerance_s, c.started_at + c.elapsed_s + tolerance_s, c)
+            for name in method_names(c.method):
+                self.by.setdefault(name, []).append(window)
+        for windows in self.by.values():
+            windows.sort(key=lambda w: w[0])
+        self.starts = {name: [w[0] for w in ws] for name, ws in self.by.items()}
+        self.widest = max((w[1] - w[0] for ws in self.by.values() for w in ws), default=0.0)
+
+    def around(self, method: str, at: float | None) -> list[CallResult]:
+        """The calls of ``method`` whose window holds ``at`` (every one, when undated)."""
+        windows = self.by.get(method, [])
+        if at is None or not windows:
+            return [w[2] for w in windows]
+        starts = self.starts[method]
+        low, high = bisect.bisect_left(starts, at - self.widest), bisect.bisect_right(starts, at)
+        return [w[2] for w in windows[low:high] if w[1] >= at]
+
+
+def correlate(
+    events: Sequence[Mapping[str, Any]],
+    calls: Sequence[CallResult],
+    fields: Fields,
+    by: ByTuple | None = None,
+    since: int | None = None,
+) -> Matches:
+    """Each of ``calls``' events: by request ID, or (``by``) by method, identity and time.
+
+    Under tuple correlation an event is a candidate of every call whose method it names,
+    whose identity it may carry (:func:`fits`) and whose window holds its time (an event
+    of unreadable time: every such call's). A call's candidates are its events only when
+    there are 1 to ``by.per_call`` of them, all dated, and no other call of the run fits
+    any of them; otherwise the call is ambiguous, never matched by guess. ``since``: the
+    index from which ``events`` were written while the calls went out (for ``near``).
+    """
+    if by is None:
+        return Matches.exact(by_request_id(events, [c.request_id for c in calls], fields))
+    windows = _Windows([*by.claimants, *calls], by.tolerance_s)
+    claims: list[list[CallResult]] = []
+    dated: list[bool] = []
+    candidates: dict[str, list[int]] = {c.request_id: [] for c in calls}
+    for i, event in enumerate(events):
+        method, stamp = fields(event, "method"), fields.time(event)
+        at = stamp.at.timestamp() if stamp is not None else None
+        near = windows.around(method, at) if isinstance(method, str) else []
+        identity, outcome = fields(event, "identity"), fields.outcome(event)
+        claims.append([c for c in near if fits(c, identity, by.subjects, outcome)])
+        dated.append(at is not None)
+        for c in claims[-1]:
+            if c.request_id in candidates:
+                candidates[c.request_id].append(i)
+    found = {
+        rid: [dict(events[i]) for i in idx]
+        if 1 <= len(idx) <= by.per_call and all(dated[i] and len(claims[i]) == 1 for i in idx)
+        else []
+        for rid, idx in candidates.items()
+    }
+    fit = {rid: [dict(events[i]) for i in idx] for rid, idx in candidates.items()}
+    return Matches(found, fit, _near(events, calls, fields, by, claims, since))
+
+
+def _near(
+    events: Sequence[Mapping[str, Any]],
+    calls: Sequence[CallResult],
+    fields: Fields,
+    by: ByTuple,
+    claims: Sequence[Sequence[CallResult]],
+    since: int | None,
+) -> dict[str, int]:
+    """For each call with no candidate: the fresh events of its method and identity no call fits."""
+    if since is None:
+        return {}
+    stray = [
+        (fields(e, "method"), fields(e, "identity"), fields.outcome(e))
+        for i, e in enumerate(events)
+        if i >= since and not claims[i]
+    ]
+    out = {}
+    for c in calls:
+        names = method_names(c.method)
+        n = sum(1 for m, who, code in stray if m in names and fits(c, who, by.subjects, code))
+        if n:
+            out[c.request_id] = n
+    return out
+
+
+def paired(
+    events: Sequence[Mapping[str, Any]],
+    calls: Sequence[CallResult],
+    fields: Fields,
+    subjects: Mapping[str, str],
+) -> tuple[dict[str, list[Event]], str]:
+    """Sequential calls' events by write order, whatever their time says.
+
+    ``events`` are those the source gained while ``calls`` went out one after another;
+    for each (method, principal), the events whose method and identity fit are paired
+    with its calls in order, when there is exactly one per call. Otherwise nothing is
+    paired and the problem says why. (Tuple correlation for a control that judges the
+    times themselves: an event stamped by a clock far off is still the call's.)
+    """
+    groups: dict[tuple[str, str | None], list[CallResult]] = {}
+    for c in calls:
+        groups.setdefault((c.method, c.principal), []).append(c)
+    out: dict[str, list[Event]] = {}
+    for (method, _), group in groups.items():
+        names = method_names(method)
+        fit = [
+            dict(e)
+            for e in events
+            if fields(e, "method") in names
+            and fits(group[0], fields(e, "identity"), subjects, fields.outcome(e))
+        ]
+        if len(fit) != len(group):
+            return {}, (
+                f"{len(fit)} new event(s) of {method} and its caller for {len(group)} "
+                "sequential call(s): they cannot be paired"
+            )
+        out.update({c.request_id: [e] for c, e in zip(group, fit, strict=True)})
+    return out, ""
+
+
+def subjects_of(run: Run) -> dict[str, str]:
+    """Each principal's verified subject, as its events name it: its JWT's ``sub``."""
+
+    def compute() -> dict[str, str]:
+        out = {}
+        for name, p in run.principals.items():
+            try:
+                token = parse(p.token()) if p.has_token else None
+            except ConfigError:  # a token source that fails names no one
+                continue
+            if token is not None and token.claims.get("sub") is not None:
+                out[name] = str(token.claims["sub"])
+        return out
+
+    return run.memo("audit-subjects", compute)
+
+
+def correlation(run: Run) -> ByTuple | None:
+    """Tuple correlation's view of the run now; None under request-ID correlation."""
+    if run.config.get("audit.correlation") != "tuple":
+        return None
+    return ByTuple(
+        subjects_of(run),
+        int(run.config.get("clock.tolerance_ms", 1000)) / 1000,
+        run.calls(),
+        int(run.config.get("audit.max_events_per_call", 1)),
+    )
+
+
+def clearance(run: Run, calls: Iterable[tuple[str, str | None]]) -> float:
+    """Seconds to wait before ``calls`` ((method, principal name)) under tuple correlation.
+
+    Long enough that no earlier call of the run by the same identity to the same method
+    has a time window overlapping theirs (twice ``clock.tolerance_ms`` after it ended):
+    the events of the two can then be told apart. 0 under request-ID correlation.
+    """
+    by = correlation(run)
+    if by is None:
+        return 0.0
+    keys = {(m, by.subjects.get(p or "")) for m, p in calls}
+    ends = [
+        c.started_at + c.elapsed_s
+        for c in by.claimants
+        if (c.method, by.subjects.get(c.principal or "")) in keys
+    ]
+    if not ends:
+        return 0.0
+    return max(0.0, max(ends) + 2 * by.tolerance_s + 0.05 - time.time())
 
 
 def read_raw(
@@ -210,68 +961,126 @@ def read_raw(
 
 
 def read(run: Run) -> Events:
-    """Every event the source holds now."""
+    """Every event the source holds now, read as ``audit.format`` says."""
     chunks, problem = read_raw(run.config.get("audit.source"))
     if problem:
         return Events((), problem)
-    return parse_events(chunks)
+    return parse_events(chunks, Fields.of(run.config).kind)
 
 
-def parse_events(chunks: Iterable[tuple[str, bytes]]) -> Events:
-    """JSON-lines events from raw chunks; lines that are not JSON objects are counted."""
-    events, unparsed = [], 0
+_NO_DOCUMENT = object()
+
+
+def _document(text: str) -> Any:
+    """``text`` as one JSON document spread over lines (a Bundle, an export), if it is one."""
+    body = text.strip()
+    if "\n" not in body or body[:1] not in "{[":
+        return _NO_DOCUMENT
+    try:
+        return json.loads(body)
+    except ValueError:
+        return _NO_DOCUMENT
+
+
+def parse_events(chunks: Iterable[tuple[str, bytes]], kind: str = "jsonl") -> Events:
+    """The events of raw chunks, read as ``kind`` (``audit.format``).
+
+    A chunk is JSON lines, or for the formats that allow it one JSON document; a line (or
+    document) that is not JSON, or holds no event of the format, is counted.
+    """
+    reader = READERS[kind]
+    events: list[Event] = []
+    lines: list[str | None] = []
+    unparsed = 0
     for _, blob in chunks:
+        text = blob.decode("utf-8", "replace")
+        doc = _document(text) if reader.documents else _NO_DOCUMENT
         # JSON lines split on "\n" only: str.splitlines() also splits on U+2028 and
         # friends, which JSON allows unescaped inside strings.
-        for line in blob.decode("utf-8", "replace").split("\n"):
-            if not line.strip():
+        pieces = [text] if doc is not _NO_DOCUMENT else text.split("\n")
+        for piece in pieces:
+            if not piece.strip():
                 continue
-            try:
-                event = json.loads(line)
-            except ValueError:
+            found = _records(reader, piece if doc is _NO_DOCUMENT else doc)
+            if found is None:
                 unparsed += 1
                 continue
-            if isinstance(event, dict):
-                events.append(event)
-            else:
-                unparsed += 1
-    return Events(tuple(events), "", unparsed)
+            events += found
+            one = len(found) == 1 and doc is _NO_DOCUMENT
+            lines += [piece.removesuffix("\r") if one else None] * len(found)
+    return Events(tuple(events), "", unparsed, tuple(lines))
+
+
+def _records(reader: _Reader, piece: Any) -> list[Event] | None:
+    """The records of one line (text) or document (parsed); None: no event of the format."""
+    if isinstance(piece, str):
+        try:
+            piece = json.loads(piece)
+        except ValueError:
+            return None
+    return reader.records(piece)
 
 
 @dataclass(frozen=True)
 class Polled:
-    """The source as last read while waiting for events: per request ID, parsed, raw."""
+    """The source as last read while waiting for events: per request ID, parsed, raw.
+
+    ``found`` is ``matches.found``: the events attributed to each call.
+    """
 
     found: dict[str, list[dict[str, Any]]]
     events: Events
     chunks: list[tuple[str, bytes]]
     problem: str = ""
+    matches: Matches = dc_field(default_factory=lambda: Matches({}, {}))
 
 
-def poll(run: Run, request_ids: Iterable[str]) -> Polled:
+def poll(run: Run, request_ids: Iterable[str], since: int | None = None) -> Polled:
     """Read the source until every request ID has an event, or ``audit.delivery_timeout_s``.
 
-    The last read is kept whole (:class:`Polled`), so a check reads the source once.
+    Events are matched to the calls by ``audit.correlation`` (:func:`correlate`): under
+    tuple correlation the calls are the run's own (its journal), ``since`` the number of
+    events the source held before they went out. Waiting ends when every call has a
+    candidate event. The last read is kept whole (:class:`Polled`), so a check reads the
+    source once.
     """
     wanted = list(dict.fromkeys(request_ids))
     fields = Fields.of(run.config)
+    by = correlation(run)
+    journal = {c.request_id: c for c in by.claimants} if by else {}
+    calls = [journal[r] for r in wanted if r in journal]
     deadline = time.monotonic() + float(run.config.get("audit.delivery_timeout_s", 30))
     while True:
         chunks, problem = read_raw(run.config.get("audit.source"))
-        got = Events((), problem) if problem else parse_events(chunks)
-        found = by_request_id(got.events, wanted, fields)
-        if problem or all(found.values()) or time.monotonic() >= deadline:
-            return Polled(found, got, chunks, problem)
+        got = Events((), problem) if problem else parse_events(chunks, fields.kind)
+        if by is None:
+            matched = Matches.exact(by_request_id(got.events, wanted, fields))
+        else:
+            matched = correlate(got.events, calls, fields, by, since)
+        done = all(matched.candidates.get(rid) for rid in wanted)
+        if problem or done or time.monotonic() >= deadline:
+            return Polled(matched.found, got, chunks, problem, matched)
         time.sleep(0.1)
 
 
 def wait_for(run: Run, request_ids: Iterable[str]) -> tuple[dict[str, list[dict[str, Any]]], str]:
     """Poll the source until every request ID has an event, or ``audit.delivery_timeout_s``.
 
-    Returns the events per request ID (possibly empty lists) and a problem, if any.
+    Returns the events attributed to each request ID (possibly empty lists) and a problem,
+    if any: under tuple correlation, calls whose events cannot be told apart from other
+    calls' are one (their empty lists are not "no event").
     """
-    polled = poll(run, request_ids)
-    return polled.found, polled.problem
+    wanted = list(request_ids)
+    polled = poll(run, wanted)
+    unsure = [why for rid in wanted if (why := polled.matches.unsure(rid))]
+    if polled.problem or not unsure:
+        return polled.found, polled.problem
+    return polled.found, f"audit.correlation = tuple: {len(unsure)} call(s) unmatched: {unsure[0]}"
+
+
+def events_now(run: Run) -> int:
+    """How many events the source holds now (0 when it cannot be read): a ``since`` mark."""
+    return len(read(run).events)
 
 
 def appended(

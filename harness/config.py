@@ -180,6 +180,34 @@ _PRINCIPAL = {
     "scheme": _str,
 }
 
+_HASH_CHAIN = {
+    "algorithm": _choice("sha256", "sha384", "sha512"),
+    # json-sorted-compact: the name sorted-compact had before the catalogue named it
+    "canonicalization": _choice("jcs", "sorted-compact", "json-sorted-compact", "raw-line"),
+    "link": _choice("concat", "prev-in-record"),
+    "genesis": _str,
+    "prev_field": _str,
+    "hash_field": _str,
+    "seq_field": _str,
+}
+
+
+def _hash_chain(value: Any, where: _Where) -> dict[str, Any]:
+    """``audit.hash_chain``: its keys, and a combination of them that can be verified."""
+    table: dict[str, Any] = _table(_HASH_CHAIN)(value, where)
+    hash_field, prev_field = table.get("hash_field", "hash"), table.get("prev_field", "prev_hash")
+    if table.get("link", "concat") == "concat" and not hash_field:
+        raise where.fail('link = "concat" needs the hash_field each record keeps its hash in')
+    if table.get("link") == "prev-in-record" and not prev_field:
+        raise where.fail('link = "prev-in-record" needs the prev_field that holds the hash')
+    if table.get("canonicalization") == "raw-line" and hash_field:
+        raise where.fail(
+            'canonicalization = "raw-line" hashes the line as written, which cannot leave its '
+            'own hash out: set hash_field = "" (the next record\'s prev_field holds it)'
+        )
+    return table
+
+
 # Section 3 of the catalogue, with the types the harness reads. Keys it does not act on yet
 # are declared too, and refused by name (UNSUPPORTED) rather than as unknown keys.
 SCHEMA: dict[str, Any] = {
@@ -262,7 +290,7 @@ SCHEMA: dict[str, Any] = {
     },
     "audit": {
         "source": _source,
-        "format": _choice("jsonl"),
+        "format": _choice("jsonl", "fhir", "ocsf", "otlp"),
         "field_map": _map(_str),
         "outcome_map": _map(_any),
         "timestamp_format": _choice(
@@ -274,7 +302,7 @@ SCHEMA: dict[str, Any] = {
         "phi_methods": _list(_str),
         "delivery_timeout_s": _num,
         "logged_fields": _list(_str),
-        "hash_chain": _map(_str),
+        "hash_chain": _hash_chain,
         "mgmt_methods": _list(_str),
         "storage_probe_cmd": _list(_str),
         "min_retention_days": _int,

@@ -7,8 +7,13 @@ hash chain that only grows.
 Each control wires a plan (the calls to make), :func:`~harness.plans.calls.send` and a pure
 judge: the judges (``judge_*``, :func:`verify_chain`) take recorded :class:`CallResult`s,
 events and settings, and return observations filed under the control's declared probes.
-Events are read through :class:`harness.audit.Fields` (``audit.field_map``,
-``audit.outcome_map``, ``audit.timestamp_format``), never by the reference's own names.
+Events are read through :class:`harness.audit.Fields` (``audit.format``,
+``audit.field_map``, ``audit.outcome_map``, ``audit.timestamp_format``), never by the
+reference's own names, and matched to calls by :func:`harness.audit.correlate`: by request
+ID, or by method, identity and time (``audit.correlation = "tuple"``), where the calls the
+controls make themselves are spaced so that their events can be told apart
+(:func:`send_apart`) and a call whose events cannot be is INCONCLUSIVE, never matched by
+guess.
 """
 
 from __future__ import annotations
@@ -23,15 +28,17 @@ import struct
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from dataclasses import field as dc_field
 from pathlib import Path
 from typing import Any
 
 import grpc
+import rfc8785
 from google.protobuf.message import DecodeError
 from jwt.utils import base64url_decode
 
 from harness import audit
-from harness.audit import Fields
+from harness.audit import Fields, Matches
 from harness.catalogue import CATALOGUE, Severity
 from harness.channels import CallResult
 from harness.checks import check
@@ -46,6 +53,7 @@ from harness.outcome import (
     Probe,
     Status,
     filed,
+    not_applicable,
 )
 from harness.plans.calls import (
     NO_DESCRIPTORS,
@@ -70,6 +78,7 @@ from harness.run import Run
 from harness.tokens import Parsed, parse, tamper, with_signature
 
 Events = dict[str, list[dict[str, Any]]]
+Matched = Matches | Mapping[str, Sequence[Mapping[str, Any]]]
 
 # Calls that never reached the service's own code: transport failures, and the gRPC
 # library's own size limits (RESOURCE_EXHAUSTED), which refuse before any handler runs.
@@ -93,8 +102,57 @@ class Reconciled:
     """The run's calls to ``audit.phi_methods`` and their events, or why none were read."""
 
     calls: list[CallResult]
-    events: Events
+    matches: Matches
     problem: str = ""
+
+    @property
+    def events(self) -> Events:
+        """The events attributed to each call."""
+        return self.matches.found
+
+
+def matched(events: Matched) -> Matches:
+    """``events`` as :class:`Matches` (a plain mapping: events found by request ID)."""
+    if isinstance(events, Matches):
+        return events
+    return Matches.exact({k: [dict(e) for e in v] for k, v in events.items()})
+
+
+def _who(call: Call) -> str | None:
+    return call.principal.name if call.principal is not None else None
+
+
+def send_apart(run: Run, calls: Sequence[Call]) -> list[tuple[Call, CallResult]]:
+    """Make ``calls`` so that tuple correlation can tell their events apart, in order.
+
+    Under request-ID correlation, :func:`send` as is. Under tuple correlation the calls go
+    in waves in which no two share a method and an identity, each wave once no earlier
+    call of the run by one of its identities to its method is near enough in time to be
+    confused with it (:func:`harness.audit.clearance`).
+    """
+    if audit.correlation(run) is None:
+        return send(run, calls)
+    subjects = audit.subjects_of(run)
+    waves: list[list[tuple[int, Call]]] = []
+    for i, c in enumerate(calls):
+        key = (c.method, subjects.get(_who(c) or ""))
+        wave = next(
+            (
+                w
+                for w in waves
+                if key not in {(x.method, subjects.get(_who(x) or "")) for _, x in w}
+            ),
+            None,
+        )
+        if wave is None:
+            waves.append(wave := [])
+        wave.append((i, c))
+    out: dict[int, tuple[Call, CallResult]] = {}
+    for wave in waves:
+        time.sleep(audit.clearance(run, [(c.method, _who(c)) for _, c in wave]))
+        sent = send(run, [c for _, c in wave])
+        out.update({i: pair for (i, _), pair in zip(wave, sent, strict=True)})
+    return [out[i] for i in range(len(calls))]
 
 
 def phi_calls(journal: Iterable[CallResult], phi_methods: Iterable[str]) -> list[CallResult]:
@@ -118,13 +176,57 @@ def planned_calls(run: Run) -> list[CallResult]:
     return out
 
 
+def plan_tuple(run: Run, policy: Policy) -> list[Call]:
+    """AUDIT-001's own calls (the row's), for tuple correlation.
+
+    For each ``audit.phi_methods`` entry: one call by a principal the policy allows, one
+    by a principal it does not, and one without credentials (principals whose subject the
+    harness knows first, so that their events can be told apart). A method whose request
+    cannot be built is not called (:func:`judge_coverage` names it).
+    """
+    subjects = audit.subjects_of(run)
+    callers = sorted(
+        (p for p in run.principals.values() if p.has_token or p.has_cert),
+        key=lambda p: (p.name not in subjects, p.name),
+    )
+    calls = []
+    for method in run.config.str_list("audit.phi_methods"):
+        try:
+            request = policy.request(run, method)
+        except DescriptorError:
+            continue
+        allowed = policy.allowed(method)
+        ok = next((p for p in callers if allowed is None or p.name in allowed), None)
+        no = next((p for p in callers if allowed is not None and p.name not in allowed), None)
+        calls += [
+            Call(f"{label} call as {who.name}", method, (request,), who)
+            for label, who in (("allowed", ok), ("denied", no))
+            if who is not None
+        ]
+        calls.append(Call("call without credentials", method, (request,)))
+    return calls
+
+
 def _reconciled(run: Run) -> Reconciled:
-    """The planned calls (:func:`planned_calls`) to a PHI method, and their events."""
+    """The calls AUDIT-001 reconciles to a PHI method, and their events.
+
+    Under request-ID correlation the planned calls (:func:`planned_calls`); under tuple
+    correlation AUDIT-001's own (:func:`plan_tuple`), sent apart (:func:`send_apart`):
+    the shared sets make many calls by one identity to one method at once, which no
+    method, identity and time can tell apart.
+    """
 
     def compute() -> Reconciled:
-        calls = phi_calls(planned_calls(run), run.config.str_list("audit.phi_methods"))
-        events, problem = audit.wait_for(run, [c.request_id for c in calls])
-        return Reconciled(calls, events, problem)
+        phi = run.config.str_list("audit.phi_methods")
+        if audit.correlation(run) is None:
+            calls = phi_calls(planned_calls(run), phi)
+            polled = audit.poll(run, [c.request_id for c in calls])
+        else:
+            since, policy = audit.events_now(run), Policy.of(run)
+            made = send_apart(run, plan_tuple(run, policy)) if policy else []
+            calls = phi_calls([r for _, r in made], phi)
+            polled = audit.poll(run, [c.request_id for c in calls], since)
+        return Reconciled(calls, polled.matches, polled.problem)
 
     return run.memo("audit-reconciled", compute)
 
@@ -132,10 +234,6 @@ def _reconciled(run: Run) -> Reconciled:
 def _matched(run: Run) -> Reconciled:
     """The reconciliation, or CannotObserve when the events cannot be matched to calls."""
     _needs(run, "audit.source", "audit.phi_methods")
-    if run.config.get("audit.correlation") == "tuple":
-        raise CannotObserve(
-            "audit.correlation = tuple is not implemented: events are matched by request ID"
-        )
     found = _reconciled(run)
     if found.problem:
         raise CannotObserve(found.problem)
@@ -167,21 +265,27 @@ def _group(calls: Iterable[CallResult]) -> dict[tuple[str, str], list[CallResult
 
 
 def judge_reconciliation(
-    calls: Sequence[CallResult], events: Events, most: int, writes: Iterable[str] = ()
+    calls: Sequence[CallResult], events: Matched, most: int, writes: Iterable[str] = ()
 ) -> list[Observation]:
     """Each call owes 1 to ``most`` events; filed under its kind (read, write, denied).
 
-    A missing event is FAIL (high), more than ``most`` FAIL (low). A kind with no call
-    has no observation: a probe that reconciled nothing does not pass.
+    A missing event is FAIL (high), more than ``most`` FAIL (low). A call whose events
+    cannot be told apart from other calls' (tuple correlation: several candidates, or
+    events of its method and identity outside its time window) is INCONCLUSIVE. A kind
+    with no call has no observation: a probe that reconciled nothing does not pass.
     """
     writes = frozenset(writes)
+    matches = matched(events)
+    found = matches.found
     out = []
     for kind in ("read", "write", "denied"):
         mine = [c for c in calls if call_kind(c, writes) == kind]
         if not mine:
             continue
-        missing = [c for c in mine if not events.get(c.request_id)]
-        extra = [c for c in mine if len(events.get(c.request_id, [])) > most]
+        unsure = [c for c in mine if matches.unsure(c.request_id)]
+        missing = [c for c in mine if not found.get(c.request_id) and c not in unsure]
+        extra = [c for c in mine if len(found.get(c.request_id, [])) > most]
+        out += _unsure(kind, unsure, matches)
         for label, group, sev in (
             ("no audit event", missing, Severity.HIGH),
             (f"more than {most} event(s)", extra, Severity.LOW),
@@ -192,12 +296,25 @@ def judge_reconciliation(
                 out.append(
                     Observation(probe, label, expected, Status.FAIL, sev, cs[0].request_id).of(kind)
                 )
-        matched = len(mine) - len(missing)
+        n = len(mine) - len(missing) - len(unsure)
         summary = f"{len(mine)} {kind} call(s) reconciled with the audit log"
-        out.append(
-            Observation(summary, f"{matched} matched", "every call matched", Status.PASS).of(kind)
-        )
+        out.append(Observation(summary, f"{n} matched", "every call matched", Status.PASS).of(kind))
     return out
+
+
+def _unsure(ref: str, calls: Sequence[CallResult], matches: Matches) -> list[Observation]:
+    """One INCONCLUSIVE observation per (method, code) of calls whose events are unsure."""
+    return [
+        Observation(
+            f"{len(cs)} {code} call(s) to {method}",
+            matches.unsure(cs[0].request_id),
+            "one event attributable to each call",
+            Status.INCONCLUSIVE,
+            None,
+            cs[0].request_id,
+        ).of(ref)
+        for (method, code), cs in _group(calls).items()
+    ]
 
 
 def judge_coverage(
@@ -336,17 +453,20 @@ def content_problem(ref: str, truth: Truth, event: Mapping[str, Any], fields: Fi
 
 
 def judge_content(
-    pairs: Iterable[tuple[Truth, Mapping[str, Any]]], fields: Fields
+    pairs: Iterable[tuple[Truth, Mapping[str, Any]]], fields: Fields, echoed: bool = True
 ) -> list[Observation]:
     """Each matched event against the call's ground truth, one probe per content bullet.
 
     A bullet with no call to judge it on (no verified subject, no ``audit.action_map``
-    entry) makes no observation.
+    entry) makes no observation. ``echoed``: whether the service logs the request ID the
+    harness sends; under tuple correlation it does not (the reason for correlating so),
+    and the request_id bullet does not apply.
     """
     problems: dict[tuple[str, str], list[str]] = {}
     judged: dict[str, int] = {}
+    bullets = CONTENT if echoed else tuple(b for b in CONTENT if b != "request_id")
     for truth, event in pairs:
-        for ref in CONTENT:
+        for ref in bullets:
             try:
                 wrong = content_problem(ref, truth, event, fields)
             except LookupError:
@@ -368,6 +488,9 @@ def judge_content(
     for ref, n in judged.items():
         if not any(r == ref for r, _ in problems):
             out.append(Observation(f"{n} event(s)", "all hold", _HOLDS[ref], Status.PASS).of(ref))
+    if not echoed:
+        why = "the service logs no client request ID (audit.correlation = tuple)"
+        out.append(not_applicable("request_id", "request ID in the events", why))
     return out
 
 
@@ -473,12 +596,18 @@ class Written:
 
 
 def judge_injection(
-    call: Call, result: CallResult, matched: Sequence[Mapping[str, Any]], written: Written
+    call: Call,
+    result: CallResult,
+    matched: Sequence[Mapping[str, Any]],
+    written: Written,
+    unsure: str = "",
 ) -> Observation:
     """Exactly one event for the call; no forged event and no split record in what it wrote.
 
     Only lines the injected value made count (:class:`Written`): another non-JSON line in
-    the source is noted, never a finding.
+    the source is noted, never a finding. ``unsure``: why the call's events cannot be told
+    apart from other calls' (tuple correlation); the count is then not judged, a forged
+    event or a split record still is.
     """
     n = len(matched)
     observed = (
@@ -490,6 +619,8 @@ def judge_injection(
     if result.code in UNREACHED:
         status = Status.INCONCLUSIVE
         observed = f"{result.status}: the value never reached the service"
+    elif unsure and not written.forged and not written.split:
+        status, observed = Status.INCONCLUSIVE, f"{observed}; {unsure}"
     else:
         ok = n == 1 and not written.forged and not written.split
         status = Status.PASS if ok else Status.FAIL
@@ -507,7 +638,7 @@ def _injection(run: Run) -> list[Observation]:
     out = [n.of("injection") for n in notes]
     for call in calls:
         before, problem = audit.read_raw(run.config.get("audit.source"))
-        _, result = send(run, [call])[0]
+        _, result = send_apart(run, [call])[0]
         polled = audit.poll(run, [result.request_id])
         if problem or polled.problem:
             observed = problem or polled.problem
@@ -518,7 +649,9 @@ def _injection(run: Run) -> list[Observation]:
             )
             continue
         written = Written.of(audit.appended(before, polled.chunks), marker)
-        out.append(judge_injection(call, result, polled.found[result.request_id], written))
+        rid = result.request_id
+        unsure = polled.matches.unsure(rid)
+        out.append(judge_injection(call, result, polled.found.get(rid, []), written, unsure))
     return out
 
 
@@ -559,7 +692,8 @@ def event_content(run: Run) -> Outcome:
     """
     found = _matched(run)
     fields = Fields.of(run.config)
-    observations = judge_content(_truths(run, found), fields) + _injection(run)
+    echoed = audit.correlation(run) is None
+    observations = judge_content(_truths(run, found), fields, echoed) + _injection(run)
     return Outcome.from_observations(
         CATALOGUE["AUDIT-002"],
         observations,
@@ -571,23 +705,29 @@ def event_content(run: Run) -> Outcome:
 
 
 def judge_refusals(
-    calls: Sequence[CallResult], events: Events, fields: Fields
+    calls: Sequence[CallResult], events: Matched, fields: Fields
 ) -> list[Observation]:
     """Every refused call audited as a refusal (UNAUTHENTICATED or PERMISSION_DENIED).
 
     A denied access is an auditable event: a refused call with no event FAILs, as does one
-    whose event names another outcome. No refused call at all makes no observation.
+    whose event names another outcome; one whose events cannot be told apart from other
+    calls' (tuple correlation) is INCONCLUSIVE. No refused call at all makes no
+    observation.
     """
     refusals = [c for c in calls if c.code in REFUSED]
     if not refusals:
         return []
-    missing = [c for c in refusals if not events.get(c.request_id)]
+    matches = matched(events)
+    found = matches.found
+    unsure = [c for c in refusals if matches.unsure(c.request_id)]
+    missing = [c for c in refusals if not found.get(c.request_id) and c not in unsure]
     wrong = [
         c
         for c in refusals
-        if events.get(c.request_id) and fields.outcome(events[c.request_id][0]) not in REFUSED
+        if found.get(c.request_id) and fields.outcome(found[c.request_id][0]) not in REFUSED
     ]
-    probe = f"{len(refusals)} refused calls, {len(refusals) - len(missing)} with an event"
+    with_event = len(refusals) - len(missing) - len(unsure)
+    probe = f"{len(refusals)} refused calls, {with_event} with an event"
     expected = "an event with outcome UNAUTHENTICATED or PERMISSION_DENIED"
     out = [
         Observation(probe, observed, expected, Status.FAIL, Severity.MEDIUM, bad[0].request_id)
@@ -597,6 +737,7 @@ def judge_refusals(
         )
         if bad
     ]
+    out += _unsure("refusals", unsure, matches)
     return filed("refusals", out or [Observation(probe, "all audited", expected, Status.PASS)])
 
 
@@ -609,9 +750,17 @@ def forged_token(token: Parsed, sub: str) -> str:
 
 
 def judge_actor(
-    results: Sequence[CallResult], events: Events, forged_sub: str, fields: Fields
+    results: Sequence[CallResult],
+    events: Mapping[str, Sequence[Mapping[str, Any]]],
+    forged_sub: str,
+    fields: Fields,
 ) -> Observation:
-    """No event of the forged-token burst names the forged ``sub`` as the actor."""
+    """No event of the forged-token burst names the forged ``sub`` as the actor.
+
+    ``events``: every event that may be a burst call's (under tuple correlation the burst's
+    calls are alike, and no event need be told one call's rather than another's: one naming
+    the run's own forged ``sub`` is the burst's).
+    """
     reached = [r for r in results if r.code not in UNREACHED]
     probe = f"{len(results)} tokens with a forged sub"
     expected = "the actor empty or marked unverified"
@@ -655,7 +804,8 @@ def _burst(run: Run, base: Base) -> list[Observation]:
     call = Call("forged-sub token", base.method.path, (base.request,), None, md)
     results = [r for _, r in send(run, [call] * burst)]
     throttled = any(r.code == grpc.StatusCode.RESOURCE_EXHAUSTED for r in results)
-    got, problem = audit.wait_for(run, [r.request_id for r in results])
+    polled = audit.poll(run, [r.request_id for r in results])
+    got, problem = polled.matches.candidates, polled.problem
     fields = Fields.of(run.config)
     actor = (
         Observation(
@@ -996,10 +1146,12 @@ def judge_clock(
     return Observation(probe, observed, "a bounded offset", Status.PASS).of("ntp")
 
 
-def _timed_calls(run: Run) -> list[CallResult]:
+def _timed_calls(run: Run) -> tuple[list[CallResult], int | None]:
     """Ten sequential calls to an audited method by a principal whose token was accepted.
 
-    Every role's token counts, a JWT or an opaque one (:func:`valid_tokens`).
+    Every role's token counts, a JWT or an opaque one (:func:`valid_tokens`). Under tuple
+    correlation, also how many events the source held just before them (once no earlier
+    call by that principal to that method is near in time).
     """
     policy_or_skip(run)
     phi = run.config.str_list("audit.phi_methods")
@@ -1007,7 +1159,25 @@ def _timed_calls(run: Run) -> list[CallResult]:
     base = next((h for h in held if h.accepted and h.method.path in phi), None)
     if base is None:
         raise NotApplicable(why or "no principal may read an audit.phi_methods entry")
-    return [run.call(base.method.path, [base.request], principal=base.principal) for _ in range(10)]
+    time.sleep(audit.clearance(run, [(base.method.path, base.principal.name)]))
+    since = audit.events_now(run) if audit.correlation(run) else None
+    path, who = base.method.path, base.principal
+    return [run.call(path, [base.request], principal=who) for _ in range(10)], since
+
+
+def _timed_events(run: Run, results: Sequence[CallResult], since: int | None) -> tuple[Events, str]:
+    """The events of AUDIT-004's calls, and a problem if any.
+
+    By request ID; under tuple correlation by write order (:func:`harness.audit.paired`):
+    the events the source gained while the calls went out, one per call of the method and
+    identity, whatever their times say (the times are what AUDIT-004 judges: a clock far
+    off must fail delta, not leave the events unmatched).
+    """
+    polled = audit.poll(run, [r.request_id for r in results])
+    if since is None or polled.problem:
+        return polled.found, polled.problem
+    fresh = polled.events.events[since:]
+    return audit.paired(fresh, results, Fields.of(run.config), audit.subjects_of(run))
 
 
 def _offset_sampler(run: Run) -> tuple[str | None, Callable[[], tuple[ClockOffset | None, str]]]:
@@ -1049,9 +1219,9 @@ def timestamps_accurate(run: Run) -> Outcome:
     _needs(run, "audit.source", "audit.phi_methods")
     server, sample = _offset_sampler(run)
     samples = [sample()]
-    results = _timed_calls(run)
+    results, since = _timed_calls(run)
     samples.append(sample())
-    events, problem = audit.wait_for(run, [r.request_id for r in results])
+    events, problem = _timed_events(run, results, since)
     if problem:
         raise CannotObserve(problem)
     good = [offset for offset, _ in samples if offset is not None]
@@ -1070,17 +1240,23 @@ def timestamps_accurate(run: Run) -> Outcome:
 # -- AUDIT-005 / 006: chain and growth ----------------------------------------------------
 
 _ALGORITHMS = {"sha256": hashlib.sha256, "sha384": hashlib.sha384, "sha512": hashlib.sha512}
-_SORTED_COMPACT = {"sorted-compact", "json-sorted-compact"}
+#: ``json-sorted-compact``: what ``sorted-compact`` was called before the catalogue named it.
+_CANONICAL = {"jcs", "sorted-compact", "json-sorted-compact", "raw-line"}
 
 
 @dataclass(frozen=True)
 class ChainSpec:
     """``audit.hash_chain``: how each record's hash is computed and where it is kept.
 
-    ``link`` ``concat``: hash_i = H(hash_{i-1} || 0x0A || canonical(record_i without the
-    hash field)); ``prev-in-record``: hash_i = H(canonical(record_i without the hash
-    field)), its ``prev_field`` naming hash_{i-1}. Canonical JSON has sorted keys, no
-    spaces and UTF-8 text.
+    What is hashed is the record without ``hash_field`` (everything else, the
+    ``prev_field`` included), canonicalised as ``canonicalization`` says: ``jcs`` (RFC
+    8785), ``sorted-compact`` (sorted keys, no spaces, UTF-8 text: the bundled Python
+    reference's), or ``raw-line`` (the line as the source holds it; only for a record
+    that keeps no hash of its own). ``link`` ``concat``: hash_i = H(hash_{i-1} || 0x0A ||
+    canonical(record_i)), kept in ``hash_field``; ``prev-in-record``: hash_i =
+    H(canonical(record_i)), ``prev_field`` naming hash_{i-1}, and kept in ``hash_field``
+    or, when that is empty, only in the next record's ``prev_field``. The first record of a
+    chain links to ``genesis``. Field names are paths (:func:`harness.audit.lookup`).
     """
 
     algorithm: str = "sha256"
@@ -1102,65 +1278,142 @@ class ChainSpec:
         """Why this chain cannot be verified here ("" when it can)."""
         if self.algorithm.lower() not in _ALGORITHMS:
             return f"audit.hash_chain.algorithm {self.algorithm!r} is not supported"
-        if self.canonicalization not in _SORTED_COMPACT:
+        if self.canonicalization not in _CANONICAL:
             return f"audit.hash_chain.canonicalization {self.canonicalization!r} is not supported"
         if self.link not in ("concat", "prev-in-record"):
             return f"audit.hash_chain.link {self.link!r} is not supported"
+        if self.link == "concat" and not self.hash_field:
+            return "audit.hash_chain: a concat chain keeps each hash in hash_field; none named"
+        if self.link == "prev-in-record" and not self.prev_field:
+            return "audit.hash_chain: a prev-in-record chain needs its prev_field"
+        if self.canonicalization == "raw-line" and self.hash_field:
+            return "audit.hash_chain: a raw line cannot leave its own hash_field out"
         return ""
 
-    def digest(self, prev: str, record: Mapping[str, Any]) -> str:
-        """The hash ``record`` should carry after ``prev``."""
-        body = {k: v for k, v in record.items() if k != self.hash_field}
-        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        data = canonical.encode()
+    def canonical(self, record: Mapping[str, Any], line: str | None = None) -> bytes:
+        """What is hashed of ``record`` (``line``: its line as the source holds it).
+
+        Raises:
+            ValueError: the record cannot be canonicalised (a number JCS cannot represent,
+                or no line of its own for raw-line).
+        """
+        if self.canonicalization == "raw-line":
+            if line is None:
+                raise ValueError("the record shares its line with others: no raw line")
+            return line.encode()
+        body = audit.without(record, self.hash_field) if self.hash_field else dict(record)
+        if self.canonicalization == "jcs":
+            try:
+                return bytes(rfc8785.dumps(_as_doubles(body)))
+            except rfc8785.CanonicalizationError as exc:
+                raise ValueError(f"not JCS-canonicalisable: {exc}") from None
+        text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return text.encode()
+
+    def digest(self, prev: str, record: Mapping[str, Any], line: str | None = None) -> str:
+        """The hash ``record`` should have after ``prev``.
+
+        Raises:
+            ValueError: see :meth:`canonical`.
+        """
+        data = self.canonical(record, line)
         if self.link == "concat":
             data = prev.encode() + b"\n" + data
         return _ALGORITHMS[self.algorithm.lower()](data).hexdigest()
 
+    def seq(self, record: Mapping[str, Any]) -> Any:
+        """The record's sequence number (None without one)."""
+        return audit.lookup(record, self.seq_field) if self.seq_field else None
+
+
+def _as_doubles(node: Any) -> Any:
+    """``node`` with integers beyond 2**53 as the doubles JSON numbers are (RFC 8785 3.2.2.3).
+
+    A writer in JavaScript (or any I-JSON one) holds every number as an IEEE 754 double;
+    Python reads ``10000000000000000`` as an exact integer, which JCS would refuse.
+    """
+    if isinstance(node, dict):
+        return {k: _as_doubles(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_as_doubles(v) for v in node]
+    if isinstance(node, int) and not isinstance(node, bool) and abs(node) > 2**53:
+        with contextlib.suppress(OverflowError):  # beyond any double: JCS refuses it
+            return float(node)
+    return node
+
 
 @dataclass(frozen=True)
 class Chain:
-    """What breaks a hash chain: its links, and its sequence numbers."""
+    """What breaks a hash chain: its links, and its sequence numbers.
+
+    ``hashes``: each record's hash (the one it keeps, or the one computed when it keeps
+    none; None when it could not be computed).
+    """
 
     links: list[str]
     gaps: list[str]
     numbered: int  # records that carry an integer sequence number
+    hashes: list[str | None] = dc_field(default_factory=list, compare=False)
 
 
-def verify_chain(events: Sequence[Mapping[str, Any]], spec: ChainSpec) -> Chain:
-    """Every link of ``events`` recomputed under ``spec``, and the sequence checked."""
-    links: list[str] = []
-    gaps: list[str] = []
-    prev: str | None = None
-    last_seq: int | None = None
-    numbered = 0
+def _gaps(events: Sequence[Mapping[str, Any]], spec: ChainSpec) -> tuple[list[str], int]:
+    """Jumps in the records' sequence numbers, and how many records carry one."""
+    gaps, last, numbered = [], None, 0
     for e in events:
-        seq = e.get(spec.seq_field)
+        seq = spec.seq(e)
         if isinstance(seq, int) and not isinstance(seq, bool):
             numbered += 1
-            if last_seq is not None and seq != last_seq + 1:
-                gaps.append(f"seq jumps from {last_seq} to {seq}")
-            last_seq = seq
-        if spec.hash_field not in e:
-            links.append(f"seq {seq}: no {spec.hash_field}")
-            continue
-        link = prev if prev is not None else str(e.get(spec.prev_field, spec.genesis))
-        if prev is None and seq == 1 and link != spec.genesis:
+            if last is not None and seq != last + 1:
+                gaps.append(f"seq jumps from {last} to {seq}")
+            last = seq
+    return gaps, numbered
+
+
+def verify_chain(
+    events: Sequence[Mapping[str, Any]], spec: ChainSpec, lines: Sequence[str | None] = ()
+) -> Chain:
+    """Every link of ``events`` recomputed under ``spec``, and the sequence checked.
+
+    ``lines``: each event's line as the source holds it (for ``raw-line``). The first
+    record read links to its own ``prev_field`` (an earlier segment), or to ``genesis``;
+    numbered 0 or 1, it must link to ``genesis``.
+    """
+    links: list[str] = []
+    hashes: list[str | None] = []
+    prev: str | None = None
+    for i, e in enumerate(events):
+        seq = spec.seq(e)
+        where = f"seq {seq}" if seq is not None else f"record {i + 1}"
+        claimed = audit.lookup(e, spec.prev_field) if spec.prev_field else None
+        link = prev if prev is not None else str(claimed if claimed is not None else spec.genesis)
+        if prev is None and i == 0 and seq in (0, 1) and link != spec.genesis:
             links.append("the first record does not link to the genesis hash")
-        if prev is not None and spec.prev_field in e and e[spec.prev_field] != prev:
-            links.append(f"seq {seq}: {spec.prev_field} is not the previous record's hash")
-        if spec.digest(link, e) != e[spec.hash_field]:
-            links.append(f"seq {seq}: {spec.hash_field} does not verify")
-        prev = str(e[spec.hash_field])
-    return Chain(links, gaps, numbered)
+        if prev is not None and claimed is not None and claimed != prev:
+            links.append(f"{where}: {spec.prev_field} is not the previous record's hash")
+        try:
+            computed: str | None = spec.digest(link, e, lines[i] if i < len(lines) else None)
+        except ValueError as exc:
+            computed = None
+            links.append(f"{where}: cannot canonicalise the record ({exc})")
+        kept = audit.lookup(e, spec.hash_field) if spec.hash_field else None
+        if spec.hash_field and kept is None:
+            links.append(f"{where}: no {spec.hash_field}")
+        elif kept is not None and computed is not None and computed != kept:
+            links.append(f"{where}: {spec.hash_field} does not verify")
+        hashes.append(str(kept) if kept is not None else computed)
+        prev = hashes[-1]
+    gaps, numbered = _gaps(events, spec)
+    return Chain(links, gaps, numbered, hashes)
 
 
-def chain_problems(run: Run, events: tuple[dict[str, Any], ...]) -> list[str]:
+def chain_problems(
+    run: Run, events: Sequence[Mapping[str, Any]], lines: Sequence[str | None] = ()
+) -> list[str]:
     """What breaks the hash chain of ``events`` under ``audit.hash_chain``, in words."""
     spec = ChainSpec.of(run.config.table("audit.hash_chain"))
     if spec.unsupported:
         return [spec.unsupported]
-    chain = verify_chain(events, spec)
+    chain = verify_chain(events, spec, lines)
     return chain.links + chain.gaps
 
 
@@ -1205,16 +1458,25 @@ def judge_anchor(
     )
 
 
-def anchor_of(events: Sequence[Mapping[str, Any]], spec: ChainSpec) -> dict[str, Any] | None:
-    """The last record's (seq, hash): what the next run must find unchanged."""
-    if not events or spec.hash_field not in events[-1]:
+def anchor_of(
+    events: Sequence[Mapping[str, Any]], spec: ChainSpec, lines: Sequence[str | None] = ()
+) -> dict[str, Any] | None:
+    """The last record's (seq, hash): what the next run must find unchanged.
+
+    The hash is the one the record keeps, or (a chain keeping each hash only in the next
+    record) the one computed for it.
+    """
+    digest = verify_chain(events[-1:], spec, lines[-1:]).hashes if events else []
+    if not digest or digest[0] is None:
         return None
-    last = events[-1]
-    return {"seq": last.get(spec.seq_field), "hash": last[spec.hash_field]}
+    return {"seq": spec.seq(events[-1]), "hash": digest[0]}
 
 
 def judge_previous(
-    previous: Mapping[str, Any] | None, events: Sequence[Mapping[str, Any]], spec: ChainSpec
+    previous: Mapping[str, Any] | None,
+    events: Sequence[Mapping[str, Any]],
+    spec: ChainSpec,
+    lines: Sequence[str | None] = (),
 ) -> Observation:
     """The anchor an earlier run saved is still present, unchanged (same seq, same hash).
 
@@ -1225,17 +1487,19 @@ def judge_previous(
     if previous is None:
         return Observation(probe, "none saved yet", "an earlier run", Status.SKIP).of("previous")
     seq, digest = previous.get("seq"), previous.get("hash")
+    hashes = verify_chain(events, spec, lines).hashes
     kept = any(
-        e.get(spec.hash_field) == digest and (seq is None or e.get(spec.seq_field) == seq)
-        for e in events
+        h == digest and (seq is None or spec.seq(e) == seq)
+        for e, h in zip(events, hashes, strict=True)
     )
     observed = f"seq {seq}: " + ("present, unchanged" if kept else "gone or changed")
     status = Status.PASS if kept else Status.FAIL
     return Observation(probe, observed, expected, status, Severity.HIGH).of("previous")
 
 
-def _previous(run: Run, events: Sequence[Mapping[str, Any]], spec: ChainSpec) -> Observation:
+def _previous(run: Run, log: audit.Events, spec: ChainSpec) -> Observation:
     """Compare with the anchor an earlier run saved, then save this run's."""
+    events, lines = log.events, log.lines
     directory = Path(str(run.config.get("evidence.history_dir")))
     key = str(run.config.get("audit.source"))
     previous, problem = audit.load_anchor(directory, key)
@@ -1243,8 +1507,8 @@ def _previous(run: Run, events: Sequence[Mapping[str, Any]], spec: ChainSpec) ->
         return Observation("previous anchor", problem, "readable", Status.INCONCLUSIVE).of(
             "previous"
         )
-    out = judge_previous(previous, events, spec)
-    anchor = anchor_of(events, spec)
+    out = judge_previous(previous, events, spec, lines)
+    anchor = anchor_of(events, spec, lines)
     problem = audit.save_anchor(directory, key, anchor) if anchor else ""
     if problem:
         return Observation("new anchor", problem, "saved", Status.INCONCLUSIVE).of("previous")
@@ -1305,14 +1569,17 @@ def hash_chain(run: Run) -> Outcome:
     """The audit hash chain verifies, and nothing before it was rewritten.
 
     The log is read, 50 audited calls are made, and it is read again. Every link must
-    verify under ``audit.hash_chain`` (default: ``hash_i = SHA-256(hash_{i-1} || 0x0A ||
-    canonical_json(record_i without the hash field))``, canonical JSON with sorted keys and
-    no spaces, the first record linking to 64 zeros; ``algorithm`` sha256/384/512,
-    ``link`` concat or prev-in-record, ``genesis`` and the field names may be set), ``seq``
-    must have no gaps, and the last record seen before (the anchor) must still be there
-    unchanged. With ``evidence.history_dir``, the anchor (seq, hash) the previous run saved
-    for this source must still be there unchanged (truncation or rewriting between runs),
-    and this run's last record is saved as the next run's anchor.
+    verify under ``audit.hash_chain`` (:class:`ChainSpec`; default: ``hash_i =
+    SHA-256(hash_{i-1} || 0x0A || canonical_json(record_i without the hash field))``,
+    canonical JSON with sorted keys and no spaces, the first record linking to 64 zeros;
+    ``algorithm`` sha256/384/512, ``canonicalization`` jcs (RFC 8785), sorted-compact or
+    raw-line, ``link`` concat or prev-in-record (the previous hash inside the record,
+    each record's own hash in ``hash_field`` or only in the next record), ``genesis`` and
+    the field paths may be set), ``seq`` must have no gaps, and the last record seen
+    before (the anchor) must still be there unchanged. With ``evidence.history_dir``, the
+    anchor (seq, hash) the previous run saved for this source must still be there
+    unchanged (truncation or rewriting between runs), and this run's last record is saved
+    as the next run's anchor.
     """
     if not run.config.has("audit.hash_chain"):
         raise NotApplicable("no audit.hash_chain declared (ATT-004 must cover log integrity)")
@@ -1323,10 +1590,11 @@ def hash_chain(run: Run) -> Outcome:
     before, after, _ = _growth(run)
     if before.problem or after.problem:
         raise CannotObserve(before.problem or after.problem)
-    observations = judge_chain(verify_chain(after.events, spec), len(after.events))
+    chain = verify_chain(after.events, spec, after.lines)
+    observations = judge_chain(chain, len(after.events))
     observations.append(judge_anchor(before.events, after.events))
     if run.config.get("evidence.history_dir"):
-        observations.append(_previous(run, after.events, spec))
+        observations.append(_previous(run, after, spec))
     return Outcome.from_observations(
         CATALOGUE["AUDIT-005"],
         observations,
@@ -1478,7 +1746,7 @@ def event_keys(event: Mapping[str, Any], seq_field: str, fields: Fields) -> dict
     Keyed by the request field name that would carry each: ``audit.hash_chain.seq_field``
     (``seq``) and the last part of ``audit.field_map.request_id``.
     """
-    keys = {seq_field: event.get(seq_field)}
+    keys = {seq_field.rsplit(".", 1)[-1]: audit.lookup(event, seq_field) if seq_field else None}
     keys[fields.names.get("request_id", "request_id").rsplit(".", 1)[-1]] = fields(
         event, "request_id"
     )
@@ -1509,6 +1777,20 @@ def own_event(events: Sequence[Mapping[str, Any]], sent: Iterable[str], fields: 
     """The last of ``events`` that one of the harness's own calls (request IDs ``sent``) made."""
     mine = set(sent)
     return next((e for e in reversed(events) if fields(e, "request_id") in mine), None)
+
+
+def _own_target(run: Run, events: Sequence[Mapping[str, Any]]) -> Any:
+    """:func:`own_event` of the run's calls, under ``audit.correlation``.
+
+    Under tuple correlation: the last event attributed to one call of the run alone.
+    """
+    fields = Fields.of(run.config)
+    by = audit.correlation(run)
+    if by is None:
+        return own_event(events, [r.request_id for r in run.calls()], fields)
+    found = audit.correlate(events, by.claimants, fields, by).found
+    mine = [e for evs in found.values() for e in evs]
+    return next((e for e in reversed(events) if e in mine), None)
 
 
 def plan_mgmt(
@@ -1593,8 +1875,7 @@ def _mgmt(run: Run) -> list[Observation]:
         ]
     source = run.config.get("audit.source")
     before = audit.read(run) if source else None
-    sent = [r.request_id for r in run.calls()]
-    target = own_event(before.events, sent, Fields.of(run.config)) if before else None
+    target = _own_target(run, before.events) if before else None
     calls, notes = plan_mgmt(run, policy, target)
     if not calls:
         observed = "no principal with credentials to attempt them with"

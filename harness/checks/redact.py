@@ -338,7 +338,10 @@ def no_phi_in_audit(run: Run) -> Outcome:
         raise CannotObserve(polled.problem)
     allowed = run.config.str_list("audit.allowed_identifiers")
     observations = filed("audit", notes)
-    observations += judge_audit(planted, polled.found, polled.chunks, canaries(run), allowed)
+    # Any event that may be a canary call's holds its values (under tuple correlation the
+    # canary calls of one method and caller are alike: no need to tell which is whose).
+    logged = polled.matches.candidates
+    observations += judge_audit(planted, logged, polled.chunks, canaries(run), allowed)
     return Outcome.from_observations(
         CATALOGUE["REDACT-002"], observations, passed="audit events hold no canary"
     )

@@ -227,21 +227,15 @@ def alert_state(
     alerts are there, ``""`` when there is none.
     """
     state = ""
-    for _, blob in chunks:
-        for line in blob.decode("utf-8", "replace").split("\n"):
-            if alert_type not in line:
-                continue
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if not isinstance(event, dict) or not _holds(event, alert_type):
-                continue
-            stamp = fields.time(event)
-            if stamp is None:
-                state = UNDATED
-            elif stamp.at >= since:
-                return SEEN
+    relevant = [(name, blob) for name, blob in chunks if alert_type.encode() in blob]
+    for event in audit.parse_events(relevant, fields.kind).events:  # as audit.format reads
+        if not _holds(event, alert_type):
+            continue
+        stamp = fields.time(event)
+        if stamp is None:
+            state = UNDATED
+        elif stamp.at >= since:
+            return SEEN
     return state
 
 

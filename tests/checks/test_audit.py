@@ -869,9 +869,14 @@ def test_audit_005_another_chain_layout_verifies():
 
 
 def test_audit_005_unsupported_chain_settings_are_named():
-    assert "jcs" in checks.ChainSpec.of({"canonicalization": "jcs"}).unsupported
+    assert checks.ChainSpec.of({"canonicalization": "jcs"}).unsupported == ""
     assert "md5" in checks.ChainSpec.of({"algorithm": "md5"}).unsupported
+    assert "c14n" in checks.ChainSpec.of({"canonicalization": "c14n"}).unsupported
     assert checks.ChainSpec.of({"canonicalization": "json-sorted-compact"}).unsupported == ""
+    assert "hash_field" in checks.ChainSpec.of({"hash_field": ""}).unsupported
+    raw = {"canonicalization": "raw-line", "link": "prev-in-record"}
+    assert "raw line" in checks.ChainSpec.of(raw).unsupported
+    assert checks.ChainSpec.of({**raw, "hash_field": ""}).unsupported == ""
 
 
 def test_audit_005_chain_problems_keeps_the_benchmarks_signature():
