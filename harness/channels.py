@@ -133,6 +133,15 @@ class CallResult:
         """
         return http_status(self.code, self.details)
 
+    @property
+    def statusless(self) -> bool:
+        """The answer ended without ``grpc-status``: an HTTP answer, its status stated or lost.
+
+        :attr:`http_status` is set, or the client says the stream ended without trailers
+        (:func:`statusless`): no gRPC server gave it.
+        """
+        return statusless(self.code, self.details)
+
 
 #: How gRPC clients word a non-200 HTTP answer that carried no ``grpc-status``, with the
 #: status (HTTP to gRPC mapping, gRPC's doc/http-grpc-status-mapping.md).
@@ -177,6 +186,30 @@ def http_status(code: grpc.StatusCode, details: str) -> int | None:
         return None
     status = int(m["status"])
     return None if status == 200 else status
+
+
+#: How clients word a stream that ended without trailers, and so without ``grpc-status``,
+#: when they do not give the HTTP status: grpcio when nginx resets the request stream
+#: (RST_STREAM NO_ERROR) right after its own answer, as HTTP/2 lets a server that answered
+#: before the request ended; grpc-go; grpc-js.
+_NO_TRAILERS = re.compile(
+    r"Stream removed \(Data frame with END_STREAM flag received\)"
+    r"|^server closed the stream without sending trailers"
+    r"|\(Call ended without gRPC status\)"
+)
+
+
+def statusless(code: grpc.StatusCode, details: str) -> bool:
+    """Whether a client reports an answer that ended without ``grpc-status``.
+
+    Either a non-200 HTTP status (:func:`http_status`), or a stream that ended without
+    trailers under INTERNAL or UNKNOWN: a gRPC server always ends a call with its status,
+    so something else answered (a proxy's error page), though the client lost its status.
+    """
+    if http_status(code, details) is not None:
+        return True
+    lost = code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN)
+    return lost and _NO_TRAILERS.search(details) is not None
 
 
 #: Status-detail payloads that explain a refusal without carrying data (catalogue 0).

@@ -40,7 +40,7 @@ import grpc
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-from harness.channels import CallResult, http_status, invoke
+from harness.channels import CallResult, http_status, invoke, statusless
 from harness.config import Config
 from harness.descriptors import MethodCatalogue, compile_protos, is_repeated, load_descriptor_set
 from harness.errors import ConfigError, TargetError
@@ -85,14 +85,16 @@ def judge(
 
     A proxy's own HTTP answer (:func:`harness.channels.http_status`) is not the service's:
     a 4xx (a header, body or certificate it refused: 400, 413, 431...) or its back-pressure
-    (429, 503) is never a finding; a 500, 502 or 504 (it could not get an answer from the
-    service) is judged by its code like the service's own.
+    (429, 503) is never a finding, nor is an answer whose status the client lost
+    (:func:`harness.channels.statusless`); a 500, 502 or 504 (it could not get an answer
+    from the service) is judged by its code like the service's own.
     """
     if code == grpc.StatusCode.DEADLINE_EXCEEDED and streaming:
         return ""  # a stream that was still delivering when the harness stopped it
-    edge = None if streaming else http_status(code, details)
-    if edge is not None and (edge < 500 or edge in EDGE_THROTTLED):
-        return ""
+    if not streaming and statusless(code, details):
+        edge = http_status(code, details)
+        if edge is None or edge < 500 or edge in EDGE_THROTTLED:
+            return ""
     if elapsed_ms > slow_ms:
         return f"took {elapsed_ms:.0f} ms (limit {slow_ms:.0f} ms)"
     if details and code != grpc.StatusCode.OK:

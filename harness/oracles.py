@@ -50,6 +50,17 @@ def edge_refusal(result: CallResult) -> int | None:
 _CALM = re.compile(r"GOAWAY received; Error code: 11\b|ENHANCE_YOUR_CALM", re.IGNORECASE)
 
 
+def edge_answered(result: CallResult) -> bool:
+    """Something in front of the service answered: no response message, no ``grpc-status``.
+
+    A proxy's non-200 HTTP answer (:func:`edge_refusal` gives its status), or one whose
+    status the client lost: grpcio reports nginx's answer followed by its reset of the
+    request stream as INTERNAL "Stream removed (Data frame with END_STREAM flag received)"
+    about one time in ten (:attr:`harness.channels.CallResult.statusless`).
+    """
+    return not result.responses and result.statusless
+
+
 def calmed(result: CallResult) -> bool:
     """The peer closed the connection on this call with GOAWAY ENHANCE_YOUR_CALM (error 11).
 
@@ -69,22 +80,20 @@ def unreached(result: CallResult) -> bool:
     """The call never reached the service.
 
     A transport failure (:data:`UNREACHED`) with no response message, or a proxy's own HTTP
-    answer (:func:`edge_refusal`).
+    answer (:func:`edge_answered`, its status stated or lost).
     """
     if result.responses:
         return False
-    return result.code in UNREACHED or edge_refusal(result) is not None
+    return result.code in UNREACHED or edge_answered(result)
 
 
 def edge_note(result: CallResult) -> str:
-    """Evidence for a proxy's refusal: its HTTP status, and that the service never saw it."""
-    status = edge_refusal(result)
-    if status is None:
+    """Evidence for a proxy's answer: its HTTP status, and that the service never saw it."""
+    if not edge_answered(result):
         return ""
-    return (
-        f"HTTP {status} from a proxy in front of the service, without grpc-status: "
-        "not the service's answer"
-    )
+    status = edge_refusal(result)
+    said = f"HTTP {status}" if status is not None else "an HTTP answer (its status lost)"
+    return f"{said} from a proxy in front of the service, without grpc-status: not its answer"
 
 
 class Attempt(Protocol):
@@ -108,7 +117,7 @@ def refused(
     expected: Iterable[grpc.StatusCode] = (UNAUTHENTICATED,),
     low: Iterable[grpc.StatusCode] = (PERMISSION_DENIED,),
     data_severity: Severity = Severity.CRITICAL,
-    edge: Iterable[int] = (),
+    edge: Iterable[int | None] = (),
 ) -> Observation:
     """Judge a call that must be refused: one of ``expected`` and no data.
 
@@ -118,10 +127,11 @@ def refused(
     that never reached the service INCONCLUSIVE; any other code (UNKNOWN, INTERNAL,
     INVALID_ARGUMENT, NOT_FOUND: the request was processed before the refusal) a FAIL
     (medium): validation or lookup ran, but nothing came back. A proxy's own HTTP answer
-    (:func:`edge_refusal`) never reached the service: a PASS when its status is in
-    ``edge`` (the refusal this call is after, made in front of the service) or its code is
-    one of ``expected`` (a 401 for UNAUTHENTICATED), a FAIL (low) when its code is in
-    ``low`` (a 403 for missing credentials: what callers see), else INCONCLUSIVE.
+    (:func:`edge_answered`) never reached the service: a PASS when its status is in
+    ``edge`` (the refusal this call is after, made in front of the service; ``None`` for
+    an answer whose status the client lost) or its code is one of ``expected`` (a 401 for
+    UNAUTHENTICATED), a FAIL (low) when its code is in ``low`` (a 403 for missing
+    credentials: what callers see), else INCONCLUSIVE.
     """
     want = tuple(expected)
     expect = " or ".join(code_text(c) for c in want) + " with no data"
@@ -134,9 +144,9 @@ def refused(
         return Observation(where, observed, expect, Status.FAIL, data_severity, rid)
     if carried:
         return Observation(where, observed, expect, Status.INCONCLUSIVE, None, rid)
-    if (status := edge_refusal(result)) is not None:
+    if edge_answered(result):
         observed = f"{observed} ({edge_note(result)})"
-        if result.code in want or status in tuple(edge):
+        if result.code in want or edge_refusal(result) in tuple(edge):
             return Observation(where, observed, expect, Status.PASS, None, rid)
         if result.code in tuple(low):
             return Observation(where, observed, expect, Status.FAIL, Severity.LOW, rid)

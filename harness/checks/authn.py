@@ -225,12 +225,13 @@ def judge_basic(call: Call, result: CallResult) -> Observation:
     V1-V7 and V9: UNAUTHENTICATED and no data (V6 may get RESOURCE_EXHAUSTED); OK or data
     is critical, PERMISSION_DENIED FAIL (low). V8: UNAUTHENTICATED, or PERMISSION_DENIED
     (the call ran with the lower privilege), or a proxy's HTTP 400 (nginx refuses a
-    duplicate ``authorization`` header in front of the service); any success is critical.
+    duplicate ``authorization`` header in front of the service; grpcio sometimes loses the
+    status of that answer, which is no gRPC answer either); any success is critical.
     """
     ref = variant_ref(call.label)
     if ref == "V8":
         both = (UNAUTHENTICATED, PERMISSION_DENIED)
-        observation = refused(call, result, expected=both, low=(), edge=(400,))
+        observation = refused(call, result, expected=both, low=(), edge=(400, None))
     elif ref == "V6":
         observation = refused(call, result, expected=(UNAUTHENTICATED, RESOURCE_EXHAUSTED))
     else:

@@ -51,7 +51,7 @@ from harness.outcome import Observation, Status
 from harness.plans.fuzzcases import MethodRun
 from harness.wire import MUTATIONS
 from targets.reference import schema
-from tests.checks.edges import CLIENTS
+from tests.checks.edges import CLIENTS, LOST, lost
 from tests.checks.edges import refusal as edge_refusal
 from tests.checks.recorded import answer, probe_statuses, settled, statuses
 
@@ -695,3 +695,12 @@ def test_a_proxys_lasting_rate_limit_is_no_denial_of_service_finding(client):
     got = settle(link, _judged, Pacing(waits_s=(0.0, 0.0)), lambda _: None)
     assert (got.answered, got.finding) == (False, "")
     assert "429/503" in got.notes[0]
+
+
+@pytest.mark.parametrize("client", sorted(LOST))
+def test_a_proxys_answer_whose_status_was_lost_reached_no_handler(client):
+    assert _judged(lost(client, GET)) == ""
+    r = fuzzed(lost(client, GET), lost(client, GET))
+    obs = judge_inputs(r, BUDGET_MS)
+    assert obs.status is Status.INCONCLUSIVE  # before: PASS, two INTERNAL answers
+    assert "none reached a handler" in obs.observed

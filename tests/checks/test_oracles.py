@@ -11,6 +11,7 @@ from harness.oracles import (
     EDGE_THROTTLED,
     EDGE_TOO_LARGE,
     calmed,
+    edge_answered,
     edge_note,
     edge_refusal,
     refused,
@@ -19,7 +20,7 @@ from harness.oracles import (
 from harness.outcome import Status
 from harness.plans.calls import Call
 
-from .edges import CALMED, CLIENTS, DRAINED, MAPPED, NGINX_HEADERS, WORDING, refusal
+from .edges import CALMED, CLIENTS, DRAINED, LOST, MAPPED, NGINX_HEADERS, WORDING, lost, refusal
 from .recorded import answer
 
 C = grpc.StatusCode
@@ -166,3 +167,25 @@ def test_every_mapped_code_is_a_code_the_mapping_gives():
     for client, word in WORDING.items():
         for status, code in MAPPED.items():
             assert answer(code, details=word(status)).http_status == status, client
+
+
+@pytest.mark.parametrize("client", sorted(LOST))
+def test_an_answer_whose_status_the_client_lost_is_still_a_proxys(client):
+    result = lost(client, CALL.method)
+    assert result.statusless
+    assert result.http_status is None
+    assert edge_refusal(result) is None  # no status to give
+    assert edge_answered(result)
+    assert unreached(result)
+    got = refused(CALL, result)
+    assert got.status is Status.INCONCLUSIVE  # before: FAIL (medium), INTERNAL
+    assert "its status lost" in got.observed
+    assert refused(CALL, result, edge=(400, None)).status is Status.PASS
+    assert refused(CALL, result, edge=(400,)).status is Status.INCONCLUSIVE
+
+
+def test_a_stream_ended_without_trailers_is_statusless_only_as_an_error():
+    assert not answer(C.OK, details=LOST["grpc-go"]).statusless
+    assert not answer(C.INVALID_ARGUMENT, details=LOST["grpcio"]).statusless
+    assert not edge_answered(answer(C.INTERNAL, b"\x0a\x00", details=LOST["grpcio"]))
+    assert not answer(C.INTERNAL, details="Exception deserializing request!").statusless

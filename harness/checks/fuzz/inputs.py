@@ -48,7 +48,7 @@ from harness.engine import (
     settle,
     surface_from,
 )
-from harness.oracles import PERMISSION_DENIED, UNAUTHENTICATED, edge_refusal, judge_health
+from harness.oracles import PERMISSION_DENIED, UNAUTHENTICATED, edge_answered, judge_health
 from harness.outcome import NotApplicable, Observation, Outcome, Probe, Status
 from harness.plans.calls import policy_or_skip
 from harness.plans.canaries import canaries
@@ -211,10 +211,10 @@ def _reached(call: CallResult) -> bool:
 
     Not a refusal by authentication or authorisation, not back-pressure
     (:func:`harness.engine.pressure`: refused streams, GOAWAY, closed connections, rate
-    limits), and not a proxy's own HTTP answer (:func:`harness.oracles.edge_refusal`: a
+    limits), and not a proxy's own HTTP answer (:func:`harness.oracles.edge_answered`: a
     413 for a body over its limit never reached a handler).
     """
-    return call.code not in REFUSALS and not pressure(call) and edge_refusal(call) is None
+    return call.code not in REFUSALS and not pressure(call) and not edge_answered(call)
 
 
 def _unreached(r: MethodRun) -> str:
