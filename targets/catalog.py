@@ -187,6 +187,20 @@ REFERENCE = BundledTarget(
             (),
         ),
         Defect(
+            "nginx-edge",
+            "not a defect: served through Debian's nginx (`targets/nginx.py`), configured as "
+            "its operators would: TLS terminated with the service's certificate and "
+            "`ssl_verify_client on`, re-encrypted to the service with the harness's client "
+            "identity (`grpc_pass grpcs://`), `client_max_body_size` above the service's "
+            "limit, a per-identity `limit_req` at twice its rate, header fields up to 16 KiB. "
+            "nginx answers some requests itself, without `grpc-status`: a duplicate "
+            "`authorization` header and a missing client certificate (HTTP 400), a body over "
+            "its limit (413), a rate over its limit (429), a larger header field (GOAWAY "
+            "ENHANCE_YOUR_CALM). Every control is judged on what reached the service: "
+            "nginx's answers are never taken for the service's",
+            (),
+        ),
+        Defect(
             "rbac-hole",
             "SearchPatients lets every authenticated caller in, whatever its roles",
             ("AUTHZ-001",),

@@ -78,7 +78,7 @@ def _reference_config(
     opaque: dict[str, str] | None = None,
     ntp_server: str = "",
 ) -> Path:
-    edge = bool(defects & EDGE_DEFECTS)
+    edge = bool(defects & EDGE_DEFECTS) or "nginx-edge" in defects  # one more hop either way
     from targets.reference import schema, server
 
     (workdir / "descriptors.pb").write_bytes(schema.descriptor_set().SerializeToString())
@@ -193,8 +193,8 @@ def _reference_config(
             "max_page_size": server.MAX_PAGE_SIZE,
         },
         # A sandbox on a shared CI machine: the budget allows for load (hang-input blocks
-        # 1.5 s, well past it). Behind the Python TLS edge every byte takes one more hop,
-        # so the edge variants (none of them a fuzz defect) get twice the budget.
+        # 1.5 s, well past it). Behind the Python TLS edge or nginx every byte takes one more
+        # hop, so the edge variants (none of them a fuzz defect) get twice the budget.
         "fuzz": {
             "examples_per_method": 30,
             "latency_budget_ms": 2000 if edge else 1000,
@@ -357,6 +357,43 @@ def _edge_variant(defects: frozenset[str], pki: Pki) -> tuple[EdgeSettings, Issu
     return settings, pki.ca.issue(names, **leaf)
 
 
+def _nginx_installed() -> None:
+    """Raise RuntimeError, in one line, when ``+nginx-edge`` has no nginx to run."""
+    from targets import nginx
+
+    if nginx.binary() is None:
+        raise RuntimeError(nginx.MISSING)
+
+
+def _nginx_edge(workdir: Path, pki: Pki, backend: int, service: Any) -> Any:
+    """Debian's nginx in front of ``backend`` (``+nginx-edge``, see :mod:`targets.nginx`).
+
+    Its server certificate is the service's; it presents the harness's client identity to
+    the service; its body limit sits just above the service's receive limit, its rate per
+    identity at twice the service's, its HTTP/2 stream limit at the service's (the
+    ``service`` module's MAX_RECV_BYTES, RATE_RPS, MAX_CONCURRENT_STREAMS): what reaches
+    the service is judged by it.
+    """
+    from targets import nginx
+
+    pki.server.write(workdir / "edge", "server")
+    files = nginx.EdgeFiles(
+        server_chain=workdir / "edge" / "server.pem",
+        server_key=workdir / "edge" / "server-key.pem",
+        ca=workdir / "ca.pem",
+        client_chain=workdir / "client.pem",
+        client_key=workdir / "client-key.pem",
+    )
+    rate = int(2 * service.RATE_RPS)
+    settings = nginx.NginxSettings(
+        max_body_bytes=service.MAX_RECV_BYTES + 1024 * 1024,
+        rate_rps=rate,
+        burst=rate,
+        streams=service.MAX_CONCURRENT_STREAMS,
+    )
+    return nginx.NginxEdge(workdir / "nginx", settings, files, backend)
+
+
 class _Parts:
     """The service and what runs beside it (TLS edge, keys, time server), stopped together."""
 
@@ -390,6 +427,8 @@ def start(
     target = BUNDLED[name]
     for d in defects:
         target.defect(d)  # KeyError for an unknown defect
+    if "nginx-edge" in defects:
+        _nginx_installed()
     from targets.reference import server
 
     logging.basicConfig(
@@ -434,6 +473,9 @@ def start(
         backend = (options.host, running.port)
         front = Edge(context, backend, options.host, require_h2=settings.alpn)
         handle = _Parts(front.port, front, running, keys, clock)
+    elif "nginx-edge" in defects:  # re-encrypts to the service, whose mTLS stays on
+        proxy = _nginx_edge(workdir, pki, running.port, server)
+        handle = _Parts(proxy.port, proxy, running, keys, clock)
     else:
         handle = _Parts(running.port, running, keys, clock)
     config = _reference_config(workdir, issuer, defects, keys.jwks_uri, opaque, clock.address)
@@ -461,6 +503,9 @@ def main(argv: list[str] | None = None) -> int:
         served, stop, running = start(name, frozenset(defects), args.workdir)
     except KeyError as exc:
         print(f"unknown bundled target or defect: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:  # something it needs is missing (nginx, openssl): one line
+        print(f"cannot start {args.spec}: {exc}", file=sys.stderr)
         return 2
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:
