@@ -587,6 +587,25 @@ def test_alert_seen_reads_an_alert_nested_in_another_stacks_event():
     assert alert_seen(chunk, "auth_failure_burst", since, fields)
 
 
+def test_alert_seen_reads_an_otlp_export_as_audit_format_says():
+    since = dt.datetime.fromtimestamp(NOW, dt.timezone.utc)
+
+    def export(nanos: int) -> bytes:
+        record = {
+            "timeUnixNano": str(nanos),
+            "attributes": [{"key": "event.name", "value": {"stringValue": "auth_failure_burst"}}],
+        }
+        logs = {"resourceLogs": [{"scopeLogs": [{"logRecords": [record]}]}]}
+        return json.dumps(logs).encode() + b"\n"
+
+    fields = Fields(kind="otlp")
+    fresh, stale = int(NOW * 1e9) + 5_000_000, int(NOW * 1e9) - 5_000_000_000
+    assert alert_seen(
+        [("otlp", export(stale) + export(fresh))], "auth_failure_burst", since, fields
+    )
+    assert alert_state([("otlp", export(stale))], "auth_failure_burst", since, fields) == ""
+
+
 def test_an_alert_whose_time_cannot_be_read_is_not_fresh():
     since = dt.datetime.fromtimestamp(NOW, dt.timezone.utc)
     undated = json.dumps({"alert": "auth_failure_burst", "when": "yesterday-ish"})
@@ -1233,3 +1252,331 @@ def test_optional_probes_name_the_keys_that_enable_them():
 def test_audit_004_needs_a_time_server_to_bound_its_own_clock():
     ntp = next(p for p in registered()["AUDIT-004"].probes if p.ref == "ntp")
     assert (ntp.required, ntp.needs) == (True, ("clock.ntp_server",))
+
+
+# -- audit.hash_chain: JCS, the previous hash inside the record, raw lines -------------------
+
+SAMPLES = __import__("pathlib").Path(__file__).parent / "audit_samples"
+#: The chain of the FHIR sample: written by npm's canonicalize (RFC 8785), seq and previous
+#: hash in extensions, no record keeping its own hash.
+FHIR_CHAIN = checks.ChainSpec.of(
+    {
+        "canonicalization": "jcs",
+        "link": "prev-in-record",
+        "hash_field": "",
+        "prev_field": "extension.1.valueString",
+        "seq_field": "extension.0.valueInteger",
+    }
+)
+
+
+def sample(name: str, kind: str = "jsonl") -> Events:
+    from harness.audit import parse_events
+
+    path = SAMPLES / name
+    return parse_events([(name, path.read_bytes())], kind)
+
+
+def test_audit_005_a_jcs_chain_with_the_previous_hash_inside_the_record_verifies():
+    log = sample("fhir_r4_jcs_chain.ndjson", "fhir")
+    chain = checks.verify_chain(log.events, FHIR_CHAIN, log.lines)
+    assert (chain.links, chain.gaps, chain.numbered) == ([], [], 6)
+    obs = [*checks.judge_chain(chain, 6), checks.judge_anchor(log.events[:3], log.events)]
+    assert settled("AUDIT-005", obs).status is Status.PASS
+    # the same records under Python's sorted json.dumps: another byte string, no chain
+    python = replace(FHIR_CHAIN, canonicalization="sorted-compact")
+    assert checks.verify_chain(log.events, python).links
+
+
+def test_audit_005_a_record_changed_in_a_jcs_chain_breaks_the_next_link():
+    events = [dict(e) for e in sample("fhir_r4_jcs_chain.ndjson", "fhir").events]
+    events[2] = {**events[2], "outcomeDesc": "OK", "outcome": "0"}  # a refusal rewritten
+    chain = checks.verify_chain(events, FHIR_CHAIN)
+    assert chain.links == ["seq 4: extension.1.valueString is not the previous record's hash"]
+    obs = checks.judge_chain(chain, len(events))
+    assert settled("AUDIT-005", obs).status is Status.FAIL
+
+
+def test_audit_005_a_jcs_chain_whose_records_keep_their_own_hash_too():
+    spec = checks.ChainSpec.of({"canonicalization": "jcs", "link": "prev-in-record"})
+    spec = replace(spec, prev_field="prev")
+    log = sample("jcs_chain_own_hash.jsonl")
+    assert checks.verify_chain(log.events, spec).links == []
+    forged = [dict(e) for e in log.events]
+    forged[1]["who"] = "u-9"
+    assert checks.verify_chain(forged, spec).links == ["seq 2: hash does not verify"]
+
+
+def test_audit_005_a_raw_line_chain_hashes_the_lines_as_written():
+    spec = checks.ChainSpec.of(
+        {"canonicalization": "raw-line", "link": "prev-in-record", "hash_field": ""}
+    )
+    prev, lines = spec.genesis, []
+    for i in range(1, 4):  # keys in the writer's order, spaces and all
+        lines.append(f'{{"seq": {i}, "prev_hash": "{prev}", "msg": "é"}}')
+        prev = hashlib.sha256(lines[-1].encode()).hexdigest()
+    from harness.audit import parse_events
+
+    log = parse_events([("a", ("\r\n".join(lines) + "\r\n").encode())])
+    assert checks.verify_chain(log.events, spec, log.lines).links == []
+    respaced = list(log.lines)
+    respaced[0] = respaced[0].replace(": ", ":")  # the same JSON, other bytes
+    assert checks.verify_chain(log.events, spec, respaced).links
+    assert "no raw line" in checks.verify_chain(log.events, spec).links[0]
+
+
+def test_audit_005_the_first_record_must_link_to_genesis_and_a_chain_keeps_its_anchor(tmp_path):
+    events = [dict(e) for e in sample("fhir_r4_jcs_chain.ndjson", "fhir").events]
+    wrong = replace(FHIR_CHAIN, genesis="f" * 64)
+    assert checks.verify_chain(events, wrong).links == [
+        "the first record does not link to the genesis hash"
+    ]
+    assert checks.verify_chain(events[2:], FHIR_CHAIN).links == []  # a later segment
+    anchor = checks.anchor_of(events[:4], FHIR_CHAIN)
+    assert anchor == {"seq": 4, "hash": events[4]["extension"][1]["valueString"]}
+    assert checks.judge_previous(anchor, events, FHIR_CHAIN).status is Status.PASS
+    events[3] = {**events[3], "action": "D"}
+    assert checks.judge_previous(anchor, events, FHIR_CHAIN).status is Status.FAIL
+
+
+def test_audit_005_numbers_jcs_cannot_represent_are_named_not_raised():
+    spec = checks.ChainSpec.of({"canonicalization": "jcs"})
+    record = {"seq": 1, "prev_hash": spec.genesis, "n": 10**400, "hash": "x"}
+    assert "cannot canonicalise" in checks.verify_chain([record], spec).links[0]
+    big = {"seq": 1, "prev_hash": spec.genesis, "n": 10**16}  # a double in JavaScript
+    assert (
+        spec.canonical(big) == b'{"n":10000000000000000,"prev_hash":"' + b"0" * 64 + b'","seq":1}'
+    )
+
+
+# -- tuple correlation (audit.correlation = "tuple") ---------------------------------------
+
+SUBJECTS = {"clin": "u-clin-01", "admin": "u-admin-01"}
+GET = "/pkg.Svc/GetRecord"
+
+
+def by_tuple(*claimants, per_call=1):
+    from harness.audit import ByTuple
+
+    return ByTuple(SUBJECTS, 1.0, claimants, per_call)
+
+
+def seen(c, *, identity="u-clin-01", delay=0.01, method=None, outcome=None):
+    """The event a tuple-correlated service writes for ``c``: no request ID."""
+    e = ref_event(c, identity=identity, at=c.started_at + delay, outcome=outcome)
+    e.pop("request_id")
+    if method is not None:
+        e["method"] = method
+    return e
+
+
+def test_tuple_correlation_matches_each_call_to_its_one_event():
+    from harness.audit import correlate
+
+    mine = call(OK, method=GET)
+    theirs = call(DENIED, method=GET, principal="admin")  # the same moment, another caller
+    anon = call(UNAUTH, method=GET, principal=None)
+    events = [seen(mine), seen(theirs, identity="u-admin-01"), seen(anon, identity=None)]
+    m = correlate(events, [mine, theirs, anon], REFERENCE, by_tuple(mine, theirs, anon))
+    assert [len(m.found[c.request_id]) for c in (mine, theirs, anon)] == [1, 1, 1]
+    assert m.found[theirs.request_id][0]["identity"] == "u-admin-01"
+    assert not any(m.unsure(c.request_id) for c in (mine, theirs, anon))
+    obs = checks.judge_reconciliation([mine, theirs, anon], m, 1)
+    assert settled("AUDIT-001", obs).status is Status.PASS
+
+
+def test_tuple_correlation_never_guesses_between_two_calls_alike():
+    from harness.audit import correlate
+
+    first, second = call(OK, method=GET), call(OK, method=GET, at=NOW + 0.3)
+    both = correlate([seen(first), seen(second)], [first, second], REFERENCE, by_tuple())
+    one = correlate([seen(first)], [first, second], REFERENCE, by_tuple())  # one event, two calls
+    for m in (both, one):
+        assert m.found == {first.request_id: [], second.request_id: []}
+        assert "ambiguous" in m.unsure(first.request_id)
+        obs = checks.judge_reconciliation([first, second], m, 1)
+        assert settled("AUDIT-001", obs).status is Status.INCONCLUSIVE  # never FAIL, never PASS
+    apart = call(OK, method=GET, at=NOW + 3.0)  # spaced beyond 2 x tolerance: told apart
+    m = correlate([seen(first), seen(apart)], [first, apart], REFERENCE, by_tuple())
+    assert all(len(v) == 1 for v in m.found.values())
+
+
+def test_tuple_correlation_checks_method_identity_and_time():
+    from harness.audit import correlate
+
+    c = call(OK, method=GET)
+    assert correlate([seen(c, delay=2.5)], [c], REFERENCE, by_tuple()).found[c.request_id] == []
+    assert correlate([seen(c, delay=-0.9)], [c], REFERENCE, by_tuple()).found[c.request_id]
+    other = seen(c, method="/pkg.Svc/DeleteRecord")
+    assert correlate([other], [c], REFERENCE, by_tuple()).found[c.request_id] == []
+    for name in ("pkg.Svc/GetRecord", "pkg.Svc.GetRecord", "GetRecord"):
+        assert correlate([seen(c, method=name)], [c], REFERENCE, by_tuple()).found[c.request_id]
+    who = seen(c, identity="u-admin-01")  # another principal's event
+    assert correlate([who], [c], REFERENCE, by_tuple()).found[c.request_id] == []
+    # no event at all: a missing event, FAIL
+    m = correlate([], [c], REFERENCE, by_tuple(), since=0)
+    assert settled("AUDIT-001", checks.judge_reconciliation([c], m, 1)).status is Status.FAIL
+
+
+def test_tuple_correlation_unverified_calls_take_no_known_subjects_event():
+    from harness.audit import correlate
+
+    forged = call(UNAUTH, method=GET, principal=None)
+    for identity, fits in ((None, True), ("", True), ("forged-1", True), ("u-clin-01", False)):
+        m = correlate([seen(forged, identity=identity)], [forged], REFERENCE, by_tuple())
+        assert bool(m.found[forged.request_id]) is fits, identity
+
+
+def test_tuple_correlation_an_event_outside_every_window_is_unsure_not_missing():
+    from harness.audit import correlate
+
+    c = call(DENIED, method=GET)
+    fast = seen(c, delay=300.0)  # the service's clock five minutes fast
+    m = correlate([{"method": "x"}, fast], [c], REFERENCE, by_tuple(), since=1)
+    assert m.candidates[c.request_id] == []
+    assert m.near == {c.request_id: 1}
+    assert "outside its time window" in m.unsure(c.request_id)
+    obs = checks.judge_refusals([c], m, REFERENCE)
+    assert settled("AUDIT-003", obs).status is Status.INCONCLUSIVE
+    m = correlate([fast], [c], REFERENCE, by_tuple(), since=1)  # written before the calls
+    assert m.unsure(c.request_id) == ""
+
+
+def test_tuple_correlation_undated_throttled_and_several_events_per_call():
+    from harness.audit import correlate
+
+    c = call(OK, method=GET)
+    undated = {**seen(c), "ts": "yesterday"}
+    assert "ambiguous" in correlate([undated], [c], REFERENCE, by_tuple()).unsure(c.request_id)
+    # the harness retried a throttled attempt: its event belongs to no journaled call
+    throttled = seen(c, delay=-0.05, outcome="RESOURCE_EXHAUSTED")
+    m = correlate([throttled, seen(c)], [c], REFERENCE, by_tuple())
+    assert [e["outcome"] for e in m.found[c.request_id]] == ["OK"]
+    two = [seen(c), seen(c, delay=0.02)]
+    assert correlate(two, [c], REFERENCE, by_tuple()).found[c.request_id] == []
+    assert len(correlate(two, [c], REFERENCE, by_tuple(per_call=2)).found[c.request_id]) == 2
+
+
+def test_tuple_correlation_reads_fhir_events_of_a_node_service():
+    from harness.audit import correlate
+
+    fhir = Fields(kind="fhir")
+    c = call(DENIED, method="/acme.lab.v1.LabOrders/GetLabOrder")
+    at = dt.datetime.fromtimestamp(c.started_at + 0.004, dt.timezone.utc)
+    event = {
+        "resourceType": "AuditEvent",
+        "subtype": [{"system": "urn:x", "code": c.method}],
+        "recorded": at.isoformat(timespec="milliseconds"),
+        "outcome": "4",
+        "outcomeDesc": "PermissionDenied",
+        "agent": [{"who": {"identifier": {"value": "u-clin-01"}}, "requestor": True}],
+    }
+    m = correlate([event], [c], fhir, by_tuple())
+    assert m.found[c.request_id] == [event]
+    assert [o.status for o in checks.judge_refusals([c], m, fhir)] == [Status.PASS]
+
+
+def test_paired_events_follow_write_order_whatever_their_clock_says():
+    from harness.audit import paired
+
+    calls = [call(OK, method=GET, at=NOW + i * 0.01) for i in range(3)]
+    events = [seen(c, delay=300.0) for c in calls]  # five minutes fast
+    events.insert(1, seen(calls[0], outcome="RESOURCE_EXHAUSTED"))  # a throttled attempt
+    found, problem = paired(events, calls, REFERENCE, SUBJECTS)
+    assert problem == ""
+    assert [found[c.request_id] for c in calls] == [[e] for e in events if e["outcome"] == "OK"]
+    obs = checks.judge_timestamps(calls, found, REFERENCE, 1.0, SNTP_BOUND)
+    assert settled("AUDIT-004", obs).status is Status.FAIL  # delta judged, not unmatched
+    found, problem = paired(events[:2], calls, REFERENCE, SUBJECTS)
+    assert (found, "cannot be paired" in problem) == ({}, True)
+
+
+def test_audit_002_under_tuple_correlation_the_request_id_bullet_does_not_apply():
+    c = call(OK)
+    pairs = truths((c, seen(c), "u-clin-01", None))
+    obs = checks.judge_content(pairs, REFERENCE, echoed=False)
+    assert [o.status for o in obs if o.ref == "request_id"] == [Status.SKIP]
+    assert settled("AUDIT-002", obs).status is not Status.FAIL
+    assert checks.judge_content(pairs, REFERENCE)[0].ref == "request_id"  # echoed: no ID, FAIL
+
+
+def test_audit_002_injection_whose_event_cannot_be_told_is_inconclusive_unless_forged():
+    result = answer(OK)
+    why = "2 event(s) fit the call (method, identity, time): ambiguous"
+    clean = written(escaped_event())
+    obs = checks.judge_injection(injection_call(), result, [], clean, why)
+    assert obs.status is Status.INCONCLUSIVE
+    forged = written('{"outcome":"OK","forged":1}')
+    assert checks.judge_injection(injection_call(), result, [], forged, why).status is Status.FAIL
+
+
+class Tupled(Recorded):
+    """A recorded run under tuple correlation, with principals whose JWTs name subjects."""
+
+    def __init__(self, config, journal, principals=()):
+        super().__init__({"audit": {"correlation": "tuple"}, **config}, journal)
+        self.principals = {p.name: p for p in principals}
+
+
+def jwt_principal(name, sub):
+    from harness.principals import Principal
+
+    principal = Principal(name, token_env="UNUSED")
+    payload = json.dumps({"sub": sub}).encode()
+    b64 = __import__("base64").urlsafe_b64encode(payload).rstrip(b"=").decode()
+    principal._token = f"eyJhbGciOiJub25lIn0.{b64}.c2ln"
+    return principal
+
+
+def test_send_apart_spaces_calls_by_one_identity_to_one_method(monkeypatch):
+    clin, admin = jwt_principal("clin", "u-clin-01"), jwt_principal("admin", "u-admin-01")
+    earlier = replace(call(OK, method=GET), started_at=time.time() - 0.5)
+    run: Any = Tupled({"clock": {"tolerance_ms": 1000}}, [earlier], (clin, admin))
+    sent, naps = [], []
+
+    def fake_send(run, calls):
+        out = []
+        for c in calls:
+            r = replace(call(OK, method=c.method, principal=_name(c)), started_at=time.time())
+            run.journal.append(r)
+            out.append((c, r))
+        sent.append([c.label for c in calls])
+        return out
+
+    monkeypatch.setattr(checks, "send", fake_send)
+    monkeypatch.setattr(checks.time, "sleep", naps.append)
+    calls = [
+        Call("a", GET, (b"",), clin),
+        Call("b", GET, (b"",), admin),
+        Call("c", GET, (b"",), clin),
+        Call("d", "/pkg.Svc/Other", (b"",), clin),
+    ]
+    got = checks.send_apart(run, calls)
+    assert [c.label for c, _ in got] == ["a", "b", "c", "d"]
+    assert sent == [["a", "b", "d"], ["c"]]  # clin's second GetRecord waits for its own wave
+    assert 1.4 < naps[0] <= 2.1
+    assert 1.9 < naps[1] <= 2.1
+    plain: Any = Recorded({}, [])
+    monkeypatch.setattr(checks, "send", lambda run, calls: [(c, None) for c in calls])
+    assert len(checks.send_apart(plain, calls)) == 4
+
+
+def _name(c):
+    return c.principal.name if c.principal else None
+
+
+def test_wait_for_names_calls_tuple_correlation_cannot_tell_apart(tmp_path):
+    from harness import audit
+
+    first, second = call(OK, method=GET), call(OK, method=GET, at=NOW + 0.2)
+    log = tmp_path / "audit.jsonl"
+    log.write_text("".join(json.dumps(seen(c)) + "\n" for c in (first, second)))
+    audit_table = {"source": str(log), "delivery_timeout_s": 0, "correlation": "tuple"}
+    audit_table["field_map"] = {"timestamp": "ts"}
+    run: Any = Tupled({}, [first, second], (jwt_principal("clin", "u-clin-01"),))
+    run.config = Config({"audit": audit_table})
+    found, problem = audit.wait_for(run, [first.request_id, second.request_id])
+    assert found == {first.request_id: [], second.request_id: []}
+    assert "ambiguous" in problem
+    polled = audit.poll(run, [first.request_id])
+    assert len(polled.matches.candidates[first.request_id]) == 2
