@@ -87,6 +87,15 @@ def unreached(result: CallResult) -> bool:
     return result.code in UNREACHED or edge_answered(result)
 
 
+def lost(result: CallResult) -> bool:
+    """No whole answer of the service came back.
+
+    A transport failure, even after some response messages (a stream cut short, a
+    deadline mid-listing), or a proxy's own HTTP answer (:func:`unreached`).
+    """
+    return result.code in UNREACHED or unreached(result)
+
+
 def edge_note(result: CallResult) -> str:
     """Evidence for a proxy's answer: its HTTP status, and that the service never saw it."""
     if not edge_answered(result):

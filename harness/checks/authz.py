@@ -32,7 +32,7 @@ from harness.catalogue import CATALOGUE, Severity
 from harness.channels import CallResult
 from harness.checks import check
 from harness.descriptors import MethodCatalogue, MethodInfo, Records, is_repeated, record_shape
-from harness.oracles import UNREACHED, refused
+from harness.oracles import UNREACHED, lost, refused
 from harness.outcome import NotApplicable, Observation, Outcome, Probe, Status
 from harness.plans.calls import (
     Call,
@@ -214,7 +214,7 @@ def judge_allowed(call: Call, result: CallResult) -> Observation:
 
 def _let_in(result: CallResult) -> Status:
     """A call that must be allowed: any code but 7 and 16 passes (never reached: INCONCLUSIVE)."""
-    if result.code in UNREACHED:
+    if lost(result):
         return Status.INCONCLUSIVE
     return Status.FAIL if result.code in (DENIED, UNAUTHENTICATED) else Status.PASS
 
@@ -365,13 +365,13 @@ def judge_foreign(
         + ", no data"
     )
     hidden = hiding and result.code == NOT_FOUND
-    twin_unreached = twin is None or twin.code in UNREACHED
+    twin_unreached = twin is None or lost(twin)
     carried = result.carried()
     status: Status = Status.FAIL
     severity: Severity | None = Severity.HIGH
     if result.responses or result.code == OK or set(carried) - {UNDECODABLE_DETAILS}:
         severity = Severity.CRITICAL
-    elif carried or result.code in UNREACHED or (hidden and twin_unreached):
+    elif carried or lost(result) or (hidden and twin_unreached):
         status = Status.INCONCLUSIVE  # unreadable details, or the call or its twin got lost
     elif result.code == DENIED or (
         hidden and twin is not None and (twin.code, twin.details) == (result.code, result.details)
@@ -523,7 +523,7 @@ def judge_listing(catalogue: MethodCatalogue, aimed: Aimed, result: CallResult) 
         observed += f"; {undecodable} response(s) did not decode"
     if leaked:
         status = Status.FAIL
-    elif undecodable or result.code in UNREACHED:
+    elif undecodable or lost(result):
         status = Status.INCONCLUSIVE
     else:
         status = Status.PASS
@@ -771,7 +771,7 @@ def judge_unchanged(read: Call, before: CallResult, after: CallResult) -> Observ
     """
     where = f"{read.label} after the denied write"
     same = before.responses == after.responses and before.code == after.code
-    if before.code in UNREACHED or after.code in UNREACHED:
+    if lost(before) or lost(after):
         observed = (
             f"read-back did not reach the service: before {before.status}, after {after.status}"
         )
@@ -811,7 +811,7 @@ def judge_injection(
         status = Status.FAIL
     elif result.code in (INVALID_ARGUMENT, DENIED):
         status = Status.PASS
-    elif result.code in UNREACHED or not read_back:
+    elif lost(result) or not read_back:
         observed += f"; read back: {back.summary()}"
         status = Status.INCONCLUSIVE
     else:
@@ -1037,7 +1037,7 @@ def judge_stream(
         status = Status.INCONCLUSIVE
     elif result.code == DENIED or denials:
         status = Status.PASS
-    elif result.code in UNREACHED:
+    elif lost(result):
         status = Status.INCONCLUSIVE
     elif per_message and result.code == OK:
         observed += "; no per-message error recognised"

@@ -25,7 +25,7 @@ from harness.catalogue import CATALOGUE, Severity
 from harness.channels import CallResult, code_text, invoke
 from harness.checks import check
 from harness.descriptors import MethodCatalogue, MethodInfo, Records, is_repeated, record_shape
-from harness.oracles import PERMISSION_DENIED, UNREACHED, refused
+from harness.oracles import PERMISSION_DENIED, lost, refused
 from harness.outcome import (
     NotApplicable,
     Observation,
@@ -260,7 +260,7 @@ def judge_unknown_path(case: MaskCase, result: CallResult, *, omit_unknown: bool
     expected = code_text(INVALID_ARGUMENT) + (" or omitted" if omit_unknown else "")
     if result.code == INVALID_ARGUMENT or (omit_unknown and result.code == OK):
         status = Status.PASS
-    elif result.code in UNREACHED and not result.responses:
+    elif lost(result) and not result.responses:
         status = Status.INCONCLUSIVE
     else:
         status = Status.FAIL
@@ -297,7 +297,7 @@ def judge_mask(
         status, observed = Status.INCONCLUSIVE, f"{observed}; {_undecodable(decoded, cls)}"
     elif result.code in refusals:
         status = Status.PASS
-    elif result.code in UNREACHED:
+    elif lost(result):
         status = Status.INCONCLUSIVE
     elif result.code != OK:
         status = Status.FAIL
@@ -418,7 +418,7 @@ def judge_role_read(
         observed += f"; fields outside the allowlist: {', '.join(sorted(extra))}"
     elif decoded.undecodable:
         status, observed = Status.INCONCLUSIVE, f"{observed}; {_undecodable(decoded, cls)}"
-    elif result.code in UNREACHED and not records:
+    elif lost(result) and not records:
         status = Status.INCONCLUSIVE
     elif not any(rec.ListFields() for rec in records):
         status, expected = Status.SKIP, f"a populated {_named(record_type)} in the answer"
@@ -514,7 +514,7 @@ def judge_identifiers(
     elif decoded.undecodable:
         status, observed = Status.INCONCLUSIVE, _undecodable(decoded, cls)
     elif not seen:
-        status = Status.INCONCLUSIVE if result.code in UNREACHED else Status.SKIP
+        status = Status.INCONCLUSIVE if lost(result) else Status.SKIP
         observed = result.summary()
         if status is Status.SKIP:
             expected = "a field named in min.token_patterns in the answer"
@@ -557,7 +557,7 @@ def judge_detokenise(
             call, result, expected=(PERMISSION_DENIED,), low=(), data_severity=Severity.HIGH
         ).of("detokenise")
     observed, severity = result.summary(), Severity.HIGH
-    if result.code in UNREACHED and not result.responses:
+    if lost(result) and not result.responses:
         status = Status.INCONCLUSIVE
     elif result.code != OK:
         status, severity = Status.FAIL, Severity.MEDIUM

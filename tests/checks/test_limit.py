@@ -54,7 +54,7 @@ from harness.principals import Principal
 from harness.tokens import parse
 from harness.transport import Transport
 from targets.reference import schema
-from tests.checks import labs
+from tests.checks import edges, labs
 from tests.checks.recorded import answer, declared, settled
 
 C = grpc.StatusCode
@@ -106,6 +106,10 @@ def test_sized_requests_are_exactly_the_size_asked():
         (answer(C.UNKNOWN, details="Unknown Error"), Status.FAIL),
         (answer(C.UNAVAILABLE, details=ENVOY_RESET), Status.INCONCLUSIVE),
         (answer(C.DEADLINE_EXCEEDED, details="Deadline Exceeded"), Status.INCONCLUSIVE),
+        # A proxy's client_max_body_size (HTTP 413, no grpc-status) held it: enforced.
+        *((edges.refusal(client, 413), Status.PASS) for client in edges.CLIENTS),
+        # Any other proxy answer says nothing of the size limit.
+        (edges.refusal("grpcio", 400), Status.INCONCLUSIVE),
     ],
 )
 def test_a_oversized_request(result, status):
@@ -148,12 +152,18 @@ CONTROL_OK = answer(C.OK, b"\n\x06p-0001")
         ),
         (answer(C.RESOURCE_EXHAUSTED), answer(C.NOT_FOUND), Status.PASS),
         (answer(C.OK, b"\n\x06p-0001"), CONTROL_OK, Status.FAIL),
-        # A proxy's HTTP 431 reaches a gRPC client as UNKNOWN: the catalogue fails UNKNOWN.
+        # A proxy's HTTP 431 reaches a gRPC client as UNKNOWN: the header was refused before
+        # the service saw it (a limit enforced at the edge), not a handler's crash.
         (
             answer(C.UNKNOWN, details="Received http2 header with status: 431"),
             CONTROL_OK,
-            Status.FAIL,
+            Status.PASS,
         ),
+        # nginx over HTTP/2: GOAWAY ENHANCE_YOUR_CALM on a header over its buffers.
+        (answer(C.UNAVAILABLE, details=edges.CALMED), CONTROL_OK, Status.PASS),
+        (answer(C.UNAVAILABLE, details=edges.CALMED), answer(C.UNAVAILABLE), Status.INCONCLUSIVE),
+        # A service's own UNKNOWN (a crash) stays a FAIL.
+        (answer(C.UNKNOWN, details="Exception calling application"), CONTROL_OK, Status.FAIL),
         (answer(C.UNAVAILABLE, details=ENVOY_RESET), CONTROL_OK, Status.INCONCLUSIVE),
     ],
 )
