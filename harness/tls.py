@@ -183,6 +183,7 @@ def _scan(target: ScanTarget) -> TlsFacts:
     else:
         evidence = f"sslyze's probe without a client certificate reports {requirement}"
     facts = _facts(where, result.scan_result, requirement, evidence)
+    _versions_without_certificate(target, location, facts)
     if "TLS_1_3_EARLY_DATA" in facts.errors and facts.versions.get("TLS 1.3"):
         _early_data_over_h2(target, facts)
     measure_ems(target, facts)
@@ -213,15 +214,17 @@ def _client_auth_requirement(location: Any, network: Any) -> tuple[str, str]:
     return probing.client_auth_requirement.value, ""
 
 
-def _full_scan(target: ScanTarget, location: Any, network: Any) -> Any:
-    """The one sslyze scan of the run: versions, hygiene, certificate and curves."""
+def _full_scan(
+    target: ScanTarget, location: Any, network: Any, only: set[str] | None = None
+) -> Any:
+    """The one sslyze scan of the run: versions, hygiene, certificate and curves (or ``only``)."""
     import sslyze
 
-    commands = {sslyze.ScanCommand[name] for name in (*VERSIONS.values(), *_HYGIENE_COMMANDS)}
-    commands |= {sslyze.ScanCommand.CERTIFICATE_INFO, sslyze.ScanCommand.ELLIPTIC_CURVES}
+    names = only or {*VERSIONS.values(), *_HYGIENE_COMMANDS, "CERTIFICATE_INFO", "ELLIPTIC_CURVES"}
+    commands = {sslyze.ScanCommand[name] for name in names}
     extra = sslyze.ScanCommandsExtraArguments(
         certificate_info=sslyze.CertificateInfoExtraArgument(custom_ca_file=target.ca_bundle)
-        if target.ca_bundle is not None
+        if target.ca_bundle is not None and "CERTIFICATE_INFO" in names
         else None
     )
     scanner = sslyze.Scanner(per_server_concurrent_connections_limit=5)
@@ -238,28 +241,64 @@ def _full_scan(target: ScanTarget, location: Any, network: Any) -> Any:
     return next(iter(scanner.get_results()))
 
 
-def _facts(where: str, scan_result: Any, requirement: str, evidence: str) -> TlsFacts:
+def _attempt(facts: TlsFacts, scan_result: Any, name: str, key: str | None = None) -> Any:
+    """The result of scan command ``name``, or ``None`` with why in ``facts.errors[key]``."""
     from sslyze import ScanCommandAttemptStatusEnum
 
+    a = getattr(scan_result, name.lower())
+    if a.status is ScanCommandAttemptStatusEnum.COMPLETED:
+        return a.result
+    trace = a.error_trace
+    last = str(trace).strip().splitlines()[-1] if trace else ""
+    reason = a.error_reason.value if a.error_reason else "error"
+    facts.errors[key or name] = f"{reason}: {last}" if last else reason
+    return None
+
+
+def _read_version(facts: TlsFacts, scan_result: Any, version: str) -> None:
+    """Whether ``version`` is supported and its accepted suites (errors keyed by version)."""
+    res = _attempt(facts, scan_result, VERSIONS[version], version)
+    if res is None:
+        facts.versions[version] = None
+        return
+    facts.errors.pop(version, None)
+    facts.versions[version] = bool(res.is_tls_version_supported)
+    facts.suites[version] = tuple(_suite(s) for s in res.accepted_cipher_suites)
+
+
+def _versions_without_certificate(target: ScanTarget, location: Any, facts: TlsFacts) -> None:
+    """The version scans that failed with the client certificate, made once without one.
+
+    sslyze's SSL 2.0 client cannot present a certificate (nassl: "invalid input, usage, or
+    OpenSSL build configuration?"), and a version is accepted or refused before any
+    certificate is asked for: a server that accepts it and then asks for one counts as
+    accepting it (sslyze reads a certificate request so), so the retry never turns an
+    accepted version into a refused one. What fails again stays unmeasured, both reasons
+    kept.
+    """
+    failed = [v for v, got in facts.versions.items() if got is None]
+    if not failed or target.client_cert is None:
+        return
+    before = {v: facts.errors.get(v, "error") for v in failed}
+    commands = {VERSIONS[v] for v in failed}
+    result = _full_scan(target, location, _network(target, None), commands)
+    if result.scan_result is None:
+        return
+    for version in failed:
+        _read_version(facts, result.scan_result, version)
+        if facts.versions[version] is None:
+            again = facts.errors[version]
+            facts.errors[version] = f"{before[version]}; without the client certificate: {again}"
+
+
+def _facts(where: str, scan_result: Any, requirement: str, evidence: str) -> TlsFacts:
     facts = TlsFacts(where, client_auth=requirement, client_auth_evidence=evidence)
 
     def attempt(name: str) -> Any:
-        a = getattr(scan_result, name.lower())
-        if a.status is ScanCommandAttemptStatusEnum.COMPLETED:
-            return a.result
-        trace = a.error_trace
-        last = str(trace).strip().splitlines()[-1] if trace else ""
-        reason = a.error_reason.value if a.error_reason else "error"
-        facts.errors[name] = f"{reason}: {last}" if last else reason
-        return None
+        return _attempt(facts, scan_result, name)
 
-    for version, command in VERSIONS.items():
-        res = attempt(command)
-        if res is None:
-            facts.versions[version] = None
-            continue
-        facts.versions[version] = bool(res.is_tls_version_supported)
-        facts.suites[version] = tuple(_suite(s) for s in res.accepted_cipher_suites)
+    for version in VERSIONS:
+        _read_version(facts, scan_result, version)
     curves = attempt("ELLIPTIC_CURVES")
     if curves is not None:
         facts.groups = tuple(c.name for c in curves.supported_curves or ())
