@@ -453,7 +453,91 @@ REFERENCE_NODE = BundledTarget(
         "responses, FHIR AuditEvent records hash-chained in the record (RFC 8785) with no "
         "request-ID echo, pino logs, its own error texts and validation order"
     ),
-    defects=(),
+    defects=(
+        Defect(
+            "reflection",
+            "@grpc/reflection registered (v1 and v1alpha) and open to every caller, as "
+            "grpcurl-friendly Node services often ship",
+            ("REFL-001",),
+        ),
+        Defect(
+            "plaintext",
+            "`ServerCredentials.createInsecure()`: cleartext HTTP/2 on the main port",
+            ("TLS-001",),
+            blinds=TLS_ONLY,
+        ),
+        Defect(
+            "alg-confusion",
+            "a token whose header says HS256/384/512 is verified with the issuer's RSA public "
+            "key, as PEM text, for the HMAC secret (the classic RS256-to-HS256 confusion)",
+            ("AUTHN-002",),
+        ),
+        Defect(
+            "aud-ignored",
+            "`jwtVerify` is called without `audience`: tokens for any resource, or none, pass",
+            ("AUTHN-006",),
+        ),
+        Defect(
+            "typ-ignored",
+            "`jwtVerify` is called without `typ`: ID, refresh and other JWTs pass as access tokens",
+            ("AUTHN-007",),
+        ),
+        Defect(
+            "no-step-up",
+            "UpdateLabOrder takes tokens whatever their `acr`: no step-up for the write",
+            ("AUTHN-008",),
+        ),
+        Defect(
+            "stream-outlives-token",
+            "WatchResults checks the token when the stream opens, never again",
+            ("AUTHN-009",),
+        ),
+        Defect(
+            "default-allow",
+            "ListLabOrders' rule is keyed under the wrong name, and a method without a rule is "
+            "open to every signed-in caller (deny by default broken)",
+            ("AUTHZ-001",),
+        ),
+        Defect(
+            "idor",
+            "no object-level check: physicians read, watch and update every order, not only "
+            "those they placed (so break-glass tokens reach beyond emergency reads too)",
+            ("AUTHZ-002", "AUTHZ-004", "AUTHZ-005"),
+        ),
+        Defect(
+            "mask-ignored",
+            "`read_mask` is validated, then dropped: every field the role may see comes back",
+            ("MIN-001",),
+        ),
+        Defect("raw-ssn", "SSNs are returned in clear to every role", ("MIN-003",)),
+        Defect(
+            "stale-cache",
+            "the read cache is never invalidated nor expired: updates are not served",
+            ("MIN-004",),
+        ),
+        Defect(
+            "phi-in-logs",
+            "update requests, values and all, go to the pino log (`log.info({request})`)",
+            ("REDACT-001",),
+        ),
+        Defect(
+            "token-in-logs",
+            "failed authentications log the call's metadata (`metadata.getMap()`), which pino's "
+            "redaction paths do not cover: the presented token is written",
+            ("REDACT-004",),
+        ),
+        Defect("no-rate-limit", "no per-subject rate limit", ("LIMIT-002",)),
+        Defect(
+            "no-size-limit",
+            "`grpc.max_receive_message_length` raised to 256 MiB",
+            ("LIMIT-001",),
+        ),
+        Defect(
+            "verbose-errors",
+            "refusals carry `err.stack` after their text (file paths and line numbers)",
+            ("ERR-001",),
+        ),
+    ),
 )
 
 #: Targets ``spawn:`` accepts: the bundled ones, and those still being brought up to them

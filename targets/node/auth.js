@@ -1,7 +1,14 @@
 // Bearer-token authentication: RS256 access tokens (RFC 9068) from the lab's issuer,
 // verified with jose against the issuer's published JWKS.
 
-import {createRemoteJWKSet, errors, jwtVerify} from 'jose';
+import {
+  createRemoteJWKSet,
+  decodeProtectedHeader,
+  errors,
+  exportSPKI,
+  importJWK,
+  jwtVerify,
+} from 'jose';
 
 /** Why a credential was refused, kept for the service's own log (never sent to the caller). */
 export class Unauthenticated extends Error {
@@ -30,8 +37,9 @@ export class Verifier {
   /**
    * @param {object} options issuer, audience, jwksUri, leewayS, subjects (Set of known users)
    */
-  constructor(options) {
+  constructor(options, defects = new Set()) {
     this.options = options;
+    this.defects = defects;
     this.keys = createRemoteJWKSet(new URL(options.jwksUri), {
       cooldownDuration: 30_000,
       cacheMaxAge: 600_000,
@@ -53,16 +61,24 @@ export class Verifier {
 
   async identify(metadata) {
     const token = Verifier.bearer(metadata);
+    const d = this.defects;
+    const checks = {
+      algorithms: ['RS256'],
+      issuer: this.options.issuer,
+      audience: d.has('aud-ignored') ? undefined : this.options.audience, // defect
+      typ: d.has('typ-ignored') ? undefined : 'at+jwt', // defect
+      clockTolerance: this.options.leewayS,
+      requiredClaims: ['exp', 'iat', 'nbf', 'sub', 'jti'],
+    };
     let payload;
     try {
-      ({payload} = await jwtVerify(token, this.keys, {
-        algorithms: ['RS256'],
-        issuer: this.options.issuer,
-        audience: this.options.audience,
-        typ: 'at+jwt',
-        clockTolerance: this.options.leewayS,
-        requiredClaims: ['exp', 'iat', 'nbf', 'sub', 'jti'],
-      }));
+      let key = this.keys;
+      if (d.has('alg-confusion') && /^HS/i.test(String(decodeProtectedHeader(token).alg))) {
+        // Defect: one verify call for "whatever the header says", keyed with the PEM text.
+        key = new TextEncoder().encode(await this.publicPem());
+        checks.algorithms = ['RS256', 'HS256', 'HS384', 'HS512'];
+      }
+      ({payload} = await jwtVerify(token, key, checks));
     } catch (err) {
       if (err instanceof errors.JOSEError) throw new Unauthenticated(err.code);
       throw new Unauthenticated('malformed token');
@@ -71,5 +87,14 @@ export class Verifier {
       throw new Unauthenticated('unknown subject');
     }
     return new Identity(payload);
+  }
+
+  /** The issuer's public key as PEM (only the alg-confusion defect wants it). */
+  async publicPem() {
+    if (!this.pem) {
+      const jwks = await (await fetch(this.options.jwksUri)).json();
+      this.pem = await exportSPKI(await importJWK(jwks.keys[0], 'RS256', {extractable: true}));
+    }
+    return this.pem;
   }
 }

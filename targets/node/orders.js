@@ -53,6 +53,7 @@ export class LabOrders {
 
   /** Object-level authorization: organisation-wide scopes see all, physicians their orders. */
   maySee(identity, order) {
+    if (this.defects.has('idor')) return true; // defect: no object-level check
     return this.orgWide(identity) || order.ordering_provider === identity.subject;
   }
 
@@ -64,7 +65,9 @@ export class LabOrders {
       if ((allowed && !allowed.has(name)) || (paths && !paths.includes(name))) continue;
       out[name] = value;
     }
-    const clear = this.policy.clearIdentifierScopes.some((s) => identity.scopes.has(s));
+    const clear =
+      this.defects.has('raw-ssn') || // defect
+      this.policy.clearIdentifierScopes.some((s) => identity.scopes.has(s));
     if (out.ssn && !clear) out.ssn = `***-**-${out.ssn.slice(-4)}`;
     return out;
   }
@@ -74,7 +77,7 @@ export class LabOrders {
     const paths = mask?.paths ?? [];
     if (paths.length === 0 || (paths.length === 1 && paths[0] === '*')) return null;
     if (!paths.every((p) => this.fields.has(p))) throw invalid(`${where}: unknown field path`);
-    return paths;
+    return this.defects.has('mask-ignored') ? null : paths; // defect: validated, then dropped
   }
 
   load(id) {
@@ -187,7 +190,8 @@ export class LabOrders {
     const until = Date.now() + MAX_WATCH_MS;
     for (let sent = 0; !max || sent < max; sent += 1) {
       if (ctx.cancelled() || Date.now() > until) return;
-      if (Date.now() > ctx.identity.expiresMs + this.leewayMs) {
+      const recheck = !this.defects.has('stream-outlives-token'); // defect: checked at open only
+      if (recheck && Date.now() > ctx.identity.expiresMs + this.leewayMs) {
         throw new Refusal(S.UNAUTHENTICATED, 'credentials expired');
       }
       const seen = this.project(this.load(id), ctx.identity);

@@ -26,6 +26,7 @@ import {fileURLToPath} from 'node:url';
 
 import grpc from '@grpc/grpc-js';
 import protoLoader from '@grpc/proto-loader';
+import {ReflectionService} from '@grpc/reflection';
 import {HealthImplementation} from 'grpc-health-check';
 import pino from 'pino';
 
@@ -102,12 +103,16 @@ class Gate {
       identity = await this.verifier.identify(call.metadata);
     } catch (err) {
       if (!(err instanceof Unauthenticated)) throw err;
-      this.failedAuthentication(peerAddress(call), err.reason);
+      this.failedAuthentication(peerAddress(call), err.reason, call.metadata);
       throw new Refusal(S.UNAUTHENTICATED, UNAUTHENTICATED_TEXT);
     }
-    const allowed = rule && rule.scopes.some((s) => identity.scopes.has(s));
+    // The default-allow defect: a rule keyed by the wrong name leaves ListLabOrders without
+    // one, and a method without a rule is open to every signed-in caller.
+    const forgotten = this.defects.has('default-allow') && method.endsWith('/ListLabOrders');
+    const allowed = forgotten || (rule && rule.scopes.some((s) => identity.scopes.has(s)));
     if (!allowed) return [identity, new Refusal(S.PERMISSION_DENIED, DENIED_TEXT)];
-    if (rule.stepUp && identity.acr !== this.policy.stepUpAcr) {
+    const stepUp = rule.stepUp && !this.defects.has('no-step-up'); // defect
+    if (stepUp && identity.acr !== this.policy.stepUpAcr) {
       return [identity, new Refusal(S.UNAUTHENTICATED, 'insufficient_user_authentication')];
     }
     if (!this.rateOk(identity.subject)) {
@@ -116,8 +121,10 @@ class Gate {
     return [identity, null];
   }
 
-  failedAuthentication(address, reason) {
-    this.log.warn({event: 'authn_failed', peer: address, reason}, 'authentication failed');
+  failedAuthentication(address, reason, metadata) {
+    const entry = {event: 'authn_failed', peer: address, reason};
+    if (this.defects.has('token-in-logs')) entry.metadata = metadata.getMap(); // defect
+    this.log.warn(entry, 'authentication failed');
     const now = Date.now();
     const recent = (this.failures.get(address) ?? []).filter((t) => now - t < ALERT_WINDOW_MS);
     recent.push(now);
@@ -164,7 +171,10 @@ class Gate {
 
 /** grpc-js status for an error thrown by a handler: a Refusal as it is, anything else INTERNAL. */
 function statusOf(err, log, method, defects) {
-  if (err instanceof Refusal) return {code: err.code, details: err.details};
+  if (err instanceof Refusal) {
+    const verbose = defects.has('verbose-errors') && err.code !== S.UNAUTHENTICATED; // defect
+    return {code: err.code, details: verbose ? `${err.details}\n${err.stack}` : err.details};
+  }
   const ref = Math.random().toString(16).slice(2, 10);
   log.error({method, error: err?.name ?? 'Error', ref}, 'handler failed');
   let details = `internal error (ref ${ref})`;
@@ -181,6 +191,9 @@ function unary(gate, method, impl) {
       .then(([identity, refusal]) => {
         ctx.identity = identity;
         if (refusal) throw refusal;
+        if (gate.defects.has('phi-in-logs') && method.endsWith('/UpdateLabOrder')) {
+          gate.log.info({request: call.request}, 'update request'); // defect
+        }
         return impl(call.request, ctx);
       })
       .then((response) => {
@@ -247,13 +260,16 @@ async function main() {
   const audit = new AuditTrail(config.auditLog, config.defects);
   audit.append(startedEvent(nowIso()));
   const subjects = new Set([...policy.principals.map((p) => p.sub), ...policy.otherSubjects]);
-  const verifier = new Verifier({
-    issuer: policy.issuer,
-    audience: policy.audience,
-    jwksUri: config.jwksUri,
-    leewayS: config.leewayS,
-    subjects,
-  });
+  const verifier = new Verifier(
+    {
+      issuer: policy.issuer,
+      audience: policy.audience,
+      jwksUri: config.jwksUri,
+      leewayS: config.leewayS,
+      subjects,
+    },
+    config.defects,
+  );
   const gate = new Gate(config, policy, verifier, audit, log);
   const definition = loadProto();
   const labs = grpc.loadPackageDefinition(definition).hipaagrpc.labs.v1;
@@ -261,7 +277,10 @@ async function main() {
   const orders = new LabOrders(policy, config.defects, fields, config.leewayS);
   const svc = `/${PACKAGE}.LabOrders`;
   const server = new grpc.Server({
-    'grpc.max_receive_message_length': MAX_RECV_BYTES,
+    // The no-size-limit defect raises the limit far past what the service needs.
+    'grpc.max_receive_message_length': config.defects.has('no-size-limit')
+      ? 256 * 1024 * 1024
+      : MAX_RECV_BYTES,
     'grpc.max_concurrent_streams': MAX_CONCURRENT_STREAMS,
   });
   // Advertise the header-list bound edge.js enforces (grpc-js has no option for it).
@@ -284,6 +303,7 @@ async function main() {
   });
   const health = new HealthImplementation({'': 'SERVING', [`${PACKAGE}.LabOrders`]: 'SERVING'});
   health.addToServer(server);
+  if (config.defects.has('reflection')) new ReflectionService(definition).addToServer(server);
   const port = await new Promise((resolve, reject) => {
     server.bindAsync(`${config.host}:0`, credentials(config), (err, bound) =>
       err ? reject(err) : resolve(bound),
