@@ -74,10 +74,9 @@ CACHE_TTL_S = 2
 OWN_IDS = [1001, 1002]  # ordered by the physician
 FOREIGN_IDS = [1041, 1042]  # ordered by another physician
 SANDBOX_IDS = [1002, 1003]
-#: Where each chained record keeps its sequence number, the previous hash and its flag.
+#: Where each chained record keeps its sequence number and the previous record's hash.
 CHAIN_SEQ = "extension.0.valueInteger"
 CHAIN_PREV = "extension.1.valueString"
-BREAK_GLASS = "extension.2.valueBoolean"
 
 
 class NodeUnavailable(RuntimeError):
@@ -306,7 +305,7 @@ def _audit_tables(pol: dict[str, Any], facts: Facts) -> dict[str, dict[str, obje
     return {
         "audit": {
             "source": "audit.jsonl",
-            "format": "jsonl",
+            "format": "fhir",  # R4 AuditEvent, IHE BALP
             "correlation": "tuple",  # the service logs no request ID
             "phi_methods": phi,
             "max_events_per_call": 1,
@@ -327,19 +326,9 @@ def _audit_tables(pol: dict[str, Any], facts: Facts) -> dict[str, dict[str, obje
             "prev_field": CHAIN_PREV,
             "hash_field": "",  # no record stores its own hash: the next one's prev holds it
         },
-        "audit.field_map": {
-            "identity": "agent.0.who.identifier.value",
-            "method": "subtype.0.code",
-            "resource": "entity.0.what.identifier.value",
-            "action": "action",
-            "outcome": "outcomeDesc",
-            "timestamp": "recorded",
-            "source": "agent.0.network.address",
-            "emergency": BREAK_GLASS,
-            "reason": "purposeOfEvent.0.text",
-            "event_type": "type.code",
-            "records": "entity.0.detail.0.valueString",
-        },
+        # The rest is where BALP keeps it (the requestor agent, subtype, outcomeDesc,
+        # purposeOfEvent BTG); how many orders a call returned is the service's own detail.
+        "audit.field_map": {"records": "entity.0.detail.0.valueString"},
         "clock": {"tolerance_ms": 1000, "ntp_server": facts.ntp_server},
         "logs": {"sinks": ["app.log"]},
     }

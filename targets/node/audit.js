@@ -111,7 +111,7 @@ export function callEvent(call) {
 
 function serverAgent() {
   return {
-    type: {coding: [{system: DCM, code: '110153', display: 'Source Role ID'}]},
+    type: {coding: [{system: DCM, code: '110152', display: 'Destination Role ID'}]},
     who: {display: 'lab-orders'},
     requestor: false,
   };
