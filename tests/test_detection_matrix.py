@@ -36,9 +36,11 @@ def test_defect_fails_exactly_its_controls(pytester, name, defect):
     statuses = control_statuses(pytester, f"--hipaa-target=spawn:{name}+{defect.name}", *budget)
     expected = {c: ("FAIL" if c in trips else "PASS") for c in registered()}
     expected.update(dict.fromkeys(blinds, NOT_JUDGED))
-    assert {c: NOT_JUDGED if s in ("SKIP", "INCONCLUSIVE") else s for c, s in statuses.items()} == (
-        expected
-    )
+    # Judged on some runs only (a third-party tool's reach): PASS or not judged, never FAIL.
+    expected.update(dict.fromkeys(defect.unsteady, NOT_JUDGED))
+    got = {c: NOT_JUDGED if s in ("SKIP", "INCONCLUSIVE") else s for c, s in statuses.items()}
+    got.update({c: NOT_JUDGED for c in defect.unsteady if got.get(c) == "PASS"})
+    assert got == expected
 
 
 def test_defects_combine(pytester):
