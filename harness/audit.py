@@ -743,9 +743,11 @@ def fits(
 ) -> bool:
     """Whether an event naming ``identity`` (and ``outcome``) may be ``call``'s.
 
-    A call whose principal's token was accepted is audited under its subject; any other
-    (no credentials, a forged or refused one, a principal whose subject is unknown) under
-    no identity, an unverified one or its own claim, never another principal's subject.
+    A call whose principal's token was accepted is audited under its subject; a call
+    accepted on credentials sent outside a principal (a fixture token in metadata) under
+    any identity (the journal does not say whose they were); any other (no credentials, a
+    forged or refused one, a principal whose subject is unknown) under no identity, an
+    unverified one or its own claim, never another principal's subject.
     An event of a throttled attempt (RESOURCE_EXHAUSTED) is no call's that ended
     otherwise: the harness retries throttled attempts and journals only the last.
     """
@@ -755,6 +757,8 @@ def fits(
     name = None if identity in (None, "") else str(identity)
     if own and call.code != grpc.StatusCode.UNAUTHENTICATED:
         return name == own
+    if call.principal is None and call.code not in (grpc.StatusCode.UNAUTHENTICATED, _THROTTLED):
+        return True
     return name == own or name not in set(subjects.values())
 
 

@@ -1427,6 +1427,14 @@ def test_tuple_correlation_unverified_calls_take_no_known_subjects_event():
         assert bool(m.found[forged.request_id]) is fits, identity
 
 
+def test_tuple_correlation_a_call_accepted_on_a_fixture_token_takes_any_identity():
+    from harness.audit import correlate
+
+    break_glass = call(OK, method=GET, principal=None)  # auth.fixtures token in metadata
+    event = seen(break_glass, identity="u-clin-01")  # the fixture's user is a principal's too
+    assert correlate([event], [break_glass], REFERENCE, by_tuple()).found[break_glass.request_id]
+
+
 def test_tuple_correlation_an_event_outside_every_window_is_unsure_not_missing():
     from harness.audit import correlate
 
