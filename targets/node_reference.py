@@ -113,9 +113,15 @@ def ensure_installed(node_dir: Path = NODE_DIR) -> None:
             f"npm ci in {node_dir} took over {NPM_TIMEOUT_S:g} s: is the npm registry reachable?"
         ) from None
     if done.returncode != 0:
-        lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
-        tail = lines[-1][:200] if lines else f"exit {done.returncode}"
-        raise NodeUnavailable(f"npm ci in {node_dir} failed (is the registry reachable?): {tail}")
+        # npm's error code and message, not its stack or the pointer to its debug log.
+        said = [
+            ln.removeprefix("npm error").strip()
+            for ln in done.stderr.splitlines()
+            if ln.startswith("npm error")
+            and not re.match(r"npm error\s+(at |syscall|errno|A complete log)", ln)
+        ]
+        why = "; ".join(said[:2])[:240] or f"exit {done.returncode}"
+        raise NodeUnavailable(f"npm ci in {node_dir} failed (is the registry reachable?): {why}")
 
 
 class RsaIssuer:

@@ -23,7 +23,13 @@ from harness.checks import registered
 from harness.run import Run
 from harness.target import parse_target
 from targets.catalog import BUNDLED, REFERENCE_NODE
-from targets.node_reference import CHAIN_PREV, CHAIN_SEQ, descriptor_set
+from targets.node_reference import (
+    CHAIN_PREV,
+    CHAIN_SEQ,
+    NodeUnavailable,
+    descriptor_set,
+    ensure_installed,
+)
 
 SVC = "/hipaagrpc.labs.v1.LabOrders"
 PKG = "hipaagrpc.labs.v1"
@@ -262,3 +268,33 @@ def _judged(statuses: dict[str, str], trips: tuple[str, ...], blinds: tuple[str,
 def test_each_defect_fails_its_controls(pytester, defect):
     statuses = control_statuses(pytester, f"--hipaa-target=spawn:reference-node+{defect.name}")
     _judged(statuses, defect.trips, defect.blinds)
+
+
+def test_without_node_the_launcher_says_so_in_one_line(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(NodeUnavailable, match=r"needs node and npm on PATH"):
+        ensure_installed(Path("/nonexistent"))
+
+
+def test_a_failed_npm_ci_is_one_line_with_npms_own_reason(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool, body in (
+        ("node", "exit 0"),
+        (
+            "npm",
+            "echo 'npm error code ENOTFOUND' >&2\n"
+            "echo 'npm error syscall getaddrinfo' >&2\n"
+            "echo 'npm error network request failed' >&2\n"
+            "echo 'npm error A complete log of this run can be found in: /x.log' >&2\n"
+            "exit 1",
+        ),
+    ):
+        (bin_dir / tool).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    with pytest.raises(NodeUnavailable) as caught:
+        ensure_installed(tmp_path)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.endswith("code ENOTFOUND; network request failed")
