@@ -44,13 +44,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import grpc
 
 from harness.channels import CallResult
 from harness.config import Config
 from harness.errors import ConfigError
+from harness.principals import Principal
 from harness.run import Run
 from harness.tokens import parse
 
@@ -886,6 +887,56 @@ def paired(
             )
         out.update({c.request_id: [e] for c, e in zip(group, fit, strict=True)})
     return out, ""
+
+
+class Sendable(Protocol):
+    """A planned call: its method, and whose credentials it carries."""
+
+    @property
+    def method(self) -> str:
+        """The full method path."""
+        ...
+
+    @property
+    def principal(self) -> Principal | None:
+        """The principal whose credentials it carries (None: none, or others in metadata)."""
+        ...
+
+
+C = TypeVar("C", bound=Sendable)
+
+
+def send_apart(
+    run: Run, calls: Sequence[C], send: Callable[[Run, Sequence[C]], list[tuple[C, CallResult]]]
+) -> list[tuple[C, CallResult]]:
+    """``send(run, calls)`` so that tuple correlation can tell their events apart, in order.
+
+    Under request-ID correlation, ``send`` as is. Under tuple correlation the calls go in
+    waves in which no two share a method and an identity, each wave once no earlier call
+    of the run by one of its identities to its method is near enough in time to be
+    confused with it (:func:`clearance`).
+    """
+    if correlation(run) is None:
+        return send(run, calls)
+    subjects = subjects_of(run)
+
+    def key(c: C) -> tuple[str, str | None]:
+        return c.method, subjects.get(c.principal.name) if c.principal else None
+
+    waves: list[list[tuple[int, C]]] = []
+    for i, c in enumerate(calls):
+        wave = next((w for w in waves if key(c) not in {key(x) for _, x in w}), None)
+        if wave is None:
+            waves.append(wave := [])
+        wave.append((i, c))
+    out: dict[int, tuple[C, CallResult]] = {}
+    for wave in waves:
+        time.sleep(
+            clearance(run, [(c.method, c.principal.name if c.principal else None) for _, c in wave])
+        )
+        sent = send(run, [c for _, c in wave])
+        out.update({i: pair for (i, _), pair in zip(wave, sent, strict=True)})
+    return [out[i] for i in range(len(calls))]
 
 
 def subjects_of(run: Run) -> dict[str, str]:

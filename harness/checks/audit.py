@@ -118,41 +118,12 @@ def matched(events: Matched) -> Matches:
     return Matches.exact({k: [dict(e) for e in v] for k, v in events.items()})
 
 
-def _who(call: Call) -> str | None:
-    return call.principal.name if call.principal is not None else None
-
-
 def send_apart(run: Run, calls: Sequence[Call]) -> list[tuple[Call, CallResult]]:
-    """Make ``calls`` so that tuple correlation can tell their events apart, in order.
+    """:func:`send` ``calls`` so that tuple correlation can tell their events apart.
 
-    Under request-ID correlation, :func:`send` as is. Under tuple correlation the calls go
-    in waves in which no two share a method and an identity, each wave once no earlier
-    call of the run by one of its identities to its method is near enough in time to be
-    confused with it (:func:`harness.audit.clearance`).
+    See :func:`harness.audit.send_apart` (as :func:`send` under request-ID correlation).
     """
-    if audit.correlation(run) is None:
-        return send(run, calls)
-    subjects = audit.subjects_of(run)
-    waves: list[list[tuple[int, Call]]] = []
-    for i, c in enumerate(calls):
-        key = (c.method, subjects.get(_who(c) or ""))
-        wave = next(
-            (
-                w
-                for w in waves
-                if key not in {(x.method, subjects.get(_who(x) or "")) for _, x in w}
-            ),
-            None,
-        )
-        if wave is None:
-            waves.append(wave := [])
-        wave.append((i, c))
-    out: dict[int, tuple[Call, CallResult]] = {}
-    for wave in waves:
-        time.sleep(audit.clearance(run, [(c.method, _who(c)) for _, c in wave]))
-        sent = send(run, [c for _, c in wave])
-        out.update({i: pair for (i, _), pair in zip(wave, sent, strict=True)})
-    return [out[i] for i in range(len(calls))]
+    return audit.send_apart(run, calls, send)
 
 
 def phi_calls(journal: Iterable[CallResult], phi_methods: Iterable[str]) -> list[CallResult]:
