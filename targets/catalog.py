@@ -21,9 +21,10 @@ class Defect:
         trips: Control IDs that must FAIL when it is on (and no others).
         blinds: Control IDs the defect leaves the harness unable to judge (INCONCLUSIVE),
             each for a reason given in the summary.
-        unsteady: Control IDs a third-party tool judges on some runs and not on others
-            (PASS, or SKIP/INCONCLUSIVE when it could not measure); never FAIL. Each for a
-            reason given in the summary.
+        unsteady: Control IDs judged on some runs and not on others (a third-party tool's
+            reach, or evidence the defect destroys at a moment the run does not choose):
+            PASS, or SKIP/INCONCLUSIVE when nothing could be measured; never FAIL. Each for
+            a reason given in the summary.
         fuzz_budget_s: White-box fuzzing time the defect needs to be found, when more than
             the default (the detection matrix passes it as ``--hipaa-fuzz-budget``).
         edge: A transport defect: the service is served through the TLS edge proxy of
@@ -260,9 +261,12 @@ REFERENCE = BundledTarget(
         Defect(
             "log-rewrite",
             "the audit log is truncated and rewritten (with a fresh chain) as it grows, "
-            "losing events and alerts; REDACT-002 then has no canary call's event to search",
+            "losing events and alerts; REDACT-002 then has no canary call's event to search, "
+            "and AUDIT-004 has its timed calls' events on the runs where the rewrite spared "
+            "them (PASS) and none on the others (INCONCLUSIVE)",
             ("AUDIT-001", "AUDIT-003", "AUDIT-005", "AUDIT-006", "LIMIT-002"),
             blinds=("REDACT-002",),
+            unsteady=("AUDIT-004",),
         ),
         Defect(
             "audit-mutable",

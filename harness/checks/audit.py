@@ -44,7 +44,7 @@ from harness.channels import CallResult
 from harness.checks import check
 from harness.descriptors import is_repeated
 from harness.errors import DescriptorError
-from harness.oracles import UNREACHED, refused
+from harness.oracles import UNREACHED, edge_answered, refused, unreached
 from harness.outcome import (
     CannotObserve,
     NotApplicable,
@@ -129,7 +129,11 @@ def send_apart(run: Run, calls: Sequence[Call]) -> list[tuple[Call, CallResult]]
 def phi_calls(journal: Iterable[CallResult], phi_methods: Iterable[str]) -> list[CallResult]:
     """The calls to ``phi_methods`` that reached the service (an audit event is owed)."""
     phi = set(phi_methods)
-    return [r for r in journal if r.method in phi and r.code not in _CLIENT_SIDE]
+    return [
+        r
+        for r in journal
+        if r.method in phi and r.code not in _CLIENT_SIDE and not edge_answered(r)
+    ]
 
 
 def planned_calls(run: Run) -> list[CallResult]:
@@ -587,7 +591,7 @@ def judge_injection(
     )
     if written.other:
         observed += f" ({written.other} other non-JSON line(s), not the value's: not judged)"
-    if result.code in UNREACHED:
+    if unreached(result):
         status = Status.INCONCLUSIVE
         observed = f"{result.status}: the value never reached the service"
     elif unsure and not written.forged and not written.split:
@@ -685,7 +689,7 @@ def judge_refusals(
     calls' (tuple correlation) is INCONCLUSIVE. No refused call at all makes no
     observation.
     """
-    refusals = [c for c in calls if c.code in REFUSED]
+    refusals = [c for c in calls if c.code in REFUSED and not edge_answered(c)]
     if not refusals:
         return []
     matches = matched(events)
@@ -732,7 +736,7 @@ def judge_actor(
     calls are alike, and no event need be told one call's rather than another's: one naming
     the run's own forged ``sub`` is the burst's).
     """
-    reached = [r for r in results if r.code not in UNREACHED]
+    reached = [r for r in results if not unreached(r)]
     probe = f"{len(results)} tokens with a forged sub"
     expected = "the actor empty or marked unverified"
     if not reached:

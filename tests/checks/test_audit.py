@@ -261,6 +261,27 @@ def test_audit_001_unreached_calls_owe_no_event_and_leave_it_inconclusive():
     assert out.status is Status.INCONCLUSIVE
 
 
+def _edge(code, text, **kw):
+    """A proxy's own answer to a call (nginx's page, no grpc-status): never the service's."""
+    return replace(call(code, **kw), details=text)
+
+
+def test_audit_owes_no_event_for_a_proxy_answer():
+    """nginx's 400 (a duplicate authorization header), its 401 and a lost status: no call
+    reached the service, so none owes an event (AUDIT-001) or is a refusal to audit
+    (AUDIT-003); the forged-sub burst judges only calls that reached it."""
+    lost = "Stream removed (Data frame with END_STREAM flag received)"
+    journal = [
+        _edge(grpc.StatusCode.INTERNAL, "Received http2 header with status: 400"),
+        _edge(UNAUTH, "unexpected HTTP status code received from server: 401 (Unauthorized)"),
+        _edge(grpc.StatusCode.INTERNAL, lost),
+    ]
+    assert checks.phi_calls(journal, ["/pkg.Svc/GetRecord"]) == []
+    assert checks.judge_refusals(journal[1:2], {}, OTHER) == []
+    service = call(UNAUTH, principal=None)
+    assert checks.phi_calls([*journal, service], ["/pkg.Svc/GetRecord"]) == [service]
+
+
 def test_audit_001_each_phi_method_needs_an_allowed_and_a_denied_call():
     get, put, other = "/pkg.Svc/GetRecord", "/pkg.Svc/PutRecord", "/pkg.Svc/ListRecords"
     calls = [call(OK, method=get), call(DENIED, method=get), call(UNAUTH, method=other)]
