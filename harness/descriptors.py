@@ -263,6 +263,34 @@ def fetch_via_reflection(
     raise DescriptorError("reflection gave no descriptors (" + "; ".join(problems) + ")")
 
 
+@dataclass(frozen=True)
+class Decoded:
+    """One response message as read: the bytes, and the message (``None``: it did not parse).
+
+    ``undecodable`` also holds for bytes that parsed into no declared field at all (only
+    unknown ones): the descriptors say nothing of what they carry.
+    """
+
+    blob: bytes
+    message: Message | None
+
+    @property
+    def undecodable(self) -> bool:
+        """It did not parse, or parsed into no declared field."""
+        return self.message is None or (bool(self.blob) and not self.message.ListFields())
+
+
+def decode_each(cls: type[Message], responses: Iterable[bytes]) -> list[Decoded]:
+    """Each of ``responses`` parsed as ``cls``, in order."""
+    out = []
+    for blob in responses:
+        try:
+            out.append(Decoded(blob, cls.FromString(blob)))
+        except DecodeError:
+            out.append(Decoded(blob, None))
+    return out
+
+
 # -- where responses carry records, and what sets a page's size ---------------------------
 
 #: Verbs a method name starts with (AIP standard methods and common custom ones); what

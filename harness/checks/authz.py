@@ -31,7 +31,14 @@ from harness import audit
 from harness.catalogue import CATALOGUE, Severity
 from harness.channels import CallResult
 from harness.checks import check
-from harness.descriptors import MethodCatalogue, MethodInfo, Records, is_repeated, record_shape
+from harness.descriptors import (
+    MethodCatalogue,
+    MethodInfo,
+    Records,
+    decode_each,
+    is_repeated,
+    record_shape,
+)
 from harness.oracles import UNREACHED, lost, refused
 from harness.outcome import NotApplicable, Observation, Outcome, Probe, Status
 from harness.plans.calls import (
@@ -147,16 +154,12 @@ def ids_in(
     wanted = [str(i) for i in ids]
     found: set[str] = set()
     undecodable = 0
-    for blob in responses:
-        try:
-            message = cls.FromString(blob)
-        except DecodeError:
-            undecodable += 1
-            found |= ids_named(wire_values(blob), wanted)
+    for each in decode_each(cls, responses):
+        undecodable += each.undecodable
+        if each.message is None:
+            found |= ids_named(wire_values(each.blob), wanted)
             continue
-        if blob and not message.ListFields():
-            undecodable += 1
-        found |= ids_named(values_in(message, catalogue.message_class), wanted)
+        found |= ids_named(values_in(each.message, catalogue.message_class), wanted)
     return found, undecodable
 
 
@@ -395,16 +398,12 @@ def records_naming(
     wanted = [str(i) for i in ids]
     found: set[str] = set()
     count = undecodable = 0
-    for blob in responses:
-        try:
-            message = cls.FromString(blob)
-        except DecodeError:
-            undecodable += 1
-            found |= ids_named(wire_values(blob), wanted)
+    for each in decode_each(cls, responses):
+        undecodable += each.undecodable
+        if each.message is None:
+            found |= ids_named(wire_values(each.blob), wanted)
             continue
-        if blob and not message.ListFields():
-            undecodable += 1
-        n, values = record_values(message, records, catalogue.message_class)
+        n, values = record_values(each.message, records, catalogue.message_class)
         count += n
         found |= ids_named(values, wanted)
     return found, count, undecodable

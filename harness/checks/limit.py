@@ -19,14 +19,20 @@ import grpc
 import h2.exceptions
 import h2.settings
 from google.protobuf import json_format
-from google.protobuf.message import DecodeError
 from jwt.utils import base64url_decode
 
 from harness import audit
 from harness.catalogue import CATALOGUE, Severity
 from harness.channels import CLIENT_MAX_RECEIVE, CallResult, code_text, invoke, new_request_id
 from harness.checks import check
-from harness.descriptors import MethodInfo, Records, is_repeated, page_size_field, record_shape
+from harness.descriptors import (
+    MethodInfo,
+    Records,
+    decode_each,
+    is_repeated,
+    page_size_field,
+    record_shape,
+)
 from harness.errors import TargetError
 from harness.h2client import H2Client, Reply, grpc_frame
 from harness.oracles import (
@@ -663,15 +669,10 @@ def exported(cls: Any, records: Records | None, responses: Sequence[bytes]) -> t
     if cls is None or records is None or not records.found:
         return len(responses), 0
     count = undecodable = 0
-    for blob in responses:
-        try:
-            message = cls.FromString(blob)
-        except DecodeError:
-            undecodable += 1
-            continue
-        if blob and not message.ListFields():
-            undecodable += 1
-        count += len(records.records(message))
+    for each in decode_each(cls, responses):
+        undecodable += each.undecodable
+        if each.message is not None:
+            count += len(records.records(each.message))
     return count, undecodable
 
 
@@ -969,14 +970,11 @@ def page_items(cls: Any, records: Records | None, responses: Sequence[bytes]) ->
     if records is not None and not records.found:
         records = None
     sizes, undecodable = [], 0
-    for blob in responses:
-        try:
-            page = cls.FromString(blob)
-        except DecodeError:
-            undecodable += 1
+    for each in decode_each(cls, responses):
+        undecodable += each.undecodable
+        page = each.message
+        if page is None:
             continue
-        if blob and not page.ListFields():
-            undecodable += 1
         if records is None:
             sizes += [len(v) for fd, v in page.ListFields() if is_repeated(fd)]
         else:
