@@ -97,7 +97,7 @@ def ensure_installed(node_dir: Path = NODE_DIR) -> None:
     """
     if shutil.which("node") is None or shutil.which("npm") is None:
         raise NodeUnavailable("spawn:reference-node needs node and npm on PATH (Node.js >= 20)")
-    if (node_dir / "node_modules" / ".package-lock.json").exists():
+    if _installed(node_dir):
         return
     try:
         done = subprocess.run(
@@ -122,6 +122,21 @@ def ensure_installed(node_dir: Path = NODE_DIR) -> None:
         ]
         why = "; ".join(said[:2])[:240] or f"exit {done.returncode}"
         raise NodeUnavailable(f"npm ci in {node_dir} failed (is the registry reachable?): {why}")
+
+
+def _installed(node_dir: Path) -> bool:
+    """Whether ``node_modules`` holds the versions ``package-lock.json`` pins (npm's own record)."""
+
+    def versions(path: Path) -> dict[str, Any]:
+        packages = json.loads(path.read_text()).get("packages", {})
+        return {k: v.get("version") for k, v in packages.items() if k}
+
+    try:
+        return versions(node_dir / "node_modules" / ".package-lock.json") == versions(
+            node_dir / "package-lock.json"
+        )
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 class RsaIssuer:

@@ -44,6 +44,12 @@ PENDING = {
     "AUTHZ-005": "tuple correlation matches by method, identity and time only: the "
     "break-glass call shares all three with the physician's other reads (ambiguous), "
     "though its event names the order it read",
+    **dict.fromkeys(
+        ("AUDIT-001", "AUDIT-003"),
+        "PASS on an idle host; under CPU load (two busy loops on two cores) tuple correlation "
+        "finds no event for AUDIT-001's no-credentials GetLabOrder call, though the service "
+        "writes each event before it answers",
+    ),
     "LIMIT-001": "(c) a 1 MiB header makes nghttp2 (Node's HTTP/2) end the connection with "
     "GOAWAY COMPRESSION_ERROR, which grpcio's client reports as DEADLINE_EXCEEDED",
     "FUZZ-003": "(f) nghttp2 drops a header field whose name holds a space before Node, and "

@@ -42,11 +42,22 @@ export function guard(server) {
         return;
       }
       if (problem === 'too-large') {
-        stream.respond(
-          {':status': 200, 'content-type': 'application/grpc', 'grpc-status': '8',
-            'grpc-message': 'request headers too large'},
-          {endStream: true},
-        );
+        // Read the request to its end first: a stream answered and closed while the client
+        // still sends is reset, and gRPC clients then lose the status (INTERNAL).
+        let answered = false;
+        const answer = () => {
+          if (answered || stream.destroyed) return;
+          answered = true;
+          stream.respond(
+            {':status': 200, 'content-type': 'application/grpc', 'grpc-status': '8',
+              'grpc-message': 'request headers too large'},
+            {endStream: true},
+          );
+        };
+        stream.on('data', () => {});
+        stream.on('end', answer);
+        stream.on('error', () => {});
+        setTimeout(answer, 2000).unref(); // a client that never ends its request
         return;
       }
       const auth = repeated(raw ?? [], 'authorization');
