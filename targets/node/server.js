@@ -274,7 +274,7 @@ async function main() {
   const definition = loadProto();
   const labs = grpc.loadPackageDefinition(definition).hipaagrpc.labs.v1;
   const fields = definition[`${PACKAGE}.LabOrder`].type.field.map((f) => f.name);
-  const orders = new LabOrders(policy, config.defects, fields, config.leewayS);
+  const orders = new LabOrders(policy, config.defects, fields);
   const svc = `/${PACKAGE}.LabOrders`;
   const server = new grpc.Server({
     // The no-size-limit defect raises the limit far past what the service needs.
