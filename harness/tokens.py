@@ -21,7 +21,7 @@ from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from jwt.algorithms import HMACAlgorithm, NoneAlgorithm
 from jwt.utils import base64url_decode, base64url_encode
 
@@ -139,10 +139,7 @@ def public_key_forms(key: Any) -> list[tuple[str, bytes]]:
     der = key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    if isinstance(key, rsa.RSAPublicKey):
-        jwk = jwt.algorithms.RSAAlgorithm.to_jwk(key)
-    else:
-        jwk = jwt.algorithms.ECAlgorithm.to_jwk(key)
+    jwk = _jwk_kind(key).to_jwk(key)
     return [
         ("public key PEM", pem),
         ("public key PEM without trailing newline", pem.rstrip(b"\n")),
@@ -183,6 +180,32 @@ class IssuerKeys:
         return sign(claims, self.private_key, self.private_alg, head)
 
 
+#: PyJWT's reader and writer of each JWK key type (RFC 7517, OKP: RFC 8037 Ed25519/Ed448).
+_JWK_KINDS: dict[str | None, Any] = {
+    "RSA": jwt.algorithms.RSAAlgorithm,
+    "EC": jwt.algorithms.ECAlgorithm,
+    "OKP": jwt.algorithms.OKPAlgorithm,
+}
+
+
+def _jwk_kind(key: Any) -> Any:
+    """PyJWT's algorithm class that writes ``key`` as a JWK."""
+    if isinstance(key, rsa.RSAPublicKey | rsa.RSAPrivateKey):
+        return jwt.algorithms.RSAAlgorithm
+    if isinstance(key, ec.EllipticCurvePublicKey | ec.EllipticCurvePrivateKey):
+        return jwt.algorithms.ECAlgorithm
+    return jwt.algorithms.OKPAlgorithm
+
+
+def _default_alg(private: Any) -> str:
+    """The JWS algorithm an issuer key signs with when its JWK names none."""
+    if isinstance(private, ec.EllipticCurvePrivateKey):
+        return "ES256"
+    if isinstance(private, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
+        return "EdDSA"
+    return "RS256"
+
+
 def load_issuer_keys(
     jwks_file: Path | None, private_key_file: Path | None, source: str
 ) -> IssuerKeys:
@@ -196,8 +219,9 @@ def load_issuer_keys(
         try:
             data = json.loads(jwks_file.read_text())
             for jwk in data["keys"]:
-                kty = jwk.get("kty")
-                algo = jwt.algorithms.RSAAlgorithm if kty == "RSA" else jwt.algorithms.ECAlgorithm
+                algo = _JWK_KINDS.get(jwk.get("kty"))
+                if algo is None:
+                    raise ValueError(f"key type {jwk.get('kty')!r} is not RSA, EC or OKP")
                 # A JWKS that (wrongly) publishes private members still names a public key.
                 key = algo.from_jwk(json.dumps(public_jwk(jwk)))
                 public.append((jwk.get("kid"), jwk.get("alg"), key))
@@ -223,7 +247,7 @@ def load_issuer_keys(
             if der == pub_der:
                 kid, alg = k, a
         if alg is None:
-            alg = "ES256" if isinstance(private, ec.EllipticCurvePrivateKey) else "RS256"
+            alg = _default_alg(private)
     return IssuerKeys(tuple(public), private, alg, kid)
 
 

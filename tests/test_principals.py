@@ -6,6 +6,7 @@ import time
 import jwt
 import pytest
 
+from harness.errors import ConfigError
 from harness.principals import principals_from
 from harness.tokens import load_issuer_keys, renewer
 from targets.pki import Principal as Identity
@@ -222,3 +223,31 @@ def test_a_run_sends_each_principal_as_it_is_configured(tmp_path):
         run.close()
         server.stop(0)
     assert seen == [{"token": "t0k3n"}, {"token": "forged"}]
+
+
+def test_an_eddsa_issuer_loads_signs_and_is_offered_for_key_confusion(tmp_path):
+    """An Ed25519 issuer (kty OKP, alg EdDSA; RFC 8037): its JWKS loaded (it was read as EC
+    and refused), its private key signs EdDSA tokens, its public key offered as HMAC secret."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    jwk = json.loads(jwt.algorithms.OKPAlgorithm.to_jwk(key.public_key()))
+    (tmp_path / "jwks.json").write_text(json.dumps({"keys": [{**jwk, "kid": "ed-1"}]}))
+    (tmp_path / "issuer-key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    keys = load_issuer_keys(tmp_path / "jwks.json", tmp_path / "issuer-key.pem", "t")
+    assert (keys.private_alg, keys.private_kid) == ("EdDSA", "ed-1")
+    token = keys.mint({"sub": "u-1"}, {"typ": "at+jwt"})
+    assert jwt.get_unverified_header(token)["alg"] == "EdDSA"
+    assert jwt.decode(token, key.public_key(), algorithms=["EdDSA"])["sub"] == "u-1"
+    forms = dict(keys.public_key_forms())
+    assert json.loads(forms["public key JWK JSON"])["kty"] == "OKP"
+    (tmp_path / "jwks.json").write_text(json.dumps({"keys": [{"kty": "oct", "k": "AA"}]}))
+    with pytest.raises(ConfigError, match="key type 'oct' is not RSA, EC or OKP"):
+        load_issuer_keys(tmp_path / "jwks.json", None, "t")
