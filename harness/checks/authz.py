@@ -40,7 +40,7 @@ from harness.descriptors import (
     record_shape,
 )
 from harness.oracles import UNREACHED, lost, refused
-from harness.outcome import NotApplicable, Observation, Outcome, Probe, Status
+from harness.outcome import NotApplicable, Observation, Outcome, Probe, Status, not_applicable
 from harness.plans.calls import (
     Call,
     Scalar,
@@ -950,6 +950,29 @@ def plan_streams(
     return aimed, skipped
 
 
+def kinds_absent(catalogue: MethodCatalogue, methods: Sequence[str]) -> list[Observation]:
+    """A probe per stream kind that no declared method is: it does not apply to the service.
+
+    A service with server streams only has no client stream to send a foreign message on,
+    and one with client streams only nothing to subscribe to. A method the descriptors do
+    not declare counts as neither (its call is planned, and judged, as it is).
+    """
+    kinds = set()
+    for path in methods:
+        try:
+            kinds.add(catalogue.method(path).client_streaming)
+        except KeyError:
+            return []
+    out = []
+    if True not in kinds:
+        why = "no authz.stream_methods entry streams from the client (client-streaming, bidi)"
+        out.append(not_applicable("streams", "client-streaming and bidi methods", why))
+    if False not in kinds:
+        why = "no authz.stream_methods entry is a server stream"
+        out.append(not_applicable("subscriptions", "server streams", why))
+    return out
+
+
 def statuses_in(message: Any, depth: int = 0) -> Iterator[int]:
     """The codes of the ``google.rpc.Status`` messages in ``message`` (nested or packed)."""
     name = message.DESCRIPTOR.full_name
@@ -1073,7 +1096,7 @@ def per_message_authorization(run: Run) -> Outcome:
     judged = [judge_stream(policy.catalogue, a, r, per_message) for a, r in _sent(run, aimed)]
     return Outcome.from_observations(
         CATALOGUE["AUTHZ-004"],
-        skipped + judged,
+        kinds_absent(policy.catalogue, methods) + skipped + judged,
         passed="every stream message authorized on its own",
     )
 

@@ -39,6 +39,7 @@ from harness.checks.authz import (
     judge_stream,
     judge_tampering,
     judge_unchanged,
+    kinds_absent,
     plan_break_glass,
     plan_objects,
     plan_streams,
@@ -47,7 +48,7 @@ from harness.checks.authz import (
 from harness.config import parse_config
 from harness.descriptors import MethodCatalogue
 from harness.errors import ConfigError
-from harness.outcome import NotApplicable, Status
+from harness.outcome import NotApplicable, Observation, Status
 from harness.plans.calls import Call, absent_id, as_number, named_id, swap_id
 from harness.policy import Policy
 from harness.principals import Principal
@@ -638,6 +639,20 @@ def test_stream_plan_own_foreign_own_and_two_subscriptions():
         policy(), [STREAM], {STREAM: "{}"}, {"nurse": ["c-1"]}, {"nurse": ["c-7"]}, PRINCIPALS
     )
     assert [(o.ref, o.status) for o in skipped] == [("streams", Status.SKIP)]
+
+
+def test_a_stream_kind_the_service_has_not_does_not_hold_authz_004_back():
+    """A service with server streams only (a Node LabOrders watch) has no client stream to
+    send a foreign message on: that probe does not apply, and the control PASSes on its
+    subscriptions; with neither kind declared nothing is said (the call decides)."""
+    absent = kinds_absent(CATALOGUE_, [WATCH])
+    assert [(o.ref, o.status) for o in absent] == [("streams", Status.SKIP)]
+    assert [o.ref for o in kinds_absent(CATALOGUE_, [STREAM])] == ["subscriptions"]
+    assert kinds_absent(CATALOGUE_, [STREAM, WATCH]) == []
+    assert kinds_absent(CATALOGUE_, ["/acme.charts.v2.Charts/Undeclared"]) == []
+    held = Observation("nurse -> WATCH", "PERMISSION_DENIED", "7", Status.PASS).of("subscriptions")
+    assert settled("AUTHZ-004", [*absent, held, held]).status is Status.PASS
+    assert settled("AUTHZ-004", [held]).status is Status.INCONCLUSIVE  # before: never PASS
 
 
 def event(chart_id: str = "", denied: bool = False, packed: bool = False) -> bytes:
