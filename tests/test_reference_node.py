@@ -39,8 +39,6 @@ PKG = "hipaagrpc.labs.v1"
 PENDING = {
     "AUTHZ-002": "the listing probe is planned only for server-streaming list methods; "
     "ListLabOrders is a unary AIP-132 List (repeated orders in a response)",
-    "AUTHZ-004": "the client-stream probe is required although the service has no "
-    "client-streaming or bidi method",
     "AUTHZ-005": "tuple correlation matches by method, identity and time only: the "
     "break-glass call shares all three with the physician's other reads (ambiguous), "
     "though its event names the order it read",
