@@ -12,6 +12,7 @@ import atexit
 import contextlib
 import json
 import os
+import re
 import selectors
 import shutil
 import signal
@@ -26,6 +27,7 @@ from harness.errors import TargetError
 from harness.target import TargetSpec
 
 READY_PREFIX = "HIPAA-TARGET-READY "
+_READY_LINE = re.compile(re.escape(READY_PREFIX) + r"(.*)$")
 _LIVE: list[Spawned] = []
 
 
@@ -112,7 +114,15 @@ def spawn(spec: TargetSpec, *, timeout: float = 30.0) -> Spawned:
     return spawned
 
 
-def _wait_ready(process: subprocess.Popen[bytes], timeout: float) -> dict[str, str]:
+def await_line(
+    process: subprocess.Popen[bytes], pattern: re.Pattern[str], timeout: float
+) -> re.Match[str]:
+    """The first line ``process`` writes to its stdout that ``pattern`` matches.
+
+    Raises:
+        EOFError: the process closed its stdout (exited) first.
+        TimeoutError: no such line within ``timeout`` seconds.
+    """
     assert process.stdout is not None
     deadline = time.monotonic() + timeout
     buffer = b""
@@ -123,15 +133,24 @@ def _wait_ready(process: subprocess.Popen[bytes], timeout: float) -> dict[str, s
                 break
             chunk = os.read(process.stdout.fileno(), 65536)
             if not chunk:
-                raise TargetError(
-                    f"bundled target exited with code {process.wait()} before it was ready"
-                )
+                raise EOFError
             buffer += chunk
             for line in buffer.decode(errors="replace").splitlines():
-                if line.startswith(READY_PREFIX):
-                    data: dict[str, str] = json.loads(line[len(READY_PREFIX) :])
-                    return data
-    raise TargetError(f"bundled target was not ready within {timeout:g} s")
+                if found := pattern.match(line):
+                    return found
+    raise TimeoutError
+
+
+def _wait_ready(process: subprocess.Popen[bytes], timeout: float) -> dict[str, str]:
+    try:
+        found = await_line(process, _READY_LINE, timeout)
+    except EOFError:
+        code = process.wait()
+        raise TargetError(f"bundled target exited with code {code} before it was ready") from None
+    except TimeoutError:
+        raise TargetError(f"bundled target was not ready within {timeout:g} s") from None
+    data: dict[str, str] = json.loads(found.group(1))
+    return data
 
 
 def _last_line(path: Path) -> str:

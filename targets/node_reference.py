@@ -15,15 +15,12 @@ import hashlib
 import json
 import os
 import re
-import selectors
 import shutil
 import subprocess
-import tempfile
 import threading
 import time
 import uuid
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,8 +28,11 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from harness.spawn import await_line
+from targets import operators
 from targets.catalog import REFERENCE_NODE
 from targets.issuer_http import IssuerEndpoint
+from targets.operators import toml_text
 from targets.pki import Pki
 from targets.sntp import SntpServer
 
@@ -196,53 +196,8 @@ def _b64uint(value: int) -> str:
 
 def descriptor_set() -> bytes:
     """The FileDescriptorSet of ``lab_orders.proto`` with its imports and health.proto."""
-    from google.protobuf import descriptor_pb2
-    from grpc_health.v1 import health_pb2
-    from grpc_tools import protoc
-
-    wkt = resources.files("grpc_tools") / "_proto"
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "set.pb"
-        rc = protoc.main(
-            [
-                "protoc",
-                f"-I{NODE_DIR / 'proto'}",
-                f"-I{wkt}",
-                "--include_imports",
-                f"--descriptor_set_out={out}",
-                str(NODE_DIR / "proto" / "lab_orders.proto"),
-            ]
-        )
-        if rc != 0:
-            raise RuntimeError(f"protoc failed on lab_orders.proto (exit {rc})")
-        fds = descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes())
-    health = descriptor_pb2.FileDescriptorProto()
-    health_pb2.DESCRIPTOR.CopyToProto(health)
-    fds.file.append(health)
-    return fds.SerializeToString()
-
-
-def _toml_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float, str)):
-        return json.dumps(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {type(value).__name__} as TOML")
-
-
-def _toml(tables: dict[str, dict[str, object]]) -> str:
-    """TOML text of ``{table: {key: value}}``, keys quoted where TOML needs it."""
-
-    def key(k: str) -> str:
-        return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else json.dumps(k)
-
-    lines = ["# Written by spawn:reference-node: what its operators would give the harness."]
-    lines += ['environment = "production"']
-    for name, table in tables.items():
-        lines += ["", f"[{name}]", *(f"{key(k)} = {_toml_value(v)}" for k, v in table.items())]
-    return "\n".join(lines) + "\n"
+    proto = NODE_DIR / "proto" / "lab_orders.proto"
+    return operators.descriptor_set(proto, proto.parent).SerializeToString()
 
 
 @dataclass(frozen=True)
@@ -435,7 +390,7 @@ def write_config(workdir: Path, facts: Facts) -> Path:
         **_audit_tables(pol, facts),
     }
     path = workdir / "hipaa.toml"
-    path.write_text(_toml(tables))
+    path.write_text(toml_text(tables, {"environment": "production"}, "spawn:reference-node"))
     return path
 
 
@@ -485,23 +440,14 @@ class NodeService:
 
 
 def _wait_listening(process: subprocess.Popen[bytes], stderr: Path) -> int:
-    assert process.stdout is not None
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    buffer = b""
-    with selectors.DefaultSelector() as sel:
-        sel.register(process.stdout, selectors.EVENT_READ)
-        while time.monotonic() < deadline:
-            if not sel.select(max(0.0, deadline - time.monotonic())):
-                break
-            chunk = os.read(process.stdout.fileno(), 4096)
-            if not chunk:
-                lines = stderr.read_text(errors="replace").strip().splitlines()
-                raise RuntimeError(lines[-1] if lines else "node exited before it listened")
-            buffer += chunk
-            found = re.search(rb"^LISTENING (\d+)$", buffer, re.M)
-            if found:
-                return int(found.group(1))
-    raise RuntimeError(f"node did not listen within {READY_TIMEOUT_S:g} s")
+    try:
+        found = await_line(process, re.compile(r"LISTENING (\d+)$"), READY_TIMEOUT_S)
+    except EOFError:
+        lines = stderr.read_text(errors="replace").strip().splitlines()
+        raise RuntimeError(lines[-1] if lines else "node exited before it listened") from None
+    except TimeoutError:
+        raise RuntimeError(f"node did not listen within {READY_TIMEOUT_S:g} s") from None
+    return int(found.group(1))
 
 
 def _launch(workdir: Path, config: dict[str, Any]) -> tuple[subprocess.Popen[bytes], int]:

@@ -14,7 +14,6 @@ import datetime as dt
 import json
 import logging
 import os
-import re
 import shutil
 import signal
 import ssl
@@ -30,6 +29,7 @@ import grpc
 from targets.catalog import BUNDLED
 from targets.edge import STRICT_TLS12, Edge, EdgeSettings
 from targets.issuer_http import IssuerEndpoint
+from targets.operators import toml_text
 from targets.pki import SERVER_NAMES, Issued, Pki, TokenIssuer
 from targets.sntp import SntpServer
 
@@ -43,31 +43,6 @@ class Served:
     address: str
     config: Path
     workdir: Path
-
-
-def _toml_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {type(value).__name__} as TOML")
-
-
-def _toml_key(key: str) -> str:
-    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
-
-
-def _toml(tables: dict[str, dict[str, object]], top: dict[str, object]) -> str:
-    lines = ["# Written by the bundled target: what its operators would give the harness.", ""]
-    lines += [f"{k} = {_toml_value(v)}" for k, v in top.items()]
-    for name, table in tables.items():
-        lines += ["", f"[{name}]"]
-        lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in table.items()]
-    return "\n".join(lines) + "\n"
 
 
 def _reference_config(
@@ -268,7 +243,7 @@ def _reference_config(
     if "reduced-config" in defects:
         tables = _reduced(tables)
     path = workdir / "hipaa.toml"
-    path.write_text(_toml(tables, {"environment": "production"}))
+    path.write_text(toml_text(tables, {"environment": "production"}, "the bundled target"))
     return path
 
 

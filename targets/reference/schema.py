@@ -8,13 +8,12 @@ FileDescriptorSet is handed to the harness, as a user would hand over theirs.
 from __future__ import annotations
 
 import functools
-import tempfile
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-from grpc_health.v1 import health_pb2
+
+from targets import operators
 
 PACKAGE = "hipaagrpc.reference.v1"
 SERVICE = f"{PACKAGE}.PatientRecords"
@@ -24,29 +23,8 @@ PROTO = "targets/reference/v1/patient_records.proto"
 @functools.cache
 def descriptor_set() -> descriptor_pb2.FileDescriptorSet:
     """The service's FileDescriptorSet with all imports, health.proto included."""
-    from grpc_tools import protoc
-
     root = Path(__file__).resolve().parents[2]
-    wkt = resources.files("grpc_tools") / "_proto"
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "set.pb"
-        rc = protoc.main(
-            [
-                "protoc",
-                f"-I{root}",
-                f"-I{wkt}",
-                "--include_imports",
-                f"--descriptor_set_out={out}",
-                str(root / PROTO),
-            ]
-        )
-        if rc != 0:
-            raise RuntimeError(f"protoc failed on {PROTO} (exit {rc})")
-        fds = descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes())
-    health = descriptor_pb2.FileDescriptorProto()
-    health_pb2.DESCRIPTOR.CopyToProto(health)
-    fds.file.append(health)
-    return fds
+    return operators.descriptor_set(root / PROTO, root)
 
 
 @functools.cache
