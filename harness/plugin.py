@@ -603,8 +603,11 @@ def _sign(session: pytest.Session, state: _State, files: dict[str, bytes]) -> No
     from harness.reporting.signing import SIGNATURE, sign
 
     signed = sign(files["SHA256SUMS"], command)
-    if signed.error:
-        state.failing.append(f"bundle not signed: {signed.error}")
+    if signed.error:  # the signer's own words: redacted like any other text printed
+        from harness.reporting.redact import redact
+
+        said = redact(signed.error, _secrets(state.run), seed=state.seed)
+        state.failing.append(f"bundle not signed: {said}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
         return
     files[SIGNATURE] = signed.signature

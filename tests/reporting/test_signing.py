@@ -100,6 +100,12 @@ def test_a_run_signs_its_bundle_and_a_failed_signature_fails_the_run(tmp_path):
     assert (tmp_path / "out" / SIGNATURE).read_bytes() == expected
     assert verify(tmp_path / "out") == []
 
+    jwt_shaped = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
+    leaky = _signing_config(tmp_path / "leaky.toml", "-c", f"import sys; sys.exit('{jwt_shaped}')")
+    done = run_pytest(tmp_path, *args, f"--hipaa-config={leaky}", "--hipaa-report=leaky")
+    assert "bundle not signed" in done.stdout
+    assert jwt_shaped not in done.stdout  # the signer's words are redacted like the rest
+
     broken = _signing_config(tmp_path / "broken.toml", "-c", "import sys; sys.exit('no key')")
     done = run_pytest(tmp_path, *args, f"--hipaa-config={broken}", "--hipaa-report=unsigned")
     assert done.returncode == 1, done.stdout[-2000:]
