@@ -38,11 +38,11 @@ class Listener:
             self.port: int = self._listener.getsockname()[1]
         else:
             self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            old = os.umask(0o177)  # the socket file is made 0600, before anyone can connect
-            try:
-                self._listener.bind(unix_path)
-            finally:
-                os.umask(old)
+            # The socket lives in the private 0700 directory (harness.scratch), so nobody
+            # else can reach it between bind and chmod. No umask: it is the process's, and
+            # would change what every other thread creates meanwhile (a 0600 directory).
+            self._listener.bind(unix_path)
+            os.chmod(unix_path, 0o600)
             self._listener.listen()
             self.port = 0
         self._stopped = threading.Event()
