@@ -41,6 +41,7 @@ class Caller:
         self.unresponsive = ""  # why the run stopped sending, once the target stopped answering
         self.request_id_key = str(config.get("audit.request_id_key"))
         self._backoffs = backoffs(config)
+        self._pacer = Pacer.of(config)
         self._lock = threading.Lock()
         self._channel: grpc.Channel | None = None
         self._memo: dict[str, Any] = {}
@@ -90,9 +91,11 @@ class Caller:
     ) -> CallResult:
         """One call to the target, recorded in the journal.
 
-        A RESOURCE_EXHAUSTED answer (a rate limit) is retried with backoff (1.75 s in all,
-        see :func:`backoffs`), so that throttling is never mistaken for a verdict;
-        probes for which RESOURCE_EXHAUSTED *is* the answer pass ``retry_exhausted=False``.
+        A principal's calls keep to the declared rate (``limits.rate.rps``, see
+        :class:`Pacer`), and a RESOURCE_EXHAUSTED answer (a rate limit) is retried with
+        backoff (1.75 s in all, see :func:`backoffs`), so that throttling is never mistaken
+        for a verdict; probes for which RESOURCE_EXHAUSTED *is* the answer pass
+        ``retry_exhausted=False`` (neither paced nor retried).
 
         Args:
             method: Full method path.
@@ -111,6 +114,8 @@ class Caller:
         if channel is None:
             channel = self.channel_for(principal) if principal is not None else self.channel()
         replayable = not isinstance(requests, Iterator)
+        if principal is not None and retry_exhausted:
+            self._pacer.wait(principal.name)
         for backoff in (*self._backoffs, None):
             result = invoke(
                 channel,
@@ -245,3 +250,45 @@ def backoffs(config: Config) -> tuple[float, ...]:
         waits.append(wait)
         wait *= 2
     return tuple(waits) or (1.75,)
+
+
+class Pacer:
+    """Each identity's calls spaced ``1 / limits.rate.rps`` apart (no spacing without it).
+
+    A limit declared per identity is policy: calls over it come back RESOURCE_EXHAUSTED and
+    are retried after a backoff that doubles, which overshoots the refill of a token bucket
+    and holds back every call waited for with them. Spacing the calls at the declared rate
+    sends no call the policy refuses and waits no longer than it asks.
+    """
+
+    def __init__(
+        self,
+        rps: float | None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.interval = 1.0 / rps if rps else 0.0
+        self._clock = clock
+        self._sleep = sleep
+        self._next: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def of(cls, config: Config) -> Pacer:
+        """The pacer for the config's ``limits.rate.rps`` (none when it is not declared)."""
+        rps = config.table("limits.rate").get("rps")
+        if isinstance(rps, bool) or not isinstance(rps, (int, float)) or rps <= 0:
+            return cls(None)
+        return cls(float(rps))
+
+    def wait(self, who: str) -> float:
+        """Wait for ``who``'s next slot and take it; the seconds waited."""
+        if not self.interval:
+            return 0.0
+        with self._lock:
+            now = self._clock()
+            at = max(now, self._next.get(who, now))
+            self._next[who] = at + self.interval
+        if at > now:
+            self._sleep(at - now)
+        return at - now

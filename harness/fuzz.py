@@ -80,7 +80,27 @@ def messages(cls: type[Any], *, max_depth: int = 20, max_items: int = 4) -> st.S
     return st.sampled_from(range(max_depth + 1)).flatmap(lambda d: _message(cls, d, 3, max_items))
 
 
+#: Strategies built by :func:`_message`, by its arguments; cleared past :data:`_KEEP`.
+_BUILT: dict[tuple[Any, int, int, int], st.SearchStrategy[Any]] = {}
+_KEEP = 4096
+
+
 def _message(cls: type[Any], depth: int, levels: int, max_items: int) -> st.SearchStrategy[Any]:
+    """The strategy of :func:`_new_message`, built once per shape.
+
+    :func:`messages` asks for one per draw, and a strategy built again is validated again:
+    that was most of the generation's time. The draws are the same either way.
+    """
+    key = (cls, depth, levels, max_items)
+    found = _BUILT.get(key)
+    if found is None:
+        if len(_BUILT) >= _KEEP:
+            _BUILT.clear()
+        found = _BUILT[key] = _new_message(cls, depth, levels, max_items)
+    return found
+
+
+def _new_message(cls: type[Any], depth: int, levels: int, max_items: int) -> st.SearchStrategy[Any]:
     """A message with a self-recursive chain ``depth`` long and other nesting ``levels`` deep.
 
     A field of the message's own type is always set while depth remains, so the chain

@@ -127,7 +127,8 @@ def warmup(
     generation, or a wait. The function must keep its result with :meth:`Run.memo`, so
     that the check, when its turn comes, waits for it instead of starting it again. It
     starts when any of ``control_ids`` is selected; ``late`` ones once the others in this
-    process finish (``child_process`` ones, which load another core, are not waited for).
+    process finish (``child_process`` ones, which load another core, and ``waits`` ones,
+    which load none, are not waited for).
     ``late`` and ``waits`` ones take seconds of waiting: their controls' tests run last.
     """
 
@@ -181,7 +182,7 @@ def start_warmups(run: Run, control_ids: Iterable[str]) -> None:
 
         def then() -> None:
             for fn, thread in early:
-                if fn not in _CHILD:
+                if fn not in _CHILD and fn not in _WAITS:  # a wait does not load the host
                     thread.join()
             for fn in late:
                 work(fn)

@@ -220,6 +220,7 @@ def generated_inputs(run: Run) -> dict[str, list[Any]]:
             m.path: parsed_seeds(m, surface.seeded(m))[:count]
             + _generate(m, count, run.options.seed)
             for m in surface.methods
+            if m.callers  # fuzz_calls sends nothing to a method no principal may call
         }
 
     return run.memo("fuzz-generated", compute)

@@ -1,0 +1,95 @@
+"""The calling seam's pacing, and when background work starts (no target needed)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from harness import checks
+from harness.calling import Pacer
+from harness.config import Config
+from harness.fuzz import _message, messages
+
+
+class Clock:
+    """A clock that only moves when something sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.slept: list[float] = []
+
+    def time(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(round(seconds, 6))
+        self.now += seconds
+
+
+def test_a_principal_s_calls_keep_to_the_declared_rate_and_principals_do_not_wait_on_each_other():
+    clock = Clock()
+    pacer = Pacer(50.0, clock.time, clock.sleep)
+    waits = [pacer.wait("admin") for _ in range(3)] + [pacer.wait("billing")]
+    assert [round(w, 6) for w in waits] == [0.0, 0.02, 0.02, 0.0]
+    clock.now += 1.0  # idle for a while: the next call goes at once, not in a burst later
+    assert pacer.wait("admin") == 0.0
+    assert clock.slept == [0.02, 0.02]
+
+
+def test_calls_are_not_paced_without_a_declared_rate():
+    assert Pacer.of(Config()).interval == 0.0
+    assert Pacer.of(Config({"limits": {"rate": {"rps": 0}}})).interval == 0.0
+    assert Pacer.of(Config({"limits": {"rate": {"rps": 50}}})).interval == 0.02
+    assert Pacer(None).wait("admin") == 0.0
+
+
+def test_the_message_strategy_is_built_once_per_shape():
+    """One strategy per (type, depth, levels): a new one per draw was validated every time."""
+    from google.protobuf import struct_pb2
+
+    assert _message(struct_pb2.Value, 3, 3, 4) is _message(struct_pb2.Value, 3, 3, 4)
+    assert messages(struct_pb2.Value) is not None
+
+
+class _Target:
+    def __init__(self) -> None:
+        self.threads: list[threading.Thread] = []
+
+    def background(self, thread: threading.Thread) -> None:
+        self.threads.append(thread)
+
+
+class _Run:
+    def __init__(self) -> None:
+        self.target = _Target()
+
+
+def test_a_late_warmup_waits_for_the_scan_but_not_for_a_token_held_to_expire(monkeypatch: Any):
+    """AUTHN-009's streams waited behind AUTHN-005's eight-second hold, in sequence."""
+    hold_released, scan_done, late_ran = threading.Event(), threading.Event(), threading.Event()
+    order: list[str] = []
+
+    def hold(run: object) -> None:
+        hold_released.wait(10)
+
+    def scan(run: object) -> None:
+        order.append("scan")
+        scan_done.set()
+
+    def late(run: object) -> None:
+        order.append("late")
+        late_ran.set()
+
+    monkeypatch.setattr(checks, "_WARMUPS", {"X-HOLD": hold, "X-SCAN": scan, "X-LATE": late})
+    monkeypatch.setattr(checks, "_LATE", {late})
+    monkeypatch.setattr(checks, "_WAITS", {hold})
+    monkeypatch.setattr(checks, "_CHILD", set())
+    run = _Run()
+    checks.start_warmups(run, ["X-HOLD", "X-SCAN", "X-LATE"])  # type: ignore[arg-type]
+    try:
+        assert late_ran.wait(5), "the late warm-up waited for the hold"
+        assert order == ["scan", "late"]
+    finally:
+        hold_released.set()
+        for thread in run.target.threads:
+            thread.join(5)
