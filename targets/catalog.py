@@ -549,6 +549,60 @@ REFERENCE_NODE = BundledTarget(
     ),
 )
 
+        Defect(
+            "crash-enum",
+            "ListLabOrders names the status filter for its audit query before validating it: "
+            "an undeclared number has no name and throws a TypeError, which the handler hands "
+            "to grpc-js as it is (`catch (err) { callback(err) }`): UNKNOWN with the exception's "
+            "message. FUZZ-002's wire mutations damage the valid request, which sets no status, "
+            "so only FUZZ-001's generated requests reach it",
+            ("FUZZ-001", "ERR-002"),
+        ),
+        Defect(
+            "json-stringify-chain",
+            "each audit record's successor links to SHA-256 of `JSON.stringify(record)` (the "
+            "line as written, keys in insertion order), not of its RFC 8785 form as the "
+            'operators declare (`audit.hash_chain.canonicalization = "jcs"`)',
+            ("AUDIT-005",),
+        ),
+        Defect(
+            "audit-success-only",
+            "the audit event is written in the handler's success path only: refused and "
+            "failed calls leave none (a denied access is an auditable event)",
+            ("AUDIT-001", "AUDIT-003"),
+        ),
+        Defect(
+            "jwks-private",
+            "the lab's issuer publishes its JWKS from jose's `exportJWK(privateKey)`: `d`, `p`, "
+            "`q`, `dp`, `dq` and `qi` go out beside `n` and `e` (jose's remote key set refuses "
+            "such a set, so the service is deployed with the issuer's public key as PEM)",
+            ("KEY-001",),
+        ),
+        Defect(
+            "no-client-auth",
+            "`ServerCredentials.createSsl(ca, keyCertPairs, false)`: grpc-js's "
+            "`checkClientCertificate` left at its default, so no client certificate is asked "
+            "for, and a forged one is never checked",
+            ("MTLS-001", "MTLS-002"),
+        ),
+        Defect(
+            "client-cert-expiry-unchecked",
+            "client certificates are verified by the service itself (`rejectUnauthorized: "
+            "false`, then `socket.authorizationError` read on each connection), which lets "
+            "`CERT_HAS_EXPIRED` through as a grace for clients late to rotate",
+            ("MTLS-002",),
+        ),
+        Defect(
+            "wrong-san",
+            "the server certificate names only the service's in-cluster name "
+            "(lab-orders.labs.svc.cluster.local), not the one its clients use",
+            ("CERT-002",),
+        ),
+        Defect(
+            "long-lived-cert",
+            "the server certificate is valid for 825 days, an internal CA's two-year default",
+            ("CERT-003",),
+        ),
 #: Targets ``spawn:`` accepts: the bundled ones, and those still being brought up to them
 #: (not in the detection matrix or the README until every control passes on them).
 SPAWNABLE: dict[str, BundledTarget] = {**BUNDLED, REFERENCE_NODE.name: REFERENCE_NODE}

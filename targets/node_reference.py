@@ -11,6 +11,7 @@ comes from ``targets/node/policy.json``, which the service reads too.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import json
 import os
@@ -33,7 +34,7 @@ from targets import operators
 from targets.catalog import REFERENCE_NODE
 from targets.issuer_http import IssuerEndpoint
 from targets.operators import toml_text
-from targets.pki import Pki
+from targets.pki import SERVER_NAMES, Issued, Pki
 from targets.sntp import SntpServer
 
 if TYPE_CHECKING:
@@ -151,9 +152,22 @@ class RsaIssuer:
         thumbprint = json.dumps(self._jwk, separators=(",", ":"), sort_keys=True).encode()
         self.kid = _b64(hashlib.sha256(thumbprint).digest())  # RFC 7638
 
-    def jwks(self) -> dict[str, Any]:
-        """The published key set: the public key only."""
-        return {"keys": [{**self._jwk, "kid": self.kid, "alg": "RS256", "use": "sig"}]}
+    def jwks(self, *, private: bool = False) -> dict[str, Any]:
+        """The published key set: the public key only, unless ``private`` (a defect).
+
+        ``private`` is what an issuer built with jose's ``exportJWK(privateKey)`` publishes:
+        ``d``, ``p``, ``q``, ``dp``, ``dq`` and ``qi`` beside ``n`` and ``e``.
+        """
+        jwk = dict(self._jwk)
+        if private:
+            jwk = jwt.algorithms.RSAAlgorithm.to_jwk(self._key, as_dict=True)
+        return {"keys": [{**jwk, "kid": self.kid, "alg": "RS256", "use": "sig"}]}
+
+    def public_pem(self) -> bytes:
+        """The verification key, SubjectPublicKeyInfo PEM."""
+        return self._key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
 
     def private_pem(self) -> bytes:
         """The signing key, PKCS#8 PEM (for the harness to mint its own test tokens)."""
@@ -478,6 +492,26 @@ def _first_event_id(audit: Path) -> str:
     return str(json.loads(first)["id"])
 
 
+#: The server certificate's names and lifetime for the CERT defects (the names clients use,
+#: 30 days, otherwise).
+_LEAF: dict[str, dict[str, Any]] = {
+    # Issued for the name the service has inside its cluster, not the one its clients use.
+    "wrong-san": {"names": ("lab-orders.labs.svc.cluster.local",)},
+    # An internal CA's two-year default (hipaa-strict, the default profile, caps it at 366).
+    "long-lived-cert": {"valid_for": dt.timedelta(days=825)},
+}
+
+
+def _server_leaf(defects: frozenset[str], pki: Pki) -> Issued:
+    """The service's certificate: the PKI's own, or the one a CERT defect asks for."""
+    asked: dict[str, Any] = {}
+    for d in sorted(defects & _LEAF.keys()):
+        asked.update(_LEAF[d])
+    if not asked:
+        return pki.server
+    return pki.ca.issue(asked.pop("names", SERVER_NAMES), **asked)
+
+
 def start(defects: frozenset[str], workdir: Path) -> tuple[Served, threading.Event, Any]:
     """Start LabOrders with ``defects``: (what a client needs, a stop event, a handle).
 
@@ -490,13 +524,16 @@ def start(defects: frozenset[str], workdir: Path) -> tuple[Served, threading.Eve
     ensure_installed()
     pol = policy()
     issuer = RsaIssuer(pol["issuer"], pol["audience"])
-    (workdir / "jwks.json").write_text(json.dumps(issuer.jwks(), indent=2))
+    # The jwks-private defect: the issuer publishes its private key's members too (and
+    # auth.jwks_file, the operators' copy of what it publishes, holds them as well).
+    leaky = "jwks-private" in defects
+    (workdir / "jwks.json").write_text(json.dumps(issuer.jwks(private=leaky), indent=2))
     _write_private(workdir / "issuer-key.pem", issuer.private_pem())
     tokens = _issue_tokens(workdir, issuer, pol)
     pki = Pki.generate(CLIENT_IDENTITY)
     pki.write_client_side(workdir, CLIENT_IDENTITY)
-    pki.server.write(workdir / "server", "server")
-    keys = IssuerEndpoint(pol["issuer"], issuer.jwks())
+    _server_leaf(defects, pki).write(workdir / "server", "server")
+    keys = IssuerEndpoint(pol["issuer"], issuer.jwks(private=leaky))
     clock = SntpServer()
     tls = {
         "ca": str(workdir / "ca.pem"),
@@ -512,6 +549,9 @@ def start(defects: frozenset[str], workdir: Path) -> tuple[Served, threading.Eve
         "leewayS": LEEWAY_S,
         "defects": sorted(defects),
     }
+    if leaky:  # jose refuses a key set with private members: the key is given as PEM
+        (workdir / "issuer-public.pem").write_bytes(issuer.public_pem())
+        config["issuerPublicKey"] = str(workdir / "issuer-public.pem")
     try:
         process, port = _launch(workdir, config)
     except BaseException:

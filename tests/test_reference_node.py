@@ -278,6 +278,39 @@ def test_each_defect_fails_its_controls(pytester, defect):
 
 
 def test_without_node_the_launcher_says_so_in_one_line(monkeypatch):
+def test_the_issuer_publishes_private_members_only_with_jwks_private():
+    from targets.node_reference import RsaIssuer
+
+    issuer = RsaIssuer("https://issuer.test", "api://x")
+    private = {"d", "p", "q", "dp", "dq", "qi"}
+    (public,) = issuer.jwks()["keys"]
+    (leaky,) = issuer.jwks(private=True)["keys"]
+    assert not private & set(public)
+    assert private <= set(leaky)
+    assert {k: leaky[k] for k in public} == public  # same key, same kid, alg and use
+
+
+def test_the_cert_defects_change_only_the_server_certificate():
+    import datetime as dt
+
+    from cryptography import x509
+
+    from targets.node_reference import CLIENT_IDENTITY, _server_leaf
+    from targets.pki import Pki
+
+    pki = Pki.generate(CLIENT_IDENTITY)
+    assert _server_leaf(frozenset({"raw-ssn"}), pki) is pki.server
+
+    def leaf(defect: str) -> x509.Certificate:
+        return x509.load_pem_x509_certificate(_server_leaf(frozenset({defect}), pki).chain_pem)
+
+    wrong = leaf("wrong-san").extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    assert wrong.value.get_values_for_type(x509.DNSName) == ["lab-orders.labs.svc.cluster.local"]
+    long_lived = leaf("long-lived-cert")
+    lifetime = long_lived.not_valid_after_utc - long_lived.not_valid_before_utc
+    assert lifetime == dt.timedelta(days=825)
+
+
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(NodeUnavailable, match=r"needs node and npm on PATH"):
         ensure_installed(Path("/nonexistent"))

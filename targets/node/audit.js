@@ -31,8 +31,12 @@ function fhirOutcome(code) {
   return [2, 13, 15].includes(code) ? '8' : '4';
 }
 
+function sha256(text) {
+  return crypto.createHash('sha256').update(text, 'utf8').digest('hex');
+}
+
 export function hashOf(record) {
-  return crypto.createHash('sha256').update(canonicalize(record), 'utf8').digest('hex');
+  return sha256(canonicalize(record));
 }
 
 export class AuditTrail {
@@ -58,7 +62,10 @@ export class AuditTrail {
       ],
       ...event,
     };
-    this.prev = hashOf(record);
+    // The json-stringify-chain defect hashes the line as written, not the RFC 8785 form.
+    this.prev = this.defects.has('json-stringify-chain')
+      ? sha256(JSON.stringify(record))
+      : hashOf(record);
     fs.writeSync(this.fd, JSON.stringify(record) + '\n');
     return record.id;
   }

@@ -7,6 +7,7 @@ import {
   errors,
   exportSPKI,
   importJWK,
+  importSPKI,
   jwtVerify,
 } from 'jose';
 
@@ -35,7 +36,8 @@ const BEARER = /^Bearer +([A-Za-z0-9._~+/-]+=*)$/i;
 
 export class Verifier {
   /**
-   * @param {object} options issuer, audience, jwksUri, leewayS, subjects (Set of known users)
+   * @param {object} options issuer, audience, jwksUri, leewayS, subjects (Set of known users),
+   *   publicKeyPem (only with the jwks-private defect)
    */
   constructor(options, defects = new Set()) {
     this.options = options;
@@ -45,6 +47,9 @@ export class Verifier {
       cacheMaxAge: 600_000,
       timeoutDuration: 3_000,
     });
+    // With the jwks-private defect jose refuses the issuer's key set (it carries private
+    // members), so the service is deployed with the issuer's public key as PEM instead.
+    this.pinned = options.publicKeyPem ? importSPKI(options.publicKeyPem, 'RS256') : null;
   }
 
   /** The bearer token of ``metadata``: exactly one ``authorization: Bearer <token>``. */
@@ -72,7 +77,7 @@ export class Verifier {
     };
     let payload;
     try {
-      let key = this.keys;
+      let key = this.pinned ? await this.pinned : this.keys;
       if (d.has('alg-confusion') && /^HS/i.test(String(decodeProtectedHeader(token).alg))) {
         // Defect: one verify call for "whatever the header says", keyed with the PEM text.
         key = new TextEncoder().encode(await this.publicPem());

@@ -12,6 +12,7 @@ const EXPORT_DELAY_MS = 20; // an export reads storage record by record, as real
 const MAX_WATCH_MS = 120_000;
 const STATUSES = new Set([0, 1, 2, 3, 4]);
 const DATE = /^\d{4}-\d{2}-\d{2}$/;
+const STATUS_NAMES = ['unspecified', 'ordered', 'collected', 'resulted', 'cancelled'];
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -101,6 +102,11 @@ export class LabOrders {
     ctx.resource = mrn ? `mrn:${mrn}` : '*';
     ctx.query = `mrn=${mrn}&status=${request.status ?? 0}`;
     const status = request.status ?? 0;
+    if (this.defects.has('crash-enum')) {
+      // Defect: the status is named for the audit query before it is validated; an
+      // undeclared number has no name (TypeError).
+      ctx.query = `mrn=${mrn}&status=${STATUS_NAMES[status].toUpperCase()}`;
+    }
     if (!STATUSES.has(status)) throw invalid('status: unknown value');
     const asked = request.page_size ?? 0;
     if (asked < 0) throw invalid('page_size must not be negative');

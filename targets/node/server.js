@@ -142,7 +142,8 @@ class Gate {
     const {method, identity, code, messages, resource, query, started} = entry;
     const rule = this.policy.methods[method];
     const emergency = identity?.emergencyReason ?? '';
-    if (!(this.defects.has('no-audit') && code === S.OK)) {
+    // The audit-success-only defect: only calls that succeeded are audited.
+    if (!(this.defects.has('audit-success-only') && code !== S.OK)) {
       this.audit.append(
         callEvent({
           method,
@@ -201,6 +202,12 @@ function unary(gate, method, impl) {
         callback(null, response);
       })
       .catch((err) => {
+        if (gate.defects.has('crash-enum') && !(err instanceof Refusal)) {
+          // Defect: `catch (err) { callback(err) }`: grpc-js answers UNKNOWN with its message.
+          gate.record({...ctx, code: S.UNKNOWN});
+          callback(err);
+          return;
+        }
         const status = statusOf(err, gate.log, method, gate.defects);
         gate.record({...ctx, code: status.code});
         callback(status);
@@ -239,11 +246,35 @@ function serverStream(gate, method, impl) {
 function credentials(config) {
   if (!config.tls) return grpc.ServerCredentials.createInsecure();
   const read = (p) => fs.readFileSync(p);
-  return grpc.ServerCredentials.createSsl(
+  const creds = grpc.ServerCredentials.createSsl(
     read(config.tls.ca),
     [{private_key: read(config.tls.key), cert_chain: read(config.tls.cert)}],
-    true,
+    !config.defects.has('no-client-auth'), // defect: checkClientCertificate left false
   );
+  if (config.defects.has('client-cert-expiry-unchecked')) {
+    // Defect: OpenSSL's verdict is only read (rejectUnauthorized off; grpc-js 1.14 keeps
+    // its http2 options here), and checkClientCerts below lets CERT_HAS_EXPIRED through.
+    creds.serverConstructorOptions.rejectUnauthorized = false;
+  }
+  return creds;
+}
+
+/** The client-cert-expiry-unchecked defect: the service's own reading of OpenSSL's verdict. */
+function checkClientCerts(server) {
+  for (const h2 of server.http2Servers.keys()) {
+    const inner = h2.listeners('secureConnection');
+    h2.removeAllListeners('secureConnection');
+    h2.on('secureConnection', (socket) => {
+      const presented = Object.keys(socket.getPeerCertificate() ?? {}).length > 0;
+      // A grace for clients late to rotate their certificates: expired is let in.
+      const expired = socket.authorizationError === 'CERT_HAS_EXPIRED';
+      if (!presented || !(socket.authorized || expired)) {
+        socket.destroy();
+        return;
+      }
+      for (const listener of inner) listener.call(h2, socket);
+    });
+  }
 }
 
 async function main() {
@@ -265,6 +296,7 @@ async function main() {
       issuer: policy.issuer,
       audience: policy.audience,
       jwksUri: config.jwksUri,
+      publicKeyPem: config.issuerPublicKey ? fs.readFileSync(config.issuerPublicKey, 'utf8') : null,
       leewayS: config.leewayS,
       subjects,
     },
@@ -310,6 +342,7 @@ async function main() {
     );
   });
   guard(server);
+  if (config.defects.has('client-cert-expiry-unchecked')) checkClientCerts(server);
   log.info({port}, 'serving');
   process.stdout.write(`LISTENING ${port}\n`);
   const stop = () => {
