@@ -21,10 +21,11 @@ numbers or the service's own words (``audit.outcome_map``), timestamps in RFC 33
 numbers (``audit.timestamp_format``). Unparseable lines are counted, never fatal.
 
 Events are matched to the harness's calls (:func:`correlate`) by the request ID the
-harness sent, or, with ``audit.correlation = "tuple"``, by method, identity and time: an
-event is a call's when its method is the call's, its identity the call's verified subject
-and its time within the call's send/receive interval widened by ``clock.tolerance_ms``;
-a call is matched only when exactly one event fits it and that event fits no other call.
+harness sent, or, with ``audit.correlation = "tuple"``, by method, identity, resource and
+time: an event is a call's when its method is the call's, its identity the call's verified
+subject, the record ID it records (if any the harness knows) one the call named, and its
+time within the call's send/receive interval widened by ``clock.tolerance_ms``; a call is
+matched only when exactly one event fits it and that event fits no other call.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ import grpc
 from harness.channels import CallResult
 from harness.config import Config
 from harness.errors import ConfigError
+from harness.plans.calls import ids_named, sent_requests, wire_values
 from harness.principals import Principal
 from harness.run import Run
 from harness.tokens import parse
@@ -697,6 +699,10 @@ class Matches:
         """Matches by request ID: every candidate is the call's."""
         return cls(dict(found), dict(found))
 
+    def ambiguous(self, request_id: str) -> bool:
+        """Whether events fit the call but cannot be told to be its (tuple correlation)."""
+        return bool(self.candidates.get(request_id)) and not self.found.get(request_id)
+
     def unsure(self, request_id: str) -> str:
         """Why the call's events cannot be told ("" when they can, or surely are none)."""
         fit = self.candidates.get(request_id) or []
@@ -717,13 +723,32 @@ class ByTuple:
     ``subjects``: each principal's verified subject; ``tolerance_s``: how far each side of
     a call's send/receive interval its event may be stamped (``clock.tolerance_ms``);
     ``claimants``: every call the run made (an event one of them fits is not another's
-    alone); ``per_call``: how many events one call may have (``audit.max_events_per_call``).
+    alone); ``per_call``: how many events one call may have (``audit.max_events_per_call``);
+    ``named``: the record IDs a call's request names, by request ID, for the calls whose
+    requests the harness kept (:func:`harness.plans.calls.remember`) and that name one;
+    ``records``: every record ID the harness knows (``authz.*_ids`` and those named).
     """
 
     subjects: Mapping[str, str]
     tolerance_s: float = 1.0
     claimants: Sequence[CallResult] = ()
     per_call: int = 1
+    named: Mapping[str, frozenset[str]] = dc_field(default_factory=dict)
+    records: frozenset[str] = frozenset()
+
+    def by_resource(self, calls: list[CallResult], resource: Any) -> list[CallResult]:
+        """Of ``calls`` an event fits, those whose record it may be about.
+
+        An event that records a known record ID (``resource``) is not the event of a
+        call that named other record IDs and not that one; a call that named none, or
+        whose request the harness did not keep, may be the event's.
+        """
+        if not self.named or isinstance(resource, bool) or not isinstance(resource, str | int):
+            return calls
+        about = ids_named([resource], self.records)
+        if not about:
+            return calls
+        return [c for c in calls if self.named.get(c.request_id, about) & about]
 
 
 def method_names(path: str) -> set[str]:
@@ -797,11 +822,13 @@ def correlate(
     """Each of ``calls``' events: by request ID, or (``by``) by method, identity and time.
 
     Under tuple correlation an event is a candidate of every call whose method it names,
-    whose identity it may carry (:func:`fits`) and whose window holds its time (an event
-    of unreadable time: every such call's). A call's candidates are its events only when
-    there are 1 to ``by.per_call`` of them, all dated, and no other call of the run fits
-    any of them; otherwise the call is ambiguous, never matched by guess. ``since``: the
-    index from which ``events`` were written while the calls went out (for ``near``).
+    whose identity it may carry (:func:`fits`), whose window holds its time (an event
+    of unreadable time: every such call's) and, when it records a record ID the harness
+    knows, that named it or no other (:meth:`ByTuple.by_resource`). A call's candidates
+    are its events only when there are 1 to ``by.per_call`` of them, all dated, and no
+    other call of the run fits any of them; otherwise the call is ambiguous, never matched
+    by guess. ``since``: the index from which ``events`` were written while the calls
+    went out (for ``near``).
     """
     if by is None:
         return Matches.exact(by_request_id(events, [c.request_id for c in calls], fields))
@@ -814,7 +841,8 @@ def correlate(
         at = stamp.at.timestamp() if stamp is not None else None
         near = windows.around(method, at) if isinstance(method, str) else []
         identity, outcome = fields(event, "identity"), fields.outcome(event)
-        claims.append([c for c in near if fits(c, identity, by.subjects, outcome)])
+        fitting = [c for c in near if fits(c, identity, by.subjects, outcome)]
+        claims.append(by.by_resource(fitting, fields(event, "resource")))
         dated.append(at is not None)
         for c in claims[-1]:
             if c.request_id in candidates:
@@ -890,7 +918,7 @@ def paired(
 
 
 class Sendable(Protocol):
-    """A planned call: its method, and whose credentials it carries."""
+    """A planned call: its method, whose credentials it carries, and its other metadata."""
 
     @property
     def method(self) -> str:
@@ -902,8 +930,42 @@ class Sendable(Protocol):
         """The principal whose credentials it carries (None: none, or others in metadata)."""
         ...
 
+    @property
+    def metadata(self) -> Sequence[tuple[str, str | bytes]]:
+        """Metadata sent besides the principal's (a fixture's credentials, say)."""
+        ...
+
 
 C = TypeVar("C", bound=Sendable)
+
+#: Whose events a call may claim when the harness cannot say (:func:`fits`): anyone's.
+ANYONE = "\x00anyone"
+
+
+def _planned_who(c: Sendable, subjects: Mapping[str, str]) -> str | None:
+    """Whose identity a planned call's event may carry.
+
+    Its principal's subject; None for no credentials or a subject the harness does not
+    know; :data:`ANYONE` for credentials sent outside a principal (a fixture's token).
+    """
+    if c.principal is not None:
+        return subjects.get(c.principal.name)
+    return ANYONE if c.metadata else None
+
+
+def _claims_of(c: CallResult, subjects: Mapping[str, str]) -> set[str | None]:
+    """The identities a made call's events may carry, as :func:`fits` reads them."""
+    own = subjects.get(c.principal or "")
+    if own and c.code != grpc.StatusCode.UNAUTHENTICATED:
+        return {own}
+    if c.principal is None and c.code not in (grpc.StatusCode.UNAUTHENTICATED, _THROTTLED):
+        return {ANYONE}
+    return {None, own}
+
+
+def _clash(who: str | None, others: set[str | None]) -> bool:
+    """Whether an event of ``who`` may be taken for one of ``others``' (none: never)."""
+    return bool(others) and (who == ANYONE or ANYONE in others or who in others)
 
 
 def send_apart(
@@ -912,31 +974,67 @@ def send_apart(
     """``send(run, calls)`` so that tuple correlation can tell their events apart, in order.
 
     Under request-ID correlation, ``send`` as is. Under tuple correlation the calls go in
-    waves in which no two share a method and an identity, each wave once no earlier call
-    of the run by one of its identities to its method is near enough in time to be
-    confused with it (:func:`clearance`).
+    waves in which no two to one method may carry one identity (a call on credentials
+    outside a principal may carry any), each wave once no earlier call of the run to its
+    methods that may carry one of its identities is near enough in time to be confused
+    with it (:func:`clearance`).
     """
     if correlation(run) is None:
         return send(run, calls)
     subjects = subjects_of(run)
-
-    def key(c: C) -> tuple[str, str | None]:
-        return c.method, subjects.get(c.principal.name) if c.principal else None
-
     waves: list[list[tuple[int, C]]] = []
     for i, c in enumerate(calls):
-        wave = next((w for w in waves if key(c) not in {key(x) for _, x in w}), None)
+        who = _planned_who(c, subjects)
+        wave = next(
+            (
+                w
+                for w in waves
+                if not _clash(
+                    who, {_planned_who(x, subjects) for _, x in w if x.method == c.method}
+                )
+            ),
+            None,
+        )
         if wave is None:
             waves.append(wave := [])
         wave.append((i, c))
     out: dict[int, tuple[C, CallResult]] = {}
     for wave in waves:
-        time.sleep(
-            clearance(run, [(c.method, c.principal.name if c.principal else None) for _, c in wave])
-        )
+        time.sleep(_clearance(run, {(c.method, _planned_who(c, subjects)) for _, c in wave}))
         sent = send(run, [c for _, c in wave])
         out.update({i: pair for (i, _), pair in zip(wave, sent, strict=True)})
     return [out[i] for i in range(len(calls))]
+
+
+def send_matched(
+    run: Run,
+    calls: Sequence[C],
+    send: Callable[[Run, Sequence[C]], list[tuple[C, CallResult]]],
+    owed: Callable[[C, CallResult], bool] = lambda c, r: True,
+) -> tuple[list[tuple[C, CallResult]], Polled]:
+    """``calls`` sent apart (:func:`send_apart`), then polled for the events they owe.
+
+    ``owed(call, result)``: whether the call owes an event (all do by default). Under
+    tuple correlation a call whose event cannot be told from another's (a call the run
+    made meanwhile, such as a background probe's, fit it too) is sent again, apart, once:
+    the result returned is the second's. Events are counted from the source's size before.
+    """
+    since = events_now(run) if correlation(run) is not None else None
+    made = send_apart(run, calls, send)
+
+    def wanted() -> list[str]:
+        return [r.request_id for c, r in made if owed(c, r)]
+
+    polled = poll(run, wanted(), since)
+    again = [
+        i for i, (c, r) in enumerate(made) if owed(c, r) and polled.matches.ambiguous(r.request_id)
+    ]
+    if since is None or polled.problem or not again:
+        return made, polled
+    redone = send_apart(run, [made[i][0] for i in again], send)
+    for i, pair in zip(again, redone, strict=True):
+        made[i] = pair
+    return made, poll(run, wanted(), since)
 
 
 def subjects_of(run: Run) -> dict[str, str]:
@@ -960,12 +1058,28 @@ def correlation(run: Run) -> ByTuple | None:
     """Tuple correlation's view of the run now; None under request-ID correlation."""
     if run.config.get("audit.correlation") != "tuple":
         return None
+    declared = record_ids(run.config)
+    named = {}
+    for request_id, requests in sent_requests(run).items():
+        ids = frozenset(ids_named([v for r in requests for v in wire_values(r)], declared))
+        if ids:
+            named[request_id] = ids
     return ByTuple(
         subjects_of(run),
         int(run.config.get("clock.tolerance_ms", 1000)) / 1000,
         run.calls(),
         int(run.config.get("audit.max_events_per_call", 1)),
+        named,
+        declared,
     )
+
+
+def record_ids(config: Config) -> frozenset[str]:
+    """The record IDs the configuration names (``authz.own_ids``, ``.foreign_ids``, ...)."""
+    lists = [config.get("authz.sandbox_ids", [])]
+    for key in ("authz.own_ids", "authz.foreign_ids"):
+        lists += list(config.table(key).values())
+    return frozenset(str(i) for ids in lists if isinstance(ids, list) for i in ids if str(i))
 
 
 def clearance(run: Run, calls: Iterable[tuple[str, str | None]]) -> float:
@@ -978,11 +1092,18 @@ def clearance(run: Run, calls: Iterable[tuple[str, str | None]]) -> float:
     by = correlation(run)
     if by is None:
         return 0.0
-    keys = {(m, by.subjects.get(p or "")) for m, p in calls}
+    return _clearance(run, {(m, by.subjects.get(p or "")) for m, p in calls}, by)
+
+
+def _clearance(run: Run, keys: set[tuple[str, str | None]], by: ByTuple | None = None) -> float:
+    """:func:`clearance` for (method, identity) keys (:data:`ANYONE`: any identity)."""
+    by = by or correlation(run)
+    if by is None:
+        return 0.0
     ends = [
         c.started_at + c.elapsed_s
         for c in by.claimants
-        if (c.method, by.subjects.get(c.principal or "")) in keys
+        if any(m == c.method and _clash(who, _claims_of(c, by.subjects)) for m, who in keys)
     ]
     if not ends:
         return 0.0
@@ -1127,10 +1248,15 @@ def wait_for(run: Run, request_ids: Iterable[str]) -> tuple[dict[str, list[dict[
     """
     wanted = list(request_ids)
     polled = poll(run, wanted)
-    unsure = [why for rid in wanted if (why := polled.matches.unsure(rid))]
+    return polled.found, unmatched(polled, wanted)
+
+
+def unmatched(polled: Polled, request_ids: Iterable[str]) -> str:
+    """Why events of ``request_ids`` cannot be read or told apart ("" when they can)."""
+    unsure = [why for rid in request_ids if (why := polled.matches.unsure(rid))]
     if polled.problem or not unsure:
-        return polled.found, polled.problem
-    return polled.found, f"audit.correlation = tuple: {len(unsure)} call(s) unmatched: {unsure[0]}"
+        return polled.problem
+    return f"audit.correlation = tuple: {len(unsure)} call(s) unmatched: {unsure[0]}"
 
 
 def events_now(run: Run) -> int:

@@ -186,9 +186,10 @@ def _reconciled(run: Run) -> Reconciled:
     """The calls AUDIT-001 reconciles to a PHI method, and their events.
 
     Under request-ID correlation the planned calls (:func:`planned_calls`); under tuple
-    correlation AUDIT-001's own (:func:`plan_tuple`), sent apart (:func:`send_apart`):
-    the shared sets make many calls by one identity to one method at once, which no
-    method, identity and time can tell apart.
+    correlation AUDIT-001's own (:func:`plan_tuple`), sent apart and those whose events
+    another call of the run made ambiguous sent again once
+    (:func:`harness.audit.send_matched`): the shared sets make many calls by one identity
+    to one method at once, which no method, identity and time can tell apart.
     """
 
     def compute() -> Reconciled:
@@ -197,10 +198,12 @@ def _reconciled(run: Run) -> Reconciled:
             calls = phi_calls(planned_calls(run), phi)
             polled = audit.poll(run, [c.request_id for c in calls])
         else:
-            since, policy = audit.events_now(run), Policy.of(run)
-            made = send_apart(run, plan_tuple(run, policy)) if policy else []
+            policy = Policy.of(run)
+            planned = plan_tuple(run, policy) if policy else []
+            made, polled = audit.send_matched(
+                run, planned, send, lambda c, r: bool(phi_calls([r], phi))
+            )
             calls = phi_calls([r for _, r in made], phi)
-            polled = audit.poll(run, [c.request_id for c in calls], since)
         return Reconciled(calls, polled.matches, polled.problem)
 
     return run.memo("audit-reconciled", compute)
@@ -353,7 +356,7 @@ def every_access_audited(run: Run) -> Outcome:
     found = _matched(run)
     most = int(run.config.get("audit.max_events_per_call", 1))
     writes = _writes(run)
-    observations = judge_reconciliation(found.calls, found.events, most, writes)
+    observations = judge_reconciliation(found.calls, found.matches, most, writes)
     mutations = bool(run.config.get("safety.allow_mutations"))
     phi = run.config.str_list("audit.phi_methods")
     observations += judge_coverage(found.calls, phi, writes, mutations)
@@ -820,7 +823,7 @@ def failures_audited_and_alerted(run: Run) -> Outcome:
     (RESOURCE_EXHAUSTED).
     """
     found = _matched(run)
-    observations = judge_refusals(found.calls, found.events, Fields.of(run.config))
+    observations = judge_refusals(found.calls, found.matches, Fields.of(run.config))
     accepted = [b for b in bases(run)[0] if b.accepted]
     if accepted:
         observations += _burst(run, accepted[0])

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,10 +42,10 @@ from harness.oracles import UNREACHED, lost, refused
 from harness.outcome import NotApplicable, Observation, Outcome, Probe, Status, not_applicable
 from harness.plans.calls import (
     Call,
-    Scalar,
     absent_id,
     as_number,
     bearer,
+    ids_named,
     marked,
     named_id,
     policy_or_skip,
@@ -112,32 +111,6 @@ def _templates(run: Run, policy: Policy) -> dict[str, str]:
 def _sent(run: Run, aimed: Sequence[Aimed]) -> list[tuple[Aimed, CallResult]]:
     results = send(run, [a.call for a in aimed])
     return [(a, r) for a, (_, r) in zip(aimed, results, strict=True)]
-
-
-#: What may not touch an ID for a string to name it (``patients/p-7`` names ``p-7``;
-#: ``p-71`` does not).
-_ID_EDGE = "A-Za-z0-9"
-
-
-def ids_named(values: Iterable[Scalar], ids: Iterable[str]) -> set[str]:
-    """Which of ``ids`` the values name.
-
-    A string, or bytes read as UTF-8, names an ID it holds as a whole token
-    (``patients/p-7``, ``"note on p-7"``); an integer names a numeric ID it equals.
-    """
-    wanted = {str(i) for i in ids if str(i)}
-    if not wanted:
-        return set()
-    alternatives = "|".join(re.escape(i) for i in sorted(wanted, key=len, reverse=True))
-    pattern = re.compile(rf"(?<![{_ID_EDGE}])(?:{alternatives})(?![{_ID_EDGE}])")
-    found: set[str] = set()
-    for value in values:
-        if isinstance(value, int):
-            found |= {str(value)} & wanted
-            continue
-        text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-        found |= set(pattern.findall(text))
-    return found
 
 
 def ids_in(
@@ -293,10 +266,13 @@ def _object_calls(
     foreign_ids: Sequence[str],
     principal: Principal,
     nonce: str,
+    lists: bool = False,
 ) -> list[Aimed]:
     """AUTHZ-002's calls on one method for one principal.
 
-    None when its template names no own ID and it lists nothing.
+    A foreign and a nonexistent call when its template names an own ID; else a listing
+    call when it lists records (``lists``: a page of records, or a server stream); else
+    none.
     """
     path, name, foreign = method.path, principal.name, frozenset(foreign_ids)
 
@@ -313,9 +289,21 @@ def _object_calls(
         ]
         absent = swap_id(text, named, absent_id(text, named, nonce))
         return [*out, aimed("nonexistent", f"{name} asks for a nonexistent ID", absent)]
-    if method.server_streaming:
+    if method.server_streaming or lists:
         return [aimed("listing", f"{name} lists", text or None)]
     return []
+
+
+def lists_records(catalogue: MethodCatalogue, path: str, record_types: Collection[str]) -> bool:
+    """Whether ``path`` answers with any number of records (:func:`record_shape`).
+
+    A unary AIP-132 List (a repeated record field beside ``next_page_token``) as well as
+    a server stream of records from a List, Search or Export.
+    """
+    try:
+        return record_shape(catalogue, path, record_types).lists
+    except KeyError:
+        return False
 
 
 def plan_objects(
@@ -325,11 +313,14 @@ def plan_objects(
     foreign: Mapping[str, Sequence[str]],
     principals: Mapping[str, Principal],
     nonce: str,
+    record_types: Collection[str] = (),
 ) -> tuple[list[Aimed], list[Observation]]:
     """AUTHZ-002's calls: each principal's foreign, nonexistent and listing calls.
 
     Every protected method a principal may call is used; writes only when mutations are
-    allowed. Returns the calls and a SKIP observation per principal with no credential.
+    allowed. A method lists when the descriptors say it answers with records
+    (:func:`lists_records`, with ``schema.record_types``). Returns the calls and a SKIP
+    observation per principal with no credential.
     """
     aimed: list[Aimed] = []
     skipped: list[Observation] = []
@@ -349,7 +340,10 @@ def plan_objects(
                 continue
             text = templates.get(m.path, "")
             mine = own.get(name, [])
-            aimed += _object_calls(policy.catalogue, m, text, mine, foreign_ids, principal, nonce)
+            lists = lists_records(policy.catalogue, m.path, record_types)
+            aimed += _object_calls(
+                policy.catalogue, m, text, mine, foreign_ids, principal, nonce, lists
+            )
     return aimed, skipped
 
 
@@ -508,14 +502,27 @@ def judge_nonexistent(catalogue: MethodCatalogue, aimed: Aimed, result: CallResu
     ).of("nonexistent")
 
 
-def judge_listing(catalogue: MethodCatalogue, aimed: Aimed, result: CallResult) -> Observation:
+def judge_listing(
+    catalogue: MethodCatalogue, aimed: Aimed, result: CallResult, records: Records | None = None
+) -> Observation:
     """AUTHZ-002 (listing): no foreign ID in any response.
 
-    A listing that did not reach the service (UNAVAILABLE, DEADLINE_EXCEEDED) or whose
+    With the method's ``records`` (a page or a stream of them), only the records count, not
+    the page around them (an echoed filter, a ``next_page_token``): an OK page with no
+    record naming a foreign ID holds, an empty one too. Without, every value counts. A
+    listing that did not reach the service (UNAVAILABLE, DEADLINE_EXCEEDED) or whose
     responses do not decode shows nothing either way: INCONCLUSIVE unless it leaked.
     """
-    leaked, undecodable = ids_in(catalogue, aimed.call.method, result.responses, aimed.foreign)
+    if records is not None and records.lists:
+        leaked, count, undecodable = records_naming(
+            catalogue, records, result.responses, aimed.foreign
+        )
+    else:
+        leaked, undecodable = ids_in(catalogue, aimed.call.method, result.responses, aimed.foreign)
+        count = None
     observed = result.summary()
+    if count is not None and result.code == OK:
+        observed += f"; {count} record(s)"
     if leaked:
         observed += f"; foreign IDs returned: {', '.join(sorted(leaked))}"
     if undecodable:
@@ -565,7 +572,7 @@ def judge_objects(
         elif aimed.ref == "nonexistent":
             out.append(judge_nonexistent(catalogue, aimed, result))
         else:
-            out.append(judge_listing(catalogue, aimed, result))
+            out.append(judge_listing(catalogue, aimed, result, records))
     return out
 
 
@@ -588,15 +595,15 @@ def object_level(run: Run) -> Outcome:
     if not foreign:
         raise NotApplicable("no authz.foreign_ids (and authz.own_ids) declared")
     policy = policy_or_skip(run)
+    declared = run.config.str_list("schema.record_types")
     aimed, skipped = plan_objects(
-        policy, _templates(run, policy), own, foreign, run.principals, run_nonce(run)
+        policy, _templates(run, policy), own, foreign, run.principals, run_nonce(run), declared
     )
     if not aimed and not skipped:
         raise NotApplicable(
             "no allowed method names an own ID in its template, and none lists records"
         )
     hiding = bool(run.config.get("authz.existence_hiding", False))
-    declared = run.config.str_list("schema.record_types")
     observations = skipped + judge_objects(policy.catalogue, _sent(run, aimed), hiding, declared)
     return Outcome.from_observations(
         CATALOGUE["AUTHZ-002"], observations, passed="no foreign record reachable"
@@ -1236,7 +1243,10 @@ def break_glass(run: Run) -> Outcome:
     a record outside the normal scope (a foreign ID), must succeed; other methods called
     for a foreign record must get PERMISSION_DENIED; and every emergency call must have an
     audit event with the emergency marker true and a non-empty reason
-    (``audit.field_map.emergency`` / ``reason``). SKIP when no break-glass mechanism is
+    (``audit.field_map.emergency`` / ``reason``). Under tuple correlation the calls go
+    apart from every other call to their methods (the fixture's user may be anyone's), and
+    one whose event another call made ambiguous goes again once
+    (:func:`harness.audit.send_matched`). SKIP when no break-glass mechanism is
     declared (ATT-006 must then cover the procedure); INCONCLUSIVE when the audit source
     cannot be read.
     """
@@ -1258,20 +1268,25 @@ def break_glass(run: Run) -> Outcome:
     where = fixtures["break_glass"].presentation
     templates = _templates(run, policy)
     aimed = plan_break_glass(policy, templates, own, foreign[0], emergency, token, where)
-    sent = _sent(run, aimed)
-    observations = judge_break_glass(sent)
+    urgent = [a.call for a in aimed if a.ref == "emergency"]
+
+    def owed(call: Call, result: CallResult) -> bool:
+        return result.code == OK and any(call is u for u in urgent)
+
+    made, polled = audit.send_matched(run, [a.call for a in aimed], send, owed)
+    observations = judge_break_glass([(a, r) for a, (_, r) in zip(aimed, made, strict=True)])
     answered = [
         o.request_id
         for o in observations
         if o.ref == "emergency" and o.status is Status.PASS and o.request_id
     ]
     if answered:
-        events, problem = audit.wait_for(run, answered)
 
         def lookup(event: dict[str, Any], name: str) -> Any:
             return audit.field(run, event, name)
 
-        observations += judge_flags(answered, events, problem, lookup)
+        problem = audit.unmatched(polled, answered)
+        observations += judge_flags(answered, polled.found, problem, lookup)
     return Outcome.from_observations(
         CATALOGUE["AUTHZ-005"],
         observations,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,7 +61,37 @@ def send(run: Run, calls: Sequence[Call]) -> list[tuple[Call, CallResult]]:
             retry_exhausted=p.retry_exhausted,
         )
 
-    return run.map(one, calls)
+    made = run.map(one, calls)
+    remember(run, [(r.request_id, c.requests) for c, r in made])
+    return made
+
+
+#: The most request bytes of one call :func:`remember` keeps.
+_REMEMBERED_BYTES = 64 * 1024
+
+
+def remember(run: Run, sent: Sequence[tuple[str, Sequence[bytes]]]) -> None:
+    """Keep what each call (by request ID) sent, so that its events can be told by resource.
+
+    Under tuple correlation an event that records the record ID a call named is that call's
+    rather than another's (:func:`harness.audit.correlate`); a call over 64 KiB is not kept,
+    nor anything by a run that keeps no memo (a replay of recorded answers).
+    """
+    if not hasattr(run, "memo"):
+        return
+    kept = run.memo(REQUESTS, dict)
+    for request_id, requests in sent:
+        if request_id and sum(len(r) for r in requests) <= _REMEMBERED_BYTES:
+            kept[request_id] = tuple(requests)
+
+
+#: The run memo that holds what :func:`send` sent, by request ID.
+REQUESTS = "sent-requests"
+
+
+def sent_requests(run: Run) -> dict[str, tuple[bytes, ...]]:
+    """What each call made through :func:`send` sent, by request ID (a copy)."""
+    return dict(run.memo(REQUESTS, dict))
 
 
 def policy_or_skip(run: Run) -> Policy:
@@ -119,6 +149,32 @@ WIRE_LENGTH_DELIMITED = 2
 _DEPTH = 32
 Scalar = str | bytes | int
 Resolve = Callable[[str], Any]
+
+
+#: What may not touch an ID for a string to name it (``patients/p-7`` names ``p-7``;
+#: ``p-71`` does not).
+_ID_EDGE = "A-Za-z0-9"
+
+
+def ids_named(values: Iterable[Scalar], ids: Iterable[str]) -> set[str]:
+    """Which of ``ids`` the values name.
+
+    A string, or bytes read as UTF-8, names an ID it holds as a whole token
+    (``patients/p-7``, ``"note on p-7"``); an integer names a numeric ID it equals.
+    """
+    wanted = {str(i) for i in ids if str(i)}
+    if not wanted:
+        return set()
+    alternatives = "|".join(re.escape(i) for i in sorted(wanted, key=len, reverse=True))
+    pattern = re.compile(rf"(?<![{_ID_EDGE}])(?:{alternatives})(?![{_ID_EDGE}])")
+    found: set[str] = set()
+    for value in values:
+        if isinstance(value, int):
+            found |= {str(value)} & wanted
+            continue
+        text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+        found |= set(pattern.findall(text))
+    return found
 
 
 def values_in(message: Any, resolve: Resolve | None = None, depth: int = 0) -> Iterator[Scalar]:

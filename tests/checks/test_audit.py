@@ -26,6 +26,7 @@ from google.protobuf import descriptor_pb2
 from google.rpc import error_details_pb2
 
 from harness.audit import (
+    ByTuple,
     Events,
     Fields,
     appended,
@@ -1609,3 +1610,193 @@ def test_wait_for_names_calls_tuple_correlation_cannot_tell_apart(tmp_path):
     assert "ambiguous" in problem
     polled = audit.poll(run, [first.request_id])
     assert len(polled.matches.candidates[first.request_id]) == 2
+
+
+# -- tuple correlation under load: ambiguity, resources, calls sent again ------------------
+
+GET_ORDER = "/hipaagrpc.labs.v1.LabOrders/GetLabOrder"
+
+
+def fhir_event(c, *, identity=None, delay=0.02, resource="*", outcome="Unauthenticated"):
+    """The Node reference's FHIR AuditEvent for ``c`` (no request ID)."""
+    at = dt.datetime.fromtimestamp(c.started_at + delay, dt.timezone.utc)
+    who = {"identifier": {"value": identity}} if identity else {"display": "unauthenticated caller"}
+    return {
+        "resourceType": "AuditEvent",
+        "subtype": [{"system": "urn:hipaagrpc:grpc-method", "code": c.method}],
+        "recorded": at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "outcome": "0" if outcome == "Ok" else "4",
+        "outcomeDesc": outcome,
+        "agent": [{"who": who, "requestor": True}],
+        "entity": [{"what": {"identifier": {"value": resource}}, "role": {"code": "4"}}],
+    }
+
+
+def loaded_run_calls():
+    """Recorded under CPU load: AUDIT-001's no-credentials GetLabOrder call, and AUTHN-005's
+    held-token call (sent in the background, its token expired: UNAUTHENTICATED too) 89 ms
+    after it. Both events name no caller; each fits both calls' windows."""
+    mine = call(UNAUTH, method=GET_ORDER, principal=None, elapsed=0.035)
+    held = call(UNAUTH, method=GET_ORDER, principal=None, at=NOW + 0.089, elapsed=0.006)
+    return mine, held, [fhir_event(mine), fhir_event(held, delay=0.005)]
+
+
+def test_audit_001_and_003_an_event_another_call_made_ambiguous_is_unsure_not_missing(
+    tmp_path, monkeypatch
+):
+    """Both checks judged the found events alone, so an ambiguous call read as 'no audit
+    event': FAIL (high) and FAIL (medium) under load, though the service wrote the event."""
+    from harness.audit import correlate
+
+    mine, held, events = loaded_run_calls()
+    fhir = Fields(kind="fhir")
+    matches = correlate(events, [mine], fhir, ByTuple({}, 1.0, (mine, held)))
+    assert matches.found[mine.request_id] == []
+    assert matches.ambiguous(mine.request_id)
+    table = {"source": str(tmp_path / "a"), "phi_methods": [GET_ORDER], "format": "fhir"}
+    config = {"audit": {**table, "correlation": "tuple"}}
+    run: Any = Tupled(config, [mine, held])
+    run.memos["audit-reconciled"] = checks.Reconciled([mine], matches)
+    monkeypatch.setattr(checks, "_writes", lambda run: frozenset())
+    monkeypatch.setattr(checks, "bases", lambda run: ([], ""))
+    first = checks.every_access_audited(run)
+    assert first.status is Status.INCONCLUSIVE
+    assert "ambiguous" in first.observations[0].observed
+    third = checks.failures_audited_and_alerted(run)
+    assert [o.status for o in third.observations if o.ref == "refusals"] == [Status.INCONCLUSIVE]
+
+
+class FakeClock:
+    """time.time/monotonic/sleep for harness.audit: sleeping moves the clock on."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def time(self) -> float:
+        return self.now
+
+    monotonic = time
+
+    def sleep(self, seconds: float) -> None:
+        self.now += max(0.0, seconds)
+
+
+def test_send_matched_sends_a_call_a_background_call_made_ambiguous_again_apart(
+    tmp_path, monkeypatch
+):
+    """The cause under load: AUTHN-005's held-token call, sent by a background thread, fell
+    on AUDIT-001's no-credentials call. The call is sent again once that one is clear."""
+    from harness import audit
+
+    clock = FakeClock(NOW)
+    monkeypatch.setattr(audit, "time", clock)
+    log = tmp_path / "audit.jsonl"
+    log.write_text("")
+    audit_table = {"source": str(log), "format": "fhir", "delivery_timeout_s": 0}
+    config = {"audit": {**audit_table, "correlation": "tuple"}, "clock": {"tolerance_ms": 1000}}
+    run: Any = Tupled(config, [])
+    sent: list[list[str]] = []
+
+    def fake_send(run, calls):
+        out = []
+        for c in calls:
+            r = call(UNAUTH, method=c.method, principal=None, at=clock.now)
+            run.journal.append(r)
+            with log.open("a") as f:
+                f.write(json.dumps(fhir_event(r)) + "\n")
+                if not sent:  # the background call, at the same moment, the first time only
+                    held = call(UNAUTH, method=c.method, principal=None, at=clock.now + 0.089)
+                    run.journal.append(held)
+                    f.write(json.dumps(fhir_event(held, delay=0.005)) + "\n")
+            out.append((c, r))
+        sent.append([c.label for c in calls])
+        clock.now += 0.1
+        return out
+
+    made, polled = audit.send_matched(run, [Call("no credentials", GET_ORDER, (b"",))], fake_send)
+    assert sent == [["no credentials"], ["no credentials"]]
+    (_, again), first = made[0], run.journal[0]
+    assert again is run.journal[-1]
+    assert again.started_at > first.started_at + 2.0
+    assert len(polled.found[again.request_id]) == 1
+    assert not polled.matches.unsure(again.request_id)
+    # Under request-ID correlation nothing is sent twice.
+    plain: Any = Recorded({"audit": audit_table}, [])
+    sent.clear()
+    audit.send_matched(plain, [Call("x", GET_ORDER, (b"",))], fake_send)
+    assert sent == [["x"]]
+
+
+def test_tuple_correlation_tells_calls_apart_by_the_record_their_events_name():
+    """AUTHZ-005 on the Node reference: the break-glass read of order 1003 (fixture token:
+    any identity) and the physician's read of 1001 share method, caller and time; each
+    event names its order, so each call has its own."""
+    from harness.audit import correlate
+
+    glass = call(OK, method=GET_ORDER, principal=None)
+    own = call(OK, method=GET_ORDER, principal="clin", at=NOW + 0.01)
+    unkept = call(OK, method=GET_ORDER, principal="clin", at=NOW + 0.02)
+    events = [
+        fhir_event(glass, identity="u-clin-01", resource="1003", outcome="Ok"),
+        fhir_event(own, identity="u-clin-01", resource="1001", outcome="Ok"),
+    ]
+    fhir = Fields(kind="fhir")
+    by_time = ByTuple(SUBJECTS, 1.0, (glass, own))
+    assert correlate(events, [glass, own], fhir, by_time).ambiguous(glass.request_id)
+    named = {glass.request_id: frozenset({"1003"}), own.request_id: frozenset({"1001"})}
+    by_record = ByTuple(SUBJECTS, 1.0, (glass, own), 1, named, frozenset({"1001", "1003"}))
+    m = correlate(events, [glass, own], fhir, by_record)
+    assert m.found[glass.request_id] == events[:1]
+    assert m.found[own.request_id] == events[1:]
+    # An event naming no record the harness knows ("*") is told by method, caller and time.
+    star = [fhir_event(own, identity="u-clin-01", outcome="Ok")]
+    alone = ByTuple(SUBJECTS, 1.0, (own,), 1, named, by_record.records)
+    assert correlate(star, [own], fhir, alone).found[own.request_id] == star
+    # A call whose request the harness did not keep may be any record's: still ambiguous.
+    with_unkept = ByTuple(SUBJECTS, 1.0, (glass, own, unkept), 1, named, by_record.records)
+    assert correlate(events, [glass], fhir, with_unkept).ambiguous(glass.request_id)
+
+
+def test_correlation_reads_the_records_each_kept_request_names(tmp_path):
+    from google.protobuf import wrappers_pb2
+
+    from harness import audit
+    from harness.plans.calls import remember
+
+    config = {"authz": {"own_ids": {"clin": ["1001"]}, "foreign_ids": {"clin": [1003]}}}
+    run: Any = Tupled(config, [])
+    number = wrappers_pb2.Int64Value(value=1003).SerializeToString()
+    text = wrappers_pb2.StringValue(value="orders/1001").SerializeToString()
+    size = wrappers_pb2.Int32Value(value=5).SerializeToString()
+    remember(run, [("a", (number,)), ("b", (text,)), ("c", (size,)), ("d", (b"x" * 70000,))])
+    by = audit.correlation(run)
+    assert by is not None
+    assert by.named == {"a": frozenset({"1003"}), "b": frozenset({"1001"})}
+    assert by.records == frozenset({"1001", "1003"})
+
+
+def test_send_apart_keeps_a_call_on_a_fixture_token_apart_from_every_caller(monkeypatch):
+    """Credentials outside a principal (a break-glass token) may be anyone's: the call goes
+    alone and waits for every earlier call to its method, whoever made it."""
+    clin, admin = jwt_principal("clin", "u-clin-01"), jwt_principal("admin", "u-admin-01")
+    earlier = replace(call(OK, method=GET, principal="admin"), started_at=time.time() - 0.5)
+    run: Any = Tupled({"clock": {"tolerance_ms": 1000}}, [earlier], (clin, admin))
+    sent, naps = [], []
+
+    def fake_send(run, calls):
+        out = []
+        for c in calls:
+            r = replace(call(OK, method=c.method, principal=_name(c)), started_at=time.time())
+            run.journal.append(r)
+            out.append((c, r))
+        sent.append([c.label for c in calls])
+        return out
+
+    monkeypatch.setattr(checks, "send", fake_send)
+    monkeypatch.setattr(checks.time, "sleep", naps.append)
+    glass = Call("glass", GET, (b"",), None, (("authorization", "Bearer fixture"),))
+    calls = [glass, Call("clin", GET, (b"",), clin), Call("other", "/pkg.Svc/Other", (b"",))]
+    got = checks.send_apart(run, calls)
+    assert [c.label for c, _ in got] == ["glass", "clin", "other"]
+    assert sent == [["glass", "other"], ["clin"]]
+    assert 1.4 < naps[0] <= 2.1  # the admin's earlier call: another identity, still waited

@@ -1053,3 +1053,45 @@ def test_existence_hiding_holds_an_empty_page_to_the_nonexistent_filter():
     assert same.status is Status.PASS
     assert (shown.status, shown.severity) == (Status.FAIL, Severity.HIGH)
     assert lost.status is Status.INCONCLUSIVE
+
+
+# -- AUTHZ-002 listing: a unary AIP-132 List is a listing too ------------------------------
+
+
+def test_objects_plan_a_listing_for_a_unary_list_found_by_schema():
+    """ListLabOrders (unary, ``repeated orders`` beside ``next_page_token``) whose template
+    names no own ID was never called: the listing probe was planned for streams only."""
+    templates = {labs.GET: '{"orderId": 5001}', labs.LIST: '{"maxResults": 10}'}
+    own, foreign = {"nurse": ["5001"]}, {"nurse": ["5077"]}
+    planned, _ = plan_objects(lab_policy(), templates, own, foreign, PRINCIPALS, "0badf00d")
+    listing = [a for a in planned if a.ref == "listing" and a.call.method != labs.STREAM]
+    assert [(a.call.method, a.foreign) for a in listing] == [(labs.LIST, frozenset({"5077"}))]
+    request = labs.message("ListLabOrdersRequest").FromString(listing[0].call.requests[0])
+    assert request.max_results == 10
+    # A unary method that returns one record is no listing: nothing is planned for it.
+    planned, _ = plan_objects(lab_policy(), {labs.GET: "{}"}, own, foreign, PRINCIPALS, "0badf00d")
+    assert [a for a in planned if a.call.method == labs.GET] == []
+
+
+def test_unary_listing_judges_the_records_not_the_page_around_them():
+    templates = {labs.LIST: '{"maxResults": 10}'}
+    planned, _ = plan_objects(
+        lab_policy(), templates, {"nurse": ["5001"]}, {"nurse": ["5077"]}, PRINCIPALS, "x"
+    )
+    (listing,) = [a for a in planned if a.call.method == labs.LIST]
+
+    def judged(blob: bytes):
+        return judge_objects(labs.catalogue(), [(listing, answer(C.OK, blob))], False)[0]
+
+    own = judged(labs.listed(labs.order(order_id=5001), labs.order(order_id=5002)))
+    assert (own.ref, own.status) == ("listing", Status.PASS)
+    assert "2 record(s)" in own.observed
+    empty = judged(labs.listed())  # OK and empty: nothing of anyone's is no leak
+    assert empty.status is Status.PASS
+    # A page token that happens to spell a foreign ID is the page's, not a record.
+    assert judged(labs.listed(labs.order(order_id=5001), token="5077")).status is Status.PASS
+    leaked = judged(labs.listed(labs.order(order_id=5001), labs.order(order_id=5077)))
+    assert (leaked.status, leaked.severity) == (Status.FAIL, Severity.CRITICAL)
+    assert "5077" in leaked.observed
+    unread = judged(b"\xff\xff\xff")
+    assert unread.status is Status.INCONCLUSIVE
