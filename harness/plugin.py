@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from harness.attest import Attestation
     from harness.failon import FailOn
     from harness.outcome import Outcome
+    from harness.reporting.figures import Trend
     from harness.reporting.model import ControlResult, RunInfo
     from harness.run import Run
 
@@ -589,10 +590,43 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         seed=state.seed,
     )
     canaries = CanarySet.for_seed(state.seed).manifest()
-    files = bundle_files(results, state.config._data, secrets=secrets, canaries=canaries)
+    past = _past_runs(state)
+    files = bundle_files(results, state.config._data, secrets=secrets, canaries=canaries, past=past)
     _sign(session, state, files)
     write_bundle(state.report_dir, files)
     state.results.bundle = state.report_dir
+    _record_run(session, state, files)
+
+
+def _past_runs(state: _State) -> Trend | None:
+    """The runs ``evidence.history_dir`` recorded (``None`` when it is not set)."""
+    directory = state.config.get("evidence.history_dir")
+    if not directory:
+        return None
+    from harness.history import HistoryError, runs
+    from harness.reporting.figures import Trend
+
+    try:
+        return Trend(runs(Path(str(directory))))
+    except HistoryError as exc:
+        return Trend((), str(exc))
+
+
+def _record_run(session: pytest.Session, state: _State, files: dict[str, bytes]) -> None:
+    """Add this run to ``evidence.history_dir``'s run records; a failure fails the run."""
+    directory = state.config.get("evidence.history_dir")
+    if not directory:
+        return
+    import json
+
+    from harness.history import HistoryError, record_run
+    from harness.reporting.figures import record_of
+
+    try:
+        record_run(Path(str(directory)), record_of(json.loads(files["results.json"])))
+    except HistoryError as exc:
+        state.failing.append(f"run not recorded in evidence.history_dir: {exc}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def _sign(session: pytest.Session, state: _State, files: dict[str, bytes]) -> None:

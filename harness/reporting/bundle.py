@@ -21,6 +21,7 @@ from typing import Any
 from harness.canary import holds_standalone
 from harness.catalogue import Severity
 from harness.outcome import Status
+from harness.reporting.figures import Trend, record_of
 from harness.reporting.html import render_html
 from harness.reporting.junit import render_junit
 from harness.reporting.manifest import attested_sums, manifest, sha256sums
@@ -80,17 +81,23 @@ def bundle_files(
     *,
     secrets: Iterable[str] = (),
     canaries: Iterable[str] = (),
+    past: Trend | None = None,
 ) -> dict[str, bytes]:
     """Every file of the bundle, EVID-001 decided by self-scanning ``results.json`` first.
+
+    ``past`` holds the runs ``evidence.history_dir`` recorded before this one (``None``
+    without it): the page's trend shows them and this run.
 
     Raises:
         AssertionError: A view leaked what ``results.json`` did not (a writer's bug).
     """
     secrets, canaries = tuple(secrets), tuple(canaries)
     done = with_evidence(results, decide_evidence(results, secrets, canaries))
+    data = done.to_json()
+    trend = None if past is None else past.then(record_of(data))
     files = {
-        "results.json": _json_file(done.to_json()),
-        "report.html": render_html(done).encode(),
+        "results.json": _json_file(data),
+        "report.html": render_html(done, trend).encode(),
         "junit.xml": render_junit(done),
         "results.sarif": _json_file(render_sarif(done)),
         "summary.md": render_summary(done).encode(),
