@@ -11,24 +11,34 @@ last thing sent on its connection. Every read is bounded by a deadline.
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
 import ssl
 import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
+import hpack
 from hyperframe.frame import ContinuationFrame, HeadersFrame
 
 from harness.channels import Endpoint
 from harness.transport import Transport, client_context, connect
 
 _READ_CHUNK = 65536
+#: What :meth:`H2Client.request` writes at a time when it reads between writes (one TLS
+#: record), and how long it waits for the socket to take it before it reads again.
+_WRITE_CHUNK = 16384
+_WRITE_SLICE_S = 0.05
+#: Header blocks larger than this go out without Huffman coding: hpack's encoder takes time
+#: quadratic in a value's length (over two minutes for LIMIT-001's 1 MiB header).
+_HUFFMAN_MAX = 8192
 #: A literal header field with incremental indexing, name "a", value "b" (RFC 7541 6.2.1).
 _HPACK_FILLER = b"\x40\x01a\x01b"
 
@@ -37,6 +47,15 @@ def grpc_frame(message: bytes, *, compressed: bool = False, length: int | None =
     """A gRPC length-prefixed message; ``length`` overrides the declared length."""
     declared = len(message) if length is None else length
     return struct.pack(">BI", 1 if compressed else 0, declared) + message
+
+
+class _Encoder(hpack.Encoder):
+    """HPACK as ``h2`` does it, with Huffman coding only for header blocks of normal size."""
+
+    def encode(self, headers: Any, huffman: bool = True) -> bytes:
+        """The header block, Huffman-coded when its names and values are small."""
+        size = sum(len(h[0]) + len(h[1]) for h in headers)
+        return super().encode(headers, huffman=huffman and size <= _HUFFMAN_MAX)
 
 
 @dataclass
@@ -48,6 +67,7 @@ class Reply:
     grpc_message: str = ""
     reset_code: int | None = None
     goaway_code: int | None = None
+    goaway_last_stream: int | None = None  # the GOAWAY's last stream ID (RFC 9113 6.8)
     closed: bool = False
     timed_out: bool = False
     elapsed_s: float = 0.0
@@ -123,9 +143,13 @@ class H2Client:
                 validate_inbound_headers=False,
             )
         )
+        self.conn.encoder = _Encoder()
         self.replies: dict[int, Reply] = {}
         self.goaway_code: int | None = None
+        #: The GOAWAY's last stream ID: streams above it were never processed (RFC 9113 6.8).
+        self.goaway_last_stream: int | None = None
         self.closed = False
+        self._holding = False  # a write is under way: reads must not write (acks)
         #: The settings of the server's first SETTINGS frame, once it came (code: value).
         self.server_settings: dict[int, int] | None = None
         self.conn.initiate_connection()
@@ -189,14 +213,25 @@ class H2Client:
             *metadata,
         ]
 
-    def request(self, headers: list[tuple[str, str]], body: bytes | None) -> int:
-        """Open a stream; send ``body`` and end it, or leave it open when ``body`` is None."""
+    def request(
+        self, headers: list[tuple[str, str]], body: bytes | None, *, within: float | None = None
+    ) -> int:
+        """Open a stream; send ``body`` and end it, or leave it open when ``body`` is None.
+
+        With ``within`` (seconds), the server's frames are read while the request goes out,
+        and sending stops when it ends the connection or the time is up: a server refusing
+        a header block it will not read (GOAWAY, then no more reading) never holds the
+        sender. Without, the request is written whole (or raises OSError).
+        """
         sid = self.conn.get_next_available_stream_id()
         self.conn.send_headers(sid, headers, end_stream=False)
         if body is not None:
             self.conn.send_data(sid, body, end_stream=True)
         self.replies[sid] = Reply()
-        self._flush()
+        if within is None:
+            self._flush()
+        else:
+            self._send_within(self.conn.data_to_send(), time.monotonic() + within)
         return sid
 
     def reset_burst(self, headers: list[tuple[str, str]], count: int) -> None:
@@ -242,6 +277,40 @@ class H2Client:
         if data:
             self.sock.sendall(data)
 
+    def _send_within(self, data: bytes, deadline: float) -> None:
+        """Write ``data``, reading whatever the server sends between writes, until done.
+
+        Stops early when the server ended the connection (GOAWAY, a close, a write the
+        socket refuses) or at ``deadline``; what was not sent is dropped (the connection is
+        spent). A write the socket could not take in a slice is repeated as it was (TLS
+        requires the same record again).
+        """
+        view = memoryview(data)
+        self._holding = True
+        try:
+            while view and not self.closed and self.goaway_code is None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                if self._readable():
+                    self._read_once(0.001)
+                    continue
+                self.sock.settimeout(min(left, _WRITE_SLICE_S))
+                try:
+                    sent = self.sock.send(view[:_WRITE_CHUNK])
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return  # the server closed: its last frames are read by wait()
+                view = view[sent:]
+        finally:
+            self._holding = False
+
+    def _readable(self) -> bool:
+        """Whether a read would return at once (bytes in the socket or in the TLS buffer)."""
+        pending = self.sock.pending() if isinstance(self.sock, ssl.SSLSocket) else 0
+        return bool(pending) or bool(select.select([self.sock], [], [], 0)[0])
+
     # -- reading ------------------------------------------------------------------------
 
     def wait(
@@ -260,6 +329,7 @@ class H2Client:
         reply.elapsed_s = time.monotonic() - start
         reply.timed_out = not done
         reply.goaway_code = self.goaway_code
+        reply.goaway_last_stream = self.goaway_last_stream
         reply.closed = self.closed
         return reply
 
@@ -306,8 +376,9 @@ class H2Client:
             return True
         for event in events:
             self._on(event)
-        with contextlib.suppress(OSError, h2.exceptions.H2Error):
-            self._flush()
+        if not self._holding:
+            with contextlib.suppress(OSError, h2.exceptions.H2Error):
+                self._flush()
         return True
 
     def _on(self, event: h2.events.Event) -> None:
@@ -319,6 +390,7 @@ class H2Client:
             }
         if isinstance(event, h2.events.ConnectionTerminated):
             self.goaway_code = int(event.error_code or 0)
+            self.goaway_last_stream = event.last_stream_id
             self.closed = True
         elif isinstance(event, h2.events.DataReceived):
             self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)

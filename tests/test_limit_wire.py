@@ -1,24 +1,41 @@
-"""LIMIT-003 (b) over the wire: the concurrent exports read statuses the server sent.
+"""LIMIT-001 (c) and LIMIT-003 (b) over the wire: what the server itself sent.
 
-A grpcio server on 127.0.0.1 answers each export as its method says: one stream of a
-message larger than a gRPC client's receive limit (grpcio raises RESOURCE_EXHAUSTED for it
-itself, "Received message larger than max"), one refusal the server sends. Read off a raw
-HTTP/2 connection, only the second is a RESOURCE_EXHAUSTED.
+LIMIT-003 (b): a grpcio server on 127.0.0.1 answers each export as its method says: one
+stream of a message larger than a gRPC client's receive limit (grpcio raises
+RESOURCE_EXHAUSTED for it itself, "Received message larger than max"), one refusal the
+server sends. Read off a raw HTTP/2 connection, only the second is a RESOURCE_EXHAUSTED.
+
+LIMIT-001 (c): the oversized header goes out on a raw HTTP/2 connection, read while it is
+written: a server that ends the connection mid-block (nghttp2's GOAWAY COMPRESSION_ERROR)
+answers at once, a server that says nothing is a timeout (INCONCLUSIVE), and a grpcio
+server enforces its header limit once its SETTINGS are acknowledged.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 import pytest
+from hyperframe.frame import GoAwayFrame, SettingsFrame
 
 from harness.channels import Endpoint
-from harness.checks.limit import ExportPlan, concurrent_exports, judge_concurrent
-from harness.h2client import H2Client
+from harness.checks.limit import (
+    CONTROL_HEADER_BYTES,
+    ExportPlan,
+    SizePlan,
+    concurrent_exports,
+    judge_concurrent,
+    judge_header,
+    send_header,
+)
+from harness.h2client import H2Client, Reply
 from harness.principals import Principal
 from harness.transport import Transport
 
@@ -34,6 +51,8 @@ def _export(requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterato
 
 class _Handlers(grpc.GenericRpcHandler):
     def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        if details.method == "/acme.Exports/Get":
+            return grpc.unary_unary_rpc_method_handler(lambda request, context: b"")
         if details.method != "/acme.Exports/Export":
             return None
         return grpc.stream_stream_rpc_method_handler(_export)
@@ -101,3 +120,132 @@ def test_the_servers_own_refusal_is_read_as_it_was_sent(server, tmp_path):
     assert not isinstance(replies, str)
     assert any(r.grpc_status == 8 for r in replies)
     assert judge_concurrent("2 at once", replies, 1).status.value == "PASS"
+
+
+# -- LIMIT-001 (c) ----------------------------------------------------------------------
+
+GET = SizePlan("/acme.Exports/Get", (), 4 * 1024 * 1024, b"", b"", b"", b"")
+MIB = 1024 * 1024
+
+
+def test_a_grpcio_server_refuses_a_header_over_its_limit_once_its_settings_are_acked(server):
+    # C-core applies the limit it advertises (SETTINGS_MAX_HEADER_LIST_SIZE 16384) only
+    # once the client acknowledged it: a request sent before that was served.
+    control, _ = send_header(_Run(server), GET, CONTROL_HEADER_BYTES)  # type: ignore[arg-type]
+    reply, rid = send_header(_Run(server), GET, 20 * 1024)  # type: ignore[arg-type]
+    assert not isinstance(reply, str)
+    assert (reply.http_status, reply.grpc_status) == (200, 8)
+    assert judge_header(GET, 20 * 1024, reply, control, rid).status.value == "PASS"
+
+
+def _raw_server(handle: Callable[[socket.socket], None]) -> Iterator[int]:
+    """A loopback HTTP/2 'server' whose every connection ``handle`` serves, in a thread."""
+    srv = socket.create_server(("127.0.0.1", 0))
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the sender fills it soon
+    done = threading.Event()
+
+    def loop() -> None:
+        srv.settimeout(0.2)
+        while not done.is_set():
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                continue
+            with conn:
+                handle(conn)
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield int(srv.getsockname()[1])
+    finally:
+        done.set()
+        thread.join(timeout=10)
+        srv.close()
+
+
+def _read(conn: socket.socket, count: int) -> None:
+    got = 0
+    conn.settimeout(5)
+    while got < count:
+        data = conn.recv(65536)
+        if not data:
+            return
+        got += len(data)
+
+
+def _nghttp2_like(conn: socket.socket) -> None:
+    """SETTINGS, then GOAWAY COMPRESSION_ERROR once 40 KB of the header block came, as
+    nghttp2 ends a connection on a field over its limit; then it reads nothing more."""
+    conn.sendall(SettingsFrame(0).serialize())
+    _read(conn, 40_000)
+    conn.sendall(GoAwayFrame(0, last_stream_id=0, error_code=9).serialize())
+    time.sleep(3)  # keeps the connection open, unread: a blocking sender would hang here
+
+
+def _silent(conn: socket.socket) -> None:
+    """SETTINGS, then it reads everything and answers nothing."""
+    conn.sendall(SettingsFrame(0).serialize())
+    conn.settimeout(5)
+    while True:
+        try:
+            if not conn.recv(65536):
+                return
+        except OSError:
+            return
+
+
+@pytest.fixture
+def nghttp2_like() -> Iterator[int]:
+    yield from _raw_server(_nghttp2_like)
+
+
+@pytest.fixture
+def silent() -> Iterator[int]:
+    yield from _raw_server(_silent)
+
+
+def test_a_goaway_mid_header_block_is_read_at_once_and_is_a_refusal(nghttp2_like):
+    # Issue #19: grpcio's client, blocked writing the block nghttp2 no longer read, ran
+    # into its 10 s deadline (DEADLINE_EXCEEDED: INCONCLUSIVE). The probe now reads while
+    # it writes: the GOAWAY ends it, well within a call timeout it never reaches.
+    run = _Run(nghttp2_like, options=_Options(call_timeout_s=60.0))
+    reply, rid = send_header(run, GET, MIB)  # type: ignore[arg-type]
+    assert not isinstance(reply, str)
+    assert (reply.goaway_code, reply.goaway_last_stream, reply.timed_out) == (9, 0, False)
+    control = Reply(http_status=200, grpc_status=0, messages=1)
+    assert judge_header(GET, MIB, reply, control, rid).status.value == "PASS"
+
+
+def test_a_server_that_says_nothing_is_a_timeout_not_a_refusal(silent):
+    run = _Run(silent, options=_Options(call_timeout_s=1.0))
+    reply, rid = send_header(run, GET, MIB)  # type: ignore[arg-type]
+    assert not isinstance(reply, str)
+    assert reply.timed_out
+    control = Reply(http_status=200, grpc_status=0, messages=1)
+    got = judge_header(GET, MIB, reply, control, rid)
+    assert got.status.value == "INCONCLUSIVE"
+    assert "no answer" in got.observed
+
+
+def _refuses_at_once(conn: socket.socket) -> None:
+    """SETTINGS and GOAWAY at once, then nothing read for a while, then a close."""
+    conn.sendall(SettingsFrame(0).serialize())
+    conn.sendall(GoAwayFrame(0, last_stream_id=0, error_code=11).serialize())
+    time.sleep(3)
+
+
+@pytest.fixture
+def refuses_at_once() -> Iterator[int]:
+    yield from _raw_server(_refuses_at_once)
+
+
+def test_a_request_written_while_reading_stops_at_the_servers_goaway(refuses_at_once):
+    # 16 MiB of header block is more than loopback buffers take: written whole, the
+    # request blocked until the server closed, then raised (a broken pipe, no GOAWAY read).
+    client = _Run(refuses_at_once).open_h2()
+    with client:
+        headers = client.headers("/acme.Exports/Get", metadata=(("x-pad", "h" * 16 * MIB),))
+        sid = client.request(headers, b"", within=30.0)
+        reply = client.wait(sid, 30.0)
+    assert (reply.goaway_code, reply.timed_out) == (11, False)

@@ -39,7 +39,6 @@ from harness.oracles import (
     EDGE_TOO_LARGE,
     PERMISSION_DENIED,
     UNREACHED,
-    calmed,
     edge_answered,
     edge_refusal,
     judge_health,
@@ -145,12 +144,13 @@ class SizePlan:
     """LIMIT-001's method, credentials and requests."""
 
     path: str
-    metadata: tuple[tuple[str, str | bytes], ...]
+    metadata: tuple[tuple[str, str], ...]
     limit: int
     oversized: bytes
     fits: bytes
     plain: bytes  # the template: the request beside the (c) headers
     bomb: bytes
+    who: Principal | None = None  # whose credentials (and client certificate) go
 
 
 def _size_probe_path(run: Run, policy: Policy) -> str | None:
@@ -191,13 +191,16 @@ def size_plan(run: Run, policy: Policy) -> SizePlan:
     who = _first_allowed(run, policy, path)
     oversized, fits, bomb = (r or b"" for r in requests)
     md = tuple(who.metadata()) if who is not None else ()
-    return SizePlan(path, md, limit, oversized, fits, policy.request(run, path), bomb)
+    return SizePlan(path, md, limit, oversized, fits, policy.request(run, path), bomb, who)
 
 
-#: A proxy's refusals of an oversized header: 431 Request Header Fields Too Large, 400 (nginx
-#: past ``large_client_header_buffers``), 413. With GOAWAY ENHANCE_YOUR_CALM (nginx over
-#: HTTP/2) the header was refused before the service saw it: a limit enforced, not a crash.
+#: HTTP statuses refusing an oversized header block: 431 Request Header Fields Too Large (RFC
+#: 6585; RFC 9113 10.5.1), 400 (nginx past ``large_client_header_buffers``), 413.
 EDGE_HEADER_REFUSALS = frozenset({400, 413, 431})
+#: gRPC status numbers of a call that never reached the service (14, 4), and -1: a stream
+#: ended without a grpc-status (:class:`~harness.h2client.Reply`).
+_UNREACHED_NUMBERS = frozenset(c.value[0] for c in UNREACHED)
+_UNKNOWN_NUMBER = UNKNOWN.value[0]
 
 
 def _size_observation(
@@ -235,32 +238,94 @@ def judge_fits(plan: SizePlan, result: CallResult) -> Observation:
     return _size_observation("b", probe, result, expected, status, Severity.MEDIUM)
 
 
-def judge_header(plan: SizePlan, size: int, result: CallResult, control: CallResult) -> Observation:
+def header_refusal(reply: Reply) -> str:
+    """How the server refused a request's header block on the wire, or ``""``.
+
+    An HTTP status in :data:`EDGE_HEADER_REFUSALS` without grpc-status, a RST_STREAM, or a
+    GOAWAY with an error code (RFC 9113 5.4: nghttp2, so grpc-js, ends the connection with
+    COMPRESSION_ERROR on a field over its limit; nginx with ENHANCE_YOUR_CALM) on a stream
+    that got no response message. A GOAWAY with NO_ERROR (a graceful shutdown), or a close
+    with no frame saying why, states no refusal.
+    """
+    if reply.messages or reply.grpc_status == 0:
+        return ""
+    if reply.http_status in EDGE_HEADER_REFUSALS and reply.grpc_status in (None, -1):
+        return f"HTTP {reply.http_status}"
+    if reply.reset_code is not None:
+        return f"RST_STREAM code {reply.reset_code}"
+    if reply.goaway_code:
+        return f"GOAWAY code {reply.goaway_code}"
+    return ""
+
+
+def _answered(reply: Reply) -> bool:
+    """The service answered the call: served, or a grpc-status of its own (not 14 or 4)."""
+    code = reply.grpc_status
+    return reply.ok or (code is not None and code >= 0 and code not in _UNREACHED_NUMBERS)
+
+
+def judge_header(
+    plan: SizePlan, size: int, reply: Reply | str, control: Reply | str, rid: str = ""
+) -> Observation:
     """(c) One oversized header, beside the control call (the same request, a small header).
 
-    The header is refused when the call ends with a code of the implementation's choosing
-    other than OK and UNKNOWN, and other than the control call's own: a code both share
-    (UNAUTHENTICATED for a request without credentials, say) shows nothing about the
-    header. Without a control call that reached the service, or when this call did not
-    reach it, it is INCONCLUSIVE.
+    Both are read off a raw HTTP/2 connection. The header is refused by a gRPC error of the
+    implementation's choosing other than UNKNOWN and the control call's own (a code both
+    share, UNAUTHENTICATED without credentials say, shows nothing about the header), or on
+    the wire (:func:`header_refusal`: HTTP 431/400/413, RST_STREAM, a GOAWAY with an error
+    code). Served (a response message, grpc-status 0) or UNKNOWN fails. No answer within
+    the call timeout, UNAVAILABLE or DEADLINE_EXCEEDED, a connection that closed without
+    saying why, or a control call the service did not answer, is INCONCLUSIVE: a timeout
+    is no refusal. ``reply`` and ``control`` are a string when there was no connection.
     """
     probe = f"(c) {size // 1024} KiB metadata header -> {plan.path}"
-    expected = "refused with a code other than OK, UNKNOWN and the control call's"
-    observed = f"{result.summary()}; control call: {control.status}"
-    at_edge = calmed(result) or edge_refusal(result) in EDGE_HEADER_REFUSALS
-    if result.code == OK or result.responses or (result.code == UNKNOWN and not at_edge):
+    expected = (
+        "refused: a gRPC error other than UNKNOWN and the control call's, HTTP 431/400/413, "
+        "RST_STREAM or GOAWAY with an error code"
+    )
+    said = control if isinstance(control, str) else control.describe()
+    if isinstance(reply, str):
+        return Observation(probe, reply, expected, Status.INCONCLUSIVE, None, rid).of("c")
+    observed = f"{reply.describe()}; control call: {said}"
+    wire = header_refusal(reply)
+    if reply.messages or reply.grpc_status in (0, _UNKNOWN_NUMBER):
         status = Status.FAIL
-    elif not _reached(result) and not at_edge:
+    elif not wire and not _answered(reply):
         status = Status.INCONCLUSIVE
-    elif not _reached(control):
+        observed += " (no refusal stated: a timeout or a close is not one)"
+    elif isinstance(control, str) or not _answered(control):
         status = Status.INCONCLUSIVE
         observed += " (the control call did not reach the service)"
-    elif result.code == control.code:
+    elif not wire and reply.grpc_status == control.grpc_status:
         status = Status.INCONCLUSIVE
         observed += " (answered as the control call was: the header's refusal is not shown)"
     else:
         status = Status.PASS
-    return Observation(probe, observed, expected, status, Severity.HIGH, result.request_id).of("c")
+    severity = Severity.HIGH if status is Status.FAIL else None
+    return Observation(probe, observed, expected, status, severity, rid).of("c")
+
+
+def send_header(run: Run, plan: SizePlan, size: int) -> tuple[Reply | str, str]:
+    """(c)'s request with a ``size``-byte header on a fresh raw HTTP/2 connection.
+
+    As a gRPC client does, it first takes the server's SETTINGS (and so acknowledges them:
+    C-core servers enforce their header limit only once acknowledged, RFC 9113 6.5.3). It
+    reads while it sends, so a server that ends the connection mid-block answers at once,
+    and waits at most the call timeout. Returns the reply (or why there was no
+    connection) and the request ID sent.
+    """
+    rid = new_request_id()
+    metadata = (*plan.metadata, (PROBE_HEADER, "h" * size), (run.request_id_key, rid))
+    deadline = time.monotonic() + run.options.call_timeout_s
+    try:
+        with _h2_as(run, plan.who) if plan.who else run.open_h2() as client:
+            client.pump(SETTINGS_WAIT_S, lambda: client.server_settings is not None)
+            headers = client.headers(plan.path, metadata=metadata)
+            left = max(0.0, deadline - time.monotonic())
+            sid = client.request(headers, grpc_frame(plan.plain), within=left)
+            return client.wait(sid, max(0.0, deadline - time.monotonic())), rid
+    except _NO_H2 as exc:
+        return f"no raw HTTP/2 connection: {exc}", rid
 
 
 def judge_bomb(plan: SizePlan, result: CallResult) -> Observation:
@@ -283,19 +348,19 @@ def _healthy(run: Run, ref: str, after: str) -> Observation:
 def _size_steps(run: Run, plan: SizePlan, channel: grpc.Channel) -> list[Observation]:
     """Send (a)-(d) on ``channel``, a health check after each, and judge them."""
 
-    def call(request: bytes, header: int = 0, gzip: bool = False) -> CallResult:
-        extra = ((PROBE_HEADER, "h" * header),) if header else ()
+    def call(request: bytes, gzip: bool = False) -> CallResult:
         return invoke(
-            channel, plan.path, [request], metadata=(*plan.metadata, *extra),
+            channel, plan.path, [request], metadata=plan.metadata,
             request_id_key=run.request_id_key, timeout=run.options.call_timeout_s,
             compression=grpc.Compression.Gzip if gzip else None,
         )  # fmt: skip
 
     observations = [judge_oversized(plan, call(plan.oversized)), _healthy(run, "a", "(a)")]
     observations += [judge_fits(plan, call(plan.fits)), _healthy(run, "b", "(b)")]
-    control = call(plan.plain, CONTROL_HEADER_BYTES)
+    control = send_header(run, plan, CONTROL_HEADER_BYTES)[0]
     for size in HEADER_SIZES:
-        observations.append(judge_header(plan, size, call(plan.plain, size), control))
+        reply, rid = send_header(run, plan, size)
+        observations.append(judge_header(plan, size, reply, control, rid))
         observations.append(_healthy(run, "c", f"(c) {size // 1024} KiB header"))
     observations += [judge_bomb(plan, call(plan.bomb, gzip=True)), _healthy(run, "d", "(d)")]
     return observations
@@ -308,10 +373,12 @@ def size_limits(run: Run) -> Outcome:
     Through ``limits.size_probe_method`` (else the first unary method with a string or
     bytes field), on a channel of its own with no send limit: (a) a request of
     ``limits.max_recv_bytes`` + 1 bytes (4 MiB + 1) must get RESOURCE_EXHAUSTED; (b) one of
-    the limit - 1024 must not; (c) a 20 KiB and a 1 MiB metadata header must be refused
-    with a code other than OK, UNKNOWN and that of a control call (the same request with a
-    64-byte header); (d) a gzip message under 64 KiB that inflates to 8 x the limit must
-    get RESOURCE_EXHAUSTED (or UNIMPLEMENTED without gzip). UNKNOWN is a FAIL anywhere.
+    the limit - 1024 must not; (c) a 20 KiB and a 1 MiB metadata header, each on a raw
+    HTTP/2 connection of its own, must be refused: a code other than OK, UNKNOWN and that of
+    a control call (the same request with a 64-byte header), or on the wire (HTTP 431,
+    RST_STREAM, GOAWAY with an error code: :func:`judge_header`); (d) a gzip message under
+    64 KiB that inflates to 8 x the limit must get RESOURCE_EXHAUSTED (or UNIMPLEMENTED
+    without gzip). UNKNOWN is a FAIL anywhere.
     The service must stay healthy after every step (health Check, or
     ``schema.liveness_method``).
     """

@@ -133,61 +133,85 @@ def test_b_request_under_the_limit(result, status):
     assert (got.status, got.ref) == (status, "b")
 
 
-CONTROL_OK = answer(C.OK, b"\n\x06p-0001")
+#: The control call (the same request with a 64-byte header), served, read off the wire.
+CONTROL_OK = Reply(http_status=200, grpc_status=0, messages=1)
+
+
+def goaway(code: int) -> Reply:
+    return Reply(goaway_code=code, goaway_last_stream=0, closed=True)
 
 
 @pytest.mark.parametrize(
-    ("result", "control", "status"),
+    ("reply", "status"),
     [
-        # grpcio's hard limit; grpc-go and Envoy reset the stream (INTERNAL to the client).
+        # grpcio (C-core) past its hard limit, once its SETTINGS are acknowledged.
         (
-            answer(C.RESOURCE_EXHAUSTED, details="received metadata size exceeds hard limit"),
-            CONTROL_OK,
+            Reply(http_status=200, grpc_status=8, grpc_message="received metadata size exceeds"),
             Status.PASS,
         ),
+        # grpc-js: nghttp2 ends the connection with GOAWAY COMPRESSION_ERROR (9) on a field
+        # over its limit (grpcio's client saw DEADLINE_EXCEEDED: INCONCLUSIVE before).
+        (goaway(9), Status.PASS),
+        # nginx over HTTP/2: GOAWAY ENHANCE_YOUR_CALM (11) past large_client_header_buffers.
+        (goaway(11), Status.PASS),
+        # grpc-go past MaxHeaderListSize: RST_STREAM FRAME_SIZE_ERROR (6); grpc-js at 20 KiB
+        # (nghttp2's list limit): RST_STREAM ENHANCE_YOUR_CALM (11).
+        (Reply(reset_code=6), Status.PASS),
+        (Reply(reset_code=11), Status.PASS),
+        # Envoy (max_request_headers_kb) and other HTTP edges: 431, nginx's 400, without
+        # grpc-status.
+        (Reply(http_status=431, grpc_status=-1), Status.PASS),
+        (Reply(http_status=400, grpc_status=-1), Status.PASS),
+        # grpc-go under its 16 MiB default: served.
+        (CONTROL_OK, Status.FAIL),
+        (Reply(http_status=200, grpc_status=0), Status.FAIL),
+        (Reply(http_status=200, grpc_status=2, grpc_message="Unknown Error"), Status.FAIL),
+        # No refusal stated: a real timeout, a graceful GOAWAY, a bare close, a proxy whose
+        # backend is away, a proxy's 502.
+        (Reply(timed_out=True, elapsed_s=10.0), Status.INCONCLUSIVE),
+        (goaway(0), Status.INCONCLUSIVE),
+        (Reply(closed=True), Status.INCONCLUSIVE),
         (
-            answer(C.INTERNAL, details="stream terminated by RST_STREAM with error code: 1"),
-            CONTROL_OK,
-            Status.PASS,
+            Reply(http_status=200, grpc_status=14, grpc_message="upstream connect error"),
+            Status.INCONCLUSIVE,
         ),
-        (answer(C.RESOURCE_EXHAUSTED), answer(C.NOT_FOUND), Status.PASS),
-        (answer(C.OK, b"\n\x06p-0001"), CONTROL_OK, Status.FAIL),
-        # A proxy's HTTP 431 reaches a gRPC client as UNKNOWN: the header was refused before
-        # the service saw it (a limit enforced at the edge), not a handler's crash.
-        (
-            answer(C.UNKNOWN, details="Received http2 header with status: 431"),
-            CONTROL_OK,
-            Status.PASS,
-        ),
-        # nginx over HTTP/2: GOAWAY ENHANCE_YOUR_CALM on a header over its buffers.
-        (answer(C.UNAVAILABLE, details=edges.CALMED), CONTROL_OK, Status.PASS),
-        (answer(C.UNAVAILABLE, details=edges.CALMED), answer(C.UNAVAILABLE), Status.INCONCLUSIVE),
-        # A service's own UNKNOWN (a crash) stays a FAIL.
-        (answer(C.UNKNOWN, details="Exception calling application"), CONTROL_OK, Status.FAIL),
-        (answer(C.UNAVAILABLE, details=ENVOY_RESET), CONTROL_OK, Status.INCONCLUSIVE),
+        (Reply(http_status=502, grpc_status=-1), Status.INCONCLUSIVE),
+        ("no raw HTTP/2 connection: [Errno 111] Connection refused", Status.INCONCLUSIVE),
     ],
 )
-def test_c_oversized_header_beside_a_control_call(result, control, status):
-    got = judge_header(SIZES, 1024 * 1024, result, control)
+def test_c_oversized_header_beside_a_control_call(reply, status):
+    got = judge_header(SIZES, 1024 * 1024, reply, CONTROL_OK)
     assert (got.status, got.ref) == (status, "c")
+    assert (got.severity is Severity.HIGH) == (status is Status.FAIL)
 
 
 @pytest.mark.parametrize(
-    ("result", "control"),
+    ("reply", "control"),
     [
         # Refused as the control call was: no credentials, say. The former judge passed
         # this (any non-OK code was a refusal); the header's refusal is not shown.
-        (answer(C.UNAUTHENTICATED), answer(C.UNAUTHENTICATED)),
-        (answer(C.NOT_FOUND), answer(C.NOT_FOUND)),
+        (Reply(http_status=200, grpc_status=16), Reply(http_status=200, grpc_status=16)),
+        (Reply(http_status=200, grpc_status=5), Reply(http_status=200, grpc_status=5)),
         # No control call reached the service: nothing to compare with.
-        (answer(C.RESOURCE_EXHAUSTED), answer(C.UNAVAILABLE, details="Connection refused")),
-        (answer(C.RESOURCE_EXHAUSTED), answer(C.DEADLINE_EXCEEDED)),
+        (Reply(http_status=200, grpc_status=8), "no raw HTTP/2 connection: refused"),
+        (Reply(http_status=200, grpc_status=8), Reply(timed_out=True)),
+        (goaway(9), Reply(http_status=200, grpc_status=14)),
     ],
 )
-def test_c_refusal_code_without_a_control_call_that_differs_is_inconclusive(result, control):
-    got = judge_header(SIZES, 20 * 1024, result, control)
+def test_c_refusal_code_without_a_control_call_that_differs_is_inconclusive(reply, control):
+    got = judge_header(SIZES, 20 * 1024, reply, control)
     assert got.status is Status.INCONCLUSIVE
     assert "control call" in got.observed
+
+
+def test_c_wire_refusals_are_named_and_a_graceful_end_is_none():
+    assert limit.header_refusal(goaway(9)) == "GOAWAY code 9"
+    assert limit.header_refusal(Reply(reset_code=1)) == "RST_STREAM code 1"
+    assert limit.header_refusal(Reply(http_status=431, grpc_status=-1)) == "HTTP 431"
+    for unstated in (goaway(0), Reply(closed=True), Reply(timed_out=True), CONTROL_OK):
+        assert limit.header_refusal(unstated) == ""
+    # A reset after the response was served is no refusal of the header.
+    assert limit.header_refusal(Reply(reset_code=8, messages=1)) == ""
 
 
 @pytest.mark.parametrize(
@@ -224,11 +248,12 @@ def test_limit_001_passes_only_with_every_step():
     held = [
         judge_oversized(SIZES, answer(C.RESOURCE_EXHAUSTED)),
         judge_fits(SIZES, answer(C.NOT_FOUND)),
-        judge_header(SIZES, 20 * 1024, answer(C.RESOURCE_EXHAUSTED), CONTROL_OK),
+        judge_header(SIZES, 20 * 1024, Reply(http_status=200, grpc_status=8), CONTROL_OK),
         judge_bomb(SIZES, answer(C.RESOURCE_EXHAUSTED)),
     ]
     assert settled("LIMIT-001", held).status is Status.PASS
-    unshown = judge_header(SIZES, 20 * 1024, answer(C.UNAUTHENTICATED), answer(C.UNAUTHENTICATED))
+    bare = Reply(http_status=200, grpc_status=16)
+    unshown = judge_header(SIZES, 20 * 1024, bare, bare)
     assert settled("LIMIT-001", [*held[:2], unshown, held[3]]).status is Status.INCONCLUSIVE
 
 
