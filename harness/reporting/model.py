@@ -5,7 +5,8 @@ per test through xdist as :meth:`ControlResult.to_json` and rebuilds it with
 :meth:`ControlResult.from_json`. JSON is written in schema 2.0 (the key order is the one
 ``results.json`` has always had); :meth:`Results.from_json` also reads schema 1.0, which
 had no ``probes``, no ``probe_coverage`` and no observation ``ref``, and writes a document
-it read back in the version it came in.
+it read back in the version it came in. A failing probe's entry may carry a
+``reproducer`` (:class:`Reproducer`): the command that re-sends what the harness sent.
 """
 
 from __future__ import annotations
@@ -180,6 +181,81 @@ def observation_from_json(data: Mapping[str, Any]) -> Observation:
     )
 
 
+@dataclass(frozen=True)
+class Reproducer:
+    """A ready command that re-sends what the harness sent for one failing probe.
+
+    Credentials never appear: every token is a ``$HIPAA_TOKEN_<principal>`` placeholder
+    (listed in ``fill``) the user sets before running the command.
+
+    Attributes:
+        request_id: The harness's request ID of the call it re-sends (``""`` for a re-run).
+        method: Full method path of that call (``""`` for a re-run).
+        code: What the harness got, ``PERMISSION_DENIED (7)``: the command should get it again.
+        grpcurl: A ``grpcurl`` line with the request as JSON, or ``""`` when JSON cannot
+            carry it (raw or malformed bytes, more than one message, no descriptors).
+        replay: A ``hipaa-grpc replay`` line with the request bytes as base64 (or ``""``
+            when the call's bytes were not recorded).
+        rerun: The command that runs this control again with the same seed: the fallback
+            when no single call reproduces the finding.
+        fill: The placeholders (environment variables) the user sets first.
+        note: What the commands do not carry, in words (``""`` when nothing).
+    """
+
+    code: str = ""
+    request_id: str = ""
+    method: str = ""
+    grpcurl: str = ""
+    replay: str = ""
+    rerun: str = ""
+    fill: tuple[str, ...] = ()
+    note: str = ""
+
+    @property
+    def command(self) -> str:
+        """The one command to show first: grpcurl, else replay, else the re-run."""
+        return self.grpcurl or self.replay or self.rerun
+
+    def lines(self) -> list[str]:
+        """The commands, one per line, for text views (terminal, Markdown)."""
+        out = []
+        if self.fill:
+            out.append("set first: " + ", ".join(f"${name}" for name in self.fill))
+        out += [line for line in (self.grpcurl, self.replay) if line]
+        if self.rerun and not (self.grpcurl or self.replay):
+            out.append(self.rerun)
+        if self.note:
+            out.append(f"note: {self.note}")
+        return out
+
+    def to_json(self) -> Json:
+        """JSON form (a probe entry's ``reproducer``)."""
+        return {
+            "code": self.code,
+            "request_id": self.request_id,
+            "method": self.method,
+            "grpcurl": self.grpcurl,
+            "replay": self.replay,
+            "rerun": self.rerun,
+            "fill": list(self.fill),
+            "note": self.note,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Reproducer:
+        """The reproducer from its JSON form."""
+        return cls(
+            code=str(data.get("code", "")),
+            request_id=str(data.get("request_id", "")),
+            method=str(data.get("method", "")),
+            grpcurl=str(data.get("grpcurl", "")),
+            replay=str(data.get("replay", "")),
+            rerun=str(data.get("rerun", "")),
+            fill=tuple(str(f) for f in data.get("fill", ())),
+            note=str(data.get("note", "")),
+        )
+
+
 def probe_from_json(data: Mapping[str, Any]) -> ProbeResult:
     """A probe result from its JSON form."""
     return ProbeResult(
@@ -208,6 +284,8 @@ class ControlResult:
         probes: Every declared probe with what became of it.
         tests: Node IDs of the tests that spoke for the control.
         attestation: For an ATTESTED control, the attestation.
+        reproducers: Probe ID -> the command that reproduces its finding (FAIL probes);
+            in JSON, the probe entry's ``reproducer``. See :meth:`reproducer`.
     """
 
     id: str
@@ -225,6 +303,11 @@ class ControlResult:
     probes: tuple[ProbeResult, ...] = ()
     tests: tuple[str, ...] = ()
     attestation: AttestationRecord | None = None
+    reproducers: tuple[tuple[str, Reproducer], ...] = ()
+
+    def reproducer(self, probe_id: str) -> Reproducer | None:
+        """The reproducer of probe ``probe_id`` (``AUTHZ-001(a)``), if it has one."""
+        return dict(self.reproducers).get(probe_id)
 
     @classmethod
     def of(
@@ -289,6 +372,7 @@ class ControlResult:
             probes=self.probes,
             tests=self.tests,
             attestation=self.attestation,
+            reproducers=self.reproducers,
         )
 
     @property
@@ -311,7 +395,7 @@ class ControlResult:
             "severity": _severity_json(self.severity),
             "summary": self.summary,
             "observations": [observation_json(o, version) for o in self.observations],
-            "probes": [probe_dict(p) for p in self.probes],
+            "probes": [self._probe_json(p) for p in self.probes],
             "tests": list(self.tests),
             "attestation": self.attestation.to_json() if self.attestation else None,
         }
@@ -319,10 +403,19 @@ class ControlResult:
             del out["probes"]
         return out
 
+    def _probe_json(self, probe: ProbeResult) -> Json:
+        """A probe entry, with its ``reproducer`` when it has one."""
+        out: Json = dict(probe_dict(probe))
+        found = self.reproducer(probe.id)
+        if found is not None:
+            out["reproducer"] = found.to_json()
+        return out
+
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ControlResult:
         """The result from its JSON form (schema 1.0 or 2.0)."""
         attestation = data.get("attestation")
+        probes = data.get("probes", ())
         return cls(
             id=str(data["id"]),
             title=str(data["title"]),
@@ -336,9 +429,14 @@ class ControlResult:
             severity=_severity(data.get("severity")),
             summary=str(data.get("summary", "")),
             observations=tuple(observation_from_json(o) for o in data.get("observations", ())),
-            probes=tuple(probe_from_json(p) for p in data.get("probes", ())),
+            probes=tuple(probe_from_json(p) for p in probes),
             tests=tuple(str(t) for t in data.get("tests", ())),
             attestation=AttestationRecord.from_json(attestation) if attestation else None,
+            reproducers=tuple(
+                (str(p["id"]), Reproducer.from_json(p["reproducer"]))
+                for p in probes
+                if p.get("reproducer")
+            ),
         )
 
 

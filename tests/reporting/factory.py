@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from harness.catalogue import CATALOGUE, Severity
 from harness.outcome import Observation, Outcome, Probe, ProbeResult, Status, settle
 from harness.reporting.bundle import decide_evidence
-from harness.reporting.model import ControlResult, Results, RunInfo
+from harness.reporting.model import ControlResult, Reproducer, Results, RunInfo
 from harness.reporting.results import build_results, with_evidence
 
 RUN = RunInfo(
@@ -41,6 +42,30 @@ def refl_failed() -> ControlResult:
     )
     settled = settle(outcome, declared, lambda key: False)
     return ControlResult.from_outcome(settled, tests=["suites/test_surface.py::test_REFL_001"])
+
+
+#: What REFL-001(a)'s failing call re-sends (reflection answers whoever asks).
+REFL_REPRODUCER = Reproducer(
+    code="OK (0)",
+    request_id="rid-1",
+    method="/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    grpcurl=(
+        "grpcurl -cacert ca.pem -authority localhost -H 'x-request-id: rid-1' "
+        '-d \'{"listServices": ""}\' 127.0.0.1:5000 '
+        "grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
+    ),
+    replay=(
+        "hipaa-grpc replay 127.0.0.1:5000 --cacert ca.pem --authority localhost "
+        "--method /grpc.reflection.v1.ServerReflection/ServerReflectionInfo "
+        "--request-b64 OgA= --expect 'OK (0)'"
+    ),
+    rerun="pytest --hipaa-target=spawn:reference --hipaa-seed=7 -k REFL_001",
+)
+
+
+def refl_reproduced() -> ControlResult:
+    """REFL-001 FAIL whose failing probe carries a reproducer."""
+    return replace(refl_failed(), reproducers=(("REFL-001(a)", REFL_REPRODUCER),))
 
 
 def passed(control_id: str, *probes: ProbeResult) -> ControlResult:

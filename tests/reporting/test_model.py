@@ -13,7 +13,15 @@ from harness.catalogue import CATALOGUE
 from harness.outcome import Status
 from harness.reporting.model import ControlResult, Results, RunInfo
 
-from .factory import RUN, as_version_1, finished, passed, refl_failed
+from .factory import (
+    REFL_REPRODUCER,
+    RUN,
+    as_version_1,
+    finished,
+    passed,
+    refl_failed,
+    refl_reproduced,
+)
 
 
 def schema(version: str) -> dict[str, Any]:
@@ -48,6 +56,22 @@ def test_results_round_trip_in_schema_2() -> None:
     again = Results.from_json(json.loads(json.dumps(data)))
     assert again == results
     assert again.to_json() == data
+
+
+def test_a_reproducer_rides_on_its_probe_entry_and_reads_back() -> None:
+    results = finished(refl_reproduced(), passed("AUTHZ-001"))
+    data = results.to_json()
+    jsonschema.validate(data, schema("2.0"), format_checker=jsonschema.FormatChecker())
+    refl = next(c for c in data["controls"] if c["id"] == "REFL-001")
+    probes = {p["id"]: p for p in refl["probes"]}
+    assert probes["REFL-001(a)"]["reproducer"] == REFL_REPRODUCER.to_json()
+    assert "reproducer" not in probes["REFL-001(b)"]
+    again = Results.from_json(json.loads(json.dumps(data)))
+    assert again == results
+    control = again.control("REFL-001")
+    assert control is not None
+    assert control.reproducer("REFL-001(a)") == REFL_REPRODUCER
+    assert REFL_REPRODUCER.command.startswith("grpcurl ")
 
 
 def test_results_of_schema_1_are_read_and_written_back_as_1() -> None:
