@@ -362,6 +362,18 @@ SCHEMA: dict[str, Any] = {
         "secret_store": _str,
         "signing_cmd": _list(_str),
     },
+    "cloud": {
+        "provider": _choice("aws"),
+        "aws": {
+            "regions": _list(_str),
+            "profile": _str,
+            "role_arn": _str,
+            "endpoint_url": _str,
+            "phi_tag": _str,
+            "resources": _list(_str),
+            "audit_buckets": _list(_str),
+        },
+    },
 }
 
 #: Catalogue keys the harness does not act on yet, with the control each would feed. A

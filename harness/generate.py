@@ -292,6 +292,13 @@ SUITES = (
         ("Fuzzing",),
         "Fuzzing: malformed and extreme inputs (164.308(a)(8), 164.312(c)(1)).",
     ),
+    Suite(
+        "cloud",
+        ("Cloud",),
+        "Cloud: the estate around the service, read-only from the provider's account "
+        "(--hipaa-cloud).\n\n"
+        "45 CFR 164.312(a)(1), (a)(2)(iv), (b), (c)(1), (e)(1) and 164.308(a)(7).\n",
+    ),
 )
 
 _STUB = """

@@ -61,6 +61,9 @@ class _State:
     report_dir: Path | None = None
     attestations: dict[str, Attestation] | None = None
     started: str = ""
+    #: No gRPC target: only the CLOUD controls are judged (``--hipaa-cloud`` alone, or a
+    #: bundled cloud estate).
+    cloud_only: bool = False
 
 
 _STATE = pytest.StashKey[_State]()
@@ -186,6 +189,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "a run is green only when every selected control passed or does not apply)",
     )
     group.addoption(
+        "--hipaa-cloud",
+        choices=("aws",),
+        metavar="PROVIDER",
+        help="also read the cloud account around the service, read-only (aws), scoped by "
+        "[cloud.aws] in hipaa.toml; without --hipaa-target, a cloud-only run (same as "
+        'cloud.provider = "aws")',
+    )
+    group.addoption(
         "--hipaa-seed",
         type=int,
         metavar="N",
@@ -234,9 +245,11 @@ def pytest_configure(config: pytest.Config) -> None:
     state.report_dir = Path(report) if report else None
     state.attestations = attestations
     state.fail_on = fail_on
+    state.cloud_only = _cloud_only(spec, user_config)
     config.stash[_STATE] = state
     config.pluginmanager.register(state.results, "hipaa-results")
-    if spec is not None and config.args_source is not pytest.Config.ArgsSource.ARGS:
+    collect_suites = spec is not None or state.cloud_only
+    if collect_suites and config.args_source is not pytest.Config.ArgsSource.ARGS:
         import suites
 
         config.args[:] = [str(Path(suites.__file__).parent)]
@@ -244,8 +257,22 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(_XdistHooks(), "hipaa-xdist")
 
 
+def _cloud_only(spec: TargetSpec | None, user_config: Config) -> bool:
+    """No gRPC target: ``--hipaa-cloud`` without ``--hipaa-target``, or a cloud estate."""
+    from targets.catalog import SPAWNABLE
+
+    if spec is not None and spec.bundled is not None:
+        return SPAWNABLE[spec.bundled].cloud is not None
+    return spec is None and bool(user_config.get("cloud.provider"))
+
+
 def _with_flags(config: pytest.Config, user_config: Config) -> Config:
     """The config with the command line's ``--hipaa-allow-*`` and budget flags over it."""
+    if config.getoption("hipaa_cloud"):
+        provider = config.getoption("hipaa_cloud")
+        user_config = user_config.overlay(
+            Config({"cloud": {"provider": provider}}, ("--hipaa-cloud",))
+        )
     if config.getoption("hipaa_allow_transport_abuse"):
         flag = Config(
             {"safety": {"allow_transport_abuse": True}}, ("--hipaa-allow-transport-abuse",)
@@ -283,11 +310,12 @@ class _XdistHooks:
 def pytest_report_header(config: pytest.Config) -> list[str]:
     """What is needed to reproduce the run: target, profile, seed, config files."""
     state = config.stash.get(_STATE, None)
-    if state is None or state.spec is None:
+    if state is None or (state.spec is None and not state.cloud_only):
         return [f"hipaa-grpc {__version__}: no --hipaa-target (plugin idle)"]
     sources = ", ".join(state.config.sources) or "none"
+    target = state.spec.raw if state.spec else f"none (cloud {state.config.get('cloud.provider')})"
     return [
-        f"hipaa-grpc {__version__}: target={state.spec.raw} profile={state.profile} "
+        f"hipaa-grpc {__version__}: target={target} profile={state.profile} "
         f"seed={state.seed} config={sources}"
     ]
 
@@ -300,7 +328,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     list controls in catalogue order.
     """
     if config.stash[_STATE].spec is None or hasattr(config, "workerinput"):
-        return
+        return  # a cloud-only run has no background work
     _import_checks()
     from harness.checks import judged_last
 
@@ -333,14 +361,20 @@ def hipaa_run(request: pytest.FixtureRequest) -> Iterator[Run]:
     from harness.run import Run, RunOptions
 
     state = request.config.stash[_STATE]
-    if state.spec is None:
+    if state.spec is None and not state.cloud_only:
         pytest.skip("no --hipaa-target given")
     timeout = float(request.config.getoption("hipaa_call_timeout"))
     options = RunOptions(seed=state.seed, profile=state.profile, call_timeout_s=timeout)
     try:
-        run = Run.open(state.spec, state.config, options)
+        if state.cloud_only:
+            from harness.cloud.session import open_cloud_run
+
+            run = open_cloud_run(state.spec, state.config, options)
+        else:
+            assert state.spec is not None
+            run = Run.open(state.spec, state.config, options)
     except HarnessError as exc:
-        problem = f"target {state.spec.raw}: {exc}"
+        problem = f"target {state.spec.raw if state.spec else 'cloud'}: {exc}"
     else:
         problem = ""
     if problem:  # raised outside the except block, so no exception chain is printed
@@ -349,7 +383,7 @@ def hipaa_run(request: pytest.FixtureRequest) -> Iterator[Run]:
         pytest.fail(redact(problem, seed=state.seed), pytrace=False)
     state.run = run
     _import_checks()
-    if not hasattr(request.config, "workerinput"):  # xdist workers each hold a share only
+    if not hasattr(request.config, "workerinput") and not state.cloud_only:  # a share only
         from harness.checks import start_warmups
 
         selected = (_control_of(item) for item in request.session.items)
@@ -382,7 +416,7 @@ class Verdict:
 @pytest.fixture
 def hipaa_verdict(request: pytest.FixtureRequest, hipaa_run: Run) -> Verdict:
     """Run the check registered for this test's ``hipaa_control`` marker."""
-    from harness.checks import registered, run_check
+    from harness.checks import registered
     from harness.outcome import Status
 
     control_id = _control_of(request.node)
@@ -398,11 +432,23 @@ def hipaa_verdict(request: pytest.FixtureRequest, hipaa_run: Run) -> Verdict:
     state = request.config.stash.get(_STATE, None)
     seed = state.seed if state is not None else None
     # Redacted before anything prints it: failure text, skip reasons, the terminal, JUnit.
-    outcome = redact(run_check(control_id, hipaa_run), _secrets(hipaa_run), seed=seed)
+    outcome = redact(_judge(control_id, hipaa_run, state), _secrets(hipaa_run), seed=seed)
     request.node.stash[_OUTCOME] = outcome
     if outcome.status is Status.ERROR:
         pytest.fail(outcome.render(), pytrace=False)
     return Verdict(outcome)
+
+
+def _judge(control_id: str, run: Run, state: _State | None) -> Outcome:
+    """The control's outcome; SKIP for a gRPC control on a cloud-only run."""
+    from harness.checks import registered, run_check
+    from harness.cloud.session import NO_GRPC_TARGET, judged_here
+    from harness.outcome import Outcome, settle
+
+    if judged_here(control_id, state is not None and state.cloud_only):
+        return run_check(control_id, run)
+    entry = registered()[control_id]
+    return settle(Outcome.skip(entry.control, NO_GRPC_TARGET), entry.probes, lambda key: False)
 
 
 def _control_of(item: pytest.Item | Any) -> str | None:
@@ -461,7 +507,8 @@ def _endpoint(config: pytest.Config) -> dict[str, Any] | None:
     from harness.reporting.redact import redact
 
     run = state.run
-    endpoint = RunInfo(address=run.spec.address, transport=run.detected.note)
+    address = run.spec.address if run.spec.host is not None else ""
+    endpoint = RunInfo(address=address, transport=run.detected.note)
     return redact(endpoint, _secrets(run), seed=state.seed).to_json()
 
 
@@ -503,9 +550,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         )
     if state.run is not None:
         run = state.run
-        terminalreporter.write_line(
-            f"target {run.spec.raw} at {run.spec.address}: {run.detected.note}"
-        )
+        at = f" at {run.spec.address}" if run.spec.host is not None else ""
+        terminalreporter.write_line(f"target {run.spec.raw}{at}: {run.detected.note}")
         if run.unresponsive:
             terminalreporter.write_line(f"run cut short: {run.unresponsive}", red=True)
     _control_lines(terminalreporter, state.results.controls)

@@ -399,6 +399,11 @@ def start(
         from targets import node_reference
 
         return node_reference.start(defects, workdir)
+    if name == "aws-reference":  # a cloud estate in moto: the CLOUD controls' target
+        from targets import aws_reference
+
+        served, moto = aws_reference.start(defects, workdir)
+        return served, threading.Event(), _Parts(moto.port, moto)
     target = BUNDLED[name]
     for d in defects:
         target.defect(d)  # KeyError for an unknown defect

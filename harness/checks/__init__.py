@@ -40,6 +40,7 @@ CHECK_MODULES = (
     "harness.checks.limit",
     "harness.checks.fuzz.inputs",
     "harness.checks.fuzz.framing",
+    "harness.checks.cloud",
 )
 
 

@@ -1,0 +1,514 @@
+"""Reading one AWS account into an :class:`~harness.cloud.facts.Estate` (see :mod:`.aws`).
+
+One function per group of facts; each turns the calls it could not make into ``unread``
+entries, so a refusal shows in the fact that needed it and nowhere else.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from harness.cloud.aws import AwsScope, Reader, Unreadable, env_kind, grants, guard, min_tls
+from harness.cloud.facts import (
+    BackupPlanFacts,
+    BucketFacts,
+    EndpointFacts,
+    Estate,
+    FunctionFacts,
+    Grant,
+    KeyFacts,
+    RoleFacts,
+    SecretFacts,
+    StoreFacts,
+    SubnetFacts,
+    TrailFacts,
+    Unread,
+)
+from harness.config import Config
+
+_DECRYPT = ("kms:decrypt", "kms:*", "*")
+
+
+def collect(config: Config, progress: Callable[[str], None] | None = None) -> Estate:
+    """The AWS estate ``[cloud.aws]`` scopes, read-only."""
+    reader = Reader(AwsScope.from_config(config))
+    if progress is not None:
+        reader.progress = progress
+    return read_estate(reader)
+
+
+def read_estate(reader: Reader) -> Estate:
+    """Every fact the CLOUD controls judge, for the reader's scope."""
+    unread: list[Unread] = []
+    account = _account(reader, unread)
+    phi = _phi_arns(reader, unread)
+    functions, fn_stores, roles_used = _functions(reader, phi, unread)
+    stores = [*_tables(reader, phi), *_buckets(reader, phi), *fn_stores]
+    secret_stores, secrets = _secrets(reader, phi, unread)
+    stores += secret_stores + _log_groups(reader, phi, {f.name for f in functions}, unread)
+    trails = _trails(reader, unread)
+    buckets = {t.bucket for t in trails if t.bucket} | set(reader.scope.audit_buckets)
+    return Estate(
+        provider="aws",
+        account=account,
+        scope=reader.scope.words(),
+        keys=tuple(_keys(reader, sorted({s.key for s in stores if s.key}))),
+        stores=tuple(stores),
+        log_buckets=tuple(
+            reader.each("audit buckets", lambda b: _log_bucket(reader, b), sorted(buckets))
+        ),
+        trails=tuple(trails),
+        functions=tuple(functions),
+        roles=tuple(reader.each("roles", lambda r: _role(reader, r), sorted(roles_used))),
+        secrets=tuple(secrets),
+        endpoints=tuple(_load_balancers(reader, phi, unread) + _apis(reader, phi, unread)),
+        subnets=tuple(_subnets(reader, sorted({s for f in functions for s in f.subnets}))),
+        backup_plans=tuple(_backup_plans(reader, unread)),
+        unread=tuple(unread),
+    )
+
+
+def _account(reader: Reader, unread: list[Unread]) -> str:
+    try:
+        return str(reader.call(reader.client("sts"), "GetCallerIdentity").get("Account", ""))
+    except Unreadable as exc:
+        unread.append(Unread("account", str(exc)))
+        return ""
+
+
+def _phi_arns(reader: Reader, unread: list[Unread]) -> frozenset[str]:
+    """ARNs tagged with the PHI tag in every region, and those the config declares."""
+    key, value = reader.scope.phi_tag
+    found = set(reader.scope.resources)
+    for region in reader.scope.regions:
+        client = reader.client("resourcegroupstaggingapi", region)
+        try:
+            mappings = reader.pages(
+                client,
+                "GetResources",
+                "ResourceTagMappingList",
+                TagFilters=[{"Key": key, "Values": [value]}],
+            )
+        except Unreadable as exc:
+            unread.append(Unread("phi-scope", str(exc)))
+            continue
+        found.update(str(m["ResourceARN"]) for m in mappings)
+    return frozenset(a.removesuffix(":*") for a in found)
+
+
+def _of(phi: frozenset[str], service: str, kind: str) -> list[str]:
+    """The PHI ARNs of one resource kind (``dynamodb``, ``table/``)."""
+    return sorted(a for a in phi if a.split(":")[2:3] == [service] and kind in a)
+
+
+def _tables(reader: Reader, phi: frozenset[str]) -> list[StoreFacts]:
+    def one(arn: str) -> StoreFacts:
+        region, name = arn.split(":")[3], arn.split("table/", 1)[1].split("/")[0]
+        client = reader.client("dynamodb", region)
+        unread: list[str] = []
+        table = guard(lambda: reader.call(client, "DescribeTable", TableName=name), unread)
+        sse = (table or {}).get("Table", {}).get("SSEDescription") or {}
+        key = str(sse.get("KMSMasterKeyArn", "")) if sse.get("Status") == "ENABLED" else ""
+        backups = guard(
+            lambda: reader.call(client, "DescribeContinuousBackups", TableName=name), unread
+        )
+        pitr = None
+        if backups is not None:
+            desc = backups.get("ContinuousBackupsDescription", {})
+            status = desc.get("PointInTimeRecoveryDescription", {}).get("PointInTimeRecoveryStatus")
+            pitr = status == "ENABLED"
+        encryption = "" if table is None else ("named-key" if key else "provider-key")
+        return StoreFacts("table", name, encryption, key, pitr, tuple(unread))
+
+    return reader.each("tables", one, _of(phi, "dynamodb", "table/"))
+
+
+def _buckets(reader: Reader, phi: frozenset[str]) -> list[StoreFacts]:
+    def one(arn: str) -> StoreFacts:
+        name = arn.split(":::", 1)[1].split("/")[0]
+        unread: list[str] = []
+        absent = ("ServerSideEncryptionConfigurationNotFoundError",)
+        got = guard(
+            lambda: reader.call(
+                reader.client("s3"), "GetBucketEncryption", Bucket=name, absent=absent
+            ),
+            unread,
+        )
+        rules = (got or {}).get("ServerSideEncryptionConfiguration", {}).get("Rules", [])
+        default = rules[0].get("ApplyServerSideEncryptionByDefault", {}) if rules else {}
+        key = (
+            str(default.get("KMSMasterKeyID", ""))
+            if "kms" in str(default.get("SSEAlgorithm"))
+            else ""
+        )
+        encryption = "" if got is None else ("named-key" if key else "provider-key")
+        return StoreFacts("bucket", name, encryption, key, None, tuple(unread))
+
+    return reader.each("buckets", one, sorted(a for a in phi if a.startswith("arn:aws:s3:::")))
+
+
+def _secrets(
+    reader: Reader, phi: frozenset[str], unread: list[Unread]
+) -> tuple[list[StoreFacts], list[SecretFacts]]:
+    stores, secrets = [], []
+    for region in reader.scope.regions:
+        try:
+            listed = reader.pages(
+                reader.client("secretsmanager", region), "ListSecrets", "SecretList"
+            )
+        except Unreadable as exc:
+            unread.append(Unread("secrets", str(exc)))
+            continue
+        for s in listed:
+            if str(s.get("ARN")) not in phi:
+                continue
+            key = str(s.get("KmsKeyId", ""))
+            stores.append(
+                StoreFacts("secret", str(s["Name"]), "named-key" if key else "provider-key", key)
+            )
+            secrets.append(SecretFacts(str(s["Name"]), bool(s.get("RotationEnabled"))))
+    return stores, secrets
+
+
+def _log_groups(
+    reader: Reader, phi: frozenset[str], functions: set[str], unread: list[Unread]
+) -> list[StoreFacts]:
+    """Log groups tagged PHI, and those of PHI functions (their logs are theirs)."""
+    out = []
+    for region in reader.scope.regions:
+        try:
+            groups = reader.pages(reader.client("logs", region), "DescribeLogGroups", "logGroups")
+        except Unreadable as exc:
+            unread.append(Unread("log-groups", str(exc)))
+            continue
+        for g in groups:
+            name, arn = str(g["logGroupName"]), str(g.get("arn", "")).removesuffix(":*")
+            if arn not in phi and name.removeprefix("/aws/lambda/") not in functions:
+                continue
+            key = str(g.get("kmsKeyId", ""))
+            out.append(StoreFacts("log-group", name, "named-key" if key else "provider-key", key))
+    return out
+
+
+def _functions(
+    reader: Reader, phi: frozenset[str], unread: list[Unread]
+) -> tuple[list[FunctionFacts], list[StoreFacts], set[str]]:
+    listed: list[dict[str, Any]] = []
+    for region in reader.scope.regions:
+        try:
+            found = reader.pages(reader.client("lambda", region), "ListFunctions", "Functions")
+        except Unreadable as exc:
+            unread.append(Unread("functions", str(exc)))
+            continue
+        listed += [f for f in found if str(f.get("FunctionArn")) in phi]
+
+    def one(fn: dict[str, Any]) -> tuple[FunctionFacts, StoreFacts | None]:
+        region = str(fn["FunctionArn"]).split(":")[3]
+        mine: list[str] = []
+        url = guard(
+            lambda: reader.call(
+                reader.client("lambda", region),
+                "GetFunctionUrlConfig",
+                FunctionName=fn["FunctionName"],
+                absent=("ResourceNotFoundException",),
+            ),
+            mine,
+        )
+        variables = (fn.get("Environment") or {}).get("Variables") or {}
+        env = tuple((k, env_kind(k, str(v))) for k, v in sorted(variables.items()))
+        subnets = tuple((fn.get("VpcConfig") or {}).get("SubnetIds") or ())
+        auth = (url or {}).get("AuthType")
+        facts = FunctionFacts(
+            str(fn["FunctionName"]), str(fn.get("Role", "")), env, subnets, auth, tuple(mine)
+        )
+        key = str(fn.get("KMSKeyArn") or "")
+        store = None
+        if variables:
+            store = StoreFacts(
+                "function-environment", facts.name, "named-key" if key else "provider-key", key
+            )
+        return facts, store
+
+    pairs = reader.each("functions", one, listed)
+    functions = [f for f, _ in pairs]
+    return functions, [s for _, s in pairs if s is not None], {f.role for f in functions if f.role}
+
+
+def _keys(reader: Reader, refs: list[str]) -> list[KeyFacts]:
+    def one(ref: str) -> KeyFacts:
+        region = ref.split(":")[3] if ref.startswith("arn:") else None
+        client = reader.client("kms", region)
+        unread: list[str] = []
+        meta = (guard(lambda: reader.call(client, "DescribeKey", KeyId=ref), unread) or {}).get(
+            "KeyMetadata", {}
+        )
+        managed = meta.get("KeyManager") == "CUSTOMER"
+        rotation = None
+        if managed:
+            got = guard(lambda: reader.call(client, "GetKeyRotationStatus", KeyId=ref), unread)
+            rotation = None if got is None else bool(got.get("KeyRotationEnabled"))
+        policy = guard(
+            lambda: reader.call(client, "GetKeyPolicy", KeyId=ref, PolicyName="default"), unread
+        )
+        decrypt = tuple(g for g in grants((policy or {}).get("Policy") or "{}") if _decrypts(g))
+        enabled = meta.get("KeyState") == "Enabled" if meta else False
+        return KeyFacts(ref, managed, enabled, rotation, decrypt, tuple(unread))
+
+    return reader.each("keys", one, refs)
+
+
+def _decrypts(grant: Grant) -> bool:
+    return any(a.lower() in _DECRYPT for a in grant.actions)
+
+
+def _role(reader: Reader, arn: str) -> RoleFacts:
+    name, iam = arn.rsplit("/", 1)[-1], reader.client("iam")
+    unread: list[str] = []
+    found: list[Grant] = []
+    inline = guard(
+        lambda: reader.pages(iam, "ListRolePolicies", "PolicyNames", RoleName=name), unread
+    )
+    for policy in inline or ():
+        doc = guard(
+            functools.partial(reader.call, iam, "GetRolePolicy", RoleName=name, PolicyName=policy),
+            unread,
+        )
+        found += grants((doc or {}).get("PolicyDocument") or {})
+    attached = guard(
+        lambda: reader.pages(iam, "ListAttachedRolePolicies", "AttachedPolicies", RoleName=name),
+        unread,
+    )
+    for policy in attached or ():
+        found += _managed_policy(reader, str(policy["PolicyArn"]), unread)
+    return RoleFacts(arn, tuple(found), 0, tuple(unread))
+
+
+def _managed_policy(reader: Reader, arn: str, unread: list[str]) -> list[Grant]:
+    iam = reader.client("iam")
+    meta = guard(lambda: reader.call(iam, "GetPolicy", PolicyArn=arn), unread)
+    version = (meta or {}).get("Policy", {}).get("DefaultVersionId")
+    if not version:
+        return []
+    doc = guard(
+        lambda: reader.call(iam, "GetPolicyVersion", PolicyArn=arn, VersionId=version), unread
+    )
+    return list(grants((doc or {}).get("PolicyVersion", {}).get("Document") or {}))
+
+
+def _trails(reader: Reader, unread: list[Unread]) -> list[TrailFacts]:
+    listed: dict[str, dict[str, Any]] = {}
+    for region in reader.scope.regions:
+        try:
+            got = reader.call(
+                reader.client("cloudtrail", region), "DescribeTrails", includeShadowTrails=False
+            )
+        except Unreadable as exc:
+            unread.append(Unread("trails", str(exc)))
+            continue
+        listed.update({str(t["TrailARN"]): t for t in got.get("trailList", [])})
+
+    def one(trail: dict[str, Any]) -> TrailFacts:
+        mine: list[str] = []
+        client = reader.client("cloudtrail", trail.get("HomeRegion"))
+        status = guard(lambda: reader.call(client, "GetTrailStatus", Name=trail["TrailARN"]), mine)
+        return TrailFacts(
+            str(trail["Name"]),
+            bool(trail.get("IsMultiRegionTrail")),
+            None if status is None else bool(status.get("IsLogging")),
+            bool(trail.get("LogFileValidationEnabled")),
+            str(trail.get("S3BucketName", "")),
+            tuple(mine),
+        )
+
+    return reader.each("trails", one, [listed[a] for a in sorted(listed)])
+
+
+def _log_bucket(reader: Reader, name: str) -> BucketFacts:
+    s3 = reader.client("s3")
+    unread: list[str] = []
+    lock = guard(
+        lambda: reader.call(
+            s3,
+            "GetObjectLockConfiguration",
+            Bucket=name,
+            absent=("ObjectLockConfigurationNotFoundError",),
+        ),
+        unread,
+    )
+    config = (lock or {}).get("ObjectLockConfiguration", {})
+    retention = config.get("Rule", {}).get("DefaultRetention", {})
+    enabled = config.get("ObjectLockEnabled") == "Enabled"
+    days = int(retention.get("Days", 0)) or int(retention.get("Years", 0)) * 365
+    versioning = guard(lambda: reader.call(s3, "GetBucketVersioning", Bucket=name), unread)
+    block = guard(
+        lambda: reader.call(
+            s3,
+            "GetPublicAccessBlock",
+            Bucket=name,
+            absent=("NoSuchPublicAccessBlockConfiguration",),
+        ),
+        unread,
+    )
+    flags = (block or {}).get("PublicAccessBlockConfiguration", {})
+    return BucketFacts(
+        name,
+        str(retention.get("Mode", "")) if enabled else "",
+        days if enabled else 0,
+        (versioning or {}).get("Status") == "Enabled",
+        len(flags) == 4 and all(flags.values()),
+        tuple(unread),
+    )
+
+
+def _load_balancers(
+    reader: Reader, phi: frozenset[str], unread: list[Unread]
+) -> list[EndpointFacts]:
+    out: list[EndpointFacts] = []
+    for region in reader.scope.regions:
+        client = reader.client("elbv2", region)
+        try:
+            lbs = reader.pages(client, "DescribeLoadBalancers", "LoadBalancers")
+        except Unreadable as exc:
+            unread.append(Unread("load-balancers", str(exc)))
+            continue
+        mine = [lb for lb in lbs if str(lb["LoadBalancerArn"]) in phi]
+        for found in reader.each(
+            "load balancers", functools.partial(_listeners, reader, client), mine
+        ):
+            out += found
+    return out
+
+
+def _listeners(reader: Reader, client: Any, lb: dict[str, Any]) -> list[EndpointFacts]:
+    arn, name = str(lb["LoadBalancerArn"]), str(lb.get("LoadBalancerName", ""))
+    mine: list[str] = []
+    attrs = guard(
+        lambda: reader.call(client, "DescribeLoadBalancerAttributes", LoadBalancerArn=arn), mine
+    )
+    logging = None
+    if attrs is not None:
+        values = {a["Key"]: a["Value"] for a in attrs.get("Attributes", [])}
+        logging = values.get("access_logs.s3.enabled") == "true"
+    listeners = guard(
+        lambda: reader.pages(client, "DescribeListeners", "Listeners", LoadBalancerArn=arn), mine
+    )
+    out = []
+    for listener in listeners or ():
+        policy, proto, floor = listener.get("SslPolicy"), str(listener.get("Protocol", "")), None
+        if policy and proto in ("HTTPS", "TLS"):
+            got = guard(
+                functools.partial(reader.call, client, "DescribeSSLPolicies", Names=[policy]), mine
+            )
+            protocols = ((got or {}).get("SslPolicies") or [{}])[0].get("SslProtocols", [])
+            floor = min_tls(protocols)
+        actions = listener.get("DefaultActions", [])
+        redirects = bool(actions) and all(
+            a.get("Type") == "redirect" and a.get("RedirectConfig", {}).get("Protocol") == "HTTPS"
+            for a in actions
+        )
+        label = f"{name}:{listener.get('Port')}"
+        out.append(
+            EndpointFacts(
+                "load-balancer-listener", label, proto, floor, redirects, logging, tuple(mine)
+            )
+        )
+    return out or [EndpointFacts("load-balancer", name, "", None, False, logging, tuple(mine))]
+
+
+def _apis(reader: Reader, phi: frozenset[str], unread: list[Unread]) -> list[EndpointFacts]:
+    out: list[EndpointFacts] = []
+    key, value = reader.scope.phi_tag
+    for region in reader.scope.regions:
+        client = reader.client("apigateway", region)
+        try:
+            domains = reader.pages(client, "GetDomainNames", "items")
+            apis = reader.pages(client, "GetRestApis", "items")
+        except Unreadable as exc:
+            unread.append(Unread("apis", str(exc)))
+            continue
+        for d in domains:
+            policy = str(d.get("securityPolicy", "TLS_1_0"))
+            out.append(
+                EndpointFacts("api-domain", str(d["domainName"]), "HTTPS", min_tls([policy]))
+            )
+        for api in apis:
+            arn = f"arn:aws:apigateway:{region}::/restapis/{api['id']}"
+            if arn not in phi and (api.get("tags") or {}).get(key) != value:
+                continue
+            mine: list[str] = []
+            stages = guard(
+                functools.partial(reader.pages, client, "GetStages", "item", restApiId=api["id"]),
+                mine,
+            )
+            for stage in stages or ():
+                logged = bool((stage.get("accessLogSettings") or {}).get("destinationArn"))
+                label = f"{api.get('name', api['id'])}/{stage['stageName']}"
+                out.append(
+                    EndpointFacts("api-stage", label, "HTTPS", None, False, logged, tuple(mine))
+                )
+    return out
+
+
+def _subnets(reader: Reader, ids: list[str]) -> list[SubnetFacts]:
+    def one(subnet: str) -> SubnetFacts:
+        ec2 = reader.client("ec2")
+        unread: list[str] = []
+        tables = guard(
+            lambda: reader.pages(
+                ec2,
+                "DescribeRouteTables",
+                "RouteTables",
+                Filters=[{"Name": "association.subnet-id", "Values": [subnet]}],
+            ),
+            unread,
+        )
+        if tables == []:  # no table of its own: the VPC's main table
+            tables = _main_table(reader, subnet, unread)
+        if tables is None:
+            return SubnetFacts(subnet, False, tuple(unread))
+        routes = [r for t in tables for r in t.get("Routes", [])]
+        public = any(
+            str(r.get("GatewayId", "")).startswith("igw-")
+            and (
+                r.get("DestinationCidrBlock") == "0.0.0.0/0"
+                or r.get("DestinationIpv6CidrBlock") == "::/0"
+            )
+            for r in routes
+        )
+        return SubnetFacts(subnet, not public, tuple(unread))
+
+    return reader.each("subnets", one, ids)
+
+
+def _main_table(reader: Reader, subnet: str, unread: list[str]) -> list[Any] | None:
+    ec2 = reader.client("ec2")
+    found = guard(
+        lambda: reader.pages(ec2, "DescribeSubnets", "Subnets", SubnetIds=[subnet]), unread
+    )
+    if not found:
+        return None
+    filters = [
+        {"Name": "vpc-id", "Values": [found[0]["VpcId"]]},
+        {"Name": "association.main", "Values": ["true"]},
+    ]
+    return guard(
+        lambda: reader.pages(ec2, "DescribeRouteTables", "RouteTables", Filters=filters), unread
+    )
+
+
+def _backup_plans(reader: Reader, unread: list[Unread]) -> list[BackupPlanFacts]:
+    out = []
+    for region in reader.scope.regions:
+        client = reader.client("backup", region)
+        try:
+            plans = reader.pages(client, "ListBackupPlans", "BackupPlansList")
+        except Unreadable as exc:
+            unread.append(Unread("backup-plans", str(exc)))
+            continue
+        for plan in plans:
+            got = reader.call(client, "GetBackupPlan", BackupPlanId=plan["BackupPlanId"])
+            rules = got.get("BackupPlan", {}).get("Rules", [])
+            out.append(BackupPlanFacts(str(plan.get("BackupPlanName", "")), len(rules)))
+    return out

@@ -1,0 +1,180 @@
+"""The AWS collector against the bundled estate in moto on 127.0.0.1: the facts it reads,
+the exact read-only IAM policy it needs, and how a refusal shows.
+
+Every client has ``endpoint_url`` set to the local server and fixed fake credentials:
+nothing leaves 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("moto")
+
+import boto3
+from botocore.awsrequest import AWSResponse
+
+from harness.checks.cloud import judge_encryption, judge_trails
+from harness.cloud.aws import (
+    ACTIONS,
+    PROGRESS_FROM,
+    AwsScope,
+    Reader,
+    env_kind,
+    grants,
+    iam_action,
+    min_tls,
+)
+from harness.cloud.aws_read import read_estate
+from harness.cloud.facts import ENV_ACCESS_KEY, ENV_PLAINTEXT_CREDENTIAL, ENV_REFERENCE
+from harness.config import Config
+from harness.outcome import Status
+from targets import aws_reference
+
+POLICY = Path(__file__).resolve().parents[1] / "docs" / "iam-policy-aws.json"
+
+
+@pytest.fixture(scope="module")
+def endpoint() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    aws_reference.Estate(url, frozenset()).build()
+    yield url
+    server.stop()
+
+
+def session(hooks: dict[str, Any] | None = None) -> boto3.Session:
+    s = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing")
+    for event, handler in (hooks or {}).items():
+        s.events.register(event, handler)
+    return s
+
+
+def reader(endpoint: str, hooks: dict[str, Any] | None = None) -> Reader:
+    scope = AwsScope(regions=("us-east-1",), endpoint_url=endpoint)
+    return Reader(scope, progress=lambda line: None, session=session(hooks))
+
+
+def test_the_collector_reads_the_estate_the_reference_builds(endpoint):
+    facts = read_estate(reader(endpoint))
+    assert facts.account == aws_reference.ACCOUNT
+    assert not facts.unread
+    kinds = sorted({s.kind for s in facts.stores})
+    assert kinds == ["bucket", "function-environment", "log-group", "secret", "table"]
+    assert {f.name for f in facts.functions} == {"patients-read", "patients-write"}
+    assert facts.log_buckets[0].lock_mode == "COMPLIANCE"
+    assert facts.log_buckets[0].retention_days == aws_reference.RETENTION_DAYS
+    assert {e.min_tls for e in facts.endpoints if e.protocol == "HTTPS" and e.min_tls} == {"1.2"}
+    assert all(s.private for s in facts.subnets)
+
+
+def test_the_collector_calls_exactly_the_documented_read_only_actions(endpoint):
+    called: set[str] = set()
+
+    def record(model: Any, **kwargs: Any) -> None:
+        called.add(iam_action(model.service_model.service_name, model.name))
+
+    read_estate(reader(endpoint, {"before-call.*.*": record}))
+    document = json.loads(POLICY.read_text())
+    (statement,) = document["Statement"]
+    assert statement["Effect"] == "Allow"
+    assert sorted(statement["Action"]) == sorted(ACTIONS)
+    assert called == set(ACTIONS)  # every action used, none beyond the policy
+    verbs = {a.split(":", 1)[1] for a in ACTIONS}
+    assert all(v == "GET" or v.startswith(("Get", "List", "Describe")) for v in verbs), verbs
+
+
+def _denied(model: Any, **kwargs: Any) -> tuple[AWSResponse, dict[str, Any]]:
+    error = {"Code": "AccessDeniedException", "Message": "not allowed"}
+    meta = {"HTTPStatusCode": 400}
+    return AWSResponse("http://127.0.0.1/", 400, {}, None), {
+        "Error": error,
+        "ResponseMetadata": meta,
+    }
+
+
+def test_a_refused_call_leaves_its_control_inconclusive_naming_the_action(endpoint):
+    hooks = {
+        "before-call.kms.GetKeyRotationStatus": _denied,
+        "before-call.cloudtrail.DescribeTrails": _denied,
+    }
+    facts = read_estate(reader(endpoint, hooks))
+    (key,) = facts.keys
+    assert key.rotation is None
+    assert key.unread == ("denied: kms:GetKeyRotationStatus",)
+    assert facts.missing("trails") == ["trails: denied: cloudtrail:DescribeTrails"]
+    rotation = [o for o in judge_encryption(facts) if o.ref == "b" and "rotation" in o.probe]
+    assert {o.status for o in rotation} == {Status.INCONCLUSIVE}
+    assert "denied: kms:GetKeyRotationStatus" in rotation[0].observed
+    (trail,) = judge_trails(facts)
+    assert trail.status is Status.INCONCLUSIVE
+
+
+def test_a_loopback_endpoint_gets_fake_credentials_never_the_users(monkeypatch, endpoint):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAREALLOOKING00000")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "real-looking")
+    config = Config({"cloud": {"aws": {"endpoint_url": endpoint, "profile": "prod"}}})
+    sts = Reader(AwsScope.from_config(config)).client("sts")
+    assert sts._request_signer._credentials.access_key == "testing"
+
+
+def test_big_accounts_are_read_concurrently_with_a_progress_line():
+    lines: list[str] = []
+    r = Reader(AwsScope(("us-east-1",)), progress=lines.append)
+    assert r.each("tables", lambda n: n * 2, range(PROGRESS_FROM)) == [n * 2 for n in range(100)]
+    assert lines[-1] == f"cloud: read {PROGRESS_FROM}/{PROGRESS_FROM} tables"
+    assert r.each("tables", lambda n: n, range(3)) == [0, 1, 2]
+    assert len(lines) == 2  # 50 and 100 only; small walks stay quiet
+
+
+def test_policy_statements_become_grants():
+    doc = {
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": "arn:aws:iam::123456789012:root"},
+                "Action": "kms:*",
+                "Resource": "*",
+            },
+            {
+                "Effect": "Allow",
+                "Principal": "*",
+                "Action": ["kms:Decrypt"],
+                "Resource": "*",
+                "Condition": {"StringEquals": {"kms:ViaService": "s3"}},
+            },
+            {"Effect": "Deny", "Principal": "*", "Action": "kms:*", "Resource": "*"},
+            {"Effect": "Allow", "Action": "ec2:CreateNetworkInterface", "Resource": "*"},
+        ]
+    }
+    root, conditioned, network = grants(json.dumps(doc))
+    assert root.principals == ("account",)
+    assert root.data_access
+    assert conditioned.principals == ("*",)
+    assert conditioned.conditional
+    assert not network.data_access
+
+
+def test_environment_variables_are_judged_by_name_and_shape_only():
+    assert env_kind("DB_PASSWORD", "hunter2") == ENV_PLAINTEXT_CREDENTIAL
+    assert env_kind("API_KEY", "arn:aws:secretsmanager:us-east-1:1:secret:x") == ENV_REFERENCE
+    assert env_kind("AWS_ACCESS_KEY_ID", "AKIAABCDEFGHIJKLMNOP") == ENV_ACCESS_KEY
+    assert env_kind("TABLE_NAME", "patients") == ENV_REFERENCE
+    assert env_kind("SESSION_TOKEN", "") == ENV_REFERENCE  # declared empty: nothing in clear
+
+
+def test_tls_floors_from_policy_protocols():
+    assert min_tls(["TLSv1.2", "TLSv1.1", "TLSv1"]) == "1.0"
+    assert min_tls(["TLSv1.3", "TLSv1.2"]) == "1.2"
+    assert min_tls(["TLS_1_2"]) == "1.2"
+    assert min_tls(["SSLv3", "TLSv1.2"]) == "0.0"
+    assert min_tls([]) is None
