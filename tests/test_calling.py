@@ -93,3 +93,14 @@ def test_a_late_warmup_waits_for_the_scan_but_not_for_a_token_held_to_expire(mon
         hold_released.set()
         for thread in run.target.threads:
             thread.join(5)
+
+
+def test_methods_are_fuzzed_side_by_side_only_within_the_server_s_stream_limit():
+    from harness.engine import DEFAULT_IN_FLIGHT
+    from harness.plans.fuzzcases import METHOD_LANES, method_lanes
+
+    assert method_lanes(None) == 1  # nothing advertised, or not readable: one at a time
+    assert method_lanes(DEFAULT_IN_FLIGHT) == 1
+    assert method_lanes(2 * DEFAULT_IN_FLIGHT) == 2
+    assert method_lanes(100) == METHOD_LANES
+    assert method_lanes(1) == 1
