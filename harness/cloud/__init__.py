@@ -14,6 +14,14 @@ from collections.abc import Callable
 from harness.cloud.facts import Estate
 from harness.config import Config
 
+#: The manual controls (catalogue section 5) that CLOUD controls automate in part: the report
+#: says so beside the attestation, which is still asked for what the API cannot show.
+PARTLY_AUTOMATES: dict[str, tuple[str, ...]] = {
+    "ATT-002": ("CLOUD-001",),
+    "ATT-004": ("CLOUD-002", "CLOUD-003"),
+    "ATT-009": ("CLOUD-008",),
+}
+
 #: Providers ``--hipaa-cloud`` accepts, and the module that collects each.
 PROVIDERS = {"aws": "harness.cloud.aws_read"}
 

@@ -15,6 +15,7 @@ from dataclasses import replace
 
 from harness import __version__
 from harness.catalogue import CATALOGUE, Control, Severity
+from harness.cloud import PARTLY_AUTOMATES
 from harness.outcome import ProbeResult, Status
 from harness.reporting.model import (
     EVIDENCE_CONTROL,
@@ -120,8 +121,26 @@ def build_results(
             controls.append(merge(by_control[control.id]).with_control(control))
         elif control.id != EVIDENCE_CONTROL:
             controls.append(_untested(control, attested, checks))
+    controls = partly_automated(controls)
     tidy = redact((run, tuple(controls)), secrets, seed=seed)
     return finish(str(uuid.uuid4()), tidy[0], tidy[1])
+
+
+def partly_automated(controls: Sequence[ControlResult]) -> list[ControlResult]:
+    """Each manual control a judged CLOUD control covers in part says which, and its status.
+
+    Its own status stays the attestation's (``PARTLY_AUTOMATES``): an attestation is still
+    asked for what the provider's API cannot show.
+    """
+    judged = {c.id: c for c in controls if c.status in (Status.PASS, Status.FAIL, Status.WARN)}
+    out = []
+    for c in controls:
+        covering = [judged[i] for i in PARTLY_AUTOMATES.get(c.id, ()) if i in judged]
+        if covering:
+            said = ", ".join(f"{x.id} {x.status.value}" for x in covering)
+            c = replace(c, summary=f"{c.summary}; partly automated by {said}")
+        out.append(c)
+    return out
 
 
 def finish(

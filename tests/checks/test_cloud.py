@@ -313,3 +313,22 @@ def test_without_a_cloud_provider_every_cloud_control_is_skip():
             assert outcome.summary == NO_CLOUD
     finally:
         run.close()
+
+
+def test_the_report_says_which_attestations_cloud_controls_automate_in_part():
+    from harness.catalogue import CATALOGUE
+    from harness.reporting.model import ControlResult
+    from harness.reporting.results import build_results
+    from tests.reporting.factory import RUN
+
+    judged = [
+        ControlResult.of(CATALOGUE["CLOUD-001"], Status.PASS, "held"),
+        ControlResult.of(CATALOGUE["CLOUD-003"], Status.FAIL, "no validation"),
+        ControlResult.of(CATALOGUE["CLOUD-008"], Status.SKIP, "no --hipaa-cloud"),
+    ]
+    results = build_results(judged, RUN, None, registered=[c.id for c in judged])
+    by_id = {c.id: c for c in results.controls}
+    assert by_id["ATT-002"].status is Status.ATTESTATION_MISSING  # still asked for
+    assert by_id["ATT-002"].summary.endswith("; partly automated by CLOUD-001 PASS")
+    assert by_id["ATT-004"].summary.endswith("; partly automated by CLOUD-003 FAIL")
+    assert "partly automated" not in by_id["ATT-009"].summary  # CLOUD-008 was not judged
