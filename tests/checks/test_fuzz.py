@@ -21,11 +21,14 @@ from harness.checks.fuzz.framing import (
     DEGRADATION_FLOOR_S,
     FUZZ_003_PROBES,
     NO_PROTECTED_UNARY,
+    Controls,
     Malformed,
     Samples,
     burst_limits,
+    disguise_plan,
     idle_wait,
     judge_baseline,
+    judge_disguised,
     judge_idle,
     judge_malformed,
     judge_samples,
@@ -388,7 +391,7 @@ def test_fuzz_003_b_wants_resource_exhausted_whatever_the_message():
     assert (internal.status, internal.severity) == (Status.FAIL, Severity.MEDIUM)
 
 
-@pytest.mark.parametrize("label", ["(c)", "(d)", "(e)", "(f) upper", "(f) metadata name with"])
+@pytest.mark.parametrize("label", ["(c)", "(d)", "(e)"])
 @pytest.mark.parametrize(
     ("reply", "status"),
     [
@@ -410,6 +413,107 @@ def test_fuzz_003_c_to_f_want_an_answer_that_is_not_ok(label, reply, status):
     obs = judge_malformed(plan_probe(label), reply)
     assert obs.status is status
     assert obs.ref == label[1]
+
+
+@pytest.mark.parametrize("label", ["(f) upper", "(f) metadata name with"])
+@pytest.mark.parametrize(
+    ("reply", "status"),
+    [
+        (Reply(http_status=200, grpc_status=13, grpc_message="Illegal header key"), Status.PASS),
+        (Reply(reset_code=1), Status.PASS),
+        (Reply(http_status=400, grpc_status=-1), Status.PASS),
+        (Reply(closed=True, goaway_code=1), Status.PASS),
+        # Served on the liveness method: the field was dropped (nghttp2 drops a name with a
+        # space) or reached a service that ignored it; the harness cannot tell which. It
+        # was a FAIL before.
+        (Reply(http_status=200, grpc_status=0, messages=1), Status.INCONCLUSIVE),
+        (Reply(timed_out=True, elapsed_s=5.0), Status.FAIL),
+        (Reply(http_status=200, grpc_status=14), Status.INCONCLUSIVE),
+    ],
+)
+def test_fuzz_003_f_on_liveness_refused_passes_and_served_shows_nothing(label, reply, status):
+    obs = judge_malformed(plan_probe(label), reply)
+    assert (obs.ref, obs.status) == ("f", status)
+
+
+# (f) with credentials: the caller's token under a malformed name, beside the same call
+# with it under its own name (served) and without it (UNAUTHENTICATED).
+TOKEN = "eyJhbGciOiJFUzI1NiJ9.e30.c2ln"
+UPPER, SPACE = disguise_plan(GET, b"\n\x01p", (("authorization", f"Bearer {TOKEN}"),))
+SERVED = Reply(http_status=200, grpc_status=0, messages=1)
+BARE = Reply(http_status=200, grpc_status=16, grpc_message="unauthenticated")
+CONTROLS = Controls(honest=SERVED, bare=BARE)
+
+
+def test_fuzz_003_f_plans_the_credentials_under_two_malformed_names():
+    assert [(d.name, d.header, d.path) for d in (UPPER, SPACE)] == [
+        ("Authorization", "authorization", GET),
+        ("authorization ", "authorization", GET),
+    ]
+    assert UPPER.metadata == (("Authorization", f"Bearer {TOKEN}"),)
+    assert TOKEN not in UPPER.probe + SPACE.probe  # the labels go into evidence
+    # etcd's own header (auth.header = "token"), and no plan without header credentials
+    etcd = disguise_plan(GET, b"", (("token", TOKEN),))
+    assert [d.metadata for d in etcd] == [(("Token", TOKEN),), (("token ", TOKEN),)]
+    assert disguise_plan(GET, b"", ()) == []
+    assert disguise_plan("", b"", (("token", TOKEN),)) == []
+
+
+@pytest.mark.parametrize(
+    ("disguise", "reply", "status"),
+    [
+        # grpc-go (x/net/http2): both names invalid, RST_STREAM PROTOCOL_ERROR.
+        (UPPER, Reply(reset_code=1), Status.PASS),
+        (SPACE, Reply(reset_code=1), Status.PASS),
+        # grpc-js (nghttp2): upper case reset as grpc-go's; a name with a space dropped
+        # before Node sees it, so the call is answered exactly as without credentials (a
+        # FAIL before, when (f) went to the liveness method).
+        (SPACE, BARE, Status.PASS),
+        # Envoy: GOAWAY PROTOCOL_ERROR or HTTP 400 on upper case; the field with a space
+        # dropped by its codec and the request forwarded without it.
+        (UPPER, Reply(closed=True, goaway_code=1, goaway_last_stream=0), Status.PASS),
+        (UPPER, Reply(http_status=400, grpc_status=-1), Status.PASS),
+        (SPACE, Reply(http_status=200, grpc_status=16, grpc_message="missing token"), Status.PASS),
+        # grpcio (C-core): INTERNAL 'Illegal header key'.
+        (
+            SPACE,
+            Reply(http_status=200, grpc_status=13, grpc_message="Illegal header key"),
+            Status.PASS,
+        ),
+        # A stack that folds case or trims names: the malformed field is the credential.
+        (UPPER, SERVED, Status.FAIL),
+        (SPACE, Reply(http_status=200, grpc_status=0), Status.FAIL),
+        (SPACE, Reply(timed_out=True, elapsed_s=5.0), Status.FAIL),
+        (SPACE, Reply(http_status=200, grpc_status=14), Status.INCONCLUSIVE),
+        (SPACE, ConnectionResetError("reset by peer"), Status.INCONCLUSIVE),
+    ],
+)
+def test_fuzz_003_f_credentials_under_a_malformed_name_are_never_taken(disguise, reply, status):
+    obs = judge_disguised(disguise, reply, CONTROLS)
+    assert (obs.ref, obs.status) == ("f", status)
+    assert (obs.severity is Severity.HIGH) == (status is Status.FAIL)
+    assert TOKEN not in obs.observed + obs.expected + obs.probe
+
+
+def test_fuzz_003_f_dropped_is_named_and_needs_the_honest_call_served():
+    dropped = judge_disguised(SPACE, BARE, CONTROLS)
+    assert "exactly as the call without credentials" in dropped.observed
+    # The credentials under their own name were not served either: nothing shown.
+    expired = Reply(http_status=200, grpc_status=16, grpc_message="token expired")
+    same = judge_disguised(SPACE, BARE, Controls(honest=BARE, bare=BARE))
+    assert same.status is Status.INCONCLUSIVE
+    # ...but a refusal of its own (a reset) still shows the name was refused.
+    reset = judge_disguised(SPACE, Reply(reset_code=1), Controls(honest=expired, bare=BARE))
+    assert reset.status is Status.PASS
+    # No bare control: not served where the honest call was is enough.
+    alone = judge_disguised(SPACE, BARE, Controls(honest=SERVED, bare=OSError("refused")))
+    assert alone.status is Status.PASS
+
+
+def test_fuzz_003_f_served_by_a_method_open_to_anyone_shows_nothing():
+    # The no-auth defect: every call is served, so (f) says nothing; (a) trips FUZZ-003.
+    obs = judge_disguised(UPPER, SERVED, Controls(honest=SERVED, bare=SERVED))
+    assert obs.status is Status.INCONCLUSIVE
 
 
 def test_fuzz_003_a_failed_connection_is_inconclusive():

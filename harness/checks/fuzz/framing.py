@@ -55,7 +55,11 @@ FUZZ_003_PROBES = (
     Probe("c", "a length prefix past the data, then END_STREAM: not OK, answered"),
     Probe("d", "the compressed flag without grpc-encoding: not OK, answered"),
     Probe("e", "an invalid grpc-timeout: not OK, answered"),
-    Probe("f", "upper-case and invalid metadata names: not OK, answered"),
+    Probe(
+        "f",
+        "credentials under an upper-case name and under a name with a space: never taken "
+        "for the credential header (refused, or answered as without credentials)",
+    ),
     Probe(
         "g",
         "bursts of rapid resets, PINGs, SETTINGS and CONTINUATION without END_HEADERS: "
@@ -85,10 +89,17 @@ def transport_abuse(run: Run) -> Outcome:
     (the client certificate, no bearer token), which a browser could send cross-site: must
     not be served (HTTP 200 with grpc-status 0). The same to the liveness method is recorded.
     (b) a length prefix of 0xFFFFFFFF: RESOURCE_EXHAUSTED (8).
-    (c)-(f) a length prefix past the data, the compressed flag with no ``grpc-encoding``,
-    an invalid ``grpc-timeout``, an upper-case and an invalid metadata name: not OK, and an
-    answer (no hang). For (a)-(f), UNAVAILABLE or DEADLINE_EXCEEDED is no answer to the
-    request (it did not reach the service): INCONCLUSIVE.
+    (c)-(e) a length prefix past the data, the compressed flag with no ``grpc-encoding``,
+    an invalid ``grpc-timeout``: not OK, and an answer (no hang).
+    (f) a protected unary method's credentials under an upper-case name
+    (``Authorization``) and under a name with a space (``authorization ``), beside the same
+    call with them under their own name and without them: never served (RFC 9113 8.2.1:
+    such a field is malformed; refused, or dropped before the service as nghttp2 drops a
+    name with a space, the call then answered as without credentials). Without such a
+    method, the malformed names go to the liveness method, where a served call cannot show
+    whether the field reached the service (INCONCLUSIVE). For (a)-(f), UNAVAILABLE or
+    DEADLINE_EXCEEDED is no answer to the request (it did not reach the service):
+    INCONCLUSIVE.
     (g) ``fuzz.h2_burst`` (500) each of HEADERS+RST_STREAM pairs, PINGs, SETTINGS, and
     CONTINUATION frames with no END_HEADERS, on four connections at once. GOAWAY is fine;
     health p95 during and after must stay within max(2 x baseline, baseline + 0.25 s). A
@@ -106,10 +117,14 @@ def transport_abuse(run: Run) -> Outcome:
     except OSError as exc:
         raise CannotObserve(f"no raw HTTP/2 connection to the target: {exc}") from exc
     protected = _protected_unary(run)
+    disguises = disguise_plan(*_credentialed_unary(run))
     plan = malformed_plan(liveness, protected)
+    if disguises:  # (f) where the malformed names carry what the service reads
+        plan = [p for p in plan if p.ref != "f"]
     with ThreadPoolExecutor(len(plan), thread_name_prefix="hipaa-h2") as pool:
         replies = list(pool.map(lambda p: _send_malformed(run, p), plan))  # own connections
     observations = [judge_malformed(p, reply) for p, reply in zip(plan, replies, strict=True)]
+    observations += _disguised(run, disguises)
     if protected is None:
         observations.append(NO_PROTECTED_UNARY)
     observations += _bursts(run, liveness)
@@ -140,7 +155,8 @@ class Malformed:
     """One malformed request: its probe, where it goes, what it carries, what must come back.
 
     ``wants`` is ``"refused"`` (anything but served, and an answer), ``"8"``
-    (RESOURCE_EXHAUSTED) or ``""`` (only recorded).
+    (RESOURCE_EXHAUSTED), ``"unseen"`` (refused; served shows nothing: a field the service
+    never sees changes nothing on the liveness method) or ``""`` (only recorded).
     """
 
     ref: str
@@ -215,9 +231,9 @@ def malformed_plan(liveness: str, protected: FuzzMethod | None) -> list[Malforme
             "(f) upper-case metadata name X-Hipaa-Probe",
             (("X-Hipaa-Probe", "1"),),
             empty,
-            "refused",
+            "unseen",
         ),
-        ("f", "(f) metadata name with a space", (("x hipaa probe", "1"),), empty, "refused"),
+        ("f", "(f) metadata name with a space", (("x hipaa probe", "1"),), empty, "unseen"),
     ]
     plan += [Malformed(r, label, liveness, grpc_, md, body, w) for r, label, md, body, w in table]
     return plan
@@ -271,6 +287,14 @@ def _judged(probe: Malformed, reply: Reply) -> Observation:
             "an answer from the service",
             Status.INCONCLUSIVE,
         )
+    if probe.wants == "unseen" and reply.ok:
+        return Observation(
+            probe.probe,
+            f"{observed}: served as without the field; whether it reached the service is not "
+            "shown (no protected unary method with header credentials to carry under it)",
+            "refused, or dropped before the service",
+            Status.INCONCLUSIVE,
+        )
     if probe.wants == "8":
         good = reply.grpc_status == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
         return Observation(
@@ -290,6 +314,160 @@ def _judged(probe: Malformed, reply: Reply) -> Observation:
         f"{observed}: {why}" if reply.ok else observed,
         "HTTP 415, a gRPC error or a stream reset, never HTTP 200 with grpc-status 0",
         Status.FAIL if reply.ok else Status.PASS,
+    )
+
+
+# -- (f) with credentials ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Disguised:
+    """(f): a protected call whose credentials travel under a malformed name.
+
+    ``header`` is the name the service reads them under; ``metadata`` carries them under
+    ``name`` instead (RFC 9113 8.2.1: no upper case, no space in a field name).
+    """
+
+    probe: str
+    path: str
+    body: bytes
+    header: str
+    name: str
+    metadata: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Controls:
+    """(f)'s two control calls: the credentials under their own name, and none at all."""
+
+    honest: Reply | OSError
+    bare: Reply | OSError
+
+
+def _credentialed_unary(run: Run) -> tuple[str, bytes, tuple[tuple[str, str], ...]]:
+    """The first protected unary method with a caller whose credentials travel in a header.
+
+    Its path, a valid request, and that caller's metadata; empty when there is none (the
+    credentials are a client certificate only, or nobody may call a unary method).
+    """
+    surface = surface_from(run)
+    if isinstance(surface, str):
+        return "", b"", ()
+    for m in surface.methods:
+        for caller in () if m.streaming else m.callers:
+            metadata = surface.metadata(caller)
+            if metadata:
+                return m.path, m.seed, metadata
+    return "", b"", ()
+
+
+def disguise_plan(path: str, body: bytes, metadata: tuple[tuple[str, str], ...]) -> list[Disguised]:
+    """(f) for ``path``: its credentials under an upper-case name, then a name with a space.
+
+    ``metadata`` is the caller's; nothing is planned without credentials in a header.
+    """
+    if not path or not metadata:
+        return []
+    header, value = metadata[0]
+    names = ((header.title(), "an upper-case name"), (f"{header} ", "a name with a space"))
+    return [
+        Disguised(
+            f"(f) credentials under {what} ({name!r}) -> {path}",
+            path,
+            body,
+            header,
+            name,
+            ((name, value), *metadata[1:]),
+        )
+        for name, what in names
+        if name != header
+    ]
+
+
+def _disguised(run: Run, disguises: Sequence[Disguised]) -> list[Observation]:
+    """Send (f)'s disguises and their two control calls, each on its own connection."""
+    if not disguises:
+        return []
+    first = disguises[0]
+    honest = ((first.header, first.metadata[0][1]), *first.metadata[1:])
+    calls = [
+        Malformed("f", p.probe, p.path, "application/grpc", p.metadata, grpc_frame(p.body), "")
+        for p in disguises
+    ]
+    for metadata in (honest, ()):
+        calls.append(replace(calls[0], metadata=metadata))
+    with ThreadPoolExecutor(len(calls), thread_name_prefix="hipaa-h2") as pool:
+        *replies, with_, without = pool.map(lambda c: _send_malformed(run, c), calls)
+    controls = Controls(with_, without)
+    return [judge_disguised(p, r, controls) for p, r in zip(disguises, replies, strict=True)]
+
+
+def _served(reply: Reply | OSError) -> bool:
+    return not isinstance(reply, OSError) and (reply.ok or bool(reply.messages))
+
+
+def _answer(reply: Reply | OSError) -> tuple[object, ...] | None:
+    """What a call's answer was on the wire, for comparison; ``None`` for no answer."""
+    if isinstance(reply, OSError) or reply.timed_out:
+        return None
+    return (reply.http_status, reply.grpc_status, reply.reset_code, reply.goaway_code)
+
+
+def judge_disguised(probe: Disguised, reply: Reply | OSError, controls: Controls) -> Observation:
+    """(f): credentials under a malformed name must never be taken for the credential header.
+
+    Served fails (high), unless the method serves calls without credentials too (the
+    control ``bare``: then nothing is shown). Not served passes when it differs from the
+    call without credentials (refused: a reset, a GOAWAY, HTTP 400, an error of its own)
+    or when the same credentials under their own name were served (``honest``): answered
+    exactly as without them, the field was dropped before the service (nghttp2 drops a
+    name with a space) or never read. A hang fails; no connection, UNAVAILABLE or
+    DEADLINE_EXCEEDED, or an answer no control explains, is INCONCLUSIVE.
+    """
+    expected = f"not taken for {probe.header}: refused, or answered as without credentials"
+    if isinstance(reply, OSError):
+        observed, status = f"connection failed: {reply}", Status.INCONCLUSIVE
+    elif reply.timed_out:
+        observed, status = f"{reply.describe()}: the stream hung", Status.FAIL
+    elif reply.grpc_status in _UNREACHED_NUMBERS:
+        observed = f"{reply.describe()}: the request did not reach the service"
+        status = Status.INCONCLUSIVE
+    elif _served(reply):
+        bare_served = _served(controls.bare)
+        status = Status.INCONCLUSIVE if bare_served else Status.FAIL
+        why = (
+            "the method serves calls without credentials too: nothing shown"
+            if bare_served
+            else f"served: the malformed name was taken for {probe.header}"
+        )
+        observed = f"{reply.describe()}: {why}"
+    else:
+        observed, status = _unserved(probe, reply, controls)
+    severity = Severity.HIGH if status is Status.FAIL else None
+    return Observation(probe.probe, observed, expected, status, severity).of("f")
+
+
+def _unserved(probe: Disguised, reply: Reply, controls: Controls) -> tuple[str, Status]:
+    """(f) not served: refused, dropped, or (no working control) not shown."""
+    observed = reply.describe()
+    bare = _answer(controls.bare)
+    if bare is not None and _answer(reply) != bare:
+        return f"{observed}: refused", Status.PASS
+    if _served(controls.honest):
+        if bare is None:
+            return f"{observed}: not served, as {probe.header} itself was", Status.PASS
+        return (
+            f"{observed}, exactly as the call without credentials: the field was not taken "
+            f"for {probe.header} (dropped before the service, as nghttp2 drops it, or never "
+            "read; RFC 9113 8.2.1)",
+            Status.PASS,
+        )
+    honest = controls.honest
+    said = str(honest) if isinstance(honest, OSError) else honest.describe()
+    return (
+        f"{observed}; the credentials under {probe.header} were not served either ({said}): "
+        "what the malformed name would change is not shown",
+        Status.INCONCLUSIVE,
     )
 
 
