@@ -350,7 +350,7 @@ def _trend(trend: Trend | None) -> list[str]:
 
 
 def _changes(changes: Changes | None) -> str:
-    """New and fixed findings, and other status changes, since the run before."""
+    """New and fixed findings, then (folded) every other status change, since the run before."""
     if changes is None:
         return (
             "<div id='since-last'><p>Since the last run: this is the first run recorded.</p></div>"
@@ -361,18 +361,24 @@ def _changes(changes: Changes | None) -> str:
         f"{len(changes.new)} new finding(s), {len(changes.fixed)} fixed, "
         f"{len(changes.other)} other change(s)"
     )
+    findings = _change_rows((("NEW", changes.new), ("FIXED", changes.fixed)))
+    other = _change_rows((("CHANGED", changes.other),))
+    if other:
+        other = (
+            f"<details><summary>{len(changes.other)} other status change(s)</summary>"
+            f"{other}</details>"
+        )
+    return f"<div id='since-last'><p>{head}.</p>{findings}{other}</div>"
+
+
+def _change_rows(kinds: Iterable[tuple[str, Iterable[tuple[str, str, str]]]]) -> str:
     rows = [
         f"<tr><td>{kind}</td><td><b>{_e(cid)}</b></td>"
         f"<td>{_badge(was)} &rarr; {_badge(now)}</td></tr>"
-        for kind, entries in (
-            ("NEW", changes.new),
-            ("FIXED", changes.fixed),
-            ("CHANGED", changes.other),
-        )
+        for kind, entries in kinds
         for cid, was, now in entries
     ]
-    table = f"<table class='obs'>{''.join(rows)}</table>" if rows else ""
-    return f"<div id='since-last'><p>{head}.</p>{table}</div>"
+    return f"<table class='obs'>{''.join(rows)}</table>" if rows else ""
 
 
 def _rbac(grid: RbacGrid | None) -> list[str]:
