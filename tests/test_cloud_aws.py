@@ -178,3 +178,19 @@ def test_tls_floors_from_policy_protocols():
     assert min_tls(["TLS_1_2"]) == "1.2"
     assert min_tls(["SSLv3", "TLSv1.2"]) == "0.0"
     assert min_tls([]) is None
+
+
+def test_hipaa_cloud_alone_is_a_cloud_only_run(pytester, endpoint):
+    from conftest import control_statuses
+    from harness.checks import registered
+
+    pytester.makefile(
+        ".toml",
+        hipaa=f'[cloud.aws]\nregions = ["us-east-1"]\nendpoint_url = "{endpoint}"\n'
+        "[audit]\nmin_retention_days = 2190\n",
+    )
+    statuses = control_statuses(pytester, "--hipaa-cloud=aws", "-n", "0")
+    cloud = {c for c in registered() if c.startswith("CLOUD-")}
+    assert {c: s for c, s in statuses.items() if c in cloud} == dict.fromkeys(cloud, "PASS")
+    assert {s for c, s in statuses.items() if c not in cloud} == {"SKIP"}
+    assert set(statuses) == set(registered())
