@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
 
 from harness import __version__
@@ -32,6 +32,7 @@ from harness.reporting.model import (
     AttestationRecord,
     ControlResult,
     Evidence,
+    Reproducer,
     Results,
     StandardRollup,
 )
@@ -163,7 +164,7 @@ def _control_row(c: ControlResult) -> str:
     if c.attestation:
         body.append(_attestation_html(c.attestation))
     if c.probes:
-        body.append(_probes_html(c.probes, c.status))
+        body.append(_probes_html(c.probes, c.status, dict(c.reproducers)))
     if c.observations:
         body.append(_observations_html(c.observations, c.status))
     return (
@@ -182,13 +183,19 @@ def _attestation_html(a: AttestationRecord) -> str:
     )
 
 
-def _probes_html(probes: Sequence[ProbeResult], status: Status) -> str:
-    """The declared probes: status, ID, title, why one did not run, what would enable it."""
+def _probes_html(
+    probes: Sequence[ProbeResult], status: Status, reproducers: Mapping[str, Reproducer]
+) -> str:
+    """The declared probes: status, ID, title, why one did not run, what enables it.
+
+    A failing probe with a reproducer shows the commands that re-send what was sent.
+    """
     rows = "".join(
         f"<tr><td>{_badge(p.status)}</td><td><b>{_e(p.id)}</b> {_e(p.title)}"
         + ("" if p.required else " <span class='sev'>(optional)</span>")
         + (f"<br>{_e(p.reason)}" if p.reason else "")
         + (f"<br><b>Enable with:</b> <code>{_e(p.enable)}</code>" if p.enable else "")
+        + (_reproducer_html(reproducers[p.id]) if p.id in reproducers else "")
         + "</td></tr>"
         for p in probes
     )
@@ -198,6 +205,21 @@ def _probes_html(probes: Sequence[ProbeResult], status: Status) -> str:
         f"<details{shown}><summary>{ran} of {len(probes)} declared probe(s) run</summary>"
         f"<table class='obs'>{rows}</table></details>"
     )
+
+
+def _reproducer_html(r: Reproducer) -> str:
+    """The commands that re-send what the harness sent, and what they should get."""
+    lines = []
+    if r.fill:
+        fill = ", ".join(f"<code>${_e(f)}</code>" for f in r.fill)
+        lines.append(f"<div>Set first: {fill}</div>")
+    for label, command in (("grpcurl", r.grpcurl), ("replay", r.replay), ("re-run", r.rerun)):
+        if command:
+            lines.append(f"<div class='sev'>{label}</div><pre>{_e(command)}</pre>")
+    if r.note:
+        lines.append(f"<div class='sev'>{_e(r.note)}</div>")
+    expect = f" (expect <code>{_e(r.code)}</code>)" if r.code else ""
+    return f"<div class='repro'><b>Reproduce</b>{expect}{''.join(lines)}</div>"
 
 
 def _observations_html(observations: Sequence[Observation], status: Status) -> str:

@@ -7,6 +7,7 @@ the TLS scan, CERT-003), so a judge that changes its words breaks a test here.
 from __future__ import annotations
 
 import datetime as dt
+import html
 import json
 import xml.etree.ElementTree as ET
 from dataclasses import replace
@@ -40,7 +41,7 @@ from harness.tls import LEGACY_VERSIONS, Suite, TlsFacts, profile
 from targets.pki import CertificateAuthority
 from tests.checks.recorded import answer, certs
 
-from .factory import finished, passed, refl_failed
+from .factory import REFL_REPRODUCER, finished, passed, refl_failed, refl_reproduced
 
 
 def test_html_shows_every_declared_probe() -> None:
@@ -286,3 +287,11 @@ def test_the_page_forbids_every_fetch_and_escapes_target_text() -> None:
     assert "default-src 'none'" in page
     assert "<script>" not in page
     assert "<img" not in page
+
+
+def test_a_failing_probe_shows_its_reproducer() -> None:
+    page = render_html(finished(refl_reproduced()))
+    assert "<div class='repro'><b>Reproduce</b> (expect <code>OK (0)</code>)" in page
+    assert html.escape(REFL_REPRODUCER.grpcurl) in page
+    assert html.escape(REFL_REPRODUCER.replay) in page
+    assert "class='repro'" not in render_html(finished(refl_failed()))
