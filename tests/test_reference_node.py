@@ -48,10 +48,6 @@ PENDING = {
         "finds no event for AUDIT-001's no-credentials GetLabOrder call, though the service "
         "writes each event before it answers",
     ),
-    "LIMIT-001": "(c) a 1 MiB header makes nghttp2 (Node's HTTP/2) end the connection with "
-    "GOAWAY COMPRESSION_ERROR, which grpcio's client reports as DEADLINE_EXCEEDED",
-    "FUZZ-003": "(f) nghttp2 drops a header field whose name holds a space before Node, and "
-    "so any grpc-js service, can see it: the call is served without it",
 }
 
 
