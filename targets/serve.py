@@ -178,7 +178,7 @@ def _reference_config(
             "inprocess_entrypoint": "targets.reference.inprocess:target",
         },
         "fuzz.inprocess_options": {"workdir": str(workdir.resolve()), "defects": sorted(defects)},
-        "limits.rate": {"rps": int(server.RATE_RPS), "window_s": 1, "cooldown_s": 0.5},
+        "limits.rate": {"rps": int(server.RATE_RPS), "window_s": 1, "cooldown_s": 0.2},
         "authz.own_ids": {"clinician": ["p-0001", "p-0002"]},
         "authz.foreign_ids": {"clinician": ["p-0031", "p-0032"]},
         "phi": {"methods": [f"{svc}/UpdatePatient"]},
