@@ -22,6 +22,7 @@ from harness.config import Config
 from harness.h2client import grpc_problem
 from harness.lifecycle import Target, read_file
 from harness.principals import Principal
+from harness.replay import DEFAULT, OTHER, PRINCIPAL, Sent, SentLog
 
 #: Calls in flight at once when a control fans out (one channel, HTTP/2 streams).
 CALL_CONCURRENCY = 16
@@ -38,6 +39,7 @@ class Caller:
     def __init__(self, target: Target, config: Config) -> None:
         self.target = target
         self.journal: list[CallResult] = []
+        self.sent = SentLog()  # what each call sent, for the reproducers (never written)
         self.unresponsive = ""  # why the run stopped sending, once the target stopped answering
         self.request_id_key = str(config.get("audit.request_id_key"))
         self._backoffs = backoffs(config)
@@ -111,9 +113,13 @@ class Caller:
             return self._not_sent(method, principal)
         md: list[tuple[str, str | bytes]] = list(principal.metadata()) if principal else []
         md.extend(extra_metadata)
+        kind = PRINCIPAL if principal is not None and principal.has_cert else DEFAULT
+        kind = OTHER if channel is not None else kind
         if channel is None:
             channel = self.channel_for(principal) if principal is not None else self.channel()
         replayable = not isinstance(requests, Iterator)
+        if replayable:
+            requests = tuple(requests)
         if principal is not None and retry_exhausted:
             self._pacer.wait(principal.name)
         for backoff in (*self._backoffs, None):
@@ -132,6 +138,12 @@ class Caller:
                 break
             time.sleep(backoff)
         self._record(result)
+        kept = requests if isinstance(requests, tuple) else None
+        name = principal.name if principal else None
+        deadline = timeout or self.target.options.call_timeout_s
+        self.sent.add(
+            result.request_id, Sent(method, kept, tuple(md), name, kind, deadline, result.status)
+        )
         if result.code == grpc.StatusCode.UNAVAILABLE and not result.responses:
             self.still_there()  # UNAVAILABLE is also an answer (a refused client certificate)
         return result

@@ -127,6 +127,90 @@ def _report_diff(old: Path, new: Path) -> int:
     return EXIT_FINDINGS if changes.new else EXIT_OK
 
 
+def _replay(args: argparse.Namespace) -> int:
+    from harness import replay
+
+    if args.cert is not None and args.key is None:
+        raise UsageError("--cert needs --key")
+    req = replay.ReplayRequest(
+        address=args.address,
+        method=args.method if args.method.startswith("/") else f"/{args.method}",
+        requests=replay.messages(args.request_b64, args.requests_file),
+        metadata=tuple(replay.header(h) for h in args.header),
+        plaintext=args.plaintext,
+        cacert=args.cacert,
+        insecure=args.insecure,
+        authority=args.authority,
+        cert=args.cert,
+        key=args.key,
+        timeout_s=args.timeout,
+        request_id_key=args.request_id_key,
+    )
+    code, summary = replay.replay(req)
+    print(f"{req.method}: {summary}")
+    if args.expect is None:
+        return EXIT_OK
+    if replay.code_matches(args.expect, code):
+        print(f"same status as the harness got: {code}")
+        return EXIT_OK
+    print(f"DIFFERENT: the harness got {args.expect}, this call got {code}")
+    return EXIT_FINDINGS
+
+
+def _replay_parser(sub: Any) -> None:
+    rp = sub.add_parser(
+        "replay",
+        help="send again what the harness sent for a finding (its reproducer's line)",
+        description="Exit 0: sent (and, with --expect, the same status); 1: another status.",
+    )
+    rp.add_argument("address", metavar="HOST:PORT")
+    rp.add_argument("--method", required=True, help="/package.Service/Method")
+    rp.add_argument("--request-b64", action="append", default=[], help="one request message")
+    rp.add_argument("--requests-file", action="append", default=[], type=Path, help="base64 lines")
+    rp.add_argument("-H", "--header", action="append", default=[], help="'key: value'")
+    tls = rp.add_mutually_exclusive_group()
+    tls.add_argument("--plaintext", action="store_true", help="cleartext HTTP/2")
+    tls.add_argument("--cacert", type=Path, help="trust anchors (PEM)")
+    tls.add_argument("--insecure", action="store_true", help="trust the presented certificate")
+    rp.add_argument("--authority", help="server name to verify and send as :authority")
+    rp.add_argument("--cert", type=Path, help="client certificate (PEM)")
+    rp.add_argument("--key", type=Path, help="client key (PEM)")
+    rp.add_argument("--timeout", type=float, default=10.0, help="deadline in seconds")
+    rp.add_argument("--request-id-key", default="x-request-id", help="request ID header")
+    rp.add_argument("--expect", help="the status the harness got: exit 1 if this one differs")
+
+
+def _report_merge(bundles: list[Path], output: Path) -> int:
+    from harness.reporting.fleet import HTML_FILE, merge, write_fleet
+
+    fleet = merge(bundles)
+    write_fleet(output, fleet)
+    for refused in fleet.refused:
+        print(f"NOT MERGED {refused.bundle}: {'; '.join(refused.problems)}")
+    print(
+        f"{len(fleet.merged)} bundle(s) merged, {len(fleet.refused)} failed verify: "
+        f"{output / HTML_FILE}"
+    )
+    return EXIT_FINDINGS if fleet.refused else EXIT_OK
+
+
+def _fuzz_parser(sub: Any) -> None:
+    fuzz = sub.add_parser(
+        "fuzz",
+        help="time-boxed Atheris fuzzing with a kept corpus (or: fuzz replay FILE)",
+        description="Exit 0: no finding; 1: findings; 2: the fuzzer could not run; 4: usage.",
+    )
+    fuzz.add_argument("action", nargs="?", choices=("run", "replay"), default="run")
+    fuzz.add_argument("file", nargs="?", type=Path, help="reproducer to replay")
+    fuzz.add_argument("--target", help="HOST:PORT or spawn:NAME[+DEFECT...]")
+    fuzz.add_argument("--config", type=Path, help="harness config (hipaa.toml)")
+    fuzz.add_argument("--mode", choices=("blackbox", "whitebox"), default="blackbox")
+    fuzz.add_argument("--budget", default="10m", help="e.g. 90s, 10m, 1h (default 10m)")
+    fuzz.add_argument("--corpus", type=Path, default=Path("hipaa-fuzz/corpus"))
+    fuzz.add_argument("--crashes", type=Path, default=Path("hipaa-fuzz/crashes"))
+    fuzz.add_argument("--seed", type=int, default=0, help="libFuzzer seed (0: random)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``hipaa-grpc``; returns the exit code."""
     parser = argparse.ArgumentParser(
@@ -151,29 +235,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     differ = report.add_parser("diff", help="new, fixed, unchanged findings (exit 1 if any is new)")
     differ.add_argument("old", type=Path)
     differ.add_argument("new", type=Path)
-    fuzz = sub.add_parser(
-        "fuzz",
-        help="time-boxed Atheris fuzzing with a kept corpus (or: fuzz replay FILE)",
-        description="Exit 0: no finding; 1: findings; 2: the fuzzer could not run; 4: usage.",
+    merge = report.add_parser(
+        "merge",
+        help="one page and one results file over many bundles (exit 1 if any fails verify)",
     )
-    fuzz.add_argument("action", nargs="?", choices=("run", "replay"), default="run")
-    fuzz.add_argument("file", nargs="?", type=Path, help="reproducer to replay")
-    fuzz.add_argument("--target", help="HOST:PORT or spawn:NAME[+DEFECT...]")
-    fuzz.add_argument("--config", type=Path, help="harness config (hipaa.toml)")
-    fuzz.add_argument("--mode", choices=("blackbox", "whitebox"), default="blackbox")
-    fuzz.add_argument("--budget", default="10m", help="e.g. 90s, 10m, 1h (default 10m)")
-    fuzz.add_argument("--corpus", type=Path, default=Path("hipaa-fuzz/corpus"))
-    fuzz.add_argument("--crashes", type=Path, default=Path("hipaa-fuzz/crashes"))
-    fuzz.add_argument("--seed", type=int, default=0, help="libFuzzer seed (0: random)")
+    merge.add_argument("bundles", nargs="+", type=Path, metavar="BUNDLE")
+    merge.add_argument("-o", "--output", type=Path, required=True, help="directory to write")
+    _replay_parser(sub)
+    _fuzz_parser(sub)
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "fuzz":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         if args.command == "fuzz":
             return _fuzz(args, extra)
+        if args.command == "replay":
+            return _replay(args)
         if args.command == "report":
             if args.action == "verify":
                 return _report_verify(args.bundle)
+            if args.action == "merge":
+                return _report_merge(args.bundles, args.output)
             return _report_diff(args.old, args.new)
         if args.action == "list":
             return _targets_list()

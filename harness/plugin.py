@@ -19,7 +19,7 @@ import contextlib
 import random
 import sys
 from collections.abc import Generator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from harness.failon import FailOn
     from harness.outcome import Outcome
     from harness.reporting.figures import Trend
-    from harness.reporting.model import ControlResult, RunInfo
+    from harness.reporting.model import ControlResult, Reproducer, RunInfo
     from harness.run import Run
 
 PROFILES = (
@@ -71,6 +71,8 @@ _OUTCOME = pytest.StashKey["Outcome"]()
 #: The control's result as JSON (:meth:`ControlResult.to_json`), redacted: what the teardown
 #: report carries to the xdist controller as ``hipaa_result``.
 _ROW = pytest.StashKey[dict[str, Any]]()
+#: The failing probes' reproducers (probe ID, :class:`Reproducer`), redacted.
+_REPRO = pytest.StashKey[tuple[tuple[str, "Reproducer"], ...]]()
 
 
 def _secrets(run: Run | None) -> tuple[str, ...]:
@@ -106,10 +108,31 @@ def _control_result(
         )
     else:
         result = ControlResult.of(catalogued(control_id), Status(status), summary, tests=tests)
+    result = replace(result, reproducers=item.stash.get(_REPRO, ()))
     state = item.config.stash.get(_STATE, None)
     run = state.run if state is not None else None
     seed = state.seed if state is not None else None
     return redact(result, _secrets(run), seed=seed)
+
+
+def _reproducers(
+    item: pytest.Item, outcome: Outcome, run: Run, state: _State | None
+) -> tuple[tuple[str, Reproducer], ...]:
+    """A reproducer per FAIL probe of ``outcome``: the commands that send it again."""
+    from harness.outcome import Status
+
+    if outcome.status is not Status.FAIL or state is None or state.spec is None:
+        return ()
+    if state.cloud_only:
+        return ()
+    from harness.reporting.redact import redact
+    from harness.reproduce import Context, reproducers, rerun_line, tokens_of
+
+    explicit = item.config.getoption("hipaa_config")
+    configs = [str(explicit)] if explicit else []
+    rerun = rerun_line(state.spec.raw, state.seed, state.profile, configs, item.nodeid)
+    ctx = Context.of(run, rerun, tokens_of(run), state.seed)
+    return redact(reproducers(outcome, run, ctx), _secrets(run), seed=state.seed)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -399,6 +422,7 @@ class Verdict:
     """The outcome of a registered check, ready to be turned into a pytest outcome."""
 
     outcome: Outcome
+    reproducers: tuple[tuple[str, Reproducer], ...] = ()
 
     def conclude(self) -> None:
         """Pass, fail, or skip the test as the outcome says."""
@@ -406,7 +430,9 @@ class Verdict:
 
         status = self.outcome.status
         if status is Status.FAIL:
-            pytest.fail(self.outcome.render(), pytrace=False)
+            from harness.reproduce import failure_text
+
+            pytest.fail(failure_text(self.outcome, self.reproducers), pytrace=False)
         if status is Status.SKIP:
             pytest.skip(f"{self.outcome.control.id}: {self.outcome.summary}")
         if status is Status.INCONCLUSIVE:
@@ -436,7 +462,9 @@ def hipaa_verdict(request: pytest.FixtureRequest, hipaa_run: Run) -> Verdict:
     request.node.stash[_OUTCOME] = outcome
     if outcome.status is Status.ERROR:
         pytest.fail(outcome.render(), pytrace=False)
-    return Verdict(outcome)
+    found = _reproducers(request.node, outcome, hipaa_run, state)
+    request.node.stash[_REPRO] = found
+    return Verdict(outcome, found)
 
 
 def _judge(control_id: str, run: Run, state: _State | None) -> Outcome:
