@@ -28,6 +28,7 @@ def render_summary(results: Results) -> str:
         summary = c.summary.replace("|", "\\|").replace("\n", " ")[:240]
         severity = c.severity.value if c.severity else ""
         lines.append(f"| {c.id} {c.title} | {c.status.value} | {severity} | {summary} |")
+    lines += _reproducers(results)
     passed = [c.id for c in results.controls if c.status is Status.PASS]
     coverage = results.probe_coverage or probe_coverage(results.controls)
     evidence = results.evidence.status.value if results.evidence else None
@@ -40,3 +41,22 @@ def render_summary(results: Results) -> str:
         f"Evidence integrity (EVID-001): {evidence}",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _reproducers(results: Results) -> list[str]:
+    """``### Reproducers``: per failing probe, the placeholders to set and the commands."""
+    found = [(probe_id, r) for c in results.controls for probe_id, r in c.reproducers]
+    if not found:
+        return []
+    lines = ["", "### Reproducers", ""]
+    for probe_id, repro in found:
+        said = f" (the harness got `{repro.code}`)" if repro.code else ""
+        lines.append(f"**{probe_id}**{said}")
+        if repro.fill:
+            lines.append("Set first: " + ", ".join(f"`${name}`" for name in repro.fill))
+        commands = [c for c in (repro.grpcurl, repro.replay) if c] or [repro.rerun]
+        lines += ["", "```sh", *commands, "```"]
+        if repro.note:
+            lines.append(f"Note: {repro.note}")
+        lines.append("")
+    return lines

@@ -65,6 +65,15 @@ def _result(index: int, c: ControlResult, target: str) -> Json:
     location: dict[str, Any] = {
         "logicalLocations": [{"fullyQualifiedName": target, "kind": "resource"}]
     }
+    properties: Json = {
+        "status": c.status.value,
+        "severity": c.severity.value if c.severity else None,
+        "probes": len(c.observations),
+    }
+    if c.reproducers:  # the commands that send the failing calls again
+        properties["reproducers"] = [
+            {"probe": probe_id, **repro.to_json()} for probe_id, repro in c.reproducers
+        ]
     return {
         "ruleId": c.id,
         "ruleIndex": index,
@@ -72,9 +81,5 @@ def _result(index: int, c: ControlResult, target: str) -> Json:
         "level": "note" if c.status is Status.WARN else _LEVEL.get(severity, "error"),
         "message": {"text": f"{c.id} {c.status.value}: {c.summary}"},
         "locations": [location],
-        "properties": {
-            "status": c.status.value,
-            "severity": c.severity.value if c.severity else None,
-            "probes": len(c.observations),
-        },
+        "properties": properties,
     }
