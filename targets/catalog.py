@@ -47,6 +47,9 @@ class BundledTarget:
     name: str
     summary: str
     defects: tuple[Defect, ...]
+    #: The cloud provider a cloud estate is read through (``--hipaa-cloud``); ``None`` for a
+    #: gRPC service.
+    cloud: str | None = None
 
     def defect(self, name: str) -> Defect:
         """The defect called ``name``; raises KeyError if there is none."""
@@ -546,9 +549,6 @@ REFERENCE_NODE = BundledTarget(
             "refusals carry `err.stack` after their text (file paths and line numbers)",
             ("ERR-001",),
         ),
-    ),
-)
-
         Defect(
             "crash-enum",
             "ListLabOrders names the status filter for its audit query before validating it: "
@@ -603,6 +603,83 @@ REFERENCE_NODE = BundledTarget(
             "the server certificate is valid for 825 days, an internal CA's two-year default",
             ("CERT-003",),
         ),
+    ),
+)
+
+
 #: Targets ``spawn:`` accepts: the bundled ones, and those still being brought up to them
 #: (not in the detection matrix or the README until every control passes on them).
 SPAWNABLE: dict[str, BundledTarget] = {**BUNDLED, REFERENCE_NODE.name: REFERENCE_NODE}
+
+#: Controls judged from a cloud account's configuration (``--hipaa-cloud``).
+CLOUD_PREFIX = "CLOUD-"
+
+
+def judged_on(target: BundledTarget, control_id: str) -> bool:
+    """Whether a run against ``target`` judges ``control_id``.
+
+    A cloud estate is judged on the CLOUD controls only (a cloud-only run has no gRPC
+    service: the others are SKIP); a gRPC service on all but the CLOUD controls (SKIP
+    without ``--hipaa-cloud``).
+    """
+    return control_id.startswith(CLOUD_PREFIX) == (target.cloud is not None)
+
+
+AWS_REFERENCE = BundledTarget(
+    name="aws-reference",
+    summary=(
+        "a compliant serverless estate for PatientRecords in a local moto server on 127.0.0.1, "
+        "read as AWS is (boto3 with an endpoint URL): customer-managed KMS key with rotation, "
+        "COMPLIANCE-locked audit bucket, multi-region validated trail, one narrow role per "
+        "function, rotated secrets, TLS 1.2+ edge, private subnets, PITR and a backup plan"
+    ),
+    cloud="aws",
+    defects=(
+        Defect("rotation-off", "the PHI key's automatic rotation is off", ("CLOUD-001",)),
+        Defect(
+            "governance-lock",
+            "the audit bucket's Object Lock is in GOVERNANCE mode (privileged users may shorten "
+            "or lift it)",
+            ("CLOUD-002",),
+        ),
+        Defect(
+            "no-log-validation",
+            "the organization trail has log-file validation off",
+            ("CLOUD-003",),
+        ),
+        Defect(
+            "wildcard-policy",
+            "the read function's role also allows `dynamodb:*` on `*`",
+            ("CLOUD-004",),
+        ),
+        Defect(
+            "plaintext-secret",
+            "the write function carries a database password in a plaintext environment variable",
+            ("CLOUD-005",),
+        ),
+        Defect(
+            "tls10-policy",
+            "the ALB's HTTPS listener uses `ELBSecurityPolicy-2016-08` (TLS 1.0 and 1.1 on)",
+            ("CLOUD-006",),
+        ),
+        Defect(
+            "public-function-url",
+            "the read function has a function URL with `AuthType NONE`",
+            ("CLOUD-006",),
+        ),
+        Defect(
+            "public-subnet",
+            "the write function is attached to subnets routed to an internet gateway",
+            ("CLOUD-007",),
+        ),
+        Defect(
+            "no-vpc-endpoint",
+            "the functions' VPC has no DynamoDB endpoint, though the operators declare one "
+            "(`cloud.aws.vpc_endpoints`): table traffic leaves the private network",
+            ("CLOUD-007",),
+        ),
+        Defect("pitr-off", "point-in-time recovery is off on the PHI table", ("CLOUD-008",)),
+    ),
+)
+BUNDLED[AWS_REFERENCE.name] = AWS_REFERENCE
+SPAWNABLE[AWS_REFERENCE.name] = AWS_REFERENCE
