@@ -52,7 +52,8 @@ _RUN_ROWS = (
 )
 
 
-def _css() -> str:
+def stylesheet() -> str:
+    """The stylesheet of every page the harness writes (``harness/report.css``)."""
     return (resources.files("harness") / "report.css").read_text(encoding="utf-8")
 
 
@@ -61,7 +62,8 @@ def _md(text: str) -> str:
     return re.sub(r"`([^`]+)`", r"<code>\1</code>", _e(text))
 
 
-def _badge(status: Status | str) -> str:
+def badge(status: Status | str) -> str:
+    """A status as a coloured label."""
     text = status.value if isinstance(status, Status) else status
     css = "MISSING" if text == Status.ATTESTATION_MISSING.value else text
     return f'<span class="s {_e(css)}">{_e(text)}</span>'
@@ -98,7 +100,7 @@ def _head(results: Results) -> list[str]:
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         f"<meta http-equiv='Content-Security-Policy' content=\"{CSP}\">",
         f"<title>HIPAA technical safeguards: {_e(str(run.get('target', '')))}</title>",
-        f"<style>{_css()}</style></head><body>",
+        f"<style>{stylesheet()}</style></head><body>",
         "<h1>HIPAA technical safeguards: conformance report</h1>",
         f"<p class='meta'>pytest-hipaa-grpc {_e(__version__)} &middot; "
         f"report {_e(results.report_id)}</p>",
@@ -116,7 +118,7 @@ def _verdict(results: Results, evidence: Evidence) -> list[str]:
     if not evidence.valid:
         out.append(f"<p class='invalid'>REPORT INVALID (EVID-001): {_e(evidence.summary)}</p>")
     counts = sorted((s.value, n) for s, n in results.totals.items())
-    out.append("<p>" + " &middot; ".join(f"{_badge(k)} {v}" for k, v in counts) + "</p>")
+    out.append("<p>" + " &middot; ".join(f"{badge(k)} {v}" for k, v in counts) + "</p>")
     if results.probe_coverage is not None:
         out.append(f"<p>{_e(results.probe_coverage.line())}</p>")
     return out
@@ -170,7 +172,7 @@ def _control_row(c: ControlResult) -> str:
     return (
         f"<tr><td><b>{_e(c.id)}</b><br>{_md(c.title)}"
         f"<div class='sev'>{_e(c.citation)}</div></td>"
-        f"<td>{_badge(c.status)}{sev}</td><td>{''.join(body)}</td></tr>"
+        f"<td>{badge(c.status)}{sev}</td><td>{''.join(body)}</td></tr>"
     )
 
 
@@ -191,7 +193,7 @@ def _probes_html(
     A failing probe with a reproducer shows the commands that re-send what was sent.
     """
     rows = "".join(
-        f"<tr><td>{_badge(p.status)}</td><td><b>{_e(p.id)}</b> {_e(p.title)}"
+        f"<tr><td>{badge(p.status)}</td><td><b>{_e(p.id)}</b> {_e(p.title)}"
         + ("" if p.required else " <span class='sev'>(optional)</span>")
         + (f"<br>{_e(p.reason)}" if p.reason else "")
         + (f"<br><b>Enable with:</b> <code>{_e(p.enable)}</code>" if p.enable else "")
@@ -225,7 +227,7 @@ def _reproducer_html(r: Reproducer) -> str:
 def _observations_html(observations: Sequence[Observation], status: Status) -> str:
     """Every probe made: what was sent (with its request ID), observed and expected."""
     rows = "".join(
-        f"<tr><td>{_badge(o.status)}</td><td><b>Sent:</b> {_e(o.probe)}"
+        f"<tr><td>{badge(o.status)}</td><td><b>Sent:</b> {_e(o.probe)}"
         + (f" <span class='sev'>[request-id {_e(o.request_id)}]</span>" if o.request_id else "")
         + f"<br><b>Observed:</b> {_e(o.observed)}"
         + f"<br><b>Expected:</b> {_e(o.expected)}</td></tr>"
@@ -242,7 +244,7 @@ def _integrity(evidence: Evidence) -> list[str]:
     """EVID-001's verdict."""
     return [
         "<h2>Evidence integrity (EVID-001)</h2>"
-        f"<p>{_badge(evidence.status)} {_e(evidence.summary)}</p>"
+        f"<p>{badge(evidence.status)} {_e(evidence.summary)}</p>"
     ]
 
 
@@ -396,7 +398,7 @@ def _changes(changes: Changes | None) -> str:
 def _change_rows(kinds: Iterable[tuple[str, Iterable[tuple[str, str, str]]]]) -> str:
     rows = [
         f"<tr><td>{kind}</td><td><b>{_e(cid)}</b></td>"
-        f"<td>{_badge(was)} &rarr; {_badge(now)}</td></tr>"
+        f"<td>{badge(was)} &rarr; {badge(now)}</td></tr>"
         for kind, entries in kinds
         for cid, was, now in entries
     ]
@@ -410,7 +412,7 @@ def _rbac(grid: RbacGrid | None) -> list[str]:
         out.append("<p class='sev'>AUTHZ-001 made no matrix call (see its row below).</p>")
         return out
     out.append(
-        f"<p>{_badge(grid.status)} {len(grid.cells)} call(s), one per method and principal: "
+        f"<p>{badge(grid.status)} {len(grid.cells)} call(s), one per method and principal: "
         f"each cell is the policy <code>auth.rbac_matrix</code> declares and the code the "
         f"service answered; <b>{grid.mismatches} mismatch(es)</b>"
         + (f", {len(grid.gaps)} method(s) without a matrix entry" if grid.gaps else "")
@@ -499,7 +501,7 @@ def _cert(cert: CertLife | None) -> str:
     )
     return (
         f"<div id='cert-life'><h3>Certificate lifetime</h3>{bar}"
-        f"<p>{_badge(cert.status)} <b>{cert.days_left:.1f} days left</b> of {life:.0f}; "
+        f"<p>{badge(cert.status)} <b>{cert.days_left:.1f} days left</b> of {life:.0f}; "
         f"valid {cert.not_before:%Y-%m-%d} &ndash; {cert.not_after:%Y-%m-%d}</p></div>"
     )
 

@@ -1,0 +1,105 @@
+"""Benchmark of ``hipaa-grpc report merge`` over 1,000 evidence bundles.
+
+One real bundle (a run of ``spawn:reference``, or ``--bundle DIR``) is copied 1,000 times
+with varied results: each copy gets its own target, report ID and finish time (up to 120
+days old), and a few controls FAIL at a random severity; its ``results.json`` and
+``SHA256SUMS`` are rewritten so that it verifies. One copy in a hundred is then edited
+after the fact, so that ``verify`` refuses it. The merge (verify every bundle, read the
+results, write ``index.html`` and ``fleet.json``) is timed. Target: < 10 s.
+
+Run: ``python bench/bench_merge.py [--bundle DIR] [--count N]``. Figures go to stdout;
+nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from harness.reporting.fleet import merge, write_fleet
+
+SEVERITIES = ("critical", "high", "medium", "low")
+
+
+def real_bundle(work: Path) -> Path:
+    """One bundle of a run against spawn:reference."""
+    (work / "run").mkdir()
+    subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-p", "no:xdist",
+         "--hipaa-target=spawn:reference", f"--hipaa-report={work / 'seed'}"],
+        cwd=work / "run", check=False, capture_output=True, timeout=900,
+    )  # fmt: skip
+    if not (work / "seed" / "SHA256SUMS").is_file():
+        sys.exit("the run against spawn:reference wrote no bundle")
+    return work / "seed"
+
+
+def varied(seed: dict, i: int, rng: random.Random, now: dt.datetime) -> dict:
+    """The seed's results as service ``i`` might have had them."""
+    data = json.loads(json.dumps(seed))
+    data["report_id"] = str(uuid.UUID(int=rng.getrandbits(128)))
+    finished = now - dt.timedelta(days=rng.uniform(0, 120))
+    data["run"]["target"] = f"svc-{i:04d}.health.internal:443"
+    data["run"]["finished"] = finished.isoformat(timespec="seconds").replace("+00:00", "Z")
+    automated = [c for c in data["controls"] if c["automated"] and c["status"] == "PASS"]
+    for c in rng.sample(automated, k=min(len(automated), rng.choice((0, 0, 1, 2, 3, 5)))):
+        c["status"], c["severity"] = "FAIL", rng.choice(SEVERITIES)
+        c["summary"] = f"planted finding {i}"
+    return data
+
+
+def write_copy(seed_dir: Path, dest: Path, data: dict) -> None:
+    """The seed's files with ``data`` as results.json, and SHA256SUMS to match."""
+    dest.mkdir(parents=True)
+    files = {
+        p.name: p.read_bytes() for p in seed_dir.iterdir() if p.is_file() and p.name != "SHA256SUMS"
+    }
+    files["results.json"] = (json.dumps(data, indent=2) + "\n").encode()
+    lines = [f"{hashlib.sha256(blob).hexdigest()}  {name}" for name, blob in sorted(files.items())]
+    files["SHA256SUMS"] = ("\n".join(lines) + "\n").encode()
+    for name, blob in files.items():
+        (dest / name).write_bytes(blob)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", type=Path, help="a real bundle to copy (default: run one)")
+    parser.add_argument("--count", type=int, default=1000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-merge-") as tmp:
+        work = Path(tmp)
+        seed_dir = args.bundle or real_bundle(work)
+        seed = json.loads((seed_dir / "results.json").read_text())
+        rng, now = random.Random(7), dt.datetime.now(dt.timezone.utc)
+        started = time.perf_counter()
+        bundles = []
+        for i in range(args.count):
+            dest = work / "bundles" / f"svc-{i:04d}"
+            write_copy(seed_dir, dest, varied(seed, i, rng, now))
+            if i % 100 == 42:  # edited after the run: verify must refuse it
+                (dest / "summary.md").write_text("all green\n")
+            bundles.append(dest)
+        size = sum(p.stat().st_size for b in bundles for p in b.iterdir())
+        print(f"generated {args.count} bundles ({size / 1e6:.0f} MB) "
+              f"in {time.perf_counter() - started:.1f} s")  # fmt: skip
+        started = time.perf_counter()
+        fleet = merge(bundles)
+        write_fleet(work / "fleet", fleet)
+        took = time.perf_counter() - started
+        print(f"merge of {args.count} bundles: {took:.2f} s on {os.cpu_count()} CPU(s) "
+              f"(target < 10 s): {len(fleet.merged)} merged, {len(fleet.refused)} refused, "
+              f"{len(fleet.worst_findings())} findings")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
