@@ -522,7 +522,7 @@ ROWS: tuple[tuple[str, str, str, tuple[str, ...], str, str, bool], ...] = (
     ),
     (
         "CLOUD-007",
-        "PHI functions on private subnets",
+        "PHI functions on private subnets, data stores reached privately",
         "S: 164.312(e)(1), 164.312(a)(1)",
         ("CL-10",),
         "medium",

@@ -372,6 +372,7 @@ SCHEMA: dict[str, Any] = {
             "phi_tag": _str,
             "resources": _list(_str),
             "audit_buckets": _list(_str),
+            "vpc_endpoints": _list(_str),
         },
     },
 }

@@ -177,6 +177,20 @@ class Estate:
         ec2.create_route(RouteTableId=table, DestinationCidrBlock="0.0.0.0/0", GatewayId=igw)
         for subnet in public:
             ec2.associate_route_table(RouteTableId=table, SubnetId=subnet["Subnet"]["SubnetId"])
+        main = ec2.describe_route_tables(
+            Filters=[
+                {"Name": "vpc-id", "Values": [vpc]},
+                {"Name": "association.main", "Values": ["true"]},
+            ]
+        )["RouteTables"][0]["RouteTableId"]
+        services = ["s3"] if "no-vpc-endpoint" in self.defects else ["dynamodb", "s3"]
+        for service in services:  # gateway endpoints on the private subnets' (main) table
+            ec2.create_vpc_endpoint(
+                VpcId=vpc,
+                ServiceName=f"com.amazonaws.{REGION}.{service}",
+                VpcEndpointType="Gateway",
+                RouteTableIds=[main],
+            )
         return (
             [s["Subnet"]["SubnetId"] for s in private],
             [s["Subnet"]["SubnetId"] for s in public],
@@ -351,7 +365,12 @@ def start(defects: frozenset[str], workdir: Path) -> tuple[ServedType, _Running]
     tables: dict[str, dict[str, object]] = {
         "audit": {"min_retention_days": RETENTION_DAYS},
         "cloud": {"provider": "aws"},
-        "cloud.aws": {"regions": [REGION], "endpoint_url": endpoint, "phi_tag": "phi=true"},
+        "cloud.aws": {
+            "regions": [REGION],
+            "endpoint_url": endpoint,
+            "phi_tag": "phi=true",
+            "vpc_endpoints": ["dynamodb", "s3"],
+        },
     }
     config = workdir / "hipaa.toml"
     config.write_text(toml_text(tables, {}, "targets/aws_reference.py"))

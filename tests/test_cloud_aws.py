@@ -75,6 +75,7 @@ def test_the_collector_reads_the_estate_the_reference_builds(endpoint):
     assert facts.log_buckets[0].retention_days == aws_reference.RETENTION_DAYS
     assert {e.min_tls for e in facts.endpoints if e.protocol == "HTTPS" and e.min_tls} == {"1.2"}
     assert all(s.private for s in facts.subnets)
+    assert {e.service for e in facts.private_endpoints} == {"dynamodb", "s3"}
 
 
 def test_the_collector_calls_exactly_the_documented_read_only_actions(endpoint):

@@ -556,24 +556,35 @@ def _function_urls(functions: Iterable[FunctionFacts]) -> list[Observation]:
 
 # -- CLOUD-007: private networking ----------------------------------------------------------
 
-CLOUD_007_PROBES = (Probe("a", "PHI functions attached to private subnets only"),)
+CLOUD_007_PROBES = (
+    Probe("a", "PHI functions attached to private subnets only"),
+    Probe(
+        "b",
+        "their networks reach the declared services through private endpoints",
+        required=False,
+        needs=("cloud.aws.vpc_endpoints",),
+    ),
+)
 
 
 @check("CLOUD-007", probes=CLOUD_007_PROBES, needs_channel=False)
 def functions_on_private_subnets(run: Run) -> Outcome:
-    """Read each PHI function's subnets and their route tables; judge (a).
+    """Read each PHI function's subnets, their route tables and endpoints; judge (a), (b).
 
-    Every PHI function is attached to subnets, and none of them routes 0.0.0.0/0 or ::/0 to
-    an internet gateway (its own route table, or the network's main one when it has none).
-    A NAT route is private.
+    (a) Every PHI function is attached to subnets, and none of them routes 0.0.0.0/0 or ::/0
+    to an internet gateway (its own route table, or the network's main one when it has none;
+    a NAT route is private). (b) With ``cloud.aws.vpc_endpoints``, each network a PHI function
+    runs in has an available private endpoint for each service named there.
     """
+    facts = estate(run)
+    services = run.config.str_list(f"cloud.{facts.provider}.vpc_endpoints")
     return _judged(
-        "CLOUD-007", judge_network(estate(run)), passed="PHI functions on private subnets"
+        "CLOUD-007", judge_network(facts, services), passed="PHI functions on private subnets"
     )
 
 
-def judge_network(facts: Estate) -> list[Observation]:
-    """CLOUD-007 (a): every subnet of every PHI function has no route to the internet."""
+def judge_network(facts: Estate, services: Iterable[str] = ()) -> list[Observation]:
+    """CLOUD-007 (a) every subnet of every PHI function is private; (b) declared endpoints."""
     if facts.missing("functions", "phi-scope"):
         return _unread("a", "functions", facts.missing("functions", "phi-scope"), "functions read")
     if not facts.functions:
@@ -608,6 +619,31 @@ def judge_network(facts: Estate) -> list[Observation]:
                         PASS if s.private else FAIL,
                     )
                 )
+    return out + judge_endpoints(facts, list(services))
+
+
+def judge_endpoints(facts: Estate, services: list[str]) -> list[Observation]:
+    """CLOUD-007 (b): a private endpoint for each declared service in each PHI network."""
+    if not services:
+        return []
+    if facts.missing("private-endpoints"):
+        return _unread("b", "private endpoints", facts.missing("private-endpoints"), "read")
+    networks = sorted({s.network for s in facts.subnets if s.network})
+    have = {(e.network, e.service) for e in facts.private_endpoints}
+    out = []
+    for network in networks:
+        for service in services:
+            held = (network, service) in have
+            said = "private endpoint" if held else "no private endpoint"
+            out.append(
+                _obs(
+                    "b",
+                    f"network {network} to {service}",
+                    said,
+                    "a private endpoint",
+                    PASS if held else FAIL,
+                )
+            )
     return out
 
 

@@ -62,6 +62,7 @@ ACTIONS = (
     "dynamodb:DescribeTable",
     "ec2:DescribeRouteTables",
     "ec2:DescribeSubnets",
+    "ec2:DescribeVpcEndpoints",
     "elasticloadbalancing:DescribeListeners",
     "elasticloadbalancing:DescribeLoadBalancerAttributes",
     "elasticloadbalancing:DescribeLoadBalancers",

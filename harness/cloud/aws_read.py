@@ -19,6 +19,7 @@ from harness.cloud.facts import (
     FunctionFacts,
     Grant,
     KeyFacts,
+    PrivateEndpointFacts,
     RoleFacts,
     SecretFacts,
     StoreFacts,
@@ -49,6 +50,7 @@ def read_estate(reader: Reader) -> Estate:
     secret_stores, secrets = _secrets(reader, phi, unread)
     stores += secret_stores + _log_groups(reader, phi, {f.name for f in functions}, unread)
     trails = _trails(reader, unread)
+    subnets = tuple(_subnets(reader, sorted({s for f in functions for s in f.subnets})))
     buckets = {t.bucket for t in trails if t.bucket} | set(reader.scope.audit_buckets)
     return Estate(
         provider="aws",
@@ -64,7 +66,10 @@ def read_estate(reader: Reader) -> Estate:
         roles=tuple(reader.each("roles", lambda r: _role(reader, r), sorted(roles_used))),
         secrets=tuple(secrets),
         endpoints=tuple(_load_balancers(reader, phi, unread) + _apis(reader, phi, unread)),
-        subnets=tuple(_subnets(reader, sorted({s for f in functions for s in f.subnets}))),
+        subnets=subnets,
+        private_endpoints=tuple(
+            _vpc_endpoints(reader, sorted({s.network for s in subnets}), unread)
+        ),
         backup_plans=tuple(_backup_plans(reader, unread)),
         unread=tuple(unread),
     )
@@ -455,19 +460,25 @@ def _subnets(reader: Reader, ids: list[str]) -> list[SubnetFacts]:
     def one(subnet: str) -> SubnetFacts:
         ec2 = reader.client("ec2")
         unread: list[str] = []
-        tables = guard(
-            lambda: reader.pages(
-                ec2,
-                "DescribeRouteTables",
-                "RouteTables",
-                Filters=[{"Name": "association.subnet-id", "Values": [subnet]}],
-            ),
-            unread,
+        found = guard(
+            lambda: reader.pages(ec2, "DescribeSubnets", "Subnets", SubnetIds=[subnet]), unread
         )
-        if tables == []:  # no table of its own: the VPC's main table
-            tables = _main_table(reader, subnet, unread)
-        if tables is None:
-            return SubnetFacts(subnet, False, tuple(unread))
+        vpc = str(found[0].get("VpcId", "")) if found else ""
+        own = [{"Name": "association.subnet-id", "Values": [subnet]}]
+        tables = guard(
+            lambda: reader.pages(ec2, "DescribeRouteTables", "RouteTables", Filters=own), unread
+        )
+        if tables == [] and vpc:  # no table of its own: the VPC's main table
+            main = [
+                {"Name": "vpc-id", "Values": [vpc]},
+                {"Name": "association.main", "Values": ["true"]},
+            ]
+            tables = guard(
+                lambda: reader.pages(ec2, "DescribeRouteTables", "RouteTables", Filters=main),
+                unread,
+            )
+        if not tables:
+            return SubnetFacts(subnet, False, tuple(unread or ["no route table read"]), vpc)
         routes = [r for t in tables for r in t.get("Routes", [])]
         public = any(
             str(r.get("GatewayId", "")).startswith("igw-")
@@ -477,25 +488,30 @@ def _subnets(reader: Reader, ids: list[str]) -> list[SubnetFacts]:
             )
             for r in routes
         )
-        return SubnetFacts(subnet, not public, tuple(unread))
+        return SubnetFacts(subnet, not public, tuple(unread), vpc)
 
     return reader.each("subnets", one, ids)
 
 
-def _main_table(reader: Reader, subnet: str, unread: list[str]) -> list[Any] | None:
-    ec2 = reader.client("ec2")
-    found = guard(
-        lambda: reader.pages(ec2, "DescribeSubnets", "Subnets", SubnetIds=[subnet]), unread
-    )
-    if not found:
-        return None
-    filters = [
-        {"Name": "vpc-id", "Values": [found[0]["VpcId"]]},
-        {"Name": "association.main", "Values": ["true"]},
+def _vpc_endpoints(
+    reader: Reader, vpcs: list[str], unread: list[Unread]
+) -> list[PrivateEndpointFacts]:
+    """The available VPC endpoints of the networks PHI functions run in."""
+    if not any(vpcs):
+        return []
+    filters = [{"Name": "vpc-id", "Values": [v for v in vpcs if v]}]
+    try:
+        found = reader.pages(
+            reader.client("ec2"), "DescribeVpcEndpoints", "VpcEndpoints", Filters=filters
+        )
+    except Unreadable as exc:
+        unread.append(Unread("private-endpoints", str(exc)))
+        return []
+    return [
+        PrivateEndpointFacts(str(e["VpcId"]), str(e["ServiceName"]).rsplit(".", 1)[-1])
+        for e in found
+        if e.get("State", "available").lower() == "available"
     ]
-    return guard(
-        lambda: reader.pages(ec2, "DescribeRouteTables", "RouteTables", Filters=filters), unread
-    )
 
 
 def _backup_plans(reader: Reader, unread: list[Unread]) -> list[BackupPlanFacts]:

@@ -145,6 +145,15 @@ class SubnetFacts:
     id: str
     private: bool
     unread: tuple[str, ...] = ()
+    network: str = ""  # the VPC / VNet / VPC network it belongs to
+
+
+@dataclass(frozen=True)
+class PrivateEndpointFacts:
+    """A private endpoint of a provider service inside a network (a VPC endpoint)."""
+
+    network: str
+    service: str  # the provider's short service name: "dynamodb", "s3"
 
 
 @dataclass(frozen=True)
@@ -179,6 +188,7 @@ class Estate:
     secrets: tuple[SecretFacts, ...] = ()
     endpoints: tuple[EndpointFacts, ...] = ()
     subnets: tuple[SubnetFacts, ...] = ()
+    private_endpoints: tuple[PrivateEndpointFacts, ...] = ()
     backup_plans: tuple[BackupPlanFacts, ...] = ()
     unread: tuple[Unread, ...] = ()
 

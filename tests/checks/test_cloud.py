@@ -35,6 +35,7 @@ from harness.cloud.facts import (
     FunctionFacts,
     Grant,
     KeyFacts,
+    PrivateEndpointFacts,
     RoleFacts,
     SecretFacts,
     StoreFacts,
@@ -90,7 +91,11 @@ AWS = Estate(
         EndpointFacts("api-domain", "api.example", "HTTPS", "1.2"),
         EndpointFacts("api-stage", "api/prod", "HTTPS", None, False, True),
     ),
-    subnets=(SubnetFacts("subnet-a", True),),
+    subnets=(SubnetFacts("subnet-a", True, network="vpc-1"),),
+    private_endpoints=(
+        PrivateEndpointFacts("vpc-1", "dynamodb"),
+        PrivateEndpointFacts("vpc-1", "s3"),
+    ),
     backup_plans=(BackupPlanFacts("phi-daily", 1),),
 )
 
@@ -289,6 +294,21 @@ def test_cloud_007_public_or_no_subnet_fails():
     assert settled("CLOUD-007", judge_network(public)).status is F
     outside = replace(AWS, functions=(replace(AWS.functions[0], subnets=()),))
     assert settled("CLOUD-007", judge_network(outside)).status is F
+
+
+def test_cloud_007_declared_private_endpoints_are_held_to():
+    assert judge_network(AWS) == judge_network(AWS, [])[:1]  # nothing declared: (a) alone
+    assert by(judge_network(AWS, ["dynamodb", "s3"]))["b"] == [P, P]
+    missing = replace(AWS, private_endpoints=(PrivateEndpointFacts("vpc-1", "s3"),))
+    outcome = settled(
+        "CLOUD-007", judge_network(missing, ["dynamodb", "s3"]), "cloud.aws.vpc_endpoints"
+    )
+    assert outcome.status is F
+    assert "vpc-1 to dynamodb" in outcome.summary
+    denied = replace(AWS, unread=(Unread("private-endpoints", "denied: ec2:DescribeVpcEndpoints"),))
+    assert by(judge_network(denied, ["s3"]))["b"] == [INC]
+    # not declared: the optional probe does not run and does not hold the control back
+    assert settled("CLOUD-007", judge_network(AWS)).status is P
 
 
 def test_cloud_008_pitr_off_or_no_plan_fails():
