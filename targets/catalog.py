@@ -593,6 +593,12 @@ REFERENCE_NODE = BundledTarget(
             ("MTLS-002",),
         ),
         Defect(
+            "node-default-ciphers",
+            "`GRPC_SSL_CIPHER_SUITES` left unset, so grpc-js takes Node's default cipher "
+            "list, which adds CBC suites (ECDHE-ECDSA-AES128-SHA256 and others) under TLS 1.2",
+            ("TLS-003",),
+        ),
+        Defect(
             "wrong-san",
             "the server certificate names only the service's in-cluster name "
             "(lab-orders.labs.svc.cluster.local), not the one its clients use",

@@ -468,6 +468,8 @@ def _launch(workdir: Path, config: dict[str, Any]) -> tuple[subprocess.Popen[byt
     (workdir / "node-config.json").write_text(json.dumps(config, indent=2))
     stderr = workdir / "node.stderr"
     env = {**os.environ, "GRPC_SSL_CIPHER_SUITES": CIPHER_SUITES}
+    if "node-default-ciphers" in config["defects"]:  # Node's own list, CBC suites and all
+        env.pop("GRPC_SSL_CIPHER_SUITES")
     env.pop("NODE_OPTIONS", None)
     node = shutil.which("node") or "node"
     with stderr.open("wb") as err:
