@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import random
+import resource
 import subprocess
 import sys
 import tempfile
@@ -71,6 +72,15 @@ def write_copy(seed_dir: Path, dest: Path, data: dict) -> None:
         (dest / name).write_bytes(blob)
 
 
+def _cpu_s() -> float:
+    """CPU seconds of this process and its finished children (the merge's workers)."""
+    own, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, help="a real bundle to copy (default: run one)")
@@ -92,12 +102,13 @@ def main() -> None:
         size = sum(p.stat().st_size for b in bundles for p in b.iterdir())
         print(f"generated {args.count} bundles ({size / 1e6:.0f} MB) "
               f"in {time.perf_counter() - started:.1f} s")  # fmt: skip
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), _cpu_s()
         fleet = merge(bundles)
         write_fleet(work / "fleet", fleet)
-        took = time.perf_counter() - started
+        took, cpu = time.perf_counter() - started, _cpu_s() - cpu
         print(f"merge of {args.count} bundles: {took:.2f} s on {os.cpu_count()} CPU(s) "
-              f"(target < 10 s): {len(fleet.merged)} merged, {len(fleet.refused)} refused, "
+              f"(target < 10 s), {cpu:.1f} CPU s (load average {os.getloadavg()[0]:.1f}): "
+              f"{len(fleet.merged)} merged, {len(fleet.refused)} refused, "
               f"{len(fleet.worst_findings())} findings")  # fmt: skip
 
 

@@ -221,7 +221,8 @@ def service_of(bundle: str, data: Mapping[str, Any]) -> Service:
         if c["status"] in _FINDING_RANK
     )
     rollup = data.get("rollup", ())
-    cells = {str(r["standard"]): _cell(r["controls"], controls) for r in rollup}
+    judged = _judged(controls.values())
+    cells = {str(r["standard"]): _cell(r["controls"], judged) for r in rollup}
     return Service(
         bundle,
         target=target,
@@ -234,26 +235,37 @@ def service_of(bundle: str, data: Mapping[str, Any]) -> Service:
     )
 
 
-def _cell(ids: Iterable[str], controls: Mapping[str, Mapping[str, Any]]) -> Cell:
+_RANK = {level: i for i, level in enumerate(LEVELS)}
+_LEAST = len(LEVELS) - 1
+
+
+def _judged(controls: Iterable[Mapping[str, Any]]) -> dict[str, tuple[str, int, bool]]:
+    """Control ID -> (status, level rank, automated), a FAIL ranked by its severity."""
+    out = {}
+    for c in controls:
+        status = str(c["status"])
+        level = str(c.get("severity") or "high") if status == "FAIL" else status
+        out[str(c["id"])] = (status, _RANK.get(level, _LEAST), bool(c.get("automated", True)))
+    return out
+
+
+def _cell(ids: Iterable[str], judged: Mapping[str, tuple[str, int, bool]]) -> Cell:
     """The worst level among the automated controls of ``ids`` (a FAIL by its severity).
 
     The attestations' level counts only when the standard has no automated control.
     Every control is listed by status.
     """
     by_status: dict[str, list[str]] = {}
-    worst = {True: len(LEVELS) - 1, False: len(LEVELS) - 1}
+    worst = {True: _LEAST, False: _LEAST}
+    automated_seen = False
     for cid in ids:
-        c = controls.get(cid)
-        if c is None:
+        if cid not in judged:
             continue
-        status = str(c["status"])
+        status, rank, automated = judged[cid]
         by_status.setdefault(status, []).append(cid)
-        level = str(c.get("severity") or "high") if status == "FAIL" else status
-        automated = bool(c.get("automated", True))
-        if level in LEVELS:
-            worst[automated] = min(worst[automated], LEVELS.index(level))
-    automated_seen = any(bool(controls[c].get("automated", True)) for c in ids if c in controls)
-    level = LEVELS[worst[True] if automated_seen else worst[False]]
+        worst[automated] = min(worst[automated], rank)
+        automated_seen = automated_seen or automated
+    level = LEVELS[worst[automated_seen]]
     return Cell(level, {k: tuple(v) for k, v in by_status.items()})
 
 
