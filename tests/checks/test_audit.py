@@ -1800,3 +1800,21 @@ def test_send_apart_keeps_a_call_on_a_fixture_token_apart_from_every_caller(monk
     assert [c.label for c, _ in got] == ["glass", "clin", "other"]
     assert sent == [["glass", "other"], ["clin"]]
     assert 1.4 < naps[0] <= 2.1  # the admin's earlier call: another identity, still waited
+
+
+def test_matches_of_a_harness_imported_afresh_are_judged_as_matches():
+    """pytest's pytester imports the harness afresh in each inline run: the Matches it
+    makes are of another class object, and were read as a plain mapping (AttributeError,
+    AUDIT-001/003 ERROR in the Node reference's defect rows)."""
+    from harness.audit import correlate
+
+    mine, held, events = loaded_run_calls()
+    real = correlate(events, [mine], Fields(kind="fhir"), ByTuple({}, 1.0, (mine, held)))
+    afresh = SimpleNamespace(
+        found=real.found, candidates=real.candidates, unsure=real.unsure, ambiguous=real.ambiguous
+    )
+    obs = checks.judge_reconciliation([mine], afresh, 1)
+    assert settled("AUDIT-001", obs).status is Status.INCONCLUSIVE
+    assert [o.status for o in checks.judge_refusals([mine], afresh, REFERENCE)] == [
+        Status.INCONCLUSIVE
+    ]
