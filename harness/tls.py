@@ -16,6 +16,11 @@ Three things are done around sslyze, not by hand:
 * sslyze does not test the extended master secret when the server speaks TLS 1.3 (it
   answers "supported" untested): the harness measures it on a handshake at the highest
   version below TLS 1.3 that the server accepts, with nassl (:func:`measure_ems`).
+* Nor, on such a server, Heartbleed and CCS injection (answered "not vulnerable" from the
+  version alone), the groups a TLS 1.2 handshake accepts (tried at TLS 1.3 only), and the
+  fallback SCSV (tried at TLS 1.1, which a refusal of TLS 1.1 itself answers): sslyze's own
+  probes are run again at the highest version below TLS 1.3, and the fallback SCSV is sent
+  on a handshake at that version, beside one without it (:func:`measure_below_13`).
 
 Path validation (:func:`verify_path`) is OpenSSL's ``X509_verify_cert`` through nassl, the
 RFC 5280 rules ``openssl verify`` and gRPC's TLS stacks apply: sslyze and ``cryptography``
@@ -30,7 +35,8 @@ import math
 import socket
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +193,7 @@ def _scan(target: ScanTarget) -> TlsFacts:
     if "TLS_1_3_EARLY_DATA" in facts.errors and facts.versions.get("TLS 1.3"):
         _early_data_over_h2(target, facts)
     measure_ems(target, facts)
+    measure_below_13(facts, _Prober(location, _network(target, creds), result))
     return facts
 
 
@@ -480,6 +487,192 @@ def _ems_negotiated(target: ScanTarget, version: str) -> bool | None:
         client.shutdown()
     return {Support.USED_IN_CURRENT_SESSION: True, Support.NOT_USED_IN_CURRENT_SESSION: False}.get(
         seen
+    )
+
+
+# -- what sslyze infers on a TLS 1.3 server, measured below it ------------------------------------
+
+
+@dataclass(frozen=True)
+class Heartbleed:
+    """Shaped like sslyze's HeartbleedScanResult: its probe, run below TLS 1.3 by the harness."""
+
+    is_vulnerable_to_heartbleed: bool
+    how: str
+
+
+@dataclass(frozen=True)
+class CcsInjection:
+    """Shaped like sslyze's OpenSslCcsInjectionScanResult, measured below TLS 1.3."""
+
+    is_vulnerable_to_ccs_injection: bool
+    how: str
+
+
+@dataclass(frozen=True)
+class FallbackScsv:
+    """Shaped like sslyze's FallbackScsvScanResult, measured one version below the highest."""
+
+    supports_fallback_scsv: bool
+    how: str
+
+
+@dataclass(frozen=True)
+class _Prober:
+    """What sslyze's plugins need to run one of their probes again: where, how, the scan."""
+
+    location: Any
+    network: Any
+    scan: Any  # sslyze's ServerScanResult (its connectivity result)
+
+    def capped(self, version: str, ecdh: bool) -> Any:
+        """The server as sslyze sees it, if ``version`` were the highest it speaks."""
+        from sslyze import TlsVersionEnum
+        from sslyze.server_connectivity import ServerConnectivityInfo
+
+        probing = self.scan.connectivity_result
+        highest = TlsVersionEnum[version.replace(" ", "_").replace(".", "_")]
+        capped = replace(
+            probing,
+            highest_tls_version_supported=highest,
+            cipher_suite_supported="",  # any suite of that version
+            supports_ecdh_key_exchange=ecdh,
+        )
+        return ServerConnectivityInfo(self.location, self.network, capped)
+
+
+#: The facts :func:`measure_below_13` replaces, by sslyze scan command.
+_BELOW_13_COMMANDS = ("HEARTBLEED", "OPENSSL_CCS_INJECTION", "TLS_FALLBACK_SCSV")
+
+
+def below_13_version(facts: TlsFacts) -> str | None:
+    """The highest version below TLS 1.3 the server accepts; ``""`` when it is unknown.
+
+    ``None`` when none is enabled.
+    """
+    below = ("TLS 1.2", "TLS 1.1", "TLS 1.0")
+    enabled = [v for v in below if facts.versions.get(v)]
+    if enabled:
+        return enabled[0]
+    return "" if any(facts.versions.get(v) is None for v in below) else None
+
+
+def measure_below_13(facts: TlsFacts, prober: _Prober) -> None:
+    """What sslyze infers when the server speaks TLS 1.3, measured at the version below it.
+
+    sslyze answers Heartbleed and CCS injection "not vulnerable" from TLS 1.3 support alone,
+    tries supported groups at TLS 1.3 only, and sends the fallback SCSV on TLS 1.1 (whose
+    refusal, on a server without TLS 1.1, it takes for SCSV support). With TLS 1.3 and a
+    version below it enabled, sslyze's Heartbleed, CCS and groups probes run again at that
+    version, and the SCSV goes on a handshake at it (:func:`_fallback_refused`); each
+    replaces sslyze's answer, or, when it fails, leaves the fact unmeasured with why. With
+    no version below TLS 1.3 none of these exists; when which is enabled is unknown, they
+    are unmeasured.
+    """
+    if not facts.versions.get("TLS 1.3"):
+        return  # sslyze's probes ran at the server's highest version themselves
+    version = below_13_version(facts)
+    if version is None:
+        return
+    if not version:
+        for command in _BELOW_13_COMMANDS:
+            facts.hygiene[command] = None
+            facts.errors[command] = "not measured: whether TLS 1.2 or below is enabled is unknown"
+        return
+    how = f"sslyze's probe at {version} (it skips it when TLS 1.3 is on)"
+    ecdh = any(s.key_exchange == "ECDH" for s in facts.suites.get(version, ()))
+    info = prober.capped(version, ecdh)
+    probes = (
+        ("HEARTBLEED", lambda: Heartbleed(_plugin("heartbleed_plugin", info), how)),
+        ("OPENSSL_CCS_INJECTION", lambda: CcsInjection(_plugin("ccs", info), how)),
+        ("TLS_FALLBACK_SCSV", lambda: _fallback_refused(info, version)),
+    )
+    for command, probe in probes:
+        try:
+            facts.hygiene[command] = probe()
+        except Exception as exc:  # nassl and sslyze raise plain exceptions on odd peers
+            facts.hygiene[command] = None
+            facts.errors[command] = f"a {version} probe failed: {type(exc).__name__}: {exc}"
+        else:
+            facts.errors.pop(command, None)
+    if ecdh and facts.groups is not None:
+        _groups_at(facts, info, version)
+
+
+def _plugin(name: str, info: Any) -> bool:
+    """Run sslyze's one-job Heartbleed or CCS-injection probe against ``info``."""
+    from sslyze.plugins.heartbleed_plugin import HeartbleedImplementation
+    from sslyze.plugins.openssl_ccs_injection_plugin import OpenSslCcsInjectionImplementation
+
+    impl = (
+        HeartbleedImplementation
+        if name == "heartbleed_plugin"
+        else OpenSslCcsInjectionImplementation
+    )
+    (job,) = impl.scan_jobs_for_scan_command(info)
+    return bool(job.function_to_call(*job.function_arguments))
+
+
+def _groups_at(facts: TlsFacts, info: Any, version: str) -> None:
+    """Add the groups sslyze's curve probe finds accepted at ``version`` to ``facts.groups``."""
+    from sslyze.plugins.elliptic_curves_plugin import SupportedEllipticCurvesImplementation
+
+    jobs = SupportedEllipticCurvesImplementation.scan_jobs_for_scan_command(info)
+    try:  # one handshake per group, five at a time as the scan makes them
+        with ThreadPoolExecutor(5, thread_name_prefix="sslyze-groups") as pool:
+            tried = list(pool.map(lambda job: job.function_to_call(*job.function_arguments), jobs))
+        found = [t.curve.name for t in tried if t.was_accepted_by_server]
+    except Exception as exc:  # a failed probe leaves the groups unmeasured, not smaller
+        facts.groups = None
+        facts.errors["ELLIPTIC_CURVES"] = (
+            f"groups at {version} not measured: {type(exc).__name__}: {exc}"
+        )
+        return
+    facts.groups = tuple(dict.fromkeys([*(facts.groups or ()), *found]))
+
+
+def _fallback_refused(info: Any, version: str) -> FallbackScsv:
+    """A ``version`` handshake with TLS_FALLBACK_SCSV, beside one without it (nassl).
+
+    The server speaks a higher version, so it must refuse the first (RFC 7507: alert
+    inappropriate_fallback). It refusing both says nothing (the legacy OpenSSL client may
+    share no suite or group with it): then this raises.
+    """
+    from nassl._nassl import OpenSSLError
+    from sslyze import TlsVersionEnum
+    from sslyze.errors import ServerRejectedTlsHandshake
+
+    def handshake(scsv: bool) -> str:
+        connection = info.get_preconfigured_tls_connection(
+            override_tls_version=TlsVersionEnum[version.replace(" ", "_").replace(".", "_")],
+            should_use_legacy_openssl=True,  # only the legacy client sends the SCSV
+        )
+        if scsv:
+            connection.ssl_client.enable_fallback_scsv()
+        try:
+            connection.connect(should_retry_connection=False)
+        except OpenSSLError as exc:
+            if "inappropriate fallback" in str(exc):
+                return "inappropriate_fallback"
+            raise
+        except ServerRejectedTlsHandshake as exc:
+            return f"refused ({exc.error_message})"
+        finally:
+            connection.close()
+        return "accepted"
+
+    with_scsv = handshake(True)
+    if with_scsv == "inappropriate_fallback":
+        return FallbackScsv(
+            True, f"a {version} handshake with the SCSV: alert inappropriate_fallback"
+        )
+    if with_scsv == "accepted":
+        return FallbackScsv(False, f"a {version} handshake with the SCSV was accepted")
+    without = handshake(False)
+    if without != "accepted":
+        raise RuntimeError(f"{version} handshakes with the SCSV {with_scsv}, without it {without}")
+    return FallbackScsv(
+        True, f"a {version} handshake with the SCSV {with_scsv}, without it accepted"
     )
 
 

@@ -307,7 +307,9 @@ def forward_secrecy(run: Run) -> Outcome:
     Every accepted TLS 1.2 suite must use ECDHE (or DHE where the profile allows it: never
     under ``hipaa-strict``); static RSA, ECDH and DH suites fail. Ephemeral keys must be at
     least 256-bit ECDH (X25519 and X448 count as strong) or 2048-bit DH, in TLS 1.2 and 1.3.
-    No supported group may be weak (EC below 256 bits, finite-field below 2048 bits).
+    No supported group may be weak (EC below 256 bits, finite-field below 2048 bits): the
+    groups are tried at the highest version and, on a TLS 1.3 server, at TLS 1.2 too
+    (sslyze tries them at TLS 1.3 only, where no weak group can be offered).
     Strong groups outside the recommended set (secp521r1, X448...) WARN (low) under the
     ``mozilla-*`` profiles and pass under the others.
     """
@@ -500,6 +502,14 @@ class Item:
 
 _CRIT = Severity.CRITICAL
 _HYGIENE = (
+    Item("compression", "TLS_COMPRESSION", "supports_compression", False, "compression off"),
+    Item(
+        "early-data", "TLS_1_3_EARLY_DATA", "supports_early_data", False, "0-RTT early data refused"
+    ),
+)
+#: The items that exist only below TLS 1.3, judged where such a version is enabled
+#: (Heartbleed and CCS injection are flaws of OpenSSL 1.0.1, which has no TLS 1.3).
+_BELOW_13 = (
     Item(
         "heartbleed",
         "HEARTBLEED",
@@ -516,13 +526,6 @@ _HYGIENE = (
         "no CCS injection",
         _CRIT,
     ),
-    Item("compression", "TLS_COMPRESSION", "supports_compression", False, "compression off"),
-    Item(
-        "early-data", "TLS_1_3_EARLY_DATA", "supports_early_data", False, "0-RTT early data refused"
-    ),
-)
-#: The items that exist only below TLS 1.3, judged where such a version is enabled.
-_BELOW_13 = (
     Item(
         "renegotiation",
         "SESSION_RENEGOTIATION",
@@ -566,9 +569,14 @@ def protocol_hygiene(run: Run) -> Outcome:
     renegotiation refused; extended master secret supported; fallback SCSV supported (the
     last three only where a version below TLS 1.3 is enabled: with none, they hold); TLS
     1.3 0-RTT early data refused. sslyze's early-data probe speaks HTTP/1.1; against
-    servers that close on it, the same probe is repeated with nassl speaking HTTP/2. EMS is
-    the harness's own measurement, a handshake at the highest version below TLS 1.3
-    (sslyze answers "supported" untested when the server speaks TLS 1.3). A probe that
+    servers that close on it, the same probe is repeated with nassl speaking HTTP/2. On a
+    server that speaks TLS 1.3, what sslyze infers there is measured at the highest version
+    below it (:func:`harness.tls.measure_below_13`): EMS on a handshake of the harness's
+    own (sslyze answers "supported" untested), Heartbleed and CCS injection by sslyze's
+    probes run at that version (it answers "not vulnerable" from the version alone), and
+    the fallback SCSV on a handshake at that version (sslyze sends it on TLS 1.1, whose
+    refusal, without TLS 1.1, it takes for support). Heartbleed and CCS injection, like
+    the other items below TLS 1.3, hold where no such version is enabled. A probe that
     errors is INCONCLUSIVE with its reason.
     """
     facts = scanned(run)

@@ -488,3 +488,90 @@ def test_ems_not_measurable_is_inconclusive_never_sslyzes_untested_answer():
     only13 = facts(versions={**dict.fromkeys(LEGACY_VERSIONS, False), "TLS 1.2": False})
     measure_ems(gone, only13)
     assert refs(judge_hygiene(only13))["ems"] == [Status.PASS]
+
+
+# -- TLS-006 and TLS-004: what sslyze infers on a TLS 1.3 server, measured below it ----------
+
+
+def test_the_version_below_tls13_is_the_highest_enabled_or_unknown():
+    from harness.tls import below_13_version
+
+    assert below_13_version(facts()) == "TLS 1.2"
+    assert below_13_version(facts(versions={**facts().versions, "TLS 1.2": False})) is None
+    assert below_13_version(facts(versions={**facts().versions, "TLS 1.2": None})) == ""
+    legacy = {**facts().versions, "TLS 1.2": False, "TLS 1.1": True}
+    assert below_13_version(facts(versions=legacy)) == "TLS 1.1"
+
+
+class _Capped:
+    """A stand-in for the sslyze view :func:`harness.tls.measure_below_13` probes through."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, bool]] = []
+
+    def capped(self, version: str, ecdh: bool) -> str:
+        self.asked.append((version, ecdh))
+        return f"sslyze at {version}"
+
+
+def test_sslyzes_inferences_on_a_tls13_server_are_replaced_by_measurements(monkeypatch):
+    import harness.tls as tls
+
+    def plugin(name: str, info: str) -> bool:
+        if name != "heartbleed_plugin":
+            raise ConnectionResetError("reset by peer")
+        return True  # vulnerable at TLS 1.2: sslyze had said False from TLS 1.3 alone
+
+    monkeypatch.setattr(tls, "_plugin", plugin)
+    monkeypatch.setattr(
+        tls, "_fallback_refused", lambda info, v: tls.FallbackScsv(False, f"{v} accepted")
+    )
+    monkeypatch.setattr(tls, "_groups_at", lambda f, info, v: setattr(f, "groups", ("X25519",)))
+    found, prober = facts(), _Capped()
+    tls.measure_below_13(found, prober)  # type: ignore[arg-type]
+    assert prober.asked == [("TLS 1.2", True)]
+    by_ref = refs(judge_hygiene(found))
+    assert by_ref["heartbleed"] == [Status.FAIL]
+    assert "sslyze's probe at TLS 1.2" in found.hygiene["HEARTBLEED"].how
+    assert by_ref["ccs"] == [Status.INCONCLUSIVE]  # its probe failed: never sslyze's answer
+    assert "a TLS 1.2 probe failed: ConnectionResetError" in found.errors["OPENSSL_CCS_INJECTION"]
+    assert by_ref["fallback"] == [Status.FAIL]
+    assert found.groups == ("X25519",)
+
+
+def test_without_tls13_or_below_it_sslyzes_own_answers_stand():
+    import harness.tls as tls
+
+    no13 = facts(versions={**facts().versions, "TLS 1.3": False})
+    tls.measure_below_13(no13, _Capped())  # type: ignore[arg-type]
+    assert no13.hygiene == hygiene()  # sslyze probed TLS 1.2 itself
+    only13 = facts(versions={**dict.fromkeys(LEGACY_VERSIONS, False), "TLS 1.2": False})
+    tls.measure_below_13(only13, _Capped())  # type: ignore[arg-type]
+    by_ref = refs(judge_hygiene(only13))
+    assert (by_ref["heartbleed"], by_ref["ccs"]) == ([Status.PASS], [Status.PASS])
+    assert "no version below TLS 1.3" in judge_hygiene(only13)[2].observed
+    unknown = facts(versions={**facts().versions, "TLS 1.2": None})
+    tls.measure_below_13(unknown, _Capped())  # type: ignore[arg-type]
+    assert refs(judge_hygiene(unknown))["heartbleed"] == [Status.INCONCLUSIVE]
+    assert "unknown" in unknown.errors["TLS_FALLBACK_SCSV"]
+
+
+def test_the_scan_measures_below_tls13_what_sslyze_infers(tcp_server, tmp_path):
+    """A TLS 1.2 + 1.3 server (Python ssl, OpenSSL 3): sslyze's own probes at TLS 1.2."""
+    from harness.tls import ScanTarget, scan
+
+    port = _tls_server(tcp_server, tmp_path, ems=True)
+    found = scan(ScanTarget("127.0.0.1", port, "localhost", None, None, None, 3.0))
+    assert found.problem == ""
+    assert found.hygiene["HEARTBLEED"].how.startswith("sslyze's probe at TLS 1.2")
+    assert found.hygiene["OPENSSL_CCS_INJECTION"].is_vulnerable_to_ccs_injection is False
+    scsv = found.hygiene["TLS_FALLBACK_SCSV"]
+    assert (scsv.supports_fallback_scsv, scsv.how) == (
+        True,
+        "a TLS 1.2 handshake with the SCSV: alert inappropriate_fallback",
+    )
+    assert found.groups is not None
+    assert "secp256r1" in found.groups
+    by_ref = refs(judge_hygiene(found))
+    for ref in ("heartbleed", "ccs", "fallback", "ems"):
+        assert by_ref[ref] == [Status.PASS], ref
