@@ -16,6 +16,7 @@ import grpc
 import pytest
 
 from harness.catalogue import CATALOGUE, Severity
+from harness.channels import CallResult
 from harness.checks.authz import judge_matrix
 from harness.checks.cert import judge_days_left, judge_lifetime, judge_validity
 from harness.checks.tls import (
@@ -99,7 +100,7 @@ MATRIX = {GET: frozenset({"nurse", "auditor"}), LIST: frozenset({"nurse"})}
 WHO = ("nurse", "auditor", "no-roles")
 
 
-def _matrix_call(who: str, method: str, code: grpc.StatusCode) -> tuple[Call, object]:
+def _matrix_call(who: str, method: str, code: grpc.StatusCode) -> tuple[Call, CallResult]:
     body = (b"\x0a\x03c-1",) if code == grpc.StatusCode.OK else ()
     return Call(who, method, (b"",), Principal(who)), answer(code, *body, method=method)
 
