@@ -119,6 +119,9 @@ class MethodCatalogue:
                         )
                     )
         self.methods: tuple[MethodInfo, ...] = tuple(methods)
+        self._by_path: dict[str, MethodInfo] = {}
+        for m in self.methods:
+            self._by_path.setdefault(m.path, m)  # the first declared, as a scan would find
 
     @property
     def services(self) -> tuple[str, ...]:
@@ -127,10 +130,7 @@ class MethodCatalogue:
 
     def method(self, path: str) -> MethodInfo:
         """The method at ``path``; KeyError if the descriptors do not declare it."""
-        for m in self.methods:
-            if m.path == path:
-                return m
-        raise KeyError(path)
+        return self._by_path[path]
 
     def message_class(self, full_name: str) -> type[Message]:
         """The message class for ``full_name`` in this set's pool."""

@@ -4,6 +4,7 @@ import pytest
 from google.protobuf import descriptor_pb2
 
 from harness.descriptors import (
+    MethodCatalogue,
     compile_protos,
     fetch_via_reflection,
     load_descriptor_set,
@@ -172,3 +173,15 @@ def test_resource_nouns():
     assert resource_noun("Ping") == ""
     assert [singular(n) for n in ("Patients", "Histories", "Addresses", "Status", "Batches")] == [
         "Patient", "History", "Address", "Status", "Batch"]  # fmt: skip
+
+
+def test_a_method_is_found_by_its_path_in_a_wide_api():
+    """A lookup per call scanned every method: quadratic in the RBAC matrix of a wide API."""
+    from targets import wide
+
+    catalogue = MethodCatalogue(wide.descriptors(50, 1000), "wide")
+    paths = wide.paths(50, 1000)
+    assert [catalogue.method(p).path for p in paths] == paths
+    assert catalogue.method(paths[-1]).name == "GetM00999"
+    with pytest.raises(KeyError):
+        catalogue.method("/wide.v1.S000/Nope")
