@@ -12,8 +12,12 @@ rows give for that:
 * REFL-002 PASS: no channelz or CSDS (grpc-js registers neither unless asked), health
   serving ``""`` and NOT_FOUND for an unknown name, and the services reflection lists are
   the descriptor set's and health;
-* transport: TLS 1.2 and 1.3 only (TLS-001, TLS-002 PASS), ALPN h2 (TLS-005 PASS), and
-  Node's default cipher list, which keeps CBC suites for TLS 1.2 (TLS-003 FAIL).
+* transport: TLS 1.2 and 1.3 only (TLS-001, TLS-002 PASS), ALPN h2 (TLS-005 PASS),
+  Node's default cipher list, which keeps CBC suites for TLS 1.2 (TLS-003 FAIL) but only
+  ECDHE ones with an ECDSA key (TLS-004 PASS), OpenSSL 3's hygiene (TLS-006 PASS, each
+  fact sslyze infers on a TLS 1.3 server measured at TLS 1.2); trustme's chain: a path by
+  OpenSSL's rules without an OCSP pointer (CERT-001 WARN), the right names and EKU
+  (CERT-002 PASS), a 1000-year leaf (CERT-003 FAIL).
 """
 
 from __future__ import annotations
@@ -169,8 +173,16 @@ def test_reflection_on_both_paths_is_open_to_the_unauthenticated(pytester, claim
 
 def test_transport_facts_of_nodes_defaults(pytester, claims, tmp_path):
     config = write_config(tmp_path, claims)
-    statuses = judge(pytester, claims, config, "TLS")
+    statuses = judge(pytester, claims, config, "TLS or CERT")
     assert statuses["TLS-001"] == "PASS"  # Node's floor is TLS 1.2
     assert statuses["TLS-002"] == "PASS"  # TLS 1.3 offered
     assert statuses["TLS-003"] == "FAIL"  # ECDHE-ECDSA-AES*-SHA (CBC) in Node's default list
+    assert statuses["TLS-004"] == "PASS"  # an ECDSA key: every TLS 1.2 suite is ECDHE
     assert statuses["TLS-005"] == "PASS"  # grpc-js selects h2
+    assert statuses["TLS-006"] == "PASS"  # OpenSSL 3: EMS, no client renegotiation, SCSV
+    measured = {o["ref"]: o["observed"] for o in observations(pytester, "TLS-006")}
+    for ref in ("heartbleed", "ccs", "fallback", "ems"):  # each measured at TLS 1.2
+        assert "TLS 1.2" in measured[ref], ref
+    assert statuses["CERT-001"] == "WARN"  # the path holds; no OCSP pointer (not required)
+    assert statuses["CERT-002"] == "PASS"  # SANs localhost and 127.0.0.1, serverAuth EKU
+    assert statuses["CERT-003"] == "FAIL"  # trustme's leaves live 1000 years
