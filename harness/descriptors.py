@@ -120,8 +120,8 @@ class MethodCatalogue:
                     )
         self.methods: tuple[MethodInfo, ...] = tuple(methods)
         self._by_path: dict[str, MethodInfo] = {}
-        for m in self.methods:
-            self._by_path.setdefault(m.path, m)  # the first declared, as a scan would find
+        for info in self.methods:
+            self._by_path.setdefault(info.path, info)  # the first declared, as a scan would
 
     @property
     def services(self) -> tuple[str, ...]:
