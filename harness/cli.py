@@ -73,15 +73,21 @@ def _targets_serve(spec_text: str, workdir: Path | None) -> int:
 EXIT_FINDINGS = 1
 
 
-def _report_verify(directory: Path) -> int:
+def _report_verify(directory: Path, public_key: Path | None = None) -> int:
     from harness.reporting.bundle import verify
-    from harness.reporting.signing import SIGNATURE
+    from harness.reporting.signing import SIGNATURE, SigningKeyError, check_envelope
 
     if not directory.is_dir():
         raise UsageError(f"{directory}: no such directory")
-    problems = verify(directory)
+    try:
+        signed = check_envelope(directory, public_key)
+    except SigningKeyError as exc:
+        raise UsageError(f"--public-key {exc}") from None
+    problems = verify(directory) + list(signed.problems)
     for problem in problems:
         print(f"FAIL {problem}")
+    for line in signed.said:
+        print(line)
     if (directory / SIGNATURE).is_file():
         print(f"{SIGNATURE}: a detached signature of SHA256SUMS (check it with the signer's tool)")
     print(f"{directory}: {'INVALID' if problems else 'verified'} ({len(problems)} problem(s))")
@@ -232,6 +238,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     verify = report.add_parser("verify", help="check SHA256SUMS and self-scan (exit 1 if invalid)")
     verify.add_argument("bundle", type=Path)
+    verify.add_argument(
+        "--public-key",
+        type=Path,
+        help="PEM public key (or certificate) the signed statement must verify with",
+    )
     differ = report.add_parser("diff", help="new, fixed, unchanged findings (exit 1 if any is new)")
     differ.add_argument("old", type=Path)
     differ.add_argument("new", type=Path)
@@ -253,7 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _replay(args)
         if args.command == "report":
             if args.action == "verify":
-                return _report_verify(args.bundle)
+                return _report_verify(args.bundle, args.public_key)
             if args.action == "merge":
                 return _report_merge(args.bundles, args.output)
             return _report_diff(args.old, args.new)

@@ -361,6 +361,7 @@ SCHEMA: dict[str, Any] = {
         "history_dir": _str,
         "secret_store": _str,
         "signing_cmd": _list(_str),
+        "signing_key": _path,
     },
     "cloud": {
         "provider": _choice("aws"),

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from harness.failon import FailOn
     from harness.outcome import Outcome
     from harness.reporting.figures import Trend
-    from harness.reporting.model import ControlResult, Reproducer, RunInfo
+    from harness.reporting.model import ControlResult, Reproducer, Results, RunInfo
     from harness.run import Run
 
 PROFILES = (
@@ -666,7 +666,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     canaries = CanarySet.for_seed(state.seed).manifest()
     past = _past_runs(state)
     files = bundle_files(results, state.config._data, secrets=secrets, canaries=canaries, past=past)
-    _sign(session, state, files)
+    _sign(session, state, files, results)
     write_bundle(state.report_dir, files)
     state.results.bundle = state.report_dir
     _record_run(session, state, files)
@@ -703,22 +703,21 @@ def _record_run(session: pytest.Session, state: _State, files: dict[str, bytes])
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
-def _sign(session: pytest.Session, state: _State, files: dict[str, bytes]) -> None:
-    """Add ``evidence.signing_cmd``'s signature of SHA256SUMS; a failure fails the run."""
+def _sign(
+    session: pytest.Session, state: _State, files: dict[str, bytes], results: Results
+) -> None:
+    """Sign the bundle's statement (evidence.signing_key / signing_cmd); a failure fails the run."""
     command = state.config.str_list("evidence.signing_cmd")
-    if not command:
+    key = state.config.path("evidence.signing_key")
+    if not command and key is None:
         return
-    from harness.reporting.signing import SIGNATURE, sign
+    from harness.reporting.redact import redact
+    from harness.reporting.signing import sign_bundle
 
-    signed = sign(files["SHA256SUMS"], command)
-    if signed.error:  # the signer's own words: redacted like any other text printed
-        from harness.reporting.redact import redact
-
-        said = redact(signed.error, _secrets(state.run), seed=state.seed)
+    for error in sign_bundle(files, results, key_path=key, command=command):
+        said = redact(error, _secrets(state.run), seed=state.seed)  # the signer's own words
         state.failing.append(f"bundle not signed: {said}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
-        return
-    files[SIGNATURE] = signed.signature
 
 
 def _decide_exit(session: pytest.Session, state: _State) -> None:

@@ -23,6 +23,7 @@ from harness.catalogue import Severity
 from harness.outcome import Status
 from harness.reporting.figures import Trend, record_of
 from harness.reporting.html import render_html
+from harness.reporting.intoto import ENVELOPE
 from harness.reporting.junit import render_junit
 from harness.reporting.manifest import attested_sums, manifest, sha256sums
 from harness.reporting.markdown import render_summary
@@ -155,7 +156,7 @@ def verify(directory: Path) -> list[str]:
 
 
 def _sums_problems(directory: Path, sums: Path) -> list[str]:
-    """Files listed but missing or changed, and files not listed (but the signature of them)."""
+    """Files listed but missing or changed, and files not listed (but the signatures of them)."""
     problems = []
     listed = set()
     for line in sums.read_text().splitlines():
@@ -169,7 +170,7 @@ def _sums_problems(directory: Path, sums: Path) -> list[str]:
         elif hashlib.sha256(path.read_bytes()).hexdigest() != digest:
             problems.append(f"{name}: SHA-256 does not match SHA256SUMS")
     for path in sorted(directory.iterdir()):
-        if path.name not in ("SHA256SUMS", SIGNATURE) and path.name not in listed:
+        if path.name not in ("SHA256SUMS", SIGNATURE, ENVELOPE) and path.name not in listed:
             problems.append(f"{path.name}: not listed in SHA256SUMS")
     return problems
 

@@ -178,8 +178,9 @@ def evidence_probes(evidence: Evidence) -> tuple[ProbeResult, ...]:
     """EVID-001's probes: the self-scan decides; the sums and final statuses are by design.
 
     Every control result is typed with a final status, and SHA256SUMS is written over every
-    file of the bundle (``hipaa-grpc report verify`` re-checks it); the signature is not
-    supported yet.
+    file of the bundle (``hipaa-grpc report verify`` re-checks it). The signature covers
+    ``results.json`` itself, so this file cannot record it: ``report verify --public-key``
+    checks it.
     """
     ids = [f"{EVIDENCE_CONTROL}({ref})" for ref in ("self-scan", "final", "sums", "signature")]
     return (
@@ -190,10 +191,10 @@ def evidence_probes(evidence: Evidence) -> tuple[ProbeResult, ...]:
         ProbeResult(ids[2], "SHA256SUMS over every file of the bundle", Status.PASS, True),
         ProbeResult(
             ids[3],
-            "a detached signature of SHA256SUMS (evidence.signing_cmd)",
+            "a signed in-toto statement of the bundle (evidence.signing_key or signing_cmd)",
             Status.SKIP,
             False,
-            reason="not supported yet",
+            reason="checked by hipaa-grpc report verify --public-key (it covers this file)",
         ),
     )
 
