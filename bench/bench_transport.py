@@ -2,14 +2,19 @@
 
 The target is started first and not timed; then every transport control runs in the order
 the suite runs them, sharing one sslyze scan. Printed: wall time per control (the first
-one pays for the scan) and in total, the scan's own time, and the same figures through the
-TLS edge (``reference+edge``), whose Python relay adds a hop. Target: <= 3 s in total.
+one pays for the scan) and in total, the scan's own time, and, as the baseline measured in
+the same minute, a bare ``python -m sslyze HOST:PORT`` of the same server (its default scan,
+interpreter start included) before and after, with the suite's ratio to it (goal: within
+1.5x); then the same figures through the TLS edge (``reference+edge``), whose Python relay
+adds a hop. On a shared machine compare the ratios, not the absolute times.
 
 Run: ``python bench/bench_transport.py``. Figures go to stdout; nothing is asserted.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 from harness.checks import registered, run_check
@@ -21,9 +26,24 @@ from harness.target import parse_target
 TRANSPORT = [c for c in registered() if c.startswith(("TLS-", "CERT-", "MTLS-"))]
 
 
+def bare_sslyze(host: str, port: int) -> float:
+    """Wall seconds of ``python -m sslyze HOST:PORT`` (sslyze's default scan)."""
+    start = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "sslyze", f"{host}:{port}"],
+        capture_output=True,
+        timeout=300,
+        check=False,
+    )
+    return time.perf_counter() - start
+
+
 def bench(spec: str) -> None:
     run = Run.open(parse_target(spec), Config(), RunOptions(seed=7))
     try:
+        assert run.spec.host is not None
+        assert run.spec.port is not None
+        before = bare_sslyze(run.spec.host, run.spec.port)
         start = time.perf_counter()
         tls_facts(run)
         scan_s = time.perf_counter() - start
@@ -33,9 +53,15 @@ def bench(spec: str) -> None:
             outcome = run_check(control, run)
             rows.append((control, time.perf_counter() - t0, outcome.status.value))
         total = time.perf_counter() - start
+        after = bare_sslyze(run.spec.host, run.spec.port)
     finally:
         run.close()
-    print(f"\n{spec}: transport suite {total:.2f} s wall (sslyze scan {scan_s:.2f} s)")
+    bare = (before + after) / 2
+    print(
+        f"\n{spec}: transport suite {total:.2f} s wall (sslyze scan {scan_s:.2f} s); "
+        f"bare python -m sslyze {bare:.2f} s ({before:.2f}, {after:.2f}): "
+        f"{total / bare:.2f}x bare"
+    )
     for control, seconds, status in rows:
         print(f"  {control:9} {seconds * 1000:7.0f} ms  {status}")
 
