@@ -36,19 +36,7 @@ PKG = "hipaagrpc.labs.v1"
 
 #: Controls that do not PASS on the Node reference yet, and why: a harness check that
 #: relies on the Python reference's shape, or a fact of Node's HTTP/2 stack it must allow for.
-PENDING = {
-    "AUTHZ-002": "the listing probe is planned only for server-streaming list methods; "
-    "ListLabOrders is a unary AIP-132 List (repeated orders in a response)",
-    "AUTHZ-005": "tuple correlation matches by method, identity and time only: the "
-    "break-glass call shares all three with the physician's other reads (ambiguous), "
-    "though its event names the order it read",
-    **dict.fromkeys(
-        ("AUDIT-001", "AUDIT-003"),
-        "PASS on an idle host; under CPU load (two busy loops on two cores) tuple correlation "
-        "finds no event for AUDIT-001's no-credentials GetLabOrder call, though the service "
-        "writes each event before it answers",
-    ),
-}
+PENDING: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
