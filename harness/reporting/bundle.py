@@ -141,18 +141,27 @@ def write_bundle(dest: Path, files: Mapping[str, bytes]) -> None:
 
 def verify(directory: Path) -> list[str]:
     """Problems with a bundle: SHA256SUMS mismatches or gaps, the schema, the self-scan."""
+    return verified(directory)[0]
+
+
+def verified(directory: Path) -> tuple[list[str], Json | None]:
+    """:func:`verify`'s problems, and ``results.json`` as read, for ``report merge``.
+
+    The data is ``None`` when the file is not a document of a schema read here.
+    """
     sums = directory / "SHA256SUMS"
     if not sums.is_file():
-        return [f"{directory}: no SHA256SUMS (not an evidence bundle)"]
+        return [f"{directory}: no SHA256SUMS (not an evidence bundle)"], None
     problems = _sums_problems(directory, sums)
     files = {p.name: p.read_bytes() for p in directory.iterdir() if p.is_file()}
-    problems += _schema_problems(files.get("results.json"))
+    schema, data = _schema_problems(files.get("results.json"))
+    problems += schema
     try:
         canaries = json.loads(files.get(CANARY_MANIFEST, b"{}")).get("canaries", [])
     except ValueError:
         canaries = []
         problems.append(f"{CANARY_MANIFEST}: not JSON")
-    return problems + self_scan(files, (), canaries)
+    return problems + self_scan(files, (), canaries), data
 
 
 def _sums_problems(directory: Path, sums: Path) -> list[str]:
@@ -175,20 +184,24 @@ def _sums_problems(directory: Path, sums: Path) -> list[str]:
     return problems
 
 
-def _schema_problems(blob: bytes | None) -> list[str]:
-    """``results.json`` missing, not JSON, of a schema version not read, or not readable."""
+def _schema_problems(blob: bytes | None) -> tuple[list[str], Json | None]:
+    """``results.json`` missing, not JSON, of a schema version not read, or not readable.
+
+    Returns the problems, and the data when there is none.
+    """
     if blob is None:
-        return ["results.json: missing"]
+        return ["results.json: missing"], None
     try:
         data = json.loads(blob)
         version = data.get("schema_version")
     except (ValueError, AttributeError):
-        return ["results.json: not a JSON object"]
+        return ["results.json: not a JSON object"], None
     if version not in READABLE_SCHEMAS:
         readable = ", ".join(READABLE_SCHEMAS)
-        return [f"results.json: schema version {version!r} is not one I read ({readable})"]
+        return [f"results.json: schema version {version!r} is not one I read ({readable})"], None
     try:
         Results.from_json(data)
     except (KeyError, ValueError, TypeError, AttributeError) as exc:
-        return [f"results.json: not a schema {version} document ({type(exc).__name__}: {exc})"]
-    return []
+        why = f"not a schema {version} document ({type(exc).__name__}: {exc})"
+        return [f"results.json: {why}"], None
+    return [], data

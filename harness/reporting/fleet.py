@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import __version__
-from harness.reporting.bundle import verify
+from harness.reporting.bundle import verified
 from harness.reporting.html import CSP, badge, stylesheet
 from harness.reporting.model import DISCLAIMER, FINDING_STATUSES
 
@@ -187,10 +187,9 @@ def read_bundle(path: Path) -> Service:
     name = str(path)
     if not path.is_dir():
         return Service(name, (f"{path}: no such directory",))
-    problems = tuple(verify(path))
-    if problems:
-        return Service(name, problems, target=_target_of(path))
-    data = json.loads((path / "results.json").read_text(encoding="utf-8"))
+    problems, data = verified(path)
+    if problems or data is None:
+        return Service(name, tuple(problems) or ("results.json: unread",), target=_target_of(path))
     return service_of(name, data)
 
 
