@@ -7,7 +7,7 @@ proxy that records it and refuses it; the test holds that
 
 * it renders: the DOM after load has the grid, the charts and the TLS summary, and the
   screenshot is a real picture (kept: ``$HIPAA_ARTIFACTS``, else pytest's tmp dir; the
-  path is printed);
+  path is printed); the fleet page ``report merge`` makes of both bundles too;
 * nothing is fetched: the proxy saw no request, Chromium logged no Content-Security-Policy
   refusal (the page's own CSP blocks fetches; a refusal means the page tried one), and no
   element of the rendered DOM points at a resource (``src``, ``href``, ``url(``...).
@@ -33,6 +33,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+
+from harness.cli import main
 
 pytestmark = pytest.mark.slow
 
@@ -221,6 +223,7 @@ def test_the_reports_render_with_their_pictures_and_fetch_nothing(proxy, tmp_pat
     first, second = two_runs(tmp_path)
     _check_first(browser, first, proxy, tmp_path)
     _check_second(browser, second, proxy, tmp_path)
+    _check_fleet(browser, [first.parent, second.parent], proxy, tmp_path)
     assert proxy.seen == []
 
 
@@ -254,6 +257,17 @@ def _check_second(browser: str, page: Path, proxy: RecordingProxy, tmp: Path) ->
     assert "1 new finding(s)" in text
     assert "REFL-001" in text
     shot = screenshot(browser, page, proxy, tmp, "report-trend.png")
+    assert png_colours(shot)[2] > 32, "the screenshot is (nearly) blank"
+
+
+def _check_fleet(browser: str, bundles: list[Path], proxy: RecordingProxy, tmp: Path) -> None:
+    """``report merge`` over both bundles: the heat map renders, REFL-001 in the second row."""
+    assert main(["report", "merge", *map(str, bundles), "-o", str(tmp / "fleet")]) == 0
+    dom = rendered(browser, tmp / "fleet" / "index.html", proxy, tmp)
+    assert dom.ids["heat-map"] == "table"
+    assert dom.classes["td.h-high"] >= 1  # REFL-001 (high) under 164.312(a) and 164.308(a)
+    assert "REFL-001" in "".join(dom.text)
+    shot = screenshot(browser, tmp / "fleet" / "index.html", proxy, tmp, "fleet.png")
     assert png_colours(shot)[2] > 32, "the screenshot is (nearly) blank"
 
 
