@@ -39,8 +39,18 @@ def _targets_list() -> int:
     return EXIT_OK
 
 
+def _print_grpc_target(address: str, config: Path, directory: Path) -> None:
+    print(f"  config (CA, client certificate, tokens, descriptors): {config}")
+    print(f"  CA bundle:          {directory / 'ca.pem'}")
+    print(f"  client certificate: {directory / 'client.pem'} (key {directory / 'client-key.pem'})")
+    print(f"  bearer tokens:      {directory / 'tokens'}/<principal>.jwt")
+    print(f"  audit log:          {directory / 'audit.jsonl'}")
+    print(f"test it:  pytest --hipaa-target={address} --hipaa-config={config}")
+
+
 def _targets_serve(spec_text: str, workdir: Path | None) -> int:
     import targets.serve as serve
+    from targets.catalog import SPAWNABLE
 
     text = spec_text if spec_text.startswith("spawn:") else f"spawn:{spec_text}"
     spec = parse_target(text, option="target")
@@ -52,12 +62,12 @@ def _targets_serve(spec_text: str, workdir: Path | None) -> int:
     # Before anything is printed: whoever reads the address may send SIGTERM at once.
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     print(f"serving {spec.raw} at {served.address}")
-    print(f"  config (CA, client certificate, tokens, descriptors): {served.config}")
-    print(f"  CA bundle:          {directory / 'ca.pem'}")
-    print(f"  client certificate: {directory / 'client.pem'} (key {directory / 'client-key.pem'})")
-    print(f"  bearer tokens:      {directory / 'tokens'}/<principal>.jwt")
-    print(f"  audit log:          {directory / 'audit.jsonl'}")
-    print(f"test it:  pytest --hipaa-target={served.address} --hipaa-config={served.config}")
+    if SPAWNABLE[spec.bundled].cloud is not None:  # a cloud estate: read as an account is
+        print(f"  config ([cloud.aws] endpoint_url and scope): {served.config}")
+        cloud = SPAWNABLE[spec.bundled].cloud
+        print(f"test it:  pytest --hipaa-cloud={cloud} --hipaa-config={served.config}")
+    else:
+        _print_grpc_target(served.address, served.config, directory)
     print("Ctrl-C stops it.", flush=True)
     try:
         serve.wait_for(stop)
