@@ -170,6 +170,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "results.sarif, summary.md, manifest.json, SHA256SUMS (default: evidence.dir)",
     )
     group.addoption(
+        "--hipaa-oscal",
+        action="store_true",
+        help="also write assessment-results.oscal.json into the bundle: the run as an OSCAL "
+        "assessment-results document (controls as observations and findings, HIPAA cited)",
+    )
+    group.addoption(
         "--hipaa-attestations",
         metavar="FILE",
         help="TOML attestations for the manual controls ATT-001...ATT-009",
@@ -254,6 +260,8 @@ def pytest_configure(config: pytest.Config) -> None:
             config, discover_config(Path(explicit) if explicit else None, config.rootpath)
         )
         report = config.getoption("hipaa_report") or user_config.get("evidence.dir")
+        if config.getoption("hipaa_oscal"):
+            _oscal_usable(report)
         from harness.failon import FailOn
 
         fail_on = FailOn.parse(config.getoption("hipaa_fail_on"))
@@ -278,6 +286,16 @@ def pytest_configure(config: pytest.Config) -> None:
         config.args[:] = [str(Path(suites.__file__).parent)]
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(), "hipaa-xdist")
+
+
+def _oscal_usable(report: object) -> None:
+    """``--hipaa-oscal`` needs a bundle to write into, and compliance-trestle (Python 3.11+)."""
+    import importlib.util
+
+    if not report:
+        raise UsageError("--hipaa-oscal writes into the bundle: give --hipaa-report DIR")
+    if importlib.util.find_spec("trestle") is None:
+        raise UsageError("--hipaa-oscal needs compliance-trestle (pip install, Python 3.11+)")
 
 
 def _cloud_only(spec: TargetSpec | None, user_config: Config) -> bool:
@@ -672,7 +690,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     )
     canaries = CanarySet.for_seed(state.seed).manifest()
     past = _past_runs(state)
-    files = bundle_files(results, state.config._data, secrets=secrets, canaries=canaries, past=past)
+    oscal = bool(config.getoption("hipaa_oscal"))
+    files = bundle_files(
+        results, state.config._data, secrets=secrets, canaries=canaries, past=past, oscal=oscal
+    )
     _sign(session, state, files, results)
     write_bundle(state.report_dir, files)
     state.results.bundle = state.report_dir

@@ -125,8 +125,8 @@ def test_a_forged_token_is_a_placeholder_too() -> None:
     repro = reproduce(
         "r",
         sent((search(5),), ("authorization", f"Bearer {forged}")),
-        run_with(),
-        context(),  # type: ignore[arg-type]
+        run_with(),  # type: ignore[arg-type]
+        context(),
     )
     assert forged not in repro.grpcurl + repro.replay
     assert repro.fill == ("HIPAA_FORGED_TOKEN",)

@@ -83,8 +83,11 @@ def bundle_files(
     secrets: Iterable[str] = (),
     canaries: Iterable[str] = (),
     past: Trend | None = None,
+    oscal: bool = False,
 ) -> dict[str, bytes]:
     """Every file of the bundle, EVID-001 decided by self-scanning ``results.json`` first.
+
+    With ``oscal``, the OSCAL assessment results too (:mod:`harness.reporting.oscal`).
 
     ``past`` holds the runs ``evidence.history_dir`` recorded before this one (``None``
     without it): the page's trend shows them and this run.
@@ -105,6 +108,10 @@ def bundle_files(
         "manifest.json": _json_file(manifest(done, config)),
         CANARY_MANIFEST: _json_file({"canaries": list(canaries)}),
     }
+    if oscal:  # compliance-trestle is heavy: loaded only when asked for
+        from harness.reporting.oscal import FILE, render_oscal
+
+        files[FILE] = render_oscal(done)
     late = self_scan(files, secrets, canaries)
     if late and done.evidence is not None and done.evidence.valid:
         raise AssertionError(f"report views leak: {late}")
