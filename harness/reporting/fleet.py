@@ -343,7 +343,7 @@ def fleet_html(fleet: Fleet) -> str:
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         f"<meta http-equiv='Content-Security-Policy' content=\"{CSP}\">",
         "<title>HIPAA technical safeguards: fleet</title>",
-        f"<style>{stylesheet()}</style></head><body>",
+        f"<style>{stylesheet()}</style></head><body class='wide'>",
         "<h1>HIPAA technical safeguards: fleet view</h1>",
         f"<p class='meta'>pytest-hipaa-grpc {_e(__version__)} &middot; merged "
         f"{_e(_stamp(fleet.generated))} &middot; {merged} bundle(s) merged, "
@@ -387,7 +387,7 @@ def _heat_html(fleet: Fleet) -> list[str]:
         "<p class='legend'>"
         + " ".join(
             f"<span class='item'><span class='key h-{_css(k)}'></span>"
-            f"{_e(k if k not in _SEVERITY_RANK else 'FAIL ' + k)}</span>"
+            f"{_e('FAIL ' + k if k in _SEVERITY_RANK else _SHORT.get(k, k))}</span>"
             for k in LEVELS
         )
         + "</p>",
@@ -402,6 +402,10 @@ def _heat_html(fleet: Fleet) -> list[str]:
         "controls; manual controls without a valid attestation are counted below it.</p>"
     )
     return out
+
+
+#: Cell text for the long status names.
+_SHORT = {"ATTESTATION MISSING": "UNATTESTED", "INCONCLUSIVE": "INCONCL."}
 
 
 def _css(level: str) -> str:
@@ -423,9 +427,9 @@ def _heat_row(s: Service, standards: Sequence[tuple[str, str]]) -> str:
             cells.append("<td class='h-none'>&ndash;</td>")
             continue
         said = ", ".join(f"{st} {' '.join(ids)}" for st, ids in cell.controls.items())
-        shown = _e(" ".join(cell.failing) or cell.level)
+        shown = _e(" ".join(cell.failing) or _SHORT.get(cell.level, cell.level))
         if cell.unattested:
-            shown += f"<br><span class='att'>{cell.unattested} unattested</span>"
+            shown += f"<br><span class='att'>+{cell.unattested} unattested</span>"
         cells.append(f"<td class='h-{_css(cell.level)}' title='{_e(said)}'>{shown}</td>")
     failing = " ".join(s.failing) or "none"
     return f"<tr><th>{name}</th>{''.join(cells)}<td class='failing'>{_e(failing)}</td></tr>"
@@ -434,7 +438,7 @@ def _heat_row(s: Service, standards: Sequence[tuple[str, str]]) -> str:
 def _worst_html(findings: Sequence[Finding]) -> list[str]:
     out = [
         f"<h2 id='worst'>Worst findings across the estate ({len(findings)})</h2>",
-        "<table class='controls'><tr><th>Finding</th><th>Service</th><th>Why</th></tr>",
+        "<table class='findings'><tr><th>Finding</th><th>Service</th><th>Why</th></tr>",
     ]
     for f in findings[:SHOWN]:
         sev = f"<div class='sev'>severity {_e(f.severity)}</div>" if f.severity else ""
@@ -454,7 +458,7 @@ def _worst_html(findings: Sequence[Finding]) -> list[str]:
 def _stalest_html(stalest: Sequence[tuple[Service, float | None]]) -> list[str]:
     out = [
         "<h2 id='stalest'>Stalest runs</h2>",
-        "<table class='controls'><tr><th>Service</th><th>Finished (UTC)</th><th>Age</th></tr>",
+        "<table class='findings'><tr><th>Service</th><th>Finished (UTC)</th><th>Age</th></tr>",
     ]
     for s, age in stalest[:SHOWN]:
         said = "unknown" if age is None else f"{age:.1f} days"
