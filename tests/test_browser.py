@@ -282,3 +282,14 @@ def test_the_fetch_detector_sees_a_fetch(proxy, tmp_path):
     dom = Dom()
     dom.feed(done.stdout)
     assert dom.fetches
+
+
+def test_ci_without_chromium_fails_rather_than_skips(monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.setenv("HIPAA_REQUIRE_BROWSER", "1")
+    with pytest.raises(pytest.fail.Exception, match="CI must run the browser test"):
+        _browser()
+    monkeypatch.delenv("HIPAA_REQUIRE_BROWSER")
+    with pytest.raises(pytest.skip.Exception, match="apt-get install chromium-headless-shell"):
+        _browser()
