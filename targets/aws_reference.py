@@ -124,6 +124,12 @@ class Estate:
             },
         )
         self._private("patients-documents")
+        self.client("sqs").create_queue(
+            QueueName="lab-results", Attributes={"KmsMasterKeyId": key}, tags={"phi": "true"}
+        )
+        self.client("sns").create_topic(
+            Name="patient-alerts", Attributes={"KmsMasterKeyId": key}, Tags=self.tags
+        )
 
     def _private(self, bucket: str) -> None:
         flags = (

@@ -69,7 +69,16 @@ def test_the_collector_reads_the_estate_the_reference_builds(endpoint):
     assert facts.account == aws_reference.ACCOUNT
     assert not facts.unread
     kinds = sorted({s.kind for s in facts.stores})
-    assert kinds == ["bucket", "function-environment", "log-group", "secret", "table"]
+    assert kinds == [
+        "bucket",
+        "function-environment",
+        "log-group",
+        "queue",
+        "secret",
+        "table",
+        "topic",
+    ]
+    assert all(s.encryption == "named-key" for s in facts.stores)
     assert {f.name for f in facts.functions} == {"patients-read", "patients-write"}
     assert facts.log_buckets[0].lock_mode == "COMPLIANCE"
     assert facts.log_buckets[0].retention_days == aws_reference.RETENTION_DAYS

@@ -83,6 +83,9 @@ ACTIONS = (
     "s3:GetBucketVersioning",
     "s3:GetEncryptionConfiguration",
     "secretsmanager:ListSecrets",
+    "sns:GetTopicAttributes",
+    "sqs:GetQueueAttributes",
+    "sqs:GetQueueUrl",
     "sts:GetCallerIdentity",
     "tag:GetResources",
 )

@@ -46,7 +46,7 @@ def read_estate(reader: Reader) -> Estate:
     account = _account(reader, unread)
     phi = _phi_arns(reader, unread)
     functions, fn_stores, roles_used = _functions(reader, phi, unread)
-    stores = [*_tables(reader, phi), *_buckets(reader, phi), *fn_stores]
+    stores = [*_tables(reader, phi), *_buckets(reader, phi), *_messaging(reader, phi), *fn_stores]
     secret_stores, secrets = _secrets(reader, phi, unread)
     stores += secret_stores + _log_groups(reader, phi, {f.name for f in functions}, unread)
     trails = _trails(reader, unread)
@@ -152,6 +152,43 @@ def _buckets(reader: Reader, phi: frozenset[str]) -> list[StoreFacts]:
         return StoreFacts("bucket", name, encryption, key, None, tuple(unread))
 
     return reader.each("buckets", one, sorted(a for a in phi if a.startswith("arn:aws:s3:::")))
+
+
+def _messaging(reader: Reader, phi: frozenset[str]) -> list[StoreFacts]:
+    """PHI queues and topics, and the key each is encrypted with."""
+
+    def one(arn: str) -> StoreFacts:
+        _, _, service, region, account, name = arn.split(":", 5)
+        unread: list[str] = []
+        client = reader.client(service, region)
+        if service == "sqs":
+            url = guard(
+                lambda: reader.call(
+                    client, "GetQueueUrl", QueueName=name, QueueOwnerAWSAccountId=account
+                ),
+                unread,
+            )
+            got = url and guard(
+                lambda: reader.call(
+                    client,
+                    "GetQueueAttributes",
+                    QueueUrl=url["QueueUrl"],
+                    AttributeNames=["KmsMasterKeyId"],
+                ),
+                unread,
+            )
+        else:
+            got = guard(lambda: reader.call(client, "GetTopicAttributes", TopicArn=arn), unread)
+        if not got:
+            return StoreFacts(
+                "queue" if service == "sqs" else "topic", name, "", "", None, tuple(unread)
+            )
+        key = str(got.get("Attributes", {}).get("KmsMasterKeyId", ""))
+        kind = "queue" if service == "sqs" else "topic"
+        return StoreFacts(kind, name, "named-key" if key else "provider-key", key)
+
+    arns = sorted(a for a in phi if a.split(":")[2:3] in (["sqs"], ["sns"]))
+    return reader.each("queues and topics", one, arns)
 
 
 def _secrets(
