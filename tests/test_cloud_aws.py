@@ -204,3 +204,29 @@ def test_hipaa_cloud_alone_is_a_cloud_only_run(pytester, endpoint):
     assert {c: s for c, s in statuses.items() if c in cloud} == dict.fromkeys(cloud, "PASS")
     assert {s for c, s in statuses.items() if c not in cloud} == {"SKIP"}
     assert set(statuses) == set(registered())
+
+
+def test_listings_are_walked_page_by_page(endpoint):
+    logs = boto3.client(
+        "logs",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    for i in range(7):
+        logs.create_log_group(logGroupName=f"/paging/{i}")
+    calls: list[str] = []
+    r = reader(
+        endpoint, {"before-call.cloudwatch-logs.DescribeLogGroups": lambda **kw: calls.append("x")}
+    )
+    config = {"PageSize": 2}
+    found = r.pages(
+        r.client("logs"),
+        "DescribeLogGroups",
+        "logGroups",
+        logGroupNamePrefix="/paging/",
+        PaginationConfig=config,
+    )
+    assert sorted(g["logGroupName"] for g in found) == [f"/paging/{i}" for i in range(7)]
+    assert len(calls) == 4

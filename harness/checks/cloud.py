@@ -507,11 +507,14 @@ def judge_edge(facts: Estate) -> list[Observation]:
                     PASS if held else FAIL,
                 )
             )
-        if e.protocol in ("HTTP", "TCP"):
-            said = "redirects to HTTPS" if e.redirects else f"serves {e.protocol} in cleartext"
+        if e.protocol == "HTTP":
+            said = "redirects to HTTPS" if e.redirects else "serves HTTP in cleartext"
             out.append(
                 _obs("b", what, said, "a redirect to HTTPS only", PASS if e.redirects else FAIL)
             )
+        elif e.protocol in ("TCP", "UDP", "TCP_UDP"):
+            why = f"{e.protocol} passthrough: the service's own TLS is TLS-001's to judge"
+            out.append(not_applicable("b", what, why))
         if e.access_logging is not None:
             said = "access logging on" if e.access_logging else "access logging off"
             out.append(

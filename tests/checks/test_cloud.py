@@ -352,3 +352,10 @@ def test_the_report_says_which_attestations_cloud_controls_automate_in_part():
     assert by_id["ATT-002"].summary.endswith("; partly automated by CLOUD-001 PASS")
     assert by_id["ATT-004"].summary.endswith("; partly automated by CLOUD-003 FAIL")
     assert "partly automated" not in by_id["ATT-009"].summary  # CLOUD-008 was not judged
+
+
+def test_cloud_006_a_tcp_passthrough_listener_is_not_judged_as_cleartext():
+    tcp = EndpointFacts("load-balancer-listener", "nlb:443", "TCP", None, False, True)
+    observations = judge_edge(replace(AWS, endpoints=(tcp,)))
+    assert by(observations)["b"] == [Status.SKIP]  # not applicable: the service's TLS
+    assert settled("CLOUD-006", observations).status is P
