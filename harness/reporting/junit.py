@@ -41,6 +41,8 @@ def _testcase(suite: ET.Element, c: ControlResult) -> None:
         f"{o.status.value} {o.probe}: observed {o.observed}; expected {o.expected}"
         for o in c.observations
     )
+    for probe_id, repro in c.reproducers:  # the commands that send the failing call again
+        text += f"\nReproduce {probe_id}:\n" + "\n".join(f"  {line}" for line in repro.lines())
     if c.status in (Status.FAIL, Status.ATTESTATION_MISSING):
         ET.SubElement(case, "failure", message=c.summary, type=severity).text = text
     elif c.status is Status.ERROR:

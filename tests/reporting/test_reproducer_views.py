@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import xml.etree.ElementTree as ET
 
 from harness.reporting.bundle import bundle_files
+from harness.reporting.junit import render_junit
 from harness.reporting.markdown import render_summary
 from harness.reporting.sarif import render_sarif
 
@@ -28,6 +30,15 @@ def test_markdown_lists_the_commands() -> None:
     assert REFL_REPRODUCER.grpcurl in text
     assert REFL_REPRODUCER.replay in text
     assert "### Reproducers" not in render_summary(finished(refl_failed()))
+
+
+def test_junit_failure_text_ends_with_the_commands() -> None:
+    suite = ET.fromstring(render_junit(finished(refl_reproduced(), passed("AUTHZ-001"))))
+    (case,) = [c for c in suite.iter("testcase") if c.get("name", "").startswith("REFL-001")]
+    failure = case.find("failure")
+    assert failure is not None
+    assert "Reproduce REFL-001(a):" in (failure.text or "")
+    assert REFL_REPRODUCER.replay in (failure.text or "")
 
 
 def test_the_bundle_holds_them_and_its_self_scan_stays_clean() -> None:
