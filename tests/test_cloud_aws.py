@@ -180,6 +180,18 @@ def test_environment_variables_are_judged_by_name_and_shape_only():
     assert env_kind("AWS_ACCESS_KEY_ID", "AKIAABCDEFGHIJKLMNOP") == ENV_ACCESS_KEY
     assert env_kind("TABLE_NAME", "patients") == ENV_REFERENCE
     assert env_kind("SESSION_TOKEN", "") == ENV_REFERENCE  # declared empty: nothing in clear
+    assert env_kind("DB_SECRET_NAME", "patients-db") == ENV_REFERENCE  # fetched by name
+    assert env_kind("TOKEN_URL", "https://idp.example/token") == ENV_REFERENCE
+
+
+def test_an_aws_session_that_cannot_open_is_inconclusive_with_the_reason(monkeypatch, tmp_path):
+    from harness.cloud.aws_read import collect
+    from harness.outcome import CannotObserve
+
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    config = Config({"cloud": {"aws": {"profile": "no-such-profile"}}})
+    with pytest.raises(CannotObserve, match="cannot open an AWS session: ProfileNotFound"):
+        collect(config)
 
 
 def test_tls_floors_from_policy_protocols():

@@ -106,9 +106,11 @@ def judge_encryption(facts: Estate) -> list[Observation]:
             out += _unread("a", what, s.unread, expected)
         elif s.encryption != "named-key":
             out.append(_obs("a", what, f"encrypted with a {s.encryption}", expected, FAIL))
-        elif (key := keys.get(s.key)) is None or not key.customer_managed:
-            said = "a provider-managed key" if key else f"key {s.key} (not read)"
-            out.append(_obs("a", what, said, expected, FAIL if key else INCONCLUSIVE))
+        elif (key := keys.get(s.key)) is None or key.customer_managed is None:
+            why = key.unread if key and key.unread else [f"key {s.key} not described"]
+            out += _unread("a", what, why, expected)
+        elif not key.customer_managed:
+            out.append(_obs("a", what, f"the provider-managed key {s.key}", expected, FAIL))
         else:
             out.append(_obs("a", what, f"customer-managed key {s.key}", expected, PASS))
             used[key.id] = key

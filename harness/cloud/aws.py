@@ -105,6 +105,8 @@ _DATA_SERVICES = ("dynamodb", "s3", "kms", "secretsmanager", "sqs", "sns", "rds-
 _CREDENTIAL_NAME = re.compile(r"(?i)(pass(word|wd)?|secret|token|api_?key|private_?key|credential)")
 _ACCESS_KEY_ID = re.compile(r"^(AKIA|ASIA)[A-Z0-9]{16}$")
 _SECRET_REFERENCE = re.compile(r"^arn:aws[a-z-]*:(secretsmanager|ssm):")
+#: Names that say the value points at a credential rather than holding it (DB_SECRET_NAME).
+_REFERENCE_NAME = re.compile(r"(?i)_(arn|name|id|url|uri|path|ref|prefix|header|field|ttl)$")
 
 
 def iam_action(client: str, operation: str) -> str:
@@ -358,7 +360,9 @@ def env_kind(name: str, value: str) -> str:
     """How an environment variable is judged, from its name and value (the value is not kept)."""
     if _ACCESS_KEY_ID.match(value.strip()):
         return ENV_ACCESS_KEY
-    if _CREDENTIAL_NAME.search(name) and value and not _SECRET_REFERENCE.match(value):
+    if _REFERENCE_NAME.search(name) or _SECRET_REFERENCE.match(value):
+        return ENV_REFERENCE
+    if _CREDENTIAL_NAME.search(name) and value:
         return ENV_PLAINTEXT_CREDENTIAL
     return ENV_REFERENCE
 

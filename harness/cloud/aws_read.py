@@ -28,6 +28,7 @@ from harness.cloud.facts import (
     Unread,
 )
 from harness.config import Config
+from harness.outcome import CannotObserve
 
 _DECRYPT = ("kms:decrypt", "kms:*", "*")
 
@@ -37,6 +38,10 @@ def collect(config: Config, progress: Callable[[str], None] | None = None) -> Es
     reader = Reader(AwsScope.from_config(config))
     if progress is not None:
         reader.progress = progress
+    try:
+        reader.client("sts")
+    except Exception as exc:  # a missing profile, a role that cannot be assumed
+        raise CannotObserve(f"cannot open an AWS session: {type(exc).__name__}: {exc}") from None
     return read_estate(reader)
 
 
@@ -286,7 +291,7 @@ def _keys(reader: Reader, refs: list[str]) -> list[KeyFacts]:
         meta = (guard(lambda: reader.call(client, "DescribeKey", KeyId=ref), unread) or {}).get(
             "KeyMetadata", {}
         )
-        managed = meta.get("KeyManager") == "CUSTOMER"
+        managed = meta.get("KeyManager") == "CUSTOMER" if meta else None
         rotation = None
         if managed:
             got = guard(lambda: reader.call(client, "GetKeyRotationStatus", KeyId=ref), unread)

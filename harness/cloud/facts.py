@@ -42,7 +42,7 @@ class KeyFacts:
     """A key-management key (KMS key, Key Vault key, Cloud KMS key)."""
 
     id: str
-    customer_managed: bool
+    customer_managed: bool | None  # None: not read (see unread)
     enabled: bool
     rotation: bool | None  # None: not read (see unread)
     decrypt_grants: tuple[Grant, ...] = ()  # key-policy statements that allow decryption

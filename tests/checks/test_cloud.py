@@ -191,6 +191,13 @@ def test_cloud_001_a_conditioned_account_grant_passes_and_denials_are_inconclusi
     assert "denied: kms:GetKeyRotationStatus" in outcome.summary
 
 
+def test_cloud_001_an_undescribed_key_is_inconclusive_not_provider_managed():
+    undescribed = KeyFacts(KEY, None, False, None, (), ("denied: kms:DescribeKey",))
+    outcome = settled("CLOUD-001", judge_encryption(replace(AWS, keys=(undescribed,))))
+    assert outcome.status is INC
+    assert "denied: kms:DescribeKey" in outcome.summary
+
+
 def test_cloud_001_nothing_in_scope_is_never_a_pass():
     outcome = settled("CLOUD-001", judge_encryption(replace(AWS, stores=(), keys=())))
     assert outcome.status is INC
