@@ -10,7 +10,9 @@ records every call against the local target and holds the two together.
 
 Scope (``[cloud.aws]``): ``regions``, ``profile`` or ``role_arn``, ``phi_tag``
 ("phi=true"), ``resources`` (ARNs that hold PHI whatever their tags), ``audit_buckets``,
-``endpoint_url`` (the bundled moto target; never set against AWS).
+``vpc_endpoints``, ``endpoint_url`` (a local emulator such as the bundled moto target: any
+loopback endpoint gets fixed fake credentials). With ``role_arn`` the caller's own
+credentials need ``sts:AssumeRole`` on it; the role needs :data:`ACTIONS` only.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -377,9 +379,3 @@ def min_tls(protocols: Iterable[str]) -> str | None:
         elif p.startswith("SSL"):
             versions.append("0.0")
     return min(versions) if versions else None
-
-
-def chunks(items: list[T], size: int) -> Iterator[list[T]]:
-    """``items`` in lists of at most ``size``."""
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
