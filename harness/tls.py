@@ -565,9 +565,10 @@ def measure_below_13(facts: TlsFacts, prober: _Prober) -> None:
     refusal, on a server without TLS 1.1, it takes for SCSV support). With TLS 1.3 and a
     version below it enabled, sslyze's Heartbleed, CCS and groups probes run again at that
     version, and the SCSV goes on a handshake at it (:func:`_fallback_refused`); each
-    replaces sslyze's answer, or, when it fails, leaves the fact unmeasured with why. With
-    no version below TLS 1.3 none of these exists; when which is enabled is unknown, they
-    are unmeasured.
+    replaces sslyze's answer, or, when it fails, leaves the fact unmeasured with why.
+    sslyze's compression and renegotiation answers stand only when its legacy client can
+    make a TLS 1.2 handshake (:func:`_legacy_reach`). With no version below TLS 1.3 none
+    of these exists; when which is enabled is unknown, they are unmeasured.
     """
     if not facts.versions.get("TLS 1.3"):
         return  # sslyze's probes ran at the server's highest version themselves
@@ -582,10 +583,16 @@ def measure_below_13(facts: TlsFacts, prober: _Prober) -> None:
     how = f"sslyze's probe at {version} (it skips it when TLS 1.3 is on)"
     ecdh = any(s.key_exchange == "ECDH" for s in facts.suites.get(version, ()))
     info = prober.capped(version, ecdh)
+    plain = _legacy_reach(facts, info)
     probes = (
         ("HEARTBLEED", lambda: Heartbleed(_plugin("heartbleed_plugin", info), how)),
         ("OPENSSL_CCS_INJECTION", lambda: CcsInjection(_plugin("ccs", info), how)),
-        ("TLS_FALLBACK_SCSV", lambda: _fallback_refused(info, version)),
+        (
+            "TLS_FALLBACK_SCSV",
+            lambda: _fallback_refused(
+                info, version, plain if version == "TLS 1.2" else _legacy_handshake(info, version)
+            ),
+        ),
     )
     for command, probe in probes:
         try:
@@ -631,49 +638,78 @@ def _groups_at(facts: TlsFacts, info: Any, version: str) -> None:
     facts.groups = tuple(dict.fromkeys([*(facts.groups or ()), *found]))
 
 
-def _fallback_refused(info: Any, version: str) -> FallbackScsv:
-    """A ``version`` handshake with TLS_FALLBACK_SCSV, beside one without it (nassl).
+def _legacy_handshake(info: Any, version: str, *, scsv: bool = False) -> str:
+    """A ``version`` handshake by sslyze's legacy OpenSSL client; how it ended.
 
-    The server speaks a higher version, so it must refuse the first (RFC 7507: alert
-    inappropriate_fallback). It refusing both says nothing (the legacy OpenSSL client may
-    share no suite or group with it): then this raises.
+    The client its compression, renegotiation and SCSV probes use. ``accepted``,
+    ``inappropriate_fallback`` (RFC 7507's alert, with ``scsv``) or ``refused (why)``;
+    other errors raise.
     """
     from nassl._nassl import OpenSSLError
     from sslyze import TlsVersionEnum
     from sslyze.errors import ServerRejectedTlsHandshake
 
-    def handshake(scsv: bool) -> str:
-        connection = info.get_preconfigured_tls_connection(
-            override_tls_version=TlsVersionEnum[version.replace(" ", "_").replace(".", "_")],
-            should_use_legacy_openssl=True,  # only the legacy client sends the SCSV
-        )
-        if scsv:
-            connection.ssl_client.enable_fallback_scsv()
-        try:
-            connection.connect(should_retry_connection=False)
-        except OpenSSLError as exc:
-            if "inappropriate fallback" in str(exc):
-                return "inappropriate_fallback"
-            raise
-        except ServerRejectedTlsHandshake as exc:
-            return f"refused ({exc.error_message})"
-        finally:
-            connection.close()
-        return "accepted"
+    connection = info.get_preconfigured_tls_connection(
+        override_tls_version=TlsVersionEnum[version.replace(" ", "_").replace(".", "_")],
+        should_use_legacy_openssl=True,
+    )
+    if scsv:
+        connection.ssl_client.enable_fallback_scsv()
+    try:
+        connection.connect(should_retry_connection=False)
+    except OpenSSLError as exc:
+        if "inappropriate fallback" in str(exc):
+            return "inappropriate_fallback"
+        raise
+    except ServerRejectedTlsHandshake as exc:
+        return f"refused ({exc.error_message})"
+    finally:
+        connection.close()
+    return "accepted"
 
-    with_scsv = handshake(True)
+
+def _fallback_refused(info: Any, version: str, plain: str) -> FallbackScsv:
+    """A ``version`` handshake with TLS_FALLBACK_SCSV, beside ``plain``, one without it.
+
+    The server speaks a higher version, so it must refuse the first (RFC 7507: alert
+    inappropriate_fallback). It refusing both says nothing (the legacy OpenSSL client may
+    share no suite or group with it): then this raises.
+    """
+    with_scsv = _legacy_handshake(info, version, scsv=True)
     if with_scsv == "inappropriate_fallback":
         return FallbackScsv(
             True, f"a {version} handshake with the SCSV: alert inappropriate_fallback"
         )
     if with_scsv == "accepted":
         return FallbackScsv(False, f"a {version} handshake with the SCSV was accepted")
-    without = handshake(False)
-    if without != "accepted":
-        raise RuntimeError(f"{version} handshakes with the SCSV {with_scsv}, without it {without}")
+    if plain != "accepted":
+        raise RuntimeError(f"{version} handshakes with the SCSV {with_scsv}, without it {plain}")
     return FallbackScsv(
         True, f"a {version} handshake with the SCSV {with_scsv}, without it accepted"
     )
+
+
+def _legacy_reach(facts: TlsFacts, info: Any) -> str:
+    """Whether sslyze's legacy client completes a TLS 1.2 handshake; its word for it.
+
+    sslyze's compression and renegotiation probes use that client at TLS 1.2 on a TLS 1.3
+    server, and take a refused handshake for "no compression, secure renegotiation, client
+    renegotiation refused". When it is refused (a server with ChaCha20 or X25519 only,
+    which OpenSSL 1.0.2 lacks), those answers are inferred: they are left unmeasured.
+    """
+    try:
+        plain = _legacy_handshake(info, "TLS 1.2")
+    except Exception as exc:  # nassl raises OpenSSLError, OSError and plain Exceptions
+        plain = f"failed ({type(exc).__name__}: {exc})"
+    if plain != "accepted":
+        for command in ("TLS_COMPRESSION", "SESSION_RENEGOTIATION"):
+            facts.hygiene[command] = None
+            facts.errors[command] = (
+                "not measured: sslyze's legacy OpenSSL client, which makes this probe at "
+                f"TLS 1.2, cannot complete a handshake with the server ({plain}), and sslyze "
+                "answers from that refusal"
+            )
+    return plain
 
 
 # -- path validation (CERT-001) ---------------------------------------------------------------

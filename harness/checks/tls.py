@@ -576,7 +576,9 @@ def protocol_hygiene(run: Run) -> Outcome:
     probes run at that version (it answers "not vulnerable" from the version alone), and
     the fallback SCSV on a handshake at that version (sslyze sends it on TLS 1.1, whose
     refusal, without TLS 1.1, it takes for support). Heartbleed and CCS injection, like
-    the other items below TLS 1.3, hold where no such version is enabled. A probe that
+    the other items below TLS 1.3, hold where no such version is enabled. Compression and
+    renegotiation are sslyze's answers only where its legacy client completes a TLS 1.2
+    handshake (it reads a refusal as no compression and sound renegotiation). A probe that
     errors is INCONCLUSIVE with its reason.
     """
     facts = scanned(run)

@@ -433,7 +433,7 @@ def test_robot_not_measured_behind_client_auth_is_inconclusive_with_the_reason()
 NO_EMS = 0x1
 
 
-def _tls_server(tcp_server, tmp_path, *, ems: bool) -> int:
+def _tls_server(tcp_server, tmp_path, *, ems: bool, ciphers: str = "") -> int:
     """A TLS 1.2 + 1.3 server on 127.0.0.1 (Python ssl) that handshakes and reads to EOF."""
     import ssl
 
@@ -446,6 +446,8 @@ def _tls_server(tcp_server, tmp_path, *, ems: bool) -> int:
     ctx.load_cert_chain(tmp_path / "server.pem", tmp_path / "server-key.pem")
     if not ems:
         ctx.options |= NO_EMS
+    if ciphers:
+        ctx.set_ciphers(ciphers)  # TLS 1.2's suites (TLS 1.3's stay OpenSSL's)
 
     def handle(conn) -> None:
         conn.settimeout(3)
@@ -523,8 +525,9 @@ def test_sslyzes_inferences_on_a_tls13_server_are_replaced_by_measurements(monke
         return True  # vulnerable at TLS 1.2: sslyze had said False from TLS 1.3 alone
 
     monkeypatch.setattr(tls, "_plugin", plugin)
+    monkeypatch.setattr(tls, "_legacy_handshake", lambda info, v, scsv=False: "accepted")
     monkeypatch.setattr(
-        tls, "_fallback_refused", lambda info, v: tls.FallbackScsv(False, f"{v} accepted")
+        tls, "_fallback_refused", lambda info, v, plain: tls.FallbackScsv(False, f"{v} accepted")
     )
     monkeypatch.setattr(tls, "_groups_at", lambda f, info, v: setattr(f, "groups", ("X25519",)))
     found, prober = facts(), _Capped()
@@ -575,3 +578,35 @@ def test_the_scan_measures_below_tls13_what_sslyze_infers(tcp_server, tmp_path):
     by_ref = refs(judge_hygiene(found))
     for ref in ("heartbleed", "ccs", "fallback", "ems"):
         assert by_ref[ref] == [Status.PASS], ref
+
+
+def test_compression_and_renegotiation_are_unmeasured_where_sslyzes_client_cannot_reach(
+    monkeypatch,
+):
+    """sslyze's legacy client (OpenSSL 1.0.2) refused at TLS 1.2 reads as three passes."""
+    import harness.tls as tls
+
+    found = facts()
+    refused = "refused (Server interrupted the TLS handshake)"
+    monkeypatch.setattr(tls, "_legacy_handshake", lambda info, v, scsv=False: refused)
+    assert tls._legacy_reach(found, object()) == refused
+    by_ref = refs(judge_hygiene(found))
+    assert by_ref["compression"] == [Status.INCONCLUSIVE]
+    assert by_ref["renegotiation"] == [Status.INCONCLUSIVE, Status.INCONCLUSIVE]
+    assert "legacy OpenSSL client" in found.errors["SESSION_RENEGOTIATION"]
+
+
+def test_a_chacha_only_tls12_server_is_out_of_reach_of_sslyzes_legacy_client(tcp_server, tmp_path):
+    from harness.tls import ScanTarget, scan
+
+    port = _tls_server(tcp_server, tmp_path, ems=True, ciphers="CHACHA20")
+    found = scan(ScanTarget("127.0.0.1", port, "localhost", None, None, None, 3.0))
+    assert found.problem == ""
+    assert found.versions["TLS 1.2"] is True
+    by_ref = refs(judge_hygiene(found))
+    # Before: sslyze's refused handshakes read as compression off and renegotiation sound.
+    assert by_ref["compression"] == [Status.INCONCLUSIVE]
+    assert by_ref["renegotiation"] == [Status.INCONCLUSIVE, Status.INCONCLUSIVE]
+    # OpenSSL reads the SCSV before it picks a suite: the alert comes all the same.
+    assert by_ref["fallback"] == [Status.PASS]
+    assert "inappropriate_fallback" in found.hygiene["TLS_FALLBACK_SCSV"].how
