@@ -292,9 +292,10 @@ class H2Client:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return
-                if self._readable():
+                if self._readable():  # then write again: a chatty server never starves it
                     self._read_once(0.001)
-                    continue
+                    if self.closed or self.goaway_code is not None:
+                        return
                 self.sock.settimeout(min(left, _WRITE_SLICE_S))
                 try:
                     sent = self.sock.send(view[:_WRITE_CHUNK])
