@@ -330,8 +330,11 @@ def _json(sent: Sent, run: Run) -> tuple[str, str]:
             msg.ParseFromString(blob)
         except DecodeError:
             return "", "the request is not a valid message: only the replay line carries it"
-        text = json_format.MessageToJson(msg, indent=None)
-        again = json_format.Parse(text, cls())
+        try:
+            text = json_format.MessageToJson(msg, indent=None)
+            again = json_format.Parse(text, cls())
+        except (json_format.Error, ValueError):
+            return "", "JSON cannot carry this request: only the replay line carries it"
         if blob not in (again.SerializeToString(), again.SerializeToString(deterministic=True)):
             return "", "JSON would not give back the exact bytes: only the replay line carries them"
         texts.append(text)
