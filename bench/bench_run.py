@@ -62,18 +62,29 @@ def one_run() -> dict[str, Any]:
             "HIPAA_BENCH_WAITS": str(record),
         }
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        start = time.perf_counter()
+        start, started_at = time.perf_counter(), time.time()
         done = subprocess.run(command, cwd=tmp, env=env, capture_output=True, text=True)
-        wall = time.perf_counter() - start
+        wall, ended_at = time.perf_counter() - start, time.time()
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         log = json.loads(record.read_text()) if record.exists() else {}
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     tail = (done.stdout.strip().splitlines() or ["no output"])[-1]
+    if log:  # interpreter start to pytest_configure, and pytest_unconfigure to exit
+        log["startup"] = log["configured_at"] - started_at
+        log["shutdown"] = ended_at - log["unconfigured_at"]
     return {"wall": wall, "cpu": cpu, "tail": tail.strip("= "), "log": log}
 
 
 def _suite(nodeid: str) -> str:
     return nodeid.split("::")[0].rsplit("/", 1)[-1].removesuffix(".py").removeprefix("test_")
+
+
+def _child(argv: str) -> str:
+    """A child process named by its module (``python -m NAME``) or its program."""
+    words = argv.split()
+    if "-m" in words[:-1]:
+        return words[words.index("-m") + 1]
+    return Path(words[0]).name if words else "?"
 
 
 def print_split(run: dict[str, Any], waits: int) -> None:
@@ -91,11 +102,13 @@ def print_split(run: dict[str, Any], waits: int) -> None:
     rows.append(("session", wall - sum(shares.values())))
     for suite, seconds in rows:
         print(f"  {suite:10} {seconds:6.2f} s  {100 * seconds / wall:5.1f} %")
+    print(
+        f"  of the session: {log['startup']:.2f} s from exec to pytest_configure (imports), "
+        f"{log['shutdown']:.2f} s from pytest_unconfigure to exit"
+    )
     harness_cpu = log["in_pytest"]["cpu"]
-    children = ", ".join(
-        f"{c['what'].split(' -m ')[-1].split()[0] if ' -m ' in c['what'] else 'target'} "
-        f"{c['cpu']:.2f} s"
-        for c in log.get("children", [])
+    children = "; ".join(
+        f"{_child(c['what'])} {c['cpu']:.2f} s" for c in log.get("children", []) if c["cpu"]
     )
     print(f"CPU: {run['cpu']:.2f} s in all; harness {harness_cpu:.2f} s; children: {children}")
     print("slowest tests (wall, harness CPU, target CPU, then what they waited on):")

@@ -99,6 +99,7 @@ def _target_cpu() -> float:
         except OSError:
             continue
         what = " ".join(a.decode(errors="replace") for a in argv[:4])[:80]
+        what = what or _CHILDREN.get(pid, ("", 0.0))[0]  # a process that ended has no argv
         _CHILDREN[pid] = (what, (int(fields[11]) + int(fields[12])) / _TICK)  # utime, stime
     return sum(seconds for _, seconds in _CHILDREN.values())
 
@@ -137,6 +138,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "future", concurrent.futures.Future.result
     )
     _LOG.start = (time.perf_counter(), _cpu())  # type: ignore[attr-defined]
+    _LOG.configured_at = time.time()  # type: ignore[attr-defined]
     threading.Thread(target=_sample, name="waitlog-sampler", daemon=True).start()
 
 
@@ -205,5 +207,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         "in_pytest": {"wall": time.perf_counter() - begun, "cpu": _cpu() - cpu0},
         "children": [{"what": w, "cpu": c} for w, c in _CHILDREN.values()],
         "children_cpu": _children_cpu(),
+        "configured_at": _LOG.configured_at,  # type: ignore[attr-defined]
+        "unconfigured_at": time.time(),
     }
     Path(out).write_text(json.dumps(record, indent=1))
