@@ -223,3 +223,14 @@ def test_replay_flags() -> None:
     assert code_matches("permission_denied", "PERMISSION_DENIED (7)")
     assert code_matches("7", "PERMISSION_DENIED (7)")
     assert not code_matches("OK (0)", "PERMISSION_DENIED (7)")
+
+
+def test_replay_usage_errors_exit_4(capsys) -> None:
+    from harness.cli import main
+
+    base = ["replay", "127.0.0.1:1", "--method", SEARCH, "--plaintext"]
+    assert main([*base, "--request-b64", "%%"]) == 4
+    assert "--request-b64: not base64" in capsys.readouterr().err
+    assert main([*base, "-H", "no colon"]) == 4
+    assert main(["replay", "127.0.0.1:1", "--method", SEARCH, "--cert", "c.pem"]) == 4
+    assert "--cert needs --key" in capsys.readouterr().err

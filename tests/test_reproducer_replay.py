@@ -100,6 +100,7 @@ def test_the_replay_line_gets_the_status_the_harness_got(
         test,
     )
     results = json.loads((bundle / "results.json").read_text())
+    assert results["evidence"]["status"] == "PASS"  # the self-scan found no token or canary
     probes = failing_probes(results)
     runnable = [p for p in probes if p["reproducer"]["replay"]]
     assert runnable, f"no replay line among {[p['id'] for p in probes]}"
