@@ -13,6 +13,9 @@ One typed path, one writer per output:
   :mod:`~harness.reporting.manifest`: the views, each from a typed ``Results``.
 * :mod:`~harness.reporting.bundle`: the self-scan (EVID-001), the bundle's files, the
   atomic write, ``verify``; :mod:`~harness.reporting.diff`: ``report diff``.
+* :mod:`~harness.reporting.intoto` (the in-toto statement and its DSSE envelope) and
+  :mod:`~harness.reporting.signing` (``evidence.signing_key`` / ``signing_cmd``, and
+  ``report verify --public-key``); :mod:`~harness.reporting.oscal`: ``--hipaa-oscal``.
 * :mod:`~harness.reporting.figures`: what report.html's pictures show (AUTHZ-001's grid,
   the TLS summary, probe coverage per family, the trend across runs), read off the results.
 * :mod:`~harness.reporting.fleet`: ``report merge``, one page and one file over many bundles.
