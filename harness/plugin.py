@@ -663,6 +663,32 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     state = session.config.stash.get(_STATE, None)
     if state is not None:
         state.started = now_utc()
+        _open_early(session.config, state)
+
+
+def _open_early(config: pytest.Config, state: _State) -> None:
+    """Start opening the run (spawning the target) while the tests are collected.
+
+    ``hipaa_run`` takes it (:meth:`Run.open_early`); not on the xdist controller, which
+    runs no test, nor for ``--collect-only``.
+    """
+    if state.spec is None or state.cloud_only or config.option.collectonly:
+        return
+    if config.pluginmanager.hasplugin("dsession"):
+        return
+    from harness.run import Run, RunOptions
+
+    timeout = float(config.getoption("hipaa_call_timeout"))
+    options = RunOptions(seed=state.seed, profile=state.profile, call_timeout_s=timeout)
+    Run.open_early(state.spec, state.config, options)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Close a run opened early that no test took."""
+    if _STATE in config.stash:
+        from harness.run import discard_early
+
+        discard_early()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -15,9 +15,12 @@ Checks see the run through the narrow methods below, each a thin pass to one of 
 
 from __future__ import annotations
 
+import atexit
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future
 from typing import TypeVar
 
 import grpc
@@ -47,6 +50,10 @@ __all__ = [
 T = TypeVar("T")
 U = TypeVar("U")
 
+#: Runs :meth:`Run.open_early` started, until :meth:`Run.open` takes them.
+_EARLY: dict[tuple[str, int, RunOptions], Future[Run]] = {}
+_EARLY_LOCK = threading.Lock()
+
 
 class Run:
     """Everything a check needs to probe one target."""
@@ -69,12 +76,46 @@ class Run:
     def open(cls, spec: TargetSpec, user_config: Config, options: RunOptions) -> Run:
         """Spawn (if asked), detect the transport, and prepare the run.
 
+        A run :meth:`open_early` started with the same arguments is taken instead (its
+        error, if it failed, is raised here).
+
         Raises:
             TargetError: the target cannot be started or reached.
             ConfigError: the spawned target's generated config does not load.
         """
+        with _EARLY_LOCK:
+            early = _EARLY.pop((spec.raw, id(user_config), options), None)
+        if early is not None:
+            return early.result()
+        return cls._opened(spec, user_config, options)
+
+    @classmethod
+    def _opened(cls, spec: TargetSpec, user_config: Config, options: RunOptions) -> Run:
         target, config = Target.open(spec, user_config, options)
         return cls(target.spec, config, target.endpoint, target.detected, options, target.spawned)
+
+    @classmethod
+    def open_early(cls, spec: TargetSpec, user_config: Config, options: RunOptions) -> None:
+        """Start :meth:`open` in a background thread, for the next ``open`` to take.
+
+        The next :meth:`open` with the same arguments takes the run. Spawning a target
+        takes about half a second, which the test collection and imports can cover. A run
+        nobody takes is closed by :func:`discard_early` (and at exit).
+        """
+        key = (spec.raw, id(user_config), options)
+        future: Future[Run] = Future()
+        with _EARLY_LOCK:
+            if key in _EARLY:
+                return
+            _EARLY[key] = future
+
+        def work() -> None:
+            try:
+                future.set_result(cls._opened(spec, user_config, options))
+            except BaseException as exc:  # handed to whoever takes the run
+                future.set_exception(exc)
+
+        threading.Thread(target=work, name="hipaa-open-early", daemon=True).start()
 
     def close(self) -> None:
         """Close the channels and relays, kill helper processes, and stop a spawned target."""
@@ -226,3 +267,19 @@ class Run:
     def catalogue_problem(self) -> str:
         """Why :meth:`catalogue` is ``None``."""
         return self.subject.catalogue_problem()
+
+
+@atexit.register
+def discard_early(wait_s: float = 60.0) -> None:
+    """Close the runs :meth:`Run.open_early` started that nobody took, once they opened.
+
+    A session that selected no control, or ``--collect-only``, leaves one behind.
+    """
+    with _EARLY_LOCK:
+        left = list(_EARLY.values())
+        _EARLY.clear()
+    for future in left:
+        try:
+            future.result(timeout=wait_s).close()
+        except BaseException:  # it failed to open, or is still opening: nothing to close
+            continue

@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import pytest
+
 from harness import checks
 from harness.calling import Pacer
 from harness.config import Config
@@ -104,3 +106,39 @@ def test_methods_are_fuzzed_side_by_side_only_within_the_server_s_stream_limit()
     assert method_lanes(2 * DEFAULT_IN_FLIGHT) == 2
     assert method_lanes(100) == METHOD_LANES
     assert method_lanes(1) == 1
+
+
+def test_a_run_opened_early_is_taken_by_the_next_open_with_the_same_arguments():
+    """The plugin starts spawning the target while tests are collected; ``hipaa_run``'s
+    ``Run.open`` takes that run (or raises its error) instead of opening a second one."""
+    import harness.run as run_module
+    from harness.errors import HarnessError
+    from harness.run import Run, RunOptions, discard_early
+    from harness.target import parse_target
+
+    with socket_closed() as port:
+        spec, config, options = parse_target(f"127.0.0.1:{port}"), Config(), RunOptions(seed=3)
+        Run.open_early(spec, config, options)
+        Run.open_early(spec, config, options)  # once per arguments
+        assert len(run_module._EARLY) == 1
+        with pytest.raises(HarnessError, match=str(port)):  # the early attempt's own error
+            Run.open(spec, config, options)
+        assert run_module._EARLY == {}
+        Run.open_early(spec, config, options)
+        discard_early(wait_s=30)  # nobody took it: closed (here, it had failed to open)
+        assert run_module._EARLY == {}
+
+
+def socket_closed() -> Any:
+    """A context giving a local TCP port nothing listens on."""
+    import contextlib
+    import socket
+
+    @contextlib.contextmanager
+    def closed() -> Any:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        yield port
+
+    return closed()
