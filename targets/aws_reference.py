@@ -315,6 +315,7 @@ class Estate:
             securityPolicy="TLS_1_2",
             endpointConfiguration={"types": ["REGIONAL"]},
         )
+        self._http_api(cert)
         rest = api.create_rest_api(name="patients-api", tags={"phi": "true"})["id"]
         root = api.get_resources(restApiId=rest)["items"][0]["id"]
         api.put_method(
@@ -335,6 +336,23 @@ class Estate:
                     "value": "$context.requestId",
                 },
             ],
+        )
+
+    def _http_api(self, cert: str) -> None:
+        """An HTTP API (API Gateway v2) beside the REST one: its own domain, a logged stage."""
+        v2 = self.client("apigatewayv2")
+        v2.create_domain_name(
+            DomainName="http.patients.example",
+            DomainNameConfigurations=[
+                {"CertificateArn": cert, "EndpointType": "REGIONAL", "SecurityPolicy": "TLS_1_2"}
+            ],
+        )
+        api = v2.create_api(Name="patients-http", ProtocolType="HTTP", Tags={"phi": "true"})
+        log = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:patients-http-access"
+        v2.create_stage(
+            ApiId=api["ApiId"],
+            StageName="$default",
+            AccessLogSettings={"DestinationArn": log, "Format": "$context.requestId"},
         )
 
 

@@ -51,6 +51,9 @@ _RENAMED = {
     ("apigateway", "GetDomainNames"): "apigateway:GET",
     ("apigateway", "GetRestApis"): "apigateway:GET",
     ("apigateway", "GetStages"): "apigateway:GET",
+    ("apigatewayv2", "GetDomainNames"): "apigateway:GET",
+    ("apigatewayv2", "GetApis"): "apigateway:GET",
+    ("apigatewayv2", "GetStages"): "apigateway:GET",
 }
 
 #: Every IAM action the collector may call: docs/iam-policy-aws.json lists exactly these.

@@ -495,6 +495,48 @@ def _apis(reader: Reader, phi: frozenset[str], unread: list[Unread]) -> list[End
                 out.append(
                     EndpointFacts("api-stage", label, "HTTPS", None, False, logged, tuple(mine))
                 )
+    return out + _http_apis(reader, phi, {e.name for e in out}, unread)
+
+
+def _http_apis(
+    reader: Reader, phi: frozenset[str], seen: set[str], unread: list[Unread]
+) -> list[EndpointFacts]:
+    """API Gateway v2 (HTTP and WebSocket APIs): their custom domains and PHI stages."""
+    out: list[EndpointFacts] = []
+    key, value = reader.scope.phi_tag
+    for region in reader.scope.regions:
+        client = reader.client("apigatewayv2", region)
+        try:
+            domains = reader.pages(client, "GetDomainNames", "Items")
+            apis = reader.pages(client, "GetApis", "Items")
+        except Unreadable as exc:
+            unread.append(Unread("apis", str(exc)))
+            continue
+        for d in domains:  # custom domains are shared with the REST APIs: each once
+            name = str(d["DomainName"])
+            policies = [
+                str(c.get("SecurityPolicy", "TLS_1_0"))
+                for c in d.get("DomainNameConfigurations", [])
+            ]
+            if name not in seen:
+                out.append(
+                    EndpointFacts("api-domain", name, "HTTPS", min_tls(policies or ["TLS_1_0"]))
+                )
+        for api in apis:
+            arn = f"arn:aws:apigateway:{region}::/apis/{api['ApiId']}"
+            if arn not in phi and (api.get("Tags") or {}).get(key) != value:
+                continue
+            mine: list[str] = []
+            stages = guard(
+                functools.partial(reader.pages, client, "GetStages", "Items", ApiId=api["ApiId"]),
+                mine,
+            )
+            for stage in stages or ():
+                logged = bool((stage.get("AccessLogSettings") or {}).get("DestinationArn"))
+                label = f"{api.get('Name', api['ApiId'])}/{stage['StageName']}"
+                out.append(
+                    EndpointFacts("api-stage", label, "HTTPS", None, False, logged, tuple(mine))
+                )
     return out
 
 
