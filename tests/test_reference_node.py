@@ -1,10 +1,9 @@
 """The Node reference (``spawn:reference-node``, LabOrders on grpc-js) over real mTLS.
 
 It is built apart from the Python reference (tokens, IDs, response shapes, error texts,
-audit format): these tests hold it to its own design, and the last one runs the whole
-suite against it. Controls that do not PASS yet are listed in :data:`PENDING` with the
-reason; the target joins ``targets.catalog.BUNDLED`` (and so the detection matrix) once
-that list is empty.
+audit format): these tests hold it to its own design. It is in ``targets.catalog.BUNDLED``,
+so the detection matrix (tests/test_detection_matrix.py) runs the whole suite against it
+and against each of its defects, by the same rules as the Python reference.
 """
 
 from __future__ import annotations
@@ -17,12 +16,11 @@ from typing import Any
 import grpc
 import pytest
 
-from conftest import control_statuses, open_run
+from conftest import open_run
 from harness.channels import CallResult
-from harness.checks import registered
 from harness.run import Run
 from harness.target import parse_target
-from targets.catalog import BUNDLED, REFERENCE_NODE, judged_on
+from targets.catalog import BUNDLED
 from targets.node_reference import (
     CHAIN_PREV,
     CHAIN_SEQ,
@@ -33,10 +31,6 @@ from targets.node_reference import (
 
 SVC = "/hipaagrpc.labs.v1.LabOrders"
 PKG = "hipaagrpc.labs.v1"
-
-#: Controls that do not PASS on the Node reference yet, and why: a harness check that
-#: relies on the Python reference's shape, or a fact of Node's HTTP/2 stack it must allow for.
-PENDING: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
@@ -73,10 +67,10 @@ def records(run: Run) -> list[dict[str, object]]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line]
 
 
-def test_spawn_spec_is_known_but_not_bundled_yet():
+def test_spawn_spec_is_bundled():
     spec = parse_target("spawn:reference-node")
     assert spec.bundled == "reference-node"
-    assert "reference-node" not in BUNDLED
+    assert "reference-node" in BUNDLED
 
 
 def test_health_is_public_and_bad_credentials_get_one_text(node):
@@ -222,44 +216,6 @@ def test_the_descriptor_set_holds_the_service_and_health():
     fds = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set())
     services = {f"{f.package}.{s.name}" for f in fds.file for s in f.service}
     assert services == {f"{PKG}.LabOrders", f"{PKG}.AuditTrail", "grpc.health.v1.Health"}
-
-
-@pytest.mark.slow
-def test_the_suite_passes_every_control_not_pending(pytester):
-    statuses = control_statuses(pytester, "--hipaa-target=spawn:reference-node")
-    assert set(PENDING) <= set(registered())
-    judged = [c for c in registered() if judged_on(REFERENCE_NODE, c)]  # not CLOUD-*
-    expected = {c: "PASS" for c in judged if c not in PENDING}
-    assert {c: statuses.get(c) for c in expected} == expected
-
-
-def _judged(statuses: dict[str, str], trips: tuple[str, ...], blinds: tuple[str, ...]) -> None:
-    """The detection matrix's rule on the controls that already PASS on the compliant target.
-
-    A pending control is held only where the defect is to trip it (its other statuses say
-    nothing yet); every other control must PASS, be blinded, or FAIL because it is tripped.
-    """
-    got: dict[str, str | None] = {}
-    want: dict[str, str | None] = {}
-    for c in registered():
-        if c in trips:
-            got[c], want[c] = statuses.get(c), "FAIL"
-        elif c in blinds:
-            blinded = statuses.get(c) in ("SKIP", "INCONCLUSIVE")
-            got[c], want[c] = (
-                "SKIP or INCONCLUSIVE" if blinded else statuses.get(c),
-                "SKIP or INCONCLUSIVE",
-            )
-        elif c not in PENDING and judged_on(REFERENCE_NODE, c):
-            got[c], want[c] = statuses.get(c), "PASS"
-    assert got == want
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("defect", REFERENCE_NODE.defects, ids=lambda d: d.name)
-def test_each_defect_fails_its_controls(pytester, defect):
-    statuses = control_statuses(pytester, f"--hipaa-target=spawn:reference-node+{defect.name}")
-    _judged(statuses, defect.trips, defect.blinds)
 
 
 def test_the_issuer_publishes_private_members_only_with_jwks_private():

@@ -42,7 +42,10 @@ def test_spawn_with_defects():
         ("[127.0.0.1]:1", "brackets are only for IPv6"),
         ("[::1]50051", "expected HOST:PORT"),
         ("bad_host!:1", "is not a host name or address"),
-        ("spawn:nope", "unknown bundled target 'nope' (known: reference)"),
+        (
+            "spawn:nope",
+            "unknown bundled target 'nope' (known: aws-reference, reference, reference-node)",
+        ),
         (
             "spawn:reference+bogus",
             "unknown defect 'bogus' for reference (known: reflection, plaintext, ",
