@@ -18,6 +18,7 @@ from harness.cloud import collect
 from harness.cloud.facts import (
     ENV_ACCESS_KEY,
     ENV_PLAINTEXT_CREDENTIAL,
+    BucketFacts,
     Estate,
     FunctionFacts,
     Grant,
@@ -214,36 +215,34 @@ def judge_log_buckets(facts: Estate, minimum: int) -> list[Observation]:
         ]
     out = []
     for b in facts.log_buckets:
-        what = f"bucket {b.name}"
-        if b.unread:
-            out += _unread("a", what, b.unread, lock)
-            continue
+        out += _judge_bucket(b, minimum, lock)
+    return out
+
+
+def _judge_bucket(b: BucketFacts, minimum: int, lock: str) -> list[Observation]:
+    what, out = f"bucket {b.name}", []
+    why = {
+        r: [u for u in b.unread if word in u]
+        for r, word in (("a", "Lock"), ("b", "Versioning"), ("c", "PublicAccess"))
+    }
+    if b.lock_mode is None:
+        out += _unread("a", what, why["a"] or list(b.unread), lock)
+    else:
         held = b.lock_mode == "COMPLIANCE" and b.retention_days >= minimum
-        said = (
-            f"{b.lock_mode or 'no object lock'}, {b.retention_days} days"
-            if b.lock_mode
-            else "no object lock"
-        )
+        said = f"{b.lock_mode}, {b.retention_days} days" if b.lock_mode else "no object lock"
         out.append(_obs("a", what, said, lock, PASS if held else FAIL))
-        out.append(
-            _obs(
-                "b",
-                what,
-                "versioning on" if b.versioning else "versioning off",
-                "versioning on",
-                PASS if b.versioning else FAIL,
-            )
-        )
+    if b.versioning is None:
+        out += _unread("b", what, why["b"] or list(b.unread), "versioning on")
+    else:
+        said = "versioning on" if b.versioning else "versioning off"
+        out.append(_obs("b", what, said, "versioning on", PASS if b.versioning else FAIL))
+    expected = "all four public access blocks on"
+    if b.public_access_blocked is None:
+        out += _unread("c", what, why["c"] or list(b.unread), expected)
+    else:
         blocked = b.public_access_blocked
-        out.append(
-            _obs(
-                "c",
-                what,
-                "public access blocked" if blocked else "public access not fully blocked",
-                "all four public access blocks on",
-                PASS if blocked else FAIL,
-            )
-        )
+        said = "public access blocked" if blocked else "public access not fully blocked"
+        out.append(_obs("c", what, said, expected, PASS if blocked else FAIL))
     return out
 
 

@@ -401,10 +401,10 @@ def _log_bucket(reader: Reader, name: str) -> BucketFacts:
     flags = (block or {}).get("PublicAccessBlockConfiguration", {})
     return BucketFacts(
         name,
-        str(retention.get("Mode", "")) if enabled else "",
+        None if lock is None else str(retention.get("Mode", "")) if enabled else "",
         days if enabled else 0,
-        (versioning or {}).get("Status") == "Enabled",
-        len(flags) == 4 and all(flags.values()),
+        None if versioning is None else versioning.get("Status") == "Enabled",
+        None if block is None else len(flags) == 4 and all(flags.values()),
         tuple(unread),
     )
 

@@ -67,13 +67,13 @@ class StoreFacts:
 
 @dataclass(frozen=True)
 class BucketFacts:
-    """A bucket that receives audit logs."""
+    """A bucket that receives audit logs; ``None`` where a setting was not read (see unread)."""
 
     name: str
-    lock_mode: str  # "COMPLIANCE", "GOVERNANCE", or "" for no object lock
+    lock_mode: str | None  # "COMPLIANCE", "GOVERNANCE", or "" for no object lock
     retention_days: int  # default retention, 0 when none
-    versioning: bool
-    public_access_blocked: bool
+    versioning: bool | None
+    public_access_blocked: bool | None
     unread: tuple[str, ...] = ()
 
 

@@ -366,3 +366,10 @@ def test_cloud_006_a_tcp_passthrough_listener_is_not_judged_as_cleartext():
     observations = judge_edge(replace(AWS, endpoints=(tcp,)))
     assert by(observations)["b"] == [Status.SKIP]  # not applicable: the service's TLS
     assert settled("CLOUD-006", observations).status is P
+
+
+def test_cloud_002_a_setting_not_read_leaves_only_its_probe_inconclusive():
+    denied = BucketFacts("b", "COMPLIANCE", 2190, None, True, ("denied: s3:GetBucketVersioning",))
+    observations = judge_log_buckets(replace(AWS, log_buckets=(denied,)), 2190)
+    assert by(observations) == {"a": [P], "b": [INC], "c": [P]}
+    assert "denied: s3:GetBucketVersioning" in observations[1].observed
