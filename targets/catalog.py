@@ -467,6 +467,15 @@ REFERENCE_NODE = BundledTarget(
     ),
     defects=(
         Defect(
+            "nginx-edge",
+            "not a defect: served through Debian's nginx (`targets/nginx.py`) as in front of "
+            "the Python reference: TLS terminated with the service's certificate and "
+            "`ssl_verify_client on`, re-encrypted to grpc-js with the harness's client "
+            "identity; nginx answers some requests itself (HTTP 400/413/429 without "
+            "`grpc-status`), and the harness judges each control on what reached the service",
+            (),
+        ),
+        Defect(
             "reflection",
             "@grpc/reflection registered (v1 and v1alpha) and open to every caller, as "
             "grpcurl-friendly Node services often ship",

@@ -222,6 +222,7 @@ class Facts:
     ntp_server: str
     first_event_id: str
     tokens: dict[str, str]
+    edge: bool = False  # served through nginx (``+nginx-edge``): one more hop per byte
 
 
 def _m(name: str, service: str = SERVICE) -> str:
@@ -391,7 +392,12 @@ def write_config(workdir: Path, facts: Facts) -> Path:
             "max_page_size": MAX_PAGE_SIZE,
         },
         "limits.rate": {"rps": RATE_RPS, "window_s": 2, "cooldown_s": 0.5},
-        "fuzz": {"examples_per_method": 30, "latency_budget_ms": 1000, "atheris_seconds": 2},
+        # Behind nginx every byte takes one more hop: twice the budget, as for the Python one.
+        "fuzz": {
+            "examples_per_method": 30,
+            "latency_budget_ms": 2000 if facts.edge else 1000,
+            "atheris_seconds": 2,
+        },
         "phi": {"methods": [update]},
         "phi.field_paths": {
             "names": [f"{update}.order.given_name", f"{update}.order.family_name"],
@@ -561,6 +567,42 @@ def start(defects: frozenset[str], workdir: Path) -> tuple[Served, threading.Eve
         clock.stop()
         raise
     handle = NodeService(process, port, keys, clock)
-    facts = Facts(keys.jwks_uri, clock.address, _first_event_id(workdir / "audit.jsonl"), tokens)
+    if "nginx-edge" in defects:
+        try:
+            proxy = _nginx_edge(workdir, port)
+        except BaseException:
+            handle.stop()
+            raise
+        handle = NodeService(process, proxy.port, proxy, keys, clock)
+    first = _first_event_id(workdir / "audit.jsonl")
+    facts = Facts(keys.jwks_uri, clock.address, first, tokens, edge="nginx-edge" in defects)
     path = write_config(workdir, facts)
-    return Served(f"127.0.0.1:{port}", path, workdir), threading.Event(), handle
+    return Served(f"127.0.0.1:{handle.port}", path, workdir), threading.Event(), handle
+
+
+def _nginx_edge(workdir: Path, backend: int) -> Any:
+    """Debian's nginx in front of the service (``+nginx-edge``, see :mod:`targets.nginx`).
+
+    As in front of the Python reference: the service's certificate, ``ssl_verify_client
+    on``, re-encrypted to the service with the harness's client identity; the body limit
+    just above the service's receive limit, the rate per identity at twice the service's,
+    its HTTP/2 stream limit: what reaches the service is judged by it.
+    """
+    from targets import nginx
+
+    if nginx.binary() is None:
+        raise RuntimeError(nginx.MISSING)
+    files = nginx.EdgeFiles(
+        server_chain=workdir / "server" / "server.pem",
+        server_key=workdir / "server" / "server-key.pem",
+        ca=workdir / "ca.pem",
+        client_chain=workdir / "client.pem",
+        client_key=workdir / "client-key.pem",
+    )
+    settings = nginx.NginxSettings(
+        max_body_bytes=MAX_RECV_BYTES + 1024 * 1024,
+        rate_rps=2 * RATE_RPS,
+        burst=2 * RATE_RPS,
+        streams=MAX_CONCURRENT_STREAMS,
+    )
+    return nginx.NginxEdge(workdir / "nginx", settings, files, backend)
