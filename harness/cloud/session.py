@@ -16,6 +16,10 @@ from harness.target import TargetSpec
 from harness.transport import Detected, Transport
 from targets.catalog import CLOUD_PREFIX
 
+#: How long a bundled cloud estate may take to be built: moto's backends load on first use
+#: and the estate is some hundred calls (about 5 s on an idle 2-core host, far more under load).
+SPAWN_TIMEOUT_S = 120.0
+
 #: Why a gRPC control is SKIP on a cloud-only run.
 NO_GRPC_TARGET = (
     "no gRPC target: a cloud-only run judges the CLOUD controls only "
@@ -38,7 +42,7 @@ def open_cloud_run(spec: TargetSpec | None, user_config: Config, options: RunOpt
     spawned = None
     config = user_config
     if spec is not None and spec.is_spawn:
-        spawned = spawn(spec)
+        spawned = spawn(spec, timeout=SPAWN_TIMEOUT_S)
         spec = spec.at(spawned.host, spawned.port)
         try:
             config = load_config(spawned.config_path).overlay(user_config)
