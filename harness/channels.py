@@ -276,14 +276,19 @@ def invoke(
     request_id = new_request_id()
     wall = time.time()
     md = ((request_id_key, request_id), *metadata)
-    multicallable = channel.stream_stream(
-        method, request_serializer=None, response_deserializer=None
-    )
     start = time.monotonic()
     responses: list[bytes] = []
     arrivals: list[float] = []
-    outgoing = requests if isinstance(requests, Iterator) else iter(list(requests))
-    call: Any = multicallable(outgoing, metadata=md, timeout=timeout, compression=compression)
+    call: Any
+    if not isinstance(requests, Iterator) and len(requests) == 1:
+        # One message then half-close, whatever the method's kind: the same on the wire as
+        # a stream of one, without the thread grpcio starts to read a request iterator.
+        one = channel.unary_stream(method, request_serializer=None, response_deserializer=None)
+        call = one(requests[0], metadata=md, timeout=timeout, compression=compression)
+    else:
+        many = channel.stream_stream(method, request_serializer=None, response_deserializer=None)
+        outgoing = requests if isinstance(requests, Iterator) else iter(list(requests))
+        call = many(outgoing, metadata=md, timeout=timeout, compression=compression)
     try:
         for response in call:
             responses.append(response)

@@ -142,3 +142,48 @@ def socket_closed() -> Any:
         yield port
 
     return closed()
+
+
+def test_one_message_goes_out_without_a_request_thread_to_methods_of_every_kind():
+    """One request message is sent as unary-stream (no thread to read a request iterator),
+    and answers like a stream of one from unary, server-streaming and client-streaming
+    methods; several messages still go out as a stream."""
+    from concurrent import futures
+
+    import grpc
+
+    from harness.channels import invoke
+
+    def client_stream(requests: Any, context: Any) -> bytes:
+        return b"%d" % sum(1 for _ in requests)
+
+    handler = grpc.method_handlers_generic_handler(
+        "t.S",
+        {
+            "Unary": grpc.unary_unary_rpc_method_handler(lambda r, c: r + b"!"),
+            "Server": grpc.unary_stream_rpc_method_handler(lambda r, c: iter([r, r, r])),
+            "Client": grpc.stream_unary_rpc_method_handler(client_stream),
+        },
+    )
+    server = grpc.server(futures.ThreadPoolExecutor(4), handlers=[handler])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    streams: list[str] = []
+    real = channel.stream_stream
+
+    def spied(method: str, **kw: Any) -> Any:
+        streams.append(method)
+        return real(method, **kw)
+
+    channel.stream_stream = spied  # type: ignore[method-assign]
+    try:
+        assert invoke(channel, "/t.S/Unary", [b"a"], timeout=5).responses == (b"a!",)
+        assert invoke(channel, "/t.S/Server", [b"b"], timeout=5).responses == (b"b",) * 3
+        assert invoke(channel, "/t.S/Client", [b"c"], timeout=5).responses == (b"1",)
+        assert streams == []
+        assert invoke(channel, "/t.S/Client", [b"c", b"d"], timeout=5).responses == (b"2",)
+        assert streams == ["/t.S/Client"]
+    finally:
+        channel.close()
+        server.stop(0)
