@@ -148,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     server, port = serve(args.services, args.methods, args.roles)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
+
     def until_stdin_closes() -> None:
         sys.stdin.read()
         done.set()
