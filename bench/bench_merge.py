@@ -7,7 +7,10 @@ days old), and a few controls FAIL at a random severity; its ``results.json`` an
 after the fact, so that ``verify`` refuses it. The merge (verify every bundle, read the
 results, write ``index.html`` and ``fleet.json``) is timed. Target: < 10 s.
 
-Run: ``python bench/bench_merge.py [--bundle DIR] [--count N]``. Figures go to stdout;
+Run: ``python bench/bench_merge.py [--bundle DIR] [--count N] [--keep DIR]``. With
+``--keep``, the copies are written to (or, when it holds them already, read from) ``DIR``,
+so that two versions of the harness can be timed on the same bundles minutes apart.
+Figures (wall and CPU seconds, per bundle too, and the load average) go to stdout;
 nothing is asserted.
 """
 
@@ -81,34 +84,50 @@ def _cpu_s() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
+def generate(seed_dir: Path, out: Path, count: int) -> list[Path]:
+    """``count`` varied copies of the seed bundle in ``out`` (kept when already there)."""
+    bundles = [out / f"svc-{i:04d}" for i in range(count)]
+    if all((b / "SHA256SUMS").is_file() for b in bundles):
+        print(f"reusing the {count} bundles in {out}")
+        return bundles
+    seed = json.loads((seed_dir / "results.json").read_text())
+    rng, now = random.Random(7), dt.datetime.now(dt.timezone.utc)
+    started = time.perf_counter()
+    for i, dest in enumerate(bundles):
+        write_copy(seed_dir, dest, varied(seed, i, rng, now))
+        if i % 100 == 42:  # edited after the run: verify must refuse it
+            (dest / "summary.md").write_text("all green\n")
+    size = sum(p.stat().st_size for b in bundles for p in b.iterdir())
+    print(f"generated {count} bundles ({size / 1e6:.0f} MB) "
+          f"in {time.perf_counter() - started:.1f} s")  # fmt: skip
+    return bundles
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, help="a real bundle to copy (default: run one)")
     parser.add_argument("--count", type=int, default=1000)
+    parser.add_argument("--keep", type=Path, help="write the copies here and reuse them")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-merge-") as tmp:
         work = Path(tmp)
         seed_dir = args.bundle or real_bundle(work)
-        seed = json.loads((seed_dir / "results.json").read_text())
-        rng, now = random.Random(7), dt.datetime.now(dt.timezone.utc)
-        started = time.perf_counter()
-        bundles = []
-        for i in range(args.count):
-            dest = work / "bundles" / f"svc-{i:04d}"
-            write_copy(seed_dir, dest, varied(seed, i, rng, now))
-            if i % 100 == 42:  # edited after the run: verify must refuse it
-                (dest / "summary.md").write_text("all green\n")
-            bundles.append(dest)
-        size = sum(p.stat().st_size for b in bundles for p in b.iterdir())
-        print(f"generated {args.count} bundles ({size / 1e6:.0f} MB) "
-              f"in {time.perf_counter() - started:.1f} s")  # fmt: skip
+        bundles = generate(seed_dir, args.keep or work / "bundles", args.count)
+        load = os.getloadavg()[0]
         started, cpu = time.perf_counter(), _cpu_s()
         fleet = merge(bundles)
         write_fleet(work / "fleet", fleet)
         took, cpu = time.perf_counter() - started, _cpu_s() - cpu
-        print(f"merge of {args.count} bundles: {took:.2f} s on {os.cpu_count()} CPU(s) "
-              f"(target < 10 s), {cpu:.1f} CPU s (load average {os.getloadavg()[0]:.1f}): "
-              f"{len(fleet.merged)} merged, {len(fleet.refused)} refused, "
+        n = max(len(bundles), 1)
+        print(
+            f"merge of {n} bundles on {os.cpu_count()} CPU(s), load average "
+            f"{load:.1f} before / {os.getloadavg()[0]:.1f} after (target < 10 s wall):"
+        )
+        print(
+            f"  wall {took:.2f} s ({took / n * 1000:.1f} ms per bundle), "
+            f"CPU {cpu:.2f} s ({cpu / n * 1000:.1f} ms per bundle)"
+        )
+        print(f"  {len(fleet.merged)} merged, {len(fleet.refused)} refused, "
               f"{len(fleet.worst_findings())} findings")  # fmt: skip
 
 

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -34,29 +35,74 @@ from harness.reporting.sarif import render_sarif
 from harness.reporting.signing import SIGNATURE
 
 PRIVATE_KEY = re.compile(r"-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----")
+#: :data:`PRIVATE_KEY` and :data:`~harness.reporting.redact.JWT` over a file's bytes: both
+#: match only ASCII, which UTF-8 keeps byte for byte, so they match the bytes where they
+#: match the text (a decoder's replacement characters match neither).
+_PRIVATE_KEY_BYTES = re.compile(PRIVATE_KEY.pattern.encode())
+_JWT_BYTES = re.compile(JWT.pattern.encode())
 #: The one file allowed to hold the canaries: the list of them.
 CANARY_MANIFEST = "canaries.json"
+#: Canaries that share a substring this long are looked for under it first.
+SHARED = 8
 _CLEAN = (
     "SHA256SUMS written; every control has a final status; self-scan found no token, key or canary"
 )
 
 
+def canary_groups(canaries: Iterable[str]) -> list[tuple[bytes, tuple[str, ...]]]:
+    """The canaries grouped under a substring (UTF-8) that each of the group holds.
+
+    A file without a group's substring holds none of its canaries, so one search rules out
+    a group (a run's canaries mostly share its nonce). Greedy: the substrings of
+    :data:`SHARED` bytes held by the most canaries first; a canary sharing none with
+    another is its own group.
+    """
+    left = {c: c.encode() for c in canaries if c}
+    grams = {c: {b[i : i + SHARED] for i in range(len(b) - SHARED + 1)} for c, b in left.items()}
+    counts = Counter(gram for held in grams.values() for gram in held)
+    groups = []
+    for key, held in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        if held < 2:
+            break
+        members = tuple(c for c in left if key in grams[c])
+        if len(members) > 1:
+            groups.append((key, members))
+            left = {c: b for c, b in left.items() if c not in members}
+    return groups + [(b, (c,)) for c, b in left.items()]
+
+
+def holds_canary(blob: bytes, groups: Iterable[tuple[bytes, tuple[str, ...]]]) -> bool:
+    """Whether ``blob`` holds a canary of ``groups`` (:func:`canary_groups`) standalone."""
+    return any(
+        key in blob and any(holds_standalone(blob, c) for c in canaries) for key, canaries in groups
+    )
+
+
+def _holds_secret(blob: bytes, secrets: tuple[str, ...]) -> bool:
+    if not secrets:
+        return False
+    text = blob.decode("utf-8", "replace")
+    return any(s in text for s in secrets)
+
+
 def self_scan(
     files: Mapping[str, bytes], secrets: Iterable[str], canaries: Iterable[str] = ()
 ) -> list[str]:
-    """Problems: bearer tokens, private keys or canaries in any file but the canary manifest."""
+    """Problems: bearer tokens, private keys or canaries in any file but the canary manifest.
+
+    Each file is scanned as bytes (decoded only to look for the run's own ``secrets``).
+    """
     problems = []
     secrets = known_secrets(secrets)
-    canaries = [c for c in canaries if c]
+    groups = canary_groups(canaries)
     for name, blob in sorted(files.items()):
         if name == CANARY_MANIFEST:
             continue
-        text = blob.decode("utf-8", "replace")
-        if JWT.search(text) or any(s in text for s in secrets):
+        if _JWT_BYTES.search(blob) or _holds_secret(blob, secrets):
             problems.append(f"{name}: holds a bearer token")
-        if PRIVATE_KEY.search(text):
+        if _PRIVATE_KEY_BYTES.search(blob):
             problems.append(f"{name}: holds a private key")
-        if any(holds_standalone(blob, c) for c in canaries):
+        if holds_canary(blob, groups):
             problems.append(f"{name}: holds a canary value outside canaries.json")
     return problems
 
@@ -159,20 +205,32 @@ def verified(directory: Path) -> tuple[list[str], Json | None]:
     sums = directory / "SHA256SUMS"
     if not sums.is_file():
         return [f"{directory}: no SHA256SUMS (not an evidence bundle)"], None
-    problems = _sums_problems(directory, sums)
     files = {p.name: p.read_bytes() for p in directory.iterdir() if p.is_file()}
+    problems = _sums_problems(directory, sums, files)
     schema, data = _schema_problems(files.get("results.json"))
     problems += schema
+    canaries, listed = _canaries(files.get(CANARY_MANIFEST, b"{}"))
+    return problems + listed + self_scan(files, (), canaries), data
+
+
+def _canaries(blob: bytes) -> tuple[list[str], list[str]]:
+    """The canaries ``canaries.json`` lists, and the problem when it lists none readably."""
     try:
-        canaries = json.loads(files.get(CANARY_MANIFEST, b"{}")).get("canaries", [])
+        canaries = json.loads(blob).get("canaries", [])
     except ValueError:
-        canaries = []
-        problems.append(f"{CANARY_MANIFEST}: not JSON")
-    return problems + self_scan(files, (), canaries), data
+        return [], [f"{CANARY_MANIFEST}: not JSON"]
+    except AttributeError:
+        canaries = None
+    if not isinstance(canaries, list) or not all(isinstance(c, str) for c in canaries):
+        return [], [f"{CANARY_MANIFEST}: not a list of canary values"]
+    return canaries, []
 
 
-def _sums_problems(directory: Path, sums: Path) -> list[str]:
-    """Files listed but missing or changed, and files not listed (but the signatures of them)."""
+def _sums_problems(directory: Path, sums: Path, files: Mapping[str, bytes]) -> list[str]:
+    """Files listed but missing or changed, and files not listed (but the signatures of them).
+
+    ``files`` are the bundle's files as read (by name): each is hashed from there.
+    """
     problems = []
     listed = set()
     for line in sums.read_text().splitlines():
@@ -181,9 +239,13 @@ def _sums_problems(directory: Path, sums: Path) -> list[str]:
             continue
         listed.add(name)
         path = directory / name
-        if not path.is_file():
+        if name in files:
+            blob: bytes | None = files[name]
+        else:
+            blob = path.read_bytes() if path.is_file() else None
+        if blob is None:
             problems.append(f"{name}: listed in SHA256SUMS but missing")
-        elif hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+        elif hashlib.sha256(blob).hexdigest() != digest:
             problems.append(f"{name}: SHA-256 does not match SHA256SUMS")
     for path in sorted(directory.iterdir()):
         if path.name not in ("SHA256SUMS", SIGNATURE, ENVELOPE) and path.name not in listed:
