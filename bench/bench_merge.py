@@ -75,13 +75,13 @@ def write_copy(seed_dir: Path, dest: Path, data: dict) -> None:
         (dest / name).write_bytes(blob)
 
 
-def _cpu_s() -> float:
-    """CPU seconds of this process and its finished children (the merge's workers)."""
+def _cpu_s() -> tuple[float, float]:
+    """CPU seconds of this process, and of its finished children (the merge's workers)."""
     own, children = (
         resource.getrusage(resource.RUSAGE_SELF),
         resource.getrusage(resource.RUSAGE_CHILDREN),
     )
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
 
 
 def generate(seed_dir: Path, out: Path, count: int) -> list[Path]:
@@ -114,10 +114,12 @@ def main() -> None:
         seed_dir = args.bundle or real_bundle(work)
         bundles = generate(seed_dir, args.keep or work / "bundles", args.count)
         load = os.getloadavg()[0]
-        started, cpu = time.perf_counter(), _cpu_s()
+        started, (own, workers) = time.perf_counter(), _cpu_s()
         fleet = merge(bundles)
         write_fleet(work / "fleet", fleet)
-        took, cpu = time.perf_counter() - started, _cpu_s() - cpu
+        took, (own_after, workers_after) = time.perf_counter() - started, _cpu_s()
+        own, workers = own_after - own, workers_after - workers
+        cpu = own + workers
         n = max(len(bundles), 1)
         print(
             f"merge of {n} bundles on {os.cpu_count()} CPU(s), load average "
@@ -125,7 +127,8 @@ def main() -> None:
         )
         print(
             f"  wall {took:.2f} s ({took / n * 1000:.1f} ms per bundle), "
-            f"CPU {cpu:.2f} s ({cpu / n * 1000:.1f} ms per bundle)"
+            f"CPU {cpu:.2f} s ({cpu / n * 1000:.1f} ms per bundle; "
+            f"{own:.2f} s in the merging process, {workers:.2f} s in its workers)"
         )
         print(f"  {len(fleet.merged)} merged, {len(fleet.refused)} refused, "
               f"{len(fleet.worst_findings())} findings")  # fmt: skip

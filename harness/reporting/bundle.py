@@ -43,7 +43,7 @@ _JWT_BYTES = re.compile(JWT.pattern.encode())
 #: The one file allowed to hold the canaries: the list of them.
 CANARY_MANIFEST = "canaries.json"
 #: Canaries that share a substring this long are looked for under it first.
-SHARED = 8
+SHARED = 6
 _CLEAN = (
     "SHA256SUMS written; every control has a final status; self-scan found no token, key or canary"
 )
@@ -100,7 +100,7 @@ def self_scan(
             continue
         if _JWT_BYTES.search(blob) or _holds_secret(blob, secrets):
             problems.append(f"{name}: holds a bearer token")
-        if _PRIVATE_KEY_BYTES.search(blob):
+        if b"PRIVATE KEY-----" in blob and _PRIVATE_KEY_BYTES.search(blob):  # in: faster
             problems.append(f"{name}: holds a private key")
         if holds_canary(blob, groups):
             problems.append(f"{name}: holds a canary value outside canaries.json")
