@@ -148,9 +148,12 @@ def _replay(args: argparse.Namespace) -> int:
 
     if args.cert is not None and args.key is None:
         raise UsageError("--cert needs --key")
+    if (args.method is None) == (args.frames is None):
+        raise UsageError("give --method (a gRPC call) or --frames (raw HTTP/2), not both")
+    method = args.method or "/"
     req = replay.ReplayRequest(
         address=args.address,
-        method=args.method if args.method.startswith("/") else f"/{args.method}",
+        method=method if method.startswith("/") else f"/{method}",
         requests=replay.messages(args.request_b64, args.requests_file),
         metadata=tuple(replay.header(h) for h in args.header),
         plaintext=args.plaintext,
@@ -162,6 +165,8 @@ def _replay(args: argparse.Namespace) -> int:
         timeout_s=args.timeout,
         request_id_key=args.request_id_key,
     )
+    if args.frames is not None:
+        return _replay_frames(args, req)
     code, summary = replay.replay(req)
     print(f"{req.method}: {summary}")
     if args.expect is None:
@@ -173,14 +178,39 @@ def _replay(args: argparse.Namespace) -> int:
     return EXIT_FINDINGS
 
 
+def _replay_frames(args: argparse.Namespace, req: Any) -> int:
+    import os
+
+    from harness import replay
+
+    sent = replay.frames_plan(args.frames, os.environ)
+    try:
+        got, summary = replay.replay_frames(req, sent)
+    except OSError as exc:
+        print(f"hipaa-grpc: no raw HTTP/2 connection to {req.address}: {exc}", file=sys.stderr)
+        return 2
+    print(f"{sent.path} (raw HTTP/2): {summary}")
+    if args.expect is None:
+        return EXIT_OK
+    if replay.answer_matches(args.expect, got):
+        print(f"same answer as the harness got: {got}")
+        return EXIT_OK
+    print(f"DIFFERENT: the harness got {args.expect}, this request got {got}")
+    return EXIT_FINDINGS
+
+
 def _replay_parser(sub: Any) -> None:
     rp = sub.add_parser(
         "replay",
         help="send again what the harness sent for a finding (its reproducer's line)",
-        description="Exit 0: sent (and, with --expect, the same status); 1: another status.",
+        description="Exit 0: sent (and, with --expect, the same status); 1: another status. "
+        "With --frames: a raw HTTP/2 request, sent as the probe sent it.",
     )
     rp.add_argument("address", metavar="HOST:PORT")
-    rp.add_argument("--method", required=True, help="/package.Service/Method")
+    rp.add_argument("--method", help="/package.Service/Method")
+    rp.add_argument(
+        "--frames", help="a raw HTTP/2 request as its reproducer gives it (or @FILE holding it)"
+    )
     rp.add_argument("--request-b64", action="append", default=[], help="one request message")
     rp.add_argument("--requests-file", action="append", default=[], type=Path, help="base64 lines")
     rp.add_argument("-H", "--header", action="append", default=[], help="'key: value'")

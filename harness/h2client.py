@@ -6,6 +6,14 @@ The ``h2`` library keeps the connection state; header validation is switched off
 upper-case and malformed names go out as given. The one thing ``h2`` refuses to emit, a
 header block that never ends, is written as raw ``hyperframe`` frames and is always the
 last thing sent on its connection. Every read is bounded by a deadline.
+
+A request sent with ``record=KEY`` (the request ID it carries) is kept in :data:`RAW`, in
+memory and bounded like :class:`harness.replay.SentLog`: not the bytes (HPACK state and
+Huffman coding are the connection's) but what makes them, the header list as given, the
+body, and the pacing (whether the server's SETTINGS were taken, and so acknowledged, first;
+whether the server was read while the request went out). :func:`resend` sends it again the
+same way on a new connection (``hipaa-grpc replay --frames``); :func:`answer` is the
+classification the run and the replay compare.
 """
 
 from __future__ import annotations
@@ -15,9 +23,11 @@ import select
 import socket
 import ssl
 import struct
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import h2.config
@@ -41,6 +51,12 @@ _WRITE_SLICE_S = 0.05
 _HUFFMAN_MAX = 8192
 #: A literal header field with incremental indexing, name "a", value "b" (RFC 7541 6.2.1).
 _HPACK_FILLER = b"\x40\x01a\x01b"
+#: The most header and body bytes :data:`RAW` keeps of one request (LIMIT-001's 1 MiB
+#: header fits), and in all (the oldest requests go first).
+MAX_RAW_BYTES = 2 * 1024 * 1024
+MAX_RAW_TOTAL = 16 * 1024 * 1024
+#: How long :func:`resend` waits for the server's SETTINGS when the request waited for them.
+SETTINGS_WAIT_S = 3.0
 
 
 def grpc_frame(message: bytes, *, compressed: bool = False, length: int | None = None) -> bytes:
@@ -127,6 +143,77 @@ class Reply:
         return f"{', '.join(parts) or 'nothing'} in {self.elapsed_s:.2f} s"
 
 
+@dataclass(frozen=True)
+class RawSent:
+    """One request as a raw probe sent it: enough to send it again the same way.
+
+    Attributes:
+        headers: The header list as given (credentials included: never written as is).
+        body: The DATA sent (END_STREAM after it), or ``None`` (the stream left open).
+        settings_first: The server's SETTINGS were read, and acknowledged, before it.
+        within: The server was read while the request went out (a large header block).
+        principal: Whose client certificate the connection presented (``None``: the run's).
+        timeout_s: How long the probe waited for the answer.
+        answered: :func:`answer` of what came back (``""`` until it did).
+    """
+
+    headers: tuple[tuple[str, str], ...] = field(repr=False)
+    body: bytes | None
+    settings_first: bool = False
+    within: bool = False
+    principal: str | None = None
+    timeout_s: float = 10.0
+    answered: str = ""
+
+    @property
+    def size(self) -> int:
+        """Header and body bytes kept."""
+        return sum(len(n) + len(v) for n, v in self.headers) + len(self.body or b"")
+
+    @property
+    def path(self) -> str:
+        """The request's ``:path``."""
+        return next((v for n, v in self.headers if n == ":path"), "")
+
+
+class RawLog:
+    """Raw requests by key (their request ID), bounded (:data:`MAX_RAW_TOTAL`), thread-safe."""
+
+    def __init__(self, max_total: int = MAX_RAW_TOTAL) -> None:
+        self._sent: OrderedDict[str, RawSent] = OrderedDict()
+        self._bytes = 0
+        self._max = max_total
+        self._lock = threading.Lock()
+
+    def add(self, key: str, sent: RawSent) -> None:
+        """Keep ``sent`` under ``key``; one over :data:`MAX_RAW_BYTES` is not kept."""
+        if not key or sent.size > MAX_RAW_BYTES:
+            return
+        with self._lock:
+            old = self._sent.pop(key, None)
+            self._bytes += sent.size - (old.size if old else 0)
+            self._sent[key] = sent
+            while self._bytes > self._max and self._sent:
+                _, gone = self._sent.popitem(last=False)
+                self._bytes -= gone.size
+
+    def answered(self, key: str, text: str, timeout_s: float) -> None:
+        """Note what the request ``key`` got, and how long the probe waited."""
+        with self._lock:
+            sent = self._sent.get(key)
+            if sent is not None:
+                self._sent[key] = replace(sent, answered=text, timeout_s=timeout_s)
+
+    def get(self, key: str) -> RawSent | None:
+        """The request kept under ``key``, if it still is."""
+        with self._lock:
+            return self._sent.get(key)
+
+
+#: Every recorded raw request of this process (credentials included: memory only).
+RAW = RawLog()
+
+
 class H2Client:
     """One HTTP/2 connection to the target, TLS (ALPN h2) or cleartext as detected."""
 
@@ -152,6 +239,7 @@ class H2Client:
         self._holding = False  # a write is under way: reads must not write (acks)
         #: The settings of the server's first SETTINGS frame, once it came (code: value).
         self.server_settings: dict[int, int] | None = None
+        self._recorded: dict[int, str] = {}  # stream ID -> its key in RAW
         self.conn.initiate_connection()
         self._flush()
 
@@ -214,7 +302,13 @@ class H2Client:
         ]
 
     def request(
-        self, headers: list[tuple[str, str]], body: bytes | None, *, within: float | None = None
+        self,
+        headers: list[tuple[str, str]],
+        body: bytes | None,
+        *,
+        within: float | None = None,
+        record: str = "",
+        principal: str | None = None,
     ) -> int:
         """Open a stream; send ``body`` and end it, or leave it open when ``body`` is None.
 
@@ -222,8 +316,17 @@ class H2Client:
         and sending stops when it ends the connection or the time is up: a server refusing
         a header block it will not read (GOAWAY, then no more reading) never holds the
         sender. Without, the request is written whole (or raises OSError).
+        With ``record`` (its request ID), it is kept in :data:`RAW` (``principal``: whose
+        client certificate this connection presents), and :meth:`wait` notes the answer.
         """
         sid = self.conn.get_next_available_stream_id()
+        if record:
+            raw = RawSent(
+                tuple(headers), body, self.server_settings is not None, within is not None,
+                principal,
+            )  # fmt: skip
+            RAW.add(record, raw)
+            self._recorded[sid] = record
         self.conn.send_headers(sid, headers, end_stream=False)
         if body is not None:
             self.conn.send_data(sid, body, end_stream=True)
@@ -332,6 +435,8 @@ class H2Client:
         reply.goaway_code = self.goaway_code
         reply.goaway_last_stream = self.goaway_last_stream
         reply.closed = self.closed
+        if sid in self._recorded:
+            RAW.answered(self._recorded[sid], answer(reply), timeout)
         return reply
 
     def drain(self, quiet_s: float, limit_s: float) -> None:
@@ -415,6 +520,40 @@ class H2Client:
             reply.reset_code = int(event.error_code)
         elif isinstance(event, h2.events.StreamEnded) and reply.grpc_status is None:
             reply.grpc_status = -1  # ended without a gRPC status (HTTP error page)
+
+
+def answer(reply: Reply) -> str:
+    """What came back, as the judges read it: ``HTTP 200, grpc-status 0``.
+
+    HTTP status, grpc-status, RST_STREAM and GOAWAY codes, or ``no answer``; a close is
+    named only when nothing else came (when it comes after an answer is a race).
+    """
+    parts = []
+    if reply.http_status is not None:
+        parts.append(f"HTTP {reply.http_status}")
+    if reply.grpc_status is not None:
+        parts.append(f"grpc-status {reply.grpc_status}")
+    if reply.reset_code is not None:
+        parts.append(f"RST_STREAM code {reply.reset_code}")
+    if reply.goaway_code is not None:
+        parts.append(f"GOAWAY code {reply.goaway_code}")
+    if reply.timed_out:
+        parts.append("no answer")
+    return ", ".join(parts) or ("connection closed" if reply.closed else "nothing")
+
+
+def resend(client: H2Client, sent: RawSent, timeout: float) -> Reply:
+    """Send ``sent`` again on ``client`` as the probe did, and wait at most ``timeout``.
+
+    Raises:
+        OSError: the connection failed.
+    """
+    deadline = time.monotonic() + timeout
+    if sent.settings_first:
+        client.pump(min(SETTINGS_WAIT_S, timeout), lambda: client.server_settings is not None)
+    left = max(0.0, deadline - time.monotonic())
+    sid = client.request(list(sent.headers), sent.body, within=left if sent.within else None)
+    return client.wait(sid, max(0.0, deadline - time.monotonic()))
 
 
 def _text(value: str | bytes) -> str:

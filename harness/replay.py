@@ -12,15 +12,31 @@ prints the status and, with ``--expect``, says whether it is the one the harness
 The request travels as base64 (one ``--request-b64`` per message, or a file of lines), so
 bytes JSON cannot carry (malformed, unknown fields, a second message to a unary method)
 are sent exactly.
+
+Raw HTTP/2 probes (FUZZ-003's malformed framing, LIMIT-001's large headers) are replayed
+with ``--frames``: the request as :class:`harness.h2client.RawSent` keeps it (the header
+list as given, malformed names included, the body, and the pacing: the server's SETTINGS
+taken and acknowledged first, reading while writing), as JSON deflated and in base64
+(:func:`frames_text`; ``@FILE`` reads that text from a file). Not the HPACK bytes: those
+depend on the connection's table and Huffman choice, and a header list can carry a
+placeholder. Deflated, LIMIT-001's 1 MiB header is under 2 KiB of text, so it goes on the
+line; a plan whose text would pass :data:`MAX_FRAMES_TEXT` gets no line (the re-run line
+stands). Credentials in it are ``${HIPAA_TOKEN_...}`` placeholders, filled from the
+environment when the line runs. The answer is classified as the judges read it
+(:func:`harness.h2client.answer`: HTTP status, grpc-status, RST_STREAM and GOAWAY codes)
+and ``--expect`` compares it with what the run got.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import json
+import re
 import threading
+import zlib
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -28,6 +44,7 @@ import grpc
 
 from harness.channels import Endpoint, code_text, invoke
 from harness.errors import UsageError
+from harness.h2client import H2Client, RawSent, answer, resend
 from harness.transport import Transport, detect_transport
 
 #: Channels a call can go over, as the reproducer needs to know them.
@@ -36,6 +53,11 @@ DEFAULT, PRINCIPAL, OTHER = "default", "principal", "other"
 MAX_CALL_BYTES = 64 * 1024
 #: The most request bytes the log keeps in all; the oldest calls go first.
 MAX_TOTAL_BYTES = 32 * 1024 * 1024
+#: The longest ``--frames`` text a reproducer writes on its line.
+MAX_FRAMES_TEXT = 16 * 1024
+#: Most bytes a ``--frames`` plan may inflate to (a bound on what a line can make us build).
+_MAX_PLAN_BYTES = 8 * 1024 * 1024
+_PLACEHOLDER = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)\}")
 
 
 @dataclass(frozen=True)
@@ -228,3 +250,81 @@ def _by_name(text: str) -> str:
         if text == code_text(code):
             return code.name
     return text
+
+
+# -- hipaa-grpc replay --frames ----------------------------------------------------------
+
+
+def frames_text(sent: RawSent) -> str:
+    """``sent``'s header list, body and pacing as ``--frames`` text (deflated JSON, base64)."""
+    plan = {
+        "headers": [[name, value] for name, value in sent.headers],
+        "body": None if sent.body is None else base64.b64encode(sent.body).decode(),
+        "settings_first": sent.settings_first,
+        "within": sent.within,
+    }
+    packed = zlib.compress(json.dumps(plan, separators=(",", ":")).encode(), 9)
+    return base64.b64encode(packed).decode()
+
+
+def frames_plan(text: str, env: Mapping[str, str]) -> RawSent:
+    """The request ``--frames`` carries (``@FILE``: read from FILE), placeholders filled.
+
+    Raises:
+        UsageError: not such text, a file that cannot be read, a placeholder not set.
+    """
+    if text.startswith("@"):
+        text = (_read(Path(text[1:])) or b"").decode("ascii", "replace")
+    try:
+        inflater = zlib.decompressobj()
+        raw = inflater.decompress(_b64(text.strip(), "--frames"), _MAX_PLAN_BYTES)
+        if inflater.unconsumed_tail:
+            raise UsageError("--frames: the plan is too large")
+        plan = json.loads(raw)
+        headers = tuple((str(n), _fill(str(v), env)) for n, v in plan["headers"])
+        body = plan["body"]
+        return RawSent(
+            headers,
+            None if body is None else _b64(body, "--frames body"),
+            bool(plan.get("settings_first")),
+            bool(plan.get("within")),
+        )
+    except (zlib.error, ValueError, KeyError, TypeError):
+        raise UsageError("--frames: not a frames plan") from None
+
+
+def _fill(value: str, env: Mapping[str, str]) -> str:
+    def one(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in env:
+            raise UsageError(f"${name} is not set: export it first")
+        return env[name]
+
+    return _PLACEHOLDER.sub(one, value)
+
+
+def replay_frames(req: ReplayRequest, sent: RawSent) -> tuple[str, str]:
+    """Send ``sent`` once on a new raw HTTP/2 connection as the flags say.
+
+    Returns what came back, classified (:func:`harness.h2client.answer`), and a summary.
+
+    Raises:
+        UsageError: the address is not ``HOST:PORT``.
+        OSError: no connection.
+    """
+    host, _, port = req.address.rpartition(":")
+    if not port.isdigit():
+        raise UsageError(f"{req.address}: expected HOST:PORT")
+    endpoint = endpoint_of(req)
+    with H2Client.open(endpoint, host.strip("[]"), int(port), req.timeout_s) as client:
+        reply = resend(client, sent, req.timeout_s)
+    return answer(reply), reply.describe()
+
+
+def answer_matches(expected: str, got: str) -> bool:
+    """``--expect`` against a raw answer: the same words, case and spacing aside."""
+
+    def norm(text: str) -> str:
+        return " ".join(text.lower().replace(",", " ").split())
+
+    return norm(expected) == norm(got)

@@ -11,6 +11,10 @@ remembers (:class:`harness.replay.SentLog`, by request ID) becomes a
 * a ``hipaa-grpc replay`` line, always: the same with the request bytes as base64, so what
   JSON cannot carry (malformed bytes, unknown fields, two messages to a unary method) is
   sent exactly;
+* for a raw HTTP/2 probe (its request kept in :data:`harness.h2client.RAW` under its
+  request ID), a ``hipaa-grpc replay --frames`` line: the header list, body and pacing
+  (:func:`harness.replay.frames_text`), credentials as ``${HIPAA_TOKEN_<PRINCIPAL>}``
+  placeholders the replay fills from the environment, ``--expect`` the classified answer;
 * the re-run line (this control alone, same target and seed), the fallback when no single
   remembered call reproduces the finding.
 
@@ -33,8 +37,9 @@ from google.protobuf.message import DecodeError
 
 from harness.canary import CanarySet
 from harness.errors import HarnessError
+from harness.h2client import RAW, RawSent
 from harness.outcome import Outcome, Status
-from harness.replay import OTHER, PRINCIPAL, Sent, SentLog
+from harness.replay import DEFAULT, MAX_FRAMES_TEXT, OTHER, PRINCIPAL, Sent, SentLog, frames_text
 from harness.reporting.model import Reproducer
 from harness.reporting.redact import JWT, known_secrets
 from harness.run import Run
@@ -168,9 +173,14 @@ def reproducers(outcome: Outcome, run: Run, ctx: Context) -> tuple[tuple[str, Re
         ]
         found = None
         for o in failing:
-            sent = log.get(o.request_id) if log is not None and o.request_id else None
-            if sent is not None and o.request_id:
-                found = reproduce(o.request_id, sent, run, ctx)
+            rid = o.request_id or ""
+            sent = log.get(rid) if log is not None and rid else None
+            if sent is not None:
+                found = reproduce(rid, sent, run, ctx)
+                break
+            raw = RAW.get(rid) if rid else None
+            if raw is not None:
+                found = reproduce_raw(rid, raw, ctx)
                 break
         if found is None:
             why = "no single call of the run reproduces it" if failing else "no call failed"
@@ -207,6 +217,60 @@ def reproduce(request_id: str, sent: Sent, run: Run, ctx: Context) -> Reproducer
     if why:
         notes.append(why)
     return replace(base, grpcurl=grpcurl, replay=replay, fill=fill, note="; ".join(notes))
+
+
+def reproduce_raw(request_id: str, raw: RawSent, ctx: Context) -> Reproducer:
+    """The reproducer of one remembered raw HTTP/2 request: a ``replay --frames`` line."""
+    base = Reproducer(code=raw.answered, request_id=request_id, method=raw.path, rerun=ctx.rerun)
+    leak = _leaks(Sent(raw.path, (raw.body or b"",), raw.headers), ctx)
+    if leak:
+        return replace(base, note=f"the request carries {leak}: run the control again")
+    headers, fill, notes = _raw_headers(raw, ctx)
+    text = frames_text(replace(raw, headers=headers))
+    if len(text) > MAX_FRAMES_TEXT:
+        why = f"the request is over {MAX_FRAMES_TEXT // 1024} KiB even deflated"
+        return replace(base, note=f"{why}: run the control again")
+    channel = PRINCIPAL if raw.principal else DEFAULT
+    transport, tnotes = _transport(
+        Sent(raw.path, None, principal=raw.principal, channel=channel), ctx
+    )
+    words: list[str | Arg] = ["hipaa-grpc", "replay", ctx.address, "--frames", text]
+    for flag, value in transport.items():
+        words += [f"--{flag}"] + ([value] if value else [])
+    words += ["--timeout", f"{raw.timeout_s:g}"]
+    if raw.answered:
+        words += ["--expect", raw.answered]
+    notes.append(
+        "raw HTTP/2: the same header list and body on a new connection"
+        + (", the server's SETTINGS acknowledged first" if raw.settings_first else "")
+    )
+    if fill:
+        notes.append("export the placeholders: the replay reads them from its environment")
+    return replace(base, replay=line(words), fill=fill, note="; ".join(notes + tnotes))
+
+
+def _raw_headers(
+    raw: RawSent, ctx: Context
+) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...], list[str]]:
+    """The header list with credentials as ``${NAME}``; the placeholders; notes."""
+    out: list[tuple[str, str]] = []
+    fill: list[str] = []
+    notes: list[str] = []
+    for key, value in raw.headers:
+        for principal, token in sorted(ctx.tokens.items(), key=lambda kv: -len(kv[1])):
+            if token and token in value:
+                name = placeholder(principal)
+                value = value.replace(token, "${" + name + "}")
+                fill += [name] if name not in fill else []
+        if JWT.search(value):
+            value = JWT.sub("${" + FORGED + "}", value)
+            if FORGED not in fill:
+                fill.append(FORGED)
+                notes.append(
+                    f"${FORGED}: a token the harness made for this probe (the re-run makes it)"
+                )
+        out.append((key, value))
+    return tuple(out), tuple(fill), notes
 
 
 def _leaks(sent: Sent, ctx: Context) -> str:

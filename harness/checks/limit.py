@@ -322,7 +322,10 @@ def send_header(run: Run, plan: SizePlan, size: int) -> tuple[Reply | str, str]:
             client.pump(SETTINGS_WAIT_S, lambda: client.server_settings is not None)
             headers = client.headers(plan.path, metadata=metadata)
             left = max(0.0, deadline - time.monotonic())
-            sid = client.request(headers, grpc_frame(plan.plain), within=left)
+            who = plan.who.name if plan.who and plan.who.has_cert else None
+            sid = client.request(
+                headers, grpc_frame(plan.plain), within=left, record=rid, principal=who
+            )
             return client.wait(sid, max(0.0, deadline - time.monotonic())), rid
     except _NO_H2 as exc:
         return f"no raw HTTP/2 connection: {exc}", rid

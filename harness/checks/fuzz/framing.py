@@ -29,6 +29,7 @@ from typing import Any
 import grpc
 
 from harness.catalogue import CATALOGUE, Severity
+from harness.channels import new_request_id
 from harness.checks import check
 from harness.engine import FuzzMethod, surface_from
 from harness.h2client import H2Client, Reply, grpc_frame
@@ -123,7 +124,10 @@ def transport_abuse(run: Run) -> Outcome:
         plan = [p for p in plan if p.ref != "f"]
     with ThreadPoolExecutor(len(plan), thread_name_prefix="hipaa-h2") as pool:
         replies = list(pool.map(lambda p: _send_malformed(run, p), plan))  # own connections
-    observations = [judge_malformed(p, reply) for p, reply in zip(plan, replies, strict=True)]
+    observations = [
+        replace(judge_malformed(p, reply), request_id=rid)
+        for p, (reply, rid) in zip(plan, replies, strict=True)
+    ]
     observations += _disguised(run, disguises)
     if protected is None:
         observations.append(NO_PROTECTED_UNARY)
@@ -239,15 +243,17 @@ def malformed_plan(liveness: str, protected: FuzzMethod | None) -> list[Malforme
     return plan
 
 
-def _send_malformed(run: Run, probe: Malformed) -> Reply | OSError:
+def _send_malformed(run: Run, probe: Malformed) -> tuple[Reply | OSError, str]:
+    """``probe`` on a connection of its own, with a request ID (its key in the raw log)."""
+    rid = new_request_id()
+    metadata = (*probe.metadata, (run.request_id_key, rid))
     try:
         with run.open_h2() as client:
-            headers = client.headers(
-                probe.path, content_type=probe.content_type, metadata=probe.metadata
-            )
-            return client.wait(client.request(headers, probe.body), _deadline(run))
+            headers = client.headers(probe.path, content_type=probe.content_type, metadata=metadata)
+            sid = client.request(headers, probe.body, record=rid)
+            return client.wait(sid, _deadline(run)), rid
     except OSError as exc:
-        return exc
+        return exc, rid
 
 
 def judge_malformed(probe: Malformed, reply: Reply | OSError) -> Observation:
@@ -397,9 +403,12 @@ def _disguised(run: Run, disguises: Sequence[Disguised]) -> list[Observation]:
     for metadata in (honest, ()):
         calls.append(replace(calls[0], metadata=metadata))
     with ThreadPoolExecutor(len(calls), thread_name_prefix="hipaa-h2") as pool:
-        *replies, with_, without = pool.map(lambda c: _send_malformed(run, c), calls)
+        *replies, (with_, _), (without, _) = pool.map(lambda c: _send_malformed(run, c), calls)
     controls = Controls(with_, without)
-    return [judge_disguised(p, r, controls) for p, r in zip(disguises, replies, strict=True)]
+    return [
+        replace(judge_disguised(p, r, controls), request_id=rid)
+        for p, (r, rid) in zip(disguises, replies, strict=True)
+    ]
 
 
 def _served(reply: Reply | OSError) -> bool:
