@@ -5,7 +5,8 @@ one control it trips against it with a bundle, then runs every failing probe's
 ``hipaa-grpc replay`` line in a shell, with the placeholders set from the target's token
 files, against the same target: it must exit 0 (the status the harness got). grpcurl is
 not installed here (nor packaged by Debian): its line's ``-d`` JSON must parse, with the
-service's descriptors, into the very bytes the replay line sends.
+service's descriptors, into the very bytes the replay line sends. A raw HTTP/2 probe's
+line (``replay --frames``) must get the same classified answer.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ CASES = [
     ("reference+wrong-code", "test_AUTHN_001"),
     ("reference+reflection", "test_REFL_001"),
     ("reference+idor", "test_AUTHZ_002"),
+    # a raw HTTP/2 probe: FUZZ-003 (a)'s text/plain request served (a `replay --frames` line)
+    ("reference+no-auth", "test_FUZZ_003"),
 ]
 
 
@@ -94,6 +97,7 @@ def test_the_replay_line_gets_the_status_the_harness_got(
         f"--hipaa-config={workdir / 'hipaa.toml'}",
         f"--hipaa-report={bundle}",
         "--hipaa-seed=7",
+        *(["--hipaa-allow-transport-abuse"] if test == "test_FUZZ_003" else []),
         "-p",
         "no:cacheprovider",
         "-k",
@@ -104,6 +108,8 @@ def test_the_replay_line_gets_the_status_the_harness_got(
     probes = failing_probes(results)
     runnable = [p for p in probes if p["reproducer"]["replay"]]
     assert runnable, f"no replay line among {[p['id'] for p in probes]}"
+    if test == "test_FUZZ_003":  # FUZZ-003's failing probes are raw HTTP/2 requests
+        assert all("--frames" in shlex.split(p["reproducer"]["replay"]) for p in runnable)
     tokens = [p.read_text().strip() for p in (workdir / "tokens").iterdir()]
     catalogue = load_descriptor_set(workdir / "descriptors.pb")
     for probe in runnable:
@@ -118,7 +124,9 @@ def test_the_replay_line_gets_the_status_the_harness_got(
             check=False,
         )
         assert done.returncode == 0, (probe["id"], repro["code"], done.stdout, done.stderr)
-        assert f"same status as the harness got: {repro['code']}" in done.stdout
+        raw = "--frames" in shlex.split(repro["replay"])
+        said = "same answer" if raw else "same status"
+        assert f"{said} as the harness got: {repro['code']}" in done.stdout
         if repro["grpcurl"]:
             sent = _sent_bytes(repro["replay"])
             words = shlex.split(repro["grpcurl"])
