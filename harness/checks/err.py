@@ -23,7 +23,7 @@ from jwt.utils import base64url_decode
 from harness.catalogue import CATALOGUE, Severity
 from harness.channels import CallResult, code_text
 from harness.checks import check
-from harness.oracles import LEAKS, UNREACHED
+from harness.oracles import LEAKS, unreached
 from harness.outcome import Observation, Outcome, Probe, Status, filed
 from harness.plans.calls import (
     Call,
@@ -184,7 +184,7 @@ def judge_dedicated(ref: str, call: Call, result: CallResult) -> Observation:
         ok = result.code in want and not result.responses
         status = Status.PASS if ok else Status.FAIL
         severity = Severity.MEDIUM
-    if not result.responses and result.code in UNREACHED:
+    if unreached(result):
         status = Status.INCONCLUSIVE
         observed += " (the call did not reach the service)"
     elif not result.responses and result.code in _REFUSED_FIRST:
@@ -373,10 +373,11 @@ def judge_codes(results: Sequence[CallResult]) -> list[Observation]:
 
     Filed under ``codes``. Only calls that reached the service count: no call at all is
     nothing to judge (a SKIP), and calls none of which reached the service
-    (UNAVAILABLE, DEADLINE_EXCEEDED) show no mapping either way (INCONCLUSIVE); neither is
-    ever a PASS.
+    (UNAVAILABLE, DEADLINE_EXCEEDED, or a proxy's own answer without ``grpc-status``,
+    which gRPC clients map to INTERNAL or UNKNOWN) show no mapping either way
+    (INCONCLUSIVE); neither is ever a PASS.
     """
-    reached = [r for r in results if r.responses or r.code not in UNREACHED]
+    reached = [r for r in results if not unreached(r)]
     bad = [r for r in reached if r.code in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.DATA_LOSS)]
     expected = "never UNKNOWN (2) or DATA_LOSS (15)"
     lost = len(results) - len(reached)
@@ -422,10 +423,11 @@ def judge_uniform(ref: str, what: str, sent: Sequence[tuple[Call, CallResult]]) 
     leave nothing to compare.
     """
     expected = "one identical (code, message, detail types) for every refusal"
-    unreached, answered, accepted = [], [], []
+    missed: list[str] = []
+    answered, accepted = [], []
     for call, result in sent:
-        if result.code in UNREACHED and not result.responses:
-            unreached.append(call.label)
+        if unreached(result):
+            missed.append(call.label)
         elif result.code != grpc.StatusCode.OK and not result.responses:
             answered.append((call, result))
         else:
@@ -436,8 +438,8 @@ def judge_uniform(ref: str, what: str, sent: Sequence[tuple[Call, CallResult]]) 
     if len({shape(r) for _, r in answered}) > 1:
         return Observation(what, described, expected, Status.FAIL, Severity.MEDIUM).of(ref)
     errors = [c.label for c, r in answered if r.code not in REFUSALS.get(ref, frozenset())]
-    if unreached:
-        observed = f"{', '.join(unreached)}: did not reach the service"
+    if missed:
+        observed = f"{', '.join(missed)}: did not reach the service"
     elif errors:
         observed = f"{described}: errors, not refusals"
     elif len(answered) < 2:

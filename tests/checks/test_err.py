@@ -45,6 +45,7 @@ from harness.plans.tokens import Base
 from harness.policy import Policy
 from harness.principals import Principal
 from harness.tokens import IssuerKeys, harness_key, parse, sign
+from tests.checks import edges
 from tests.checks.recorded import answer, refs, settled
 
 C = grpc.StatusCode
@@ -441,10 +442,13 @@ def test_identical_errors_are_not_indistinguishable_refusals(error):
     # The recorded case: every variant answered the same error, and that passed as refusals.
     judged = judge_uniform("authn", "x", variants(error, error, error))
     assert judged.status is Status.INCONCLUSIVE
-    assert "errors, not refusals" in judged.observed
+    proxy = error.statusless  # nginx answered: the variants never reached the service
+    assert ("did not reach the service" if proxy else "errors, not refusals") in judged.observed
     refusal = answer(C.UNAUTHENTICATED, details="unauthenticated")
     told_apart = judge_uniform("authn", "x", variants(refusal, error, refusal))
-    assert told_apart.status is Status.FAIL
+    # The service's answers are told apart from its own error; a proxy's answer is not the
+    # service's, so it leaves the comparison open instead.
+    assert told_apart.status is (Status.INCONCLUSIVE if proxy else Status.FAIL)
     hidden = answer(C.NOT_FOUND, details="not found")
     assert judge_uniform("existence", "x", variants(hidden, hidden)).status is Status.PASS
     assert judge_uniform("authn", "x", variants(hidden, hidden)).status is Status.INCONCLUSIVE
@@ -661,3 +665,20 @@ def test_err_002_passes_without_existence_hiding_and_needs_authn():
     assert outcome.status is Status.INCONCLUSIVE
     (probe,) = (p for p in outcome.probes if p.id == "ERR-002(authn)")
     assert probe.enable == "auth.principals"
+
+
+@pytest.mark.parametrize("client", ["grpcio", "grpc-go", "grpc-js"])
+def test_codes_do_not_count_a_proxy_answer_whose_status_the_client_lost(client):
+    # Recorded behind Debian's nginx: ERR-002's duplicate-authorization call (nginx's 400,
+    # then RST_STREAM) came back UNKNOWN 'Stream removed (Data frame with END_STREAM flag
+    # received)' once grpcio sent one message as unary-stream; it never reached the service.
+    proxy = edges.lost(client)
+    unknown = answer(C.UNKNOWN, details=proxy.details, headers=proxy.initial_metadata)
+    for cut in (proxy, unknown):
+        assert [o.status for o in judge_codes([cut, cut])] == [Status.INCONCLUSIVE]
+        judged = judge_codes([cut, answer(C.PERMISSION_DENIED)])
+        assert [o.status for o in judged] == [Status.PASS]
+        assert "1 more did not" in judged[0].probe
+    # A service's own UNKNOWN (a crash, with trailers) still fails.
+    crash = answer(C.UNKNOWN, details="Exception calling application: boom")
+    assert [o.status for o in judge_codes([crash])] == [Status.FAIL]
