@@ -167,3 +167,25 @@ def test_an_entrypoint_that_does_not_import_is_one_config_error():
         load("no_such_module_xyz:target", {})
     with pytest.raises(ConfigError, match="module:function"):
         load("just-a-name", {})
+
+
+def test_whitebox_runs_one_input_alone_as_a_reproducer(crash_nested, tmp_path):
+    # How an out-of-memory candidate is sent again: the kept input as the only argument
+    # (no corpus directory to seed).
+    kept = tmp_path / "oom-candidate"
+    kept.write_bytes(b"\x0a\x01x")
+    env = {
+        **os.environ,
+        "HIPAA_FUZZ_CONFIG": str(crash_nested.config_path),
+        "HIPAA_FUZZ_CRASHES": str(tmp_path / "crashes"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "harness.fuzzers.whitebox", "-timeout=10", str(kept)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"Running: {kept}" in done.stderr
+    assert kept.read_bytes() == b"\x0a\x01x"

@@ -212,6 +212,8 @@ def seed_dir(surface: Surface, argv: list[str]) -> None:
     if not dirs:
         return
     corpus = Path(dirs[0])
+    if corpus.is_file():  # one input run again alone (a reproducer), no corpus to seed
+        return
     corpus.mkdir(parents=True, exist_ok=True)
     for data in surface.seeds(valid=not any(corpus.iterdir())):
         path = corpus / hashlib.sha1(data).hexdigest()

@@ -808,3 +808,12 @@ def test_a_proxys_answer_whose_status_was_lost_reached_no_handler(client):
     obs = judge_inputs(r, BUDGET_MS)
     assert obs.status is Status.INCONCLUSIVE  # before: PASS, two INTERNAL answers
     assert "none reached a handler" in obs.observed
+
+
+def test_fuzz_002_white_box_out_of_memory_counts_only_when_it_reproduces():
+    stopped = "==9== ERROR: libFuzzer: out-of-memory (used: 2101Mb; exceeds: 2048Mb)\n"
+    again = judge_whitebox(WhiteboxRun("svc:target", 2, stopped, oom="reproduced"))
+    assert [(o.status, o.severity) for o in again] == [(Status.FAIL, Severity.HIGH)]
+    once = judge_whitebox(WhiteboxRun("svc:target", 2, stopped, oom="not reproduced"))
+    assert statuses(once) == [Status.INCONCLUSIVE]
+    assert "did not exhaust memory alone" in once[0].observed

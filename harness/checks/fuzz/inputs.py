@@ -429,6 +429,9 @@ class WhiteboxRun:
     stderr: str = ""
     findings: tuple[Finding, ...] = ()
     stuck: bool = False  # it had to be killed
+    #: libFuzzer stopped on memory: "reproduced" (its input exhausted memory again, alone,
+    #: in a new process) or "not reproduced" (twice: the run and its one retry).
+    oom: str = ""
 
 
 def _whitebox_run(run: Run) -> list[Observation]:
@@ -455,11 +458,22 @@ def _whitebox_run(run: Run) -> list[Observation]:
                 Status.ERROR,
             ).of("white-box")
         ]
-    return judge_whitebox(_atheris(run, entry, seconds, config_file))
+    first = _atheris(run, entry, seconds, config_file)
+    if first.oom != "not reproduced":
+        return judge_whitebox(first)
+    return judge_whitebox(_atheris(run, entry, seconds, config_file))  # once more
+
+
+#: How libFuzzer says it stopped on memory (RSS over -rss_limit_mb, or one malloc over it).
+_OOM = "libFuzzer: out-of-memory"
 
 
 def _atheris(run: Run, entry: str, seconds: float, config_file: Path) -> WhiteboxRun:
-    """Run :mod:`harness.fuzzers.whitebox` for ``seconds`` (or to its first finding)."""
+    """Run :mod:`harness.fuzzers.whitebox` for ``seconds`` (or to its first finding).
+
+    An out-of-memory stop is a candidate, as every finding is: it counts only when the
+    input libFuzzer kept exhausts memory again alone in a new process (``oom``).
+    """
     with tempfile.TemporaryDirectory(prefix="hipaa-whitebox-") as tmp:
         crashes = Path(tmp) / "crashes"
         env = {
@@ -468,27 +482,45 @@ def _atheris(run: Run, entry: str, seconds: float, config_file: Path) -> Whitebo
             "HIPAA_FUZZ_CRASHES": str(crashes),
         }
         env.pop("HIPAA_FUZZ_KEEP_GOING", None)  # stop at the first finding
+        base = [sys.executable, "-m", "harness.fuzzers.whitebox", "-timeout=10"]
         command = [
-            sys.executable,
-            "-m",
-            "harness.fuzzers.whitebox",
+            *base,
             f"-max_total_time={max(1, round(seconds))}",
             f"-seed={run.options.seed or 1}",
-            "-timeout=10",
             f"-artifact_prefix={tmp}/",
             str(Path(tmp) / "corpus"),
         ]
-        child = run.start_child(command, env)
-        try:
-            _, stderr = child.communicate(timeout=seconds + 60)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.communicate()
+        stderr = _child_stderr(run, command, env, seconds + 60)
+        if stderr is None:
             return WhiteboxRun(entry, seconds, stuck=True)
         found = tuple(
             Finding.from_json(json.loads(f.read_text())) for f in sorted(crashes.glob("*.json"))
         )
-    return WhiteboxRun(entry, seconds, stderr, found)
+        oom = ""
+        kept = sorted(Path(tmp).glob("oom-*"))
+        if _OOM in stderr and not found:
+            again = [
+                _child_stderr(run, [*base, f"-artifact_prefix={tmp}/again-", str(k)], env, 60)
+                for k in kept[:1]
+            ]
+            oom = (
+                "reproduced"
+                if any(a is not None and _OOM in a for a in again)
+                else "not reproduced"
+            )
+    return WhiteboxRun(entry, seconds, stderr, found, oom=oom)
+
+
+def _child_stderr(run: Run, command: list[str], env: dict[str, str], limit: float) -> str | None:
+    """Run a fuzzer child to its end; its stderr, or ``None`` when it had to be killed."""
+    child = run.start_child(command, env)
+    try:
+        _, stderr = child.communicate(timeout=limit)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.communicate()
+        return None
+    return stderr
 
 
 def judge_whitebox(w: WhiteboxRun) -> list[Observation]:
@@ -499,6 +531,12 @@ def judge_whitebox(w: WhiteboxRun) -> list[Observation]:
         out = [
             Observation(where, "did not stop", f"done within {w.seconds + 60:.0f} s", Status.ERROR)
         ]
+    elif w.oom == "reproduced":
+        observed = "one input exhausted memory (libFuzzer out-of-memory), again when sent alone"
+        out = [Observation(where, observed, "bounded memory", Status.FAIL, Severity.HIGH)]
+    elif w.oom:
+        observed = "stopped on out-of-memory twice; the input did not exhaust memory alone"
+        out = [Observation(where, observed, "a fuzzing run", Status.INCONCLUSIVE)]
     elif not runs and not w.findings:
         tail = (w.stderr.strip().splitlines() or ["no output"])[-1]
         out = [Observation(where, f"did not run: {tail}", "a fuzzing run", Status.ERROR)]
