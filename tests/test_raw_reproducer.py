@@ -209,3 +209,12 @@ def test_a_raw_observation_finds_its_request() -> None:
 
     found = dict(reproducers(outcome, Run(Caller(SentLog())), context()))  # type: ignore[arg-type]
     assert "--frames" in found["FUZZ-003(a)"].replay
+
+
+def test_replay_wants_a_method_or_frames_not_both(capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.cli import main
+
+    frames = frames_text(raw())
+    assert main(["replay", "127.0.0.1:1"]) == 4
+    assert main(["replay", "127.0.0.1:1", "--method", PATH, "--frames", frames]) == 4
+    assert "--method" in capsys.readouterr().err
