@@ -244,3 +244,29 @@ def _children(pid: int) -> list[int]:
     except OSError:
         return []
     return [int(p) for p in text.split()]
+
+
+def in_front(
+    workdir: Path, server: Path, backend: int, *, recv_bytes: int, rate_rps: float, streams: int
+) -> NginxEdge:
+    """The edge in front of a bundled reference's ``backend`` port, in ``workdir / "nginx"``.
+
+    Its server certificate is the service's (``server.pem``, ``server-key.pem`` in
+    ``server``); it presents the harness's client identity (``workdir``'s ``client.pem``) to
+    the service and trusts ``workdir``'s ``ca.pem``; its body limit sits 1 MiB above the
+    service's receive limit ``recv_bytes``, its rate (and burst) per identity at twice the
+    service's ``rate_rps``, its HTTP/2 stream limit at the service's ``streams``: what
+    reaches the service is judged by it.
+    """
+    files = EdgeFiles(
+        server_chain=server / "server.pem",
+        server_key=server / "server-key.pem",
+        ca=workdir / "ca.pem",
+        client_chain=workdir / "client.pem",
+        client_key=workdir / "client-key.pem",
+    )
+    rate = int(2 * rate_rps)
+    settings = NginxSettings(
+        max_body_bytes=recv_bytes + 1024 * 1024, rate_rps=rate, burst=rate, streams=streams
+    )
+    return NginxEdge(workdir / "nginx", settings, files, backend)

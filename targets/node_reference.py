@@ -581,28 +581,17 @@ def start(defects: frozenset[str], workdir: Path) -> tuple[Served, threading.Eve
 
 
 def _nginx_edge(workdir: Path, backend: int) -> Any:
-    """Debian's nginx in front of the service (``+nginx-edge``, see :mod:`targets.nginx`).
+    """Debian's nginx in front of the service (``+nginx-edge``), with this service's limits.
 
-    As in front of the Python reference: the service's certificate, ``ssl_verify_client
-    on``, re-encrypted to the service with the harness's client identity; the body limit
-    just above the service's receive limit, the rate per identity at twice the service's,
-    its HTTP/2 stream limit: what reaches the service is judged by it.
+    As in front of the Python reference: :func:`targets.nginx.in_front`.
     """
     from targets import nginx
 
-    if nginx.binary() is None:
-        raise RuntimeError(nginx.MISSING)
-    files = nginx.EdgeFiles(
-        server_chain=workdir / "server" / "server.pem",
-        server_key=workdir / "server" / "server-key.pem",
-        ca=workdir / "ca.pem",
-        client_chain=workdir / "client.pem",
-        client_key=workdir / "client-key.pem",
-    )
-    settings = nginx.NginxSettings(
-        max_body_bytes=MAX_RECV_BYTES + 1024 * 1024,
-        rate_rps=2 * RATE_RPS,
-        burst=2 * RATE_RPS,
+    return nginx.in_front(
+        workdir,
+        workdir / "server",
+        backend,
+        recv_bytes=MAX_RECV_BYTES,
+        rate_rps=RATE_RPS,
         streams=MAX_CONCURRENT_STREAMS,
     )
-    return nginx.NginxEdge(workdir / "nginx", settings, files, backend)

@@ -341,32 +341,21 @@ def _nginx_installed() -> None:
 
 
 def _nginx_edge(workdir: Path, pki: Pki, backend: int, service: Any) -> Any:
-    """Debian's nginx in front of ``backend`` (``+nginx-edge``, see :mod:`targets.nginx`).
+    """Debian's nginx in front of ``backend`` (``+nginx-edge``, see :func:`targets.nginx.in_front`).
 
-    Its server certificate is the service's; it presents the harness's client identity to
-    the service; its body limit sits just above the service's receive limit, its rate per
-    identity at twice the service's, its HTTP/2 stream limit at the service's (the
-    ``service`` module's MAX_RECV_BYTES, RATE_RPS, MAX_CONCURRENT_STREAMS): what reaches
-    the service is judged by it.
+    The limits are the ``service`` module's MAX_RECV_BYTES, RATE_RPS, MAX_CONCURRENT_STREAMS.
     """
     from targets import nginx
 
     pki.server.write(workdir / "edge", "server")
-    files = nginx.EdgeFiles(
-        server_chain=workdir / "edge" / "server.pem",
-        server_key=workdir / "edge" / "server-key.pem",
-        ca=workdir / "ca.pem",
-        client_chain=workdir / "client.pem",
-        client_key=workdir / "client-key.pem",
-    )
-    rate = int(2 * service.RATE_RPS)
-    settings = nginx.NginxSettings(
-        max_body_bytes=service.MAX_RECV_BYTES + 1024 * 1024,
-        rate_rps=rate,
-        burst=rate,
+    return nginx.in_front(
+        workdir,
+        workdir / "edge",
+        backend,
+        recv_bytes=service.MAX_RECV_BYTES,
+        rate_rps=service.RATE_RPS,
         streams=service.MAX_CONCURRENT_STREAMS,
     )
-    return nginx.NginxEdge(workdir / "nginx", settings, files, backend)
 
 
 class _Parts:
