@@ -19,11 +19,11 @@ from pathlib import Path
 import grpc
 
 from harness.channels import Endpoint
-from harness.config import Config, load_config
-from harness.errors import HarnessError, TargetError
+from harness.config import Config
+from harness.errors import TargetError
 from harness.h2client import H2Client
 from harness.relay import Relay
-from harness.spawn import Spawned, spawn
+from harness.spawn import Spawned, spawn_configured
 from harness.target import TargetSpec
 from harness.transport import (
     Detected,
@@ -96,13 +96,7 @@ class Target:
         spawned = None
         config = user_config
         if spec.is_spawn:
-            spawned = spawn(spec)
-            spec = spec.at(spawned.host, spawned.port)
-            try:
-                config = load_config(spawned.config_path).overlay(user_config)
-            except HarnessError:
-                spawned.stop()
-                raise
+            spawned, spec, config = spawn_configured(spec, user_config)
         try:
             endpoint, detected = _endpoint(spec, config, options)
         except BaseException:

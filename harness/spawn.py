@@ -23,7 +23,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import TargetError
+from harness.config import Config, load_config
+from harness.errors import HarnessError, TargetError
 from harness.target import TargetSpec
 
 READY_PREFIX = "HIPAA-TARGET-READY "
@@ -112,6 +113,24 @@ def spawn(spec: TargetSpec, *, timeout: float = 30.0) -> Spawned:
     spawned = Spawned(spec, process, workdir, host, int(port), Path(ready["config"]))
     _LIVE.append(spawned)
     return spawned
+
+
+def spawn_configured(
+    spec: TargetSpec, user_config: Config, *, timeout: float = 30.0
+) -> tuple[Spawned, TargetSpec, Config]:
+    """Spawn ``spec``; the target, the spec at its address and its config under the user's.
+
+    Raises:
+        TargetError: it did not start (:func:`spawn`).
+        ConfigError: its generated config does not load (the target is stopped first).
+    """
+    spawned = spawn(spec, timeout=timeout)
+    try:
+        config = load_config(spawned.config_path).overlay(user_config)
+    except HarnessError:
+        spawned.stop()
+        raise
+    return spawned, spec.at(spawned.host, spawned.port), config
 
 
 def await_line(

@@ -8,10 +8,9 @@ control is SKIP with :data:`NO_GRPC_TARGET` (:func:`judged_here`).
 
 from __future__ import annotations
 
-from harness.config import Config, load_config
-from harness.errors import HarnessError
+from harness.config import Config
 from harness.run import Run, RunOptions
-from harness.spawn import spawn
+from harness.spawn import spawn_configured
 from harness.target import TargetSpec
 from harness.transport import Detected, Transport
 from targets.catalog import CLOUD_PREFIX
@@ -42,13 +41,7 @@ def open_cloud_run(spec: TargetSpec | None, user_config: Config, options: RunOpt
     spawned = None
     config = user_config
     if spec is not None and spec.is_spawn:
-        spawned = spawn(spec, timeout=SPAWN_TIMEOUT_S)
-        spec = spec.at(spawned.host, spawned.port)
-        try:
-            config = load_config(spawned.config_path).overlay(user_config)
-        except HarnessError:
-            spawned.stop()
-            raise
+        spawned, spec, config = spawn_configured(spec, user_config, timeout=SPAWN_TIMEOUT_S)
     provider = config.str_("cloud.provider") or "cloud"
     spec = spec or TargetSpec(f"cloud:{provider}")
     where = f" (emulated at {spec.address})" if spec.host else ""
