@@ -86,6 +86,7 @@ def test_the_collector_reads_the_estate_the_reference_builds(endpoint):
     assert all(s.private for s in facts.subnets)
     stages = {e.name for e in facts.endpoints if e.kind == "api-stage"}
     assert stages == {"patients-api/prod", "patients-http/$default"}  # REST and HTTP APIs
+    assert all(e.access_logging for e in facts.endpoints if e.kind == "api-stage")
     domains = {e.name: e.min_tls for e in facts.endpoints if e.kind == "api-domain"}
     assert domains == {"api.patients.example": "1.2", "http.patients.example": "1.2"}
     assert {e.service for e in facts.private_endpoints} == {"dynamodb", "s3"}

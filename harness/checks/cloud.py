@@ -52,6 +52,11 @@ def _obs(ref: str, probe: str, observed: str, expected: str, status: Status) -> 
     return Observation(probe, observed, expected, status).of(ref)
 
 
+def _held(ref: str, probe: str, held: bool, observed: str, expected: str) -> Observation:
+    """PASS when ``held`` (what ``expected`` asks holds), else FAIL."""
+    return _obs(ref, probe, observed, expected, PASS if held else FAIL)
+
+
 def _unread(ref: str, what: str, why: Iterable[str], expected: str) -> list[Observation]:
     return [_obs(ref, what, f"not read ({w})", expected, INCONCLUSIVE) for w in why]
 
@@ -124,13 +129,7 @@ def judge_key(key: KeyFacts) -> list[Observation]:
     """CLOUD-001 (b) and (c) for one customer-managed key."""
     what, out = f"key {key.id}", []
     out.append(
-        _obs(
-            "b",
-            what,
-            "enabled" if key.enabled else "not enabled",
-            "enabled",
-            PASS if key.enabled else FAIL,
-        )
+        _held("b", what, key.enabled, "enabled" if key.enabled else "not enabled", "enabled")
     )
     if key.rotation is None:
         out += _unread(
@@ -138,9 +137,7 @@ def judge_key(key: KeyFacts) -> list[Observation]:
         )
     else:
         said = "rotation on" if key.rotation else "rotation off"
-        out.append(
-            _obs("b", f"{what} rotation", said, "rotation on", PASS if key.rotation else FAIL)
-        )
+        out.append(_held("b", f"{what} rotation", key.rotation, said, "rotation on"))
     policy = [u for u in key.unread if "Policy" in u]
     if policy:
         return out + _unread(
@@ -230,19 +227,19 @@ def _judge_bucket(b: BucketFacts, minimum: int, lock: str) -> list[Observation]:
     else:
         held = b.lock_mode == "COMPLIANCE" and b.retention_days >= minimum
         said = f"{b.lock_mode}, {b.retention_days} days" if b.lock_mode else "no object lock"
-        out.append(_obs("a", what, said, lock, PASS if held else FAIL))
+        out.append(_held("a", what, held, said, lock))
     if b.versioning is None:
         out += _unread("b", what, why["b"] or list(b.unread), "versioning on")
     else:
         said = "versioning on" if b.versioning else "versioning off"
-        out.append(_obs("b", what, said, "versioning on", PASS if b.versioning else FAIL))
+        out.append(_held("b", what, b.versioning, said, "versioning on"))
     expected = "all four public access blocks on"
     if b.public_access_blocked is None:
         out += _unread("c", what, why["c"] or list(b.unread), expected)
     else:
         blocked = b.public_access_blocked
         said = "public access blocked" if blocked else "public access not fully blocked"
-        out.append(_obs("c", what, said, expected, PASS if blocked else FAIL))
+        out.append(_held("c", what, blocked, said, expected))
     return out
 
 
@@ -343,12 +340,12 @@ def judge_identities(facts: Estate) -> list[Observation]:
     for role, names in sorted(by_role.items()):
         shared = len(names) > 1
         out.append(
-            _obs(
+            _held(
                 "a",
                 f"role {role}",
+                not shared,
                 f"used by {', '.join(names)}",
                 "one PHI function per role",
-                FAIL if shared else PASS,
             )
         )
     for ident in facts.roles:
@@ -370,11 +367,7 @@ def judge_identities(facts: Estate) -> list[Observation]:
                 )
             )
         keys = ident.access_keys
-        out.append(
-            _obs(
-                "c", f"identity {ident.id}", f"{keys} access key(s)", "none", FAIL if keys else PASS
-            )
-        )
+        out.append(_held("c", f"identity {ident.id}", not keys, f"{keys} access key(s)", "none"))
     for f in facts.functions:
         leaked = [n for n, kind in f.env if kind == ENV_ACCESS_KEY]
         if leaked:
@@ -429,12 +422,12 @@ def judge_secrets(facts: Estate) -> list[Observation]:
             out += _unread("a", f"secret {s.name}", s.unread, "rotation on")
         else:
             out.append(
-                _obs(
+                _held(
                     "a",
                     f"secret {s.name}",
+                    s.rotation,
                     "rotation on" if s.rotation else "rotation off",
                     "rotation on",
-                    PASS if s.rotation else FAIL,
                 )
             )
     out += _unread("b", "functions", facts.missing("functions"), "environments read")
@@ -448,13 +441,7 @@ def judge_secrets(facts: Estate) -> list[Observation]:
             else f"{len(f.env)} variable(s), none a plaintext credential"
         )
         out.append(
-            _obs(
-                "b",
-                f"function {f.name}",
-                said,
-                "credentials from the secret store",
-                FAIL if plain else PASS,
-            )
+            _held("b", f"function {f.name}", not plain, said, "credentials from the secret store")
         )
     return out
 
@@ -500,27 +487,17 @@ def judge_edge(facts: Estate) -> list[Observation]:
             floor = e.min_tls or "unknown"
             held = e.min_tls is not None and e.min_tls >= _TLS_FLOOR
             out.append(
-                _obs(
-                    "a",
-                    what,
-                    f"lowest TLS version {floor}",
-                    f">= TLS {_TLS_FLOOR}",
-                    PASS if held else FAIL,
-                )
+                _held("a", what, held, f"lowest TLS version {floor}", f">= TLS {_TLS_FLOOR}")
             )
         if e.protocol == "HTTP":
             said = "redirects to HTTPS" if e.redirects else "serves HTTP in cleartext"
-            out.append(
-                _obs("b", what, said, "a redirect to HTTPS only", PASS if e.redirects else FAIL)
-            )
+            out.append(_held("b", what, e.redirects, said, "a redirect to HTTPS only"))
         elif e.protocol in ("TCP", "UDP", "TCP_UDP"):
             why = f"{e.protocol} passthrough: the service's own TLS is TLS-001's to judge"
             out.append(not_applicable("b", what, why))
         if e.access_logging is not None:
             said = "access logging on" if e.access_logging else "access logging off"
-            out.append(
-                _obs("d", what, said, "access logging on", PASS if e.access_logging else FAIL)
-            )
+            out.append(_held("d", what, e.access_logging, said, "access logging on"))
     out += _function_urls(facts.functions)
     have = {o.ref for o in out}
     out += [
@@ -538,12 +515,12 @@ def _function_urls(functions: Iterable[FunctionFacts]) -> list[Observation]:
         if f.url_auth is None:
             continue
         open_ = f.url_auth == "NONE"
-        o = _obs(
+        o = _held(
             "c",
             f"function {f.name} URL",
+            not open_,
             f"AuthType {f.url_auth}",
             "authenticated (not NONE)",
-            FAIL if open_ else PASS,
         )
         out.append(
             Observation(
@@ -615,13 +592,7 @@ def judge_network(facts: Estate, services: Iterable[str] = ()) -> list[Observati
             else:
                 said = "no route to the internet" if s.private else "routed to an internet gateway"
                 out.append(
-                    _obs(
-                        "a",
-                        f"function {f.name} subnet {sid}",
-                        said,
-                        "private",
-                        PASS if s.private else FAIL,
-                    )
+                    _held("a", f"function {f.name} subnet {sid}", s.private, said, "private")
                 )
     return out + judge_endpoints(facts, list(services))
 
@@ -640,13 +611,7 @@ def judge_endpoints(facts: Estate, services: list[str]) -> list[Observation]:
             held = (network, service) in have
             said = "private endpoint" if held else "no private endpoint"
             out.append(
-                _obs(
-                    "b",
-                    f"network {network} to {service}",
-                    said,
-                    "a private endpoint",
-                    PASS if held else FAIL,
-                )
+                _held("b", f"network {network} to {service}", held, said, "a private endpoint")
             )
     return out
 
@@ -687,13 +652,7 @@ def judge_backups(facts: Estate) -> list[Observation]:
         else:
             on = t.point_in_time_recovery
             out.append(
-                _obs(
-                    "a",
-                    f"table {t.name}",
-                    "PITR on" if on else "PITR off",
-                    "PITR on",
-                    PASS if on else FAIL,
-                )
+                _held("a", f"table {t.name}", on, "PITR on" if on else "PITR off", "PITR on")
             )
     if facts.missing("backup-plans"):
         return out + _unread("b", "backup plans", facts.missing("backup-plans"), "a scheduled plan")
@@ -702,5 +661,5 @@ def judge_backups(facts: Estate) -> list[Observation]:
         ", ".join(f"{p.name} ({p.rules} rule(s))" for p in scheduled)
         or "no backup plan with a rule"
     )
-    out.append(_obs("b", "backup plans", said, "a scheduled plan", PASS if scheduled else FAIL))
+    out.append(_held("b", "backup plans", bool(scheduled), said, "a scheduled plan"))
     return out

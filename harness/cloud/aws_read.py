@@ -7,8 +7,8 @@ entries, so a refusal shows in the fact that needed it and nowhere else.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from harness.cloud.aws import AwsScope, Reader, Unreadable, env_kind, grants, guard, min_tls
 from harness.cloud.facts import (
@@ -31,6 +31,8 @@ from harness.config import Config
 from harness.outcome import CannotObserve
 
 _DECRYPT = ("kms:decrypt", "kms:*", "*")
+
+T = TypeVar("T")
 
 
 def collect(config: Config, progress: Callable[[str], None] | None = None) -> Estate:
@@ -88,22 +90,35 @@ def _account(reader: Reader, unread: list[Unread]) -> str:
         return ""
 
 
+def _regional(
+    reader: Reader, group: str, unread: list[Unread], read: Callable[[str], T]
+) -> Iterator[tuple[str, T]]:
+    """``read(region)`` in each region in scope; a region it cannot read is an ``unread`` entry."""
+    for region in reader.scope.regions:
+        try:
+            got = read(region)
+        except Unreadable as exc:
+            unread.append(Unread(group, str(exc)))
+            continue
+        yield region, got
+
+
 def _phi_arns(reader: Reader, unread: list[Unread]) -> frozenset[str]:
     """ARNs tagged with the PHI tag in every region, and those the config declares."""
     key, value = reader.scope.phi_tag
     found = set(reader.scope.resources)
-    for region in reader.scope.regions:
-        client = reader.client("resourcegroupstaggingapi", region)
-        try:
-            mappings = reader.pages(
-                client,
-                "GetResources",
-                "ResourceTagMappingList",
-                TagFilters=[{"Key": key, "Values": [value]}],
-            )
-        except Unreadable as exc:
-            unread.append(Unread("phi-scope", str(exc)))
-            continue
+    tagged = _regional(
+        reader,
+        "phi-scope",
+        unread,
+        lambda region: reader.pages(
+            reader.client("resourcegroupstaggingapi", region),
+            "GetResources",
+            "ResourceTagMappingList",
+            TagFilters=[{"Key": key, "Values": [value]}],
+        ),
+    )
+    for _, mappings in tagged:
         found.update(str(m["ResourceARN"]) for m in mappings)
     return frozenset(a.removesuffix(":*") for a in found)
 
@@ -200,14 +215,15 @@ def _secrets(
     reader: Reader, phi: frozenset[str], unread: list[Unread]
 ) -> tuple[list[StoreFacts], list[SecretFacts]]:
     stores, secrets = [], []
-    for region in reader.scope.regions:
-        try:
-            listed = reader.pages(
-                reader.client("secretsmanager", region), "ListSecrets", "SecretList"
-            )
-        except Unreadable as exc:
-            unread.append(Unread("secrets", str(exc)))
-            continue
+    listings = _regional(
+        reader,
+        "secrets",
+        unread,
+        lambda region: reader.pages(
+            reader.client("secretsmanager", region), "ListSecrets", "SecretList"
+        ),
+    )
+    for _, listed in listings:
         for s in listed:
             if str(s.get("ARN")) not in phi:
                 continue
@@ -224,12 +240,15 @@ def _log_groups(
 ) -> list[StoreFacts]:
     """Log groups tagged PHI, and those of PHI functions (their logs are theirs)."""
     out = []
-    for region in reader.scope.regions:
-        try:
-            groups = reader.pages(reader.client("logs", region), "DescribeLogGroups", "logGroups")
-        except Unreadable as exc:
-            unread.append(Unread("log-groups", str(exc)))
-            continue
+    listings = _regional(
+        reader,
+        "log-groups",
+        unread,
+        lambda region: reader.pages(
+            reader.client("logs", region), "DescribeLogGroups", "logGroups"
+        ),
+    )
+    for _, groups in listings:
         for g in groups:
             name, arn = str(g["logGroupName"]), str(g.get("arn", "")).removesuffix(":*")
             if arn not in phi and name.removeprefix("/aws/lambda/") not in functions:
@@ -243,12 +262,13 @@ def _functions(
     reader: Reader, phi: frozenset[str], unread: list[Unread]
 ) -> tuple[list[FunctionFacts], list[StoreFacts], set[str]]:
     listed: list[dict[str, Any]] = []
-    for region in reader.scope.regions:
-        try:
-            found = reader.pages(reader.client("lambda", region), "ListFunctions", "Functions")
-        except Unreadable as exc:
-            unread.append(Unread("functions", str(exc)))
-            continue
+    listings = _regional(
+        reader,
+        "functions",
+        unread,
+        lambda region: reader.pages(reader.client("lambda", region), "ListFunctions", "Functions"),
+    )
+    for _, found in listings:
         listed += [f for f in found if str(f.get("FunctionArn")) in phi]
 
     def one(fn: dict[str, Any]) -> tuple[FunctionFacts, StoreFacts | None]:
@@ -346,14 +366,15 @@ def _managed_policy(reader: Reader, arn: str, unread: list[str]) -> list[Grant]:
 
 def _trails(reader: Reader, unread: list[Unread]) -> list[TrailFacts]:
     listed: dict[str, dict[str, Any]] = {}
-    for region in reader.scope.regions:
-        try:
-            got = reader.call(
-                reader.client("cloudtrail", region), "DescribeTrails", includeShadowTrails=False
-            )
-        except Unreadable as exc:
-            unread.append(Unread("trails", str(exc)))
-            continue
+    described = _regional(
+        reader,
+        "trails",
+        unread,
+        lambda region: reader.call(
+            reader.client("cloudtrail", region), "DescribeTrails", includeShadowTrails=False
+        ),
+    )
+    for _, got in described:
         listed.update({str(t["TrailARN"]): t for t in got.get("trailList", [])})
 
     def one(trail: dict[str, Any]) -> TrailFacts:
@@ -413,13 +434,16 @@ def _load_balancers(
     reader: Reader, phi: frozenset[str], unread: list[Unread]
 ) -> list[EndpointFacts]:
     out: list[EndpointFacts] = []
-    for region in reader.scope.regions:
+    listings = _regional(
+        reader,
+        "load-balancers",
+        unread,
+        lambda region: reader.pages(
+            reader.client("elbv2", region), "DescribeLoadBalancers", "LoadBalancers"
+        ),
+    )
+    for region, lbs in listings:
         client = reader.client("elbv2", region)
-        try:
-            lbs = reader.pages(client, "DescribeLoadBalancers", "LoadBalancers")
-        except Unreadable as exc:
-            unread.append(Unread("load-balancers", str(exc)))
-            continue
         mine = [lb for lb in lbs if str(lb["LoadBalancerArn"]) in phi]
         for found in reader.each(
             "load balancers", functools.partial(_listeners, reader, client), mine
@@ -466,35 +490,21 @@ def _listeners(reader: Reader, client: Any, lb: dict[str, Any]) -> list[Endpoint
 
 def _apis(reader: Reader, phi: frozenset[str], unread: list[Unread]) -> list[EndpointFacts]:
     out: list[EndpointFacts] = []
-    key, value = reader.scope.phi_tag
-    for region in reader.scope.regions:
-        client = reader.client("apigateway", region)
-        try:
-            domains = reader.pages(client, "GetDomainNames", "items")
-            apis = reader.pages(client, "GetRestApis", "items")
-        except Unreadable as exc:
-            unread.append(Unread("apis", str(exc)))
-            continue
+    for region, (client, domains, apis) in _regional(
+        reader, "apis", unread, lambda r: _listed(reader, "apigateway", r, "items", "GetRestApis")
+    ):
         for d in domains:
             policy = str(d.get("securityPolicy", "TLS_1_0"))
             out.append(
                 EndpointFacts("api-domain", str(d["domainName"]), "HTTPS", min_tls([policy]))
             )
-        for api in apis:
-            arn = f"arn:aws:apigateway:{region}::/restapis/{api['id']}"
-            if arn not in phi and (api.get("tags") or {}).get(key) != value:
-                continue
+        for api in _phi_apis(reader, phi, f"arn:aws:apigateway:{region}::/restapis/", apis, "id"):
             mine: list[str] = []
             stages = guard(
                 functools.partial(reader.pages, client, "GetStages", "item", restApiId=api["id"]),
                 mine,
             )
-            for stage in stages or ():
-                logged = bool((stage.get("accessLogSettings") or {}).get("destinationArn"))
-                label = f"{api.get('name', api['id'])}/{stage['stageName']}"
-                out.append(
-                    EndpointFacts("api-stage", label, "HTTPS", None, False, logged, tuple(mine))
-                )
+            out += _stages(str(api.get("name", api["id"])), stages, mine)
     return out + _http_apis(reader, phi, {e.name for e in out}, unread)
 
 
@@ -503,15 +513,9 @@ def _http_apis(
 ) -> list[EndpointFacts]:
     """API Gateway v2 (HTTP and WebSocket APIs): their custom domains and PHI stages."""
     out: list[EndpointFacts] = []
-    key, value = reader.scope.phi_tag
-    for region in reader.scope.regions:
-        client = reader.client("apigatewayv2", region)
-        try:
-            domains = reader.pages(client, "GetDomainNames", "Items")
-            apis = reader.pages(client, "GetApis", "Items")
-        except Unreadable as exc:
-            unread.append(Unread("apis", str(exc)))
-            continue
+    for region, (client, domains, apis) in _regional(
+        reader, "apis", unread, lambda r: _listed(reader, "apigatewayv2", r, "Items", "GetApis")
+    ):
         for d in domains:  # custom domains are shared with the REST APIs: each once
             name = str(d["DomainName"])
             policies = [
@@ -522,21 +526,50 @@ def _http_apis(
                 out.append(
                     EndpointFacts("api-domain", name, "HTTPS", min_tls(policies or ["TLS_1_0"]))
                 )
-        for api in apis:
-            arn = f"arn:aws:apigateway:{region}::/apis/{api['ApiId']}"
-            if arn not in phi and (api.get("Tags") or {}).get(key) != value:
-                continue
+        v2 = [_camel(a) for a in apis]
+        for api in _phi_apis(reader, phi, f"arn:aws:apigateway:{region}::/apis/", v2, "apiId"):
             mine: list[str] = []
             stages = guard(
-                functools.partial(reader.pages, client, "GetStages", "Items", ApiId=api["ApiId"]),
+                functools.partial(reader.pages, client, "GetStages", "Items", ApiId=api["apiId"]),
                 mine,
             )
-            for stage in stages or ():
-                logged = bool((stage.get("AccessLogSettings") or {}).get("DestinationArn"))
-                label = f"{api.get('Name', api['ApiId'])}/{stage['StageName']}"
-                out.append(
-                    EndpointFacts("api-stage", label, "HTTPS", None, False, logged, tuple(mine))
-                )
+            out += _stages(str(api.get("name", api["apiId"])), stages, mine)
+    return out
+
+
+def _listed(
+    reader: Reader, service: str, region: str, key: str, operation: str
+) -> tuple[Any, list[Any], list[Any]]:
+    """An API Gateway (v1 or v2) client in ``region``, its custom domains and its APIs."""
+    client = reader.client(service, region)
+    return client, reader.pages(client, "GetDomainNames", key), reader.pages(client, operation, key)
+
+
+def _phi_apis(
+    reader: Reader, phi: frozenset[str], prefix: str, apis: list[dict[str, Any]], ident: str
+) -> list[dict[str, Any]]:
+    """The APIs whose ARN (``prefix`` + their ``ident``) is in scope, or tagged PHI."""
+    key, value = reader.scope.phi_tag
+    return [
+        api
+        for api in apis
+        if prefix + str(api[ident]) in phi or (api.get("tags") or {}).get(key) == value
+    ]
+
+
+def _camel(fields: dict[str, Any]) -> dict[str, Any]:
+    """API Gateway v2's top-level field names as v1 spells them (``StageName``: ``stageName``)."""
+    return {k[:1].lower() + k[1:]: v for k, v in fields.items()}
+
+
+def _stages(api: str, stages: list[dict[str, Any]] | None, mine: list[str]) -> list[EndpointFacts]:
+    """An API's stages, v1's or v2's (:func:`_camel`), and whether each logs its access."""
+    out = []
+    for stage in map(_camel, stages or ()):
+        logs = _camel(stage.get("accessLogSettings") or {})
+        logged = bool(logs.get("destinationArn"))
+        label = f"{api}/{stage['stageName']}"
+        out.append(EndpointFacts("api-stage", label, "HTTPS", None, False, logged, tuple(mine)))
     return out
 
 
@@ -600,13 +633,16 @@ def _vpc_endpoints(
 
 def _backup_plans(reader: Reader, unread: list[Unread]) -> list[BackupPlanFacts]:
     out = []
-    for region in reader.scope.regions:
+    listings = _regional(
+        reader,
+        "backup-plans",
+        unread,
+        lambda region: reader.pages(
+            reader.client("backup", region), "ListBackupPlans", "BackupPlansList"
+        ),
+    )
+    for region, plans in listings:
         client = reader.client("backup", region)
-        try:
-            plans = reader.pages(client, "ListBackupPlans", "BackupPlansList")
-        except Unreadable as exc:
-            unread.append(Unread("backup-plans", str(exc)))
-            continue
         for plan in plans:
             got = reader.call(client, "GetBackupPlan", BackupPlanId=plan["BackupPlanId"])
             rules = got.get("BackupPlan", {}).get("Rules", [])
