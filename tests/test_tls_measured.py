@@ -37,24 +37,25 @@ def _measured_below_13(facts: TlsFacts) -> None:
     assert "secp256r1" in facts.groups
 
 
-def test_the_reference_measured_below_tls13(reference_run):
-    facts = tls_facts(reference_run)
+def _measured_with(facts: TlsFacts, scsv_answer: str, ems: bool) -> None:
+    """Measured below 1.3, with this server's answer to the SCSV (in its ``how``) and EMS."""
     _measured_below_13(facts)
+    assert scsv_answer in facts.hygiene["TLS_FALLBACK_SCSV"].how
+    assert facts.hygiene["TLS_EXTENDED_MASTER_SECRET"].supports_ems_extension is ems
+
+
+def test_the_reference_measured_below_tls13(reference_run):
     # BoringSSL ends the TLS 1.2 handshake that carries the SCSV; without it, it completes.
-    assert "without it accepted" in facts.hygiene["TLS_FALLBACK_SCSV"].how
-    assert facts.hygiene["TLS_EXTENDED_MASTER_SECRET"].supports_ems_extension is True
+    _measured_with(tls_facts(reference_run), "without it accepted", ems=True)
 
 
 @pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd is not installed")
 def test_etcd_measured_below_tls13(start_etcd, pki: Pki):  # noqa: F811
     server = start_etcd()
     target = ScanTarget("127.0.0.1", server.port, "localhost", pki.root, None, None, 3.0)
-    facts = scan(target)
-    _measured_below_13(facts)
     # Go's crypto/tls answers the SCSV with the RFC 7507 alert; it never negotiates EMS
     # before Go 1.21 (TLS-006 FAILs on that alone: tests/test_etcd.py).
-    assert "alert inappropriate_fallback" in facts.hygiene["TLS_FALLBACK_SCSV"].how
-    assert facts.hygiene["TLS_EXTENDED_MASTER_SECRET"].supports_ems_extension is False
+    _measured_with(scan(target), "alert inappropriate_fallback", ems=False)
 
 
 @pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd is not installed")

@@ -1558,11 +1558,8 @@ def jwt_principal(name, sub):
     return principal
 
 
-def test_send_apart_spaces_calls_by_one_identity_to_one_method(monkeypatch):
-    clin, admin = jwt_principal("clin", "u-clin-01"), jwt_principal("admin", "u-admin-01")
-    earlier = replace(call(OK, method=GET), started_at=time.time() - 0.5)
-    run: Any = Tupled({"clock": {"tolerance_ms": 1000}}, [earlier], (clin, admin))
-    sent, naps = [], []
+def _answering_ok(sent: list[list[str]]) -> Any:
+    """checks.send's stand-in: OK to every call, journalled; each batch's labels to ``sent``."""
 
     def fake_send(run, calls):
         out = []
@@ -1573,7 +1570,16 @@ def test_send_apart_spaces_calls_by_one_identity_to_one_method(monkeypatch):
         sent.append([c.label for c in calls])
         return out
 
-    monkeypatch.setattr(checks, "send", fake_send)
+    return fake_send
+
+
+def test_send_apart_spaces_calls_by_one_identity_to_one_method(monkeypatch):
+    clin, admin = jwt_principal("clin", "u-clin-01"), jwt_principal("admin", "u-admin-01")
+    earlier = replace(call(OK, method=GET), started_at=time.time() - 0.5)
+    run: Any = Tupled({"clock": {"tolerance_ms": 1000}}, [earlier], (clin, admin))
+    sent, naps = [], []
+
+    monkeypatch.setattr(checks, "send", _answering_ok(sent))
     monkeypatch.setattr(checks.time, "sleep", naps.append)
     calls = [
         Call("a", GET, (b"",), clin),
@@ -1783,16 +1789,7 @@ def test_send_apart_keeps_a_call_on_a_fixture_token_apart_from_every_caller(monk
     run: Any = Tupled({"clock": {"tolerance_ms": 1000}}, [earlier], (clin, admin))
     sent, naps = [], []
 
-    def fake_send(run, calls):
-        out = []
-        for c in calls:
-            r = replace(call(OK, method=c.method, principal=_name(c)), started_at=time.time())
-            run.journal.append(r)
-            out.append((c, r))
-        sent.append([c.label for c in calls])
-        return out
-
-    monkeypatch.setattr(checks, "send", fake_send)
+    monkeypatch.setattr(checks, "send", _answering_ok(sent))
     monkeypatch.setattr(checks.time, "sleep", naps.append)
     glass = Call("glass", GET, (b"",), None, (("authorization", "Bearer fixture"),))
     calls = [glass, Call("clin", GET, (b"",), clin), Call("other", "/pkg.Svc/Other", (b"",))]
