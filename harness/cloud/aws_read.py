@@ -103,20 +103,36 @@ def _regional(
         yield region, got
 
 
+def _paged(
+    reader: Reader,
+    group: str,
+    unread: list[Unread],
+    service: str,
+    operation: str,
+    key: str,
+    **params: Any,
+) -> Iterator[tuple[str, list[Any]]]:
+    """Each region's ``operation`` items (under ``key``) of ``service``, by :func:`_regional`."""
+    return _regional(
+        reader,
+        group,
+        unread,
+        lambda region: reader.pages(reader.client(service, region), operation, key, **params),
+    )
+
+
 def _phi_arns(reader: Reader, unread: list[Unread]) -> frozenset[str]:
     """ARNs tagged with the PHI tag in every region, and those the config declares."""
     key, value = reader.scope.phi_tag
     found = set(reader.scope.resources)
-    tagged = _regional(
+    tagged = _paged(
         reader,
         "phi-scope",
         unread,
-        lambda region: reader.pages(
-            reader.client("resourcegroupstaggingapi", region),
-            "GetResources",
-            "ResourceTagMappingList",
-            TagFilters=[{"Key": key, "Values": [value]}],
-        ),
+        "resourcegroupstaggingapi",
+        "GetResources",
+        "ResourceTagMappingList",
+        TagFilters=[{"Key": key, "Values": [value]}],
     )
     for _, mappings in tagged:
         found.update(str(m["ResourceARN"]) for m in mappings)
@@ -215,14 +231,7 @@ def _secrets(
     reader: Reader, phi: frozenset[str], unread: list[Unread]
 ) -> tuple[list[StoreFacts], list[SecretFacts]]:
     stores, secrets = [], []
-    listings = _regional(
-        reader,
-        "secrets",
-        unread,
-        lambda region: reader.pages(
-            reader.client("secretsmanager", region), "ListSecrets", "SecretList"
-        ),
-    )
+    listings = _paged(reader, "secrets", unread, "secretsmanager", "ListSecrets", "SecretList")
     for _, listed in listings:
         for s in listed:
             if str(s.get("ARN")) not in phi:
@@ -240,14 +249,7 @@ def _log_groups(
 ) -> list[StoreFacts]:
     """Log groups tagged PHI, and those of PHI functions (their logs are theirs)."""
     out = []
-    listings = _regional(
-        reader,
-        "log-groups",
-        unread,
-        lambda region: reader.pages(
-            reader.client("logs", region), "DescribeLogGroups", "logGroups"
-        ),
-    )
+    listings = _paged(reader, "log-groups", unread, "logs", "DescribeLogGroups", "logGroups")
     for _, groups in listings:
         for g in groups:
             name, arn = str(g["logGroupName"]), str(g.get("arn", "")).removesuffix(":*")
@@ -262,12 +264,7 @@ def _functions(
     reader: Reader, phi: frozenset[str], unread: list[Unread]
 ) -> tuple[list[FunctionFacts], list[StoreFacts], set[str]]:
     listed: list[dict[str, Any]] = []
-    listings = _regional(
-        reader,
-        "functions",
-        unread,
-        lambda region: reader.pages(reader.client("lambda", region), "ListFunctions", "Functions"),
-    )
+    listings = _paged(reader, "functions", unread, "lambda", "ListFunctions", "Functions")
     for _, found in listings:
         listed += [f for f in found if str(f.get("FunctionArn")) in phi]
 
@@ -434,13 +431,8 @@ def _load_balancers(
     reader: Reader, phi: frozenset[str], unread: list[Unread]
 ) -> list[EndpointFacts]:
     out: list[EndpointFacts] = []
-    listings = _regional(
-        reader,
-        "load-balancers",
-        unread,
-        lambda region: reader.pages(
-            reader.client("elbv2", region), "DescribeLoadBalancers", "LoadBalancers"
-        ),
+    listings = _paged(
+        reader, "load-balancers", unread, "elbv2", "DescribeLoadBalancers", "LoadBalancers"
     )
     for region, lbs in listings:
         client = reader.client("elbv2", region)
@@ -633,13 +625,8 @@ def _vpc_endpoints(
 
 def _backup_plans(reader: Reader, unread: list[Unread]) -> list[BackupPlanFacts]:
     out = []
-    listings = _regional(
-        reader,
-        "backup-plans",
-        unread,
-        lambda region: reader.pages(
-            reader.client("backup", region), "ListBackupPlans", "BackupPlansList"
-        ),
+    listings = _paged(
+        reader, "backup-plans", unread, "backup", "ListBackupPlans", "BackupPlansList"
     )
     for region, plans in listings:
         client = reader.client("backup", region)
