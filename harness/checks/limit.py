@@ -238,20 +238,26 @@ def judge_fits(plan: SizePlan, result: CallResult) -> Observation:
     return _size_observation("b", probe, result, expected, status, Severity.MEDIUM)
 
 
+#: RST_STREAM codes that refuse nothing: none, NO_ERROR (RFC 9113 8.1: stop sending, the
+#: answer is complete) and REFUSED_STREAM (not processed, retry: back-pressure).
+_NOT_REFUSALS = frozenset({None, 0, 7})
+
+
 def header_refusal(reply: Reply) -> str:
     """How the server refused a request's header block on the wire, or ``""``.
 
-    An HTTP status in :data:`EDGE_HEADER_REFUSALS` without grpc-status, a RST_STREAM, or a
-    GOAWAY with an error code (RFC 9113 5.4: nghttp2, so grpc-js, ends the connection with
-    COMPRESSION_ERROR on a field over its limit; nginx with ENHANCE_YOUR_CALM) on a stream
-    that got no response message. A GOAWAY with NO_ERROR (a graceful shutdown), or a close
-    with no frame saying why, states no refusal.
+    An HTTP status in :data:`EDGE_HEADER_REFUSALS` without grpc-status, a RST_STREAM with
+    an error code (not NO_ERROR or REFUSED_STREAM), or a GOAWAY with an error code (RFC 9113
+    5.4: nghttp2, so grpc-js, ends the connection with COMPRESSION_ERROR on a field over its
+    limit; nginx with ENHANCE_YOUR_CALM) on a stream that got no response message. A GOAWAY
+    with NO_ERROR (a graceful shutdown), or a close with no frame saying why, states no
+    refusal.
     """
     if reply.messages or reply.grpc_status == 0:
         return ""
     if reply.http_status in EDGE_HEADER_REFUSALS and reply.grpc_status in (None, -1):
         return f"HTTP {reply.http_status}"
-    if reply.reset_code is not None:
+    if reply.reset_code not in _NOT_REFUSALS:
         return f"RST_STREAM code {reply.reset_code}"
     if reply.goaway_code:
         return f"GOAWAY code {reply.goaway_code}"

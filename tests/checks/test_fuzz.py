@@ -510,6 +510,22 @@ def test_fuzz_003_f_dropped_is_named_and_needs_the_honest_call_served():
     assert alone.status is Status.PASS
 
 
+def test_fuzz_003_f_answered_as_the_credentials_were_is_taken_for_them():
+    # The review's case: a seed ID that does not exist, so the honest call is NOT_FOUND
+    # (past authentication) and the bare one UNAUTHENTICATED; the malformed name answered
+    # NOT_FOUND, so it was taken for the credential (a PASS as "refused" before).
+    missing = Reply(http_status=200, grpc_status=5, grpc_message="not found")
+    taken = judge_disguised(UPPER, missing, Controls(honest=missing, bare=BARE))
+    assert (taken.status, taken.severity) == (Status.FAIL, Severity.HIGH)
+    assert "taken for it" in taken.observed
+    # The same answer as the bare call stays "not taken"; a reset is still a refusal.
+    assert judge_disguised(UPPER, BARE, Controls(honest=missing, bare=BARE)).status is (
+        Status.INCONCLUSIVE
+    )
+    reset = judge_disguised(UPPER, Reply(reset_code=1), Controls(honest=missing, bare=BARE))
+    assert reset.status is Status.PASS
+
+
 def test_fuzz_003_f_served_by_a_method_open_to_anyone_shows_nothing():
     # The no-auth defect: every call is served, so (f) says nothing; (a) trips FUZZ-003.
     obs = judge_disguised(UPPER, SERVED, Controls(honest=SERVED, bare=SERVED))

@@ -208,7 +208,9 @@ def test_c_wire_refusals_are_named_and_a_graceful_end_is_none():
     assert limit.header_refusal(goaway(9)) == "GOAWAY code 9"
     assert limit.header_refusal(Reply(reset_code=1)) == "RST_STREAM code 1"
     assert limit.header_refusal(Reply(http_status=431, grpc_status=-1)) == "HTTP 431"
-    for unstated in (goaway(0), Reply(closed=True), Reply(timed_out=True), CONTROL_OK):
+    # NO_ERROR (stop sending) and REFUSED_STREAM (back-pressure: retry) refuse nothing.
+    nothing = (Reply(reset_code=0), Reply(reset_code=7))
+    for unstated in (goaway(0), Reply(closed=True), Reply(timed_out=True), CONTROL_OK, *nothing):
         assert limit.header_refusal(unstated) == ""
     # A reset after the response was served is no refusal of the header.
     assert limit.header_refusal(Reply(reset_code=8, messages=1)) == ""

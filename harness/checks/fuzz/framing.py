@@ -460,6 +460,11 @@ def _unserved(probe: Disguised, reply: Reply, controls: Controls) -> tuple[str, 
     """(f) not served: refused, dropped, or (no working control) not shown."""
     observed = reply.describe()
     bare = _answer(controls.bare)
+    honest = None if isinstance(controls.honest, OSError) else _answer(controls.honest)
+    if bare is not None and honest not in (None, bare) and _answer(reply) == honest:
+        # Not served, but answered as the credentials under their own name were (a
+        # PERMISSION_DENIED or NOT_FOUND past authentication): the field was taken for them.
+        return f"{observed}, exactly as with {probe.header} itself: taken for it", Status.FAIL
     if bare is not None and _answer(reply) != bare:
         return f"{observed}: refused", Status.PASS
     if _served(controls.honest):
@@ -471,8 +476,9 @@ def _unserved(probe: Disguised, reply: Reply, controls: Controls) -> tuple[str, 
             "read; RFC 9113 8.2.1)",
             Status.PASS,
         )
-    honest = controls.honest
-    said = str(honest) if isinstance(honest, OSError) else honest.describe()
+    said = (
+        str(controls.honest) if isinstance(controls.honest, OSError) else controls.honest.describe()
+    )
     return (
         f"{observed}; the credentials under {probe.header} were not served either ({said}): "
         "what the malformed name would change is not shown",
