@@ -264,6 +264,10 @@ def backoffs(config: Config) -> tuple[float, ...]:
     return tuple(waits) or (1.75,)
 
 
+#: The longest spacing the pacer puts between one identity's calls.
+MAX_PACING_S = 1.0
+
+
 class Pacer:
     """Each identity's calls spaced ``1 / limits.rate.rps`` apart (no spacing without it).
 
@@ -279,7 +283,9 @@ class Pacer:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.interval = 1.0 / rps if rps else 0.0
+        # Below one call a second the spacing stops at 1 s: a call over the policy then
+        # meets its refusal and the bounded backoff, never a wait of minutes per call.
+        self.interval = min(1.0 / rps, MAX_PACING_S) if rps else 0.0
         self._clock = clock
         self._sleep = sleep
         self._next: dict[str, float] = {}

@@ -57,7 +57,9 @@ MAX_TOTAL_BYTES = 32 * 1024 * 1024
 MAX_FRAMES_TEXT = 16 * 1024
 #: Most bytes a ``--frames`` plan may inflate to (a bound on what a line can make us build).
 _MAX_PLAN_BYTES = 8 * 1024 * 1024
-_PLACEHOLDER = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)\}")
+#: Only the reproducers' own placeholders are filled from the environment: a ``--frames``
+#: text is opaque, so ``${AWS_SECRET_ACCESS_KEY}`` in a shared one must not be sent.
+_PLACEHOLDER = re.compile(r"\$\{(HIPAA_TOKEN_[A-Z0-9_]+|HIPAA_FORGED_TOKEN)\}")
 
 
 @dataclass(frozen=True)

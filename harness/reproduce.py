@@ -225,6 +225,8 @@ def reproduce_raw(request_id: str, raw: RawSent, ctx: Context) -> Reproducer:
     leak = _leaks(Sent(raw.path, (raw.body or b"",), raw.headers), ctx)
     if leak:
         return replace(base, note=f"the request carries {leak}: run the control again")
+    if _compressed(raw.headers):  # the scan above cannot see into a compressed body
+        return replace(base, note="the request body is compressed: run the control again")
     headers, fill, notes = _raw_headers(raw, ctx)
     text = frames_text(replace(raw, headers=headers))
     if len(text) > MAX_FRAMES_TEXT:
@@ -271,6 +273,14 @@ def _raw_headers(
                 )
         out.append((key, value))
     return tuple(out), tuple(fill), notes
+
+
+def _compressed(headers: Sequence[tuple[str, str | bytes]]) -> bool:
+    """Whether a raw request declares a ``grpc-encoding`` other than identity."""
+    return any(
+        k.lower() == "grpc-encoding" and str(v).strip().lower() not in ("", "identity")
+        for k, v in headers
+    )
 
 
 def _leaks(sent: Sent, ctx: Context) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from harness import checks
-from harness.calling import Pacer
+from harness.calling import MAX_PACING_S, Pacer
 from harness.config import Config
 from harness.fuzz import _message, messages
 
@@ -43,6 +43,12 @@ def test_calls_are_not_paced_without_a_declared_rate():
     assert Pacer.of(Config({"limits": {"rate": {"rps": 0}}})).interval == 0.0
     assert Pacer.of(Config({"limits": {"rate": {"rps": 50}}})).interval == 0.02
     assert Pacer(None).wait("admin") == 0.0
+
+
+def test_a_tiny_declared_rate_never_spaces_calls_more_than_a_second():
+    # limits.rate.rps = 0.001 spaced calls 1,000 s apart: an unbounded wait per call.
+    assert Pacer.of(Config({"limits": {"rate": {"rps": 0.001}}})).interval == MAX_PACING_S == 1.0
+    assert Pacer(2.0).interval == 0.5
 
 
 def test_the_message_strategy_is_built_once_per_shape():

@@ -140,6 +140,18 @@ def test_frames_text_round_trips_and_fills_placeholders() -> None:
         frames_plan(frames_text(sent), {})
     with pytest.raises(UsageError, match="not a frames plan"):
         frames_plan("aGVsbG8=", {})
+    # Only the reproducers' own placeholders are filled: any other ${NAME} stays as text.
+    other = raw(("x-hipaa-probe", "${AWS_SECRET_ACCESS_KEY}"))
+    kept = frames_plan(frames_text(other), {"AWS_SECRET_ACCESS_KEY": "s3cr3t"})
+    assert dict(kept.headers)["x-hipaa-probe"] == "${AWS_SECRET_ACCESS_KEY}"
+
+
+def test_a_compressed_body_gets_no_line() -> None:
+    # The canary scan reads the body as sent: a compressed one could hide a canary.
+    repro = reproduce_raw("rid-5", raw(("grpc-encoding", "gzip")), context())
+    assert not repro.replay
+    assert "compressed" in repro.note
+    assert reproduce_raw("rid-6", raw(("grpc-encoding", "identity")), context()).replay
 
 
 def test_frames_text_from_a_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
