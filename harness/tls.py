@@ -576,9 +576,15 @@ def measure_below_13(facts: TlsFacts, prober: _Prober) -> None:
     if version is None:
         return
     if not version:
-        for command in _BELOW_13_COMMANDS:
+        unknown = "not measured: whether TLS 1.2 or below is enabled is unknown"
+        # sslyze's compression and renegotiation answers come from a TLS 1.2 handshake it
+        # may not have made, and its groups from TLS 1.3 alone: none of them stands.
+        for command in (*_BELOW_13_COMMANDS, "TLS_COMPRESSION", "SESSION_RENEGOTIATION"):
             facts.hygiene[command] = None
-            facts.errors[command] = "not measured: whether TLS 1.2 or below is enabled is unknown"
+            facts.errors[command] = unknown
+        if facts.groups is not None:
+            facts.groups = None
+            facts.errors["ELLIPTIC_CURVES"] = f"groups below TLS 1.3 {unknown}"
         return
     how = f"sslyze's probe at {version} (it skips it when TLS 1.3 is on)"
     ecdh = any(s.key_exchange == "ECDH" for s in facts.suites.get(version, ()))

@@ -557,6 +557,11 @@ def test_without_tls13_or_below_it_sslyzes_own_answers_stand():
     tls.measure_below_13(unknown, _Capped())  # type: ignore[arg-type]
     assert refs(judge_hygiene(unknown))["heartbleed"] == [Status.INCONCLUSIVE]
     assert "unknown" in unknown.errors["TLS_FALLBACK_SCSV"]
+    # sslyze's compression, renegotiation and TLS 1.3-only groups do not stand either.
+    assert unknown.hygiene["TLS_COMPRESSION"] is None
+    assert unknown.hygiene["SESSION_RENEGOTIATION"] is None
+    assert unknown.groups is None
+    assert "unknown" in unknown.errors["ELLIPTIC_CURVES"]
 
 
 def test_the_scan_measures_below_tls13_what_sslyze_infers(tcp_server, tmp_path):
