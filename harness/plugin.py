@@ -295,7 +295,10 @@ def _oscal_usable(report: object) -> None:
     if not report:
         raise UsageError("--hipaa-oscal writes into the bundle: give --hipaa-report DIR")
     if importlib.util.find_spec("trestle") is None:
-        raise UsageError("--hipaa-oscal needs compliance-trestle (pip install, Python 3.11+)")
+        raise UsageError(
+            "--hipaa-oscal needs compliance-trestle: pip install 'pytest-hipaa-grpc[oscal]' "
+            "(Python 3.11+)"
+        )
 
 
 def _cloud_only(spec: TargetSpec | None, user_config: Config) -> bool:
