@@ -247,3 +247,53 @@ def test_listings_are_walked_page_by_page(endpoint):
     )
     assert sorted(g["logGroupName"] for g in found) == [f"/paging/{i}" for i in range(7)]
     assert len(calls) == 4
+
+
+def test_a_refused_backup_plan_leaves_only_cloud_008_b_inconclusive(endpoint):
+    from harness.checks.cloud import judge_backups
+
+    facts = read_estate(reader(endpoint, {"before-call.backup.GetBackupPlan": _denied}))
+    assert facts.missing("backup-plans") == ["backup-plans: denied: backup:GetBackupPlan"]
+    assert [u.group for u in facts.unread] == ["backup-plans"]
+    observations = judge_backups(facts)
+    assert {o.ref: o.status for o in observations} == {"a": Status.PASS, "b": Status.INCONCLUSIVE}
+
+
+def test_refused_stages_and_tls_policies_leave_their_probes_inconclusive(endpoint):
+    from harness.checks.cloud import judge_edge
+
+    hooks = {
+        "before-call.api-gateway.GetStages": _denied,
+        "before-call.elastic-load-balancing-v2.DescribeSSLPolicies": _denied,
+    }
+    facts = read_estate(reader(endpoint, hooks))
+    stage = next(e for e in facts.endpoints if e.name == "patients-api/*")
+    assert stage.unread == ("denied: apigateway:GET",)
+    observations = judge_edge(facts)
+    statuses: dict[str, set[Status]] = {}
+    for o in observations:
+        statuses.setdefault(o.ref, set()).add(o.status)
+    assert Status.INCONCLUSIVE in statuses["a"]
+    assert Status.FAIL not in statuses["a"]  # a policy not read is not a weak policy
+    assert Status.INCONCLUSIVE in statuses["d"]
+
+
+def test_function_identities_are_roles_and_hold_no_access_keys(endpoint):
+    facts = read_estate(reader(endpoint))
+    assert {(r.access_keys, r.key_basis) for r in facts.roles} == {
+        (0, "roles hold no long-lived keys; function identities are roles")
+    }
+
+
+def test_a_listing_is_cut_at_max_items_and_the_rest_is_unread(endpoint, monkeypatch):
+    from harness.cloud import aws
+
+    monkeypatch.setattr(aws, "MAX_ITEMS", 1)
+    facts = read_estate(reader(endpoint))
+    assert "log-groups: truncated: logs:DescribeLogGroups after 1 items" in facts.missing(
+        "log-groups"
+    )
+    assert len(facts.functions) <= 1  # lambda:ListFunctions cut too
+    assert facts.missing("functions") == [
+        "functions: truncated: lambda:ListFunctions after 1 items"
+    ]

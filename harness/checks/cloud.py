@@ -19,10 +19,12 @@ from harness.cloud.facts import (
     ENV_ACCESS_KEY,
     ENV_PLAINTEXT_CREDENTIAL,
     BucketFacts,
+    EndpointFacts,
     Estate,
     FunctionFacts,
     Grant,
     KeyFacts,
+    RoleFacts,
 )
 from harness.outcome import NotApplicable, Observation, Outcome, Probe, Status, not_applicable
 from harness.run import Run
@@ -59,6 +61,19 @@ def _held(ref: str, probe: str, held: bool, observed: str, expected: str) -> Obs
 
 def _unread(ref: str, what: str, why: Iterable[str], expected: str) -> list[Observation]:
     return [_obs(ref, what, f"not read ({w})", expected, INCONCLUSIVE) for w in why]
+
+
+def _not_read(
+    ref: str, what: str, why: Iterable[str], expected: str, word: str = ""
+) -> list[Observation]:
+    """INCONCLUSIVE for a fact that is ``None``, whatever a provider's reasons say.
+
+    The reasons naming ``word``, else all of them, else "not read": never nothing.
+    """
+    reasons = list(why)
+    return _unread(
+        ref, what, [u for u in reasons if word in u] or reasons or ["not read"], expected
+    )
 
 
 def _judged(control_id: str, observations: list[Observation], passed: str) -> Outcome:
@@ -109,7 +124,7 @@ def judge_encryption(facts: Estate) -> list[Observation]:
     for s in facts.stores:
         what = f"{s.kind} {s.name}"
         if not s.encryption:
-            out += _unread("a", what, s.unread, expected)
+            out += _not_read("a", what, s.unread, expected)
         elif s.encryption != "named-key":
             out.append(_obs("a", what, f"encrypted with a {s.encryption}", expected, FAIL))
         elif (key := keys.get(s.key)) is None or key.customer_managed is None:
@@ -132,16 +147,13 @@ def judge_key(key: KeyFacts) -> list[Observation]:
         _held("b", what, key.enabled, "enabled" if key.enabled else "not enabled", "enabled")
     )
     if key.rotation is None:
-        out += _unread(
-            "b", f"{what} rotation", [u for u in key.unread if "Rotation" in u], "rotation on"
-        )
+        out += _not_read("b", f"{what} rotation", key.unread, "rotation on", "Rotation")
     else:
         said = "rotation on" if key.rotation else "rotation off"
         out.append(_held("b", f"{what} rotation", key.rotation, said, "rotation on"))
-    policy = [u for u in key.unread if "Policy" in u]
-    if policy:
-        return out + _unread(
-            "c", f"{what} policy", policy, "decryption granted to named identities"
+    if key.decrypt_grants is None:
+        return out + _not_read(
+            "c", f"{what} policy", key.unread, "decryption granted to named identities", "Policy"
         )
     open_to = [g for g in key.decrypt_grants if _too_wide(g)]
     for g in open_to:
@@ -218,24 +230,20 @@ def judge_log_buckets(facts: Estate, minimum: int) -> list[Observation]:
 
 def _judge_bucket(b: BucketFacts, minimum: int, lock: str) -> list[Observation]:
     what, out = f"bucket {b.name}", []
-    why = {
-        r: [u for u in b.unread if word in u]
-        for r, word in (("a", "Lock"), ("b", "Versioning"), ("c", "PublicAccess"))
-    }
     if b.lock_mode is None:
-        out += _unread("a", what, why["a"] or list(b.unread), lock)
+        out += _not_read("a", what, b.unread, lock, "Lock")
     else:
         held = b.lock_mode == "COMPLIANCE" and b.retention_days >= minimum
         said = f"{b.lock_mode}, {b.retention_days} days" if b.lock_mode else "no object lock"
         out.append(_held("a", what, held, said, lock))
     if b.versioning is None:
-        out += _unread("b", what, why["b"] or list(b.unread), "versioning on")
+        out += _not_read("b", what, b.unread, "versioning on", "Versioning")
     else:
         said = "versioning on" if b.versioning else "versioning off"
         out.append(_held("b", what, b.versioning, said, "versioning on"))
     expected = "all four public access blocks on"
     if b.public_access_blocked is None:
-        out += _unread("c", what, why["c"] or list(b.unread), expected)
+        out += _not_read("c", what, b.unread, expected, "PublicAccess")
     else:
         blocked = b.public_access_blocked
         said = "public access blocked" if blocked else "public access not fully blocked"
@@ -285,9 +293,10 @@ def judge_trails(facts: Estate) -> list[Observation]:
     out = [_obs("a", f"trail {t.name}", "multi-region", "a multi-region trail", PASS) for t in wide]
     logging = [t for t in wide if t.logging]
     if not logging:
-        unknown = [u for t in wide for u in t.unread]
+        unknown = [t for t in wide if t.logging is None]
         if unknown:
-            return out + _unread("b", "trail status", unknown, "logging")
+            why = [u for t in unknown for u in t.unread]
+            return out + _not_read("b", "trail status", why, "logging")
         return out + [_obs("b", f"trail {t.name}", "not logging", "logging", FAIL) for t in wide]
     out += [_obs("b", f"trail {t.name}", "logging", "logging", PASS) for t in logging]
     if not any(t.validation for t in logging):
@@ -366,8 +375,7 @@ def judge_identities(facts: Estate) -> list[Observation]:
                     PASS,
                 )
             )
-        keys = ident.access_keys
-        out.append(_held("c", f"identity {ident.id}", not keys, f"{keys} access key(s)", "none"))
+        out += _access_keys(ident)
     for f in facts.functions:
         leaked = [n for n, kind in f.env if kind == ENV_ACCESS_KEY]
         if leaked:
@@ -381,6 +389,15 @@ def judge_identities(facts: Estate) -> list[Observation]:
                 )
             )
     return out
+
+
+def _access_keys(ident: RoleFacts) -> list[Observation]:
+    """CLOUD-004 (c) for one identity: its long-lived keys, as the provider knows them."""
+    what, keys = f"identity {ident.id}", ident.access_keys
+    if keys is None:
+        return _not_read("c", what, ["long-lived access keys not measured"], "none")
+    said = f"{keys} access key(s)" + (f" ({ident.key_basis})" if ident.key_basis else "")
+    return [_held("c", what, not keys, said, "none")]
 
 
 def _wildcard(grant: Grant) -> bool:
@@ -414,12 +431,12 @@ def secrets_managed_and_rotated(run: Run) -> Outcome:
 
 def judge_secrets(facts: Estate) -> list[Observation]:
     """CLOUD-005 (a) and (b)."""
-    out = _unread("a", "secrets", facts.missing("secrets"), "rotation on")
+    out = _unread("a", "secrets", facts.missing("secrets", "phi-scope"), "rotation on")
     if not facts.secrets and not out:
         out.append(not_applicable("a", "PHI secrets", "no secret tagged PHI in scope"))
     for s in facts.secrets:
         if s.rotation is None:
-            out += _unread("a", f"secret {s.name}", s.unread, "rotation on")
+            out += _not_read("a", f"secret {s.name}", s.unread, "rotation on")
         else:
             out.append(
                 _held(
@@ -430,8 +447,9 @@ def judge_secrets(facts: Estate) -> list[Observation]:
                     "rotation on",
                 )
             )
-    out += _unread("b", "functions", facts.missing("functions"), "environments read")
-    if not facts.functions and not facts.missing("functions"):
+    unseen = facts.missing("functions", "phi-scope")
+    out += _unread("b", "functions", unseen, "environments read")
+    if not facts.functions and not unseen:
         out.append(not_applicable("b", "PHI functions", "no function tagged PHI in scope"))
     for f in facts.functions:
         plain = [n for n, kind in f.env if kind == ENV_PLAINTEXT_CREDENTIAL]
@@ -474,30 +492,14 @@ def edge_transport_policies(run: Run) -> Outcome:
 
 
 def judge_edge(facts: Estate) -> list[Observation]:
-    """CLOUD-006 (a)-(d)."""
+    """CLOUD-006 (a)-(d); entry points or functions the scope could not list are unread."""
     out = []
+    unseen = facts.missing("load-balancers", "apis", "phi-scope")
     for r in "abd":
-        out += _unread(
-            r, "entry points", facts.missing("load-balancers", "apis"), "entry points read"
-        )
+        out += _unread(r, "entry points", unseen, "entry points read")
+    out += _unread("c", "PHI functions", facts.missing("functions", "phi-scope"), "functions read")
     for e in facts.endpoints:
-        what = f"{e.kind} {e.name}"
-        out += _unread("a", what, e.unread, "read")
-        if e.protocol in ("HTTPS", "TLS") and e.kind != "api-stage":
-            floor = e.min_tls or "unknown"
-            held = e.min_tls is not None and e.min_tls >= _TLS_FLOOR
-            out.append(
-                _held("a", what, held, f"lowest TLS version {floor}", f">= TLS {_TLS_FLOOR}")
-            )
-        if e.protocol == "HTTP":
-            said = "redirects to HTTPS" if e.redirects else "serves HTTP in cleartext"
-            out.append(_held("b", what, e.redirects, said, "a redirect to HTTPS only"))
-        elif e.protocol in ("TCP", "UDP", "TCP_UDP"):
-            why = f"{e.protocol} passthrough: the service's own TLS is TLS-001's to judge"
-            out.append(not_applicable("b", what, why))
-        if e.access_logging is not None:
-            said = "access logging on" if e.access_logging else "access logging off"
-            out.append(_held("d", what, e.access_logging, said, "access logging on"))
+        out += _endpoint(e)
     out += _function_urls(facts.functions)
     have = {o.ref for o in out}
     out += [
@@ -505,6 +507,36 @@ def judge_edge(facts: Estate) -> list[Observation]:
         for r in "abcd"
         if r not in have
     ]
+    return out
+
+
+def _endpoint(e: EndpointFacts) -> list[Observation]:
+    """CLOUD-006 (a), (b), (d) for one entry point; a fact not read is INCONCLUSIVE there."""
+    what, out = f"{e.kind} {e.name}", []
+    if not e.protocol and e.unread:  # its listeners were not read
+        out += _not_read("a", what, e.unread, "read") + _not_read("b", what, e.unread, "read")
+    if e.protocol in ("HTTPS", "TLS") and e.kind != "api-stage":
+        if e.min_tls is None and e.unread:
+            out += _not_read("a", what, e.unread, f">= TLS {_TLS_FLOOR}", "SSLPolic")
+        else:
+            floor = e.min_tls or "unknown"
+            held = e.min_tls is not None and e.min_tls >= _TLS_FLOOR
+            out.append(
+                _held("a", what, held, f"lowest TLS version {floor}", f">= TLS {_TLS_FLOOR}")
+            )
+    if e.protocol == "HTTP":
+        said = "redirects to HTTPS" if e.redirects else "serves HTTP in cleartext"
+        out.append(_held("b", what, e.redirects, said, "a redirect to HTTPS only"))
+    elif e.protocol in ("TCP", "UDP", "TCP_UDP"):
+        why = f"{e.protocol} passthrough: the service's own TLS is TLS-001's to judge"
+        out.append(not_applicable("b", what, why))
+    if e.access_logging is not None:
+        said = "access logging on" if e.access_logging else "access logging off"
+        out.append(_held("d", what, e.access_logging, said, "access logging on"))
+    elif e.unread and e.kind != "api-domain":
+        out += _not_read("d", what, e.unread, "access logging on", "Attributes")
+    if e.unread and not any(o.status is INCONCLUSIVE for o in out):
+        out += _unread("a", what, e.unread, "read")  # a reason no fact above accounts for
     return out
 
 
@@ -644,11 +676,13 @@ def judge_backups(facts: Estate) -> list[Observation]:
     """CLOUD-008 (a) and (b)."""
     out = []
     tables = [s for s in facts.stores if s.kind == "table"]
-    if not tables:
+    if facts.missing("phi-scope", "tables"):
+        out += _unread("a", "PHI tables", facts.missing("phi-scope", "tables"), "PITR on")
+    elif not tables:
         out.append(not_applicable("a", "PHI tables", "no table tagged PHI in scope"))
     for t in tables:
         if t.point_in_time_recovery is None:
-            out += _unread("a", f"table {t.name}", t.unread, "PITR on")
+            out += _not_read("a", f"table {t.name}", t.unread, "PITR on")
         else:
             on = t.point_in_time_recovery
             out.append(

@@ -40,6 +40,8 @@ U = TypeVar("U")
 WORKERS = 8
 #: From this many resources of one kind on, a progress line is written.
 PROGRESS_FROM = 100
+#: Items read from one listing at most; the rest is recorded as not read (``Reader.truncated``).
+MAX_ITEMS = 10_000
 
 #: IAM action prefixes where they differ from the boto3 client name.
 _PREFIX = {"elbv2": "elasticloadbalancing", "resourcegroupstaggingapi": "tag"}
@@ -166,6 +168,8 @@ class Reader:
     #: The boto3 session (made from the scope at first use; tests give one with event hooks).
     session: Any = None
     _clients: dict[tuple[str, str], Any] = field(default_factory=dict)
+    #: Listings cut at :data:`MAX_ITEMS` ("truncated: lambda:ListFunctions after 10000 items").
+    truncated: list[str] = field(default_factory=list)
 
     def client(self, service: str, region: str | None = None) -> Any:
         """The client for ``service`` in ``region`` (the first region by default)."""
@@ -224,20 +228,28 @@ class Reader:
         return result
 
     def pages(self, client: Any, operation: str, key: str, **params: Any) -> list[Any]:
-        """Every item under ``key`` across the SDK paginator's pages."""
+        """The items under ``key`` across the SDK paginator's pages, :data:`MAX_ITEMS` at most.
+
+        A listing cut there is appended to :attr:`truncated`, naming its action.
+        """
         from botocore.exceptions import BotoCoreError, ClientError
 
         snake = _snake(operation)
         if not client.can_paginate(snake):
             return list(self.call(client, operation, **params).get(key, []))
         items: list[Any] = []
+        paging = {"MaxItems": MAX_ITEMS, **params.pop("PaginationConfig", {})}
+        pages = client.get_paginator(snake).paginate(**params, PaginationConfig=paging)
         try:
-            for page in client.get_paginator(snake).paginate(**params):
+            for page in pages:
                 items.extend(page.get(key, []))
         except (ClientError, BotoCoreError):
             # the same call once more through call(), which names the refusal
             self.call(client, operation, **params)
             raise
+        if pages.resume_token:
+            action = iam_action(_boto_name(client), operation)
+            self.truncated.append(f"truncated: {action} after {paging['MaxItems']} items")
         return items
 
     def each(self, kind: str, fn: Callable[[T], U], items: Iterable[T]) -> list[U]:

@@ -31,6 +31,8 @@ from harness.config import Config
 from harness.outcome import CannotObserve
 
 _DECRYPT = ("kms:decrypt", "kms:*", "*")
+#: CLOUD-004 (c)'s fact for a Lambda's identity: IAM access keys belong to users only.
+ROLE_KEYS = "roles hold no long-lived keys; function identities are roles"
 
 T = TypeVar("T")
 
@@ -93,13 +95,20 @@ def _account(reader: Reader, unread: list[Unread]) -> str:
 def _regional(
     reader: Reader, group: str, unread: list[Unread], read: Callable[[str], T]
 ) -> Iterator[tuple[str, T]]:
-    """``read(region)`` in each region in scope; a region it cannot read is an ``unread`` entry."""
+    """``read(region)`` in each region in scope.
+
+    A region it cannot read, or a listing cut short (:attr:`Reader.truncated`), is an
+    ``unread`` entry of ``group``.
+    """
     for region in reader.scope.regions:
+        cut = len(reader.truncated)
         try:
             got = read(region)
         except Unreadable as exc:
             unread.append(Unread(group, str(exc)))
             continue
+        finally:
+            unread.extend(Unread(group, t) for t in reader.truncated[cut:])
         yield region, got
 
 
@@ -316,7 +325,9 @@ def _keys(reader: Reader, refs: list[str]) -> list[KeyFacts]:
         policy = guard(
             lambda: reader.call(client, "GetKeyPolicy", KeyId=ref, PolicyName="default"), unread
         )
-        decrypt = tuple(g for g in grants((policy or {}).get("Policy") or "{}") if _decrypts(g))
+        decrypt = None
+        if policy is not None:
+            decrypt = tuple(g for g in grants(policy.get("Policy") or "{}") if _decrypts(g))
         enabled = meta.get("KeyState") == "Enabled" if meta else False
         return KeyFacts(ref, managed, enabled, rotation, decrypt, tuple(unread))
 
@@ -346,7 +357,7 @@ def _role(reader: Reader, arn: str) -> RoleFacts:
     )
     for policy in attached or ():
         found += _managed_policy(reader, str(policy["PolicyArn"]), unread)
-    return RoleFacts(arn, tuple(found), 0, tuple(unread))
+    return RoleFacts(arn, tuple(found), 0, tuple(unread), ROLE_KEYS)
 
 
 def _managed_policy(reader: Reader, arn: str, unread: list[str]) -> list[Grant]:
@@ -556,8 +567,10 @@ def _camel(fields: dict[str, Any]) -> dict[str, Any]:
 
 def _stages(api: str, stages: list[dict[str, Any]] | None, mine: list[str]) -> list[EndpointFacts]:
     """An API's stages, v1's or v2's (:func:`_camel`), and whether each logs its access."""
+    if stages is None:  # not listed: one entry point whose access logging is unknown
+        return [EndpointFacts("api-stage", f"{api}/*", "HTTPS", None, False, None, tuple(mine))]
     out = []
-    for stage in map(_camel, stages or ()):
+    for stage in map(_camel, stages):
         logs = _camel(stage.get("accessLogSettings") or {})
         logged = bool(logs.get("destinationArn"))
         label = f"{api}/{stage['stageName']}"
@@ -631,7 +644,16 @@ def _backup_plans(reader: Reader, unread: list[Unread]) -> list[BackupPlanFacts]
     for region, plans in listings:
         client = reader.client("backup", region)
         for plan in plans:
-            got = reader.call(client, "GetBackupPlan", BackupPlanId=plan["BackupPlanId"])
+            why: list[str] = []
+            got = guard(
+                functools.partial(
+                    reader.call, client, "GetBackupPlan", BackupPlanId=plan["BackupPlanId"]
+                ),
+                why,
+            )
+            if got is None:
+                unread.extend(Unread("backup-plans", w) for w in why)
+                continue
             rules = got.get("BackupPlan", {}).get("Rules", [])
             out.append(BackupPlanFacts(str(plan.get("BackupPlanName", "")), len(rules)))
     return out

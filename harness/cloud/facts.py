@@ -45,7 +45,8 @@ class KeyFacts:
     customer_managed: bool | None  # None: not read (see unread)
     enabled: bool
     rotation: bool | None  # None: not read (see unread)
-    decrypt_grants: tuple[Grant, ...] = ()  # key-policy statements that allow decryption
+    #: Key-policy statements that allow decryption; None: the policy was not read (see unread).
+    decrypt_grants: tuple[Grant, ...] | None = ()
     unread: tuple[str, ...] = ()
 
 
@@ -95,8 +96,9 @@ class RoleFacts:
 
     id: str
     grants: tuple[Grant, ...]
-    access_keys: int = 0  # long-lived keys of the identity (users; roles have none)
+    access_keys: int | None = None  # long-lived keys of the identity; None: not measured
     unread: tuple[str, ...] = ()
+    key_basis: str = ""  # how access_keys is known ("roles hold no long-lived keys")
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,7 @@ from tests.checks.recorded import refs, settled
 P, F, INC = Status.PASS, Status.FAIL, Status.INCONCLUSIVE
 KEY = "arn:aws:kms:us-east-1:123456789012:key/k1"
 ROLE = "arn:aws:iam::123456789012:role/patients-read-fn"
+ROLE_KEYS = "roles hold no long-lived keys; function identities are roles"
 NARROW = Grant(("kms:Decrypt",), ("*",), (ROLE,), data_access=True)
 
 #: What aws_read records for the compliant aws-reference estate (trimmed to one function).
@@ -82,6 +83,8 @@ AWS = Estate(
                 ),
                 Grant(("ec2:CreateNetworkInterface",), ("*",)),
             ),
+            0,
+            key_basis=ROLE_KEYS,
         ),
     ),
     secrets=(SecretFacts("patients-db", True),),
@@ -116,6 +119,8 @@ AZURE = replace(
         RoleFacts(
             "mi-patients-read",
             (Grant(("Microsoft.Storage/*/read",), ("/subscriptions/s/rg/phi",), data_access=True),),
+            0,
+            key_basis="managed identities hold no keys",
         ),
     ),
     functions=(FunctionFacts("patients-read", "mi-patients-read", (), ("subnet-a",), None),),
@@ -373,3 +378,84 @@ def test_cloud_002_a_setting_not_read_leaves_only_its_probe_inconclusive():
     observations = judge_log_buckets(replace(AWS, log_buckets=(denied,)), 2190)
     assert by(observations) == {"a": [P], "b": [INC], "c": [P]}
     assert "denied: s3:GetBucketVersioning" in observations[1].observed
+
+
+SCOPE_DENIED = (Unread("phi-scope", "denied: tag:GetResources"),)
+
+
+def test_cloud_008_tables_unseen_for_want_of_scope_are_inconclusive_not_inapplicable():
+    unscoped = replace(AWS, stores=(), unread=SCOPE_DENIED)
+    observations = judge_backups(unscoped)
+    assert by(observations)["a"] == [INC]
+    assert settled("CLOUD-008", observations).status is INC
+
+
+def test_cloud_005_secrets_unseen_for_want_of_scope_are_inconclusive():
+    unscoped = replace(AWS, secrets=(), functions=(), unread=SCOPE_DENIED)
+    observations = judge_secrets(unscoped)
+    assert by(observations) == {"a": [INC], "b": [INC]}
+
+
+@pytest.mark.parametrize(
+    ("unread", "refs_unread"),
+    [
+        (SCOPE_DENIED, "abcd"),
+        ((Unread("functions", "denied: lambda:ListFunctions"),), "c"),
+    ],
+)
+def test_cloud_006_entry_points_unseen_are_inconclusive_not_inapplicable(unread, refs_unread):
+    unseen = replace(AWS, endpoints=(), functions=(), unread=unread)
+    observations = judge_edge(unseen)
+    for r in refs_unread:
+        assert by(observations)[r] == [INC], r
+    assert settled("CLOUD-006", observations).status is INC
+
+
+def test_cloud_006_a_policy_or_stage_not_read_is_inconclusive_on_its_probe_not_a_fail():
+    why = ("denied: elasticloadbalancing:DescribeSSLPolicies",)
+    https = EndpointFacts("load-balancer-listener", "edge:443", "HTTPS", None, False, True, why)
+    observations = judge_edge(replace(AWS, endpoints=(https,)))
+    assert by(observations)["a"] == [INC]
+    assert settled("CLOUD-006", observations).status is INC
+    stages = EndpointFacts("api-stage", "api/*", "HTTPS", None, False, None, ("denied: GET",))
+    assert by(judge_edge(replace(AWS, endpoints=(stages,))))["d"] == [INC]
+    attrs = ("denied: elasticloadbalancing:DescribeLoadBalancerAttributes",)
+    unlogged = EndpointFacts(
+        "load-balancer-listener", "edge:443", "HTTPS", "1.2", False, None, attrs
+    )
+    assert by(judge_edge(replace(AWS, endpoints=(unlogged,)))) == {
+        "a": [P],
+        "b": [Status.SKIP],
+        "c": [P],
+        "d": [INC],
+    }
+
+
+def test_cloud_004_access_keys_not_measured_are_inconclusive():
+    unmeasured = replace(AWS, roles=(replace(AWS.roles[0], access_keys=None, key_basis=""),))
+    assert by(judge_identities(unmeasured))["c"] == [INC]
+    (c,) = [o for o in judge_identities(AWS) if o.ref == "c"]
+    assert "roles hold no long-lived keys" in c.observed
+
+
+@pytest.mark.parametrize(
+    "why",
+    [(), ("failed: kms:SomethingElse (Throttling)",)],
+)
+def test_a_fact_not_read_is_inconclusive_whatever_the_reason_says(why):
+    key = KeyFacts(KEY, True, True, None, None, why)
+    observations = judge_encryption(replace(AWS, keys=(key,)))
+    assert by(observations)["b"] == [P, INC]
+    assert by(observations)["c"] == [INC]
+    bucket = BucketFacts("b", None, 0, None, None, why)
+    assert by(judge_log_buckets(replace(AWS, log_buckets=(bucket,)), 1)) == {
+        "a": [INC],
+        "b": [INC],
+        "c": [INC],
+    }
+    trail = TrailFacts("org", True, None, True, "b", why)
+    assert by(judge_trails(replace(AWS, trails=(trail,))))["b"] == [INC]
+    table = StoreFacts("table", "patients", "named-key", KEY, None, why)
+    assert by(judge_backups(replace(AWS, stores=(table,))))["a"] == [INC]
+    secret = SecretFacts("patients-db", None, why)
+    assert by(judge_secrets(replace(AWS, secrets=(secret,))))["a"] == [INC]
