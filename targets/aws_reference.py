@@ -47,6 +47,19 @@ def _policy(*statements: dict[str, Any]) -> str:
     return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
 
 
+def reset(url: str) -> None:
+    """Empty the moto server at ``url``.
+
+    Its backends are one per process, shared by every server started in it (tests start
+    several in one process).
+    """
+    import urllib.request
+
+    request = urllib.request.Request(f"{url}/moto-api/reset", method="POST")
+    with urllib.request.urlopen(request, timeout=10):
+        pass
+
+
 class Estate:
     """Builds the estate with boto3 against the local server."""
 

@@ -47,8 +47,10 @@ def endpoint() -> Iterator[str]:
     server.start()
     host, port = server.get_host_and_port()
     url = f"http://{host}:{port}"
+    aws_reference.reset(url)  # moto's state is the process's: another module's may be there
     aws_reference.Estate(url, frozenset()).build()
     yield url
+    aws_reference.reset(url)
     server.stop()
 
 

@@ -8,19 +8,38 @@ gRPC controls from the service, in one report, each under its HIPAA standard.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import pytest
 
 from conftest import control_statuses
-from tests.test_cloud_aws import endpoint  # noqa: F401  (the compliant estate on moto)
+from targets import aws_reference
 
 pytestmark = pytest.mark.slow
 
 
-def test_a_target_and_its_cloud_are_judged_in_one_report(pytester, endpoint):  # noqa: F811
+@pytest.fixture
+def estate() -> Iterator[str]:
+    """The compliant estate on a moto server of its own, left empty for the next test."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    aws_reference.reset(url)  # another module's estate may live in this process
+    aws_reference.Estate(url, frozenset()).build()
+    try:
+        yield url
+    finally:
+        aws_reference.reset(url)
+        server.stop()
+
+
+def test_a_target_and_its_cloud_are_judged_in_one_report(pytester, estate):
     pytester.makefile(
         ".toml",
-        hipaa=f'[cloud.aws]\nregions = ["us-east-1"]\nendpoint_url = "{endpoint}"\n'
+        hipaa=f'[cloud.aws]\nregions = ["us-east-1"]\nendpoint_url = "{estate}"\n'
         "[audit]\nmin_retention_days = 2190\n",
     )
     statuses = control_statuses(
