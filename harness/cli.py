@@ -169,12 +169,17 @@ def _replay(args: argparse.Namespace) -> int:
         return _replay_frames(args, req)
     code, summary = replay.replay(req)
     print(f"{req.method}: {summary}")
-    if args.expect is None:
+    return _expected(args.expect, code, replay.code_matches(args.expect or "", code), "status")
+
+
+def _expected(expect: str | None, got: str, same: bool, what: str) -> int:
+    """``--expect``: say whether ``got`` is what the harness got; exit 0 if so (or unasked)."""
+    if expect is None:
         return EXIT_OK
-    if replay.code_matches(args.expect, code):
-        print(f"same status as the harness got: {code}")
+    if same:
+        print(f"same {what} as the harness got: {got}")
         return EXIT_OK
-    print(f"DIFFERENT: the harness got {args.expect}, this call got {code}")
+    print(f"DIFFERENT: the harness got {expect}, this call got {got}")
     return EXIT_FINDINGS
 
 
@@ -190,13 +195,7 @@ def _replay_frames(args: argparse.Namespace, req: Any) -> int:
         print(f"hipaa-grpc: no raw HTTP/2 connection to {req.address}: {exc}", file=sys.stderr)
         return 2
     print(f"{sent.path} (raw HTTP/2): {summary}")
-    if args.expect is None:
-        return EXIT_OK
-    if replay.answer_matches(args.expect, got):
-        print(f"same answer as the harness got: {got}")
-        return EXIT_OK
-    print(f"DIFFERENT: the harness got {args.expect}, this request got {got}")
-    return EXIT_FINDINGS
+    return _expected(args.expect, got, replay.answer_matches(args.expect or "", got), "answer")
 
 
 def _replay_parser(sub: Any) -> None:
