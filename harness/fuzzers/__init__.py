@@ -174,8 +174,30 @@ def run(mode: str, argv: list[str]) -> None:
         words = code_dictionary(getattr(executor, "modules", set()))
         if words:
             args.append(f"-dict={_shared_dictionary(words)}")
-    atheris.Setup(args, driver.one, custom_mutator=mutator)
+    atheris.Setup(memory_flags(args), driver.one, custom_mutator=mutator)
     atheris.Fuzz()
+
+
+#: How much a fuzzing process may grow beyond the memory it started with (libFuzzer's
+#: default -rss_limit_mb).
+RSS_HEADROOM_MB = 2048
+
+
+def memory_flags(argv: list[str]) -> list[str]:
+    """``argv`` with libFuzzer's RSS limit counted from where this process started.
+
+    libFuzzer compares the peak RSS ``getrusage`` reports with ``-rss_limit_mb`` (2048 by
+    default), and Linux carries that peak over ``execve`` from the process that started
+    this one: started by a test runner or a pytest session grown to 2.1 GB, every run
+    stopped "out-of-memory" before its first input (seen in CI). A limit the caller gives
+    is kept.
+    """
+    if any(a.startswith("-rss_limit_mb=") for a in argv):
+        return argv
+    import resource
+
+    inherited_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    return [*argv, f"-rss_limit_mb={inherited_mb + RSS_HEADROOM_MB}"]
 
 
 def _shared_dictionary(words: list[bytes]) -> Path:

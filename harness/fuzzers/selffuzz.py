@@ -18,18 +18,33 @@ With no corpus directory given, each starts from valid seeds (:func:`seeds`).
 from __future__ import annotations
 
 import contextlib
+import gc
+import importlib
 import sys
 import tempfile
+import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import atheris
 
+from harness.fuzzers import memory_flags
+
 if TYPE_CHECKING:
     from harness.descriptors import MethodCatalogue
 
 TARGETS = ("config", "audit", "descriptors", "reflection")
+
+#: The modules each target's parsers live in, imported before the run to be instrumented.
+_MODULES = {
+    "config": ("harness.config", "tomllib"),
+    "audit": ("harness.audit",),
+    "descriptors": ("harness.descriptors", "harness.engine"),
+    "reflection": ("harness.checks.refl", "harness.descriptors", "harness.engine"),
+}
+#: Whose code gives libFuzzer its coverage.
+_COVERED = ("harness", "tomllib", "tomli")
 
 
 def seeds(target: str) -> list[bytes]:
@@ -66,12 +81,33 @@ def seeds(target: str) -> list[bytes]:
 
 
 def _one_input(target: str) -> Callable[[bytes], None]:
+    for name in _MODULES[target]:
+        with contextlib.suppress(ModuleNotFoundError):  # tomllib before Python 3.11
+            importlib.import_module(name)
+    _instrument_loaded(_COVERED)
     return {
         "config": _config,
         "audit": _audit,
         "descriptors": _descriptors,
         "reflection": _reflection,
     }[target]
+
+
+def _instrument_loaded(packages: tuple[str, ...]) -> None:
+    """Give libFuzzer coverage of every function already loaded from ``packages``.
+
+    ``atheris.instrument_imports`` would see only modules imported inside it, and the
+    parsers are loaded before: ``python -m harness.fuzzers.selffuzz`` imports the
+    ``harness.fuzzers`` package, which imports the engine, the config and the descriptors.
+    Without this the run was blind (libFuzzer: "no interesting inputs were found").
+    """
+    seen: set[int] = set()
+    for obj in gc.get_objects():
+        if not isinstance(obj, types.FunctionType) or id(obj.__code__) in seen:
+            continue
+        if str(obj.__module__).split(".")[0] in packages:
+            seen.add(id(obj.__code__))
+            atheris.instrument_func(obj)
 
 
 def _config(data: bytes) -> None:
@@ -161,9 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     if not any(corpus.iterdir()):  # start from valid seeds
         for i, blob in enumerate(seeds(target)):
             (corpus / f"seed-{i}").write_bytes(blob)
-    with atheris.instrument_imports(include=["harness", "tomllib", "tomli"]):
-        one_input = _one_input(target)
-    atheris.Setup(flags, one_input)
+    atheris.Setup(memory_flags(flags), _one_input(target))
     atheris.Fuzz()
 
 
