@@ -401,7 +401,10 @@ def test_the_fuzzers_learn_the_servers_limit_and_keep_under_it(limited_server):
     finally:
         for ch in channels:
             ch.close()
-    assert [r.code for r in got] == [C.OK] * 16
+    # Which call failed and how (seen once in CI: UNAVAILABLE on the 16th, not reproduced).
+    failed = [(i, r.code, r.details) for i, r in enumerate(got) if r.code != C.OK]
+    assert len(got) == 16
+    assert not failed, failed
     # Over eight connections, each with its own limit: the pacing held the fuzzer to two.
     assert p.peak <= 2
     assert state["peak"] <= 2
