@@ -101,13 +101,17 @@ def _instrument_loaded(packages: tuple[str, ...]) -> None:
     ``harness.fuzzers`` package, which imports the engine, the config and the descriptors.
     Without this the run was blind (libFuzzer: "no interesting inputs were found").
     """
-    seen: set[int] = set()
+    patched: dict[types.CodeType, types.CodeType] = {}  # functions may share code (closures)
     for obj in gc.get_objects():
-        if not isinstance(obj, types.FunctionType) or id(obj.__code__) in seen:
+        if not isinstance(obj, types.FunctionType):
             continue
-        if str(obj.__module__).split(".")[0] in packages:
-            seen.add(id(obj.__code__))
-            atheris.instrument_func(obj)
+        if str(obj.__module__).split(".")[0] not in packages:
+            continue
+        code = obj.__code__
+        if code in patched:
+            obj.__code__ = patched[code]
+        else:
+            patched[code] = atheris.instrument_func(obj).__code__
 
 
 def _config(data: bytes) -> None:
