@@ -374,6 +374,20 @@ class CanarySet:
             spans.append(_Span(at, end, encoding, spec.category))
         return spans
 
+    def anywhere(self, data: bytes | str) -> bool:
+        """Whether any canary may occur in ``data``: False means :meth:`mask` changes nothing.
+
+        One containment test per ungated needle, no offsets: the needles of values holding
+        N are only searched once an ungated one is found, so none found means no span.
+        """
+        blob = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+        hays = {False: blob, True: blob.lower()}
+        return any(
+            needle in hays[folded]
+            for (folded, needle), spec in self._needles.items()
+            if not spec.gated
+        )
+
     def _find(self, hays: dict[bool, bytes], *, gated: bool) -> list[tuple[int, int, _Needle]]:
         """(offset, length, needle) of every occurrence of the gated or ungated needles."""
         return [

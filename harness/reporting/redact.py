@@ -13,7 +13,7 @@ import dataclasses
 import enum
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar, cast
 
 from harness.canary import CanarySet
@@ -73,4 +73,37 @@ def redact(value: T, secrets: Iterable[str] = (), *, seed: int | None = None) ->
         seed: The run's seed; its canaries are masked by category (``<canary:mrn>``).
     """
     canaries = CanarySet.for_seed(seed) if seed is not None else None
-    return cast(T, _walk(value, known_secrets(secrets), canaries))
+    found = known_secrets(secrets)
+    if not _anything(value, found, canaries):
+        return value  # the common case, tested on all the text at once
+    return cast(T, _walk(value, found, canaries))
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """Every string :func:`_walk` would redact in ``value``."""
+    if isinstance(value, enum.Enum):
+        return
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _strings(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for f in dataclasses.fields(value):
+            if f.init:
+                yield from _strings(getattr(value, f.name))
+
+
+def _anything(value: Any, secrets: tuple[str, ...], canaries: CanarySet | None) -> bool:
+    """Whether redaction may change ``value``: a secret, a JWT or a canary in its text.
+
+    The strings are joined by NUL, which no secret, JWT or text needle holds: a match
+    across two strings can only send the value to the full walk, never hide one.
+    """
+    text = "\0".join(_strings(value))
+    if any(secret in text for secret in secrets) or JWT.search(text):
+        return True
+    return canaries is not None and canaries.anywhere(text)

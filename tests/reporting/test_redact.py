@@ -56,3 +56,20 @@ def test_a_typed_result_is_redacted_in_every_text_and_keeps_its_enums() -> None:
     assert clean.observations[0].severity is Severity.HIGH
     assert clean.probes == result.probes
     assert leaky.summary == f"token {JWT}"  # the original is left as it was
+
+
+def test_clean_text_is_returned_as_it_is_and_any_one_string_sends_all_to_the_walk() -> None:
+    result = refl_failed()
+    assert redact(result, [SECRET], seed=7) is result  # nothing to mask: no copy made
+    canaries = CanarySet.for_seed(7)
+    for leak in (JWT, SECRET, canaries.value("mrn"), canaries.nonce.lower()):
+        deep = replace(result.observations[-1], expected=f"x{leak}y")
+        leaky = replace(result, observations=(*result.observations[:-1], deep))
+        clean = redact(leaky, [SECRET], seed=7)
+        assert leak not in clean.observations[-1].expected
+        assert clean.summary == result.summary
+    # Joined for the quick test, two strings never make a canary of their halves.
+    mrn = canaries.value("mrn")
+    halves = [mrn[:-5], mrn[-5:]]  # the nonce cut in two
+    assert redact(halves, seed=7) == halves
+    assert not canaries.anywhere("\0".join(halves))
