@@ -11,8 +11,9 @@ Three things are done around sslyze, not by hand:
   the connection without an alert (grpcio does) makes that probe fail: then, if the same
   probe succeeds with the configured certificate, the requirement is REQUIRED.
 * The full scan uses the configured client certificate, so mTLS servers can be scanned.
-* sslyze's early-data probe speaks HTTP/1.1 and fails against gRPC servers. When it errors,
-  the same probe is made with nassl (sslyze's OpenSSL binding) speaking the HTTP/2 preface.
+* TLS 1.3 early data is probed with ``openssl s_client`` offering ALPN ``h2``
+  (:mod:`harness.early_data`), beside the scan: sslyze's probe speaks HTTP/1.1 and offers no
+  ALPN, so gRPC servers issue it no ticket (or a silent server holds it to its timeout).
 * sslyze does not test the extended master secret when the server speaks TLS 1.3 (it
   answers "supported" untested): the harness measures it on a handshake at the highest
   version below TLS 1.3 that the server accepts, with nassl (:func:`measure_ems`).
@@ -30,7 +31,6 @@ clients accept (a CA without a key-usage extension, for one).
 
 from __future__ import annotations
 
-import contextlib
 import math
 import socket
 import threading
@@ -40,7 +40,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from harness.transport import H2_PREFACE, fmt_address
+from harness import early_data
+from harness.transport import fmt_address
 
 #: Protocol versions as the reports name them, with sslyze's scan command for each.
 VERSIONS = {
@@ -60,8 +61,9 @@ _HYGIENE_COMMANDS = (
     "SESSION_RENEGOTIATION",
     "TLS_EXTENDED_MASTER_SECRET",
     "TLS_FALLBACK_SCSV",
-    "TLS_1_3_EARLY_DATA",
 )
+#: The early-data result's key among the hygiene results (sslyze's scan command name).
+EARLY_DATA = "TLS_1_3_EARLY_DATA"
 #: A whole scan that takes longer than this is abandoned and reported as an ERROR.
 SCAN_LIMIT_S = 60.0
 
@@ -171,8 +173,11 @@ def _scan(target: ScanTarget) -> TlsFacts:
         )
     # 1. Without a certificate: what the server requires of clients.
     requirement, no_cert_error = _client_auth_requirement(location, _network(target, None))
-    # 2. The full scan, with the client certificate when there is one.
-    result = _full_scan(target, location, _network(target, creds))
+    # 2. The full scan, with the client certificate when there is one; 0-RTT beside it.
+    with ThreadPoolExecutor(1, thread_name_prefix="early-data") as pool:
+        early = pool.submit(early_data.probe, target)
+        result = _full_scan(target, location, _network(target, creds))
+        zero_rtt = early.result()
     if result.scan_result is None or result.connectivity_result is None:
         trace = result.connectivity_error_trace
         reason = str(trace).strip().splitlines()[-1] if trace else "no reason given"
@@ -190,8 +195,11 @@ def _scan(target: ScanTarget) -> TlsFacts:
         evidence = f"sslyze's probe without a client certificate reports {requirement}"
     facts = _facts(where, result.scan_result, requirement, evidence)
     _versions_without_certificate(target, location, facts)
-    if "TLS_1_3_EARLY_DATA" in facts.errors and facts.versions.get("TLS 1.3"):
-        _early_data_over_h2(target, facts)
+    if isinstance(zero_rtt, str):
+        facts.hygiene[EARLY_DATA] = None
+        facts.errors[EARLY_DATA] = zero_rtt
+    else:
+        facts.hygiene[EARLY_DATA] = zero_rtt
     measure_ems(target, facts)
     measure_below_13(facts, _Prober(location, _network(target, creds), result))
     return facts
@@ -342,29 +350,6 @@ def _certificate(facts: TlsFacts, deployment: Any) -> None:
     facts.ocsp_staple_trusted = deployment.ocsp_response_is_trusted
 
 
-def _early_data_over_h2(target: ScanTarget, facts: TlsFacts) -> None:
-    """Sslyze's early-data probe, made with its OpenSSL binding but speaking HTTP/2.
-
-    Handshake with TLS 1.3, send the HTTP/2 preface and read the reply (session tickets
-    arrive with it), then resume that session sending the preface as early data, and ask
-    OpenSSL whether the server accepted it. No ticket means no resumption, so no 0-RTT.
-    """
-    try:
-        session = _h2_session(target)
-        if session is None:
-            verdict = _EarlyData(False, "no session ticket")
-        else:
-            verdict = _resumed_with_early_data(target, session)
-    except Exception as exc:  # nassl raises OpenSSLError, OSError and plain Exceptions
-        note = facts.errors["TLS_1_3_EARLY_DATA"]
-        facts.errors["TLS_1_3_EARLY_DATA"] = (
-            f"{note}; the HTTP/2 retry failed too: {type(exc).__name__}: {exc}"
-        )
-        return
-    facts.hygiene["TLS_1_3_EARLY_DATA"] = verdict
-    facts.errors.pop("TLS_1_3_EARLY_DATA", None)
-
-
 def _nassl_client(target: ScanTarget, version: str = "TLS 1.3") -> Any:
     from nassl.ssl_client import OpenSslVerifyEnum, OpenSslVersionEnum, SslClient
 
@@ -377,52 +362,6 @@ def _nassl_client(target: ScanTarget, version: str = "TLS 1.3") -> Any:
         client_key=target.client_key,
         server_name_indication=target.server_name or target.host,
     )
-
-
-def _h2_session(target: ScanTarget) -> Any:
-    """A TLS 1.3 session (ticket) from a handshake that sent the HTTP/2 preface, or None."""
-    first = _nassl_client(target)
-    try:
-        first.do_handshake()
-        first.write(H2_PREFACE)
-        # Servers that insist on ALPN h2 (nassl offers none) close here; the session
-        # ticket, sent right after the handshake, is already in.
-        with contextlib.suppress(OSError):
-            first.read(16384)
-        return first.get_session()
-    finally:
-        first.shutdown()
-
-
-def _resumed_with_early_data(target: ScanTarget, session: Any) -> _EarlyData:
-    """Resume ``session`` sending the preface as 0-RTT data: did the server accept it?"""
-    from nassl._nassl import OpenSSLError
-    from nassl.ssl_client import OpenSslEarlyDataStatusEnum
-
-    second = _nassl_client(target)
-    try:
-        second.set_session(session)
-        try:
-            second.write_early_data(H2_PREFACE)
-        except OpenSSLError as exc:
-            # What sslyze's own probe concludes from this error: the ticket the server
-            # issued allows no early data (max_early_data is 0).
-            if "function you should not call" not in str(exc):
-                raise
-            return _EarlyData(False, "the server's session ticket allows no early data")
-        second.do_handshake()
-        accepted = second.get_early_data_status() == OpenSslEarlyDataStatusEnum.ACCEPTED
-    finally:
-        second.shutdown()
-    return _EarlyData(accepted, "probed over HTTP/2 with nassl")
-
-
-@dataclass(frozen=True)
-class _EarlyData:
-    """Shaped like sslyze's EarlyDataScanResult, for the fallback probe."""
-
-    supports_early_data: bool
-    how: str
 
 
 #: nassl's names of the versions the harness makes handshakes with.

@@ -40,6 +40,10 @@ class Defect:
     edge: bool = False
 
 
+#: Defects that serve the target through Debian's nginx (``targets/nginx.py``).
+NGINX_DEFECTS = frozenset({"nginx-edge", "nginx-early-data"})
+
+
 @dataclass(frozen=True)
 class BundledTarget:
     """A service the harness can start by itself with ``--hipaa-target=spawn:NAME``."""
@@ -207,6 +211,12 @@ REFERENCE = BundledTarget(
             "ENHANCE_YOUR_CALM). Every control is judged on what reached the service: "
             "nginx's answers are never taken for the service's",
             (),
+        ),
+        Defect(
+            "nginx-early-data",
+            "served through nginx as with `+nginx-edge`, with `ssl_early_data on`: a resumed "
+            "TLS 1.3 session may carry 0-RTT data, which an attacker can replay",
+            ("TLS-006",),
         ),
         Defect(
             "rbac-hole",

@@ -78,6 +78,7 @@ class NginxSettings:
             larger one with GOAWAY ENHANCE_YOUR_CALM.
         streams: ``http2_max_concurrent_streams``: the service's own limit (nginx's
             default is 128).
+        early_data: ``ssl_early_data on`` (a defect: TLS 1.3 0-RTT data accepted).
     """
 
     max_body_bytes: int
@@ -86,6 +87,7 @@ class NginxSettings:
     status: int = 429
     header_bytes: int = 16 * 1024
     streams: int = 100
+    early_data: bool = False
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,7 @@ http {{
         ssl_protocols TLSv1.2 TLSv1.3;
         ssl_ciphers {STRICT_TLS12};
         ssl_prefer_server_ciphers on;
+        ssl_early_data {"on" if settings.early_data else "off"};
         ssl_client_certificate {files.ca};
         ssl_verify_client on;
         ssl_verify_depth 2;
@@ -247,7 +250,14 @@ def _children(pid: int) -> list[int]:
 
 
 def in_front(
-    workdir: Path, server: Path, backend: int, *, recv_bytes: int, rate_rps: float, streams: int
+    workdir: Path,
+    server: Path,
+    backend: int,
+    *,
+    recv_bytes: int,
+    rate_rps: float,
+    streams: int,
+    early_data: bool = False,
 ) -> NginxEdge:
     """The edge in front of a bundled reference's ``backend`` port, in ``workdir / "nginx"``.
 
@@ -267,6 +277,10 @@ def in_front(
     )
     rate = int(2 * rate_rps)
     settings = NginxSettings(
-        max_body_bytes=recv_bytes + 1024 * 1024, rate_rps=rate, burst=rate, streams=streams
+        max_body_bytes=recv_bytes + 1024 * 1024,
+        rate_rps=rate,
+        burst=rate,
+        streams=streams,
+        early_data=early_data,
     )
     return NginxEdge(workdir / "nginx", settings, files, backend)

@@ -26,7 +26,7 @@ from typing import Any
 
 import grpc
 
-from targets.catalog import BUNDLED
+from targets.catalog import BUNDLED, NGINX_DEFECTS
 from targets.edge import STRICT_TLS12, Edge, EdgeSettings
 from targets.issuer_http import IssuerEndpoint
 from targets.operators import toml_text
@@ -53,7 +53,7 @@ def _reference_config(
     opaque: dict[str, str] | None = None,
     ntp_server: str = "",
 ) -> Path:
-    edge = bool(defects & EDGE_DEFECTS) or "nginx-edge" in defects  # one more hop either way
+    edge = bool(defects & (EDGE_DEFECTS | NGINX_DEFECTS))  # one more hop either way
     from targets.reference import schema, server
 
     (workdir / "descriptors.pb").write_bytes(schema.descriptor_set().SerializeToString())
@@ -340,10 +340,13 @@ def _nginx_installed() -> None:
         raise RuntimeError(nginx.MISSING)
 
 
-def _nginx_edge(workdir: Path, pki: Pki, backend: int, service: Any) -> Any:
+def _nginx_edge(
+    workdir: Path, pki: Pki, backend: int, service: Any, early_data: bool = False
+) -> Any:
     """Debian's nginx in front of ``backend`` (``+nginx-edge``, see :func:`targets.nginx.in_front`).
 
-    The limits are the ``service`` module's MAX_RECV_BYTES, RATE_RPS, MAX_CONCURRENT_STREAMS.
+    The limits are the ``service`` module's MAX_RECV_BYTES, RATE_RPS, MAX_CONCURRENT_STREAMS;
+    ``early_data`` turns ``ssl_early_data`` on (``+nginx-early-data``).
     """
     from targets import nginx
 
@@ -355,6 +358,7 @@ def _nginx_edge(workdir: Path, pki: Pki, backend: int, service: Any) -> Any:
         recv_bytes=service.MAX_RECV_BYTES,
         rate_rps=service.RATE_RPS,
         streams=service.MAX_CONCURRENT_STREAMS,
+        early_data=early_data,
     )
 
 
@@ -396,7 +400,7 @@ def start(
     target = BUNDLED[name]
     for d in defects:
         target.defect(d)  # KeyError for an unknown defect
-    if "nginx-edge" in defects:
+    if defects & NGINX_DEFECTS:
         _nginx_installed()
     from targets.reference import server
 
@@ -442,8 +446,8 @@ def start(
         backend = (options.host, running.port)
         front = Edge(context, backend, options.host, require_h2=settings.alpn)
         handle = _Parts(front.port, front, running, keys, clock)
-    elif "nginx-edge" in defects:  # re-encrypts to the service, whose mTLS stays on
-        proxy = _nginx_edge(workdir, pki, running.port, server)
+    elif defects & NGINX_DEFECTS:  # re-encrypts to the service, whose mTLS stays on
+        proxy = _nginx_edge(workdir, pki, running.port, server, "nginx-early-data" in defects)
         handle = _Parts(proxy.port, proxy, running, keys, clock)
     else:
         handle = _Parts(running.port, running, keys, clock)

@@ -31,6 +31,7 @@ from harness.plans.tls import (
 )
 from harness.run import Run
 from harness.tls import (
+    EARLY_DATA,
     LEGACY_VERSIONS,
     RECOMMENDED_GROUPS,
     Profile,
@@ -503,9 +504,7 @@ class Item:
 _CRIT = Severity.CRITICAL
 _HYGIENE = (
     Item("compression", "TLS_COMPRESSION", "supports_compression", False, "compression off"),
-    Item(
-        "early-data", "TLS_1_3_EARLY_DATA", "supports_early_data", False, "0-RTT early data refused"
-    ),
+    Item("early-data", EARLY_DATA, "supports_early_data", False, "0-RTT early data refused"),
 )
 #: The items that exist only below TLS 1.3, judged where such a version is enabled
 #: (Heartbleed and CCS injection are flaws of OpenSSL 1.0.1, which has no TLS 1.3).
@@ -568,8 +567,9 @@ def protocol_hygiene(run: Run) -> Outcome:
     these critical); compression off; secure renegotiation supported and client-initiated
     renegotiation refused; extended master secret supported; fallback SCSV supported (the
     last three only where a version below TLS 1.3 is enabled: with none, they hold); TLS
-    1.3 0-RTT early data refused. sslyze's early-data probe speaks HTTP/1.1; against
-    servers that close on it, the same probe is repeated with nassl speaking HTTP/2. On a
+    1.3 0-RTT early data refused, probed with ``openssl s_client`` offering ALPN h2
+    (:mod:`harness.early_data`: sslyze's probe offers no ALPN, and gRPC servers issue a
+    session ticket only to a client that offers h2). On a
     server that speaks TLS 1.3, what sslyze infers there is measured at the highest version
     below it (:func:`harness.tls.measure_below_13`): EMS on a handshake of the harness's
     own (sslyze answers "supported" untested), Heartbleed and CCS injection by sslyze's
@@ -611,13 +611,15 @@ def judge_hygiene(facts: TlsFacts) -> list[Observation]:
 
 
 def _item_probe(item: Item) -> str:
+    if item.command == EARLY_DATA:
+        return f"0-RTT with openssl s_client, ALPN h2: {item.attr}"
     return f"sslyze {item.command.lower()}: {item.attr}"
 
 
 def judge_item(facts: TlsFacts, item: Item) -> Observation:
     """TLS-006: one sslyze result attribute against the value it must have."""
     probe, expected = _item_probe(item), item.expected
-    if item.command == "TLS_1_3_EARLY_DATA" and facts.versions.get("TLS 1.3") is False:
+    if item.command == EARLY_DATA and facts.versions.get("TLS 1.3") is False:
         return Observation(probe, "no TLS 1.3", expected, Status.PASS)
     result = facts.hygiene.get(item.command)
     if result is None:

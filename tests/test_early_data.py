@@ -1,0 +1,191 @@
+"""TLS-006's 0-RTT probe (``harness.early_data``): openssl s_client offering ALPN h2.
+
+The judge's parsers on recorded openssl output, then the probe over real TLS on
+127.0.0.1: the bundled references (grpcio, grpc-js) and nginx issue tickets that allow no
+early data; nginx with ``ssl_early_data on`` accepts it; a server that issues no ticket,
+one that never speaks, and a machine without openssl are each told apart.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trustme
+
+from conftest import open_run
+from harness import early_data
+from harness.early_data import EarlyData, early_data_status, handshake_done, max_early_data
+from harness.run import Run
+from harness.tls import ScanTarget
+from targets import nginx
+
+needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason=early_data.MISSING)
+
+SESSION_WITH_TICKET = """SSL-Session:
+    Protocol  : TLSv1.3
+    Cipher    : TLS_AES_256_GCM_SHA384
+    Resumption PSK: D8A156D862A5EEE60B8B2B0539E97142789FA7075A9844F6A545BD6F12006BE7
+    PSK identity: None
+    TLS session ticket lifetime hint: 300 (seconds)
+    TLS session ticket:
+    0000 - 8e 1a 6b 0c 55 3d 2f 6e-71 d8 1e 0a 9b 3a 27 44   ..k.U=/nq....:'D
+    Start Time: 1796097496
+    Timeout   : 300 (sec)
+    Extended master secret: no
+    Max Early Data: {n}
+"""
+SESSION_WITHOUT_TICKET = """SSL-Session:
+    Protocol  : TLSv1.3
+    Resumption PSK:
+    Max Early Data: 0
+"""
+
+
+def test_the_tickets_allowance_is_read_and_no_ticket_is_none() -> None:
+    assert max_early_data(SESSION_WITH_TICKET.format(n=0)) == 0
+    assert max_early_data(SESSION_WITH_TICKET.format(n=16384)) == 16384
+    assert max_early_data(SESSION_WITHOUT_TICKET) is None
+    assert max_early_data("unable to load SSL_SESSION") is None
+
+
+def test_s_clients_words_for_the_early_data_and_the_handshake() -> None:
+    assert early_data_status("Reused, TLSv1.3\nEarly data was accepted\n") == "accepted"
+    assert early_data_status("Early data was rejected") == "rejected"
+    assert early_data_status("Early data was not sent") == "not sent"
+    assert early_data_status("connect:errno=111") is None
+    done = "ALPN protocol: h2\n---\nNew, TLSv1.3, Cipher is TLS_AES_256_GCM_SHA384\n"
+    assert handshake_done(done)
+    assert not handshake_done("New, TLSv1.3, Cipher is X\nNo ALPN negotiated\n")
+    assert not handshake_done("40E7:error:0A000410:SSL routines::sslv3 alert handshake failure")
+
+
+def scan_target(run: Run, timeout_s: float = 3.0) -> ScanTarget:
+    assert run.spec.host is not None
+    assert run.spec.port is not None
+    return ScanTarget(
+        host=run.spec.host,
+        port=run.spec.port,
+        server_name=run.endpoint.server_name,
+        ca_bundle=run.config.path("tls.ca_bundle"),
+        client_cert=run.config.path("mtls.client_cert"),
+        client_key=run.config.path("mtls.client_key"),
+        timeout_s=timeout_s,
+    )
+
+
+@needs_openssl
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "spawn:reference",
+        "spawn:reference-node",
+        pytest.param(
+            "spawn:reference+nginx-edge",
+            marks=pytest.mark.skipif(nginx.binary() is None, reason=nginx.MISSING),
+        ),
+    ],
+)
+def test_compliant_servers_issue_tickets_that_allow_no_early_data(spec: str) -> None:
+    # grpcio and grpc-js issue no ticket to a client without ALPN: measured with h2 offered.
+    run = open_run(spec)
+    try:
+        found = early_data.probe(scan_target(run))
+    finally:
+        run.close()
+    assert found == EarlyData(
+        False, "the server's session ticket (ALPN h2) allows no early data (max 0)"
+    )
+
+
+@needs_openssl
+@pytest.mark.slow
+@pytest.mark.skipif(nginx.binary() is None, reason=nginx.MISSING)
+def test_nginx_with_early_data_on_accepts_the_preface_as_0rtt() -> None:
+    run = open_run("spawn:reference+nginx-early-data")
+    try:
+        found = early_data.probe(scan_target(run))
+    finally:
+        run.close()
+    assert isinstance(found, EarlyData)
+    assert found.supports_early_data is True
+    assert found.how.endswith("sent as early data on resumption was accepted")
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[tuple[int, ssl.SSLContext]]:
+    """A TLS 1.3 server on 127.0.0.1 offering h2; the test sets its context's options."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.set_alpn_protocols(["h2"])
+    cert.configure_cert(ctx)
+    srv = socket.create_server(("127.0.0.1", 0))
+    srv.settimeout(0.2)
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                continue
+            try:
+                with ctx.wrap_socket(conn, server_side=True) as tls:
+                    tls.settimeout(2)
+                    tls.recv(1024)
+                    time.sleep(1.5)  # silent after the handshake, as a busy server may be
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    yield int(srv.getsockname()[1]), ctx
+    stop.set()
+    thread.join(5)
+    srv.close()
+
+
+@needs_openssl
+def test_a_server_that_issues_no_ticket_leaves_no_session_to_resume(tls_server) -> None:
+    port, ctx = tls_server
+    ctx.num_tickets = 0
+    target = ScanTarget("127.0.0.1", port, "localhost", None, None, None, 1.0)
+    found = early_data.probe(target)
+    assert isinstance(found, EarlyData)
+    assert found.supports_early_data is False
+    assert found.how.startswith("no session ticket within 1 s of a TLS 1.3 handshake")
+
+
+@needs_openssl
+def test_a_python_ssl_server_tickets_allow_no_early_data(tls_server) -> None:
+    port, _ = tls_server
+    target = ScanTarget("127.0.0.1", port, "localhost", None, None, None, 3.0)
+    found = early_data.probe(target)
+    assert found == EarlyData(
+        False, "the server's session ticket (ALPN h2) allows no early data (max 0)"
+    )
+
+
+@needs_openssl
+def test_a_server_that_never_speaks_tls_is_not_measured(tcp_server) -> None:
+    port = tcp_server(lambda conn: time.sleep(1.5))
+    start = time.monotonic()
+    found = early_data.probe(ScanTarget("127.0.0.1", port, None, None, None, None, 1.0))
+    assert isinstance(found, str)
+    assert found.startswith("no TLS 1.3 handshake with ALPN h2 completed")
+    assert time.monotonic() - start < 10  # bounded by the timeout, not by the server
+
+
+def test_without_openssl_nothing_is_measured(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(early_data.shutil, "which", lambda name: None)
+    target = ScanTarget("127.0.0.1", 1, None, None, None, None, 1.0)
+    assert early_data.probe(target) == early_data.MISSING
