@@ -49,6 +49,9 @@ class Caller:
         self._memo: dict[str, Any] = {}
         self._memo_locks: dict[str, threading.Lock] = {}
         self._deadline_streak = 0
+        #: Whether the method at a path answers with one message (set by the run from its
+        #: descriptors; False, the stream path, where they do not say).
+        self.unary_response: Callable[[str], bool] = lambda path: False
 
     def channel(self) -> grpc.Channel:
         """The shared channel (with the client certificate, if configured)."""
@@ -132,6 +135,7 @@ class Caller:
                 principal=principal.name if principal else None,
                 timeout=timeout or self.target.options.call_timeout_s,
                 max_responses=max_responses,
+                unary_response=replayable and self.unary_response(method),
             )
             throttled = result.code == grpc.StatusCode.RESOURCE_EXHAUSTED and not result.responses
             if backoff is None or not (throttled and retry_exhausted and replayable):

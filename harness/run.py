@@ -70,7 +70,18 @@ class Run:
         self.target = Target(spec, endpoint, detected, options, spawned)
         self.caller = Caller(self.target, config)
         self.subject = Subject(config, self.caller.channel, options.connect_timeout_s)
+        self.caller.unary_response = self._unary_response
         self.opened = time.monotonic()
+
+    def _unary_response(self, path: str) -> bool:
+        """Whether the descriptors, once loaded, say the method answers with one message."""
+        catalogue = self.subject.loaded_catalogue()
+        if catalogue is None:
+            return False
+        try:
+            return not catalogue.method(path).server_streaming
+        except KeyError:
+            return False
 
     @classmethod
     def open(cls, spec: TargetSpec, user_config: Config, options: RunOptions) -> Run:

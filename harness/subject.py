@@ -82,6 +82,11 @@ class Subject:
             self._catalogue, self._catalogue_problem = catalogue, problem
         return catalogue
 
+    def loaded_catalogue(self) -> MethodCatalogue | None:
+        """The catalogue if it is loaded already: never loads it (no call is made)."""
+        with self._lock:
+            return self._catalogue
+
     def catalogue_problem(self) -> str:
         """Why :meth:`catalogue` is ``None``."""
         self.catalogue()

@@ -193,3 +193,54 @@ def test_one_message_goes_out_without_a_request_thread_to_methods_of_every_kind(
     finally:
         channel.close()
         server.stop(0)
+
+
+def test_a_unary_call_keeps_what_a_stream_read_shows_a_message_beside_an_error_included():
+    """Methods the descriptors call unary are sent as one blocking unary call: the same
+    code, details, metadata and messages as the stream read, a message sent beside an
+    error status included (a refusal that leaks data must still be seen)."""
+    from concurrent import futures
+
+    import grpc
+
+    from harness.channels import invoke
+
+    def leaky(request: bytes, context: Any) -> bytes:
+        context.set_trailing_metadata((("why", "denied"),))
+        context.set_code(grpc.StatusCode.PERMISSION_DENIED)
+        context.set_details("no")
+        return b"record of p-0001"
+
+    def empty(request: bytes, context: Any) -> None:
+        return None
+
+    handler = grpc.method_handlers_generic_handler(
+        "t.S",
+        {
+            "Leaky": grpc.unary_unary_rpc_method_handler(leaky),
+            "Ok": grpc.unary_unary_rpc_method_handler(lambda r, c: r + b"!"),
+            "Empty": grpc.unary_unary_rpc_method_handler(empty),
+        },
+    )
+    server = grpc.server(futures.ThreadPoolExecutor(4), handlers=[handler])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        for path in ("/t.S/Leaky", "/t.S/Ok", "/t.S/Empty", "/t.S/Missing"):
+            streamed = invoke(channel, path, [b"a"], timeout=5)
+            unary = invoke(channel, path, [b"a"], timeout=5, unary_response=True)
+            assert (unary.code, unary.details, unary.responses) == (
+                streamed.code,
+                streamed.details,
+                streamed.responses,
+            ), path
+            assert dict(unary.trailing_metadata).get("why") == dict(
+                streamed.trailing_metadata
+            ).get("why")
+        leak = invoke(channel, "/t.S/Leaky", [b"a"], timeout=5, unary_response=True)
+        assert leak.code == grpc.StatusCode.PERMISSION_DENIED
+        assert leak.responses == (b"record of p-0001",)
+    finally:
+        channel.close()
+        server.stop(0)

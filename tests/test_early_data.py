@@ -186,6 +186,6 @@ def test_a_server_that_never_speaks_tls_is_not_measured(tcp_server) -> None:
 
 
 def test_without_openssl_nothing_is_measured(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(early_data.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     target = ScanTarget("127.0.0.1", 1, None, None, None, None, 1.0)
     assert early_data.probe(target) == early_data.MISSING
