@@ -30,12 +30,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from harness.transport import H2_PREFACE, fmt_address
-
-if TYPE_CHECKING:
-    from harness.tls import ScanTarget
 
 #: The one-line reason given when the command is missing.
 MISSING = "the openssl command is not installed (the 0-RTT probe runs openssl s_client)"
@@ -74,8 +70,20 @@ def _last_line(output: str) -> str:
     return lines[-1][:200] if lines else "no output"
 
 
-def probe(target: ScanTarget) -> EarlyData | str:
-    """The verdict on 0-RTT at ``target``, or why it could not be measured."""
+def probe(
+    host: str,
+    port: int,
+    *,
+    server_name: str | None,
+    client_cert: Path | None,
+    client_key: Path | None,
+    timeout_s: float,
+) -> EarlyData | str:
+    """The verdict on 0-RTT at ``host:port``, or why it could not be measured.
+
+    ``server_name`` is sent as SNI; ``client_cert`` and ``client_key`` are presented when
+    the server asks for a certificate; ``timeout_s`` bounds each step.
+    """
     openssl = shutil.which("openssl")
     if openssl is None:
         return MISSING
@@ -83,26 +91,26 @@ def probe(target: ScanTarget) -> EarlyData | str:
         openssl,
         "s_client",
         "-connect",
-        fmt_address(target.host, target.port),
+        fmt_address(host, port),
         "-tls1_3",
         "-alpn",
         "h2",
     ]
-    if target.server_name:
-        base += ["-servername", target.server_name]
-    if target.client_cert is not None and target.client_key is not None:
-        base += ["-cert", str(target.client_cert), "-key", str(target.client_key)]
+    if server_name:
+        base += ["-servername", server_name]
+    if client_cert is not None and client_key is not None:
+        base += ["-cert", str(client_cert), "-key", str(client_key)]
     with tempfile.TemporaryDirectory(prefix="hipaa-0rtt-") as tmp:
         session, preface = Path(tmp) / "session.pem", Path(tmp) / "preface"
         preface.write_bytes(H2_PREFACE)
-        first = _first_session(base, session, target.timeout_s)
+        first = _first_session(base, session, timeout_s)
         if not session.exists() or not session.stat().st_size:
             if not handshake_done(first):
                 why = _last_line(first)
                 return f"no TLS 1.3 handshake with ALPN h2 completed (s_client: {why})"
             return EarlyData(
                 False,
-                f"no session ticket within {target.timeout_s:g} s of a TLS 1.3 handshake "
+                f"no session ticket within {timeout_s:g} s of a TLS 1.3 handshake "
                 "with ALPN h2: no session to resume, so no 0-RTT",
             )
         text = _run([openssl, "sess_id", "-in", str(session), "-noout", "-text"], 10)
@@ -115,7 +123,7 @@ def probe(target: ScanTarget) -> EarlyData | str:
             )
         resumed = _run(
             [*base, "-sess_in", str(session), "-early_data", str(preface)],
-            target.timeout_s + 5,
+            timeout_s + 5,
         )
     status = early_data_status(resumed)
     if status is None or status == "not sent":

@@ -175,7 +175,7 @@ def _scan(target: ScanTarget) -> TlsFacts:
     requirement, no_cert_error = _client_auth_requirement(location, _network(target, None))
     # 2. The full scan, with the client certificate when there is one; 0-RTT beside it.
     with ThreadPoolExecutor(1, thread_name_prefix="early-data") as pool:
-        early = pool.submit(early_data.probe, target)
+        early = pool.submit(early_data_at, target)
         result = _full_scan(target, location, _network(target, creds))
         zero_rtt = early.result()
     if result.scan_result is None or result.connectivity_result is None:
@@ -203,6 +203,18 @@ def _scan(target: ScanTarget) -> TlsFacts:
     measure_ems(target, facts)
     measure_below_13(facts, _Prober(location, _network(target, creds), result))
     return facts
+
+
+def early_data_at(target: ScanTarget) -> early_data.EarlyData | str:
+    """TLS-006's 0-RTT probe (:func:`harness.early_data.probe`) at ``target``."""
+    return early_data.probe(
+        target.host,
+        target.port,
+        server_name=target.server_name,
+        client_cert=target.client_cert,
+        client_key=target.client_key,
+        timeout_s=target.timeout_s,
+    )
 
 
 def _network(target: ScanTarget, creds: Any) -> Any:

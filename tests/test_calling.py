@@ -235,9 +235,9 @@ def test_a_unary_call_keeps_what_a_stream_read_shows_a_message_beside_an_error_i
                 streamed.details,
                 streamed.responses,
             ), path
-            assert dict(unary.trailing_metadata).get("why") == dict(
-                streamed.trailing_metadata
-            ).get("why")
+            assert dict(unary.trailing_metadata).get("why") == dict(streamed.trailing_metadata).get(
+                "why"
+            )
         leak = invoke(channel, "/t.S/Leaky", [b"a"], timeout=5, unary_response=True)
         assert leak.code == grpc.StatusCode.PERMISSION_DENIED
         assert leak.responses == (b"record of p-0001",)

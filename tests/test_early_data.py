@@ -23,7 +23,7 @@ from conftest import open_run
 from harness import early_data
 from harness.early_data import EarlyData, early_data_status, handshake_done, max_early_data
 from harness.run import Run
-from harness.tls import ScanTarget
+from harness.tls import ScanTarget, early_data_at
 from targets import nginx
 
 needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason=early_data.MISSING)
@@ -97,7 +97,7 @@ def test_compliant_servers_issue_tickets_that_allow_no_early_data(spec: str) -> 
     # grpcio and grpc-js issue no ticket to a client without ALPN: measured with h2 offered.
     run = open_run(spec)
     try:
-        found = early_data.probe(scan_target(run))
+        found = early_data_at(scan_target(run))
     finally:
         run.close()
     assert found == EarlyData(
@@ -111,7 +111,7 @@ def test_compliant_servers_issue_tickets_that_allow_no_early_data(spec: str) -> 
 def test_nginx_with_early_data_on_accepts_the_preface_as_0rtt() -> None:
     run = open_run("spawn:reference+nginx-early-data")
     try:
-        found = early_data.probe(scan_target(run))
+        found = early_data_at(scan_target(run))
     finally:
         run.close()
     assert isinstance(found, EarlyData)
@@ -159,7 +159,7 @@ def test_a_server_that_issues_no_ticket_leaves_no_session_to_resume(tls_server) 
     port, ctx = tls_server
     ctx.num_tickets = 0
     target = ScanTarget("127.0.0.1", port, "localhost", None, None, None, 1.0)
-    found = early_data.probe(target)
+    found = early_data_at(target)
     assert isinstance(found, EarlyData)
     assert found.supports_early_data is False
     assert found.how.startswith("no session ticket within 1 s of a TLS 1.3 handshake")
@@ -169,7 +169,7 @@ def test_a_server_that_issues_no_ticket_leaves_no_session_to_resume(tls_server) 
 def test_a_python_ssl_server_tickets_allow_no_early_data(tls_server) -> None:
     port, _ = tls_server
     target = ScanTarget("127.0.0.1", port, "localhost", None, None, None, 3.0)
-    found = early_data.probe(target)
+    found = early_data_at(target)
     assert found == EarlyData(
         False, "the server's session ticket (ALPN h2) allows no early data (max 0)"
     )
@@ -179,7 +179,7 @@ def test_a_python_ssl_server_tickets_allow_no_early_data(tls_server) -> None:
 def test_a_server_that_never_speaks_tls_is_not_measured(tcp_server) -> None:
     port = tcp_server(lambda conn: time.sleep(1.5))
     start = time.monotonic()
-    found = early_data.probe(ScanTarget("127.0.0.1", port, None, None, None, None, 1.0))
+    found = early_data_at(ScanTarget("127.0.0.1", port, None, None, None, None, 1.0))
     assert isinstance(found, str)
     assert found.startswith("no TLS 1.3 handshake with ALPN h2 completed")
     assert time.monotonic() - start < 10  # bounded by the timeout, not by the server
@@ -188,4 +188,4 @@ def test_a_server_that_never_speaks_tls_is_not_measured(tcp_server) -> None:
 def test_without_openssl_nothing_is_measured(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(shutil, "which", lambda name: None)
     target = ScanTarget("127.0.0.1", 1, None, None, None, None, 1.0)
-    assert early_data.probe(target) == early_data.MISSING
+    assert early_data_at(target) == early_data.MISSING

@@ -128,15 +128,22 @@ def sized(cls: Any, template: str, size: int) -> bytes | None:
     if field is None:
         return None
     msg = _from_template(cls, template)
-    pad = size
+    text = field.type == field.TYPE_STRING
+    setattr(msg, field.name, "x" if text else b"x")
+    rest = msg.ByteSize() - 2  # all but the field's one-byte length prefix and value
+    pad = max(0, size - rest - 1)
     for _ in range(4):  # the length prefix grows with the payload: converge on the size
-        setattr(msg, field.name, "x" * pad if field.type == field.TYPE_STRING else b"x" * pad)
-        over = len(msg.SerializeToString()) - size
+        over = rest + _varint_len(pad) + pad - size
         if over == 0:
             break
-        pad -= over
-    data: bytes = msg.SerializeToString()
+        pad = max(0, pad - over)
+    setattr(msg, field.name, "x" * pad if text else b"x" * pad)
+    data: bytes = msg.SerializeToString()  # once: the bomb's is 32 MiB
     return data
+
+
+def _varint_len(n: int) -> int:
+    return max(1, -(-n.bit_length() // 7))
 
 
 @dataclass(frozen=True)

@@ -759,6 +759,20 @@ def test_time_fixtures_refused_and_accepted():
     assert (e.status, e.required, e.enable) == (Status.SKIP, False, "auth.max_wait_s")
 
 
+def test_the_hold_past_skew_is_shorter_only_on_a_target_spawned_on_this_host():
+    from types import SimpleNamespace
+
+    from harness.checks.authn import hold_past_skew
+    from harness.target import parse_target
+
+    def margin(spec: str) -> int:
+        return hold_past_skew(SimpleNamespace(spec=parse_target(spec)))  # type: ignore[arg-type]
+
+    assert margin("spawn:reference") == 1
+    assert margin("127.0.0.1:50051") == 5  # loopback may be a tunnel to another clock
+    assert margin("records.internal.example:443") == 5
+
+
 def test_wait_mode_judges():
     who = "a token used while valid, then held past exp + skew + 5 s (admin)"
     assert judge_held_fresh(who, PATH, answer(C.OK, RECORD)) is None
