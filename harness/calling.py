@@ -52,6 +52,7 @@ class Caller:
         #: Whether the method at a path answers with one message (set by the run from its
         #: descriptors; False, the stream path, where they do not say).
         self.unary_response: Callable[[str], bool] = lambda path: False
+        self._streamed: set[str] = set()  # described unary, seen sending more than one
 
     def channel(self) -> grpc.Channel:
         """The shared channel (with the client certificate, if configured)."""
@@ -125,6 +126,14 @@ class Caller:
             requests = tuple(requests)
         if principal is not None and retry_exhausted:
             self._pacer.wait(principal.name)
+        # One blocking unary call where the descriptors say one message comes back, unless
+        # the caller stops early (max_responses) or the method sent more than one before.
+        unary = (
+            replayable
+            and max_responses > 1
+            and method not in self._streamed
+            and self.unary_response(method)
+        )
         for backoff in (*self._backoffs, None):
             result = invoke(
                 channel,
@@ -135,8 +144,12 @@ class Caller:
                 principal=principal.name if principal else None,
                 timeout=timeout or self.target.options.call_timeout_s,
                 max_responses=max_responses,
-                unary_response=replayable and self.unary_response(method),
+                unary_response=unary,
             )
+            if unary and result.code == grpc.StatusCode.DEADLINE_EXCEEDED and result.responses:
+                # A second message holds a unary call until its deadline (grpcio waits for
+                # the status): this method streams in practice; its next calls read a stream.
+                self._streamed.add(method)
             throttled = result.code == grpc.StatusCode.RESOURCE_EXHAUSTED and not result.responses
             if backoff is None or not (throttled and retry_exhausted and replayable):
                 break

@@ -15,8 +15,12 @@ does, with ``-alpn h2``:
    and s_client says whether the server accepted it.
 
 Without a completed handshake, or without the ``openssl`` command, nothing is measured and
-the reason is given. A handshake that completes with no ticket within the timeout leaves
-no session to resume: no 0-RTT is possible on it, and that is said.
+the reason is given. A handshake that completes with no ticket within the timeout, the
+connection kept open, leaves no session to resume: no 0-RTT is possible on it, and that is
+said; a server that ends the connection instead (a TLS 1.3 server refuses a client
+certificate after the client's side of the handshake) has answered nothing about 0-RTT.
+Early data "rejected" counts only on a session actually resumed (``Reused``): a fresh
+handshake (another replica's ticket keys) rejects it whatever the policy.
 The session file holds the session's secret: it lives in a private temporary directory,
 removed when the probe ends.
 """
@@ -100,19 +104,15 @@ def probe(
         base += ["-servername", server_name]
     if client_cert is not None and client_key is not None:
         base += ["-cert", str(client_cert), "-key", str(client_key)]
+        if client_cert.read_bytes().count(b"-----BEGIN CERTIFICATE-----") > 1:
+            base += ["-cert_chain", str(client_cert)]  # -cert sends the first one only
     with tempfile.TemporaryDirectory(prefix="hipaa-0rtt-") as tmp:
         session, preface = Path(tmp) / "session.pem", Path(tmp) / "preface"
         preface.write_bytes(H2_PREFACE)
-        first = _first_session(base, session, timeout_s)
-        if not session.exists() or not session.stat().st_size:
-            if not handshake_done(first):
-                why = _last_line(first)
-                return f"no TLS 1.3 handshake with ALPN h2 completed (s_client: {why})"
-            return EarlyData(
-                False,
-                f"no session ticket within {timeout_s:g} s of a TLS 1.3 handshake "
-                "with ALPN h2: no session to resume, so no 0-RTT",
-            )
+        first = _first_session(base, Path(tmp) / "written.pem", timeout_s)
+        if not first.session:
+            return _without_ticket(first, timeout_s)
+        session.write_bytes(first.session)  # a whole session, copied as s_client wrote it
         text = _run([openssl, "sess_id", "-in", str(session), "-noout", "-text"], 10)
         allowed = max_early_data(text)
         if allowed is None:
@@ -124,6 +124,36 @@ def probe(
         resumed = _run(
             [*base, "-sess_in", str(session), "-early_data", str(preface)],
             timeout_s + 5,
+        )
+    return _judge_resumption(allowed, resumed)
+
+
+def _without_ticket(first: _First, timeout_s: float) -> EarlyData | str:
+    """No session from the first handshake: no 0-RTT only if the server kept it open."""
+    if not handshake_done(first.output):
+        return f"no TLS 1.3 handshake with ALPN h2 completed (s_client: {_last_line(first.output)})"
+    if first.alive:
+        return EarlyData(
+            False,
+            f"no session ticket within {timeout_s:g} s of a TLS 1.3 handshake with ALPN h2, "
+            "the connection open: no session to resume, so no 0-RTT",
+        )
+    # A TLS 1.3 server refuses a client (its certificate, say) after the client's side
+    # of the handshake is done: that says nothing about 0-RTT.
+    return (
+        "the server ended the connection after the TLS 1.3 handshake without a session "
+        f"ticket (s_client: {_last_line(first.output)})"
+    )
+
+
+def _judge_resumption(allowed: int, resumed: str) -> EarlyData | str:
+    """The resumption's answer: accepted or rejected, on a session actually resumed."""
+    if not re.search(r"Reused, TLSv1\.3", resumed):
+        # A fresh handshake (another replica's ticket keys, a restart) rejects the early
+        # data whatever the server's policy: it was never offered where it applies.
+        return (
+            f"its ticket allows {allowed} bytes of early data, but the session was not "
+            f"resumed (s_client: {_last_line(resumed)})"
         )
     status = early_data_status(resumed)
     if status is None or status == "not sent":
@@ -137,8 +167,40 @@ def probe(
     )
 
 
-def _first_session(base: list[str], session: Path, timeout_s: float) -> str:
-    """Run the first handshake until a ticket is written or ``timeout_s`` passes; its output."""
+#: How s_client's ``-sess_out`` file ends once the session is written whole.
+_SESSION_END = b"-----END SSL SESSION PARAMETERS-----"
+
+
+@dataclass(frozen=True)
+class _First:
+    """The first handshake as the probe saw it.
+
+    Attributes:
+        output: s_client's output.
+        session: The whole session it wrote (``b""``: none).
+        alive: s_client was still connected when the probe stopped waiting.
+    """
+
+    output: str
+    session: bytes
+    alive: bool
+
+
+def _whole(path: Path) -> bytes:
+    """The session file's content if it holds a whole session, else ``b""``.
+
+    s_client rewrites the file (truncating it) for every ticket the server sends, so it
+    may be read empty or half-written.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return b""
+    return data if data.rstrip().endswith(_SESSION_END) else b""
+
+
+def _first_session(base: list[str], session: Path, timeout_s: float) -> _First:
+    """Run the first handshake until a whole session is written or ``timeout_s`` passes."""
     with subprocess.Popen(
         [*base, "-sess_out", str(session), "-ign_eof"],
         stdin=subprocess.PIPE,
@@ -152,13 +214,15 @@ def _first_session(base: list[str], session: Path, timeout_s: float) -> str:
         except OSError:
             pass  # s_client already ended: its output says why
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and proc.poll() is None:
-            if session.exists() and session.stat().st_size:
-                break
+        got = b""
+        while not got and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(_POLL_S)
+            got = _whole(session)
+        alive = proc.poll() is None
+        got = got or _whole(session)  # written just before s_client ended
         proc.kill()
         out, _ = proc.communicate()
-    return out.decode("utf-8", "replace")
+    return _First(out.decode("utf-8", "replace"), got, alive)
 
 
 def _run(command: list[str], timeout_s: float) -> str:

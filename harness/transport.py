@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import os
+import contextlib
 import socket
 import ssl
 import tempfile
@@ -88,7 +89,8 @@ def connect(host: str, port: int, timeout: float) -> socket.socket:
         raise TargetError(
             f"{fmt_address(host, port)} is unreachable: {exc.strerror or exc}"
         ) from None
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    with contextlib.suppress(OSError):  # a connection reset at once: the first read says so
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
 
 

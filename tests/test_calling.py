@@ -244,3 +244,43 @@ def test_a_unary_call_keeps_what_a_stream_read_shows_a_message_beside_an_error_i
     finally:
         channel.close()
         server.stop(0)
+
+
+def test_a_method_described_unary_that_streams_is_read_as_a_stream_from_then_on():
+    """A unary call to a method that sends two messages lasts to its deadline (grpcio waits
+    for the status): the caller then reads that method as a stream, both messages seen.
+    Callers that stop after one message (max_responses=1) always read a stream."""
+    from concurrent import futures
+    from types import SimpleNamespace
+
+    import grpc
+
+    from harness.calling import Caller
+    from harness.config import Config
+
+    def two(request: bytes, context: Any) -> Any:
+        yield b"first"
+        yield b"second"
+
+    handler = grpc.method_handlers_generic_handler(
+        "t.S", {"Misdescribed": grpc.unary_stream_rpc_method_handler(two)}
+    )
+    server = grpc.server(futures.ThreadPoolExecutor(4), handlers=[handler])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    target = SimpleNamespace(options=SimpleNamespace(call_timeout_s=1.0))
+    caller = Caller(target, Config())  # type: ignore[arg-type]
+    caller.unary_response = lambda path: True  # the descriptors say unary
+    path = "/t.S/Misdescribed"
+    try:
+        first = caller.call(path, [b""], channel=channel, max_responses=1)
+        assert (first.code, first.responses) == (grpc.StatusCode.CANCELLED, (b"first",))
+        held = caller.call(path, [b""], channel=channel)
+        assert held.code == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert held.responses == (b"first",)
+        again = caller.call(path, [b""], channel=channel)
+        assert (again.code, again.responses) == (grpc.StatusCode.OK, (b"first", b"second"))
+    finally:
+        channel.close()
+        server.stop(0)

@@ -21,7 +21,14 @@ import trustme
 
 from conftest import open_run
 from harness import early_data
-from harness.early_data import EarlyData, early_data_status, handshake_done, max_early_data
+from harness.early_data import (
+    EarlyData,
+    _judge_resumption,
+    _whole,
+    early_data_status,
+    handshake_done,
+    max_early_data,
+)
 from harness.run import Run
 from harness.tls import ScanTarget, early_data_at
 from targets import nginx
@@ -64,6 +71,30 @@ def test_s_clients_words_for_the_early_data_and_the_handshake() -> None:
     assert handshake_done(done)
     assert not handshake_done("New, TLSv1.3, Cipher is X\nNo ALPN negotiated\n")
     assert not handshake_done("40E7:error:0A000410:SSL routines::sslv3 alert handshake failure")
+
+
+def test_rejected_counts_only_on_a_resumed_session_and_a_half_written_one_is_none(
+    tmp_path: Path,
+) -> None:
+    resumed = "Reused, TLSv1.3, Cipher is TLS_AES_256_GCM_SHA384\nEarly data was rejected\n"
+    assert _judge_resumption(16384, resumed) == EarlyData(
+        False,
+        "its ticket allows 16384 bytes of early data; the HTTP/2 preface sent as early data "
+        "on resumption was rejected",
+    )
+    fresh = "New, TLSv1.3, Cipher is TLS_AES_256_GCM_SHA384\nEarly data was rejected\n"
+    assert "the session was not resumed" in str(_judge_resumption(16384, fresh))
+    accepted = resumed.replace("rejected", "accepted")
+    assert _judge_resumption(16384, accepted).supports_early_data is True  # type: ignore[union-attr]
+    pem = b"-----BEGIN SSL SESSION PARAMETERS-----\nMIIB\n-----END SSL SESSION PARAMETERS-----\n"
+    written = tmp_path / "s.pem"
+    written.write_bytes(b"")  # truncated for the next ticket
+    assert _whole(written) == b""
+    written.write_bytes(pem[:30])  # half-written
+    assert _whole(written) == b""
+    written.write_bytes(pem)
+    assert _whole(written) == pem
+    assert _whole(tmp_path / "absent.pem") == b""
 
 
 def scan_target(run: Run, timeout_s: float = 3.0) -> ScanTarget:
@@ -163,6 +194,20 @@ def test_a_server_that_issues_no_ticket_leaves_no_session_to_resume(tls_server) 
     assert isinstance(found, EarlyData)
     assert found.supports_early_data is False
     assert found.how.startswith("no session ticket within 1 s of a TLS 1.3 handshake")
+
+
+@needs_openssl
+def test_a_server_that_refuses_the_client_after_the_handshake_is_not_measured(tls_server):
+    # TLS 1.3: the server's refusal of a missing client certificate comes after the
+    # client's side of the handshake, with no ticket: nothing is said about 0-RTT.
+    port, ctx = tls_server
+    ca = trustme.CA()
+    ca.configure_trust(ctx)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    target = ScanTarget("127.0.0.1", port, "localhost", None, None, None, 3.0)
+    found = early_data_at(target)
+    assert isinstance(found, str)
+    assert found.startswith("the server ended the connection after the TLS 1.3 handshake")
 
 
 @needs_openssl
