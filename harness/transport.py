@@ -6,9 +6,9 @@ never depend on one library's error strings.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
-import contextlib
 import socket
 import ssl
 import tempfile
