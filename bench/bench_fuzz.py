@@ -15,7 +15,7 @@ Printed, all in the same run and over the same method mix:
   the end (``--minutes``, default 0.25).
 
 The target is ``spawn:reference+no-rate-limit`` by default (``--target``): the reference's
-per-identity limit (50 calls/s) is policy, and it would cap both loops alike, so the rates
+per-identity limit (200 calls/s) is policy, and it would cap both loops alike, so the rates
 would measure the limit and not the harness. Rates are ratios within one run: on a shared
 machine compare the ratios, not the absolute figures. Run:
 ``python bench/bench_fuzz.py [--minutes N] [--target SPEC] [--seconds S]``. Nothing is asserted.

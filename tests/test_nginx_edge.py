@@ -166,7 +166,8 @@ def test_a_burst_over_limit_req_is_nginxs_429(edge_run):
 
     try:
         with ThreadPoolExecutor(16) as pool:
-            results = list(pool.map(one, range(300)))  # nginx: 100 r/s, a burst of 100
+            # nginx: twice the service's rate per second, and a burst as large
+            results = list(pool.map(one, range(int(6 * server.RATE_RPS))))
     finally:
         channel.close()
     throttled = [r for r in results if edge_refusal(r) == 429]

@@ -61,7 +61,7 @@ EXPORT_RECORD_DELAY_S = 0.008  # an export takes a while (LIMIT-003 (b) overlaps
 VERIFIED_CACHE_SIZE = 1024
 #: The service's store of issued opaque tokens (their SHA-256, never the tokens themselves).
 OPAQUE_STORE = "opaque-tokens.json"
-RATE_RPS, RATE_BURST = 50.0, 5.0  # per identity (token bucket)
+RATE_RPS, RATE_BURST = 200.0, 5.0  # per identity (token bucket)
 CACHE_TTL_S = 1.0
 MAX_FILTER_DEPTH = 8
 SORT_KEYS: dict[int, Callable[[Any], Any]] = {
