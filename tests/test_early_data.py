@@ -29,7 +29,7 @@ from harness.early_data import (
     handshake_done,
     max_early_data,
 )
-from harness.run import Run
+from harness.plans.tls import scan_target
 from harness.tls import ScanTarget, early_data_at
 from targets import nginx
 
@@ -95,20 +95,6 @@ def test_rejected_counts_only_on_a_resumed_session_and_a_half_written_one_is_non
     written.write_bytes(pem)
     assert _whole(written) == pem
     assert _whole(tmp_path / "absent.pem") == b""
-
-
-def scan_target(run: Run, timeout_s: float = 3.0) -> ScanTarget:
-    assert run.spec.host is not None
-    assert run.spec.port is not None
-    return ScanTarget(
-        host=run.spec.host,
-        port=run.spec.port,
-        server_name=run.endpoint.server_name,
-        ca_bundle=run.config.path("tls.ca_bundle"),
-        client_cert=run.config.path("mtls.client_cert"),
-        client_key=run.config.path("mtls.client_key"),
-        timeout_s=timeout_s,
-    )
 
 
 @needs_openssl

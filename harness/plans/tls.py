@@ -28,11 +28,11 @@ class ScanFailed(HarnessError):
     """sslyze could not scan the target at all: the controls that judge the scan ERROR."""
 
 
-def tls_facts(run: Run) -> TlsFacts:
-    """The run's sslyze scan (made once, on first use or by :func:`early_scan`)."""
+def scan_target(run: Run) -> ScanTarget:
+    """Where and how the run's TLS scan reaches the target."""
     assert run.spec.host is not None
     assert run.spec.port is not None
-    target = ScanTarget(
+    return ScanTarget(
         host=run.spec.host,
         port=run.spec.port,
         server_name=run.endpoint.server_name,
@@ -41,6 +41,11 @@ def tls_facts(run: Run) -> TlsFacts:
         client_key=run.config.path("mtls.client_key"),
         timeout_s=run.options.connect_timeout_s,
     )
+
+
+def tls_facts(run: Run) -> TlsFacts:
+    """The run's sslyze scan (made once, on first use or by :func:`early_scan`)."""
+    target = scan_target(run)
     return run.memo("tls-facts", lambda: scan(target))
 
 
