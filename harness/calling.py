@@ -126,14 +126,7 @@ class Caller:
             requests = tuple(requests)
         if principal is not None and retry_exhausted:
             self._pacer.wait(principal.name)
-        # One blocking unary call where the descriptors say one message comes back, unless
-        # the caller stops early (max_responses) or the method sent more than one before.
-        unary = (
-            replayable
-            and max_responses > 1
-            and method not in self._streamed
-            and self.unary_response(method)
-        )
+        unary = replayable and self._unary(method, max_responses)
         for backoff in (*self._backoffs, None):
             result = invoke(
                 channel,
@@ -164,6 +157,16 @@ class Caller:
         if result.code == grpc.StatusCode.UNAVAILABLE and not result.responses:
             self.still_there()  # UNAVAILABLE is also an answer (a refused client certificate)
         return result
+
+    def _unary(self, method: str, max_responses: int) -> bool:
+        """Whether to make ``method``'s call one blocking unary call.
+
+        Yes where the descriptors say one message comes back, unless the caller stops early
+        (``max_responses``) or the method sent more than one before.
+        """
+        if max_responses <= 1 or method in self._streamed:
+            return False
+        return self.unary_response(method)
 
     def _record(self, result: CallResult) -> None:
         with self._lock:

@@ -401,10 +401,16 @@ def test_the_fuzzers_learn_the_servers_limit_and_keep_under_it(limited_server):
     finally:
         for ch in channels:
             ch.close()
-    # Which call failed and how (seen once in CI: UNAVAILABLE on the 16th, not reproduced).
+    # Seen twice under load (CI, and a full local suite beside benchmarks): one call refused
+    # with RST_STREAM REFUSED_STREAM (7) on a connection that had no other stream of ours
+    # open, while the server's handlers never ran more than two at once: grpc-core still
+    # counting a stream whose status it has sent. That is back-pressure, which the fuzzers'
+    # settle() absorbs (this test calls invoke() bare); anything else, or more than one, fails.
     failed = [(i, r.code, r.details) for i, r in enumerate(got) if r.code != C.OK]
     assert len(got) == 16
-    assert not failed, failed
+    refused = [f for f in failed if f[1] == C.UNAVAILABLE and "error code 7" in f[2]]
+    assert failed == refused, failed
+    assert len(refused) <= 1, failed
     # Over eight connections, each with its own limit: the pacing held the fuzzer to two.
     assert p.peak <= 2
     assert state["peak"] <= 2
