@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import socket
+import subprocess
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -206,15 +207,21 @@ def _scan(target: ScanTarget) -> TlsFacts:
 
 
 def early_data_at(target: ScanTarget) -> early_data.EarlyData | str:
-    """TLS-006's 0-RTT probe (:func:`harness.early_data.probe`) at ``target``."""
-    return early_data.probe(
-        target.host,
-        target.port,
-        server_name=target.server_name,
-        client_cert=target.client_cert,
-        client_key=target.client_key,
-        timeout_s=target.timeout_s,
-    )
+    """TLS-006's 0-RTT probe (:func:`harness.early_data.probe`) at ``target``.
+
+    A probe that fails outright leaves only its own item unmeasured, never the scan.
+    """
+    try:
+        return early_data.probe(
+            target.host,
+            target.port,
+            server_name=target.server_name,
+            client_cert=target.client_cert,
+            client_key=target.client_key,
+            timeout_s=target.timeout_s,
+        )
+    except (OSError, subprocess.SubprocessError, ValueError) as exc:
+        return f"the 0-RTT probe failed: {type(exc).__name__}: {exc}"
 
 
 def _network(target: ScanTarget, creds: Any) -> Any:

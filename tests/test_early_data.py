@@ -220,3 +220,11 @@ def test_without_openssl_nothing_is_measured(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(shutil, "which", lambda name: None)
     target = ScanTarget("127.0.0.1", 1, None, None, None, None, 1.0)
     assert early_data_at(target) == early_data.MISSING
+
+
+def test_a_probe_that_fails_outright_leaves_its_item_unmeasured(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-client.pem"  # the certificate file is gone
+    target = ScanTarget("127.0.0.1", 1, None, None, missing, missing, 1.0)
+    found = early_data_at(target)
+    assert isinstance(found, str)
+    assert found.startswith("the 0-RTT probe failed: FileNotFoundError")
