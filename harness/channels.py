@@ -272,7 +272,7 @@ def invoke(
         unary_response: The method answers with one message (its descriptor says so):
             one request is sent as a unary call, which grpcio makes in one blocking
             operation instead of a response stream read by its channel thread (a third
-            fewer calls per second). A message sent beside an error status is kept; a
+            more calls per second). A message sent beside an error status is kept; a
             second message holds the call until its deadline (grpcio waits for the status),
             so :class:`~harness.calling.Caller` reads such a method as a stream afterwards.
 
