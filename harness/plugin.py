@@ -687,11 +687,18 @@ def _open_early(config: pytest.Config, state: _State) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    """Close a run opened early that no test took."""
-    if _STATE in config.stash:
+    """Close a run opened early that no test took, and let go of the session's run.
+
+    The run (its journal, and what every call sent, LIMIT-001's 32 MiB request among
+    them) is closed by now; a config that outlives the session (pytester's in-process
+    runs keep theirs) no longer keeps it.
+    """
+    state = config.stash.get(_STATE, None)
+    if state is not None:
         from harness.run import discard_early
 
         discard_early()
+        state.run = None
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
