@@ -70,7 +70,14 @@ def handshake_done(output: str) -> bool:
 
 
 def _last_line(output: str) -> str:
-    lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
+    """s_client's last line of text, for a reason.
+
+    With ``-ign_eof`` s_client also prints what the server sent (HTTP/2 frames): control
+    bytes are shown as ``?``, and a line of nothing else is passed over.
+    """
+    printable = ("".join(c if c.isprintable() else "?" for c in ln).strip()
+                 for ln in output.splitlines())  # fmt: skip
+    lines = [ln for ln in printable if ln.strip("?")]
     return lines[-1][:200] if lines else "no output"
 
 

@@ -24,6 +24,7 @@ from harness import early_data
 from harness.early_data import (
     EarlyData,
     _judge_resumption,
+    _last_line,
     _whole,
     early_data_status,
     handshake_done,
@@ -71,6 +72,11 @@ def test_s_clients_words_for_the_early_data_and_the_handshake() -> None:
     assert handshake_done(done)
     assert not handshake_done("New, TLSv1.3, Cipher is X\nNo ALPN negotiated\n")
     assert not handshake_done("40E7:error:0A000410:SSL routines::sslv3 alert handshake failure")
+    # What the server sent s_client is printed too: no control bytes reach a reason.
+    settings = "read R BLOCK\n\x00\x00\x12\x04\x00\x00\x00\x00\x00\x00\x03\n\x00\x00\n"
+    assert _last_line(settings) == "read R BLOCK"
+    assert _last_line("closed\x00 by peer\n") == "closed? by peer"
+    assert _last_line("") == "no output"
 
 
 def test_rejected_counts_only_on_a_resumed_session_and_a_half_written_one_is_none(
