@@ -122,13 +122,14 @@ def transport_abuse(run: Run) -> Outcome:
     plan = malformed_plan(liveness, protected)
     if disguises:  # (f) where the malformed names carry what the service reads
         plan = [p for p in plan if p.ref != "f"]
-    with ThreadPoolExecutor(len(plan), thread_name_prefix="hipaa-h2") as pool:
-        replies = list(pool.map(lambda p: _send_malformed(run, p), plan))  # own connections
+    calls = [*plan, *disguise_calls(disguises)]
+    with ThreadPoolExecutor(len(calls), thread_name_prefix="hipaa-h2") as pool:
+        replies = list(pool.map(lambda p: _send_malformed(run, p), calls))  # own connections
     observations = [
         replace(judge_malformed(p, reply), request_id=rid)
-        for p, (reply, rid) in zip(plan, replies, strict=True)
+        for p, (reply, rid) in zip(plan, replies, strict=False)
     ]
-    observations += _disguised(run, disguises)
+    observations += judge_disguises(disguises, replies[len(plan) :])
     if protected is None:
         observations.append(NO_PROTECTED_UNARY)
     observations += _bursts(run, liveness)
@@ -390,8 +391,8 @@ def disguise_plan(path: str, body: bytes, metadata: tuple[tuple[str, str], ...])
     ]
 
 
-def _disguised(run: Run, disguises: Sequence[Disguised]) -> list[Observation]:
-    """Send (f)'s disguises and their two control calls, each on its own connection."""
+def disguise_calls(disguises: Sequence[Disguised]) -> list[Malformed]:
+    """(f)'s disguises, then their two controls: the field under its own name, and none."""
     if not disguises:
         return []
     first = disguises[0]
@@ -400,10 +401,16 @@ def _disguised(run: Run, disguises: Sequence[Disguised]) -> list[Observation]:
         Malformed("f", p.probe, p.path, "application/grpc", p.metadata, grpc_frame(p.body), "")
         for p in disguises
     ]
-    for metadata in (honest, ()):
-        calls.append(replace(calls[0], metadata=metadata))
-    with ThreadPoolExecutor(len(calls), thread_name_prefix="hipaa-h2") as pool:
-        *replies, (with_, _), (without, _) = pool.map(lambda c: _send_malformed(run, c), calls)
+    return [*calls, *(replace(calls[0], metadata=metadata) for metadata in (honest, ()))]
+
+
+def judge_disguises(
+    disguises: Sequence[Disguised], sent: Sequence[tuple[Reply | OSError, str]]
+) -> list[Observation]:
+    """(f): each disguise's reply beside the control calls' (:func:`disguise_calls`)."""
+    if not disguises:
+        return []
+    *replies, (with_, _), (without, _) = sent
     controls = Controls(with_, without)
     return [
         replace(judge_disguised(p, r, controls), request_id=rid)
