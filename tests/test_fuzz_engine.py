@@ -5,6 +5,8 @@ import os
 import random
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import grpc
 import pytest
@@ -189,3 +191,41 @@ def test_whitebox_runs_one_input_alone_as_a_reproducer(crash_nested, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"Running: {kept}" in done.stderr
     assert kept.read_bytes() == b"\x0a\x01x"
+
+
+def _nice_of(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[16])  # field 19: nice
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_the_whitebox_child_lowers_its_priority_as_told(crash_nested, tmp_path):
+    # FUZZ-002 runs it beside the probes: it must take only the CPU they leave.
+    env = {
+        **os.environ,
+        "HIPAA_FUZZ_CONFIG": str(crash_nested.config_path),
+        "HIPAA_FUZZ_CRASHES": str(tmp_path / "crashes"),
+        "HIPAA_FUZZ_NICE": "7",
+    }
+    before = os.nice(0)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "harness.fuzzers.whitebox", "-max_total_time=5", str(tmp_path)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    seen: set[int | None] = set()
+    try:
+        deadline = time.monotonic() + 30
+        while child.poll() is None and time.monotonic() < deadline:
+            seen.add(_nice_of(child.pid))
+            if min(before + 7, 19) in seen:
+                break
+            time.sleep(0.05)
+    finally:
+        child.kill()
+        child.wait(10)
+    assert min(before + 7, 19) in seen, seen

@@ -41,6 +41,9 @@ from harness.wire import varint
 ENV_CONFIG, ENV_TARGET, ENV_CRASHES = "HIPAA_FUZZ_CONFIG", "HIPAA_FUZZ_TARGET", "HIPAA_FUZZ_CRASHES"
 ENV_KEEP_GOING, ENV_PROGRESS = "HIPAA_FUZZ_KEEP_GOING", "HIPAA_FUZZ_PROGRESS"
 ENV_MODE, ENV_METHODS = "HIPAA_FUZZ_MODE", "HIPAA_FUZZ_METHODS"
+#: How much lower a fuzzing process runs than its parent (``os.nice``): FUZZ-002 sets it for
+#: the white-box child it runs beside the probes.
+ENV_NICE = "HIPAA_FUZZ_NICE"
 
 
 class FuzzFinding(Exception):
@@ -146,6 +149,9 @@ def _fail(message: str) -> NoReturn:
 
 def run(mode: str, argv: list[str]) -> None:
     """Set up ``mode`` ("blackbox" or "whitebox") from the environment and fuzz forever."""
+    nice = os.environ.get(ENV_NICE, "")
+    if nice.isdigit() and hasattr(os, "nice"):
+        os.nice(int(nice))  # before the imports: instrumenting them is work too
     import atheris
 
     config_path = os.environ.get(ENV_CONFIG)
