@@ -83,5 +83,7 @@ class SntpServer:
     def stop(self) -> None:
         """Stop answering and close the socket."""
         self._stop.set()
+        with contextlib.suppress(OSError):  # wakes the waiting receive at once
+            self._sock.sendto(b"", self._sock.getsockname())
         self._thread.join(1.0)
         self._sock.close()
