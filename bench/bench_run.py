@@ -15,11 +15,12 @@ in one working directory after one run that is not counted, and prints:
   background threads (overlapped with other work: the AUTHN-005 hold, the sslyze scan,
   paced bursts, retries of throttled calls).
 
-Why the uncounted first run: Hypothesis reads the source of every "local" module (not in
-site-packages) for constants to draw, and caches what it read in ``.hypothesis/`` of the
-working directory. With this repository's editable install the harness's own modules are
-local, so a first run in a fresh directory spends about 1 s on them; a user's
-``pip install .`` puts them in site-packages, where Hypothesis never reads them.
+Why the uncounted first run: Hypothesis builds its Unicode tables on first use and reads
+the source of every "local" module (not in site-packages: with this repository's editable
+install, the harness's own) for constants to draw, about 2 s of CPU when a run starts. It
+keeps both, for a run of the bundled suites, in ``~/.cache/pytest-hipaa-grpc/hypothesis``
+(``harness.plugin``): a user pays them once per machine, not per run, and the first run
+here pays them only on a fresh machine or cache.
 
 Work started early in the background (the sslyze scan, white-box Atheris, AUTHN-005's held
 token, AUTHN-009's streams) is counted in the test that waits for it, if it waits.

@@ -284,8 +284,38 @@ def pytest_configure(config: pytest.Config) -> None:
         import suites
 
         config.args[:] = [str(Path(suites.__file__).parent)]
+        _hypothesis_caches_out_of_the_tree()
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(), "hipaa-xdist")
+
+
+#: Hypothesis's own setting for where it keeps its files (``.hypothesis/`` by default).
+HYPOTHESIS_STORAGE = "HYPOTHESIS_STORAGE_DIRECTORY"
+
+
+def _hypothesis_caches_out_of_the_tree() -> None:
+    """Hypothesis's caches in the user's cache directory, for a run of the bundled suites.
+
+    FUZZ-001 and AUTHN-001 draw their inputs with Hypothesis, which builds its Unicode
+    tables on first use (about 1 s of CPU when the run starts) and keeps them, with the
+    constants it reads from local modules' source, in ``.hypothesis/`` of the working
+    directory: in a fresh checkout (every CI run) each run built them again, and the
+    harness left that directory in the user's tree. They go to
+    ``$XDG_CACHE_HOME/pytest-hipaa-grpc/hypothesis`` (``~/.cache`` without it) instead.
+    The harness keeps no example database (its settings say ``database=None``). A
+    ``HYPOTHESIS_STORAGE_DIRECTORY`` the user set is left as it is, and so is a session
+    given test paths of its own, whose Hypothesis tests keep their database where it was.
+    """
+    import os
+
+    if HYPOTHESIS_STORAGE in os.environ:
+        return
+    base = os.environ.get("XDG_CACHE_HOME")
+    try:
+        cache = Path(base) if base else Path.home() / ".cache"
+    except RuntimeError:  # no home directory to find: leave Hypothesis's default
+        return
+    os.environ[HYPOTHESIS_STORAGE] = str(cache / "pytest-hipaa-grpc" / "hypothesis")
 
 
 def _oscal_usable(report: object) -> None:

@@ -215,3 +215,20 @@ def test_nothing_printed_carries_a_canary_or_a_token(pytester):
     leaked = [c for c in CanarySet.for_seed(7).manifest() if holds_standalone(printed, c)]
     assert leaked == []
     assert b"eyJ" not in printed
+
+
+@pytest.mark.parametrize("chosen", [False, True], ids=["default", "user-set"])
+def test_a_run_of_the_suites_keeps_hypothesis_files_out_of_the_working_tree(
+    pytester, monkeypatch, tmp_path, chosen
+):
+    # FUZZ-001 draws with Hypothesis, which keeps its Unicode tables in .hypothesis/ of the
+    # working directory: a fresh checkout built them on every run, in the user's tree.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("HYPOTHESIS_STORAGE_DIRECTORY", raising=False)
+    if chosen:
+        monkeypatch.setenv("HYPOTHESIS_STORAGE_DIRECTORY", str(tmp_path / "mine"))
+    result = pytester.runpytest_subprocess("--hipaa-target=spawn:reference", "-k", "FUZZ_001")
+    result.assert_outcomes(passed=1, deselected=len(registered()) - 1)
+    assert not (pytester.path / ".hypothesis").exists()
+    kept = tmp_path / "mine" if chosen else tmp_path / "xdg" / "pytest-hipaa-grpc" / "hypothesis"
+    assert (kept / "unicode_data").is_dir()
