@@ -1,4 +1,4 @@
-"""LIMIT-001 (c) and LIMIT-003 (b) over the wire: what the server itself sent.
+"""LIMIT-001 (c), LIMIT-001's steps at once, and LIMIT-003 (b), over the wire.
 
 LIMIT-003 (b): a grpcio server on 127.0.0.1 answers each export as its method says: one
 stream of a message larger than a gRPC client's receive limit (grpcio raises
@@ -9,6 +9,8 @@ LIMIT-001 (c): the oversized header goes out on a raw HTTP/2 connection, read wh
 written: a server that ends the connection mid-block (nghttp2's GOAWAY COMPRESSION_ERROR)
 answers at once, a server that says nothing is a timeout (INCONCLUSIVE), and a grpcio
 server enforces its header limit once its SETTINGS are acknowledged.
+
+LIMIT-001 (a)-(d) go at once; a step that does not pass goes again alone (see below).
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import grpc
 import pytest
@@ -30,15 +33,19 @@ from harness.checks.limit import (
     CONTROL_HEADER_BYTES,
     ExportPlan,
     SizePlan,
+    _size_steps,
     concurrent_exports,
     judge_concurrent,
     judge_header,
     send_header,
 )
 from harness.h2client import H2Client, Reply
+from harness.outcome import Status
 from harness.principals import Principal
 from harness.transport import Transport
 
+T = TypeVar("T")
+U = TypeVar("U")
 BIG = 5 * 1024 * 1024  # over the 4 MiB receive limit a gRPC client has by default
 
 
@@ -81,15 +88,26 @@ class _Options:
 
 @dataclass
 class _Run:
-    """What concurrent_exports reads of a run: a raw HTTP/2 connection, a request-ID key."""
+    """What these probes read of a run: connections, a request-ID key, the liveness method."""
 
     port: int
     request_id_key: str = "x-request-id"
+    liveness: str = "/grpc.health.v1.Health/Check"
     options: _Options = field(default_factory=_Options)
 
     def open_h2(self) -> H2Client:
         endpoint = Endpoint(f"127.0.0.1:{self.port}", Transport.H2C)
         return H2Client.open(endpoint, "127.0.0.1", self.port, 3.0)
+
+    def new_channel(self) -> grpc.Channel:
+        return grpc.insecure_channel(
+            f"127.0.0.1:{self.port}", options=[("grpc.max_send_message_length", -1)]
+        )
+
+    def map(self, fn: Callable[[T], U], items: Iterable[T]) -> list[U]:
+        todo = list(items)
+        with futures.ThreadPoolExecutor(len(todo)) as pool:
+            return list(pool.map(fn, todo))
 
 
 def _exporter(tmp_path: Path, token: str) -> Principal:
@@ -249,3 +267,109 @@ def test_a_request_written_while_reading_stops_at_the_servers_goaway(refuses_at_
         sid = client.request(headers, b"", within=30.0)
         reply = client.wait(sid, 30.0)
     assert (reply.goaway_code, reply.timed_out) == (11, False)
+
+
+# -- LIMIT-001 (a)-(d) at once ----------------------------------------------------------
+# A grpcio server refuses oversized messages and headers itself. Its handler refuses a call
+# that comes while another is in flight, as a service with a global concurrency limit
+# does: sent at once, the step that comes second is refused for the load beside it, not
+# for its size, and only its answer alone may stand. A health check that fails once sends
+# every step again, one at a time.
+
+LIMIT = 4 * 1024 * 1024
+HEALTH = "/grpc.health.v1.Health/Check"
+
+
+class _Service(grpc.GenericRpcHandler):
+    """Get holds each call 1 s and refuses one that comes meanwhile; Health answers."""
+
+    def __init__(self, sick_once: bool) -> None:
+        self.busy = threading.Lock()
+        self.sick = sick_once
+
+    def _get(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        if not self.busy.acquire(blocking=False):
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "busy")
+        try:
+            time.sleep(1.0)
+            return b""
+        finally:
+            self.busy.release()
+
+    def _health(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        if self.sick:
+            self.sick = False
+            context.abort(grpc.StatusCode.UNAVAILABLE, "starting over")
+        return b""
+
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        if details.method == "/acme.Sizes/Get":
+            return grpc.unary_unary_rpc_method_handler(self._get)
+        if details.method == HEALTH:
+            return grpc.unary_unary_rpc_method_handler(self._health)
+        return None
+
+
+def _serve(sick_once: bool) -> Iterator[int]:
+    server = grpc.server(futures.ThreadPoolExecutor(8), handlers=[_Service(sick_once)])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield port
+    finally:
+        server.stop(0)
+
+
+@pytest.fixture
+def limited() -> Iterator[int]:
+    yield from _serve(sick_once=False)
+
+
+@pytest.fixture
+def sick_once() -> Iterator[int]:
+    yield from _serve(sick_once=True)
+
+
+PLAN = SizePlan(
+    "/acme.Sizes/Get",
+    (),
+    LIMIT,
+    oversized=b"x" * (LIMIT + 1),
+    fits=b"x" * (LIMIT - 1024),
+    plain=b"",
+    bomb=bytes(8 * LIMIT),
+)
+
+
+def _healths(observations: Any) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for o in observations:
+        if o.probe.startswith("health after"):
+            out.setdefault(o.ref, []).append(o.probe)
+    return out
+
+
+@pytest.mark.timeout(60)
+def test_a_step_refused_for_the_load_beside_it_is_judged_by_its_answer_alone(limited):
+    observations = _size_steps(_Run(limited), PLAN)  # type: ignore[arg-type]
+    assert {o.status for o in observations} == {Status.PASS}, observations
+    healths = _healths(observations)
+    assert sorted(healths) == ["a", "b", "c", "d"]
+    # (b) and (c)'s control call reach the handler together: one of them is refused for
+    # the other and goes again alone, with its own health checks; the rest stand as sent.
+    alone = [ref for ref, probes in healths.items() if "(a)-(d), sent at once" not in probes[0]]
+    assert alone in (["b"], ["c"]), healths
+    assert healths["a"] == ["health after (a)-(d), sent at once"]
+    assert healths["d"] == ["health after (a)-(d), sent at once"]
+
+
+@pytest.mark.timeout(60)
+def test_a_failed_health_check_sends_every_step_again_one_at_a_time(sick_once):
+    observations = _size_steps(_Run(sick_once), PLAN)  # type: ignore[arg-type]
+    assert {o.status for o in observations} == {Status.PASS}, observations
+    assert _healths(observations) == {
+        "a": ["health after (a)"],
+        "b": ["health after (b)"],
+        "c": ["health after (c) 20 KiB header", "health after (c) 1024 KiB header"],
+        "d": ["health after (d)"],
+    }
