@@ -67,11 +67,12 @@ class _Handlers(grpc.GenericRpcHandler):
 
 @pytest.fixture
 def server() -> Iterator[int]:
-    s = grpc.server(
-        futures.ThreadPoolExecutor(4),
-        handlers=[_Handlers()],
-        options=[("grpc.max_send_message_length", -1)],
-    )
+    yield from _grpc_server(_Handlers(), options=[("grpc.max_send_message_length", -1)])
+
+
+def _grpc_server(handler: grpc.GenericRpcHandler, **kwargs: Any) -> Iterator[int]:
+    """A grpcio server on 127.0.0.1 serving ``handler``, stopped when done: its port."""
+    s = grpc.server(futures.ThreadPoolExecutor(8), handlers=[handler], **kwargs)
     port = s.add_insecure_port("127.0.0.1:0")
     s.start()
     try:
@@ -311,13 +312,7 @@ class _Service(grpc.GenericRpcHandler):
 
 
 def _serve(sick_once: bool) -> Iterator[int]:
-    server = grpc.server(futures.ThreadPoolExecutor(8), handlers=[_Service(sick_once)])
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    try:
-        yield port
-    finally:
-        server.stop(0)
+    yield from _grpc_server(_Service(sick_once))
 
 
 @pytest.fixture
