@@ -127,7 +127,7 @@ def transport_abuse(run: Run) -> Outcome:
         replies = list(pool.map(lambda p: _send_malformed(run, p), calls))  # own connections
     observations = [
         replace(judge_malformed(p, reply), request_id=rid)
-        for p, (reply, rid) in zip(plan, replies, strict=False)
+        for p, (reply, rid) in zip(plan, replies[: len(plan)], strict=True)
     ]
     observations += judge_disguises(disguises, replies[len(plan) :])
     if protected is None:
